@@ -1,0 +1,22 @@
+# segma_cc_library(NAME SRCS a.cc b.cc DEPS segma::common ...)
+#   Defines library segma_NAME with alias segma::NAME; src/ is the include root.
+function(segma_cc_library)
+  cmake_parse_arguments(ARG "" "NAME" "SRCS;DEPS" ${ARGN})
+  add_library(segma_${ARG_NAME} STATIC ${ARG_SRCS})
+  add_library(segma::${ARG_NAME} ALIAS segma_${ARG_NAME})
+  target_include_directories(segma_${ARG_NAME} PUBLIC ${PROJECT_SOURCE_DIR}/src)
+  target_link_libraries(segma_${ARG_NAME} PUBLIC ${ARG_DEPS})
+endfunction()
+
+# segma_cc_test(NAME SRCS a_test.cc DEPS segma::x [LABELS unit|integration])
+function(segma_cc_test)
+  cmake_parse_arguments(ARG "" "NAME" "SRCS;DEPS;LABELS" ${ARGN})
+  add_executable(${ARG_NAME} ${ARG_SRCS})
+  target_include_directories(${ARG_NAME} PRIVATE ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/tests)
+  target_link_libraries(${ARG_NAME} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gmock GTest::gtest_main)
+  if(NOT ARG_LABELS)
+    set(ARG_LABELS unit)
+  endif()
+  gtest_discover_tests(${ARG_NAME} DISCOVERY_TIMEOUT 60 PROPERTIES LABELS "${ARG_LABELS}"
+                       ENVIRONMENT "SEGMA_SOURCE_DIR=${PROJECT_SOURCE_DIR};SEGMA_BUILD_DIR=${PROJECT_BINARY_DIR}")
+endfunction()

@@ -1,0 +1,35 @@
+#include "common/crypto.h"
+
+#include <gtest/gtest.h>
+
+namespace segma {
+namespace {
+
+TEST(CryptoTest, Sha256KnownVector) {
+  EXPECT_EQ(Sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+TEST(CryptoTest, RandomTokensDiffer) {
+  std::string a = RandomToken(24), b = RandomToken(24);
+  EXPECT_EQ(a.size(), 32u);
+  EXPECT_NE(a, b);
+}
+
+TEST(CryptoTest, PasswordHashVerifies) {
+  Result<std::string> h = HashPassword("correct horse");
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(h->rfind("$argon2id$", 0), 0u);
+  EXPECT_TRUE(VerifyPassword(*h, "correct horse"));
+  EXPECT_FALSE(VerifyPassword(*h, "wrong"));
+  EXPECT_FALSE(VerifyPassword("garbage", "x"));
+}
+
+TEST(CryptoTest, HmacDependsOnKey) {
+  EXPECT_NE(HmacSha256("k1", "data"), HmacSha256("k2", "data"));
+  EXPECT_EQ(HmacSha256("k1", "data"), HmacSha256("k1", "data"));
+  EXPECT_TRUE(ConstantTimeEquals("abc", "abc"));
+  EXPECT_FALSE(ConstantTimeEquals("abc", "abd"));
+}
+
+}  // namespace
+}  // namespace segma
