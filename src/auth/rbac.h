@@ -1,0 +1,77 @@
+#pragma once
+
+// The one place where access is decided. Handlers and services call Authorize before acting;
+// nothing else compares roles.
+//
+// The matrix (A = platform admin, PA = project-admin, M = member, V = viewer, U = any user):
+//  - Platform admin: everything (but see API keys below).
+//  - Project-scoped resources (kModels, kModelInstances, kModelRoutes, kModelEvaluations,
+//    kApiKeys, kUsage, kProjectMembers, kInference) need a role in `project_id`:
+//      V  reads; M also creates/updates/deletes models, model instances and evaluations, creates
+//      API keys and updates/deletes its own (owner_user_id == the principal), and uses inference;
+//      PA everything in the project (members, every key, routes). kUsage is written by the
+//      system only (admins). Reading a list without a project_id (nullopt) is allowed to any user:
+//      the caller must filter rows to the principal's projects. Writing without a project_id is
+//      denied to non-admins.
+//  - kProjects: read A or any role in the project (list: any user, filtered by the caller);
+//    create/update/delete A only (update can change quotas).
+//  - kUsers: A only. kSelf (own profile, password): any user principal.
+//  - kClusters: A only (reads include registration tokens).
+//  - kWorkers, kGpus, kBackends, kModelFiles: read U, write A.
+//  - kWorkerSelf: worker principals (and A). Worker principals can do nothing else.
+//  - API keys act with their creator's roles, confined to the key's own project and scope:
+//    scope inference → only (kUse, kInference); management → only /v2 resources (anything but
+//    kInference); all → both. Project-scoped resources only in the key's project; global
+//    resources only where any user may (reads of workers, gpus, backends, model files): a key
+//    never carries platform-admin powers outside its project, and never kSelf.
+
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+#include "auth/principal.h"
+#include "common/status.h"
+
+namespace segma::auth {
+
+enum class Action { kRead, kCreate, kUpdate, kDelete, kUse /* inference */ };
+
+enum class Resource {
+  kUsers,
+  kProjects,
+  kProjectMembers,
+  kApiKeys,
+  kClusters,
+  kWorkers,
+  kGpus,
+  kModels,
+  kModelInstances,
+  kModelFiles,
+  kModelRoutes,
+  kBackends,
+  kUsage,
+  kModelEvaluations,
+  kInference,
+  kSelf,        // own profile, own password
+  kWorkerSelf,  // worker heartbeats, its own assignments
+};
+
+std::string_view ActionName(Action a);      // "read", "create", ...
+std::string_view ResourceName(Resource r);  // the REST collection name: "model-instances", ...
+// True for resources that belong to a project.
+bool IsProjectScoped(Resource r);
+
+// Decides whether `principal` may do `action` on `resource` in `project_id` (nullopt for global
+// resources and for project-less lists). `owner_user_id` is the creator of the row acted on, where
+// ownership matters (API keys).
+// Returns OK; kUnauthenticated ("authentication required") for an anonymous principal;
+// kPermissionDenied with a readable reason otherwise ("role viewer in project 3 cannot create
+// models"). Pure and thread-safe.
+Status Authorize(const Principal& principal, Action action, Resource resource,
+                 std::optional<int64_t> project_id,
+                 std::optional<int64_t> owner_user_id = std::nullopt);
+
+// True if `key` may call model `model_name` (allowed_models absent = all). Pure.
+bool ApiKeyAllowsModel(const types::ApiKey& key, std::string_view model_name);
+
+}  // namespace segma::auth

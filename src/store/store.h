@@ -1,0 +1,224 @@
+#pragma once
+
+// The control plane's persistent state, behind one interface: SQLite today (sqlite/sqlite_store.h),
+// PostgreSQL later. Everything here is synchronous; callers on the I/O threads run it on the
+// blocking thread pool (STYLE §11).
+//
+// Conventions shared by every method:
+//  - kNotFound       "worker 42 not found": the row (or a row it refers to) does not exist.
+//  - kAlreadyExists  "project 'x' already exists": a unique key is taken.
+//  - kInvalidArgument a ListOptions field is malformed (unknown sort field, page < 1, ...).
+//  - kFailedPrecondition the change would break a reference (e.g. deleting a cluster that still
+//                    has workers).
+//  - kUnavailable    the database is busy or failed to read/write (safe to retry).
+//  - kInternal       a stored row could not be decoded (a bug or a corrupted database).
+// A failed mutation changes nothing: multi-statement changes run in one transaction.
+//
+// Events: every successful mutation of a public resource publishes one Event per changed row on
+// the EventBus given at construction, after the commit, with `resource` = the REST collection
+// name ("users", "projects", "project-members", "api-keys", "clusters", "workers"), `project_id`
+// for rows that belong to a project, `id` = the row id (the user id for project members) and
+// `data` = types::ToJson(row). Cascaded deletes publish kDeleted for each removed child row that is
+// itself a resource (api keys, project members). Sessions and TouchApiKey publish nothing.
+//
+// Timestamps: created_at / updated_at are set by the store from its Clock; values in the rows
+// passed to Create* are ignored.
+//
+// Thread-safety: every method may be called concurrently from any thread.
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/status.h"
+#include "types/identity.h"
+#include "types/worker.h"
+
+namespace segma::store {
+
+struct ListOptions {
+  static constexpr int kMaxPerPage = 500;
+
+  int page = 1;       // 1-based; < 1 is kInvalidArgument
+  int per_page = 50;  // 1..kMaxPerPage; larger values are clamped to kMaxPerPage, < 1 invalid
+  // A field name from the resource's allow-list (documented on each List method), optionally
+  // prefixed with '-' for descending order. Empty: by id ascending. Anything else (including
+  // "name; DROP TABLE users") is kInvalidArgument. Ties are broken by id.
+  std::string sort;
+  std::string q;  // case-insensitive substring match on the resource's name field(s); "" = all
+
+  // Filters; each applies only where the List method documents it, and is ignored elsewhere.
+  std::optional<int64_t> project_id;
+  std::optional<int64_t> cluster_id;
+  std::optional<int64_t> user_id;
+  // Only rows of projects (or the projects themselves) that this user is a member of.
+  std::optional<int64_t> member_user_id;
+};
+
+template <typename T>
+struct ListResult {
+  std::vector<T> items;
+  int64_t total = 0;  // rows matching the filters, over all pages
+};
+
+// A partial update: only fields that are set change.
+struct UserPatch {
+  std::optional<std::string> username;
+  std::optional<std::string> full_name;
+  std::optional<bool> is_admin;
+  std::optional<bool> is_active;
+  std::optional<std::string> password_hash;
+  std::optional<bool> require_password_change;
+};
+
+struct ProjectPatch {
+  std::optional<std::string> name;
+  std::optional<std::string> description;
+  // Outer optional: change or not; inner nullopt: remove the quota (unlimited).
+  std::optional<std::optional<double>> max_gpus;
+  std::optional<std::optional<double>> max_vram_gib;
+  std::optional<std::optional<int64_t>> max_instances;
+};
+
+struct ClusterPatch {
+  std::optional<std::string> name;
+  std::optional<std::string> description;
+  std::optional<bool> is_default;  // true makes this the only default cluster
+  std::optional<std::string> registration_token;
+};
+
+struct WorkerPatch {
+  std::optional<std::map<std::string, std::string>> labels;  // replaces all labels
+  // Turning maintenance on sets state MAINTENANCE; turning it off sets READY if the worker has
+  // ever sent a heartbeat (the liveness controller demotes it if that heartbeat is stale), else
+  // REGISTERING.
+  std::optional<bool> maintenance;
+  std::optional<std::string> maintenance_message;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // The schema version this database is at (the highest applied migration).
+  virtual Result<int> SchemaVersion() = 0;
+  // kUnavailable if the database cannot answer a trivial query. For /readyz.
+  virtual Status Ping() = 0;
+
+  // ---- users ("users") ----------------------------------------------------------------------
+  // Inserts `user` (id and timestamps assigned). kAlreadyExists if the username is taken.
+  virtual Result<types::User> CreateUser(const types::User& user) = 0;
+  virtual Result<types::User> GetUser(int64_t id) = 0;
+  virtual Result<types::User> GetUserByUsername(const std::string& username) = 0;
+  // Sort fields: id, username, full_name, created_at, updated_at. q: username or full_name.
+  virtual Result<ListResult<types::User>> ListUsers(const ListOptions& options) = 0;
+  // kAlreadyExists if a new username is taken.
+  virtual Result<types::User> UpdateUser(int64_t id, const UserPatch& patch) = 0;
+  // Also deletes the user's sessions, project memberships and API keys (kDeleted events for the
+  // memberships and keys).
+  virtual Status DeleteUser(int64_t id) = 0;
+  // Number of active admin users.
+  virtual Result<int64_t> CountActiveAdmins() = 0;
+
+  // ---- sessions (no events) -----------------------------------------------------------------
+  // Inserts a session for `session.user_id` (kNotFound if no such user).
+  virtual Result<types::Session> CreateSession(const types::Session& session) = 0;
+  virtual Result<types::Session> GetSession(int64_t id) = 0;
+  // Sets revoked_at (idempotent: a revoked session keeps its first revocation time).
+  virtual Status RevokeSession(int64_t id, Timestamp at) = 0;
+  // Revokes every unrevoked session of `user_id` except `keep_session_id`; returns how many.
+  virtual Result<int64_t> RevokeUserSessions(int64_t user_id,
+                                             std::optional<int64_t> keep_session_id,
+                                             Timestamp at) = 0;
+  // Deletes sessions that expired before `before`; returns how many. For a periodic janitor.
+  virtual Result<int64_t> DeleteExpiredSessions(Timestamp before) = 0;
+
+  // ---- projects ("projects") ----------------------------------------------------------------
+  // kAlreadyExists if the name is taken.
+  virtual Result<types::Project> CreateProject(const types::Project& project) = 0;
+  virtual Result<types::Project> GetProject(int64_t id) = 0;
+  virtual Result<types::Project> GetProjectByName(const std::string& name) = 0;
+  // Sort fields: id, name, created_at, updated_at. q: name. Filters: member_user_id.
+  virtual Result<ListResult<types::Project>> ListProjects(const ListOptions& options) = 0;
+  virtual Result<types::Project> UpdateProject(int64_t id, const ProjectPatch& patch) = 0;
+  // Deletes the project with its members and API keys in one transaction.
+  virtual Status DeleteProject(int64_t id) = 0;
+
+  // ---- project members ("project-members", id = user_id) -------------------------------------
+  // kNotFound if the project or user does not exist; kAlreadyExists if already a member.
+  virtual Result<types::ProjectMember> AddProjectMember(int64_t project_id, int64_t user_id,
+                                                        types::ProjectRole role) = 0;
+  // kNotFound if the user is not a member.
+  virtual Result<types::ProjectMember> UpdateProjectMember(int64_t project_id, int64_t user_id,
+                                                           types::ProjectRole role) = 0;
+  virtual Status RemoveProjectMember(int64_t project_id, int64_t user_id) = 0;
+  // Filters: project_id (required, else kInvalidArgument), user_id.
+  // Sort fields: user_id, username, role, created_at. q: username.
+  virtual Result<ListResult<types::ProjectMember>> ListProjectMembers(
+      const ListOptions& options) = 0;
+  // project id → role, for every project `user_id` belongs to (empty for none or unknown user).
+  virtual Result<std::map<int64_t, types::ProjectRole>> GetProjectRoles(int64_t user_id) = 0;
+
+  // ---- API keys ("api-keys") ----------------------------------------------------------------
+  // Inserts `key` (id and created_at assigned; secret_hash and prefix as given). kNotFound if the
+  // project or user does not exist; kAlreadyExists if the name is taken within the project or
+  // the hash collides.
+  virtual Result<types::ApiKey> CreateApiKey(const types::ApiKey& key) = 0;
+  virtual Result<types::ApiKey> GetApiKey(int64_t id) = 0;
+  // Looks a key up by Sha256Hex(secret). Returns revoked and expired keys too: the caller decides.
+  virtual Result<types::ApiKey> GetApiKeyByHash(const std::string& secret_hash) = 0;
+  // Sort fields: id, name, created_at, expires_at, last_used_at. q: name.
+  // Filters: project_id, user_id (creator), member_user_id.
+  virtual Result<ListResult<types::ApiKey>> ListApiKeys(const ListOptions& options) = 0;
+  // Sets revoked_at (keeps the first revocation time). Publishes kUpdated.
+  virtual Result<types::ApiKey> RevokeApiKey(int64_t id, Timestamp at) = 0;
+  virtual Status DeleteApiKey(int64_t id) = 0;
+  // Records that key `id` was used at `at`. Called on every authenticated request, so writes are
+  // coalesced: the stored last_used_at may lag by up to one minute. Unknown ids are ignored.
+  virtual Status TouchApiKey(int64_t id, Timestamp at) = 0;
+
+  // ---- clusters ("clusters") ----------------------------------------------------------------
+  // kAlreadyExists if the name is taken. If `is_default`, the previous default stops being one.
+  virtual Result<types::Cluster> CreateCluster(const types::Cluster& cluster) = 0;
+  virtual Result<types::Cluster> GetCluster(int64_t id) = 0;
+  // kNotFound if there is no default cluster.
+  virtual Result<types::Cluster> GetDefaultCluster() = 0;
+  // Sort fields: id, name, created_at, updated_at. q: name.
+  virtual Result<ListResult<types::Cluster>> ListClusters(const ListOptions& options) = 0;
+  virtual Result<types::Cluster> UpdateCluster(int64_t id, const ClusterPatch& patch) = 0;
+  // kFailedPrecondition if workers still belong to the cluster.
+  virtual Status DeleteCluster(int64_t id) = 0;
+
+  // ---- workers ("workers") ------------------------------------------------------------------
+  // Registers or re-registers the worker `name` of `cluster_id` (kNotFound if no such cluster):
+  // a new name creates a row in state REGISTERING; a known name keeps its row (id, labels
+  // merged with `labels` taking precedence, maintenance) and gets the new address, port and
+  // token hash, and state REGISTERING unless in maintenance. kCreated or kUpdated event.
+  virtual Result<types::Worker> UpsertWorkerByName(
+      int64_t cluster_id, const std::string& name, const std::string& address, int port,
+      const std::string& token_hash, const std::map<std::string, std::string>& labels) = 0;
+  virtual Result<types::Worker> GetWorker(int64_t id) = 0;
+  // Looks a worker up by Sha256Hex(worker token).
+  virtual Result<types::Worker> GetWorkerByTokenHash(const std::string& token_hash) = 0;
+  // Sort fields: id, name, state, created_at, updated_at, last_heartbeat_at. q: name.
+  // Filters: cluster_id.
+  virtual Result<ListResult<types::Worker>> ListWorkers(const ListOptions& options) = 0;
+  virtual Result<types::Worker> UpdateWorker(int64_t id, const WorkerPatch& patch) = 0;
+  // Stores `status`, sets last_heartbeat_at = `at` and state READY (clearing state_message)
+  // unless the worker is in maintenance. Publishes kUpdated.
+  virtual Result<types::Worker> RecordHeartbeat(int64_t id, const types::WorkerStatus& status,
+                                                Timestamp at) = 0;
+  virtual Result<types::Worker> SetWorkerState(int64_t id, types::WorkerState state,
+                                               const std::string& message) = 0;
+  // Atomically moves every READY worker whose last heartbeat is older than `heartbeat_before`
+  // (or that never sent one) to NOT_READY with `message`; returns the changed workers (one
+  // kUpdated event each). For the liveness controller: no read-then-write race with heartbeats.
+  virtual Result<std::vector<types::Worker>> MarkStaleWorkersNotReady(
+      Timestamp heartbeat_before, const std::string& message) = 0;
+  virtual Status DeleteWorker(int64_t id) = 0;
+};
+
+}  // namespace segma::store
