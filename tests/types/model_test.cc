@@ -1,0 +1,189 @@
+#include "types/model.h"
+
+#include <gtest/gtest.h>
+
+namespace segma::types {
+namespace {
+
+Result<Model> Parse(std::string_view body) {
+  json::object storage;
+  Result<json::value> v = ParseJson(body);
+  if (!v.ok()) return v.status();
+  if (!v->is_object()) return InvalidArgumentError("not an object");
+  return ModelFromJson(v->as_object());
+}
+
+std::string ParseError(std::string_view body) {
+  Result<Model> m = Parse(body);
+  if (m.ok()) return "OK";
+  EXPECT_EQ(m.status().code(), StatusCode::kInvalidArgument) << body;
+  return m.status().message();
+}
+
+TEST(ModelFromJsonTest, ParsesFullBody) {
+  Result<Model> m = Parse(R"({
+    "name":"chat","project_id":1,"backend":"vllm","backend_version":"0.11.0",
+    "source":{"type":"huggingface","repo":"Qwen/Qwen2.5-7B-Instruct"},
+    "replicas":2,"placement_strategy":"binpack","categories":["llm"],
+    "worker_selector":{"zone":"a"},
+    "gpu_selector":{"gpu_ids":["w1:0","w1:1"],"gpus_per_replica":2},
+    "gpu_type":"H200","cpu_offloading":true,"distributed_inference_across_workers":true,
+    "backend_parameters":["--max-model-len=8192"],"env":{"HF_HUB_OFFLINE":"1"},
+    "context_length":8192,"max_concurrent_sequences":16,
+    "extended_kv_cache":{"enabled":true,"ram_gib":64,"chunk_size":256},
+    "restart_on_error":false})");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->name, "chat");
+  EXPECT_EQ(m->source.type, SourceType::kHuggingFace);
+  EXPECT_EQ(m->source.revision, "main");
+  EXPECT_EQ(m->replicas, 2);
+  EXPECT_EQ(m->placement_strategy, PlacementStrategy::kBinpack);
+  EXPECT_EQ(m->gpu_selector.gpu_ids.size(), 2u);
+  EXPECT_EQ(m->gpu_selector.gpus_per_replica, 2);
+  EXPECT_TRUE(m->extended_kv_cache.enabled);
+  EXPECT_EQ(m->extended_kv_cache.ram_gib, 64.0);
+  EXPECT_FALSE(m->restart_on_error);
+  EXPECT_EQ(m->categories, std::vector<ModelCategory>{ModelCategory::kLlm});
+}
+
+TEST(ModelFromJsonTest, DefaultsForMinimalBody) {
+  Result<Model> m = Parse(R"({"name":"sim","source":{"type":"simulated","params_b":8}})");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->replicas, 1);
+  EXPECT_EQ(m->placement_strategy, PlacementStrategy::kSpread);
+  EXPECT_TRUE(m->restart_on_error);
+  EXPECT_EQ(m->source.params_b, 8.0);
+  EXPECT_EQ(m->project_id, 0);
+}
+
+TEST(ModelFromJsonTest, RejectsWithFieldPath) {
+  EXPECT_EQ(ParseError(R"({"source":{"type":"simulated","params_b":1}})"), "name is required");
+  EXPECT_EQ(ParseError(R"({"name":"x"})"), "source is required");
+  EXPECT_EQ(ParseError(R"({"name":"x","source":{"type":"simulated","params_b":1},"nmae":1})"),
+            "unknown field 'nmae'");
+  EXPECT_EQ(ParseError(R"({"name":"x","source":{"type":"simulated","params_b":1,"x":1}})"),
+            "unknown field 'source.x'");
+  EXPECT_EQ(ParseError(R"({"name":"x","source":{"type":"ftp"}})"),
+            "source.type must be one of local_path, huggingface, modelscope, simulated");
+  EXPECT_EQ(ParseError(R"({"name":"x","source":{"type":"local_path","path":"models/a.gguf"}})"),
+            "source.path must be absolute");
+  EXPECT_EQ(ParseError(R"({"name":"x","source":{"type":"local_path","path":"/m/../etc/passwd"}})"),
+            "source.path must not contain '..'");
+  EXPECT_EQ(ParseError(R"({"name":"x","source":{"type":"huggingface"}})"),
+            "source.repo is required");
+  EXPECT_EQ(ParseError(R"({"name":"x","source":{"type":"simulated"}})"),
+            "source.params_b is required");
+  EXPECT_EQ(ParseError(R"({"name":"x","source":{"type":"simulated","params_b":1},"replicas":"2"})"),
+            "replicas must be an integer");
+  EXPECT_EQ(
+      ParseError(R"({"name":"x","source":{"type":"simulated","params_b":1},"replicas":1001})"),
+      "replicas must be in 0..1000");
+  EXPECT_EQ(ParseError(R"({"name":"x","source":{"type":"simulated","params_b":1},
+                           "context_length":0})"),
+            "context_length must be in 1..10000000");
+  EXPECT_EQ(ParseError(R"({"name":"x","source":{"type":"simulated","params_b":1},
+                           "categories":["llm","vision"]})"),
+            "categories has unknown category 'vision' (llm, embedding, reranker, speech-to-text)");
+  EXPECT_EQ(ParseError(R"({"name":"x","source":{"type":"simulated","params_b":1},
+                           "placement_strategy":"random"})"),
+            "placement_strategy must be spread or binpack");
+  EXPECT_EQ(ParseError(R"({"name":"x","source":{"type":"simulated","params_b":1},
+                           "gpu_selector":{"gpus_per_replica":"2"}})"),
+            "gpu_selector.gpus_per_replica must be an integer");
+  EXPECT_EQ(ParseError(R"({"name":"x","source":{"type":"simulated","params_b":1},
+                           "gpu_selector":{"gpu_ids":["w1"]}})"),
+            "gpu_selector.gpu_ids entry 'w1' must look like \"<worker_name>:<index>\"");
+  EXPECT_EQ(ParseError(R"({"name":"x","source":{"type":"simulated","params_b":1},
+                           "extended_kv_cache":{"ram_gib":1,"ram_ratio":2}})"),
+            "extended_kv_cache.ram_ratio cannot be set together with ram_gib");
+  EXPECT_EQ(ParseError(R"({"name":"x","source":{"type":"simulated","params_b":1},"id":4})"),
+            "unknown field 'id'");
+}
+
+TEST(ModelFromJsonTest, ValidatesName) {
+  EXPECT_EQ(ParseError(R"({"name":"","source":{"type":"simulated","params_b":1}})"),
+            "name must be 1-64 characters of [A-Za-z0-9._-]");
+  EXPECT_EQ(ParseError(R"({"name":"a b","source":{"type":"simulated","params_b":1}})"),
+            "name must be 1-64 characters of [A-Za-z0-9._-]");
+  std::string long_name(65, 'a');
+  EXPECT_NE(
+      ParseError(R"({"name":")" + long_name + R"(","source":{"type":"simulated","params_b":1}})"),
+      "OK");
+  EXPECT_EQ(ParseError(R"({"name":"Qwen2.5-7B_q4","source":{"type":"simulated","params_b":1}})"),
+            "OK");
+}
+
+TEST(PatchModelFromJsonTest, OnlyPresentFieldsChange) {
+  Result<Model> base = Parse(R"({"name":"chat","project_id":3,"replicas":2,"gpu_type":"H200",
+                                 "source":{"type":"simulated","params_b":8}})");
+  ASSERT_TRUE(base.ok());
+  Result<json::value> patch = ParseJson(R"({"replicas":0,"env":{"A":"b"}})");
+  Result<Model> m = PatchModelFromJson(*base, patch->as_object());
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->replicas, 0);
+  EXPECT_EQ(m->env.at("A"), "b");
+  EXPECT_EQ(m->gpu_type, "H200");
+  EXPECT_EQ(m->project_id, 3);
+  EXPECT_EQ(m->source, base->source);
+
+  Result<json::value> bad = ParseJson(R"({"project_id":4})");
+  EXPECT_EQ(PatchModelFromJson(*base, bad->as_object()).status().message(),
+            "project_id cannot be changed");
+  Result<json::value> bad_name = ParseJson(R"({"name":"a/b"})");
+  EXPECT_EQ(PatchModelFromJson(*base, bad_name->as_object()).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+TEST(ModelToJsonTest, RoundTripsThroughTheParser) {
+  Result<Model> m = Parse(R"({"name":"emb","project_id":1,"categories":["embedding"],
+      "source":{"type":"local_path","path":"/models/e.gguf"},"cpu_offloading":true})");
+  ASSERT_TRUE(m.ok());
+  json::object o = ToJson(*m);
+  EXPECT_EQ(o.at("source").as_object().at("path").as_string(), "/models/e.gguf");
+  EXPECT_EQ(o.at("placement_strategy").as_string(), "spread");
+  EXPECT_EQ(o.at("created_at").as_string(), "1970-01-01T00:00:00.000Z");
+  // Server-owned fields out, then it parses back to the same model.
+  for (const char* k : {"id", "ready_replicas", "created_at", "updated_at"}) o.erase(k);
+  Result<Model> back = ModelFromJson(o);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(*back, *m);
+}
+
+TEST(ModelInstanceToJsonTest, WritesStateClaimAndTimes) {
+  ModelInstance i;
+  i.id = 7;
+  i.model_id = 2;
+  i.name = "chat-abc";
+  i.state = InstanceState::kUnschedulable;
+  i.worker_id = 0;
+  i.claim.vram = {{0, 1024}, {1, 2048}};
+  i.claim.ram = 10;
+  i.unschedulable_reasons = {{"w1", "NOT_READY"}};
+  i.created_at = FromUnixMillis(1'800'000'000'123);
+  json::object o = ToJson(i);
+  EXPECT_EQ(o.at("state").as_string(), "UNSCHEDULABLE");
+  EXPECT_TRUE(o.at("worker_id").is_null());
+  EXPECT_EQ(o.at("claim").as_object().at("vram").as_object().at("1").as_int64(), 2048);
+  EXPECT_EQ(o.at("unschedulable_reasons").as_object().at("w1").as_string(), "NOT_READY");
+  EXPECT_EQ(o.at("created_at").as_string(), "2027-01-15T08:00:00.123Z");
+  EXPECT_TRUE(o.at("last_restart_at").is_null());
+}
+
+TEST(StateNamesTest, RoundTrip) {
+  for (InstanceState s :
+       {InstanceState::kPending, InstanceState::kScheduled, InstanceState::kDownloading,
+        InstanceState::kStarting, InstanceState::kRunning, InstanceState::kError,
+        InstanceState::kUnschedulable, InstanceState::kStopping}) {
+    EXPECT_EQ(ParseInstanceState(InstanceStateName(s)), s);
+  }
+  EXPECT_EQ(ParseInstanceState("running"), std::nullopt);
+  ModelSource hf;
+  hf.type = SourceType::kHuggingFace;
+  hf.repo = "a/b";
+  hf.revision = "main";
+  hf.file = "*.gguf";
+  EXPECT_EQ(SourceKey(hf), "huggingface:a/b@main:*.gguf");
+}
+
+}  // namespace
+}  // namespace segma::types
