@@ -27,6 +27,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <string_view>
 
 #include "auth/principal.h"
@@ -70,6 +71,12 @@ bool IsProjectScoped(Resource r);
 Status Authorize(const Principal& principal, Action action, Resource resource,
                  std::optional<int64_t> project_id,
                  std::optional<int64_t> owner_user_id = std::nullopt);
+
+// The projects whose rows `principal` may read when listing a project-scoped resource without a
+// project filter: nullopt = every project (platform admin users); otherwise the set (users: the
+// projects they have a role in; API keys: the key's project if its creator may read it; anonymous
+// and workers: none). Pure.
+std::optional<std::set<int64_t>> ReadableProjects(const Principal& principal);
 
 // True if `key` may call model `model_name` (allowed_models absent = all). Pure.
 bool ApiKeyAllowsModel(const types::ApiKey& key, std::string_view model_name);

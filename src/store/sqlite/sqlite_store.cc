@@ -1,0 +1,1595 @@
+#include "store/sqlite/sqlite_store.h"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <fmt/format.h>
+#include <sys/stat.h>
+
+#include "common/event_bus.h"
+#include "common/logging.h"
+#include "store/migrations.h"
+
+namespace segma::store {
+
+namespace {
+
+using types::ApiKey;
+using types::Cluster;
+using types::Project;
+using types::ProjectMember;
+using types::Session;
+using types::User;
+using types::Worker;
+
+constexpr int kBusyTimeoutMs = 5000;
+// TouchApiKey writes a key's last_used_at at most this often.
+constexpr int64_t kTouchIntervalMs = 60'000;
+
+// Maps an SQLite result code to our codes. Callers that know what a constraint means (a taken
+// name, a missing parent row) replace the message.
+Status SqliteError(sqlite3* db, int rc, std::string_view what) {
+  std::string msg = fmt::format("{}: {}", what, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+  switch (rc) {
+    case SQLITE_CONSTRAINT_UNIQUE:
+    case SQLITE_CONSTRAINT_PRIMARYKEY:
+      return AlreadyExistsError(std::move(msg));
+    default:
+      break;
+  }
+  switch (rc & 0xff) {
+    case SQLITE_CONSTRAINT:
+      return FailedPreconditionError(std::move(msg));
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_IOERR:
+    case SQLITE_FULL:
+    case SQLITE_CANTOPEN:
+    case SQLITE_READONLY:
+    case SQLITE_PROTOCOL:
+    case SQLITE_NOMEM:
+    case SQLITE_PERM:
+    case SQLITE_NOTADB:
+    case SQLITE_CORRUPT:
+      return UnavailableError(std::move(msg));
+    default:
+      return InternalError(std::move(msg));
+  }
+}
+
+// A prepared statement borrowed from the cache (or owned, when the cached one is in use). Binds
+// positionally in call order. Resets itself when it goes out of scope, so the cached statement is
+// ready for the next user.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, sqlite3_stmt* stmt, bool owned) : db_(db), stmt_(stmt), owned_(owned) {}
+  Stmt(Stmt&& o) noexcept
+      : db_(o.db_),
+        stmt_(std::exchange(o.stmt_, nullptr)),
+        owned_(o.owned_),
+        next_(o.next_),
+        bind_rc_(o.bind_rc_) {}
+  Stmt& operator=(Stmt&&) = delete;
+  Stmt(const Stmt&) = delete;
+  ~Stmt() {
+    if (stmt_ == nullptr) return;
+    if (owned_) {
+      sqlite3_finalize(stmt_);
+    } else {
+      sqlite3_reset(stmt_);
+      sqlite3_clear_bindings(stmt_);
+    }
+  }
+
+  Stmt& Int(int64_t v) { return Check(sqlite3_bind_int64(stmt_, ++next_, v)); }
+  Stmt& Bool(bool v) { return Int(v ? 1 : 0); }
+  Stmt& Double(double v) { return Check(sqlite3_bind_double(stmt_, ++next_, v)); }
+  Stmt& Text(std::string_view v) {
+    return Check(
+        sqlite3_bind_text64(stmt_, ++next_, v.data(), v.size(), SQLITE_TRANSIENT, SQLITE_UTF8));
+  }
+  Stmt& Null() { return Check(sqlite3_bind_null(stmt_, ++next_)); }
+  Stmt& OptInt(const std::optional<int64_t>& v) { return v ? Int(*v) : Null(); }
+  Stmt& OptDouble(const std::optional<double>& v) { return v ? Double(*v) : Null(); }
+  Stmt& OptTime(const std::optional<Timestamp>& t) { return t ? Int(ToUnixMillis(*t)) : Null(); }
+  Stmt& Time(Timestamp t) { return Int(ToUnixMillis(t)); }
+  Stmt& Value(const std::variant<int64_t, std::string>& v) {
+    if (const auto* i = std::get_if<int64_t>(&v)) return Int(*i);
+    return Text(std::get<std::string>(v));
+  }
+
+  // Advances to the next row: true if there is one, false when done.
+  Result<bool> Step() {
+    if (bind_rc_ != SQLITE_OK) return SqliteError(db_, bind_rc_, "bind");
+    const int rc = sqlite3_step(stmt_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    return SqliteError(db_, rc, "step");
+  }
+  // Runs a statement that returns no rows.
+  Status Run() {
+    Result<bool> r = Step();
+    if (!r.ok()) return r.status();
+    return OkStatus();
+  }
+
+  int64_t ColInt(int i) const { return sqlite3_column_int64(stmt_, i); }
+  bool ColBool(int i) const { return ColInt(i) != 0; }
+  double ColDouble(int i) const { return sqlite3_column_double(stmt_, i); }
+  bool ColNull(int i) const { return sqlite3_column_type(stmt_, i) == SQLITE_NULL; }
+  std::string ColText(int i) const {
+    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, i));
+    if (p == nullptr) return "";
+    return std::string(p, static_cast<size_t>(sqlite3_column_bytes(stmt_, i)));
+  }
+  std::optional<int64_t> ColOptInt(int i) const {
+    if (ColNull(i)) return std::nullopt;
+    return ColInt(i);
+  }
+  std::optional<double> ColOptDouble(int i) const {
+    if (ColNull(i)) return std::nullopt;
+    return ColDouble(i);
+  }
+  Timestamp ColTime(int i) const { return FromUnixMillis(ColInt(i)); }
+  std::optional<Timestamp> ColOptTime(int i) const {
+    if (ColNull(i)) return std::nullopt;
+    return FromUnixMillis(ColInt(i));
+  }
+
+ private:
+  Stmt& Check(int rc) {
+    if (rc != SQLITE_OK && bind_rc_ == SQLITE_OK) bind_rc_ = rc;
+    return *this;
+  }
+
+  sqlite3* db_;
+  sqlite3_stmt* stmt_;
+  bool owned_;
+  int next_ = 0;
+  int bind_rc_ = SQLITE_OK;
+};
+
+// ---- row codecs (column lists and decoders kept side by side) ----------------------------------
+
+constexpr std::string_view kUserCols =
+    "id, username, full_name, is_admin, is_active, password_hash, require_password_change, "
+    "created_at, updated_at";
+User DecodeUser(const Stmt& s) {
+  User u;
+  u.id = s.ColInt(0);
+  u.username = s.ColText(1);
+  u.full_name = s.ColText(2);
+  u.is_admin = s.ColBool(3);
+  u.is_active = s.ColBool(4);
+  u.password_hash = s.ColText(5);
+  u.require_password_change = s.ColBool(6);
+  u.created_at = s.ColTime(7);
+  u.updated_at = s.ColTime(8);
+  return u;
+}
+
+constexpr std::string_view kSessionCols = "id, user_id, expires_at, revoked_at, created_at";
+Session DecodeSession(const Stmt& s) {
+  Session x;
+  x.id = s.ColInt(0);
+  x.user_id = s.ColInt(1);
+  x.expires_at = s.ColTime(2);
+  x.revoked_at = s.ColOptTime(3);
+  x.created_at = s.ColTime(4);
+  return x;
+}
+
+constexpr std::string_view kProjectCols =
+    "id, name, description, max_gpus, max_vram_gib, max_instances, created_at, updated_at";
+Project DecodeProject(const Stmt& s) {
+  Project p;
+  p.id = s.ColInt(0);
+  p.name = s.ColText(1);
+  p.description = s.ColText(2);
+  p.max_gpus = s.ColOptDouble(3);
+  p.max_vram_gib = s.ColOptDouble(4);
+  p.max_instances = s.ColOptInt(5);
+  p.created_at = s.ColTime(6);
+  p.updated_at = s.ColTime(7);
+  return p;
+}
+
+constexpr std::string_view kMemberCols =
+    "m.project_id, m.user_id, m.role, m.created_at, u.username";
+constexpr std::string_view kMemberFrom = "project_members m JOIN users u ON u.id = m.user_id";
+Result<ProjectMember> DecodeMember(const Stmt& s) {
+  ProjectMember m;
+  m.project_id = s.ColInt(0);
+  m.user_id = s.ColInt(1);
+  const std::string role = s.ColText(2);
+  auto parsed = types::ParseProjectRole(role);
+  if (!parsed) return InternalError(fmt::format("stored project role '{}' is unknown", role));
+  m.role = *parsed;
+  m.created_at = s.ColTime(3);
+  m.username = s.ColText(4);
+  return m;
+}
+
+constexpr std::string_view kApiKeyCols =
+    "id, name, project_id, user_id, scope, allowed_models, prefix, secret_hash, expires_at, "
+    "revoked_at, last_used_at, created_at";
+Result<ApiKey> DecodeApiKey(const Stmt& s) {
+  ApiKey k;
+  k.id = s.ColInt(0);
+  k.name = s.ColText(1);
+  k.project_id = s.ColInt(2);
+  k.user_id = s.ColInt(3);
+  const std::string scope = s.ColText(4);
+  auto parsed = types::ParseApiKeyScope(scope);
+  if (!parsed) return InternalError(fmt::format("stored API key scope '{}' is unknown", scope));
+  k.scope = *parsed;
+  if (!s.ColNull(5)) {
+    auto v = ParseJson(s.ColText(5));
+    if (!v.ok() || !v->is_array()) {
+      return InternalError(
+          fmt::format("API key {}: stored allowed_models is not a JSON array", k.id));
+    }
+    std::vector<std::string> models;
+    for (const auto& m : v->as_array()) {
+      if (!m.is_string()) {
+        return InternalError(fmt::format("API key {}: allowed_models holds a non-string", k.id));
+      }
+      models.emplace_back(m.as_string());
+    }
+    k.allowed_models = std::move(models);
+  }
+  k.prefix = s.ColText(6);
+  k.secret_hash = s.ColText(7);
+  k.expires_at = s.ColOptTime(8);
+  k.revoked_at = s.ColOptTime(9);
+  k.last_used_at = s.ColOptTime(10);
+  k.created_at = s.ColTime(11);
+  return k;
+}
+std::optional<std::string> EncodeAllowedModels(const std::optional<std::vector<std::string>>& m) {
+  if (!m) return std::nullopt;
+  json::array a;
+  for (const auto& name : *m) a.emplace_back(name);
+  return ToJsonString(a);
+}
+
+constexpr std::string_view kClusterCols =
+    "id, name, description, is_default, registration_token, created_at, updated_at";
+Cluster DecodeCluster(const Stmt& s) {
+  Cluster c;
+  c.id = s.ColInt(0);
+  c.name = s.ColText(1);
+  c.description = s.ColText(2);
+  c.is_default = s.ColBool(3);
+  c.registration_token = s.ColText(4);
+  c.created_at = s.ColTime(5);
+  c.updated_at = s.ColTime(6);
+  return c;
+}
+
+constexpr std::string_view kWorkerCols =
+    "id, cluster_id, name, state, state_message, labels, maintenance, maintenance_message, "
+    "status, address, port, token_hash, last_heartbeat_at, created_at, updated_at";
+std::string EncodeLabels(const std::map<std::string, std::string>& labels) {
+  json::object o;
+  for (const auto& [k, v] : labels) o[k] = v;
+  return ToJsonString(o);
+}
+Result<Worker> DecodeWorker(const Stmt& s) {
+  Worker w;
+  w.id = s.ColInt(0);
+  w.cluster_id = s.ColInt(1);
+  w.name = s.ColText(2);
+  const std::string state = s.ColText(3);
+  auto parsed = types::ParseWorkerState(state);
+  if (!parsed)
+    return InternalError(fmt::format("worker {}: stored state '{}' is unknown", w.id, state));
+  w.state = *parsed;
+  w.state_message = s.ColText(4);
+  auto labels = ParseJson(s.ColText(5));
+  if (!labels.ok() || !labels->is_object()) {
+    return InternalError(fmt::format("worker {}: stored labels are not a JSON object", w.id));
+  }
+  for (const auto& [k, v] : labels->as_object()) {
+    if (!v.is_string())
+      return InternalError(
+          fmt::format("worker {}: label {} is not a string", w.id, std::string(k)));
+    w.labels[std::string(k)] = std::string(v.as_string());
+  }
+  w.maintenance = s.ColBool(6);
+  w.maintenance_message = s.ColText(7);
+  auto status_json = ParseJson(s.ColText(8));
+  if (!status_json.ok() || !status_json->is_object()) {
+    return InternalError(fmt::format("worker {}: stored status is not a JSON object", w.id));
+  }
+  auto status = types::WorkerStatusFromJson(status_json->as_object());
+  if (!status.ok()) {
+    return InternalError(
+        fmt::format("worker {}: stored status: {}", w.id, status.status().message()));
+  }
+  w.status = std::move(*status);
+  w.address = s.ColText(9);
+  w.port = static_cast<int>(s.ColInt(10));
+  w.token_hash = s.ColText(11);
+  w.last_heartbeat_at = s.ColOptTime(12);
+  w.created_at = s.ColTime(13);
+  w.updated_at = s.ColTime(14);
+  return w;
+}
+
+// Wraps a decoder that cannot fail so that every decoder has the Result<T>(const Stmt&) shape.
+template <typename T, T (*F)(const Stmt&)>
+Result<T> Ok(const Stmt& s) {
+  return F(s);
+}
+
+// ---- list queries ------------------------------------------------------------------------------
+
+struct SortField {
+  std::string_view name;    // as the API spells it
+  std::string_view column;  // the SQL expression (a fixed string, never user input)
+};
+
+struct ListQuery {
+  std::string_view resource;  // for error messages
+  std::string_view columns;
+  std::string_view from;
+  std::string_view id_column;  // tie-breaker and default order
+  std::vector<SortField> sorts;
+  std::vector<std::string_view> search_columns;
+  std::vector<std::string> where = {};  // fixed SQL fragments with '?' placeholders
+  std::vector<std::variant<int64_t, std::string>> args = {};
+};
+
+std::string LikePattern(std::string_view q) {
+  std::string p = "%";
+  for (char c : q) {
+    if (c == '%' || c == '_' || c == '\\') p += '\\';
+    p += static_cast<char>((c >= 'A' && c <= 'Z') ? c - 'A' + 'a' : c);
+  }
+  p += '%';
+  return p;
+}
+
+Event MakeEvent(std::string resource, Event::Type type, int64_t id,
+                std::optional<int64_t> project_id, json::object data) {
+  Event e;
+  e.resource = std::move(resource);
+  e.type = type;
+  e.id = id;
+  e.project_id = project_id;
+  e.data = std::move(data);
+  return e;
+}
+
+Event UserEvent(Event::Type t, const User& u) {
+  return MakeEvent("users", t, u.id, std::nullopt, types::ToJson(u));
+}
+Event ProjectEvent(Event::Type t, const Project& p) {
+  return MakeEvent("projects", t, p.id, p.id, types::ToJson(p));
+}
+Event MemberEvent(Event::Type t, const ProjectMember& m) {
+  return MakeEvent("project-members", t, m.user_id, m.project_id, types::ToJson(m));
+}
+Event ApiKeyEvent(Event::Type t, const ApiKey& k) {
+  return MakeEvent("api-keys", t, k.id, k.project_id, types::ToJson(k));
+}
+Event ClusterEvent(Event::Type t, const Cluster& c) {
+  return MakeEvent("clusters", t, c.id, std::nullopt, types::ToJson(c));
+}
+Event WorkerEvent(Event::Type t, const Worker& w) {
+  return MakeEvent("workers", t, w.id, std::nullopt, types::ToJson(w));
+}
+
+// ---- the store ---------------------------------------------------------------------------------
+
+class SqliteStore final : public Store {
+ public:
+  SqliteStore(sqlite3* db, EventBus& bus, const Clock& clock) : db_(db), bus_(bus), clock_(clock) {}
+  ~SqliteStore() override {
+    for (auto& [sql, stmt] : stmts_) sqlite3_finalize(stmt);
+    sqlite3_close_v2(db_);
+  }
+
+  // Applies pending migrations. Called once by OpenSqliteStore before the store is shared.
+  Status Migrate();
+
+  // store::Store
+  Result<int> SchemaVersion() override {
+    std::lock_guard lock(mu_);
+    return CurrentVersion();
+  }
+  Status Ping() override {
+    std::lock_guard lock(mu_);
+    ASSIGN_OR_RETURN(Stmt s, Prepare("SELECT 1"));
+    return s.Run();
+  }
+
+  Result<User> CreateUser(const User& user) override;
+  Result<User> GetUser(int64_t id) override {
+    std::lock_guard lock(mu_);
+    return LoadUser(id);
+  }
+  Result<User> GetUserByUsername(const std::string& username) override;
+  Result<ListResult<User>> ListUsers(const ListOptions& options) override;
+  Result<User> UpdateUser(int64_t id, const UserPatch& patch) override;
+  Status DeleteUser(int64_t id) override;
+  Result<int64_t> CountActiveAdmins() override;
+
+  Result<Session> CreateSession(const Session& session) override;
+  Result<Session> GetSession(int64_t id) override;
+  Status RevokeSession(int64_t id, Timestamp at) override;
+  Result<int64_t> RevokeUserSessions(int64_t user_id, std::optional<int64_t> keep_session_id,
+                                     Timestamp at) override;
+  Result<int64_t> DeleteExpiredSessions(Timestamp before) override;
+
+  Result<Project> CreateProject(const Project& project) override;
+  Result<Project> GetProject(int64_t id) override {
+    std::lock_guard lock(mu_);
+    return LoadProject(id);
+  }
+  Result<Project> GetProjectByName(const std::string& name) override;
+  Result<ListResult<Project>> ListProjects(const ListOptions& options) override;
+  Result<Project> UpdateProject(int64_t id, const ProjectPatch& patch) override;
+  Status DeleteProject(int64_t id) override;
+
+  Result<ProjectMember> AddProjectMember(int64_t project_id, int64_t user_id,
+                                         types::ProjectRole role) override;
+  Result<ProjectMember> UpdateProjectMember(int64_t project_id, int64_t user_id,
+                                            types::ProjectRole role) override;
+  Status RemoveProjectMember(int64_t project_id, int64_t user_id) override;
+  Result<ListResult<ProjectMember>> ListProjectMembers(const ListOptions& options) override;
+  Result<std::map<int64_t, types::ProjectRole>> GetProjectRoles(int64_t user_id) override;
+
+  Result<ApiKey> CreateApiKey(const ApiKey& key) override;
+  Result<ApiKey> GetApiKey(int64_t id) override {
+    std::lock_guard lock(mu_);
+    return LoadApiKey(id);
+  }
+  Result<ApiKey> GetApiKeyByHash(const std::string& secret_hash) override;
+  Result<ListResult<ApiKey>> ListApiKeys(const ListOptions& options) override;
+  Result<ApiKey> RevokeApiKey(int64_t id, Timestamp at) override;
+  Status DeleteApiKey(int64_t id) override;
+  Status TouchApiKey(int64_t id, Timestamp at) override;
+
+  Result<Cluster> CreateCluster(const Cluster& cluster) override;
+  Result<Cluster> GetCluster(int64_t id) override {
+    std::lock_guard lock(mu_);
+    return LoadCluster(id);
+  }
+  Result<Cluster> GetDefaultCluster() override;
+  Result<ListResult<Cluster>> ListClusters(const ListOptions& options) override;
+  Result<Cluster> UpdateCluster(int64_t id, const ClusterPatch& patch) override;
+  Status DeleteCluster(int64_t id) override;
+
+  Result<Worker> UpsertWorkerByName(int64_t cluster_id, const std::string& name,
+                                    const std::string& address, int port,
+                                    const std::string& token_hash,
+                                    const std::map<std::string, std::string>& labels) override;
+  Result<Worker> GetWorker(int64_t id) override {
+    std::lock_guard lock(mu_);
+    return LoadWorker(id);
+  }
+  Result<Worker> GetWorkerByTokenHash(const std::string& token_hash) override;
+  Result<ListResult<Worker>> ListWorkers(const ListOptions& options) override;
+  Result<Worker> UpdateWorker(int64_t id, const WorkerPatch& patch) override;
+  Result<Worker> RecordHeartbeat(int64_t id, const types::WorkerStatus& status,
+                                 Timestamp at) override;
+  Result<Worker> SetWorkerState(int64_t id, types::WorkerState state,
+                                const std::string& message) override;
+  Result<std::vector<Worker>> MarkStaleWorkersNotReady(Timestamp heartbeat_before,
+                                                       const std::string& message) override;
+  Status DeleteWorker(int64_t id) override;
+
+ private:
+  // All private helpers require mu_ held.
+  Result<Stmt> Prepare(std::string_view sql);
+  Status Exec(std::string_view sql);
+  Result<int> CurrentVersion();
+
+  // Runs `fn` inside BEGIN IMMEDIATE … COMMIT; rolls back if `fn` or the commit fails. Events
+  // that `fn` queued in `events` are published only after a successful commit.
+  template <typename F>
+  Status Transaction(std::vector<Event>& events, F&& fn) {
+    RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    Status s = fn();
+    if (s.ok()) s = Exec("COMMIT");
+    if (!s.ok()) {
+      // After a failed COMMIT SQLite may already have rolled back; ROLLBACK then errors harmlessly.
+      if (!sqlite3_get_autocommit(db_)) (void)Exec("ROLLBACK");
+      events.clear();
+      return s;
+    }
+    // Published under mu_ so that subscribers see changes in commit order.
+    for (const Event& e : events) bus_.Publish(e);
+    return OkStatus();
+  }
+
+  // Loads one row by a single-parameter query; kNotFound with `not_found` when there is none.
+  template <typename T, typename Decode, typename Arg>
+  Result<T> LoadOne(std::string_view sql, const Arg& arg, Decode decode, std::string not_found) {
+    ASSIGN_OR_RETURN(Stmt s, Prepare(sql));
+    if constexpr (std::is_integral_v<Arg>) {
+      s.Int(arg);
+    } else {
+      s.Text(arg);
+    }
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) return NotFoundError(std::move(not_found));
+    return decode(s);
+  }
+
+  template <typename T, typename Decode>
+  Result<ListResult<T>> RunList(ListQuery q, const ListOptions& options, Decode decode);
+
+  Result<User> LoadUser(int64_t id) {
+    return LoadOne<User>(fmt::format("SELECT {} FROM users WHERE id = ?", kUserCols), id,
+                         Ok<User, DecodeUser>, fmt::format("user {} not found", id));
+  }
+  Result<Project> LoadProject(int64_t id) {
+    return LoadOne<Project>(fmt::format("SELECT {} FROM projects WHERE id = ?", kProjectCols), id,
+                            Ok<Project, DecodeProject>, fmt::format("project {} not found", id));
+  }
+  Result<ApiKey> LoadApiKey(int64_t id) {
+    return LoadOne<ApiKey>(fmt::format("SELECT {} FROM api_keys WHERE id = ?", kApiKeyCols), id,
+                           DecodeApiKey, fmt::format("API key {} not found", id));
+  }
+  Result<Cluster> LoadCluster(int64_t id) {
+    return LoadOne<Cluster>(fmt::format("SELECT {} FROM clusters WHERE id = ?", kClusterCols), id,
+                            Ok<Cluster, DecodeCluster>, fmt::format("cluster {} not found", id));
+  }
+  Result<Worker> LoadWorker(int64_t id) {
+    return LoadOne<Worker>(fmt::format("SELECT {} FROM workers WHERE id = ?", kWorkerCols), id,
+                           DecodeWorker, fmt::format("worker {} not found", id));
+  }
+  Result<ProjectMember> LoadMember(int64_t project_id, int64_t user_id);
+  // Collects every row of a query with one integer parameter.
+  template <typename T, typename Decode>
+  Result<std::vector<T>> LoadAll(std::string_view sql, int64_t arg, Decode decode);
+
+  Status WriteUser(const User& u);
+  Status WriteProject(const Project& p);
+  Status WriteCluster(const Cluster& c);
+  Status WriteWorker(const Worker& w);
+
+  std::mutex mu_;
+  sqlite3* const db_;  // guarded by mu_
+  EventBus& bus_;
+  const Clock& clock_;
+  std::unordered_map<std::string, sqlite3_stmt*> stmts_;  // guarded by mu_
+  std::unordered_map<int64_t, int64_t> last_touch_ms_;    // guarded by mu_; key id → written ms
+};
+
+Result<Stmt> SqliteStore::Prepare(std::string_view sql) {
+  auto it = stmts_.find(std::string(sql));
+  if (it != stmts_.end() && !sqlite3_stmt_busy(it->second)) return Stmt(db_, it->second, false);
+  sqlite3_stmt* stmt = nullptr;
+  const int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
+                                    SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
+  if (rc != SQLITE_OK) return SqliteError(db_, rc, fmt::format("prepare '{}'", sql));
+  if (it != stmts_.end()) return Stmt(db_, stmt, true);  // the cached one is mid-iteration
+  stmts_.emplace(std::string(sql), stmt);
+  return Stmt(db_, stmt, false);
+}
+
+Status SqliteStore::Exec(std::string_view sql) {
+  ASSIGN_OR_RETURN(Stmt s, Prepare(sql));
+  return s.Run();
+}
+
+Result<int> SqliteStore::CurrentVersion() {
+  ASSIGN_OR_RETURN(Stmt s, Prepare("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"));
+  ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return InternalError("schema version query returned no row");
+  return static_cast<int>(s.ColInt(0));
+}
+
+Status SqliteStore::Migrate() {
+  std::lock_guard lock(mu_);
+  RETURN_IF_ERROR(Exec(
+      "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT "
+      "NULL, applied_at BIGINT NOT NULL)"));
+  const int latest = LatestSchemaVersion();
+  for (const Migration& m : EmbeddedMigrations()) {
+    // Re-read the version inside each transaction: another process may be migrating the same file.
+    std::vector<Event> none;
+    Status s = Transaction(none, [&]() -> Status {
+      ASSIGN_OR_RETURN(int current, CurrentVersion());
+      if (current > latest) {
+        return FailedPreconditionError(fmt::format(
+            "database schema version {} is newer than this segma ({})", current, latest));
+      }
+      if (current >= m.version) return OkStatus();
+      char* err = nullptr;
+      const std::string sql(m.sql);
+      const int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err);
+      if (rc != SQLITE_OK) {
+        Status e = UnavailableError(
+            fmt::format("migration {} failed: {}", m.name, err ? err : sqlite3_errstr(rc)));
+        sqlite3_free(err);
+        return e;
+      }
+      ASSIGN_OR_RETURN(
+          Stmt ins,
+          Prepare("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)"));
+      ins.Int(m.version).Text(m.name).Time(clock_.Now());
+      RETURN_IF_ERROR(ins.Run());
+      Logger("store")->info("applied migration {}", m.name);
+      return OkStatus();
+    });
+    RETURN_IF_ERROR(s);
+  }
+  // With no pending migration the loop may not have compared versions at all.
+  ASSIGN_OR_RETURN(int current, CurrentVersion());
+  if (current > latest) {
+    return FailedPreconditionError(
+        fmt::format("database schema version {} is newer than this segma ({})", current, latest));
+  }
+  return OkStatus();
+}
+
+template <typename T, typename Decode>
+Result<std::vector<T>> SqliteStore::LoadAll(std::string_view sql, int64_t arg, Decode decode) {
+  ASSIGN_OR_RETURN(Stmt s, Prepare(sql));
+  s.Int(arg);
+  std::vector<T> out;
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    ASSIGN_OR_RETURN(T item, decode(s));
+    out.push_back(std::move(item));
+  }
+  return out;
+}
+
+template <typename T, typename Decode>
+Result<ListResult<T>> SqliteStore::RunList(ListQuery q, const ListOptions& options, Decode decode) {
+  if (options.page < 1) return InvalidArgumentError("page must be at least 1");
+  if (options.per_page < 1) return InvalidArgumentError("per_page must be at least 1");
+  const int64_t per_page = std::min(options.per_page, ListOptions::kMaxPerPage);
+  const int64_t offset = (static_cast<int64_t>(options.page) - 1) * per_page;
+
+  std::string_view order_column = q.id_column;
+  bool descending = false;
+  if (!options.sort.empty()) {
+    std::string_view field = options.sort;
+    if (field.front() == '-') {
+      descending = true;
+      field.remove_prefix(1);
+    }
+    auto it = std::find_if(q.sorts.begin(), q.sorts.end(),
+                           [&](const SortField& f) { return f.name == field; });
+    if (it == q.sorts.end()) {
+      std::vector<std::string_view> names;
+      for (const auto& f : q.sorts) names.push_back(f.name);
+      return InvalidArgumentError(fmt::format("cannot sort {} by '{}': want one of {}", q.resource,
+                                              options.sort, fmt::join(names, ", ")));
+    }
+    order_column = it->column;
+  }
+  if (!options.q.empty() && !q.search_columns.empty()) {
+    std::vector<std::string> ors;
+    for (std::string_view col : q.search_columns) {
+      ors.push_back(fmt::format("LOWER({}) LIKE ? ESCAPE '\\'", col));
+      q.args.emplace_back(LikePattern(options.q));
+    }
+    q.where.push_back(fmt::format("({})", fmt::join(ors, " OR ")));
+  }
+  const std::string where =
+      q.where.empty() ? "" : fmt::format(" WHERE {}", fmt::join(q.where, " AND "));
+
+  ListResult<T> result;
+  {
+    ASSIGN_OR_RETURN(Stmt count, Prepare(fmt::format("SELECT COUNT(*) FROM {}{}", q.from, where)));
+    for (const auto& a : q.args) count.Value(a);
+    ASSIGN_OR_RETURN(bool row, count.Step());
+    if (row) result.total = count.ColInt(0);
+  }
+  const char* dir = descending ? "DESC" : "ASC";
+  std::string order = fmt::format("{} {}", order_column, dir);
+  if (order_column != q.id_column) order += fmt::format(", {} {}", q.id_column, dir);
+  ASSIGN_OR_RETURN(Stmt s, Prepare(fmt::format("SELECT {} FROM {}{} ORDER BY {} LIMIT ? OFFSET ?",
+                                               q.columns, q.from, where, order)));
+  for (const auto& a : q.args) s.Value(a);
+  s.Int(per_page).Int(offset);
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    ASSIGN_OR_RETURN(T item, decode(s));
+    result.items.push_back(std::move(item));
+  }
+  return result;
+}
+
+// ---- users -------------------------------------------------------------------------------------
+
+Status SqliteStore::WriteUser(const User& u) {
+  ASSIGN_OR_RETURN(Stmt s, Prepare("UPDATE users SET username = ?, full_name = ?, is_admin = ?, "
+                                   "is_active = ?, password_hash = ?, require_password_change = ?, "
+                                   "updated_at = ? WHERE id = ?"));
+  s.Text(u.username).Text(u.full_name).Bool(u.is_admin).Bool(u.is_active).Text(u.password_hash);
+  s.Bool(u.require_password_change).Time(u.updated_at).Int(u.id);
+  Status st = s.Run();
+  if (st.code() == StatusCode::kAlreadyExists) {
+    return AlreadyExistsError(fmt::format("user '{}' already exists", u.username));
+  }
+  return st;
+}
+
+Result<User> SqliteStore::CreateUser(const User& user) {
+  std::lock_guard lock(mu_);
+  User u = user;
+  u.created_at = u.updated_at = clock_.Now();
+  std::vector<Event> events;
+  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+    ASSIGN_OR_RETURN(Stmt s, Prepare("INSERT INTO users (username, full_name, is_admin, is_active, "
+                                     "password_hash, require_password_change, created_at, "
+                                     "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"));
+    s.Text(u.username).Text(u.full_name).Bool(u.is_admin).Bool(u.is_active).Text(u.password_hash);
+    s.Bool(u.require_password_change).Time(u.created_at).Time(u.updated_at);
+    Status st = s.Run();
+    if (st.code() == StatusCode::kAlreadyExists) {
+      return AlreadyExistsError(fmt::format("user '{}' already exists", u.username));
+    }
+    RETURN_IF_ERROR(st);
+    u.id = sqlite3_last_insert_rowid(db_);
+    events.push_back(UserEvent(Event::Type::kCreated, u));
+    return OkStatus();
+  }));
+  return u;
+}
+
+Result<User> SqliteStore::GetUserByUsername(const std::string& username) {
+  std::lock_guard lock(mu_);
+  return LoadOne<User>(fmt::format("SELECT {} FROM users WHERE username = ?", kUserCols), username,
+                       Ok<User, DecodeUser>, fmt::format("user '{}' not found", username));
+}
+
+Result<ListResult<User>> SqliteStore::ListUsers(const ListOptions& options) {
+  std::lock_guard lock(mu_);
+  ListQuery q{.resource = "users",
+              .columns = kUserCols,
+              .from = "users",
+              .id_column = "id",
+              .sorts = {{"id", "id"},
+                        {"username", "username"},
+                        {"full_name", "full_name"},
+                        {"created_at", "created_at"},
+                        {"updated_at", "updated_at"}},
+              .search_columns = {"username", "full_name"}};
+  return RunList<User>(std::move(q), options, Ok<User, DecodeUser>);
+}
+
+Result<User> SqliteStore::UpdateUser(int64_t id, const UserPatch& patch) {
+  std::lock_guard lock(mu_);
+  User u;
+  std::vector<Event> events;
+  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+    ASSIGN_OR_RETURN(u, LoadUser(id));
+    if (patch.username) u.username = *patch.username;
+    if (patch.full_name) u.full_name = *patch.full_name;
+    if (patch.is_admin) u.is_admin = *patch.is_admin;
+    if (patch.is_active) u.is_active = *patch.is_active;
+    if (patch.password_hash) u.password_hash = *patch.password_hash;
+    if (patch.require_password_change) u.require_password_change = *patch.require_password_change;
+    u.updated_at = clock_.Now();
+    RETURN_IF_ERROR(WriteUser(u));
+    events.push_back(UserEvent(Event::Type::kUpdated, u));
+    return OkStatus();
+  }));
+  return u;
+}
+
+Status SqliteStore::DeleteUser(int64_t id) {
+  std::lock_guard lock(mu_);
+  std::vector<Event> events;
+  return Transaction(events, [&]() -> Status {
+    ASSIGN_OR_RETURN(User u, LoadUser(id));
+    ASSIGN_OR_RETURN(
+        std::vector<ApiKey> keys,
+        LoadAll<ApiKey>(fmt::format("SELECT {} FROM api_keys WHERE user_id = ?", kApiKeyCols), id,
+                        DecodeApiKey));
+    ASSIGN_OR_RETURN(std::vector<ProjectMember> members,
+                     LoadAll<ProjectMember>(fmt::format("SELECT {} FROM {} WHERE m.user_id = ?",
+                                                        kMemberCols, kMemberFrom),
+                                            id, DecodeMember));
+    for (std::string_view sql :
+         {"DELETE FROM api_keys WHERE user_id = ?", "DELETE FROM project_members WHERE user_id = ?",
+          "DELETE FROM sessions WHERE user_id = ?", "DELETE FROM users WHERE id = ?"}) {
+      ASSIGN_OR_RETURN(Stmt s, Prepare(sql));
+      s.Int(id);
+      RETURN_IF_ERROR(s.Run());
+    }
+    for (const auto& k : keys) events.push_back(ApiKeyEvent(Event::Type::kDeleted, k));
+    for (const auto& m : members) events.push_back(MemberEvent(Event::Type::kDeleted, m));
+    events.push_back(UserEvent(Event::Type::kDeleted, u));
+    return OkStatus();
+  });
+}
+
+Result<int64_t> SqliteStore::CountActiveAdmins() {
+  std::lock_guard lock(mu_);
+  ASSIGN_OR_RETURN(Stmt s,
+                   Prepare("SELECT COUNT(*) FROM users WHERE is_admin = 1 AND is_active = 1"));
+  ASSIGN_OR_RETURN(bool row, s.Step());
+  return row ? s.ColInt(0) : 0;
+}
+
+// ---- sessions ----------------------------------------------------------------------------------
+
+Result<Session> SqliteStore::CreateSession(const Session& session) {
+  std::lock_guard lock(mu_);
+  Session x = session;
+  x.created_at = clock_.Now();
+  ASSIGN_OR_RETURN(Stmt s, Prepare("INSERT INTO sessions (user_id, expires_at, revoked_at, "
+                                   "created_at) VALUES (?, ?, ?, ?)"));
+  s.Int(x.user_id).Time(x.expires_at).OptTime(x.revoked_at).Time(x.created_at);
+  Status st = s.Run();
+  if (st.code() == StatusCode::kFailedPrecondition) {
+    return NotFoundError(fmt::format("user {} not found", x.user_id));
+  }
+  RETURN_IF_ERROR(st);
+  x.id = sqlite3_last_insert_rowid(db_);
+  return x;
+}
+
+Result<Session> SqliteStore::GetSession(int64_t id) {
+  std::lock_guard lock(mu_);
+  return LoadOne<Session>(fmt::format("SELECT {} FROM sessions WHERE id = ?", kSessionCols), id,
+                          Ok<Session, DecodeSession>, fmt::format("session {} not found", id));
+}
+
+Status SqliteStore::RevokeSession(int64_t id, Timestamp at) {
+  std::lock_guard lock(mu_);
+  ASSIGN_OR_RETURN(Stmt s, Prepare("UPDATE sessions SET revoked_at = COALESCE(revoked_at, ?) "
+                                   "WHERE id = ?"));
+  s.Time(at).Int(id);
+  RETURN_IF_ERROR(s.Run());
+  if (sqlite3_changes(db_) == 0) return NotFoundError(fmt::format("session {} not found", id));
+  return OkStatus();
+}
+
+Result<int64_t> SqliteStore::RevokeUserSessions(int64_t user_id,
+                                                std::optional<int64_t> keep_session_id,
+                                                Timestamp at) {
+  std::lock_guard lock(mu_);
+  ASSIGN_OR_RETURN(Stmt s, Prepare("UPDATE sessions SET revoked_at = ? WHERE user_id = ? AND "
+                                   "revoked_at IS NULL AND id <> ?"));
+  s.Time(at).Int(user_id).Int(keep_session_id.value_or(0));
+  RETURN_IF_ERROR(s.Run());
+  return static_cast<int64_t>(sqlite3_changes(db_));
+}
+
+Result<int64_t> SqliteStore::DeleteExpiredSessions(Timestamp before) {
+  std::lock_guard lock(mu_);
+  ASSIGN_OR_RETURN(Stmt s, Prepare("DELETE FROM sessions WHERE expires_at < ?"));
+  s.Time(before);
+  RETURN_IF_ERROR(s.Run());
+  return static_cast<int64_t>(sqlite3_changes(db_));
+}
+
+// ---- projects ----------------------------------------------------------------------------------
+
+Status SqliteStore::WriteProject(const Project& p) {
+  ASSIGN_OR_RETURN(Stmt s,
+                   Prepare("UPDATE projects SET name = ?, description = ?, max_gpus = ?, "
+                           "max_vram_gib = ?, max_instances = ?, updated_at = ? WHERE id = ?"));
+  s.Text(p.name).Text(p.description).OptDouble(p.max_gpus).OptDouble(p.max_vram_gib);
+  s.OptInt(p.max_instances).Time(p.updated_at).Int(p.id);
+  Status st = s.Run();
+  if (st.code() == StatusCode::kAlreadyExists) {
+    return AlreadyExistsError(fmt::format("project '{}' already exists", p.name));
+  }
+  return st;
+}
+
+Result<Project> SqliteStore::CreateProject(const Project& project) {
+  std::lock_guard lock(mu_);
+  Project p = project;
+  p.created_at = p.updated_at = clock_.Now();
+  std::vector<Event> events;
+  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+    ASSIGN_OR_RETURN(Stmt s, Prepare("INSERT INTO projects (name, description, max_gpus, "
+                                     "max_vram_gib, max_instances, created_at, updated_at) "
+                                     "VALUES (?, ?, ?, ?, ?, ?, ?)"));
+    s.Text(p.name).Text(p.description).OptDouble(p.max_gpus).OptDouble(p.max_vram_gib);
+    s.OptInt(p.max_instances).Time(p.created_at).Time(p.updated_at);
+    Status st = s.Run();
+    if (st.code() == StatusCode::kAlreadyExists) {
+      return AlreadyExistsError(fmt::format("project '{}' already exists", p.name));
+    }
+    RETURN_IF_ERROR(st);
+    p.id = sqlite3_last_insert_rowid(db_);
+    events.push_back(ProjectEvent(Event::Type::kCreated, p));
+    return OkStatus();
+  }));
+  return p;
+}
+
+Result<Project> SqliteStore::GetProjectByName(const std::string& name) {
+  std::lock_guard lock(mu_);
+  return LoadOne<Project>(fmt::format("SELECT {} FROM projects WHERE name = ?", kProjectCols), name,
+                          Ok<Project, DecodeProject>, fmt::format("project '{}' not found", name));
+}
+
+Result<ListResult<Project>> SqliteStore::ListProjects(const ListOptions& options) {
+  std::lock_guard lock(mu_);
+  ListQuery q{.resource = "projects",
+              .columns = kProjectCols,
+              .from = "projects",
+              .id_column = "id",
+              .sorts = {{"id", "id"},
+                        {"name", "name"},
+                        {"created_at", "created_at"},
+                        {"updated_at", "updated_at"}},
+              .search_columns = {"name"}};
+  if (options.member_user_id) {
+    q.where.emplace_back("id IN (SELECT project_id FROM project_members WHERE user_id = ?)");
+    q.args.emplace_back(*options.member_user_id);
+  }
+  return RunList<Project>(std::move(q), options, Ok<Project, DecodeProject>);
+}
+
+Result<Project> SqliteStore::UpdateProject(int64_t id, const ProjectPatch& patch) {
+  std::lock_guard lock(mu_);
+  Project p;
+  std::vector<Event> events;
+  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+    ASSIGN_OR_RETURN(p, LoadProject(id));
+    if (patch.name) p.name = *patch.name;
+    if (patch.description) p.description = *patch.description;
+    if (patch.max_gpus) p.max_gpus = *patch.max_gpus;
+    if (patch.max_vram_gib) p.max_vram_gib = *patch.max_vram_gib;
+    if (patch.max_instances) p.max_instances = *patch.max_instances;
+    p.updated_at = clock_.Now();
+    RETURN_IF_ERROR(WriteProject(p));
+    events.push_back(ProjectEvent(Event::Type::kUpdated, p));
+    return OkStatus();
+  }));
+  return p;
+}
+
+Status SqliteStore::DeleteProject(int64_t id) {
+  std::lock_guard lock(mu_);
+  std::vector<Event> events;
+  return Transaction(events, [&]() -> Status {
+    ASSIGN_OR_RETURN(Project p, LoadProject(id));
+    ASSIGN_OR_RETURN(
+        std::vector<ApiKey> keys,
+        LoadAll<ApiKey>(fmt::format("SELECT {} FROM api_keys WHERE project_id = ?", kApiKeyCols),
+                        id, DecodeApiKey));
+    ASSIGN_OR_RETURN(std::vector<ProjectMember> members,
+                     LoadAll<ProjectMember>(fmt::format("SELECT {} FROM {} WHERE m.project_id = ?",
+                                                        kMemberCols, kMemberFrom),
+                                            id, DecodeMember));
+    // Children explicitly, not only through ON DELETE CASCADE: the events above must match what
+    // is removed, and later resources (models) join this list.
+    for (std::string_view sql : {"DELETE FROM api_keys WHERE project_id = ?",
+                                 "DELETE FROM project_members WHERE project_id = ?",
+                                 "DELETE FROM projects WHERE id = ?"}) {
+      ASSIGN_OR_RETURN(Stmt s, Prepare(sql));
+      s.Int(id);
+      RETURN_IF_ERROR(s.Run());
+    }
+    for (const auto& k : keys) events.push_back(ApiKeyEvent(Event::Type::kDeleted, k));
+    for (const auto& m : members) events.push_back(MemberEvent(Event::Type::kDeleted, m));
+    events.push_back(ProjectEvent(Event::Type::kDeleted, p));
+    return OkStatus();
+  });
+}
+
+// ---- project members ---------------------------------------------------------------------------
+
+Result<ProjectMember> SqliteStore::LoadMember(int64_t project_id, int64_t user_id) {
+  ASSIGN_OR_RETURN(Stmt s, Prepare(fmt::format("SELECT {} FROM {} WHERE m.project_id = ? AND "
+                                               "m.user_id = ?",
+                                               kMemberCols, kMemberFrom)));
+  s.Int(project_id).Int(user_id);
+  ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) {
+    return NotFoundError(fmt::format("user {} is not a member of project {}", user_id, project_id));
+  }
+  return DecodeMember(s);
+}
+
+Result<ProjectMember> SqliteStore::AddProjectMember(int64_t project_id, int64_t user_id,
+                                                    types::ProjectRole role) {
+  std::lock_guard lock(mu_);
+  ProjectMember m;
+  std::vector<Event> events;
+  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+    RETURN_IF_ERROR(LoadProject(project_id).status());
+    RETURN_IF_ERROR(LoadUser(user_id).status());
+    ASSIGN_OR_RETURN(Stmt s, Prepare("INSERT INTO project_members (project_id, user_id, role, "
+                                     "created_at) VALUES (?, ?, ?, ?)"));
+    s.Int(project_id).Int(user_id).Text(types::ProjectRoleName(role)).Time(clock_.Now());
+    Status st = s.Run();
+    if (st.code() == StatusCode::kAlreadyExists) {
+      return AlreadyExistsError(
+          fmt::format("user {} is already a member of project {}", user_id, project_id));
+    }
+    RETURN_IF_ERROR(st);
+    ASSIGN_OR_RETURN(m, LoadMember(project_id, user_id));
+    events.push_back(MemberEvent(Event::Type::kCreated, m));
+    return OkStatus();
+  }));
+  return m;
+}
+
+Result<ProjectMember> SqliteStore::UpdateProjectMember(int64_t project_id, int64_t user_id,
+                                                       types::ProjectRole role) {
+  std::lock_guard lock(mu_);
+  ProjectMember m;
+  std::vector<Event> events;
+  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+    RETURN_IF_ERROR(LoadMember(project_id, user_id).status());
+    ASSIGN_OR_RETURN(Stmt s, Prepare("UPDATE project_members SET role = ? WHERE project_id = ? AND "
+                                     "user_id = ?"));
+    s.Text(types::ProjectRoleName(role)).Int(project_id).Int(user_id);
+    RETURN_IF_ERROR(s.Run());
+    ASSIGN_OR_RETURN(m, LoadMember(project_id, user_id));
+    events.push_back(MemberEvent(Event::Type::kUpdated, m));
+    return OkStatus();
+  }));
+  return m;
+}
+
+Status SqliteStore::RemoveProjectMember(int64_t project_id, int64_t user_id) {
+  std::lock_guard lock(mu_);
+  std::vector<Event> events;
+  return Transaction(events, [&]() -> Status {
+    ASSIGN_OR_RETURN(ProjectMember m, LoadMember(project_id, user_id));
+    ASSIGN_OR_RETURN(Stmt s,
+                     Prepare("DELETE FROM project_members WHERE project_id = ? AND user_id = ?"));
+    s.Int(project_id).Int(user_id);
+    RETURN_IF_ERROR(s.Run());
+    events.push_back(MemberEvent(Event::Type::kDeleted, m));
+    return OkStatus();
+  });
+}
+
+Result<ListResult<ProjectMember>> SqliteStore::ListProjectMembers(const ListOptions& options) {
+  if (!options.project_id)
+    return InvalidArgumentError("listing project members needs a project_id");
+  std::lock_guard lock(mu_);
+  ListQuery q{.resource = "project members",
+              .columns = kMemberCols,
+              .from = kMemberFrom,
+              .id_column = "m.user_id",
+              .sorts = {{"user_id", "m.user_id"},
+                        {"username", "u.username"},
+                        {"role", "m.role"},
+                        {"created_at", "m.created_at"}},
+              .search_columns = {"u.username"}};
+  q.where.emplace_back("m.project_id = ?");
+  q.args.emplace_back(*options.project_id);
+  if (options.user_id) {
+    q.where.emplace_back("m.user_id = ?");
+    q.args.emplace_back(*options.user_id);
+  }
+  return RunList<ProjectMember>(std::move(q), options, DecodeMember);
+}
+
+Result<std::map<int64_t, types::ProjectRole>> SqliteStore::GetProjectRoles(int64_t user_id) {
+  std::lock_guard lock(mu_);
+  ASSIGN_OR_RETURN(std::vector<ProjectMember> members,
+                   LoadAll<ProjectMember>(fmt::format("SELECT {} FROM {} WHERE m.user_id = ?",
+                                                      kMemberCols, kMemberFrom),
+                                          user_id, DecodeMember));
+  std::map<int64_t, types::ProjectRole> roles;
+  for (const auto& m : members) roles[m.project_id] = m.role;
+  return roles;
+}
+
+// ---- API keys ----------------------------------------------------------------------------------
+
+Result<ApiKey> SqliteStore::CreateApiKey(const ApiKey& key) {
+  std::lock_guard lock(mu_);
+  ApiKey k = key;
+  k.created_at = clock_.Now();
+  std::vector<Event> events;
+  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+    RETURN_IF_ERROR(LoadProject(k.project_id).status());
+    RETURN_IF_ERROR(LoadUser(k.user_id).status());
+    ASSIGN_OR_RETURN(Stmt s, Prepare("INSERT INTO api_keys (name, project_id, user_id, scope, "
+                                     "allowed_models, prefix, secret_hash, expires_at, revoked_at, "
+                                     "last_used_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                                     "?, ?)"));
+    s.Text(k.name).Int(k.project_id).Int(k.user_id).Text(types::ApiKeyScopeName(k.scope));
+    if (auto models = EncodeAllowedModels(k.allowed_models)) {
+      s.Text(*models);
+    } else {
+      s.Null();
+    }
+    s.Text(k.prefix).Text(k.secret_hash).OptTime(k.expires_at).OptTime(k.revoked_at);
+    s.OptTime(k.last_used_at).Time(k.created_at);
+    Status st = s.Run();
+    if (st.code() == StatusCode::kAlreadyExists) {
+      return AlreadyExistsError(
+          fmt::format("API key '{}' already exists in project {}", k.name, k.project_id));
+    }
+    RETURN_IF_ERROR(st);
+    k.id = sqlite3_last_insert_rowid(db_);
+    events.push_back(ApiKeyEvent(Event::Type::kCreated, k));
+    return OkStatus();
+  }));
+  return k;
+}
+
+Result<ApiKey> SqliteStore::GetApiKeyByHash(const std::string& secret_hash) {
+  std::lock_guard lock(mu_);
+  return LoadOne<ApiKey>(fmt::format("SELECT {} FROM api_keys WHERE secret_hash = ?", kApiKeyCols),
+                         secret_hash, DecodeApiKey, "API key not found");
+}
+
+Result<ListResult<ApiKey>> SqliteStore::ListApiKeys(const ListOptions& options) {
+  std::lock_guard lock(mu_);
+  ListQuery q{.resource = "api-keys",
+              .columns = kApiKeyCols,
+              .from = "api_keys",
+              .id_column = "id",
+              .sorts = {{"id", "id"},
+                        {"name", "name"},
+                        {"created_at", "created_at"},
+                        {"expires_at", "expires_at"},
+                        {"last_used_at", "last_used_at"}},
+              .search_columns = {"name"}};
+  if (options.project_id) {
+    q.where.emplace_back("project_id = ?");
+    q.args.emplace_back(*options.project_id);
+  }
+  if (options.user_id) {
+    q.where.emplace_back("user_id = ?");
+    q.args.emplace_back(*options.user_id);
+  }
+  if (options.member_user_id) {
+    q.where.emplace_back(
+        "project_id IN (SELECT project_id FROM project_members WHERE user_id = ?)");
+    q.args.emplace_back(*options.member_user_id);
+  }
+  return RunList<ApiKey>(std::move(q), options, DecodeApiKey);
+}
+
+Result<ApiKey> SqliteStore::RevokeApiKey(int64_t id, Timestamp at) {
+  std::lock_guard lock(mu_);
+  ApiKey k;
+  std::vector<Event> events;
+  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+    RETURN_IF_ERROR(LoadApiKey(id).status());
+    ASSIGN_OR_RETURN(Stmt s, Prepare("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) "
+                                     "WHERE id = ?"));
+    s.Time(at).Int(id);
+    RETURN_IF_ERROR(s.Run());
+    ASSIGN_OR_RETURN(k, LoadApiKey(id));
+    events.push_back(ApiKeyEvent(Event::Type::kUpdated, k));
+    return OkStatus();
+  }));
+  return k;
+}
+
+Status SqliteStore::DeleteApiKey(int64_t id) {
+  std::lock_guard lock(mu_);
+  std::vector<Event> events;
+  return Transaction(events, [&]() -> Status {
+    ASSIGN_OR_RETURN(ApiKey k, LoadApiKey(id));
+    ASSIGN_OR_RETURN(Stmt s, Prepare("DELETE FROM api_keys WHERE id = ?"));
+    s.Int(id);
+    RETURN_IF_ERROR(s.Run());
+    last_touch_ms_.erase(id);
+    events.push_back(ApiKeyEvent(Event::Type::kDeleted, k));
+    return OkStatus();
+  });
+}
+
+Status SqliteStore::TouchApiKey(int64_t id, Timestamp at) {
+  std::lock_guard lock(mu_);
+  const int64_t ms = ToUnixMillis(at);
+  auto it = last_touch_ms_.find(id);
+  if (it != last_touch_ms_.end() && ms - it->second < kTouchIntervalMs) return OkStatus();
+  ASSIGN_OR_RETURN(Stmt s, Prepare("UPDATE api_keys SET last_used_at = ? WHERE id = ? AND "
+                                   "(last_used_at IS NULL OR last_used_at < ?)"));
+  s.Int(ms).Int(id).Int(ms);
+  RETURN_IF_ERROR(s.Run());
+  last_touch_ms_[id] = ms;
+  return OkStatus();
+}
+
+// ---- clusters ----------------------------------------------------------------------------------
+
+Status SqliteStore::WriteCluster(const Cluster& c) {
+  ASSIGN_OR_RETURN(Stmt s, Prepare("UPDATE clusters SET name = ?, description = ?, is_default = ?, "
+                                   "registration_token = ?, updated_at = ? WHERE id = ?"));
+  s.Text(c.name).Text(c.description).Bool(c.is_default).Text(c.registration_token);
+  s.Time(c.updated_at).Int(c.id);
+  Status st = s.Run();
+  if (st.code() == StatusCode::kAlreadyExists) {
+    return AlreadyExistsError(fmt::format("cluster '{}' already exists", c.name));
+  }
+  return st;
+}
+
+Result<Cluster> SqliteStore::CreateCluster(const Cluster& cluster) {
+  std::lock_guard lock(mu_);
+  Cluster c = cluster;
+  c.created_at = c.updated_at = clock_.Now();
+  std::vector<Event> events;
+  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+    ASSIGN_OR_RETURN(Stmt s, Prepare("INSERT INTO clusters (name, description, is_default, "
+                                     "registration_token, created_at, updated_at) VALUES (?, ?, "
+                                     "?, ?, ?, ?)"));
+    s.Text(c.name).Text(c.description).Bool(false).Text(c.registration_token);
+    s.Time(c.created_at).Time(c.updated_at);
+    Status st = s.Run();
+    if (st.code() == StatusCode::kAlreadyExists) {
+      return AlreadyExistsError(fmt::format("cluster '{}' already exists", c.name));
+    }
+    RETURN_IF_ERROR(st);
+    c.id = sqlite3_last_insert_rowid(db_);
+    if (c.is_default) {
+      ASSIGN_OR_RETURN(std::vector<Cluster> previous,
+                       LoadAll<Cluster>(fmt::format("SELECT {} FROM clusters WHERE is_default = 1 "
+                                                    "AND id <> ?",
+                                                    kClusterCols),
+                                        c.id, Ok<Cluster, DecodeCluster>));
+      for (Cluster& p : previous) {
+        p.is_default = false;
+        p.updated_at = c.updated_at;
+        RETURN_IF_ERROR(WriteCluster(p));
+        events.push_back(ClusterEvent(Event::Type::kUpdated, p));
+      }
+      RETURN_IF_ERROR(WriteCluster(c));
+    }
+    events.insert(events.begin(), ClusterEvent(Event::Type::kCreated, c));
+    return OkStatus();
+  }));
+  return c;
+}
+
+Result<Cluster> SqliteStore::GetDefaultCluster() {
+  std::lock_guard lock(mu_);
+  return LoadOne<Cluster>(fmt::format("SELECT {} FROM clusters WHERE is_default = ?", kClusterCols),
+                          int64_t{1}, Ok<Cluster, DecodeCluster>, "no default cluster");
+}
+
+Result<ListResult<Cluster>> SqliteStore::ListClusters(const ListOptions& options) {
+  std::lock_guard lock(mu_);
+  ListQuery q{.resource = "clusters",
+              .columns = kClusterCols,
+              .from = "clusters",
+              .id_column = "id",
+              .sorts = {{"id", "id"},
+                        {"name", "name"},
+                        {"created_at", "created_at"},
+                        {"updated_at", "updated_at"}},
+              .search_columns = {"name"}};
+  return RunList<Cluster>(std::move(q), options, Ok<Cluster, DecodeCluster>);
+}
+
+Result<Cluster> SqliteStore::UpdateCluster(int64_t id, const ClusterPatch& patch) {
+  std::lock_guard lock(mu_);
+  Cluster c;
+  std::vector<Event> events;
+  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+    ASSIGN_OR_RETURN(c, LoadCluster(id));
+    if (patch.name) c.name = *patch.name;
+    if (patch.description) c.description = *patch.description;
+    if (patch.registration_token) c.registration_token = *patch.registration_token;
+    c.updated_at = clock_.Now();
+    if (patch.is_default && *patch.is_default && !c.is_default) {
+      ASSIGN_OR_RETURN(std::vector<Cluster> previous,
+                       LoadAll<Cluster>(fmt::format("SELECT {} FROM clusters WHERE is_default = 1 "
+                                                    "AND id <> ?",
+                                                    kClusterCols),
+                                        id, Ok<Cluster, DecodeCluster>));
+      for (Cluster& p : previous) {
+        p.is_default = false;
+        p.updated_at = c.updated_at;
+        RETURN_IF_ERROR(WriteCluster(p));
+        events.push_back(ClusterEvent(Event::Type::kUpdated, p));
+      }
+    }
+    if (patch.is_default) c.is_default = *patch.is_default;
+    RETURN_IF_ERROR(WriteCluster(c));
+    events.push_back(ClusterEvent(Event::Type::kUpdated, c));
+    return OkStatus();
+  }));
+  return c;
+}
+
+Status SqliteStore::DeleteCluster(int64_t id) {
+  std::lock_guard lock(mu_);
+  std::vector<Event> events;
+  return Transaction(events, [&]() -> Status {
+    ASSIGN_OR_RETURN(Cluster c, LoadCluster(id));
+    {
+      ASSIGN_OR_RETURN(Stmt count, Prepare("SELECT COUNT(*) FROM workers WHERE cluster_id = ?"));
+      count.Int(id);
+      ASSIGN_OR_RETURN(bool row, count.Step());
+      if (row && count.ColInt(0) > 0) {
+        return FailedPreconditionError(
+            fmt::format("cluster {} still has {} workers", id, count.ColInt(0)));
+      }
+    }
+    ASSIGN_OR_RETURN(Stmt s, Prepare("DELETE FROM clusters WHERE id = ?"));
+    s.Int(id);
+    RETURN_IF_ERROR(s.Run());
+    events.push_back(ClusterEvent(Event::Type::kDeleted, c));
+    return OkStatus();
+  });
+}
+
+// ---- workers -----------------------------------------------------------------------------------
+
+Status SqliteStore::WriteWorker(const Worker& w) {
+  ASSIGN_OR_RETURN(Stmt s, Prepare("UPDATE workers SET name = ?, state = ?, state_message = ?, "
+                                   "labels = ?, maintenance = ?, maintenance_message = ?, "
+                                   "status = ?, address = ?, port = ?, token_hash = ?, "
+                                   "last_heartbeat_at = ?, updated_at = ? WHERE id = ?"));
+  s.Text(w.name).Text(types::WorkerStateName(w.state)).Text(w.state_message);
+  s.Text(EncodeLabels(w.labels)).Bool(w.maintenance).Text(w.maintenance_message);
+  s.Text(ToJsonString(types::ToJson(w.status))).Text(w.address).Int(w.port).Text(w.token_hash);
+  s.OptTime(w.last_heartbeat_at).Time(w.updated_at).Int(w.id);
+  Status st = s.Run();
+  if (st.code() == StatusCode::kAlreadyExists) {
+    return AlreadyExistsError(
+        fmt::format("worker '{}' already exists in cluster {}", w.name, w.cluster_id));
+  }
+  return st;
+}
+
+Result<Worker> SqliteStore::UpsertWorkerByName(int64_t cluster_id, const std::string& name,
+                                               const std::string& address, int port,
+                                               const std::string& token_hash,
+                                               const std::map<std::string, std::string>& labels) {
+  std::lock_guard lock(mu_);
+  Worker w;
+  std::vector<Event> events;
+  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+    RETURN_IF_ERROR(LoadCluster(cluster_id).status());
+    const Timestamp now = clock_.Now();
+    ASSIGN_OR_RETURN(Stmt find,
+                     Prepare(fmt::format("SELECT {} FROM workers WHERE cluster_id = ? AND name = ?",
+                                         kWorkerCols)));
+    find.Int(cluster_id).Text(name);
+    ASSIGN_OR_RETURN(bool exists, find.Step());
+    if (exists) {
+      ASSIGN_OR_RETURN(w, DecodeWorker(find));
+      for (const auto& [k, v] : labels) w.labels[k] = v;
+      w.address = address;
+      w.port = port;
+      w.token_hash = token_hash;
+      w.state = w.maintenance ? types::WorkerState::kMaintenance : types::WorkerState::kRegistering;
+      w.state_message.clear();
+      w.updated_at = now;
+      RETURN_IF_ERROR(WriteWorker(w));
+      events.push_back(WorkerEvent(Event::Type::kUpdated, w));
+      return OkStatus();
+    }
+    w = Worker{};
+    w.cluster_id = cluster_id;
+    w.name = name;
+    w.state = types::WorkerState::kRegistering;
+    w.labels = labels;
+    w.address = address;
+    w.port = port;
+    w.token_hash = token_hash;
+    w.created_at = w.updated_at = now;
+    ASSIGN_OR_RETURN(Stmt s, Prepare("INSERT INTO workers (cluster_id, name, state, state_message, "
+                                     "labels, maintenance, maintenance_message, status, address, "
+                                     "port, token_hash, last_heartbeat_at, created_at, updated_at) "
+                                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+    s.Int(w.cluster_id).Text(w.name).Text(types::WorkerStateName(w.state)).Text(w.state_message);
+    s.Text(EncodeLabels(w.labels)).Bool(w.maintenance).Text(w.maintenance_message);
+    s.Text(ToJsonString(types::ToJson(w.status))).Text(w.address).Int(w.port).Text(w.token_hash);
+    s.OptTime(w.last_heartbeat_at).Time(w.created_at).Time(w.updated_at);
+    Status st = s.Run();
+    if (st.code() == StatusCode::kAlreadyExists) {
+      return AlreadyExistsError(fmt::format("worker '{}' already exists", name));
+    }
+    RETURN_IF_ERROR(st);
+    w.id = sqlite3_last_insert_rowid(db_);
+    events.push_back(WorkerEvent(Event::Type::kCreated, w));
+    return OkStatus();
+  }));
+  return w;
+}
+
+Result<Worker> SqliteStore::GetWorkerByTokenHash(const std::string& token_hash) {
+  std::lock_guard lock(mu_);
+  return LoadOne<Worker>(fmt::format("SELECT {} FROM workers WHERE token_hash = ?", kWorkerCols),
+                         token_hash, DecodeWorker, "worker not found");
+}
+
+Result<ListResult<Worker>> SqliteStore::ListWorkers(const ListOptions& options) {
+  std::lock_guard lock(mu_);
+  ListQuery q{.resource = "workers",
+              .columns = kWorkerCols,
+              .from = "workers",
+              .id_column = "id",
+              .sorts = {{"id", "id"},
+                        {"name", "name"},
+                        {"state", "state"},
+                        {"created_at", "created_at"},
+                        {"updated_at", "updated_at"},
+                        {"last_heartbeat_at", "last_heartbeat_at"}},
+              .search_columns = {"name"}};
+  if (options.cluster_id) {
+    q.where.emplace_back("cluster_id = ?");
+    q.args.emplace_back(*options.cluster_id);
+  }
+  return RunList<Worker>(std::move(q), options, DecodeWorker);
+}
+
+Result<Worker> SqliteStore::UpdateWorker(int64_t id, const WorkerPatch& patch) {
+  std::lock_guard lock(mu_);
+  Worker w;
+  std::vector<Event> events;
+  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+    ASSIGN_OR_RETURN(w, LoadWorker(id));
+    if (patch.labels) w.labels = *patch.labels;
+    if (patch.maintenance_message) w.maintenance_message = *patch.maintenance_message;
+    if (patch.maintenance && *patch.maintenance != w.maintenance) {
+      w.maintenance = *patch.maintenance;
+      if (w.maintenance) {
+        w.state = types::WorkerState::kMaintenance;
+      } else {
+        w.state =
+            w.last_heartbeat_at ? types::WorkerState::kReady : types::WorkerState::kRegistering;
+        w.maintenance_message.clear();
+      }
+      w.state_message.clear();
+    }
+    w.updated_at = clock_.Now();
+    RETURN_IF_ERROR(WriteWorker(w));
+    events.push_back(WorkerEvent(Event::Type::kUpdated, w));
+    return OkStatus();
+  }));
+  return w;
+}
+
+Result<Worker> SqliteStore::RecordHeartbeat(int64_t id, const types::WorkerStatus& status,
+                                            Timestamp at) {
+  std::lock_guard lock(mu_);
+  Worker w;
+  std::vector<Event> events;
+  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+    ASSIGN_OR_RETURN(w, LoadWorker(id));
+    w.status = status;
+    w.last_heartbeat_at = at;
+    if (!w.maintenance) {
+      w.state = types::WorkerState::kReady;
+      w.state_message.clear();
+    }
+    w.updated_at = clock_.Now();
+    RETURN_IF_ERROR(WriteWorker(w));
+    events.push_back(WorkerEvent(Event::Type::kUpdated, w));
+    return OkStatus();
+  }));
+  return w;
+}
+
+Result<Worker> SqliteStore::SetWorkerState(int64_t id, types::WorkerState state,
+                                           const std::string& message) {
+  std::lock_guard lock(mu_);
+  Worker w;
+  std::vector<Event> events;
+  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+    ASSIGN_OR_RETURN(w, LoadWorker(id));
+    w.state = state;
+    w.state_message = message;
+    w.updated_at = clock_.Now();
+    RETURN_IF_ERROR(WriteWorker(w));
+    events.push_back(WorkerEvent(Event::Type::kUpdated, w));
+    return OkStatus();
+  }));
+  return w;
+}
+
+Result<std::vector<Worker>> SqliteStore::MarkStaleWorkersNotReady(Timestamp heartbeat_before,
+                                                                  const std::string& message) {
+  std::lock_guard lock(mu_);
+  std::vector<Worker> changed;
+  std::vector<Event> events;
+  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+    ASSIGN_OR_RETURN(std::vector<Worker> stale,
+                     LoadAll<Worker>(fmt::format("SELECT {} FROM workers WHERE state = 'READY' AND "
+                                                 "(last_heartbeat_at IS NULL OR "
+                                                 "last_heartbeat_at < ?)",
+                                                 kWorkerCols),
+                                     ToUnixMillis(heartbeat_before), DecodeWorker));
+    const Timestamp now = clock_.Now();
+    for (Worker& w : stale) {
+      w.state = types::WorkerState::kNotReady;
+      w.state_message = message;
+      w.updated_at = now;
+      RETURN_IF_ERROR(WriteWorker(w));
+      events.push_back(WorkerEvent(Event::Type::kUpdated, w));
+    }
+    changed = std::move(stale);
+    return OkStatus();
+  }));
+  return changed;
+}
+
+Status SqliteStore::DeleteWorker(int64_t id) {
+  std::lock_guard lock(mu_);
+  std::vector<Event> events;
+  return Transaction(events, [&]() -> Status {
+    ASSIGN_OR_RETURN(Worker w, LoadWorker(id));
+    ASSIGN_OR_RETURN(Stmt s, Prepare("DELETE FROM workers WHERE id = ?"));
+    s.Int(id);
+    RETURN_IF_ERROR(s.Run());
+    events.push_back(WorkerEvent(Event::Type::kDeleted, w));
+    return OkStatus();
+  });
+}
+
+// Creates the database file with mode 0600 before SQLite does (SQLite would use 0644 minus the
+// umask), and tightens an existing one. SQLite gives the -wal and -shm files the main file's mode.
+Status PrepareDatabaseFile(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return UnavailableError(fmt::format("cannot open database {}: {}", path, std::strerror(errno)));
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) == 0 && (st.st_mode & 0077) != 0) {
+    Logger("store")->warn("database {} was readable by others (mode {:o}); setting 0600", path,
+                          st.st_mode & 0777);
+    if (::fchmod(fd, 0600) != 0) {
+      const int e = errno;
+      ::close(fd);
+      return UnavailableError(fmt::format("cannot chmod database {}: {}", path, std::strerror(e)));
+    }
+  }
+  ::close(fd);
+  return OkStatus();
+}
+
+}  // namespace
+
+int LatestSchemaVersion() {
+  const auto& all = EmbeddedMigrations();
+  return all.empty() ? 0 : all.back().version;
+}
+
+Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, EventBus& bus,
+                                               const Clock& clock) {
+  const bool in_memory = path == ":memory:" || path.empty();
+  if (!in_memory) RETURN_IF_ERROR(PrepareDatabaseFile(path));
+  sqlite3* db = nullptr;
+  const int rc = sqlite3_open_v2(
+      path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    Status s = UnavailableError(fmt::format("cannot open database {}: {}", path,
+                                            db ? sqlite3_errmsg(db) : sqlite3_errstr(rc)));
+    sqlite3_close_v2(db);
+    return s;
+  }
+  sqlite3_extended_result_codes(db, 1);
+  sqlite3_busy_timeout(db, kBusyTimeoutMs);
+  auto store = std::make_unique<SqliteStore>(db, bus, clock);
+  for (const char* pragma :
+       {"PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL", "PRAGMA foreign_keys = ON"}) {
+    char* err = nullptr;
+    if (sqlite3_exec(db, pragma, nullptr, nullptr, &err) != SQLITE_OK) {
+      Status s = UnavailableError(fmt::format("{} on {}: {}", pragma, path, err ? err : "?"));
+      sqlite3_free(err);
+      return s;
+    }
+  }
+  RETURN_IF_ERROR(store->Migrate());
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+}  // namespace segma::store
