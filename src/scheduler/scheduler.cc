@@ -1,0 +1,985 @@
+#include "scheduler/scheduler.h"
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+
+#include <fmt/format.h>
+
+namespace segma::scheduler {
+
+namespace {
+
+constexpr double kEpsilon = 1e-9;
+
+// Which hardware an engine runs on. Minimum compute capabilities: llama.cpp's CUDA build (5.0),
+// vLLM (7.0), SGLang (7.5), TensorRT-LLM (8.0).
+struct BackendRule {
+  bool nvidia = true;
+  bool amd = true;
+  bool other = true;
+  int min_cc10 = 0;  // NVIDIA only
+  bool cpu = false;
+  bool partial_offload = false;
+  bool distributed = true;
+  std::string_view needs;
+};
+
+BackendRule RuleFor(std::string_view backend) {
+  if (backend == "vllm") {
+    return {true,  true,  false, 70,
+            false, false, true,  "an NVIDIA GPU with compute capability >= 7.0 or an AMD GPU"};
+  }
+  if (backend == "sglang") {
+    return {true,  true,  false, 75,
+            false, false, true,  "an NVIDIA GPU with compute capability >= 7.5 or an AMD GPU"};
+  }
+  if (backend == "tensorrt-llm") {
+    return {true,  false, false, 80,
+            false, false, true,  "an NVIDIA GPU with compute capability >= 8.0"};
+  }
+  if (backend.empty() || backend == "llama.cpp" || backend == "simulator") {
+    return {true, true, true, backend == "simulator" ? 0 : 50,
+            true, true, true, "a GPU (NVIDIA: compute capability >= 5.0) or an x86_64/aarch64 CPU"};
+  }
+  // Custom backends: we cannot know; any device, no partial offload, no multi-worker.
+  return {true, true, true, 0, true, false, false, "a GPU or a CPU"};
+}
+
+bool CpuArchOk(std::string_view arch) {
+  return arch == "x86_64" || arch == "amd64" || arch == "aarch64" || arch == "arm64";
+}
+
+bool IContains(std::string_view hay, std::string_view needle) {
+  auto lower = [](char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; };
+  if (needle.size() > hay.size()) return false;
+  for (size_t i = 0; i + needle.size() <= hay.size(); ++i) {
+    size_t j = 0;
+    while (j < needle.size() && lower(hay[i + j]) == lower(needle[j])) ++j;
+    if (j == needle.size()) return true;
+  }
+  return false;
+}
+
+// Why a worker was not used, in filter order.
+enum class Why : uint8_t {
+  kNotEvaluated,
+  kFits,
+  kCluster,
+  kGpuMatch,
+  kLabels,
+  kStatus,
+  kBackend,
+  kNoVram,
+  kNoRam,
+  kQuota,
+};
+
+// Claim on a GPU of `total` bytes, or -1 when the requirement cannot fit its engine's share.
+int64_t ClaimFor(const Requirement& r, int64_t total) {
+  if (r.gpu_memory_fraction > 0) {
+    const auto share = static_cast<int64_t>(r.gpu_memory_fraction * static_cast<double>(total));
+    return r.vram_per_gpu <= share ? share : -1;
+  }
+  return r.vram_per_gpu;
+}
+
+}  // namespace
+
+std::string FormatGiB(int64_t bytes) {
+  return fmt::format("{:.1f} GiB", static_cast<double>(bytes) / static_cast<double>(kGiB));
+}
+
+struct Scheduler::Scratch {
+  std::vector<int> model_on_worker;
+  std::vector<int> model_on_unit;
+  std::vector<char> has_files;
+  std::vector<char> unit_selected;
+  std::vector<char> unit_ok;
+  std::vector<int> touched_workers;
+  std::vector<int> touched_units;
+  std::vector<char> name_ok;
+  std::vector<Why> why;
+  std::vector<int64_t> best_free;  // per worker: largest eligible free VRAM, minus headroom
+  std::vector<int> passing;
+  std::vector<int> fit;  // per-worker temporary list of unit positions
+  std::vector<double> fit_score;
+
+  void Prepare(const ClusterSnapshot& s) {
+    const size_t w = s.worker_count();
+    const size_t u = s.unit_count();
+    if (model_on_worker.size() < w) {
+      model_on_worker.resize(w, 0);
+      has_files.resize(w, 0);
+    }
+    if (model_on_unit.size() < u) {
+      model_on_unit.resize(u, 0);
+      unit_selected.resize(u, 0);
+      unit_ok.resize(u, 0);
+    }
+    why.assign(w, Why::kNotEvaluated);
+    best_free.assign(w, INT64_MIN);
+    passing.clear();
+    name_ok.assign(s.gpu_names().size(), 1);
+  }
+
+  void Reset() {
+    for (int w : touched_workers) {
+      model_on_worker[w] = 0;
+      has_files[w] = 0;
+    }
+    for (int u : touched_units) {
+      model_on_unit[u] = 0;
+      unit_selected[u] = 0;
+    }
+    touched_workers.clear();
+    touched_units.clear();
+  }
+};
+
+namespace {
+
+// One decision. Holds references to its inputs and the scheduler's scratch.
+class Run {
+ public:
+  Run(const ClusterSnapshot& s, const types::Model& m, const ResourceEstimator& est,
+      const QuotaUsage& quota, const SchedulerOptions& options, const ScorerChain& chain,
+      Scheduler::Scratch& scratch)
+      : s_(s),
+        m_(m),
+        est_(est),
+        quota_(quota),
+        opt_(options),
+        chain_(chain),
+        x_(scratch),
+        ctx_(s, m, scratch.model_on_worker, scratch.model_on_unit, scratch.has_files),
+        rule_(RuleFor(m.backend)) {}
+
+  Decision Go();
+
+ private:
+  void PrepareModelState();
+  // Runs the worker filters; returns kFits when the worker passes all but resource fit.
+  Why Filter(int w, bool& all_units_ok);
+  bool UnitOk(int u, bool all_units_ok) const { return all_units_ok || x_.unit_ok[u] != 0; }
+  bool QuotaOk(int64_t vram, double gpu_eq) const;
+  bool RamOk(int w, int64_t ram) const {
+    return s_.worker_ram_free(w) - opt_.ram_headroom_bytes >= ram;
+  }
+  int64_t FreeEff(int u) const { return s_.unit_free(u) - opt_.gpu_headroom_bytes; }
+  bool Better(double score, int w, int unit_index, double best, int best_w,
+              int best_unit_index) const;
+  bool BetterCandidate(double score, const Candidate& c) const;
+  double Score(const Candidate& c) const { return chain_.Score(c, ctx_); }
+
+  void SingleGpuScan();
+  void MultiGpu();
+  void MultiWorker();
+  void PartialOffload();
+  void CpuOnly();
+  Decision Placed() const;
+  Decision Explain();
+  std::string ReasonFor(int w) const;
+  std::vector<int> TpSizes(int max_size) const;
+
+  const ClusterSnapshot& s_;
+  const types::Model& m_;
+  const ResourceEstimator& est_;
+  const QuotaUsage& quota_;
+  const SchedulerOptions& opt_;
+  const ScorerChain& chain_;
+  Scheduler::Scratch& x_;
+  ScoreContext ctx_;
+  BackendRule rule_;
+
+  bool has_ids_ = false;
+  bool gpu_constraints_ = false;
+  bool backend_any_gpu_ = false;
+  std::vector<std::string> unknown_ids_;
+  int fixed_tp_ = 0;
+  int heads_ = 0;
+  std::optional<Requirement> req1_;  // single GPU, when that kind is tried
+  std::string estimate_error_;
+
+  bool have_best_ = false;
+  Candidate best_;
+  double best_score_ = 0;
+  bool quota_blocked_ = false;
+  // What the resource-fit explanations need.
+  int64_t need_single_ = -1;
+  int tried_tp_ = 0;
+  int64_t need_tp_ = -1;
+  int64_t need_cpu_ram_ = -1;
+};
+
+void Run::PrepareModelState() {
+  x_.Prepare(s_);
+  if (const auto* refs = s_.model_refs(m_.id)) {
+    for (const ClusterSnapshot::ModelRef& r : *refs) {
+      if (r.unit < 0) {
+        if (x_.model_on_worker[r.worker]++ == 0) x_.touched_workers.push_back(r.worker);
+      } else {
+        if (x_.model_on_unit[r.unit]++ == 0) x_.touched_units.push_back(r.unit);
+      }
+    }
+  }
+  if (const auto* ws = s_.workers_with_files(types::SourceKey(m_.source))) {
+    for (int w : *ws) {
+      x_.has_files[w] = 1;
+      x_.touched_workers.push_back(w);
+    }
+  }
+  if (!m_.gpu_type.empty()) {
+    for (size_t n = 0; n < s_.gpu_names().size(); ++n) {
+      x_.name_ok[n] = IContains(s_.gpu_names()[n], m_.gpu_type) ? 1 : 0;
+    }
+  }
+  for (const std::string& id : m_.gpu_selector.gpu_ids) {
+    has_ids_ = true;
+    const size_t colon = id.rfind(':');
+    int w = colon == std::string::npos ? -1 : s_.FindWorkerByName(id.substr(0, colon));
+    int unit = -1;
+    if (w >= 0) {
+      const int index = std::atoi(id.c_str() + colon + 1);
+      for (int u = s_.units_begin(w); u < s_.units_end(w); ++u) {
+        if (s_.unit_gpu_index(u) == index) unit = u;
+      }
+    }
+    if (unit < 0) {
+      unknown_ids_.push_back(id);
+      continue;
+    }
+    x_.unit_selected[unit] = 1;
+    x_.touched_units.push_back(unit);
+  }
+  gpu_constraints_ = has_ids_ || !m_.gpu_type.empty();
+  backend_any_gpu_ = rule_.nvidia && rule_.amd && rule_.other && rule_.min_cc10 == 0;
+  fixed_tp_ = m_.gpu_selector.gpus_per_replica;
+  heads_ = est_.attention_heads();
+}
+
+Why Run::Filter(int w, bool& all_units_ok) {
+  const WorkerInfo& wi = s_.worker(w);
+  if (m_.cluster_id != 0 && wi.cluster_id != m_.cluster_id) return Why::kCluster;
+  const int b = s_.units_begin(w);
+  const int e = s_.units_end(w);
+  bool any_match = false;
+  bool any_ok = false;
+  all_units_ok = !gpu_constraints_ && backend_any_gpu_;
+  if (all_units_ok) {
+    any_match = any_ok = b < e;
+  } else {
+    for (int u = b; u < e; ++u) {
+      const bool match = x_.name_ok[s_.unit_name_id(u)] && (!has_ids_ || x_.unit_selected[u]);
+      bool ok = false;
+      if (match) {
+        any_match = true;
+        switch (s_.unit_vendor(u)) {
+          case GpuVendor::kNvidia:
+            ok = rule_.nvidia && (s_.unit_cc10(u) < 0 || s_.unit_cc10(u) >= rule_.min_cc10);
+            break;
+          case GpuVendor::kAmd:
+            ok = rule_.amd;
+            break;
+          case GpuVendor::kOther:
+            ok = rule_.other;
+            break;
+        }
+      }
+      x_.unit_ok[u] = ok ? 1 : 0;
+      any_ok = any_ok || ok;
+    }
+  }
+  if (gpu_constraints_ && !any_match) return Why::kGpuMatch;
+  for (const auto& [k, v] : m_.worker_selector) {
+    auto it = wi.labels.find(k);
+    if (it == wi.labels.end() || it->second != v) return Why::kLabels;
+  }
+  if (wi.state != types::WorkerState::kReady) return Why::kStatus;
+  if (!any_ok) {
+    const bool cpu_ok = m_.cpu_offloading && rule_.cpu && CpuArchOk(wi.arch) && !gpu_constraints_;
+    if (!cpu_ok) return Why::kBackend;
+  }
+  return Why::kFits;
+}
+
+bool Run::QuotaOk(int64_t vram, double gpu_eq) const {
+  const ProjectQuota& q = quota_.quota;
+  if (q.max_vram_gib &&
+      static_cast<double>(quota_.vram_bytes + vram) > *q.max_vram_gib * static_cast<double>(kGiB)) {
+    return false;
+  }
+  if (q.max_gpus && quota_.gpus + gpu_eq > *q.max_gpus + kEpsilon) return false;
+  return true;
+}
+
+bool Run::Better(double score, int w, int unit_index, double best, int best_w,
+                 int best_unit_index) const {
+  if (score > best + kEpsilon) return true;
+  if (score < best - kEpsilon) return false;
+  const int64_t id = s_.worker(w).id;
+  const int64_t best_id = s_.worker(best_w).id;
+  if (id != best_id) return id < best_id;
+  return unit_index < best_unit_index;
+}
+
+bool Run::BetterCandidate(double score, const Candidate& c) const {
+  if (!have_best_) return true;
+  const int ui = c.num_units > 0 ? s_.unit_gpu_index(c.units[0]) : -1;
+  const int bi = best_.num_units > 0 ? s_.unit_gpu_index(best_.units[0]) : -1;
+  return Better(score, c.worker, ui, best_score_, best_.worker, bi);
+}
+
+void Run::SingleGpuScan() {
+  const int n = s_.worker_count();
+  if (n == 0) return;
+  // Start at a point derived from the input only, so that sampling is deterministic yet does
+  // not always favour the first workers.
+  const auto* refs = s_.model_refs(m_.id);
+  const uint64_t seed = static_cast<uint64_t>(m_.id) * 0x9E3779B97F4A7C15ull +
+                        (refs ? refs->size() : 0) * 0xBF58476D1CE4E5B9ull;
+  const int start = static_cast<int>((seed >> 17) % static_cast<uint64_t>(n));
+  int pct = opt_.percentage_of_workers_to_score;
+  if (pct <= 0) pct = std::max(5, 50 - n / 125);
+  const int64_t target = std::max<int64_t>(opt_.min_feasible_workers,
+                                           static_cast<int64_t>(n) * std::min(pct, 100) / 100);
+
+  Candidate c;
+  c.kind = PlacementKind::kSingleGpu;
+  c.num_units = 1;
+  int best_unit = -1;
+  int64_t best_claim = 0;
+  int best_w = -1;
+  double best_score = 0;
+  int64_t feasible = 0;
+  for (int k = 0; k < n; ++k) {
+    int w = start + k;
+    if (w >= n) w -= n;
+    bool all_ok = false;
+    Why why = Filter(w, all_ok);
+    if (why != Why::kFits) {
+      x_.why[w] = why;
+      continue;
+    }
+    x_.passing.push_back(w);
+    if (!req1_) {
+      x_.why[w] = Why::kNoVram;
+      continue;
+    }
+    const Requirement& req = *req1_;
+    const bool ram_ok = RamOk(w, req.ram);
+    bool vram_fit = false;
+    bool any = false;
+    int64_t best_free = INT64_MIN;
+    c.worker = w;
+    for (int u = s_.units_begin(w); u < s_.units_end(w); ++u) {
+      if (!UnitOk(u, all_ok)) continue;
+      const int64_t free = FreeEff(u);
+      best_free = std::max(best_free, free);
+      const int64_t claim = ClaimFor(req, s_.unit_total(u));
+      if (claim < 0 || free < claim) continue;
+      vram_fit = true;
+      if (!ram_ok) continue;
+      if (!QuotaOk(claim, static_cast<double>(claim) / static_cast<double>(s_.unit_total(u)))) {
+        quota_blocked_ = true;
+        continue;
+      }
+      c.units[0] = u;
+      c.vram[0] = claim;
+      c.ram = req.ram;
+      const double score = Score(c);
+      any = true;
+      if (best_unit < 0 || Better(score, w, s_.unit_gpu_index(u), best_score, best_w,
+                                  s_.unit_gpu_index(best_unit))) {
+        best_unit = u;
+        best_claim = claim;
+        best_w = w;
+        best_score = score;
+      }
+    }
+    x_.best_free[w] = best_free;
+    if (any) {
+      x_.why[w] = Why::kFits;
+      if (++feasible >= target) break;
+    } else {
+      x_.why[w] = !vram_fit ? Why::kNoVram : (!ram_ok ? Why::kNoRam : Why::kQuota);
+    }
+  }
+  if (best_unit >= 0) {
+    have_best_ = true;
+    best_ = c;
+    best_.worker = best_w;
+    best_.units[0] = best_unit;
+    best_.vram[0] = best_claim;
+    best_.ram = req1_->ram;
+    best_.gpu_layers = best_.total_layers = est_.total_layers();
+    best_score_ = best_score;
+  }
+}
+
+std::vector<int> Run::TpSizes(int max_size) const {
+  std::vector<int> sizes;
+  if (fixed_tp_ > 1) {
+    if (fixed_tp_ <= max_size) sizes.push_back(fixed_tp_);
+    return sizes;
+  }
+  for (int t = 2; t <= max_size; ++t) {
+    if (heads_ <= 0 || heads_ % t == 0) sizes.push_back(t);
+  }
+  return sizes;
+}
+
+void Run::MultiGpu() {
+  int max_units = 0;
+  for (int w : x_.passing) {
+    int count = 0;
+    for (int u = s_.units_begin(w); u < s_.units_end(w); ++u) count += s_.unit_is_mig(u) ? 0 : 1;
+    max_units = std::max(max_units, count);
+  }
+  for (int t : TpSizes(std::min(max_units, opt_.max_tensor_parallel))) {
+    Result<Requirement> req = est_.ForGpus(t);
+    if (!req.ok()) continue;
+    if (tried_tp_ == 0) {
+      tried_tp_ = t;
+      need_tp_ = req->vram_per_gpu;
+    }
+    for (int w : x_.passing) {
+      bool all_ok = false;
+      Filter(w, all_ok);  // refreshes unit_ok for this worker
+      if (!RamOk(w, req->ram)) continue;
+      x_.fit.clear();
+      x_.fit_score.clear();
+      Candidate one;
+      one.kind = PlacementKind::kMultiGpu;
+      one.worker = w;
+      one.num_units = 1;
+      one.ram = req->ram;
+      for (int u = s_.units_begin(w); u < s_.units_end(w); ++u) {
+        if (!UnitOk(u, all_ok) || s_.unit_is_mig(u)) continue;
+        const int64_t claim = ClaimFor(*req, s_.unit_total(u));
+        if (claim < 0 || FreeEff(u) < claim) continue;
+        x_.fit.push_back(u);
+        one.units[0] = u;
+        one.vram[0] = claim;
+        x_.fit_score.push_back(Score(one));
+      }
+      if (static_cast<int>(x_.fit.size()) < t) continue;
+      std::vector<int> order(x_.fit.size());
+      for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int>(i);
+      std::sort(order.begin(), order.end(), [&](int a, int b) {
+        if (x_.fit_score[a] != x_.fit_score[b]) return x_.fit_score[a] > x_.fit_score[b];
+        return s_.unit_gpu_index(x_.fit[a]) < s_.unit_gpu_index(x_.fit[b]);
+      });
+      auto make = [&](const std::vector<int>& set) {
+        Candidate c;
+        c.kind = PlacementKind::kMultiGpu;
+        c.worker = w;
+        c.num_units = static_cast<int>(set.size());
+        std::vector<int> sorted = set;
+        std::sort(sorted.begin(), sorted.end(),
+                  [&](int a, int b) { return s_.unit_gpu_index(a) < s_.unit_gpu_index(b); });
+        c.nvlink = true;
+        for (int i = 0; i < c.num_units; ++i) {
+          c.units[i] = sorted[i];
+          c.vram[i] = ClaimFor(*req, s_.unit_total(sorted[i]));
+          for (int j = 0; j < i; ++j) c.nvlink = c.nvlink && s_.NvLinked(sorted[j], sorted[i]);
+        }
+        c.ram = req->ram;
+        c.gpu_layers = c.total_layers = est_.total_layers();
+        return c;
+      };
+      std::optional<Candidate> chosen;
+      double chosen_score = 0;
+      if (s_.worker_has_topology(w)) {
+        // Prefer a set whose GPUs are all NVLink-connected: grow a clique from each seed.
+        for (int seed : order) {
+          std::vector<int> set = {x_.fit[seed]};
+          for (int v : order) {
+            if (static_cast<int>(set.size()) == t) break;
+            if (v == seed) continue;
+            bool linked = true;
+            for (int x : set) linked = linked && s_.NvLinked(x, x_.fit[v]);
+            if (linked) set.push_back(x_.fit[v]);
+          }
+          if (static_cast<int>(set.size()) < t) continue;
+          Candidate c = make(set);
+          const double score = Score(c);
+          if (!chosen || score > chosen_score + kEpsilon) {
+            chosen = c;
+            chosen_score = score;
+          }
+        }
+      }
+      if (!chosen) {
+        std::vector<int> set;
+        for (int i = 0; i < t; ++i) set.push_back(x_.fit[order[i]]);
+        chosen = make(set);
+        chosen_score = Score(*chosen);
+      }
+      int64_t vram = 0;
+      double eq = 0;
+      for (int i = 0; i < chosen->num_units; ++i) {
+        vram += chosen->vram[i];
+        eq += static_cast<double>(chosen->vram[i]) /
+              static_cast<double>(s_.unit_total(chosen->units[i]));
+      }
+      if (!QuotaOk(vram, eq)) {
+        quota_blocked_ = true;
+        continue;
+      }
+      if (BetterCandidate(chosen_score, *chosen)) {
+        best_ = *chosen;
+        best_score_ = chosen_score;
+        have_best_ = true;
+      }
+    }
+    if (have_best_) return;  // the smallest tensor-parallel size that fits wins
+  }
+}
+
+void Run::MultiWorker() {
+  int total_units = 0;
+  for (int w : x_.passing) total_units += s_.units_end(w) - s_.units_begin(w);
+  for (int t : TpSizes(std::min(total_units, opt_.max_distributed_gpus))) {
+    Result<Requirement> req = est_.ForGpus(t);
+    if (!req.ok()) continue;
+    struct Group {
+      int worker;
+      std::vector<int> units;
+    };
+    std::vector<Group> groups;
+    int available = 0;
+    for (int w : x_.passing) {
+      bool all_ok = false;
+      Filter(w, all_ok);
+      if (!RamOk(w, req->ram)) continue;
+      Group g{w, {}};
+      for (int u = s_.units_begin(w); u < s_.units_end(w); ++u) {
+        if (!UnitOk(u, all_ok) || s_.unit_is_mig(u)) continue;
+        const int64_t claim = ClaimFor(*req, s_.unit_total(u));
+        if (claim >= 0 && FreeEff(u) >= claim) g.units.push_back(u);
+      }
+      if (g.units.empty()) continue;
+      available += static_cast<int>(g.units.size());
+      groups.push_back(std::move(g));
+    }
+    if (available < t || groups.size() < 2) continue;
+    // Fewest workers: those with the most fitting GPUs first, then by id.
+    std::sort(groups.begin(), groups.end(), [&](const Group& a, const Group& b) {
+      if (a.units.size() != b.units.size()) return a.units.size() > b.units.size();
+      return s_.worker(a.worker).id < s_.worker(b.worker).id;
+    });
+    Candidate c;
+    c.kind = PlacementKind::kMultiWorker;
+    c.worker = groups[0].worker;
+    c.ram = req->ram;
+    c.gpu_layers = c.total_layers = est_.total_layers();
+    int64_t vram = 0;
+    double eq = 0;
+    for (const Group& g : groups) {
+      for (int u : g.units) {
+        if (c.num_units == t) break;
+        c.units[c.num_units] = u;
+        c.vram[c.num_units] = ClaimFor(*req, s_.unit_total(u));
+        vram += c.vram[c.num_units];
+        eq += static_cast<double>(c.vram[c.num_units]) / static_cast<double>(s_.unit_total(u));
+        ++c.num_units;
+      }
+    }
+    if (!QuotaOk(vram, eq)) {
+      quota_blocked_ = true;
+      return;
+    }
+    best_ = c;
+    best_score_ = Score(c);
+    have_best_ = true;
+    return;
+  }
+}
+
+void Run::PartialOffload() {
+  const int layers = est_.total_layers();
+  if (layers <= 0) return;
+  int best_layers = 0;
+  for (int w : x_.passing) {
+    bool all_ok = false;
+    Filter(w, all_ok);
+    int unit = -1;
+    for (int u = s_.units_begin(w); u < s_.units_end(w); ++u) {
+      if (!UnitOk(u, all_ok)) continue;
+      if (unit < 0 || FreeEff(u) > FreeEff(unit)) unit = u;
+    }
+    if (unit < 0 || FreeEff(unit) <= 0) continue;
+    const int n = std::min(est_.MaxGpuLayers(FreeEff(unit)), layers - 1);
+    if (n < 1) continue;
+    Result<Requirement> req = est_.ForGpuLayers(n);
+    if (!req.ok() || req->vram_per_gpu > FreeEff(unit)) continue;
+    need_cpu_ram_ = need_cpu_ram_ < 0 ? req->ram : std::min(need_cpu_ram_, req->ram);
+    if (!RamOk(w, req->ram)) continue;
+    if (!QuotaOk(req->vram_per_gpu, static_cast<double>(req->vram_per_gpu) /
+                                        static_cast<double>(s_.unit_total(unit)))) {
+      quota_blocked_ = true;
+      continue;
+    }
+    Candidate c;
+    c.kind = PlacementKind::kPartialOffload;
+    c.worker = w;
+    c.num_units = 1;
+    c.units[0] = unit;
+    c.vram[0] = req->vram_per_gpu;
+    c.ram = req->ram;
+    c.gpu_layers = n;
+    c.total_layers = layers;
+    const double score = Score(c);
+    // Most layers on the GPU first, then the scorers.
+    if (n > best_layers || (n == best_layers && BetterCandidate(score, c))) {
+      best_ = c;
+      best_score_ = score;
+      best_layers = n;
+      have_best_ = true;
+    }
+  }
+}
+
+void Run::CpuOnly() {
+  Result<Requirement> req = est_.total_layers() > 0 ? est_.ForGpuLayers(0) : est_.ForGpus(1);
+  if (!req.ok()) return;
+  const int64_t ram = est_.total_layers() > 0 ? req->ram : req->ram + req->vram_per_gpu;
+  need_cpu_ram_ = need_cpu_ram_ < 0 ? ram : need_cpu_ram_;
+  for (int w : x_.passing) {
+    if (!CpuArchOk(s_.worker(w).arch) || !RamOk(w, ram)) continue;
+    Candidate c;
+    c.kind = PlacementKind::kCpuOnly;
+    c.worker = w;
+    c.ram = ram;
+    c.total_layers = est_.total_layers();
+    const double score = Score(c);
+    if (BetterCandidate(score, c)) {
+      best_ = c;
+      best_score_ = score;
+      have_best_ = true;
+    }
+  }
+}
+
+Decision Run::Go() {
+  PrepareModelState();
+  if (quota_.quota.max_instances && quota_.instances + 1 > *quota_.quota.max_instances) {
+    Decision d;
+    d.summary = fmt::format("project quota: {} of max_instances {} in use", quota_.instances,
+                            *quota_.quota.max_instances);
+    return d;
+  }
+  if (fixed_tp_ <= 1) {
+    Result<Requirement> r = est_.ForGpus(1);
+    if (r.ok()) {
+      req1_ = *r;
+      need_single_ = r->vram_per_gpu;
+    } else {
+      estimate_error_ = r.status().message();
+    }
+  } else if (heads_ > 0 && heads_ % fixed_tp_ != 0) {
+    estimate_error_ = fmt::format("gpus_per_replica {} does not divide the {} attention heads",
+                                  fixed_tp_, heads_);
+  }
+  SingleGpuScan();
+  const bool single_only = fixed_tp_ == 1;
+  if (!have_best_ && !single_only && estimate_error_.empty()) MultiGpu();
+  if (!have_best_ && !single_only && estimate_error_.empty() &&
+      m_.distributed_inference_across_workers && rule_.distributed) {
+    MultiWorker();
+  }
+  if (!have_best_ && fixed_tp_ <= 1 && m_.cpu_offloading && rule_.partial_offload &&
+      estimate_error_.empty()) {
+    PartialOffload();
+  }
+  if (!have_best_ && fixed_tp_ <= 1 && m_.cpu_offloading && rule_.cpu && !gpu_constraints_) {
+    CpuOnly();
+  }
+  Decision d = have_best_ ? Placed() : Explain();
+  x_.Reset();
+  return d;
+}
+
+Decision Run::Placed() const {
+  Decision d;
+  d.placed = true;
+  Placement& p = d.placement;
+  const WorkerInfo& main = s_.worker(best_.worker);
+  p.kind = best_.kind;
+  p.worker_id = main.id;
+  p.worker_name = main.name;
+  p.ram = best_.ram;
+  p.offload_layers = best_.gpu_layers;
+  p.total_layers = best_.total_layers;
+  p.tensor_parallel_size = best_.num_units;
+  p.score = best_score_;
+  for (int i = 0; i < best_.num_units; ++i) {
+    const int u = best_.units[i];
+    const int w = s_.unit_worker(u);
+    const int index = s_.unit_gpu_index(u);
+    if (w == best_.worker) {
+      p.gpu_indexes.push_back(index);
+      p.vram[index] = best_.vram[i];
+      continue;
+    }
+    auto it =
+        std::find_if(p.subordinates.begin(), p.subordinates.end(),
+                     [&](const WorkerPlacement& wp) { return wp.worker_id == s_.worker(w).id; });
+    if (it == p.subordinates.end()) {
+      p.subordinates.push_back({s_.worker(w).id, s_.worker(w).name, {}, {}, 0});
+      it = p.subordinates.end() - 1;
+    }
+    it->gpu_indexes.push_back(index);
+    it->vram[index] = best_.vram[i];
+  }
+  std::sort(p.gpu_indexes.begin(), p.gpu_indexes.end());
+  std::string gpus;
+  for (int g : p.gpu_indexes) gpus += (gpus.empty() ? "" : ",") + std::to_string(g);
+  if (p.kind == PlacementKind::kCpuOnly) {
+    d.summary = fmt::format("placed on {} CPU only ({} RAM)", p.worker_name, FormatGiB(p.ram));
+  } else {
+    d.summary = fmt::format("placed on {} GPU {} ({}, {} per GPU", p.worker_name, gpus,
+                            PlacementKindName(p.kind), FormatGiB(best_.vram[0]));
+    if (p.kind == PlacementKind::kPartialOffload) {
+      d.summary += fmt::format(", {}/{} layers on GPU", p.offload_layers, p.total_layers);
+    }
+    if (!p.subordinates.empty()) {
+      d.summary += fmt::format(", {} more worker(s)", p.subordinates.size());
+    }
+    d.summary += ")";
+  }
+  return d;
+}
+
+std::string Run::ReasonFor(int w) const {
+  const WorkerInfo& wi = s_.worker(w);
+  switch (x_.why[w]) {
+    case Why::kNotEvaluated:
+    case Why::kFits:
+      return {};
+    case Why::kCluster:
+      return fmt::format("in cluster {}, the model is for cluster {}", wi.cluster_id,
+                         m_.cluster_id);
+    case Why::kGpuMatch: {
+      std::string names;
+      for (int u = s_.units_begin(w); u < s_.units_end(w); ++u) {
+        const std::string& n = s_.gpu_names()[s_.unit_name_id(u)];
+        if (names.find(n) == std::string::npos) names += (names.empty() ? "" : ", ") + n;
+      }
+      if (names.empty()) names = "no GPUs";
+      if (!m_.gpu_type.empty() && has_ids_) {
+        return fmt::format("no GPU matches gpu_type \"{}\" among gpu_selector.gpu_ids (has {})",
+                           m_.gpu_type, names);
+      }
+      if (!m_.gpu_type.empty()) {
+        return fmt::format("no GPU matches gpu_type \"{}\" (has {})", m_.gpu_type, names);
+      }
+      return "none of gpu_selector.gpu_ids is on this worker";
+    }
+    case Why::kLabels:
+      for (const auto& [k, v] : m_.worker_selector) {
+        auto it = wi.labels.find(k);
+        if (it == wi.labels.end()) {
+          return fmt::format("labels don't match worker_selector: no label {}", k);
+        }
+        if (it->second != v) {
+          return fmt::format("labels don't match worker_selector: {}={}, wanted {}", k, it->second,
+                             v);
+        }
+      }
+      return "labels don't match worker_selector";
+    case Why::kStatus:
+      return fmt::format("worker is {}", types::WorkerStateName(wi.state));
+    case Why::kBackend: {
+      const std::string backend = m_.backend.empty() ? "the automatic backend" : m_.backend;
+      if (s_.units_begin(w) == s_.units_end(w)) {
+        return fmt::format("cannot run {}: no GPU (needs {})", backend, rule_.needs);
+      }
+      const types::GpuDevice& d = s_.unit_device(s_.units_begin(w));
+      return fmt::format("cannot run {}: needs {} (has {} {}, compute capability {})", backend,
+                         rule_.needs, d.vendor, d.name,
+                         d.compute_capability.empty() ? "unknown" : d.compute_capability);
+    }
+    case Why::kNoVram: {
+      if (!estimate_error_.empty()) return fmt::format("no placement: {}", estimate_error_);
+      std::string r;
+      if (need_single_ >= 0) {
+        r = x_.best_free[w] == INT64_MIN
+                ? fmt::format("insufficient VRAM: needs {} on one GPU, has no usable GPU",
+                              FormatGiB(need_single_))
+                : fmt::format("insufficient VRAM: needs {} on one GPU, largest free is {}",
+                              FormatGiB(need_single_),
+                              FormatGiB(std::max<int64_t>(0, x_.best_free[w])));
+      } else {
+        r = "insufficient VRAM";
+      }
+      if (tried_tp_ > 0) {
+        r += fmt::format("; nor {} x {} for tensor parallel", tried_tp_, FormatGiB(need_tp_));
+      }
+      if (need_cpu_ram_ >= 0) {
+        r += fmt::format(
+            "; CPU offload needs {} RAM, {} free", FormatGiB(need_cpu_ram_),
+            FormatGiB(std::max<int64_t>(0, s_.worker_ram_free(w) - opt_.ram_headroom_bytes)));
+      }
+      return r;
+    }
+    case Why::kNoRam:
+      return fmt::format(
+          "insufficient RAM: needs {}, {} free", FormatGiB(req1_ ? req1_->ram : 0),
+          FormatGiB(std::max<int64_t>(0, s_.worker_ram_free(w) - opt_.ram_headroom_bytes)));
+    case Why::kQuota: {
+      const ProjectQuota& q = quota_.quota;
+      std::string r = "fits, but over the project quota:";
+      if (q.max_gpus) r += fmt::format(" max_gpus {:g} ({:.2f} in use)", *q.max_gpus, quota_.gpus);
+      if (q.max_vram_gib) {
+        r += fmt::format(" max_vram_gib {:g} ({} in use)", *q.max_vram_gib,
+                         FormatGiB(quota_.vram_bytes));
+      }
+      return r;
+    }
+  }
+  return {};
+}
+
+Decision Run::Explain() {
+  Decision d;
+  int counts[static_cast<int>(Why::kQuota) + 1] = {};
+  std::map<std::string, int> states;
+  int64_t best_free = INT64_MIN;
+  for (int w = 0; w < s_.worker_count(); ++w) {
+    Why why = x_.why[w];
+    // Workers that passed the filters but found nothing in later phases lacked resources.
+    if (why == Why::kFits || why == Why::kNotEvaluated) why = Why::kNoVram;
+    x_.why[w] = why;
+    counts[static_cast<int>(why)]++;
+    if (why == Why::kStatus) states[std::string(types::WorkerStateName(s_.worker(w).state))]++;
+    if (why == Why::kNoVram) best_free = std::max(best_free, x_.best_free[w]);
+    d.reasons[s_.worker(w).name] = ReasonFor(w);
+  }
+  std::vector<std::string> parts;
+  auto add = [&](Why why, const std::string& text) {
+    if (counts[static_cast<int>(why)] > 0) {
+      parts.push_back(fmt::format("{} {}", counts[static_cast<int>(why)], text));
+    }
+  };
+  add(Why::kCluster, "in another cluster");
+  add(Why::kGpuMatch, "had no matching GPU");
+  add(Why::kLabels, "didn't match worker_selector");
+  for (const auto& [state, n] : states) parts.push_back(fmt::format("{} {}", n, state));
+  add(Why::kBackend,
+      fmt::format("cannot run {}", m_.backend.empty() ? "the automatic backend" : m_.backend));
+  if (!estimate_error_.empty()) {
+    add(Why::kNoVram, fmt::format("cannot be used ({})", estimate_error_));
+  } else if (need_single_ >= 0) {
+    add(Why::kNoVram,
+        fmt::format("lacked VRAM (need {}, best has {} free)", FormatGiB(need_single_),
+                    FormatGiB(best_free == INT64_MIN ? 0 : std::max<int64_t>(0, best_free))));
+  } else if (tried_tp_ > 0) {
+    add(Why::kNoVram, fmt::format("lacked VRAM (need {} x {})", tried_tp_, FormatGiB(need_tp_)));
+  } else {
+    add(Why::kNoVram, "lacked VRAM");
+  }
+  add(Why::kNoRam, "lacked RAM");
+  add(Why::kQuota, "over project quota");
+  std::string joined;
+  for (const std::string& p : parts) joined += (joined.empty() ? "" : ", ") + p;
+  d.summary = fmt::format("0/{} workers fit", s_.worker_count());
+  if (!joined.empty()) d.summary += ": " + joined;
+  if (quota_blocked_ && counts[static_cast<int>(Why::kQuota)] == 0) {
+    d.summary += "; larger placements were over the project quota";
+  }
+  for (const std::string& id : unknown_ids_) {
+    d.summary += fmt::format("; gpu_selector.gpu_ids names unknown GPU {}", id);
+  }
+  return d;
+}
+
+}  // namespace
+
+Scheduler::Scheduler(SchedulerOptions options)
+    : options_(options),
+      binpack_(ScorerChain::Default(types::PlacementStrategy::kBinpack)),
+      spread_(ScorerChain::Default(types::PlacementStrategy::kSpread)),
+      scratch_(std::make_unique<Scratch>()) {}
+
+Scheduler::~Scheduler() = default;
+Scheduler::Scheduler(Scheduler&&) noexcept = default;
+Scheduler& Scheduler::operator=(Scheduler&&) noexcept = default;
+
+void Scheduler::SetScorers(types::PlacementStrategy strategy, ScorerChain chain) {
+  (strategy == types::PlacementStrategy::kBinpack ? binpack_ : spread_) = std::move(chain);
+}
+
+Decision Scheduler::Decide(const ClusterSnapshot& snapshot, const types::Model& model,
+                           const ResourceEstimator& estimator, const QuotaUsage& quota) {
+  const ScorerChain& chain =
+      model.placement_strategy == types::PlacementStrategy::kBinpack ? binpack_ : spread_;
+  Run run(snapshot, model, estimator, quota, options_, chain, *scratch_);
+  return run.Go();
+}
+
+Decision Decide(const ClusterSnapshot& snapshot, const types::Model& model,
+                const ResourceEstimator& estimator, const QuotaUsage& quota) {
+  Scheduler scheduler;
+  return scheduler.Decide(snapshot, model, estimator, quota);
+}
+
+double GpuEquivalents(const Placement& p, const ClusterSnapshot& snapshot) {
+  double eq = 0;
+  auto add = [&](int64_t worker_id, const std::map<int, int64_t>& vram) {
+    const int w = snapshot.FindWorker(worker_id);
+    if (w < 0) return;
+    for (const auto& [index, bytes] : vram) {
+      for (int u = snapshot.units_begin(w); u < snapshot.units_end(w); ++u) {
+        if (snapshot.unit_gpu_index(u) == index && snapshot.unit_total(u) > 0) {
+          eq += static_cast<double>(bytes) / static_cast<double>(snapshot.unit_total(u));
+        }
+      }
+    }
+  };
+  add(p.worker_id, p.vram);
+  for (const WorkerPlacement& s : p.subordinates) add(s.worker_id, s.vram);
+  return eq;
+}
+
+void ApplyToInstance(const Placement& p, types::ModelInstance& instance) {
+  instance.worker_id = p.worker_id;
+  instance.worker_name = p.worker_name;
+  instance.gpu_indexes = p.gpu_indexes;
+  instance.claim = types::ResourceClaim{};
+  instance.claim.vram = p.vram;
+  instance.claim.ram = p.ram;
+  instance.claim.offload_layers = p.offload_layers;
+  instance.claim.total_layers = p.total_layers;
+  if (p.gpu_indexes.size() > 1) {
+    int64_t sum = 0;
+    for (const auto& [index, bytes] : p.vram) sum += bytes;
+    for (int index : p.gpu_indexes) {
+      instance.claim.tensor_split.push_back(
+          sum > 0 ? static_cast<double>(p.vram.at(index)) / static_cast<double>(sum) : 0);
+    }
+  }
+  instance.distributed_servers.clear();
+  for (const WorkerPlacement& s : p.subordinates) {
+    types::DistributedServer d;
+    d.worker_id = s.worker_id;
+    d.worker_name = s.worker_name;
+    d.gpu_indexes = s.gpu_indexes;
+    d.claim.vram = s.vram;
+    d.claim.ram = s.ram;
+    instance.distributed_servers.push_back(std::move(d));
+  }
+}
+
+std::vector<PlacedInstance> ToPlacedInstances(const Placement& p, int64_t instance_id,
+                                              int64_t model_id) {
+  std::vector<PlacedInstance> out;
+  out.push_back({instance_id, model_id, p.worker_id, p.vram, p.ram});
+  for (const WorkerPlacement& s : p.subordinates) {
+    out.push_back({instance_id, model_id, s.worker_id, s.vram, s.ram});
+  }
+  return out;
+}
+
+}  // namespace segma::scheduler

@@ -1,0 +1,127 @@
+#pragma once
+
+// Placement of one model instance: pure (no I/O, no clock), deterministic, and the same code path
+// for real placement and for the dry run of POST /v2/model-evaluations. See docs/scheduler.md.
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "scheduler/cluster_snapshot.h"
+#include "scheduler/resource_estimator.h"
+#include "scheduler/scorer.h"
+#include "types/model.h"
+
+namespace segma::scheduler {
+
+// A project's limits; absent = unlimited.
+struct ProjectQuota {
+  std::optional<double> max_gpus;      // GPU-equivalents: x bytes on a GPU of T count x / T
+  std::optional<double> max_vram_gib;  // sum of VRAM claims
+  std::optional<int> max_instances;
+};
+
+// A project's limits and what its placed instances already use.
+struct QuotaUsage {
+  ProjectQuota quota;
+  double gpus = 0;
+  int64_t vram_bytes = 0;
+  int instances = 0;
+};
+
+struct WorkerPlacement {
+  int64_t worker_id = 0;
+  std::string worker_name;
+  std::vector<int> gpu_indexes;
+  std::map<int, int64_t> vram;  // GPU index → claimed bytes
+  int64_t ram = 0;
+};
+
+struct Placement {
+  PlacementKind kind = PlacementKind::kSingleGpu;
+  int64_t worker_id = 0;
+  std::string worker_name;
+  std::vector<int> gpu_indexes;  // ascending; empty for CPU only
+  std::map<int, int64_t> vram;   // GPU index → claimed bytes
+  int64_t ram = 0;
+  int offload_layers = 0;  // layers on the GPU (partial offload); total_layers when all are
+  int total_layers = 0;
+  int tensor_parallel_size = 0;  // GPUs over all workers; 0 for CPU only
+  std::vector<WorkerPlacement> subordinates;
+  double score = 0;
+};
+
+struct Decision {
+  bool placed = false;
+  Placement placement;  // meaningful when placed
+  // worker name → why it was not used; filled when not placed (every worker that was rejected).
+  std::map<std::string, std::string> reasons;
+  // One line: "placed on w1 GPU 0 (single_gpu, 21.5 GiB)" or "0/5 workers fit: 3 lacked VRAM
+  // (need 40.2 GiB, best has 20.1 GiB free), 2 NOT_READY".
+  std::string summary;
+};
+
+struct SchedulerOptions {
+  int64_t gpu_headroom_bytes = 256 * kMiB;  // kept free on every GPU
+  int64_t ram_headroom_bytes = 1 * kGiB;    // kept free on every worker
+  // Scoring a sample on big clusters (kube-scheduler's percentageOfNodesToScore): single-GPU
+  // placement stops looking once this many workers with a fitting GPU were found...
+  int min_feasible_workers = 100;
+  // ...or this percentage of all workers, whichever is larger. 0 = adaptive like kube:
+  // max(5, 50 - workers / 125) %; 100 = always score every worker.
+  int percentage_of_workers_to_score = 0;
+  int max_tensor_parallel = 16;   // on one worker
+  int max_distributed_gpus = 64;  // over several workers
+};
+
+// Reusable decision engine: holds options, scorer chains and scratch buffers so that a decision
+// allocates nothing proportional to the cluster. Not thread-safe (one per thread, or serialise).
+class Scheduler {
+ public:
+  explicit Scheduler(SchedulerOptions options = {});
+  ~Scheduler();
+  Scheduler(Scheduler&&) noexcept;
+  Scheduler& operator=(Scheduler&&) noexcept;
+
+  // Replaces the scorer chain used for models with `strategy`.
+  void SetScorers(types::PlacementStrategy strategy, ScorerChain chain);
+
+  // Decides where one new instance of `model` goes. Filters in order: cluster, GPU matching
+  // (gpu_type, gpu_selector.gpu_ids), labels, status (READY only), backend framework, resource
+  // fit. Candidates, first kind that fits: one GPU, several GPUs of one worker, several workers
+  // (distributed_inference_across_workers), partial CPU offload (cpu_offloading), CPU only
+  // (cpu_offloading). Quotas reject candidates that would exceed them. Deterministic.
+  Decision Decide(const ClusterSnapshot& snapshot, const types::Model& model,
+                  const ResourceEstimator& estimator, const QuotaUsage& quota);
+
+  // Per-decision buffers, reused; defined in scheduler.cc.
+  struct Scratch;
+
+ private:
+  SchedulerOptions options_;
+  ScorerChain binpack_;
+  ScorerChain spread_;
+  std::unique_ptr<Scratch> scratch_;
+};
+
+// One-shot convenience with default options (allocates its scratch; prefer a Scheduler).
+Decision Decide(const ClusterSnapshot& snapshot, const types::Model& model,
+                const ResourceEstimator& estimator, const QuotaUsage& quota);
+
+// GPU-equivalents (Σ claim / GPU total) of a placement on `snapshot`.
+double GpuEquivalents(const Placement& p, const ClusterSnapshot& snapshot);
+
+// Writes the placement into an instance (worker, GPU indexes, claim, distributed servers).
+void ApplyToInstance(const Placement& p, types::ModelInstance& instance);
+
+// The claims of a placement, one per worker, for ClusterSnapshot::AddInstance.
+std::vector<PlacedInstance> ToPlacedInstances(const Placement& p, int64_t instance_id,
+                                              int64_t model_id);
+
+// "40.2 GiB"
+std::string FormatGiB(int64_t bytes);
+
+}  // namespace segma::scheduler

@@ -1,0 +1,105 @@
+#include "scheduler/scorer.h"
+
+#include <algorithm>
+
+namespace segma::scheduler {
+
+std::string_view PlacementKindName(PlacementKind k) {
+  switch (k) {
+    case PlacementKind::kSingleGpu:
+      return "single_gpu";
+    case PlacementKind::kMultiGpu:
+      return "multi_gpu";
+    case PlacementKind::kMultiWorker:
+      return "multi_worker";
+    case PlacementKind::kPartialOffload:
+      return "partial_offload";
+    case PlacementKind::kCpuOnly:
+      return "cpu_only";
+  }
+  return "single_gpu";
+}
+
+double BinpackScorer::Score(const Candidate& c, const ScoreContext& ctx) const {
+  const ClusterSnapshot& s = ctx.snapshot();
+  if (c.num_units == 0) {
+    const int64_t total = s.worker(c.worker).ram_total;
+    if (total <= 0) return 0;
+    const int64_t used = total - s.worker_ram_free(c.worker) + c.ram;
+    return 100.0 * std::clamp(static_cast<double>(used) / static_cast<double>(total), 0.0, 1.0);
+  }
+  double sum = 0;
+  for (int i = 0; i < c.num_units; ++i) {
+    const int u = c.units[i];
+    const int64_t total = s.unit_total(u);
+    if (total <= 0) continue;
+    const int64_t used = total - s.unit_free(u) + c.vram[i];
+    sum += std::clamp(static_cast<double>(used) / static_cast<double>(total), 0.0, 1.0);
+  }
+  return 100.0 * sum / c.num_units;
+}
+
+double SpreadScorer::Score(const Candidate& c, const ScoreContext& ctx) const {
+  const ClusterSnapshot& s = ctx.snapshot();
+  const int mine = ctx.model_instances_on_worker(c.worker);
+  const int others = s.worker_instances(c.worker) - mine;
+  int busiest = 0;
+  double free_fraction = 1;
+  for (int i = 0; i < c.num_units; ++i) {
+    const int u = c.units[i];
+    busiest = std::max(busiest, s.unit_instances(u));
+    const int64_t total = s.unit_total(u);
+    if (total > 0) {
+      free_fraction =
+          std::min(free_fraction, std::max(0.0, static_cast<double>(s.unit_free(u) - c.vram[i]) /
+                                                    static_cast<double>(total)));
+    }
+  }
+  return 100.0 / (1 + mine) * (0.9 + 0.1 / (1 + others)) *
+         (0.96 + 0.03 / (1 + busiest) + 0.01 * free_fraction);
+}
+
+double LocalityScorer::Score(const Candidate& c, const ScoreContext& ctx) const {
+  if (c.kind != PlacementKind::kMultiWorker) return ctx.worker_has_files(c.worker) ? 100 : 0;
+  // Share of the distinct workers involved that hold the files.
+  int workers = 0;
+  int holding = 0;
+  int last = -1;
+  for (int i = 0; i < c.num_units; ++i) {
+    const int w = ctx.snapshot().unit_worker(c.units[i]);
+    if (w == last) continue;  // units of one worker are adjacent
+    last = w;
+    ++workers;
+    if (ctx.worker_has_files(w)) ++holding;
+  }
+  return workers == 0 ? 0 : 100.0 * holding / workers;
+}
+
+double TopologyScorer::Score(const Candidate& c, const ScoreContext& /*ctx*/) const {
+  return c.num_units > 1 && c.nvlink ? 100 : 0;
+}
+
+ScorerChain& ScorerChain::Add(std::unique_ptr<Scorer> scorer, double weight) {
+  scorers_.push_back({std::move(scorer), weight});
+  return *this;
+}
+
+double ScorerChain::Score(const Candidate& c, const ScoreContext& ctx) const {
+  double total = 0;
+  for (const Entry& e : scorers_) total += e.weight * e.scorer->Score(c, ctx);
+  return total;
+}
+
+ScorerChain ScorerChain::Default(types::PlacementStrategy strategy) {
+  ScorerChain chain;
+  if (strategy == types::PlacementStrategy::kBinpack) {
+    chain.Add(std::make_unique<BinpackScorer>(), 1.0);
+  } else {
+    chain.Add(std::make_unique<SpreadScorer>(), 1.0);
+  }
+  chain.Add(std::make_unique<LocalityScorer>(), 0.05);
+  chain.Add(std::make_unique<TopologyScorer>(), 0.1);
+  return chain;
+}
+
+}  // namespace segma::scheduler

@@ -1,0 +1,520 @@
+#include "scheduler/scheduler.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace segma::scheduler {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+// vram(tp) = ceil(total / tp) + per_gpu; layers share `total` evenly.
+class TestEstimator final : public ResourceEstimator {
+ public:
+  explicit TestEstimator(double total_gib, int heads = 32, int layers = 32, double ram_gib = 1)
+      : total_(static_cast<int64_t>(total_gib * kGiB)),
+        heads_(heads),
+        layers_(layers),
+        ram_(static_cast<int64_t>(ram_gib * kGiB)) {}
+  double fraction = 0;
+
+  Result<Requirement> ForGpus(int tp) const override {
+    if (heads_ > 0 && heads_ % tp != 0) return InvalidArgumentError("not divisible");
+    return Requirement{(total_ + tp - 1) / tp, ram_, fraction};
+  }
+  int total_layers() const override { return layers_; }
+  int64_t layer_bytes() const override { return total_ / layers_; }
+  int attention_heads() const override { return heads_; }
+
+ private:
+  int64_t total_;
+  int heads_;
+  int layers_;
+  int64_t ram_;
+};
+
+types::GpuDevice Gpu(int index, double gib, std::string name = "NVIDIA H100 80GB HBM3",
+                     std::string cc = "9.0") {
+  types::GpuDevice g;
+  g.index = index;
+  g.uuid = "GPU-" + std::to_string(index);
+  g.name = std::move(name);
+  g.compute_capability = std::move(cc);
+  g.memory_total = static_cast<int64_t>(gib * kGiB);
+  return g;
+}
+
+WorkerInfo Worker(int64_t id, int gpus, double gib = 80, std::string name = "") {
+  WorkerInfo w;
+  w.id = id;
+  w.name = name.empty() ? "w" + std::to_string(id) : name;
+  w.cluster_id = 1;
+  w.ram_total = 512 * kGiB;
+  for (int i = 0; i < gpus; ++i) w.gpus.push_back(Gpu(i, gib));
+  return w;
+}
+
+types::Model MakeModel(int64_t id,
+                       types::PlacementStrategy strategy = types::PlacementStrategy::kSpread) {
+  types::Model m;
+  m.id = id;
+  m.name = "m" + std::to_string(id);
+  m.project_id = 1;
+  m.source.type = types::SourceType::kSimulated;
+  m.source.params_b = 8;
+  m.backend = "llama.cpp";
+  m.placement_strategy = strategy;
+  return m;
+}
+
+SchedulerOptions NoHeadroom() {
+  SchedulerOptions o;
+  o.gpu_headroom_bytes = 0;
+  o.ram_headroom_bytes = 0;
+  return o;
+}
+
+Decision Place(const ClusterSnapshot& s, const types::Model& m, const ResourceEstimator& e,
+               const QuotaUsage& q = {}) {
+  Scheduler scheduler(NoHeadroom());
+  return scheduler.Decide(s, m, e, q);
+}
+
+void Claim(ClusterSnapshot& s, int64_t instance, int64_t model, int64_t worker,
+           std::map<int, int64_t> vram) {
+  ASSERT_TRUE(s.AddInstance(PlacedInstance{instance, model, worker, std::move(vram), 0}).ok());
+}
+
+// --- Filters -----------------------------------------------------------------------------------
+
+TEST(FilterTest, EachFilterRejectsWithItsReason) {
+  ClusterSnapshot s;
+  WorkerInfo other_cluster = Worker(1, 1);
+  other_cluster.cluster_id = 2;
+  WorkerInfo wrong_gpu = Worker(2, 1);
+  wrong_gpu.gpus[0].name = "NVIDIA L4";
+  WorkerInfo wrong_label = Worker(3, 1);
+  wrong_label.labels = {{"zone", "b"}};
+  WorkerInfo not_ready = Worker(4, 1);
+  not_ready.labels = {{"zone", "a"}};
+  not_ready.state = types::WorkerState::kNotReady;
+  WorkerInfo maintenance = Worker(5, 1);
+  maintenance.labels = {{"zone", "a"}};
+  maintenance.state = types::WorkerState::kMaintenance;
+  WorkerInfo old_gpu = Worker(6, 1);
+  old_gpu.labels = {{"zone", "a"}};
+  old_gpu.gpus[0].name = "NVIDIA H100 but Pascal";  // matches gpu_type, fails vLLM's cc
+  old_gpu.gpus[0].compute_capability = "6.1";
+  WorkerInfo small = Worker(7, 1, 20);
+  small.labels = {{"zone", "a"}};
+  for (WorkerInfo* w :
+       {&other_cluster, &wrong_gpu, &wrong_label, &not_ready, &maintenance, &old_gpu, &small}) {
+    ASSERT_TRUE(s.AddWorker(*w).ok());
+  }
+  types::Model m = MakeModel(1);
+  m.cluster_id = 1;
+  m.gpu_type = "h100";  // case-insensitive substring
+  m.worker_selector = {{"zone", "a"}};
+  m.backend = "vllm";
+  Decision d = Place(s, m, TestEstimator(40));
+  ASSERT_FALSE(d.placed);
+  EXPECT_EQ(d.reasons.at("w1"), "in cluster 2, the model is for cluster 1");
+  EXPECT_EQ(d.reasons.at("w2"), "no GPU matches gpu_type \"h100\" (has NVIDIA L4)");
+  EXPECT_EQ(d.reasons.at("w3"), "labels don't match worker_selector: zone=b, wanted a");
+  EXPECT_EQ(d.reasons.at("w4"), "worker is NOT_READY");
+  EXPECT_EQ(d.reasons.at("w5"), "worker is MAINTENANCE");
+  EXPECT_THAT(d.reasons.at("w6"),
+              HasSubstr("cannot run vllm: needs an NVIDIA GPU with compute capability >= 7.0"));
+  EXPECT_EQ(d.reasons.at("w7"),
+            "insufficient VRAM: needs 40.0 GiB on one GPU, largest free is "
+            "20.0 GiB");
+  EXPECT_EQ(d.summary,
+            "0/7 workers fit: 1 in another cluster, 1 had no matching GPU, 1 didn't match "
+            "worker_selector, 1 MAINTENANCE, 1 NOT_READY, 1 cannot run vllm, 1 lacked VRAM (need "
+            "40.0 GiB, best has 20.0 GiB free)");
+}
+
+TEST(FilterTest, FiltersApplyInOrder) {
+  ClusterSnapshot s;
+  WorkerInfo w = Worker(1, 1);
+  w.cluster_id = 2;
+  w.state = types::WorkerState::kNotReady;  // also fails status, but cluster comes first
+  ASSERT_TRUE(s.AddWorker(w).ok());
+  types::Model m = MakeModel(1);
+  m.cluster_id = 1;
+  EXPECT_EQ(Place(s, m, TestEstimator(1)).reasons.at("w1"),
+            "in cluster 2, the model is for cluster 1");
+}
+
+TEST(FilterTest, ExplicitGpuIds) {
+  ClusterSnapshot s;
+  ASSERT_TRUE(s.AddWorker(Worker(1, 2)).ok());
+  ASSERT_TRUE(s.AddWorker(Worker(2, 2)).ok());
+  types::Model m = MakeModel(1);
+  m.gpu_selector.gpu_ids = {"w2:1"};
+  Decision d = Place(s, m, TestEstimator(10));
+  ASSERT_TRUE(d.placed) << d.summary;
+  EXPECT_EQ(d.placement.worker_name, "w2");
+  EXPECT_THAT(d.placement.gpu_indexes, ElementsAre(1));
+
+  m.gpu_selector.gpu_ids = {"w3:0"};
+  d = Place(s, m, TestEstimator(10));
+  EXPECT_FALSE(d.placed);
+  EXPECT_EQ(d.reasons.at("w1"), "none of gpu_selector.gpu_ids is on this worker");
+  EXPECT_THAT(d.summary, HasSubstr("gpu_selector.gpu_ids names unknown GPU w3:0"));
+}
+
+TEST(FilterTest, ExternalMemoryAndHeadroomAreRespected) {
+  ClusterSnapshot s;
+  WorkerInfo w = Worker(1, 1);
+  w.gpus[0].memory_used_external = 60 * kGiB;  // someone else's job
+  ASSERT_TRUE(s.AddWorker(w).ok());
+  types::Model m = MakeModel(1);
+  Decision d = Place(s, m, TestEstimator(30));
+  ASSERT_FALSE(d.placed);
+  EXPECT_EQ(d.reasons.at("w1"),
+            "insufficient VRAM: needs 30.0 GiB on one GPU, largest free is 20.0 GiB");
+  EXPECT_TRUE(Place(s, m, TestEstimator(20)).placed);
+  SchedulerOptions o;
+  o.gpu_headroom_bytes = 1 * kGiB;
+  EXPECT_FALSE(Scheduler(o).Decide(s, m, TestEstimator(20), {}).placed);
+}
+
+// --- Candidate order ---------------------------------------------------------------------------
+
+TEST(PlacementOrderTest, SingleGpuBeforeMultiGpu) {
+  ClusterSnapshot s;
+  ASSERT_TRUE(s.AddWorker(Worker(1, 2, 40)).ok());
+  Decision d = Place(s, MakeModel(1), TestEstimator(30));
+  ASSERT_TRUE(d.placed);
+  EXPECT_EQ(d.placement.kind, PlacementKind::kSingleGpu);
+  d = Place(s, MakeModel(1), TestEstimator(60));
+  ASSERT_TRUE(d.placed);
+  EXPECT_EQ(d.placement.kind, PlacementKind::kMultiGpu);
+  EXPECT_THAT(d.placement.gpu_indexes, ElementsAre(0, 1));
+  EXPECT_EQ(d.placement.vram.at(0), 30 * kGiB);
+  EXPECT_EQ(d.placement.tensor_parallel_size, 2);
+}
+
+TEST(PlacementOrderTest, MultiWorkerOnlyWhenAllowed) {
+  ClusterSnapshot s;
+  ASSERT_TRUE(s.AddWorker(Worker(1, 1, 40)).ok());
+  ASSERT_TRUE(s.AddWorker(Worker(2, 1, 40)).ok());
+  types::Model m = MakeModel(1);
+  EXPECT_FALSE(Place(s, m, TestEstimator(60)).placed);
+  m.distributed_inference_across_workers = true;
+  Decision d = Place(s, m, TestEstimator(60));
+  ASSERT_TRUE(d.placed) << d.summary;
+  EXPECT_EQ(d.placement.kind, PlacementKind::kMultiWorker);
+  EXPECT_EQ(d.placement.worker_name, "w1");
+  ASSERT_EQ(d.placement.subordinates.size(), 1u);
+  EXPECT_EQ(d.placement.subordinates[0].worker_name, "w2");
+  EXPECT_EQ(d.placement.tensor_parallel_size, 2);
+}
+
+TEST(PlacementOrderTest, MultiWorkerBeforeOffloadBeforeCpu) {
+  ClusterSnapshot s;
+  ASSERT_TRUE(s.AddWorker(Worker(1, 1, 40)).ok());
+  ASSERT_TRUE(s.AddWorker(Worker(2, 1, 40)).ok());
+  WorkerInfo cpu = Worker(3, 0);
+  ASSERT_TRUE(s.AddWorker(cpu).ok());
+  types::Model m = MakeModel(1);
+  m.cpu_offloading = true;
+  m.distributed_inference_across_workers = true;
+  Decision d = Place(s, m, TestEstimator(64));
+  ASSERT_TRUE(d.placed);
+  EXPECT_EQ(d.placement.kind, PlacementKind::kMultiWorker);
+
+  m.distributed_inference_across_workers = false;
+  d = Place(s, m, TestEstimator(64));
+  ASSERT_TRUE(d.placed);
+  EXPECT_EQ(d.placement.kind, PlacementKind::kPartialOffload);
+  EXPECT_EQ(d.placement.total_layers, 32);
+  EXPECT_EQ(d.placement.offload_layers, 20);  // 40 GiB / 2 GiB per layer
+  EXPECT_EQ(d.placement.vram.at(0), 40 * kGiB);
+  EXPECT_EQ(d.placement.ram, 1 * kGiB + 24 * kGiB);
+  EXPECT_THAT(d.summary, HasSubstr("20/32 layers on GPU"));
+
+  // Too big for any GPU share: CPU only, on the GPU-less worker or any.
+  ClusterSnapshot cpu_only;
+  ASSERT_TRUE(cpu_only.AddWorker(cpu).ok());
+  d = Place(cpu_only, m, TestEstimator(64));
+  ASSERT_TRUE(d.placed) << d.summary;
+  EXPECT_EQ(d.placement.kind, PlacementKind::kCpuOnly);
+  EXPECT_TRUE(d.placement.gpu_indexes.empty());
+  EXPECT_EQ(d.placement.ram, 65 * kGiB);
+
+  m.cpu_offloading = false;
+  d = Place(cpu_only, m, TestEstimator(64));
+  EXPECT_FALSE(d.placed);
+  EXPECT_THAT(d.reasons.at("w3"), HasSubstr("cannot run llama.cpp: no GPU"));
+}
+
+TEST(PlacementOrderTest, TensorParallelMustDivideHeads) {
+  ClusterSnapshot s;
+  ASSERT_TRUE(s.AddWorker(Worker(1, 8, 40)).ok());
+  // 100 GiB: tp2 = 50 (too big), tp3 = 33.4 would fit but 28 % 3 != 0, tp4 = 25.
+  Decision d = Place(s, MakeModel(1), TestEstimator(100, /*heads=*/28));
+  ASSERT_TRUE(d.placed);
+  EXPECT_EQ(d.placement.tensor_parallel_size, 4);
+  // With 30 heads, 3 is allowed and is the smallest that fits.
+  d = Place(s, MakeModel(1), TestEstimator(100, /*heads=*/30));
+  ASSERT_TRUE(d.placed);
+  EXPECT_EQ(d.placement.tensor_parallel_size, 3);
+  // An explicit gpus_per_replica that does not divide the heads is refused with the reason.
+  types::Model m = MakeModel(1);
+  m.gpu_selector.gpus_per_replica = 3;
+  d = Place(s, m, TestEstimator(100, 28));
+  EXPECT_FALSE(d.placed);
+  EXPECT_THAT(d.summary, HasSubstr("gpus_per_replica 3 does not divide the 28 attention heads"));
+  m.gpu_selector.gpus_per_replica = 2;  // fixed size: multi-GPU even if one GPU would do
+  d = Place(s, m, TestEstimator(10, 28));
+  ASSERT_TRUE(d.placed);
+  EXPECT_EQ(d.placement.tensor_parallel_size, 2);
+}
+
+TEST(PlacementOrderTest, PrefersNvLinkedGpus) {
+  ClusterSnapshot s;
+  WorkerInfo w = Worker(1, 4, 80);
+  // 0-1 and 2-3 are NVLink pairs; everything else PCIe.
+  for (int a = 0; a < 4; ++a) {
+    for (int b = 0; b < 4; ++b) {
+      if (a != b) w.gpus[a].links[b] = (a / 2 == b / 2) ? "nvlink" : "pcie";
+    }
+  }
+  ASSERT_TRUE(s.AddWorker(w).ok());
+  // GPUs 0 and 2 are fuller: binpack alone would pick {0, 2}.
+  Claim(s, 100, 9, 1, {{0, 30 * kGiB}});
+  Claim(s, 101, 9, 1, {{2, 30 * kGiB}});
+  types::Model m = MakeModel(1, types::PlacementStrategy::kBinpack);
+  Decision d = Place(s, m, TestEstimator(90));
+  ASSERT_TRUE(d.placed);
+  EXPECT_EQ(d.placement.kind, PlacementKind::kMultiGpu);
+  EXPECT_THAT(d.placement.gpu_indexes, ::testing::AnyOf(ElementsAre(0, 1), ElementsAre(2, 3)));
+  // Without topology, binpack takes the two fullest.
+  ClusterSnapshot flat;
+  ASSERT_TRUE(flat.AddWorker(Worker(1, 4, 80)).ok());
+  Claim(flat, 100, 9, 1, {{0, 30 * kGiB}});
+  Claim(flat, 101, 9, 1, {{2, 30 * kGiB}});
+  d = Place(flat, m, TestEstimator(90));
+  ASSERT_TRUE(d.placed);
+  EXPECT_THAT(d.placement.gpu_indexes, ElementsAre(0, 2));
+}
+
+// --- Scoring and sharing -----------------------------------------------------------------------
+
+TEST(ScoringTest, BinpackAndSpreadDiffer) {
+  ClusterSnapshot s;
+  ASSERT_TRUE(s.AddWorker(Worker(1, 2)).ok());
+  ASSERT_TRUE(s.AddWorker(Worker(2, 2)).ok());
+  Claim(s, 100, 9, 1, {{1, 40 * kGiB}});  // w1 GPU 1 half full
+  Decision binpack = Place(s, MakeModel(1, types::PlacementStrategy::kBinpack), TestEstimator(20));
+  ASSERT_TRUE(binpack.placed);
+  EXPECT_EQ(binpack.placement.worker_name, "w1");
+  EXPECT_THAT(binpack.placement.gpu_indexes, ElementsAre(1));
+  Decision spread = Place(s, MakeModel(1, types::PlacementStrategy::kSpread), TestEstimator(20));
+  ASSERT_TRUE(spread.placed);
+  EXPECT_EQ(spread.placement.worker_name, "w2");  // no instances at all
+  EXPECT_THAT(spread.placement.gpu_indexes, ElementsAre(0));
+}
+
+TEST(ScoringTest, SpreadPutsReplicasOfOneModelOnDifferentWorkers) {
+  ClusterSnapshot s;
+  for (int i = 1; i <= 3; ++i) ASSERT_TRUE(s.AddWorker(Worker(i, 1)).ok());
+  Claim(s, 100, 9, 1, {{0, 10 * kGiB}});  // another model on w1
+  Scheduler scheduler(NoHeadroom());
+  types::Model m = MakeModel(1);
+  std::vector<std::string> order;
+  for (int replica = 0; replica < 3; ++replica) {
+    Decision d = scheduler.Decide(s, m, TestEstimator(10), {});
+    ASSERT_TRUE(d.placed);
+    order.push_back(d.placement.worker_name);
+    for (const PlacedInstance& p : ToPlacedInstances(d.placement, 200 + replica, m.id)) {
+      ASSERT_TRUE(s.AddInstance(p).ok());
+    }
+  }
+  // Workers without any instance first (w2 then w3 by id), then w1 which had another model.
+  EXPECT_THAT(order, ElementsAre("w2", "w3", "w1"));
+}
+
+TEST(ScoringTest, LocalityBreaksTies) {
+  ClusterSnapshot s;
+  ASSERT_TRUE(s.AddWorker(Worker(1, 1)).ok());
+  ASSERT_TRUE(s.AddWorker(Worker(2, 1)).ok());
+  types::Model m = MakeModel(1);
+  s.AddModelFiles(types::SourceKey(m.source), 2);
+  Decision d = Place(s, m, TestEstimator(10));
+  ASSERT_TRUE(d.placed);
+  EXPECT_EQ(d.placement.worker_name, "w2");
+}
+
+TEST(SharingTest, TwoSmallModelsShareOneGpu) {
+  ClusterSnapshot s;
+  ASSERT_TRUE(s.AddWorker(Worker(1, 1)).ok());
+  Scheduler scheduler(NoHeadroom());
+  for (int64_t model = 1; model <= 2; ++model) {
+    Decision d = scheduler.Decide(s, MakeModel(model), TestEstimator(30), {});
+    ASSERT_TRUE(d.placed) << d.summary;
+    EXPECT_THAT(d.placement.gpu_indexes, ElementsAre(0));
+    for (const PlacedInstance& p : ToPlacedInstances(d.placement, model, model)) {
+      ASSERT_TRUE(s.AddInstance(p).ok());
+    }
+  }
+  EXPECT_EQ(s.unit_free(0), 20 * kGiB);
+  Decision third = scheduler.Decide(s, MakeModel(3), TestEstimator(30), {});
+  EXPECT_FALSE(third.placed);
+  EXPECT_EQ(third.summary,
+            "0/1 workers fit: 1 lacked VRAM (need 30.0 GiB, best has 20.0 GiB free)");
+  ASSERT_TRUE(s.RemoveInstance(1).ok());
+  EXPECT_TRUE(scheduler.Decide(s, MakeModel(3), TestEstimator(30), {}).placed);
+}
+
+TEST(SharingTest, FractionEnginesClaimTheirShare) {
+  ClusterSnapshot s;
+  ASSERT_TRUE(s.AddWorker(Worker(1, 1)).ok());
+  TestEstimator e(10);
+  e.fraction = 0.9;
+  types::Model m = MakeModel(1);
+  m.backend = "vllm";
+  Decision d = Place(s, m, e);
+  ASSERT_TRUE(d.placed);
+  EXPECT_EQ(d.placement.vram.at(0), static_cast<int64_t>(0.9 * 80 * kGiB));
+  Claim(s, 100, 9, 1, {{0, 10 * kGiB}});  // the 90 % share no longer fits
+  EXPECT_FALSE(Place(s, m, e).placed);
+}
+
+TEST(SharingTest, MigDevicesAreUnitsAndTheParentIsNot) {
+  ClusterSnapshot s;
+  WorkerInfo w = Worker(1, 0);
+  types::GpuDevice parent = Gpu(0, 80);
+  parent.mig_enabled = true;
+  w.gpus.push_back(parent);
+  for (int i = 1; i <= 2; ++i) {
+    types::GpuDevice mig = Gpu(i, 20, "NVIDIA H100 80GB HBM3 MIG 2g.20gb");
+    mig.parent_index = 0;
+    w.gpus.push_back(mig);
+  }
+  ASSERT_TRUE(s.AddWorker(w).ok());
+  EXPECT_EQ(s.unit_count(), 2);
+  Decision d = Place(s, MakeModel(1), TestEstimator(15));
+  ASSERT_TRUE(d.placed);
+  EXPECT_THAT(d.placement.gpu_indexes, ElementsAre(1));
+  // 30 GiB fits neither MIG device, and MIG devices are not combined for tensor parallel.
+  d = Place(s, MakeModel(1), TestEstimator(30));
+  EXPECT_FALSE(d.placed);
+  EXPECT_EQ(d.reasons.at("w1"),
+            "insufficient VRAM: needs 30.0 GiB on one GPU, largest free is 20.0 GiB");
+  // Claims on the parent index are refused.
+  EXPECT_EQ(s.AddInstance(PlacedInstance{1, 1, 1, {{0, kGiB}}, 0}).code(), StatusCode::kNotFound);
+}
+
+// --- Quotas ------------------------------------------------------------------------------------
+
+TEST(QuotaTest, RejectsOverQuotaWithTheReason) {
+  ClusterSnapshot s;
+  ASSERT_TRUE(s.AddWorker(Worker(1, 1)).ok());
+  QuotaUsage q;
+  q.quota.max_gpus = 1.0;
+  q.gpus = 0.5;
+  Decision d = Place(s, MakeModel(1), TestEstimator(60), q);  // 0.75 GPU more
+  ASSERT_FALSE(d.placed);
+  EXPECT_EQ(d.reasons.at("w1"), "fits, but over the project quota: max_gpus 1 (0.50 in use)");
+  EXPECT_EQ(d.summary, "0/1 workers fit: 1 over project quota");
+  EXPECT_TRUE(Place(s, MakeModel(1), TestEstimator(40), q).placed);  // exactly 1.0
+
+  QuotaUsage vram;
+  vram.quota.max_vram_gib = 50;
+  vram.vram_bytes = 40 * kGiB;
+  EXPECT_FALSE(Place(s, MakeModel(1), TestEstimator(20), vram).placed);
+  EXPECT_TRUE(Place(s, MakeModel(1), TestEstimator(10), vram).placed);
+
+  QuotaUsage count;
+  count.quota.max_instances = 2;
+  count.instances = 2;
+  d = Place(s, MakeModel(1), TestEstimator(1), count);
+  EXPECT_FALSE(d.placed);
+  EXPECT_EQ(d.summary, "project quota: 2 of max_instances 2 in use");
+}
+
+TEST(QuotaTest, GpuEquivalentsOfAPlacement) {
+  ClusterSnapshot s;
+  ASSERT_TRUE(s.AddWorker(Worker(1, 2, 80)).ok());
+  Decision d = Place(s, MakeModel(1), TestEstimator(120));
+  ASSERT_TRUE(d.placed);
+  EXPECT_DOUBLE_EQ(GpuEquivalents(d.placement, s), 1.5);
+}
+
+// --- Determinism, instances, scale -------------------------------------------------------------
+
+TEST(DeterminismTest, SameInputSameOutput) {
+  ClusterSnapshot s;
+  for (int i = 1; i <= 300; ++i) {
+    WorkerInfo w = Worker(i, 8);
+    for (int g = 0; g < 8; ++g) w.gpus[g].memory_used_external = ((i * 7 + g * 3) % 10) * kGiB;
+    ASSERT_TRUE(s.AddWorker(w).ok());
+  }
+  for (auto strategy : {types::PlacementStrategy::kSpread, types::PlacementStrategy::kBinpack}) {
+    Scheduler a(NoHeadroom());
+    Scheduler b(NoHeadroom());
+    Decision first = a.Decide(s, MakeModel(5, strategy), TestEstimator(50), {});
+    for (int k = 0; k < 3; ++k) {
+      Decision again = (k % 2 ? a : b).Decide(s, MakeModel(5, strategy), TestEstimator(50), {});
+      ASSERT_TRUE(again.placed);
+      EXPECT_EQ(again.placement.worker_id, first.placement.worker_id);
+      EXPECT_EQ(again.placement.gpu_indexes, first.placement.gpu_indexes);
+      EXPECT_EQ(again.summary, first.summary);
+    }
+  }
+}
+
+TEST(InstanceTest, ApplyToInstanceAndBackIntoTheSnapshot) {
+  ClusterSnapshot s;
+  ASSERT_TRUE(s.AddWorker(Worker(1, 2, 40)).ok());
+  Decision d = Place(s, MakeModel(1), TestEstimator(60));
+  ASSERT_TRUE(d.placed);
+  types::ModelInstance i;
+  i.id = 10;
+  i.model_id = 1;
+  ApplyToInstance(d.placement, i);
+  EXPECT_EQ(i.worker_id, 1);
+  EXPECT_THAT(i.gpu_indexes, ElementsAre(0, 1));
+  EXPECT_EQ(i.claim.vram.at(1), 30 * kGiB);
+  EXPECT_THAT(i.claim.tensor_split, ElementsAre(0.5, 0.5));
+  ASSERT_TRUE(s.AddInstance(i).ok());
+  EXPECT_EQ(s.unit_free(0), 10 * kGiB);
+  EXPECT_EQ(s.worker_instances(0), 1);
+  EXPECT_EQ(s.AddInstance(i).code(), StatusCode::kAlreadyExists);
+  ASSERT_TRUE(s.RemoveInstance(10).ok());
+  EXPECT_EQ(s.unit_free(0), 40 * kGiB);
+  EXPECT_EQ(s.RemoveInstance(10).code(), StatusCode::kNotFound);
+}
+
+TEST(ScaleTest, SamplesBigClustersButStillFindsTheOnlyFit) {
+  ClusterSnapshot s;
+  for (int i = 1; i <= 2000; ++i) ASSERT_TRUE(s.AddWorker(Worker(i, 1, i == 1777 ? 80 : 16)).ok());
+  Decision d = Place(s, MakeModel(1), TestEstimator(40));
+  ASSERT_TRUE(d.placed);
+  EXPECT_EQ(d.placement.worker_name, "w1777");
+}
+
+TEST(FixedEstimatorTest, SplitsWeightsAndChecksHeads) {
+  FixedEstimator::Options o;
+  o.params_b = 8;
+  o.bytes_per_param = 2;
+  o.overhead_per_gpu = 0;
+  o.attention_heads = 28;
+  FixedEstimator e(o);
+  EXPECT_EQ(e.ForGpus(1)->vram_per_gpu, 16'000'000'000);
+  EXPECT_EQ(e.ForGpus(2)->vram_per_gpu, 8'000'000'000);
+  EXPECT_EQ(e.ForGpus(3).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(e.ForGpuLayers(16)->vram_per_gpu, 8'000'000'000);
+  EXPECT_EQ(e.MaxGpuLayers(8'000'000'000), 16);
+  FixedEstimator::Options big = FixedEstimator::ForParams(70, 8192);
+  EXPECT_EQ(big.layers, 80);
+  EXPECT_EQ(big.attention_heads, 64);
+  EXPECT_EQ(big.kv_cache_bytes, int64_t{8192} * 2 * 80 * 8 * 128 * 2);
+}
+
+}  // namespace
+}  // namespace segma::scheduler
