@@ -62,7 +62,7 @@ TestModelDims DimsFor(TestModelSize size) {
   return {256, 2, 4, 2, 512, 2048, 10000.0f};
 }
 
-Status WriteTestModel(const TestModelOptions& o) {
+Result<GgufWriter> BuildTestModel(const TestModelOptions& o) {
   if (o.type != GgmlType::kF32 && o.type != GgmlType::kF16 && o.type != GgmlType::kBF16 &&
       o.type != GgmlType::kQ8_0) {
     return InvalidArgumentError(
@@ -123,6 +123,11 @@ Status WriteTestModel(const TestModelOptions& o) {
   RETURN_IF_ERROR(w.AddTensor("output_norm.weight", {embd}, GgmlType::kF32));
   RETURN_IF_ERROR(w.AddTensor("output.weight", {embd, n_vocab}, o.type));
 
+  return w;
+}
+
+Status WriteTestModel(const TestModelOptions& o) {
+  ASSIGN_OR_RETURN(GgufWriter w, BuildTestModel(o));
   std::vector<float> values;
   auto fill = [&](const GgufTensorInfo& t, uint64_t first_row, uint64_t n_rows,
                   std::span<uint8_t> out) -> Status {

@@ -43,4 +43,8 @@ struct TestModelOptions {
 // the output cannot be written. Memory use is a few MiB whatever the model size.
 Status WriteTestModel(const TestModelOptions& options);
 
+// The metadata and tensor table WriteTestModel writes (`options.path` is not used), e.g. to size
+// the 8B layout without writing 16 GB. Errors as WriteTestModel.
+Result<GgufWriter> BuildTestModel(const TestModelOptions& options);
+
 }  // namespace segma::estimate

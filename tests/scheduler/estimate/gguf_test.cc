@@ -295,6 +295,33 @@ TEST(TestModelTest, WritesTinyLlamaThatReadsBack) {
                                      2 * shape->layer_weight_bytes);
 }
 
+TEST(TestModelTest, EightBLayoutMatchesLlama31_8B) {
+  const auto vocab = testing::LlamaCppDir() / "src" / "models" / "ggml-vocab-llama-bpe.gguf";
+  if (!std::filesystem::exists(vocab)) GTEST_SKIP() << "no llama.cpp vocab file";
+  TestModelOptions o{.path = "", .vocab_path = vocab.string(), .size = TestModelSize::k8B};
+  auto w = BuildTestModel(o);
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  // Capture only the header: the sink stops the writer before any tensor data is generated.
+  std::vector<uint8_t> header;
+  Status s = w->Write(testing::PatternFill, [&](std::span<const uint8_t> b) {
+    header.assign(b.begin(), b.end());
+    return CancelledError("header only");
+  });
+  ASSERT_EQ(s.code(), StatusCode::kCancelled);
+  auto f = ParseGguf(header, {.require_tensor_data = false});
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  auto shape = ShapeFromGguf(*f);
+  ASSERT_TRUE(shape.ok()) << shape.status().ToString();
+  EXPECT_EQ(shape->n_layers, 32);
+  EXPECT_EQ(shape->hidden_size, 4096);
+  EXPECT_EQ(shape->n_kv_heads, 8);
+  EXPECT_EQ(shape->head_dim, 128);
+  EXPECT_EQ(shape->vocab_size, 128256);
+  EXPECT_EQ(shape->max_context, 131072);
+  EXPECT_EQ(shape->parameter_count, 8030261248u);                   // exactly Llama-3.1-8B
+  EXPECT_EQ(shape->weight_bytes, 2 * 8030261248u + 2 * 4096 * 65);  // norms are f32
+}
+
 TEST(TestModelTest, F16WeightsAreSmallAndFinite) {
   if (!std::filesystem::exists(testing::VocabPath())) GTEST_SKIP() << "no llama.cpp vocab file";
   const std::string path = ::testing::TempDir() + "/segma_tiny_f16.gguf";
