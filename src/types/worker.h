@@ -14,17 +14,19 @@ namespace segma::types {
 
 // One GPU (or MIG device) as a worker reports it. Memory in bytes, power in watts.
 struct GpuDevice {
-  int index = 0;                 // position on its worker (CUDA_VISIBLE_DEVICES order)
-  std::string uuid;              // "GPU-…" (real) or "GPU-fake-…" (simulated)
-  std::string name;              // "NVIDIA H200 NVL"
+  // Position on its worker: the NVML index (PCI bus order, i.e. CUDA_VISIBLE_DEVICES order under
+  // CUDA_DEVICE_ORDER=PCI_BUS_ID); MIG devices are numbered after all whole GPUs.
+  int index = 0;
+  std::string uuid;  // "GPU-…" (real) or "GPU-fake-…" (simulated)
+  std::string name;  // "NVIDIA H200 NVL"
   std::string vendor = "nvidia";
   std::string compute_capability;  // "9.0"; empty when unknown
   int64_t memory_total = 0;
-  int64_t memory_used = 0;       // as the driver reports it, all processes
-  double utilization = 0;        // percent, 0-100
-  double temperature = 0;        // degrees C
-  double power = 0;              // watts drawn now
-  double power_limit = 0;        // watts
+  int64_t memory_used = 0;  // as the driver reports it, all processes
+  double utilization = 0;   // percent, 0-100
+  double temperature = 0;   // degrees C
+  double power = 0;         // watts drawn now
+  double power_limit = 0;   // watts
   bool simulated = false;
   bool mig_enabled = false;
   std::optional<int> parent_index;  // for a MIG device: the index of its physical GPU
@@ -32,6 +34,8 @@ struct GpuDevice {
   int64_t memory_used_external = 0;
   // index of peer GPU → "nvlink" | "pcie" (absent when the worker could not tell).
   std::map<int, std::string> links;
+  // MIG profile of a MIG device ("1g.18gb", "1c.2g.20gb"); empty for a whole GPU.
+  std::string mig_profile;
 };
 
 struct WorkerStatus {
@@ -39,21 +43,38 @@ struct WorkerStatus {
   double cpu_utilization = 0;  // percent
   int64_t memory_total = 0;    // bytes
   int64_t memory_used = 0;
-  int64_t disk_total = 0;      // bytes, of the worker's data dir file system
+  int64_t disk_total = 0;  // bytes, of the worker's data dir file system
   int64_t disk_used = 0;
   std::string arch;            // "x86_64", "aarch64"
   std::string os;              // "linux"
   std::string gpu_source;      // "nvml" | "fake" | "none"
+  std::string driver_version;  // NVIDIA driver ("570.86.15"); empty without NVML
   std::vector<GpuDevice> gpus;
 };
+
+// Limits the codecs enforce on what a worker may report (heartbeats come from the network).
+// A worker reports at most kMaxGpuDevices entries: physical GPUs plus their MIG devices
+// (8 GPUs x 7 MIG slices + the 8 parents = 64, so 128 leaves room for 16-GPU nodes).
+inline constexpr int kMaxGpuDevices = 128;
+inline constexpr int kMaxGpuIndex = 1023;
+inline constexpr size_t kMaxGpuStringLength = 128;  // uuid, name, vendor, mig_profile, ...
 
 enum class WorkerState { kRegistering, kReady, kNotReady, kUnreachable, kMaintenance };
 std::string_view WorkerStateName(WorkerState s);  // "READY", ...
 std::optional<WorkerState> ParseWorkerState(std::string_view s);
 
+// JSON field names are the C++ field names; `parent_index` and an empty `mig_profile` are omitted
+// and `links` is an object keyed by the peer index as a string ({"1":"nvlink"}).
 json::object ToJson(const GpuDevice& g);
 json::object ToJson(const WorkerStatus& s);
-// Strict: unknown fields and wrong types are kInvalidArgument.
+// Strict: unknown fields, wrong types and out-of-range values are kInvalidArgument, with the
+// field path prefixed by `path` ("gpus[2].memory_total must be >= 0"). GpuDevice requires
+// index, uuid, name and memory_total; every other field is optional and keeps its default.
+// Ranges: memory and power >= 0, memory_used and memory_used_external <= memory_total,
+// utilization 0-100, 0 <= index <= kMaxGpuIndex, strings <= kMaxGpuStringLength, link values
+// "nvlink" | "pcie". WorkerStatus additionally checks at most kMaxGpuDevices GPUs with unique
+// indices and uuids, used <= total for host memory and disk, and gpu_source in
+// {"", "nvml", "fake", "none"}.
 Result<GpuDevice> GpuDeviceFromJson(const json::object& o, const std::string& path = "");
 Result<WorkerStatus> WorkerStatusFromJson(const json::object& o, const std::string& path = "");
 
