@@ -3,6 +3,8 @@
 #include <dlfcn.h>
 #include <stdlib.h>
 
+#include <cstdlib>
+#include <iostream>
 #include <optional>
 #include <string>
 #include <thread>
@@ -227,6 +229,30 @@ TEST(NvmlGpuProbeTest, ConcurrentProbesAreSafe) {
     });
   }
   for (std::thread& t : threads) t.join();
+}
+
+// Runs against the machine's real driver; skipped where there is none (CI, laptops). With
+// SEGMA_NVML_EXPECT_EXTERNAL_BYTES set (e.g. while another process holds GPU memory), GPU 0 must
+// report at least that much external memory.
+TEST(NvmlGpuProbeRealTest, ReadsTheRealDriverWhenPresent) {
+  Result<std::unique_ptr<NvmlGpuProbe>> probe = NvmlGpuProbe::Open();
+  if (!probe.ok()) GTEST_SKIP() << probe.status().ToString();
+  types::WorkerStatus status;
+  status.gpu_source = "nvml";
+  status.driver_version = (*probe)->driver_version();
+  status.gpus = ProbeOrDie(**probe);
+  std::cout << ToJsonString(types::ToJson(status)) << "\n";
+  EXPECT_FALSE(status.driver_version.empty());
+  ASSERT_FALSE(status.gpus.empty());
+  for (const types::GpuDevice& g : status.gpus) {
+    EXPECT_TRUE(g.uuid.rfind("GPU-", 0) == 0 || g.uuid.rfind("MIG-", 0) == 0) << g.uuid;
+    EXPECT_GT(g.memory_total, 0);
+    EXPECT_FALSE(g.compute_capability.empty());
+  }
+  EXPECT_TRUE(types::WorkerStatusFromJson(types::ToJson(status)).ok());
+  if (const char* expect = std::getenv("SEGMA_NVML_EXPECT_EXTERNAL_BYTES")) {
+    EXPECT_GE(status.gpus[0].memory_used_external, std::atoll(expect));
+  }
 }
 
 }  // namespace
