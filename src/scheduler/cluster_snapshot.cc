@@ -65,6 +65,22 @@ Status ClusterSnapshot::AddWorker(WorkerInfo worker) {
                                                 : GpuVendor::kOther);
   }
   row.unit_end = unit_count();
+  row.min_cc10 = INT_MAX;
+  for (int u = row.unit_begin; u < row.unit_end; ++u) {
+    row.vendor_mask |= 1u << static_cast<unsigned>(unit_vendor_[u]);
+    if (unit_vendor_[u] == GpuVendor::kNvidia && unit_cc10_[u] >= 0) {
+      row.min_cc10 = std::min(row.min_cc10, unit_cc10_[u]);
+    }
+    uint64_t mask = 0;
+    const types::GpuDevice& d = worker.gpus[unit_gpu_pos_[u]];
+    for (int v = row.unit_begin; v < row.unit_end && v - row.unit_begin < 64; ++v) {
+      auto it = d.links.find(unit_index_[v]);
+      if (v != u && it != d.links.end() && it->second == "nvlink") {
+        mask |= uint64_t{1} << (v - row.unit_begin);
+      }
+    }
+    unit_nvlink_mask_.push_back(mask);
+  }
   worker_by_id_.emplace(worker.id, w);
   worker_by_name_.emplace(worker.name, w);
   workers_.push_back(std::move(worker));

@@ -85,6 +85,13 @@ class ClusterSnapshot {
   // Whether the worker reports units u and v connected by NVLink.
   bool NvLinked(int u, int v) const;
   bool worker_has_topology(int w) const { return rows_[w].has_topology; }
+  // Bit i set: unit u is NVLink-connected to unit units_begin(w) + i (first 64 units only).
+  uint64_t unit_nvlink_mask(int u) const { return unit_nvlink_mask_[u]; }
+  // Bit per GpuVendor present among the worker's units.
+  unsigned worker_vendor_mask(int w) const { return rows_[w].vendor_mask; }
+  // Smallest compute capability × 10 among the worker's NVIDIA units that report one (INT_MAX
+  // when none).
+  int worker_min_cc10(int w) const { return rows_[w].min_cc10; }
 
   int worker_instances(int w) const { return rows_[w].instances; }
   int64_t worker_ram_free(int w) const { return rows_[w].ram_free; }
@@ -116,6 +123,8 @@ class ClusterSnapshot {
     int64_t ram_free = 0;
     int64_t max_unit_free = 0;
     bool has_topology = false;
+    unsigned vendor_mask = 0;
+    int min_cc10 = 0;
   };
   struct InstanceClaim {
     int worker;
@@ -143,6 +152,7 @@ class ClusterSnapshot {
   std::vector<int> unit_cc10_;
   std::vector<char> unit_is_mig_;
   std::vector<GpuVendor> unit_vendor_;
+  std::vector<uint64_t> unit_nvlink_mask_;
   std::vector<std::string> gpu_names_;
   std::unordered_map<std::string, int> gpu_name_ids_;
   std::unordered_map<int64_t, int> worker_by_id_;

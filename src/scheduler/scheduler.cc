@@ -96,6 +96,7 @@ struct Scheduler::Scratch {
   std::vector<char> has_files;
   std::vector<char> unit_selected;
   std::vector<char> unit_ok;
+  std::vector<char> worker_all_ok;
   std::vector<int> touched_workers;
   std::vector<int> touched_units;
   std::vector<char> name_ok;
@@ -118,6 +119,7 @@ struct Scheduler::Scratch {
       unit_ok.resize(u, 0);
     }
     why.assign(w, Why::kNotEvaluated);
+    worker_all_ok.assign(w, 0);
     best_free.assign(w, INT64_MIN);
     passing.clear();
     name_ok.assign(s.gpu_names().size(), 1);
@@ -162,6 +164,9 @@ class Run {
   // Runs the worker filters; returns kFits when the worker passes all but resource fit.
   Why Filter(int w, bool& all_units_ok);
   bool UnitOk(int u, bool all_units_ok) const { return all_units_ok || x_.unit_ok[u] != 0; }
+  // Valid after the filter pass: unit_ok is per unit, so later phases need not refilter.
+  bool UnitOk(int u) const { return x_.worker_all_ok[s_.unit_worker(u)] || x_.unit_ok[u] != 0; }
+  int64_t Target() const;
   bool QuotaOk(int64_t vram, double gpu_eq) const;
   bool RamOk(int w, int64_t ram) const {
     return s_.worker_ram_free(w) - opt_.ram_headroom_bytes >= ram;
@@ -194,7 +199,6 @@ class Run {
 
   bool has_ids_ = false;
   bool gpu_constraints_ = false;
-  bool backend_any_gpu_ = false;
   std::vector<std::string> unknown_ids_;
   int fixed_tp_ = 0;
   int heads_ = 0;
@@ -253,7 +257,6 @@ void Run::PrepareModelState() {
     x_.touched_units.push_back(unit);
   }
   gpu_constraints_ = has_ids_ || !m_.gpu_type.empty();
-  backend_any_gpu_ = rule_.nvidia && rule_.amd && rule_.other && rule_.min_cc10 == 0;
   fixed_tp_ = m_.gpu_selector.gpus_per_replica;
   heads_ = est_.attention_heads();
 }
@@ -265,7 +268,16 @@ Why Run::Filter(int w, bool& all_units_ok) {
   const int e = s_.units_end(w);
   bool any_match = false;
   bool any_ok = false;
-  all_units_ok = !gpu_constraints_ && backend_any_gpu_;
+  // Without GPU constraints, the worker's summary often proves every unit usable by the backend,
+  // which saves the per-unit loop.
+  const unsigned vendors = s_.worker_vendor_mask(w);
+  const bool vendors_ok =
+      (!(vendors & (1u << static_cast<unsigned>(GpuVendor::kNvidia))) ||
+       (rule_.nvidia && s_.worker_min_cc10(w) >= rule_.min_cc10)) &&
+      (!(vendors & (1u << static_cast<unsigned>(GpuVendor::kAmd))) || rule_.amd) &&
+      (!(vendors & (1u << static_cast<unsigned>(GpuVendor::kOther))) || rule_.other);
+  all_units_ok = !gpu_constraints_ && vendors_ok;
+  x_.worker_all_ok[w] = all_units_ok ? 1 : 0;
   if (all_units_ok) {
     any_match = any_ok = b < e;
   } else {
@@ -367,6 +379,14 @@ void Run::SingleGpuScan() {
       continue;
     }
     const Requirement& req = *req1_;
+    if (all_ok && req.gpu_memory_fraction <= 0 &&
+        s_.worker_max_unit_free(w) - opt_.gpu_headroom_bytes < req.vram_per_gpu) {
+      x_.best_free[w] = s_.worker_max_unit_free(w) == INT64_MIN
+                            ? INT64_MIN
+                            : s_.worker_max_unit_free(w) - opt_.gpu_headroom_bytes;
+      x_.why[w] = Why::kNoVram;
+      continue;
+    }
     const bool ram_ok = RamOk(w, req.ram);
     bool vram_fit = false;
     bool any = false;
@@ -417,6 +437,14 @@ void Run::SingleGpuScan() {
   }
 }
 
+int64_t Run::Target() const {
+  const int n = s_.worker_count();
+  int pct = opt_.percentage_of_workers_to_score;
+  if (pct <= 0) pct = std::max(5, 50 - n / 125);
+  return std::max<int64_t>(opt_.min_feasible_workers,
+                           static_cast<int64_t>(n) * std::min(pct, 100) / 100);
+}
+
 std::vector<int> Run::TpSizes(int max_size) const {
   std::vector<int> sizes;
   if (fixed_tp_ > 1) {
@@ -436,102 +464,93 @@ void Run::MultiGpu() {
     for (int u = s_.units_begin(w); u < s_.units_end(w); ++u) count += s_.unit_is_mig(u) ? 0 : 1;
     max_units = std::max(max_units, count);
   }
-  for (int t : TpSizes(std::min(max_units, opt_.max_tensor_parallel))) {
+  const int64_t target = Target();
+  const bool binpack = m_.placement_strategy == types::PlacementStrategy::kBinpack;
+  for (int t : TpSizes(std::min({max_units, opt_.max_tensor_parallel, 64}))) {
     Result<Requirement> req = est_.ForGpus(t);
     if (!req.ok()) continue;
     if (tried_tp_ == 0) {
       tried_tp_ = t;
       need_tp_ = req->vram_per_gpu;
     }
+    int64_t feasible = 0;
     for (int w : x_.passing) {
-      bool all_ok = false;
-      Filter(w, all_ok);  // refreshes unit_ok for this worker
       if (!RamOk(w, req->ram)) continue;
-      x_.fit.clear();
-      x_.fit_score.clear();
-      Candidate one;
-      one.kind = PlacementKind::kMultiGpu;
-      one.worker = w;
-      one.num_units = 1;
-      one.ram = req->ram;
-      for (int u = s_.units_begin(w); u < s_.units_end(w); ++u) {
-        if (!UnitOk(u, all_ok) || s_.unit_is_mig(u)) continue;
+      // Fitting whole GPUs (MIG devices cannot be combined), at most 64 per worker.
+      std::array<int, 64> fit;
+      int n = 0;
+      for (int u = s_.units_begin(w); u < s_.units_end(w) && n < 64; ++u) {
+        if (!UnitOk(u) || s_.unit_is_mig(u)) continue;
         const int64_t claim = ClaimFor(*req, s_.unit_total(u));
-        if (claim < 0 || FreeEff(u) < claim) continue;
-        x_.fit.push_back(u);
-        one.units[0] = u;
-        one.vram[0] = claim;
-        x_.fit_score.push_back(Score(one));
+        if (claim >= 0 && FreeEff(u) >= claim) fit[n++] = u;
       }
-      if (static_cast<int>(x_.fit.size()) < t) continue;
-      std::vector<int> order(x_.fit.size());
-      for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int>(i);
-      std::sort(order.begin(), order.end(), [&](int a, int b) {
-        if (x_.fit_score[a] != x_.fit_score[b]) return x_.fit_score[a] > x_.fit_score[b];
-        return s_.unit_gpu_index(x_.fit[a]) < s_.unit_gpu_index(x_.fit[b]);
+      if (n < t) continue;
+      // Order by the strategy's cheap proxy (binpack: least free first; spread: fewest
+      // instances, then most free); the scorer chain ranks the chosen sets across workers.
+      std::sort(fit.begin(), fit.begin() + n, [&](int a, int b) {
+        if (!binpack && s_.unit_instances(a) != s_.unit_instances(b)) {
+          return s_.unit_instances(a) < s_.unit_instances(b);
+        }
+        if (s_.unit_free(a) != s_.unit_free(b)) {
+          return binpack ? s_.unit_free(a) < s_.unit_free(b) : s_.unit_free(a) > s_.unit_free(b);
+        }
+        return a < b;
       });
-      auto make = [&](const std::vector<int>& set) {
-        Candidate c;
-        c.kind = PlacementKind::kMultiGpu;
-        c.worker = w;
-        c.num_units = static_cast<int>(set.size());
-        std::vector<int> sorted = set;
-        std::sort(sorted.begin(), sorted.end(),
-                  [&](int a, int b) { return s_.unit_gpu_index(a) < s_.unit_gpu_index(b); });
-        c.nvlink = true;
-        for (int i = 0; i < c.num_units; ++i) {
-          c.units[i] = sorted[i];
-          c.vram[i] = ClaimFor(*req, s_.unit_total(sorted[i]));
-          for (int j = 0; j < i; ++j) c.nvlink = c.nvlink && s_.NvLinked(sorted[j], sorted[i]);
-        }
-        c.ram = req->ram;
-        c.gpu_layers = c.total_layers = est_.total_layers();
-        return c;
-      };
-      std::optional<Candidate> chosen;
-      double chosen_score = 0;
+      const int base = s_.units_begin(w);
+      std::array<int, 64> set;
+      int size = 0;
       if (s_.worker_has_topology(w)) {
-        // Prefer a set whose GPUs are all NVLink-connected: grow a clique from each seed.
-        for (int seed : order) {
-          std::vector<int> set = {x_.fit[seed]};
-          for (int v : order) {
-            if (static_cast<int>(set.size()) == t) break;
-            if (v == seed) continue;
-            bool linked = true;
-            for (int x : set) linked = linked && s_.NvLinked(x, x_.fit[v]);
-            if (linked) set.push_back(x_.fit[v]);
-          }
-          if (static_cast<int>(set.size()) < t) continue;
-          Candidate c = make(set);
-          const double score = Score(c);
-          if (!chosen || score > chosen_score + kEpsilon) {
-            chosen = c;
-            chosen_score = score;
+        // Prefer GPUs that are all NVLink-connected: grow a clique greedily from each seed in
+        // order and keep the first that reaches t.
+        for (int seed = 0; seed < n && size < t; ++seed) {
+          size = 0;
+          set[size++] = fit[seed];
+          uint64_t common = s_.unit_nvlink_mask(fit[seed]);
+          for (int i = 0; i < n && size < t; ++i) {
+            if (i == seed) continue;
+            const int off = fit[i] - base;
+            if (off < 64 && (common >> off) & 1) {
+              set[size++] = fit[i];
+              common &= s_.unit_nvlink_mask(fit[i]);
+            }
           }
         }
       }
-      if (!chosen) {
-        std::vector<int> set;
-        for (int i = 0; i < t; ++i) set.push_back(x_.fit[order[i]]);
-        chosen = make(set);
-        chosen_score = Score(*chosen);
+      if (size < t) {
+        for (size = 0; size < t; ++size) set[size] = fit[size];
       }
+      std::sort(set.begin(), set.begin() + t);  // unit positions ascend with GPU index
+      Candidate c;
+      c.kind = PlacementKind::kMultiGpu;
+      c.worker = w;
+      c.num_units = t;
+      c.ram = req->ram;
+      c.gpu_layers = c.total_layers = est_.total_layers();
+      c.nvlink = true;
       int64_t vram = 0;
       double eq = 0;
-      for (int i = 0; i < chosen->num_units; ++i) {
-        vram += chosen->vram[i];
-        eq += static_cast<double>(chosen->vram[i]) /
-              static_cast<double>(s_.unit_total(chosen->units[i]));
+      for (int i = 0; i < t; ++i) {
+        const int u = set[i];
+        c.units[i] = u;
+        c.vram[i] = ClaimFor(*req, s_.unit_total(u));
+        vram += c.vram[i];
+        eq += static_cast<double>(c.vram[i]) / static_cast<double>(s_.unit_total(u));
+        for (int j = 0; j < i; ++j) {
+          const int off = u - base;
+          c.nvlink = c.nvlink && off < 64 && ((s_.unit_nvlink_mask(set[j]) >> off) & 1);
+        }
       }
       if (!QuotaOk(vram, eq)) {
         quota_blocked_ = true;
         continue;
       }
-      if (BetterCandidate(chosen_score, *chosen)) {
-        best_ = *chosen;
-        best_score_ = chosen_score;
+      const double score = Score(c);
+      if (BetterCandidate(score, c)) {
+        best_ = c;
+        best_score_ = score;
         have_best_ = true;
       }
+      if (++feasible >= target) break;
     }
     if (have_best_) return;  // the smallest tensor-parallel size that fits wins
   }
@@ -550,12 +569,10 @@ void Run::MultiWorker() {
     std::vector<Group> groups;
     int available = 0;
     for (int w : x_.passing) {
-      bool all_ok = false;
-      Filter(w, all_ok);
       if (!RamOk(w, req->ram)) continue;
       Group g{w, {}};
       for (int u = s_.units_begin(w); u < s_.units_end(w); ++u) {
-        if (!UnitOk(u, all_ok) || s_.unit_is_mig(u)) continue;
+        if (!UnitOk(u) || s_.unit_is_mig(u)) continue;
         const int64_t claim = ClaimFor(*req, s_.unit_total(u));
         if (claim >= 0 && FreeEff(u) >= claim) g.units.push_back(u);
       }
@@ -602,11 +619,9 @@ void Run::PartialOffload() {
   if (layers <= 0) return;
   int best_layers = 0;
   for (int w : x_.passing) {
-    bool all_ok = false;
-    Filter(w, all_ok);
     int unit = -1;
     for (int u = s_.units_begin(w); u < s_.units_end(w); ++u) {
-      if (!UnitOk(u, all_ok)) continue;
+      if (!UnitOk(u)) continue;
       if (unit < 0 || FreeEff(u) > FreeEff(unit)) unit = u;
     }
     if (unit < 0 || FreeEff(unit) <= 0) continue;
