@@ -69,7 +69,7 @@ class FixedEstimator final : public ResourceEstimator {
   explicit FixedEstimator(Options options) : options_(options) {}
 
   // Options for a simulated model of `params_b` billion parameters: layers and heads from the
-  // nearest common architecture (1B: 16/32, 8B: 32/32, 14B: 40/40, 32B: 64/40, 70B: 80/64,
+  // nearest common architecture (1B: 16/32, 8B: 32/32, 14B: 48/40, 32B: 64/40, 70B: 80/64,
   // 405B: 126/128) and a KV cache of `context_length` (default 8192) tokens × max(1, sequences).
   static Options ForParams(double params_b, int64_t context_length = 0, int sequences = 1);
   // FixedEstimator for a model whose source is simulated (uses source.params_b, context_length,
