@@ -35,7 +35,7 @@ Result<CreatedApiKey> ApiKeyService::Create(const Principal& principal,
   }
   // Authorize before looking the project up, so that outsiders cannot probe which projects exist.
   RETURN_IF_ERROR(Authorize(principal, Action::kCreate, Resource::kApiKeys, request.project_id));
-  RETURN_IF_ERROR(store_.GetProject(request.project_id).status());
+  RETURN_IF_ERROR(ToStatus(store_.GetProject(request.project_id)));
 
   CreatedApiKey out;
   out.secret = fmt::format("{}{}", kApiKeyPrefix, RandomToken(32));

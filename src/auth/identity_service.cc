@@ -263,8 +263,8 @@ Status IdentityService::ChangePassword(int64_t user_id, std::string_view old_pas
   store::UserPatch patch;
   patch.password_hash = std::move(hash);
   patch.require_password_change = false;
-  RETURN_IF_ERROR(store_.UpdateUser(user_id, patch).status());
-  RETURN_IF_ERROR(store_.RevokeUserSessions(user_id, keep_session_id, clock_.Now()).status());
+  RETURN_IF_ERROR(ToStatus(store_.UpdateUser(user_id, patch)));
+  RETURN_IF_ERROR(ToStatus(store_.RevokeUserSessions(user_id, keep_session_id, clock_.Now())));
   if (user.is_admin && user.username == kBootstrapAdminName) {
     std::string dir;
     {
@@ -304,7 +304,7 @@ Status IdentityService::ResetPassword(int64_t user_id, std::string_view new_pass
   store::UserPatch patch;
   patch.password_hash = std::move(hash);
   patch.require_password_change = require_password_change;
-  RETURN_IF_ERROR(store_.UpdateUser(user_id, patch).status());
+  RETURN_IF_ERROR(ToStatus(store_.UpdateUser(user_id, patch)));
   return store_.RevokeUserSessions(user_id, std::nullopt, clock_.Now()).status();
 }
 

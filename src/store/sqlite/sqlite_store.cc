@@ -1009,8 +1009,8 @@ Result<ProjectMember> SqliteStore::AddProjectMember(int64_t project_id, int64_t 
   ProjectMember m;
   std::vector<Event> events;
   RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
-    RETURN_IF_ERROR(LoadProject(project_id).status());
-    RETURN_IF_ERROR(LoadUser(user_id).status());
+    RETURN_IF_ERROR(ToStatus(LoadProject(project_id)));
+    RETURN_IF_ERROR(ToStatus(LoadUser(user_id)));
     ASSIGN_OR_RETURN(Stmt s, Prepare("INSERT INTO project_members (project_id, user_id, role, "
                                      "created_at) VALUES (?, ?, ?, ?)"));
     s.Int(project_id).Int(user_id).Text(types::ProjectRoleName(role)).Time(clock_.Now());
@@ -1033,7 +1033,7 @@ Result<ProjectMember> SqliteStore::UpdateProjectMember(int64_t project_id, int64
   ProjectMember m;
   std::vector<Event> events;
   RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
-    RETURN_IF_ERROR(LoadMember(project_id, user_id).status());
+    RETURN_IF_ERROR(ToStatus(LoadMember(project_id, user_id)));
     ASSIGN_OR_RETURN(Stmt s, Prepare("UPDATE project_members SET role = ? WHERE project_id = ? AND "
                                      "user_id = ?"));
     s.Text(types::ProjectRoleName(role)).Int(project_id).Int(user_id);
@@ -1100,8 +1100,8 @@ Result<ApiKey> SqliteStore::CreateApiKey(const ApiKey& key) {
   k.created_at = clock_.Now();
   std::vector<Event> events;
   RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
-    RETURN_IF_ERROR(LoadProject(k.project_id).status());
-    RETURN_IF_ERROR(LoadUser(k.user_id).status());
+    RETURN_IF_ERROR(ToStatus(LoadProject(k.project_id)));
+    RETURN_IF_ERROR(ToStatus(LoadUser(k.user_id)));
     ASSIGN_OR_RETURN(Stmt s, Prepare("INSERT INTO api_keys (name, project_id, user_id, scope, "
                                      "allowed_models, prefix, secret_hash, expires_at, revoked_at, "
                                      "last_used_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
@@ -1166,7 +1166,7 @@ Result<ApiKey> SqliteStore::RevokeApiKey(int64_t id, Timestamp at) {
   ApiKey k;
   std::vector<Event> events;
   RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
-    RETURN_IF_ERROR(LoadApiKey(id).status());
+    RETURN_IF_ERROR(ToStatus(LoadApiKey(id)));
     ASSIGN_OR_RETURN(Stmt s, Prepare("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) "
                                      "WHERE id = ?"));
     s.Time(at).Int(id);
@@ -1356,7 +1356,7 @@ Result<Worker> SqliteStore::UpsertWorkerByName(int64_t cluster_id, const std::st
   Worker w;
   std::vector<Event> events;
   RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
-    RETURN_IF_ERROR(LoadCluster(cluster_id).status());
+    RETURN_IF_ERROR(ToStatus(LoadCluster(cluster_id)));
     const Timestamp now = clock_.Now();
     ASSIGN_OR_RETURN(Stmt find,
                      Prepare(fmt::format("SELECT {} FROM workers WHERE cluster_id = ? AND name = ?",

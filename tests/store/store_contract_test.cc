@@ -1,0 +1,610 @@
+// The contract every store::Store implementation must meet. Each implementation registers a
+// factory in kFactories (PostgreSQL joins when it exists, skipped without a database).
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "common/clock.h"
+#include "common/event_bus.h"
+#include "store/sqlite/sqlite_store.h"
+#include "store/store.h"
+
+namespace segma::store {
+namespace {
+
+using types::ApiKey;
+using types::ApiKeyScope;
+using types::Cluster;
+using types::Project;
+using types::ProjectRole;
+using types::User;
+using types::WorkerState;
+
+struct StoreFactory {
+  std::string name;
+  std::function<Result<std::unique_ptr<Store>>(EventBus&, const Clock&)> open;
+};
+
+std::vector<StoreFactory> Factories() {
+  return {
+      {"SqliteMemory",
+       [](EventBus& bus, const Clock& clock) { return OpenSqliteStore(":memory:", bus, clock); }},
+  };
+}
+
+class StoreContractTest : public ::testing::TestWithParam<StoreFactory> {
+ protected:
+  void SetUp() override {
+    auto s = GetParam().open(bus_, clock_);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    store_ = std::move(*s);
+    events_ = bus_.Subscribe("");
+  }
+
+  std::vector<Event> Drain() {
+    std::vector<Event> out;
+    while (auto e = events_->TryPop()) out.push_back(std::move(*e));
+    return out;
+  }
+
+  User MakeUser(const std::string& name, bool admin = false) {
+    User u;
+    u.username = name;
+    u.full_name = "Full " + name;
+    u.is_admin = admin;
+    u.password_hash = "$argon2id$fake";
+    auto r = store_->CreateUser(u);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? *r : User{};
+  }
+  Project MakeProject(const std::string& name) {
+    Project p;
+    p.name = name;
+    auto r = store_->CreateProject(p);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? *r : Project{};
+  }
+  ApiKey MakeKey(const std::string& name, int64_t project_id, int64_t user_id) {
+    ApiKey k;
+    k.name = name;
+    k.project_id = project_id;
+    k.user_id = user_id;
+    k.scope = ApiKeyScope::kAll;
+    k.prefix = "sk-segma-abc";
+    k.secret_hash = "hash-" + name + "-" + std::to_string(project_id);
+    auto r = store_->CreateApiKey(k);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? *r : ApiKey{};
+  }
+  Cluster MakeCluster(const std::string& name, bool is_default = false) {
+    Cluster c;
+    c.name = name;
+    c.is_default = is_default;
+    c.registration_token = "reg-" + name;
+    auto r = store_->CreateCluster(c);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? *r : Cluster{};
+  }
+
+  FakeClock clock_;
+  EventBus bus_;
+  std::unique_ptr<Store> store_;
+  std::shared_ptr<Subscription> events_;
+};
+
+TEST_P(StoreContractTest, UserCrud) {
+  User u = MakeUser("alice");
+  EXPECT_GT(u.id, 0);
+  EXPECT_EQ(u.created_at, clock_.Now());
+
+  auto got = store_->GetUser(u.id);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->username, "alice");
+  EXPECT_EQ(got->password_hash, "$argon2id$fake");
+  EXPECT_EQ(ToUnixMillis(got->created_at), ToUnixMillis(clock_.Now()));
+
+  auto by_name = store_->GetUserByUsername("alice");
+  ASSERT_TRUE(by_name.ok());
+  EXPECT_EQ(by_name->id, u.id);
+
+  clock_.Advance(std::chrono::seconds(5));
+  UserPatch patch;
+  patch.full_name = "Alice A";
+  patch.is_active = false;
+  auto updated = store_->UpdateUser(u.id, patch);
+  ASSERT_TRUE(updated.ok());
+  EXPECT_EQ(updated->full_name, "Alice A");
+  EXPECT_FALSE(updated->is_active);
+  EXPECT_EQ(updated->username, "alice");
+  EXPECT_EQ(updated->updated_at, clock_.Now());
+
+  ASSERT_TRUE(store_->DeleteUser(u.id).ok());
+  EXPECT_EQ(store_->GetUser(u.id).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->GetUser(u.id).status().message(),
+            "user " + std::to_string(u.id) + " not found");
+}
+
+TEST_P(StoreContractTest, UniqueAndNotFound) {
+  MakeUser("bob");
+  User dup;
+  dup.username = "bob";
+  dup.password_hash = "x";
+  auto r = store_->CreateUser(dup);
+  EXPECT_EQ(r.status().code(), StatusCode::kAlreadyExists);
+  EXPECT_EQ(r.status().message(), "user 'bob' already exists");
+
+  MakeProject("finance-ai");
+  Project p;
+  p.name = "finance-ai";
+  EXPECT_EQ(store_->CreateProject(p).status(),
+            AlreadyExistsError("project 'finance-ai' already exists"));
+
+  EXPECT_EQ(store_->GetWorker(42).status(), NotFoundError("worker 42 not found"));
+  EXPECT_EQ(store_->GetProject(7).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->DeleteProject(7).code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->UpdateUser(99, UserPatch{}).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->GetUserByUsername("nobody").status().code(), StatusCode::kNotFound);
+
+  User carol = MakeUser("carol");
+  UserPatch rename;
+  rename.username = "bob";
+  EXPECT_EQ(store_->UpdateUser(carol.id, rename).status().code(), StatusCode::kAlreadyExists);
+}
+
+TEST_P(StoreContractTest, PaginationSortAndSearch) {
+  for (const char* name : {"delta", "alpha", "charlie", "bravo", "echo"}) MakeUser(name);
+  MakeUser("alphonse");
+
+  ListOptions o;
+  o.per_page = 2;
+  o.sort = "username";
+  auto page1 = store_->ListUsers(o);
+  ASSERT_TRUE(page1.ok()) << page1.status().ToString();
+  EXPECT_EQ(page1->total, 6);
+  ASSERT_EQ(page1->items.size(), 2u);
+  EXPECT_EQ(page1->items[0].username, "alpha");
+  EXPECT_EQ(page1->items[1].username, "alphonse");
+
+  o.page = 3;
+  auto page3 = store_->ListUsers(o);
+  ASSERT_TRUE(page3.ok());
+  ASSERT_EQ(page3->items.size(), 2u);
+  EXPECT_EQ(page3->items[1].username, "echo");
+
+  o.page = 4;
+  auto beyond = store_->ListUsers(o);
+  ASSERT_TRUE(beyond.ok());
+  EXPECT_TRUE(beyond->items.empty());
+  EXPECT_EQ(beyond->total, 6);
+
+  ListOptions desc;
+  desc.sort = "-username";
+  auto d = store_->ListUsers(desc);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->items.front().username, "echo");
+
+  ListOptions search;
+  search.q = "ALPH";  // case-insensitive
+  auto s = store_->ListUsers(search);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->total, 2);
+
+  ListOptions wildcard;
+  wildcard.q = "%";  // LIKE metacharacters are literal
+  auto w = store_->ListUsers(wildcard);
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(w->total, 0);
+
+  ListOptions big;
+  big.per_page = 100000;  // clamped, not an error
+  EXPECT_TRUE(store_->ListUsers(big).ok());
+  ListOptions bad_page;
+  bad_page.page = 0;
+  EXPECT_EQ(store_->ListUsers(bad_page).status().code(), StatusCode::kInvalidArgument);
+  ListOptions bad_per_page;
+  bad_per_page.per_page = 0;
+  EXPECT_EQ(store_->ListUsers(bad_per_page).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_P(StoreContractTest, SortFieldInjectionIsRejected) {
+  MakeUser("victim");
+  for (const char* sort : {"name; DROP TABLE users", "password_hash", "username DESC", "--username",
+                           "-", "id)", "1", "username,id"}) {
+    ListOptions o;
+    o.sort = sort;
+    EXPECT_EQ(store_->ListUsers(o).status().code(), StatusCode::kInvalidArgument) << sort;
+    EXPECT_EQ(store_->ListProjects(o).status().code(), StatusCode::kInvalidArgument) << sort;
+    EXPECT_EQ(store_->ListApiKeys(o).status().code(), StatusCode::kInvalidArgument) << sort;
+    EXPECT_EQ(store_->ListClusters(o).status().code(), StatusCode::kInvalidArgument) << sort;
+    EXPECT_EQ(store_->ListWorkers(o).status().code(), StatusCode::kInvalidArgument) << sort;
+  }
+  ListOptions q;
+  q.q = "'; DROP TABLE users; --";
+  EXPECT_TRUE(store_->ListUsers(q).ok());
+  EXPECT_TRUE(store_->GetUserByUsername("victim").ok());
+}
+
+TEST_P(StoreContractTest, ProjectsMembersAndRoles) {
+  User alice = MakeUser("alice");
+  User bob = MakeUser("bob");
+  Project p1 = MakeProject("p1");
+  Project p2 = MakeProject("p2");
+  MakeProject("p3");
+
+  ASSERT_TRUE(store_->AddProjectMember(p1.id, alice.id, ProjectRole::kProjectAdmin).ok());
+  ASSERT_TRUE(store_->AddProjectMember(p2.id, alice.id, ProjectRole::kViewer).ok());
+  ASSERT_TRUE(store_->AddProjectMember(p1.id, bob.id, ProjectRole::kMember).ok());
+  EXPECT_EQ(store_->AddProjectMember(p1.id, bob.id, ProjectRole::kViewer).status().code(),
+            StatusCode::kAlreadyExists);
+  EXPECT_EQ(store_->AddProjectMember(999, bob.id, ProjectRole::kViewer).status().code(),
+            StatusCode::kNotFound);
+  EXPECT_EQ(store_->AddProjectMember(p1.id, 999, ProjectRole::kViewer).status().code(),
+            StatusCode::kNotFound);
+
+  auto roles = store_->GetProjectRoles(alice.id);
+  ASSERT_TRUE(roles.ok());
+  EXPECT_EQ(roles->size(), 2u);
+  EXPECT_EQ(roles->at(p1.id), ProjectRole::kProjectAdmin);
+  EXPECT_EQ(roles->at(p2.id), ProjectRole::kViewer);
+
+  auto updated = store_->UpdateProjectMember(p2.id, alice.id, ProjectRole::kMember);
+  ASSERT_TRUE(updated.ok());
+  EXPECT_EQ(updated->role, ProjectRole::kMember);
+  EXPECT_EQ(updated->username, "alice");
+  EXPECT_EQ(store_->UpdateProjectMember(p2.id, bob.id, ProjectRole::kMember).status().code(),
+            StatusCode::kNotFound);
+
+  ListOptions members;
+  members.project_id = p1.id;
+  members.sort = "username";
+  auto list = store_->ListProjectMembers(members);
+  ASSERT_TRUE(list.ok()) << list.status().ToString();
+  ASSERT_EQ(list->total, 2);
+  EXPECT_EQ(list->items[0].username, "alice");
+  EXPECT_EQ(store_->ListProjectMembers(ListOptions{}).status().code(),
+            StatusCode::kInvalidArgument);
+
+  ListOptions visible;
+  visible.member_user_id = bob.id;
+  auto bobs = store_->ListProjects(visible);
+  ASSERT_TRUE(bobs.ok());
+  ASSERT_EQ(bobs->total, 1);
+  EXPECT_EQ(bobs->items[0].name, "p1");
+
+  ASSERT_TRUE(store_->RemoveProjectMember(p1.id, bob.id).ok());
+  EXPECT_EQ(store_->RemoveProjectMember(p1.id, bob.id).code(), StatusCode::kNotFound);
+
+  ProjectPatch quota;
+  quota.max_gpus = 2.5;
+  quota.max_instances = 4;
+  auto q = store_->UpdateProject(p1.id, quota);
+  ASSERT_TRUE(q.ok());
+  EXPECT_EQ(q->max_gpus, 2.5);
+  EXPECT_EQ(q->max_instances, 4);
+  EXPECT_FALSE(q->max_vram_gib.has_value());
+  ProjectPatch clear;
+  clear.max_gpus = std::optional<double>();
+  auto cleared = store_->UpdateProject(p1.id, clear);
+  ASSERT_TRUE(cleared.ok());
+  EXPECT_FALSE(cleared->max_gpus.has_value());
+  EXPECT_EQ(cleared->max_instances, 4);
+}
+
+TEST_P(StoreContractTest, ProjectDeleteCascadesWithEvents) {
+  User alice = MakeUser("alice");
+  Project p = MakeProject("doomed");
+  Project other = MakeProject("other");
+  ASSERT_TRUE(store_->AddProjectMember(p.id, alice.id, ProjectRole::kMember).ok());
+  ApiKey k1 = MakeKey("k1", p.id, alice.id);
+  ApiKey k2 = MakeKey("k2", p.id, alice.id);
+  ApiKey kept = MakeKey("k1", other.id, alice.id);  // same name, other project: allowed
+  Drain();
+
+  ASSERT_TRUE(store_->DeleteProject(p.id).ok());
+  EXPECT_EQ(store_->GetApiKey(k1.id).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->GetApiKey(k2.id).status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(store_->GetApiKey(kept.id).ok());
+  auto roles = store_->GetProjectRoles(alice.id);
+  ASSERT_TRUE(roles.ok());
+  EXPECT_TRUE(roles->empty());
+
+  std::vector<Event> events = Drain();
+  ASSERT_EQ(events.size(), 4u);
+  EXPECT_EQ(events[0].resource, "api-keys");
+  EXPECT_EQ(events[0].type, Event::Type::kDeleted);
+  EXPECT_EQ(events[0].project_id, p.id);
+  EXPECT_EQ(events[2].resource, "project-members");
+  EXPECT_EQ(events[3].resource, "projects");
+  EXPECT_EQ(events[3].id, p.id);
+  EXPECT_EQ(events[3].data.at("name").as_string(), "doomed");
+}
+
+TEST_P(StoreContractTest, UserDeleteCascades) {
+  User alice = MakeUser("alice");
+  Project p = MakeProject("p");
+  ASSERT_TRUE(store_->AddProjectMember(p.id, alice.id, ProjectRole::kMember).ok());
+  ApiKey k = MakeKey("k", p.id, alice.id);
+  types::Session s;
+  s.user_id = alice.id;
+  s.expires_at = clock_.Now() + std::chrono::hours(1);
+  auto session = store_->CreateSession(s);
+  ASSERT_TRUE(session.ok());
+  ASSERT_TRUE(store_->DeleteUser(alice.id).ok());
+  EXPECT_EQ(store_->GetApiKey(k.id).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->GetSession(session->id).status().code(), StatusCode::kNotFound);
+}
+
+TEST_P(StoreContractTest, EventsAfterCommitOnly) {
+  User u = MakeUser("alice");
+  std::vector<Event> events = Drain();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].resource, "users");
+  EXPECT_EQ(events[0].type, Event::Type::kCreated);
+  EXPECT_EQ(events[0].id, u.id);
+  EXPECT_FALSE(events[0].project_id.has_value());
+  EXPECT_EQ(events[0].data, json::value(types::ToJson(u)).as_object());
+  EXPECT_FALSE(events[0].data.contains("password_hash"));
+
+  // Failures publish nothing.
+  User dup;
+  dup.username = "alice";
+  dup.password_hash = "x";
+  EXPECT_FALSE(store_->CreateUser(dup).ok());
+  EXPECT_FALSE(store_->DeleteProject(12345).ok());
+  ListOptions bad;
+  bad.sort = "nope";
+  EXPECT_FALSE(store_->ListUsers(bad).ok());
+  EXPECT_TRUE(Drain().empty());
+
+  // Sessions and key touches publish nothing.
+  Project p = MakeProject("p");
+  ApiKey k = MakeKey("k", p.id, u.id);
+  Drain();
+  types::Session s;
+  s.user_id = u.id;
+  s.expires_at = clock_.Now() + std::chrono::hours(1);
+  auto session = store_->CreateSession(s);
+  ASSERT_TRUE(session.ok());
+  ASSERT_TRUE(store_->RevokeSession(session->id, clock_.Now()).ok());
+  ASSERT_TRUE(store_->TouchApiKey(k.id, clock_.Now()).ok());
+  EXPECT_TRUE(Drain().empty());
+
+  auto revoked = store_->RevokeApiKey(k.id, clock_.Now());
+  ASSERT_TRUE(revoked.ok());
+  events = Drain();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].resource, "api-keys");
+  EXPECT_EQ(events[0].project_id, p.id);
+  EXPECT_FALSE(events[0].data.contains("secret_hash"));
+}
+
+TEST_P(StoreContractTest, SessionsRevocation) {
+  User u = MakeUser("alice");
+  std::vector<int64_t> ids;
+  for (int i = 0; i < 3; ++i) {
+    types::Session s;
+    s.user_id = u.id;
+    s.expires_at = clock_.Now() + std::chrono::hours(i + 1);
+    auto r = store_->CreateSession(s);
+    ASSERT_TRUE(r.ok());
+    EXPECT_FALSE(r->revoked_at.has_value());
+    ids.push_back(r->id);
+  }
+  types::Session orphan;
+  orphan.user_id = 999;
+  orphan.expires_at = clock_.Now();
+  EXPECT_EQ(store_->CreateSession(orphan).status().code(), StatusCode::kNotFound);
+
+  auto n = store_->RevokeUserSessions(u.id, ids[1], clock_.Now());
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 2);
+  EXPECT_TRUE(store_->GetSession(ids[0])->revoked_at.has_value());
+  EXPECT_FALSE(store_->GetSession(ids[1])->revoked_at.has_value());
+
+  const Timestamp first = clock_.Now();
+  clock_.Advance(std::chrono::minutes(1));
+  ASSERT_TRUE(store_->RevokeSession(ids[0], clock_.Now()).ok());  // keeps the first time
+  EXPECT_EQ(ToUnixMillis(*store_->GetSession(ids[0])->revoked_at), ToUnixMillis(first));
+  EXPECT_EQ(store_->RevokeSession(999, clock_.Now()).code(), StatusCode::kNotFound);
+
+  auto deleted = store_->DeleteExpiredSessions(first + std::chrono::minutes(90));
+  ASSERT_TRUE(deleted.ok());
+  EXPECT_EQ(*deleted, 1);
+}
+
+TEST_P(StoreContractTest, ApiKeys) {
+  User u = MakeUser("alice");
+  User other = MakeUser("bob");
+  Project p = MakeProject("p");
+  Project q = MakeProject("q");
+  ASSERT_TRUE(store_->AddProjectMember(p.id, other.id, ProjectRole::kViewer).ok());
+
+  ApiKey k;
+  k.name = "ci";
+  k.project_id = p.id;
+  k.user_id = u.id;
+  k.scope = ApiKeyScope::kInference;
+  k.allowed_models = std::vector<std::string>{"chat", "embed"};
+  k.prefix = "sk-segma-xyz";
+  k.secret_hash = "h1";
+  k.expires_at = clock_.Now() + std::chrono::hours(24);
+  auto created = store_->CreateApiKey(k);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  EXPECT_EQ(store_->CreateApiKey(k).status().code(), StatusCode::kAlreadyExists);
+  ApiKey missing_project = k;
+  missing_project.name = "x";
+  missing_project.secret_hash = "h2";
+  missing_project.project_id = 999;
+  EXPECT_EQ(store_->CreateApiKey(missing_project).status().code(), StatusCode::kNotFound);
+
+  auto by_hash = store_->GetApiKeyByHash("h1");
+  ASSERT_TRUE(by_hash.ok());
+  EXPECT_EQ(by_hash->id, created->id);
+  EXPECT_EQ(by_hash->scope, ApiKeyScope::kInference);
+  ASSERT_TRUE(by_hash->allowed_models.has_value());
+  EXPECT_EQ(*by_hash->allowed_models, (std::vector<std::string>{"chat", "embed"}));
+  EXPECT_EQ(ToUnixMillis(*by_hash->expires_at), ToUnixMillis(*k.expires_at));
+  EXPECT_EQ(store_->GetApiKeyByHash("nope").status().code(), StatusCode::kNotFound);
+
+  MakeKey("all-models", q.id, u.id);
+  ListOptions in_p;
+  in_p.project_id = p.id;
+  EXPECT_EQ(store_->ListApiKeys(in_p)->total, 1);
+  ListOptions bob_visible;
+  bob_visible.member_user_id = other.id;
+  EXPECT_EQ(store_->ListApiKeys(bob_visible)->total, 1);
+  ListOptions by_creator;
+  by_creator.user_id = u.id;
+  EXPECT_EQ(store_->ListApiKeys(by_creator)->total, 2);
+
+  // Touches are coalesced to one write a minute.
+  const Timestamp t0 = clock_.Now();
+  ASSERT_TRUE(store_->TouchApiKey(created->id, t0).ok());
+  EXPECT_EQ(ToUnixMillis(*store_->GetApiKey(created->id)->last_used_at), ToUnixMillis(t0));
+  ASSERT_TRUE(store_->TouchApiKey(created->id, t0 + std::chrono::seconds(10)).ok());
+  EXPECT_EQ(ToUnixMillis(*store_->GetApiKey(created->id)->last_used_at), ToUnixMillis(t0));
+  ASSERT_TRUE(store_->TouchApiKey(created->id, t0 + std::chrono::seconds(61)).ok());
+  EXPECT_EQ(ToUnixMillis(*store_->GetApiKey(created->id)->last_used_at),
+            ToUnixMillis(t0 + std::chrono::seconds(61)));
+  EXPECT_TRUE(store_->TouchApiKey(4242, t0).ok());
+
+  auto revoked = store_->RevokeApiKey(created->id, clock_.Now());
+  ASSERT_TRUE(revoked.ok());
+  EXPECT_TRUE(revoked->revoked_at.has_value());
+  ASSERT_TRUE(store_->DeleteApiKey(created->id).ok());
+  EXPECT_EQ(store_->DeleteApiKey(created->id).code(), StatusCode::kNotFound);
+}
+
+TEST_P(StoreContractTest, ClustersAndDefault) {
+  Cluster a = MakeCluster("default", true);
+  EXPECT_TRUE(a.is_default);
+  EXPECT_EQ(store_->GetDefaultCluster()->id, a.id);
+  Cluster b = MakeCluster("edge", true);
+  EXPECT_EQ(store_->GetDefaultCluster()->id, b.id);
+  EXPECT_FALSE(store_->GetCluster(a.id)->is_default);
+
+  ClusterPatch back;
+  back.is_default = true;
+  ASSERT_TRUE(store_->UpdateCluster(a.id, back).ok());
+  EXPECT_EQ(store_->GetDefaultCluster()->id, a.id);
+  EXPECT_FALSE(store_->GetCluster(b.id)->is_default);
+
+  Cluster dup;
+  dup.name = "edge";
+  dup.registration_token = "other";
+  EXPECT_EQ(store_->CreateCluster(dup).status().code(), StatusCode::kAlreadyExists);
+
+  auto w = store_->UpsertWorkerByName(b.id, "gpu-1", "10.0.0.1", 10150, "th", {});
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(store_->DeleteCluster(b.id).code(), StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(store_->DeleteWorker(w->id).ok());
+  EXPECT_TRUE(store_->DeleteCluster(b.id).ok());
+}
+
+TEST_P(StoreContractTest, WorkersLifecycle) {
+  Cluster c = MakeCluster("default", true);
+  EXPECT_EQ(store_->UpsertWorkerByName(999, "w", "a", 1, "t0", {}).status().code(),
+            StatusCode::kNotFound);
+  auto w = store_->UpsertWorkerByName(c.id, "gpu-1", "10.0.0.1", 10150, "t1", {{"zone", "a"}});
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  EXPECT_EQ(w->state, WorkerState::kRegistering);
+  EXPECT_EQ(store_->GetWorkerByTokenHash("t1")->id, w->id);
+
+  types::WorkerStatus status;
+  status.cpu_count = 16;
+  types::GpuDevice gpu;
+  gpu.index = 0;
+  gpu.uuid = "GPU-fake-0";
+  gpu.name = "H200";
+  gpu.memory_total = 141LL << 30;
+  status.gpus.push_back(gpu);
+  clock_.Advance(std::chrono::seconds(1));
+  auto hb = store_->RecordHeartbeat(w->id, status, clock_.Now());
+  ASSERT_TRUE(hb.ok()) << hb.status().ToString();
+  EXPECT_EQ(hb->state, WorkerState::kReady);
+  auto got = store_->GetWorker(w->id);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->status.cpu_count, 16);
+  ASSERT_EQ(got->status.gpus.size(), 1u);
+  EXPECT_EQ(got->status.gpus[0].memory_total, 141LL << 30);
+  EXPECT_EQ(got->labels.at("zone"), "a");
+
+  // Re-registration: same row, new token, labels merged.
+  auto again = store_->UpsertWorkerByName(c.id, "gpu-1", "10.0.0.2", 10151, "t2", {{"rack", "7"}});
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->id, w->id);
+  EXPECT_EQ(again->address, "10.0.0.2");
+  EXPECT_EQ(again->labels.size(), 2u);
+  EXPECT_EQ(store_->GetWorkerByTokenHash("t1").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->GetWorkerByTokenHash("t2")->id, w->id);
+
+  // Maintenance survives heartbeats.
+  WorkerPatch maint;
+  maint.maintenance = true;
+  maint.maintenance_message = "swap PSU";
+  auto m = store_->UpdateWorker(w->id, maint);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->state, WorkerState::kMaintenance);
+  auto hb2 = store_->RecordHeartbeat(w->id, status, clock_.Now());
+  ASSERT_TRUE(hb2.ok());
+  EXPECT_EQ(hb2->state, WorkerState::kMaintenance);
+  WorkerPatch unmaint;
+  unmaint.maintenance = false;
+  auto um = store_->UpdateWorker(w->id, unmaint);
+  ASSERT_TRUE(um.ok());
+  EXPECT_EQ(um->state, WorkerState::kReady);
+
+  // Liveness: stale READY workers go NOT_READY, fresh ones stay.
+  auto w2 = store_->UpsertWorkerByName(c.id, "gpu-2", "10.0.0.3", 10150, "t3", {});
+  ASSERT_TRUE(w2.ok());
+  clock_.Advance(std::chrono::seconds(60));
+  ASSERT_TRUE(store_->RecordHeartbeat(w2->id, status, clock_.Now()).ok());
+  auto stale =
+      store_->MarkStaleWorkersNotReady(clock_.Now() - std::chrono::seconds(30), "no heartbeat");
+  ASSERT_TRUE(stale.ok());
+  ASSERT_EQ(stale->size(), 1u);
+  EXPECT_EQ((*stale)[0].id, w->id);
+  EXPECT_EQ(store_->GetWorker(w->id)->state, WorkerState::kNotReady);
+  EXPECT_EQ(store_->GetWorker(w->id)->state_message, "no heartbeat");
+  EXPECT_EQ(store_->GetWorker(w2->id)->state, WorkerState::kReady);
+
+  auto set = store_->SetWorkerState(w2->id, WorkerState::kUnreachable, "connection refused");
+  ASSERT_TRUE(set.ok());
+  EXPECT_EQ(set->state, WorkerState::kUnreachable);
+
+  ListOptions by_cluster;
+  by_cluster.cluster_id = c.id;
+  by_cluster.sort = "-name";
+  auto list = store_->ListWorkers(by_cluster);
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->total, 2);
+  EXPECT_EQ(list->items[0].name, "gpu-2");
+  EXPECT_FALSE(types::ToJson(list->items[0]).contains("token_hash"));
+}
+
+TEST_P(StoreContractTest, ConcurrentWritersAreSerialized) {
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([this, t] {
+      for (int i = 0; i < 20; ++i) {
+        Project p;
+        p.name = "p-" + std::to_string(t) + "-" + std::to_string(i);
+        EXPECT_TRUE(store_->CreateProject(p).ok());
+        EXPECT_TRUE(store_->ListProjects(ListOptions{}).ok());
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(store_->ListProjects(ListOptions{})->total, 80);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllStores, StoreContractTest, ::testing::ValuesIn(Factories()),
+                         [](const auto& info) { return info.param.name; });
+
+}  // namespace
+}  // namespace segma::store
