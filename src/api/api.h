@@ -1,0 +1,122 @@
+#pragma once
+
+// The REST /v2 API: a table of routes, each declaring what it acts on (auth::Resource,
+// auth::Action) and how its project is found, so that authentication and authorization happen in
+// one wrapper (Install) and the RBAC test can walk every route × role.
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/thread_pool.hpp>
+
+#include "auth/api_key_service.h"
+#include "auth/identity_service.h"
+#include "auth/rbac.h"
+#include "auth/worker_tokens.h"
+#include "common/clock.h"
+#include "common/event_bus.h"
+#include "http/router.h"
+#include "metrics/registry.h"
+#include "store/store.h"
+
+namespace segma::api {
+
+struct ApiOptions {
+  std::string data_dir;
+  // Appended to the session cookie; "Secure; " when served behind TLS.
+  bool secure_cookies = false;
+};
+
+// What handlers work with. All references outlive the router.
+struct Services {
+  store::Store& store;
+  EventBus& bus;
+  auth::IdentityService& identity;
+  auth::ApiKeyService& api_keys;
+  auth::WorkerTokens& worker_tokens;
+  const Clock& clock;
+  boost::asio::thread_pool& blocking;  // handlers run here: they may block on the store
+  ApiOptions options;
+};
+
+// How a route's access is decided.
+enum class Access {
+  kPublic,   // no credentials (login, probes, worker registration with its own token)
+  kGlobal,   // Authorize(resource, action, no project) before the handler runs
+  kProject,  // authenticated before; the handler must call ApiContext::AuthorizeProject
+};
+
+class ApiContext {
+ public:
+  ApiContext(http::RequestContext& http, const auth::Principal& principal, auth::Resource resource,
+             auth::Action action, Services& services)
+      : http(http), principal(principal), resource(resource), action(action), s(services) {}
+
+  http::RequestContext& http;
+  const auth::Principal& principal;
+  const auth::Resource resource;
+  const auth::Action action;
+  Services& s;
+
+  // auth::Authorize for this route's resource and action in `project_id`.
+  Status AuthorizeProject(int64_t project_id, std::optional<int64_t> owner_user_id = std::nullopt);
+  // The same for another action or resource (e.g. reading a project's members).
+  Status Authorize(auth::Action action, auth::Resource resource, std::optional<int64_t> project_id);
+  bool authorized() const { return authorized_; }
+  // The request body as one JSON object, strictly read (see JsonReader).
+  JsonReader Body(json::object& storage) const;
+
+ private:
+  bool authorized_ = false;
+};
+
+// Handlers are synchronous and run on the blocking pool; they return a response or an error
+// that the wrapper renders in the API's error format.
+using Handler = std::function<Result<http::Response>(ApiContext&)>;
+
+struct Route {
+  http::bhttp::verb method;
+  std::string pattern;
+  Access access;
+  auth::Resource resource;
+  auth::Action action;
+  Handler handler;
+  // Non-empty for list routes: `?watch=true` streams events of this resource instead.
+  std::string watch_resource;
+};
+
+// Every /v2 route of the control plane (identity, projects, keys, clusters, workers, GPUs).
+std::vector<Route> ControlPlaneRoutes();
+
+// Adds `routes` to `router`: credentials → principal, access check, handler on the blocking pool,
+// watch streams, errors rendered as {"error":{"code","message"}}.
+void Install(http::Router& router, Services& services, const std::vector<Route>& routes);
+
+// Adds /healthz, /readyz and /metrics.
+void InstallProbes(http::Router& router, Services& services, metrics::Registry& registry);
+
+// ---- helpers shared by handler files ----------------------------------------------------------
+
+// page, per_page, sort, q from the query string (kInvalidArgument for non-numbers).
+Result<store::ListOptions> ListOptionsFromQuery(const http::RequestContext& ctx);
+// {"items":[…],"pagination":{"page","per_page","total"}}
+http::Response ListJson(json::array items, int64_t total, const store::ListOptions& options);
+template <typename T>
+http::Response ListResponse(const store::ListResult<T>& list, const store::ListOptions& options) {
+  json::array items;
+  items.reserve(list.items.size());
+  for (const T& item : list.items) items.push_back(types::ToJson(item));
+  return ListJson(std::move(items), list.total, options);
+}
+http::Response ObjectResponse(const json::object& o,
+                              http::bhttp::status status = http::bhttp::status::ok);
+// Parses an optional integer query parameter.
+Result<std::optional<int64_t>> QueryInt(const http::RequestContext& ctx, const std::string& key);
+
+// Route tables of each handler file; ControlPlaneRoutes concatenates them.
+std::vector<Route> IdentityRoutes();
+std::vector<Route> InfraRoutes();
+
+}  // namespace segma::api

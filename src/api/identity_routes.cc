@@ -1,0 +1,429 @@
+// /v2/auth, /v2/users, /v2/projects (+ members), /v2/api-keys.
+
+#include <fmt/format.h>
+
+#include "api/api.h"
+#include "auth/validation.h"
+
+namespace segma::api {
+
+namespace {
+
+using auth::Action;
+using auth::Resource;
+using http::bhttp::status;
+using http::bhttp::verb;
+using http::Response;
+
+constexpr std::string_view kCookieName = "segma_session";
+
+std::string SessionCookie(const std::string& token, int64_t max_age_s, bool secure) {
+  return fmt::format("{}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}", kCookieName, token,
+                     max_age_s, secure ? "; Secure" : "");
+}
+
+// ---- auth ---------------------------------------------------------------------------------------
+
+Result<Response> Login(ApiContext& c) {
+  json::object storage;
+  JsonReader r = c.Body(storage);
+  std::string username = r.String("username");
+  std::string password = r.String("password");
+  RETURN_IF_ERROR(r.Finish());
+  ASSIGN_OR_RETURN(auth::LoginResult login, c.s.identity.Login(username, password));
+  json::object body{{"token", login.token},
+                    {"expires_at", FormatRfc3339(login.expires_at)},
+                    {"user", types::ToJson(login.user)}};
+  Response res = ObjectResponse(body);
+  const auto max_age =
+      std::chrono::duration_cast<std::chrono::seconds>(login.expires_at - c.s.clock.Now()).count();
+  res.msg.set(http::bhttp::field::set_cookie,
+              SessionCookie(login.token, std::max<int64_t>(0, max_age), c.s.options.secure_cookies));
+  return res;
+}
+
+Result<Response> Logout(ApiContext& c) {
+  if (c.principal.kind != auth::Principal::Kind::kUser) {
+    return InvalidArgumentError("only a session can log out; revoke API keys instead");
+  }
+  RETURN_IF_ERROR(c.s.identity.Logout(c.http.BearerToken().value_or("")));
+  Response res = Response::NoContent();
+  res.msg.set(http::bhttp::field::set_cookie, SessionCookie("", 0, c.s.options.secure_cookies));
+  return res;
+}
+
+Result<Response> ChangePassword(ApiContext& c) {
+  json::object storage;
+  JsonReader r = c.Body(storage);
+  std::string old_password = r.String("old_password");
+  std::string new_password = r.String("new_password");
+  RETURN_IF_ERROR(r.Finish());
+  RETURN_IF_ERROR(c.s.identity.ChangePassword(c.principal.user_id, old_password, new_password,
+                                              c.principal.session_id));
+  return Response::NoContent();
+}
+
+Result<Response> Me(ApiContext& c) {
+  ASSIGN_OR_RETURN(types::User user, c.s.store.GetUser(c.principal.user_id));
+  json::object body = types::ToJson(user);
+  json::array roles;
+  for (const auto& [project_id, role] : c.principal.project_roles) {
+    roles.push_back({{"project_id", project_id}, {"role", types::ProjectRoleName(role)}});
+  }
+  body["projects"] = std::move(roles);
+  return ObjectResponse(body);
+}
+
+// ---- users --------------------------------------------------------------------------------------
+
+Result<Response> ListUsers(ApiContext& c) {
+  ASSIGN_OR_RETURN(store::ListOptions o, ListOptionsFromQuery(c.http));
+  ASSIGN_OR_RETURN(auto list, c.s.store.ListUsers(o));
+  return ListResponse(list, o);
+}
+
+Result<Response> CreateUser(ApiContext& c) {
+  json::object storage;
+  JsonReader r = c.Body(storage);
+  auth::NewUser u;
+  u.username = r.String("username");
+  u.password = r.String("password");
+  u.full_name = r.OptionalString("full_name").value_or("");
+  u.is_admin = r.OptionalBool("is_admin").value_or(false);
+  u.require_password_change = r.OptionalBool("require_password_change").value_or(false);
+  RETURN_IF_ERROR(r.Finish());
+  if (u.full_name.size() > 256) return InvalidArgumentError("full_name is too long");
+  ASSIGN_OR_RETURN(types::User user, c.s.identity.CreateUser(u));
+  return ObjectResponse(types::ToJson(user), status::created);
+}
+
+Result<Response> GetUser(ApiContext& c) {
+  ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
+  ASSIGN_OR_RETURN(types::User user, c.s.store.GetUser(id));
+  return ObjectResponse(types::ToJson(user));
+}
+
+Result<Response> UpdateUser(ApiContext& c) {
+  ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
+  json::object storage;
+  JsonReader r = c.Body(storage);
+  store::UserPatch patch;
+  patch.full_name = r.OptionalString("full_name");
+  patch.is_admin = r.OptionalBool("is_admin");
+  patch.is_active = r.OptionalBool("is_active");
+  std::optional<std::string> password = r.OptionalString("password");
+  std::optional<bool> require_change = r.OptionalBool("require_password_change");
+  RETURN_IF_ERROR(r.Finish());
+  if (patch.full_name && patch.full_name->size() > 256) {
+    return InvalidArgumentError("full_name is too long");
+  }
+  if (id == c.principal.user_id && ((patch.is_admin && !*patch.is_admin) ||
+                                    (patch.is_active && !*patch.is_active))) {
+    return FailedPreconditionError("you cannot remove your own admin rights or disable yourself");
+  }
+  ASSIGN_OR_RETURN(types::User existing, c.s.store.GetUser(id));
+  if (password) {
+    RETURN_IF_ERROR(auth::ValidatePassword(*password));
+  }
+  patch.require_password_change = require_change;
+  ASSIGN_OR_RETURN(types::User user, c.s.store.UpdateUser(existing.id, patch));
+  if (password) {
+    RETURN_IF_ERROR(c.s.identity.ResetPassword(id, *password, require_change.value_or(true)));
+    ASSIGN_OR_RETURN(user, c.s.store.GetUser(id));
+  }
+  return ObjectResponse(types::ToJson(user));
+}
+
+Result<Response> DeleteUser(ApiContext& c) {
+  ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
+  if (id == c.principal.user_id) return FailedPreconditionError("you cannot delete yourself");
+  ASSIGN_OR_RETURN(types::User user, c.s.store.GetUser(id));
+  if (user.is_admin && user.is_active) {
+    ASSIGN_OR_RETURN(int64_t admins, c.s.store.CountActiveAdmins());
+    if (admins <= 1) return FailedPreconditionError("cannot delete the last active admin");
+  }
+  RETURN_IF_ERROR(c.s.store.DeleteUser(id));
+  return Response::NoContent();
+}
+
+// ---- projects -----------------------------------------------------------------------------------
+
+// Quotas: a number sets it, null removes it (unlimited).
+template <typename T>
+void ReadQuota(JsonReader& r, json::object& body, std::string_view key,
+               std::optional<std::optional<T>>& out) {
+  auto it = body.find(key);
+  if (it == body.end()) return;
+  if (it->value().is_null()) {
+    r.OptionalValue(key);
+    out = std::optional<T>();
+    return;
+  }
+  std::optional<T> v;
+  if constexpr (std::is_same_v<T, double>) {
+    v = r.OptionalDouble(key);
+  } else {
+    v = r.OptionalInt(key);
+  }
+  if (v && *v < 0) {
+    r.Fail(key, "must be >= 0 or null");
+    return;
+  }
+  out = v;
+}
+
+Status ReadProjectFields(JsonReader& r, json::object& body, store::ProjectPatch& patch) {
+  patch.description = r.OptionalString("description");
+  if (patch.description && patch.description->size() > 1024) {
+    r.Fail("description", "must be at most 1024 characters");
+  }
+  ReadQuota<double>(r, body, "max_gpus", patch.max_gpus);
+  ReadQuota<double>(r, body, "max_vram_gib", patch.max_vram_gib);
+  ReadQuota<int64_t>(r, body, "max_instances", patch.max_instances);
+  return OkStatus();
+}
+
+Result<Response> ListProjects(ApiContext& c) {
+  ASSIGN_OR_RETURN(store::ListOptions o, ListOptionsFromQuery(c.http));
+  RETURN_IF_ERROR(c.Authorize(Action::kRead, Resource::kProjects, std::nullopt));
+  if (!c.principal.is_admin) {
+    if (c.principal.api_key) {
+      // A key sees its own project only.
+      ASSIGN_OR_RETURN(types::Project p, c.s.store.GetProject(c.principal.api_key->project_id));
+      store::ListResult<types::Project> one;
+      one.items.push_back(std::move(p));
+      one.total = 1;
+      return ListResponse(one, o);
+    }
+    o.member_user_id = c.principal.user_id;
+  }
+  ASSIGN_OR_RETURN(auto list, c.s.store.ListProjects(o));
+  return ListResponse(list, o);
+}
+
+Result<Response> CreateProject(ApiContext& c) {
+  json::object storage;
+  JsonReader r = c.Body(storage);
+  std::string name = r.String("name");
+  store::ProjectPatch fields;
+  RETURN_IF_ERROR(ReadProjectFields(r, storage, fields));
+  RETURN_IF_ERROR(r.Finish());
+  RETURN_IF_ERROR(auth::ValidateName("project", name));
+  types::Project p;
+  p.name = name;
+  p.description = fields.description.value_or("");
+  if (fields.max_gpus) p.max_gpus = *fields.max_gpus;
+  if (fields.max_vram_gib) p.max_vram_gib = *fields.max_vram_gib;
+  if (fields.max_instances) p.max_instances = *fields.max_instances;
+  ASSIGN_OR_RETURN(types::Project created, c.s.store.CreateProject(p));
+  return ObjectResponse(types::ToJson(created), status::created);
+}
+
+Result<Response> GetProject(ApiContext& c) {
+  ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
+  // Authorize before looking up, so that non-members cannot probe which ids exist.
+  RETURN_IF_ERROR(c.AuthorizeProject(id));
+  ASSIGN_OR_RETURN(types::Project p, c.s.store.GetProject(id));
+  return ObjectResponse(types::ToJson(p));
+}
+
+Result<Response> UpdateProject(ApiContext& c) {
+  ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
+  RETURN_IF_ERROR(c.AuthorizeProject(id));
+  json::object storage;
+  JsonReader r = c.Body(storage);
+  store::ProjectPatch patch;
+  patch.name = r.OptionalString("name");
+  RETURN_IF_ERROR(ReadProjectFields(r, storage, patch));
+  RETURN_IF_ERROR(r.Finish());
+  if (patch.name) RETURN_IF_ERROR(auth::ValidateName("project", *patch.name));
+  ASSIGN_OR_RETURN(types::Project p, c.s.store.UpdateProject(id, patch));
+  return ObjectResponse(types::ToJson(p));
+}
+
+Result<Response> DeleteProject(ApiContext& c) {
+  ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
+  RETURN_IF_ERROR(c.AuthorizeProject(id));
+  RETURN_IF_ERROR(c.s.store.DeleteProject(id));
+  return Response::NoContent();
+}
+
+// ---- project members ----------------------------------------------------------------------------
+
+Result<Response> ListMembers(ApiContext& c) {
+  ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
+  RETURN_IF_ERROR(c.AuthorizeProject(id));
+  ASSIGN_OR_RETURN(store::ListOptions o, ListOptionsFromQuery(c.http));
+  o.project_id = id;
+  ASSIGN_OR_RETURN(auto list, c.s.store.ListProjectMembers(o));
+  return ListResponse(list, o);
+}
+
+Result<types::ProjectRole> ReadRole(JsonReader& r) {
+  std::string role_name = r.String("role");
+  if (!r.ok()) return r.Finish();
+  std::optional<types::ProjectRole> role = types::ParseProjectRole(role_name);
+  if (!role) {
+    return InvalidArgumentError("role must be one of project-admin, member, viewer; got '" +
+                                role_name.substr(0, 64) + "'");
+  }
+  return *role;
+}
+
+Result<Response> AddMember(ApiContext& c) {
+  ASSIGN_OR_RETURN(int64_t project_id, c.http.IdParam());
+  RETURN_IF_ERROR(c.AuthorizeProject(project_id));
+  json::object storage;
+  JsonReader r = c.Body(storage);
+  std::optional<int64_t> user_id = r.OptionalInt("user_id");
+  std::optional<std::string> username = r.OptionalString("username");
+  ASSIGN_OR_RETURN(types::ProjectRole role, ReadRole(r));
+  RETURN_IF_ERROR(r.Finish());
+  if (user_id.has_value() == username.has_value()) {
+    return InvalidArgumentError("give exactly one of user_id and username");
+  }
+  if (username) {
+    ASSIGN_OR_RETURN(types::User u, c.s.store.GetUserByUsername(*username));
+    user_id = u.id;
+  }
+  ASSIGN_OR_RETURN(types::ProjectMember m, c.s.store.AddProjectMember(project_id, *user_id, role));
+  return ObjectResponse(types::ToJson(m), status::created);
+}
+
+Result<Response> UpdateMember(ApiContext& c) {
+  ASSIGN_OR_RETURN(int64_t project_id, c.http.IdParam());
+  ASSIGN_OR_RETURN(int64_t user_id, c.http.IdParam("user_id"));
+  RETURN_IF_ERROR(c.AuthorizeProject(project_id));
+  json::object storage;
+  JsonReader r = c.Body(storage);
+  ASSIGN_OR_RETURN(types::ProjectRole role, ReadRole(r));
+  RETURN_IF_ERROR(r.Finish());
+  ASSIGN_OR_RETURN(types::ProjectMember m,
+                   c.s.store.UpdateProjectMember(project_id, user_id, role));
+  return ObjectResponse(types::ToJson(m));
+}
+
+Result<Response> RemoveMember(ApiContext& c) {
+  ASSIGN_OR_RETURN(int64_t project_id, c.http.IdParam());
+  ASSIGN_OR_RETURN(int64_t user_id, c.http.IdParam("user_id"));
+  RETURN_IF_ERROR(c.AuthorizeProject(project_id));
+  RETURN_IF_ERROR(c.s.store.RemoveProjectMember(project_id, user_id));
+  return Response::NoContent();
+}
+
+// ---- API keys -----------------------------------------------------------------------------------
+
+Result<Response> ListApiKeys(ApiContext& c) {
+  ASSIGN_OR_RETURN(store::ListOptions o, ListOptionsFromQuery(c.http));
+  ASSIGN_OR_RETURN(std::optional<int64_t> project_id, QueryInt(c.http, "project_id"));
+  o.project_id = project_id;
+  if (project_id) {
+    RETURN_IF_ERROR(c.AuthorizeProject(*project_id));
+  } else {
+    RETURN_IF_ERROR(c.Authorize(Action::kRead, Resource::kApiKeys, std::nullopt));
+  }
+  ASSIGN_OR_RETURN(auto list, c.s.api_keys.List(c.principal, o));
+  return ListResponse(list, o);
+}
+
+Result<Response> CreateApiKey(ApiContext& c) {
+  json::object storage;
+  JsonReader r = c.Body(storage);
+  auth::CreateApiKeyRequest req;
+  req.name = r.String("name");
+  req.project_id = r.Int("project_id");
+  std::string scope = r.OptionalString("scope").value_or("inference");
+  const json::value* models = r.OptionalValue("allowed_models");
+  std::optional<std::string> expires_at = r.OptionalString("expires_at");
+  if (r.ok() && models != nullptr) {
+    if (models->is_string() && models->as_string() == "*") {
+      req.allowed_models.reset();
+    } else if (models->is_array()) {
+      req.allowed_models = r.OptionalStringArray("allowed_models");
+    } else {
+      r.Fail("allowed_models", "must be \"*\" or an array of model names");
+    }
+  }
+  RETURN_IF_ERROR(r.Finish());
+  std::optional<types::ApiKeyScope> parsed_scope = types::ParseApiKeyScope(scope);
+  if (!parsed_scope) {
+    return InvalidArgumentError("scope must be one of inference, management, all");
+  }
+  req.scope = *parsed_scope;
+  if (expires_at) {
+    ASSIGN_OR_RETURN(Timestamp t, ParseRfc3339(*expires_at));
+    req.expires_at = t;
+  }
+  RETURN_IF_ERROR(c.AuthorizeProject(req.project_id));
+  ASSIGN_OR_RETURN(auth::CreatedApiKey created, c.s.api_keys.Create(c.principal, req));
+  json::object body = types::ToJson(created.key);
+  body["secret"] = created.secret;
+  return ObjectResponse(body, status::created);
+}
+
+Result<Response> GetApiKey(ApiContext& c) {
+  ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
+  ASSIGN_OR_RETURN(types::ApiKey key, c.s.api_keys.Get(c.principal, id));
+  RETURN_IF_ERROR(c.AuthorizeProject(key.project_id, key.user_id));
+  return ObjectResponse(types::ToJson(key));
+}
+
+Result<Response> RevokeApiKey(ApiContext& c) {
+  ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
+  ASSIGN_OR_RETURN(types::ApiKey key, c.s.api_keys.Get(c.principal, id));
+  RETURN_IF_ERROR(c.AuthorizeProject(key.project_id, key.user_id));
+  ASSIGN_OR_RETURN(types::ApiKey revoked, c.s.api_keys.Revoke(c.principal, id));
+  return ObjectResponse(types::ToJson(revoked));
+}
+
+}  // namespace
+
+std::vector<Route> IdentityRoutes() {
+  using A = Access;
+  return {
+      {verb::post, "/v2/auth/login", A::kPublic, Resource::kSelf, Action::kCreate, Login, ""},
+      {verb::post, "/v2/auth/logout", A::kGlobal, Resource::kSelf, Action::kUpdate, Logout, ""},
+      {verb::post, "/v2/auth/change-password", A::kGlobal, Resource::kSelf, Action::kUpdate,
+       ChangePassword, ""},
+      {verb::get, "/v2/users/me", A::kGlobal, Resource::kSelf, Action::kRead, Me, ""},
+
+      {verb::get, "/v2/users", A::kGlobal, Resource::kUsers, Action::kRead, ListUsers, "users"},
+      {verb::post, "/v2/users", A::kGlobal, Resource::kUsers, Action::kCreate, CreateUser, ""},
+      {verb::get, "/v2/users/{id}", A::kGlobal, Resource::kUsers, Action::kRead, GetUser, ""},
+      {verb::patch, "/v2/users/{id}", A::kGlobal, Resource::kUsers, Action::kUpdate, UpdateUser,
+       ""},
+      {verb::delete_, "/v2/users/{id}", A::kGlobal, Resource::kUsers, Action::kDelete, DeleteUser,
+       ""},
+
+      {verb::get, "/v2/projects", A::kProject, Resource::kProjects, Action::kRead, ListProjects,
+       "projects"},
+      {verb::post, "/v2/projects", A::kGlobal, Resource::kProjects, Action::kCreate,
+       CreateProject, ""},
+      {verb::get, "/v2/projects/{id}", A::kProject, Resource::kProjects, Action::kRead,
+       GetProject, ""},
+      {verb::patch, "/v2/projects/{id}", A::kProject, Resource::kProjects, Action::kUpdate,
+       UpdateProject, ""},
+      {verb::delete_, "/v2/projects/{id}", A::kProject, Resource::kProjects, Action::kDelete,
+       DeleteProject, ""},
+
+      {verb::get, "/v2/projects/{id}/members", A::kProject, Resource::kProjectMembers,
+       Action::kRead, ListMembers, "project-members"},
+      {verb::post, "/v2/projects/{id}/members", A::kProject, Resource::kProjectMembers,
+       Action::kCreate, AddMember, ""},
+      {verb::patch, "/v2/projects/{id}/members/{user_id}", A::kProject, Resource::kProjectMembers,
+       Action::kUpdate, UpdateMember, ""},
+      {verb::delete_, "/v2/projects/{id}/members/{user_id}", A::kProject,
+       Resource::kProjectMembers, Action::kDelete, RemoveMember, ""},
+
+      {verb::get, "/v2/api-keys", A::kProject, Resource::kApiKeys, Action::kRead, ListApiKeys,
+       "api-keys"},
+      {verb::post, "/v2/api-keys", A::kProject, Resource::kApiKeys, Action::kCreate, CreateApiKey,
+       ""},
+      {verb::get, "/v2/api-keys/{id}", A::kProject, Resource::kApiKeys, Action::kRead, GetApiKey,
+       ""},
+      {verb::delete_, "/v2/api-keys/{id}", A::kProject, Resource::kApiKeys, Action::kDelete,
+       RevokeApiKey, ""},
+  };
+}
+
+}  // namespace segma::api

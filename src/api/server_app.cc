@@ -1,0 +1,129 @@
+#include "api/server_app.h"
+
+#include <sys/stat.h>
+
+#include <filesystem>
+
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "common/crypto.h"
+#include "common/logging.h"
+#include "store/sqlite/sqlite_store.h"
+
+namespace segma::api {
+
+namespace asio = boost::asio;
+
+ServerApp::ServerApp(ServerConfig config, const Clock& clock)
+    : config_(std::move(config)),
+      clock_(clock),
+      ioc_(config_.io_threads),
+      blocking_(static_cast<size_t>(config_.blocking_threads)) {}
+
+ServerApp::~ServerApp() {
+  Shutdown();
+  blocking_.join();
+}
+
+Result<std::unique_ptr<ServerApp>> ServerApp::Create(ServerConfig config, const Clock& clock) {
+  std::unique_ptr<ServerApp> app(new ServerApp(std::move(config), clock));
+  RETURN_IF_ERROR(app->Init());
+  return app;
+}
+
+Status ServerApp::Init() {
+  std::error_code ec;
+  std::filesystem::create_directories(config_.data_dir, ec);
+  if (ec) {
+    return UnavailableError("cannot create data dir " + config_.data_dir + ": " + ec.message());
+  }
+  ::chmod(config_.data_dir.c_str(), 0700);  // credentials and the database live here
+  ASSIGN_OR_RETURN(store_, store::OpenSqliteStore(config_.data_dir + "/segma.db", bus_, clock_));
+  ASSIGN_OR_RETURN(std::string signing_key, auth::LoadOrCreateSigningKey(config_.data_dir));
+  identity_ = std::make_unique<auth::IdentityService>(*store_, clock_, std::move(signing_key));
+  api_keys_ = std::make_unique<auth::ApiKeyService>(*store_, clock_);
+  worker_tokens_ = std::make_unique<auth::WorkerTokens>(*store_);
+  liveness_ = std::make_unique<controllers::WorkerLivenessController>(*store_, clock_,
+                                                                      config_.heartbeat_grace);
+
+  // The default cluster, with its registration token, exists from the first start on.
+  Result<types::Cluster> cluster = store_->GetDefaultCluster();
+  if (!cluster.ok() && cluster.status().code() == StatusCode::kNotFound) {
+    types::Cluster c;
+    c.name = "default";
+    c.description = "created at first start";
+    c.is_default = true;
+    c.registration_token = "segma_ct_" + RandomToken(24);
+    cluster = store_->CreateCluster(c);
+  }
+  RETURN_IF_ERROR(cluster.status());
+
+  ASSIGN_OR_RETURN(initial_password_,
+                   identity_->BootstrapAdmin(config_.data_dir, config_.bootstrap_password));
+
+  services_ = std::make_unique<Services>(Services{*store_, bus_, *identity_, *api_keys_,
+                                                  *worker_tokens_, clock_, blocking_,
+                                                  ApiOptions{config_.data_dir, false}});
+  InstallProbes(router_, *services_, metrics_);
+  Install(router_, *services_, ControlPlaneRoutes());
+  return OkStatus();
+}
+
+Result<std::string> ServerApp::DefaultRegistrationToken() {
+  ASSIGN_OR_RETURN(types::Cluster c, store_->GetDefaultCluster());
+  return c.registration_token;
+}
+
+Result<uint16_t> ServerApp::Start() {
+  config_.http.name = "server";
+  server_ = std::make_unique<http::HttpServer>(ioc_, router_, metrics_, config_.http);
+  ASSIGN_OR_RETURN(uint16_t port, server_->Listen(config_.address, config_.port));
+  liveness_timer_ = std::make_unique<asio::steady_timer>(ioc_);
+  ScheduleLiveness();
+  return port;
+}
+
+void ServerApp::ScheduleLiveness() {
+  liveness_timer_->expires_after(std::chrono::seconds(1));
+  liveness_timer_->async_wait([this](boost::system::error_code ec) {
+    if (ec || shutting_down_) return;
+    asio::post(blocking_, [this] {
+      Result<std::vector<types::Worker>> r = liveness_->Reconcile();
+      if (!r.ok()) Logger("controllers")->error("liveness pass failed: {}", r.status().ToString());
+      asio::post(ioc_, [this] {
+        if (!shutting_down_) ScheduleLiveness();
+      });
+    });
+  });
+}
+
+void ServerApp::Run() {
+  asio::signal_set signals(ioc_, SIGINT, SIGTERM);
+  signals.async_wait([this](boost::system::error_code ec, int sig) {
+    if (ec) return;
+    Logger("server")->info("signal {}: shutting down", sig);
+    Shutdown();
+  });
+  std::vector<std::thread> threads;
+  for (int i = 1; i < config_.io_threads; ++i) threads.emplace_back([this] { ioc_.run(); });
+  ioc_.run();
+  for (auto& t : threads) t.join();
+}
+
+void ServerApp::Shutdown() {
+  if (shutting_down_.exchange(true)) return;
+  asio::post(ioc_, [this] {
+    if (liveness_timer_) liveness_timer_->cancel();
+    if (server_) server_->Stop();
+    // In-flight requests get a short grace, then every connection is closed and run() returns.
+    auto grace = std::make_shared<asio::steady_timer>(ioc_, std::chrono::seconds(2));
+    grace->async_wait([this, grace](boost::system::error_code) {
+      if (server_) server_->CloseAll();
+      auto final_stop = std::make_shared<asio::steady_timer>(ioc_, std::chrono::milliseconds(200));
+      final_stop->async_wait([this, final_stop](boost::system::error_code) { ioc_.stop(); });
+    });
+  });
+}
+
+}  // namespace segma::api

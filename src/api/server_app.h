@@ -1,0 +1,81 @@
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/thread_pool.hpp>
+
+#include "api/api.h"
+#include "controllers/worker_liveness.h"
+#include "http/server.h"
+
+namespace segma::api {
+
+struct ServerConfig {
+  std::string data_dir = "./data";
+  std::string address = "0.0.0.0";
+  uint16_t port = 8080;
+  int io_threads = 2;
+  int blocking_threads = 4;
+  // A worker is NOT_READY after this long without a heartbeat.
+  std::chrono::seconds heartbeat_grace{60};
+  std::optional<std::string> bootstrap_password;  // SEGMA_BOOTSTRAP_PASSWORD
+  http::ServerOptions http;
+};
+
+// The control plane in one object: store, event bus, identity, REST /v2, probes, metrics and
+// controllers, served on one port. main() creates it, adds extras (an embedded worker), runs it.
+// Not copyable; destroy only after Run() returned.
+class ServerApp {
+ public:
+  // Opens (and migrates) the store in `config.data_dir`, creates the default cluster and the
+  // bootstrap admin. kUnavailable / kFailedPrecondition when the data dir or store is unusable.
+  static Result<std::unique_ptr<ServerApp>> Create(ServerConfig config,
+                                                   const Clock& clock = SystemClock::Get());
+  ~ServerApp();
+
+  // Binds the port (0 = any free one) and starts the controllers. Returns the bound port.
+  Result<uint16_t> Start();
+  // Runs the io_context on the configured threads until Shutdown() or SIGINT/SIGTERM.
+  void Run();
+  // Graceful: stop accepting, end streams, wait briefly for in-flight requests. Thread-safe.
+  void Shutdown();
+
+  boost::asio::io_context& io() { return ioc_; }
+  store::Store& store() { return *store_; }
+  metrics::Registry& metrics() { return metrics_; }
+  // The password set for the bootstrap admin by this start, if it created one.
+  const std::optional<std::string>& initial_admin_password() const { return initial_password_; }
+  // The default cluster's registration token (for the embedded worker).
+  Result<std::string> DefaultRegistrationToken();
+
+ private:
+  ServerApp(ServerConfig config, const Clock& clock);
+  Status Init();
+  void ScheduleLiveness();
+
+  ServerConfig config_;
+  const Clock& clock_;
+  boost::asio::io_context ioc_;
+  boost::asio::thread_pool blocking_;
+  metrics::Registry metrics_;
+  EventBus bus_;
+  std::unique_ptr<store::Store> store_;
+  std::unique_ptr<auth::IdentityService> identity_;
+  std::unique_ptr<auth::ApiKeyService> api_keys_;
+  std::unique_ptr<auth::WorkerTokens> worker_tokens_;
+  std::unique_ptr<Services> services_;
+  std::unique_ptr<controllers::WorkerLivenessController> liveness_;
+  http::Router router_;
+  std::unique_ptr<http::HttpServer> server_;
+  std::unique_ptr<boost::asio::steady_timer> liveness_timer_;
+  std::optional<std::string> initial_password_;
+  std::atomic<bool> shutting_down_{false};
+};
+
+}  // namespace segma::api

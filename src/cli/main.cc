@@ -1,0 +1,210 @@
+// segma: one binary; main only parses flags and wires objects together.
+
+#include <cstdlib>
+#include <iostream>
+
+#include <boost/asio/signal_set.hpp>
+#include <CLI/CLI.hpp>
+
+#include "api/server_app.h"
+#include "cli/ctl.h"
+#include "common/logging.h"
+#include "worker/agent.h"
+#include "worker/gpu/fake_gpu_probe.h"
+
+namespace {
+
+using segma::Logger;
+
+struct Flags {
+  std::string data_dir;
+  std::string address = "0.0.0.0";
+  uint16_t port = 8080;
+  int heartbeat_grace_s = 60;
+  // worker
+  std::string server_url;
+  std::string token;
+  std::string worker_name;
+  std::string advertise_address;
+  std::string fake_gpus;
+  double heartbeat_interval_s = 10;
+  std::vector<std::string> labels;
+};
+
+void AddServerFlags(CLI::App* cmd, Flags& f, uint16_t default_port) {
+  f.port = default_port;
+  cmd->add_option("--data-dir", f.data_dir, "State directory (database, keys)")
+      ->envname("SEGMA_DATA_DIR");
+  cmd->add_option("--address", f.address, "Listen address")->envname("SEGMA_ADDRESS");
+  cmd->add_option("--port", f.port, "Listen port")->envname("SEGMA_PORT");
+  cmd->add_option("--heartbeat-grace", f.heartbeat_grace_s,
+                  "Seconds without heartbeat before a worker is NOT_READY")
+      ->envname("SEGMA_HEARTBEAT_GRACE")
+      ->check(CLI::Range(1, 86400));
+}
+
+void AddWorkerFlags(CLI::App* cmd, Flags& f, bool standalone) {
+  if (standalone) {
+    cmd->add_option("--server", f.server_url, "Server URL, e.g. http://10.0.0.1:8080")
+        ->envname("SEGMA_SERVER")
+        ->required();
+    cmd->add_option("--token", f.token, "The cluster's registration token")
+        ->envname("SEGMA_TOKEN")
+        ->required();
+    cmd->add_option("--data-dir", f.data_dir, "Worker state directory")->envname("SEGMA_DATA_DIR");
+    cmd->add_option("--port", f.port, "Worker port")->envname("SEGMA_PORT");
+    cmd->add_option("--address", f.address, "Listen address")->envname("SEGMA_ADDRESS");
+    cmd->add_option("--advertise-address", f.advertise_address,
+                    "Address the server reaches this worker at")
+        ->envname("SEGMA_ADVERTISE_ADDRESS");
+  }
+  cmd->add_option("--name", f.worker_name, "Worker name (default: host name)")
+      ->envname("SEGMA_WORKER_NAME");
+  cmd->add_option("--fake-gpus", f.fake_gpus,
+                  "Simulated GPUs: COUNTxNAME:GiB,... e.g. 4xH200-NVL:141,2xRTX-PRO-6000:96")
+      ->envname("SEGMA_FAKE_GPUS");
+  cmd->add_option("--heartbeat-interval", f.heartbeat_interval_s, "Seconds between heartbeats")
+      ->envname("SEGMA_HEARTBEAT_INTERVAL")
+      ->check(CLI::Range(0.05, 3600.0));
+  cmd->add_option("--label", f.labels, "Worker label k=v (repeatable)")->envname("SEGMA_LABELS");
+}
+
+segma::Result<std::map<std::string, std::string>> ParseLabels(const std::vector<std::string>& kvs) {
+  std::map<std::string, std::string> out;
+  for (const std::string& kv : kvs) {
+    size_t eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return segma::InvalidArgumentError("labels are k=v, got '" + kv + "'");
+    }
+    out[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  return out;
+}
+
+segma::worker::AgentConfig AgentConfigFrom(const Flags& f) {
+  segma::worker::AgentConfig c;
+  c.server_url = f.server_url;
+  c.registration_token = f.token;
+  c.name = f.worker_name;
+  c.data_dir = f.data_dir.empty() ? "./worker-data" : f.data_dir;
+  c.listen_address = f.address;
+  c.advertise_address = f.advertise_address;
+  c.port = f.port;
+  c.heartbeat_interval =
+      std::chrono::milliseconds(static_cast<int64_t>(f.heartbeat_interval_s * 1000));
+  return c;
+}
+
+int Die(const segma::Status& s) {
+  std::cerr << "segma: " << s.ToString() << "\n";
+  return 1;
+}
+
+// segma server / segma start (with_worker).
+int RunServer(const Flags& f, bool with_worker) {
+  segma::api::ServerConfig config;
+  config.data_dir = f.data_dir.empty() ? "./data" : f.data_dir;
+  config.address = f.address;
+  config.port = f.port;
+  config.heartbeat_grace = std::chrono::seconds(f.heartbeat_grace_s);
+  if (const char* pw = std::getenv("SEGMA_BOOTSTRAP_PASSWORD"); pw != nullptr && *pw != '\0') {
+    config.bootstrap_password = pw;
+  }
+  auto app = segma::api::ServerApp::Create(config);
+  if (!app.ok()) return Die(app.status());
+  segma::Result<uint16_t> port = (*app)->Start();
+  if (!port.ok()) return Die(port.status());
+  if (const auto& pw = (*app)->initial_admin_password(); pw && !config.bootstrap_password) {
+    std::cout << "Initial admin password (shown once; also in " << config.data_dir
+              << "/initial_admin_password until you change it): " << *pw << std::endl;
+  }
+  Logger("server")->info("segma {} listening on {}:{} (data dir {})",
+                         with_worker ? "start" : "server", config.address, *port, config.data_dir);
+
+  std::unique_ptr<segma::worker::WorkerAgent> agent;
+  if (with_worker) {
+    segma::Result<std::string> token = (*app)->DefaultRegistrationToken();
+    if (!token.ok()) return Die(token.status());
+    Flags wf = f;
+    wf.server_url = "http://127.0.0.1:" + std::to_string(*port);
+    wf.token = *token;
+    wf.data_dir = config.data_dir + "/worker";
+    wf.port = 0;
+    wf.address = "127.0.0.1";
+    wf.advertise_address = "127.0.0.1";
+    segma::worker::AgentConfig ac = AgentConfigFrom(wf);
+    auto labels = ParseLabels(f.labels);
+    if (!labels.ok()) return Die(labels.status());
+    ac.labels = *labels;
+    auto probe = segma::worker::MakeGpuProbe(f.fake_gpus, /*demo_fallback=*/true,
+                                             ac.name.empty() ? "embedded" : ac.name);
+    if (!probe.ok()) return Die(probe.status());
+    agent = std::make_unique<segma::worker::WorkerAgent>((*app)->io(), ac, std::move(*probe),
+                                                         (*app)->metrics());
+    segma::Result<uint16_t> wport = agent->Start();
+    if (!wport.ok()) return Die(wport.status());
+  }
+  (*app)->Run();
+  if (agent) agent->Stop();
+  return 0;
+}
+
+int RunWorker(const Flags& f) {
+  segma::worker::AgentConfig ac = AgentConfigFrom(f);
+  auto labels = ParseLabels(f.labels);
+  if (!labels.ok()) return Die(labels.status());
+  ac.labels = *labels;
+  auto probe = segma::worker::MakeGpuProbe(f.fake_gpus, /*demo_fallback=*/false,
+                                           ac.name.empty() ? "worker" : ac.name);
+  if (!probe.ok()) return Die(probe.status());
+  boost::asio::io_context ioc;
+  segma::metrics::Registry registry;
+  segma::worker::WorkerAgent agent(ioc, ac, std::move(*probe), registry);
+  segma::Result<uint16_t> port = agent.Start();
+  if (!port.ok()) return Die(port.status());
+  Logger("worker")->info("worker listening on {}:{}, server {}", ac.listen_address, *port,
+                         ac.server_url);
+  boost::asio::signal_set signals(ioc, SIGINT, SIGTERM);
+  signals.async_wait([&](boost::system::error_code, int) {
+    agent.Stop();
+    ioc.stop();
+  });
+  ioc.run();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"segma: GPU compute sharing, model deployment and an OpenAI-compatible gateway"};
+  app.set_config("--config", "", "Config file (TOML or INI) with the same option names");
+  app.require_subcommand(1);
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error")
+      ->envname("SEGMA_LOG_LEVEL");
+
+  // Each command has its own flag values (their defaults differ, e.g. the port).
+  Flags start_flags, server_flags, worker_flags;
+  CLI::App* start = app.add_subcommand("start", "Server + gateway + an embedded worker");
+  AddServerFlags(start, start_flags, 8080);
+  AddWorkerFlags(start, start_flags, /*standalone=*/false);
+  start->callback([&] { segma::SetLogLevel(log_level); std::exit(RunServer(start_flags, /*with_worker=*/true)); });
+
+  CLI::App* server = app.add_subcommand("server", "Control plane: REST /v2, gateway /v1");
+  AddServerFlags(server, server_flags, 8080);
+  server->callback([&] { segma::SetLogLevel(log_level); std::exit(RunServer(server_flags, /*with_worker=*/false)); });
+
+  CLI::App* worker = app.add_subcommand("worker", "Agent on a GPU node");
+  worker_flags.port = 10150;
+  AddWorkerFlags(worker, worker_flags, /*standalone=*/true);
+  worker->callback([&] { segma::SetLogLevel(log_level); std::exit(RunWorker(worker_flags)); });
+
+  segma::cli::AddCtlCommands(app);
+
+  app.add_subcommand("version", "Print the version")->callback([] {
+    std::cout << "segma 0.1.0\n";
+  });
+
+  CLI11_PARSE(app, argc, argv);
+  return 0;
+}

@@ -1,0 +1,244 @@
+#include "http/client.h"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/url/parse.hpp>
+
+namespace segma::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
+
+struct Target {
+  std::string host;
+  std::string port;
+  std::string path_and_query;
+  std::string key() const { return host + ":" + port; }
+};
+
+Result<Target> ParseTarget(const std::string& url) {
+  auto u = boost::urls::parse_uri(url);
+  if (!u) return InvalidArgumentError("invalid URL '" + url + "'");
+  if (u->scheme() != "http") {
+    return InvalidArgumentError("unsupported URL scheme in '" + url + "' (want http)");
+  }
+  Target t;
+  t.host = std::string(u->encoded_host());
+  if (t.host.empty()) return InvalidArgumentError("URL without host: '" + url + "'");
+  t.port = u->has_port() ? std::string(u->port()) : "80";
+  t.path_and_query = std::string(u->encoded_path());
+  if (t.path_and_query.empty()) t.path_and_query = "/";
+  if (u->has_query()) t.path_and_query += "?" + std::string(u->encoded_query());
+  return t;
+}
+
+Status TransportError(const Target& t, std::string_view what, const boost::system::error_code& ec) {
+  if (ec == beast::error::timeout) {
+    return DeadlineExceededError("timed out " + std::string(what) + " " + t.key());
+  }
+  return UnavailableError(std::string(what) + " " + t.key() + ": " + ec.message());
+}
+
+bhttp::request<bhttp::string_body> BuildRequest(const ClientRequest& req, const Target& t) {
+  bhttp::request<bhttp::string_body> r{req.method, t.path_and_query, 11};
+  r.set(bhttp::field::host, t.host + ":" + t.port);
+  r.set(bhttp::field::user_agent, "segma");
+  for (const auto& [k, v] : req.headers) r.set(k, v);
+  if (!req.body.empty() || req.method == bhttp::verb::post || req.method == bhttp::verb::put ||
+      req.method == bhttp::verb::patch) {
+    r.body() = req.body;
+    r.prepare_payload();
+  }
+  r.keep_alive(true);
+  return r;
+}
+
+template <typename Message>
+void CopyHeaders(const Message& m, ClientResponse& out) {
+  out.status = m.result_int();
+  for (const auto& f : m) {
+    std::string name(f.name_string());
+    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    out.headers[name] = std::string(f.value());
+  }
+}
+
+}  // namespace
+
+ClientRequest& ClientRequest::JsonBody(const json::value& v) {
+  body = json::serialize(v);
+  headers.emplace_back("Content-Type", "application/json");
+  return *this;
+}
+
+std::string ClientResponse::Header(const std::string& lower_name) const {
+  auto it = headers.find(lower_name);
+  return it == headers.end() ? std::string() : it->second;
+}
+
+struct HttpClient::Pool {
+  std::mutex mu;
+  std::map<std::string, std::vector<std::unique_ptr<beast::tcp_stream>>> idle;
+  size_t max_idle;
+
+  std::unique_ptr<beast::tcp_stream> Take(const std::string& key) {
+    std::lock_guard lock(mu);
+    auto it = idle.find(key);
+    if (it == idle.end() || it->second.empty()) return nullptr;
+    auto s = std::move(it->second.back());
+    it->second.pop_back();
+    return s;
+  }
+  void Give(const std::string& key, std::unique_ptr<beast::tcp_stream> s) {
+    std::lock_guard lock(mu);
+    auto& v = idle[key];
+    if (v.size() < max_idle) v.push_back(std::move(s));
+  }
+};
+
+HttpClient::HttpClient(asio::any_io_executor executor, size_t max_idle_per_host)
+    : pool_(std::make_unique<Pool>()), executor_(std::move(executor)) {
+  pool_->max_idle = max_idle_per_host;
+}
+
+HttpClient::~HttpClient() = default;
+
+namespace {
+
+asio::awaitable<Result<std::unique_ptr<beast::tcp_stream>>> Connect(
+    asio::any_io_executor ex, Target t, std::chrono::milliseconds timeout) {
+  tcp::resolver resolver(ex);
+  auto [rec, results] = co_await resolver.async_resolve(t.host, t.port, kUseTuple);
+  if (rec) co_return TransportError(t, "resolving", rec);
+  auto stream = std::make_unique<beast::tcp_stream>(ex);
+  stream->expires_after(timeout);
+  auto [cec, ep] = co_await stream->async_connect(results, kUseTuple);
+  if (cec) co_return TransportError(t, "connecting to", cec);
+  boost::system::error_code ignored;
+  stream->socket().set_option(tcp::no_delay(true), ignored);
+  co_return std::move(stream);
+}
+
+}  // namespace
+
+asio::awaitable<Result<ClientResponse>> HttpClient::Fetch(ClientRequest req) {
+  CO_ASSIGN_OR_RETURN(Target t, ParseTarget(req.url));
+  auto msg = BuildRequest(req, t);
+  // A pooled connection may have been closed by the server while idle: retry once on a fresh one.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    std::unique_ptr<beast::tcp_stream> stream = attempt == 0 ? pool_->Take(t.key()) : nullptr;
+    const bool reused = stream != nullptr;
+    if (!stream) {
+      auto connected = co_await Connect(executor_, t, req.timeout);
+      if (!connected.ok()) co_return connected.status();
+      stream = std::move(connected).value();
+    }
+    stream->expires_after(req.timeout);
+    auto [wec, wn] = co_await bhttp::async_write(*stream, msg, kUseTuple);
+    if (wec) {
+      if (reused) continue;
+      co_return TransportError(t, "sending to", wec);
+    }
+    beast::flat_buffer buffer;
+    bhttp::response_parser<bhttp::string_body> parser;
+    parser.body_limit(256 * 1024 * 1024);
+    auto [rec, rn] = co_await bhttp::async_read(*stream, buffer, parser, kUseTuple);
+    if (rec) {
+      if (reused && rn == 0) continue;
+      co_return TransportError(t, "reading from", rec);
+    }
+    ClientResponse out;
+    auto res = parser.release();
+    CopyHeaders(res, out);
+    out.body = std::move(res.body());
+    if (res.keep_alive() && buffer.size() == 0) {
+      stream->expires_never();
+      pool_->Give(t.key(), std::move(stream));
+    }
+    co_return out;
+  }
+  co_return UnavailableError("connection to " + t.key() + " failed twice");
+}
+
+asio::awaitable<Result<ClientResponse>> HttpClient::Stream(
+    ClientRequest req, std::function<bool(std::string_view)> on_data) {
+  CO_ASSIGN_OR_RETURN(Target t, ParseTarget(req.url));
+  auto msg = BuildRequest(req, t);
+  auto connected = co_await Connect(executor_, t, req.timeout);
+  if (!connected.ok()) co_return connected.status();
+  std::unique_ptr<beast::tcp_stream> stream = std::move(connected).value();
+  stream->expires_after(req.timeout);
+  auto [wec, wn] = co_await bhttp::async_write(*stream, msg, kUseTuple);
+  if (wec) co_return TransportError(t, "sending to", wec);
+
+  beast::flat_buffer buffer;
+  bhttp::response_parser<bhttp::buffer_body> parser;
+  parser.body_limit(boost::none);
+  stream->expires_after(req.timeout);
+  auto [hec, hn] = co_await bhttp::async_read_header(*stream, buffer, parser, kUseTuple);
+  if (hec) co_return TransportError(t, "reading from", hec);
+  ClientResponse out;
+  CopyHeaders(parser.get(), out);
+  const bool ok_status = out.status >= 200 && out.status < 300;
+
+  char chunk[16 * 1024];
+  while (!parser.is_done()) {
+    parser.get().body().data = chunk;
+    parser.get().body().size = sizeof(chunk);
+    stream->expires_after(req.timeout);
+    auto [ec, n] = co_await bhttp::async_read_some(*stream, buffer, parser, kUseTuple);
+    if (ec == bhttp::error::need_buffer) ec = {};
+    const size_t got = sizeof(chunk) - parser.get().body().size;
+    if (got > 0) {
+      std::string_view data(chunk, got);
+      if (!ok_status) {
+        if (out.body.size() < 1024 * 1024) out.body.append(data);
+      } else if (!on_data(data)) {
+        co_return out;  // the caller has had enough; the connection is dropped
+      }
+    }
+    if (ec) {
+      if (ec == bhttp::error::end_of_stream || ec == asio::error::eof) break;
+      co_return TransportError(t, "streaming from", ec);
+    }
+  }
+  co_return out;
+}
+
+namespace {
+
+template <typename F>
+Result<ClientResponse> RunSync(F make) {
+  asio::io_context ioc;
+  HttpClient client(ioc.get_executor());
+  Result<ClientResponse> result;
+  asio::co_spawn(ioc, make(client), [&](std::exception_ptr e, Result<ClientResponse> r) {
+    result = e ? Result<ClientResponse>(InternalError("HTTP client threw")) : std::move(r);
+  });
+  ioc.run();
+  return result;
+}
+
+}  // namespace
+
+Result<ClientResponse> FetchSync(ClientRequest req) {
+  return RunSync([&](HttpClient& c) { return c.Fetch(std::move(req)); });
+}
+
+Result<ClientResponse> StreamSync(ClientRequest req,
+                                  std::function<bool(std::string_view)> on_data) {
+  return RunSync([&](HttpClient& c) { return c.Stream(std::move(req), std::move(on_data)); });
+}
+
+}  // namespace segma::http

@@ -1,0 +1,355 @@
+#include "http/server.h"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/url/parse.hpp>
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+
+#include "common/crypto.h"
+#include "common/logging.h"
+
+namespace segma::http {
+
+namespace {
+
+using tcp = asio::ip::tcp;
+constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
+
+bool IsSafeRequestId(std::string_view id) {
+  if (id.empty() || id.size() > 64) return false;
+  for (char c : id) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) {
+      return false;
+    }
+  }
+  return true;
+}
+
+ErrorStyle StyleForPath(std::string_view path) {
+  return path.substr(0, 4) == "/v1/" ? ErrorStyle::kOpenAi : ErrorStyle::kSegma;
+}
+
+// Probes and scrapes are frequent and uninteresting: they are logged at debug level only.
+bool IsQuietPath(std::string_view path) {
+  return path == "/healthz" || path == "/readyz" || path == "/metrics" ||
+         path == "/v2/worker-heartbeat";
+}
+
+class ChunkWriter final : public ResponseStream {
+ public:
+  ChunkWriter(beast::tcp_stream& stream, const HttpServer& server, std::chrono::seconds timeout)
+      : stream_(stream), server_(server), timeout_(timeout) {}
+
+  asio::awaitable<bool> Write(std::string_view data) override {
+    if (failed_) co_return false;
+    if (data.empty()) co_return true;  // an empty chunk would end the body
+    stream_.expires_after(timeout_);
+    auto [ec, n] =
+        co_await asio::async_write(stream_, bhttp::make_chunk(asio::buffer(data)), kUseTuple);
+    if (ec) failed_ = true;
+    co_return !failed_;
+  }
+  bool stopping() const override { return server_.stopping(); }
+  bool failed() const { return failed_; }
+
+ private:
+  beast::tcp_stream& stream_;
+  const HttpServer& server_;
+  const std::chrono::seconds timeout_;
+  bool failed_ = false;
+};
+
+}  // namespace
+
+// Lets Stop()/CloseAll() reach a connection's socket safely: `stream` is read and cleared only on
+// the connection's strand.
+struct HttpServer::Connection {
+  beast::tcp_stream* stream = nullptr;
+  asio::any_io_executor executor;
+};
+
+HttpServer::HttpServer(asio::io_context& ioc, const Router& router, metrics::Registry& registry,
+                       ServerOptions options)
+    : ioc_(ioc), router_(router), options_(std::move(options)) {
+  requests_ = &prometheus::BuildCounter()
+                   .Name("segma_http_requests_total")
+                   .Help("HTTP requests served, by route pattern and status code")
+                   .Register(registry.prometheus());
+  durations_ = &prometheus::BuildHistogram()
+                    .Name("segma_http_request_duration_seconds")
+                    .Help("Time to produce the response head, by route pattern")
+                    .Register(registry.prometheus());
+  open_connections_ = &prometheus::BuildGauge()
+                           .Name("segma_http_open_connections")
+                           .Help("Open client connections")
+                           .Register(registry.prometheus())
+                           .Add({{"server", options_.name}});
+}
+
+HttpServer::~HttpServer() { Stop(); }
+
+Result<uint16_t> HttpServer::Listen(const std::string& address, uint16_t port) {
+  boost::system::error_code ec;
+  auto ip = asio::ip::make_address(address, ec);
+  if (ec) return InvalidArgumentError("invalid listen address '" + address + "'");
+  auto acceptor = std::make_shared<tcp::acceptor>(asio::make_strand(ioc_));
+  tcp::endpoint ep(ip, port);
+  acceptor->open(ep.protocol(), ec);
+  if (!ec) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor->bind(ep, ec);
+  if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return UnavailableError("cannot listen on " + address + ":" + std::to_string(port) + ": " +
+                            ec.message());
+  }
+  const uint16_t bound = acceptor->local_endpoint().port();
+  {
+    std::lock_guard lock(mu_);
+    acceptors_.push_back(acceptor);
+  }
+  asio::co_spawn(acceptor->get_executor(), AcceptLoop(acceptor), [this](std::exception_ptr e) {
+    if (e) Logger(options_.name)->error("accept loop ended by an exception");
+  });
+  return bound;
+}
+
+void HttpServer::Stop() {
+  stopping_ = true;
+  std::vector<std::shared_ptr<tcp::acceptor>> acceptors;
+  {
+    std::lock_guard lock(mu_);
+    acceptors.swap(acceptors_);
+  }
+  for (auto& a : acceptors) {
+    asio::post(a->get_executor(), [a] {
+      boost::system::error_code ignored;
+      a->close(ignored);
+    });
+  }
+}
+
+void HttpServer::CloseAll() {
+  std::set<std::shared_ptr<Connection>> conns;
+  {
+    std::lock_guard lock(mu_);
+    conns = connections_;
+  }
+  for (const auto& c : conns) {
+    asio::post(c->executor, [c] {
+      if (c->stream != nullptr) {
+        boost::system::error_code ignored;
+        c->stream->socket().shutdown(tcp::socket::shutdown_both, ignored);
+        c->stream->close();
+      }
+    });
+  }
+}
+
+asio::awaitable<void> HttpServer::AcceptLoop(std::shared_ptr<tcp::acceptor> acceptor) {
+  for (;;) {
+    auto [ec, socket] = co_await acceptor->async_accept(asio::make_strand(ioc_), kUseTuple);
+    if (ec) {
+      if (!acceptor->is_open() || stopping_) co_return;
+      // EMFILE and friends: back off briefly instead of spinning.
+      Logger(options_.name)->warn("accept failed: {}", ec.message());
+      asio::steady_timer t(acceptor->get_executor(), std::chrono::milliseconds(50));
+      co_await t.async_wait(kUseTuple);
+      continue;
+    }
+    socket.set_option(tcp::no_delay(true), ec);
+    auto executor = socket.get_executor();
+    asio::co_spawn(executor, Serve(beast::tcp_stream(std::move(socket))),
+                   [this](std::exception_ptr e) {
+                     if (!e) return;
+                     try {
+                       std::rethrow_exception(e);
+                     } catch (const std::exception& ex) {
+                       Logger(options_.name)->error("connection dropped: {}", ex.what());
+                     }
+                   });
+  }
+}
+
+asio::awaitable<void> HttpServer::Serve(beast::tcp_stream stream) {
+  auto conn = std::make_shared<Connection>();
+  conn->stream = &stream;
+  conn->executor = stream.get_executor();
+  {
+    std::lock_guard lock(mu_);
+    connections_.insert(conn);
+  }
+  open_connections_->Increment();
+  std::string remote;
+  {
+    boost::system::error_code ec;
+    auto ep = stream.socket().remote_endpoint(ec);
+    if (!ec) remote = ep.address().to_string();
+  }
+
+  beast::flat_buffer buffer;
+  bool first = true;
+  while (!stopping_) {
+    // Waiting for the next request on a kept-alive connection uses the idle timeout; the request
+    // itself must then arrive within the read timeout (a slow-loris client is cut off).
+    stream.expires_after(first ? options_.read_timeout : options_.idle_timeout);
+    first = false;
+    bhttp::request_parser<bhttp::string_body> parser;
+    parser.header_limit(static_cast<std::uint32_t>(options_.max_header_bytes));
+    parser.body_limit(options_.max_body_bytes);
+    auto [hec, hn] = co_await bhttp::async_read_header(stream, buffer, parser, kUseTuple);
+    if (!hec && !parser.is_done()) {
+      stream.expires_after(options_.read_timeout);
+      auto [bec, bn] = co_await bhttp::async_read(stream, buffer, parser, kUseTuple);
+      hec = bec;
+    }
+    const auto start = std::chrono::steady_clock::now();
+    if (hec) {
+      if (hec == bhttp::error::end_of_stream || hec == beast::error::timeout ||
+          hec == asio::error::connection_reset || hec == asio::error::operation_aborted ||
+          hec == asio::error::eof) {
+        break;
+      }
+      Status status;
+      if (hec == bhttp::error::body_limit) {
+        status = ResourceExhaustedError("request body exceeds " +
+                                        std::to_string(options_.max_body_bytes) + " bytes");
+      } else if (hec == bhttp::error::header_limit) {
+        status = InvalidArgumentError("request headers exceed " +
+                                      std::to_string(options_.max_header_bytes) + " bytes");
+      } else {
+        status = InvalidArgumentError("malformed HTTP request: " + hec.message());
+      }
+      Response res = Response::Error(status);
+      if (hec == bhttp::error::body_limit) res.msg.result(bhttp::status::payload_too_large);
+      if (hec == bhttp::error::header_limit) {
+        res.msg.result(bhttp::status::request_header_fields_too_large);
+      }
+      res.msg.keep_alive(false);
+      stream.expires_after(options_.write_timeout);
+      co_await bhttp::async_write(stream, res.msg, kUseTuple);
+      break;
+    }
+
+    Request req = parser.release();
+    RequestContext ctx{req, {}, remote, {}, {}, {}, {}};
+    Response res = co_await Dispatch(req, ctx);
+    res.msg.set("x-request-id", ctx.request_id);
+    bool keep_alive = req.keep_alive() && !stopping_;
+    res.msg.keep_alive(keep_alive);
+    Record(ctx, res.msg.result_int(), std::chrono::steady_clock::now() - start);
+
+    if (res.stream) {
+      keep_alive = co_await WriteStreamed(stream, res) && keep_alive;
+    } else {
+      stream.expires_after(options_.write_timeout);
+      auto [wec, wn] = co_await bhttp::async_write(stream, res.msg, kUseTuple);
+      if (wec) keep_alive = false;
+    }
+    if (!keep_alive) break;
+  }
+
+  boost::system::error_code ignored;
+  stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  conn->stream = nullptr;
+  open_connections_->Decrement();
+  std::lock_guard lock(mu_);
+  connections_.erase(conn);
+}
+
+asio::awaitable<bool> HttpServer::WriteStreamed(beast::tcp_stream& stream, Response& res) {
+  bhttp::response<bhttp::empty_body> head{res.msg.result(), 11};
+  for (const auto& field : res.msg) head.set(field.name_string(), field.value());
+  head.chunked(true);
+  bhttp::response_serializer<bhttp::empty_body> sr{head};
+  stream.expires_after(options_.write_timeout);
+  auto [ec, n] = co_await bhttp::async_write_header(stream, sr, kUseTuple);
+  if (ec) co_return false;
+  ChunkWriter writer(stream, *this, options_.write_timeout);
+  try {
+    co_await res.stream(writer);
+  } catch (const std::exception& e) {
+    Logger(options_.name)->error("stream producer failed: {}", e.what());
+    co_return false;  // the body is cut short: the client must not reuse the connection
+  }
+  if (writer.failed()) co_return false;
+  stream.expires_after(options_.write_timeout);
+  auto [lec, ln] = co_await asio::async_write(stream, bhttp::make_chunk_last(), kUseTuple);
+  co_return !lec;
+}
+
+asio::awaitable<Response> HttpServer::Dispatch(Request& req, RequestContext& ctx) {
+  auto incoming_id = req.find("x-request-id");
+  ctx.request_id = incoming_id != req.end() && IsSafeRequestId(incoming_id->value())
+                       ? std::string(incoming_id->value())
+                       : RandomToken(12);
+
+  auto target = boost::urls::parse_origin_form(req.target());
+  if (!target) {
+    ctx.route = "invalid";
+    co_return Response::Error(InvalidArgumentError("malformed request target"));
+  }
+  ctx.path = std::string_view(target->encoded_path());
+  if (ctx.path.find("%") != std::string_view::npos || ctx.path.find("/../") != std::string_view::npos ||
+      ctx.path.find("/./") != std::string_view::npos || ctx.path.ends_with("/..")) {
+    // Our routes are plain ASCII segments; encoded or dot segments are never legitimate.
+    ctx.route = "invalid";
+    co_return Response::Error(InvalidArgumentError("invalid characters in path"),
+                              StyleForPath(ctx.path));
+  }
+  for (auto param : target->params()) ctx.query[param.key] = param.value;
+
+  const Router::Route* route = nullptr;
+  switch (router_.Match(req.method(), ctx.path, ctx, route)) {
+    case Router::MatchResult::kNotFound:
+      ctx.route = "unmatched";
+      co_return Response::Error(NotFoundError("no route for " + std::string(ctx.path)),
+                                StyleForPath(ctx.path));
+    case Router::MatchResult::kMethodNotAllowed: {
+      ctx.route = "unmatched";
+      Response r = Response::Error(
+          InvalidArgumentError(std::string(req.method_string()) + " is not allowed on " +
+                               std::string(ctx.path)),
+          StyleForPath(ctx.path));
+      r.msg.result(bhttp::status::method_not_allowed);
+      co_return r;
+    }
+    case Router::MatchResult::kFound:
+      break;
+  }
+  try {
+    co_return co_await route->handler(ctx);
+  } catch (const std::exception& e) {
+    Logger(options_.name)->error("[req={}] handler for {} threw: {}", ctx.request_id, ctx.route,
+                                 e.what());
+  }
+  co_return Response::Error(InternalError("internal error; see the server log for request " +
+                                          ctx.request_id),
+                            StyleForPath(ctx.path));
+}
+
+void HttpServer::Record(const RequestContext& ctx, unsigned status,
+                        std::chrono::steady_clock::duration d) {
+  const double secs = std::chrono::duration<double>(d).count();
+  const std::string method(ctx.req.method_string());
+  requests_->Add({{"server", options_.name}, {"method", method}, {"route", ctx.route},
+                  {"code", std::to_string(status)}})
+      .Increment();
+  durations_->Add({{"server", options_.name}, {"route", ctx.route}}, metrics::LatencyBuckets())
+      .Observe(secs);
+  if (!options_.access_log) return;
+  auto log = Logger(options_.name);
+  const auto level = IsQuietPath(ctx.path) && status < 400 ? spdlog::level::debug
+                                                            : spdlog::level::info;
+  log->log(level, "[req={}] {} {} {} {:.1f}ms {}", ctx.request_id, method, ctx.path, status,
+           secs * 1000, ctx.remote_address);
+}
+
+}  // namespace segma::http

@@ -1,0 +1,184 @@
+#include "worker/agent.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "common/logging.h"
+#include "worker/gpu/fake_gpu_probe.h"
+#include "worker/gpu/nvml_gpu_probe.h"
+
+namespace segma::worker {
+
+namespace asio = boost::asio;
+using http::bhttp::verb;
+
+namespace {
+
+std::string HostName() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == '\0') return "worker";
+  return buf;
+}
+
+asio::awaitable<void> Sleep(std::chrono::milliseconds d) {
+  asio::steady_timer t(co_await asio::this_coro::executor, d);
+  co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+}
+
+}  // namespace
+
+WorkerAgent::WorkerAgent(asio::io_context& ioc, AgentConfig config,
+                         std::unique_ptr<gpu::GpuProbe> gpu_probe, metrics::Registry& registry)
+    : ioc_(ioc),
+      config_(std::move(config)),
+      gpu_probe_(std::move(gpu_probe)),
+      host_probe_(config_.data_dir),
+      registry_(registry),
+      client_(ioc.get_executor()) {
+  if (config_.name.empty()) config_.name = HostName();
+}
+
+WorkerAgent::~WorkerAgent() {
+  Stop();
+  probe_pool_.join();
+}
+
+Result<uint16_t> WorkerAgent::Start() {
+  std::error_code ec;
+  std::filesystem::create_directories(config_.data_dir, ec);
+  if (ec) {
+    return UnavailableError("cannot create worker data dir " + config_.data_dir + ": " +
+                            ec.message());
+  }
+  router_.Add(verb::get, "/healthz", [](http::RequestContext&) -> asio::awaitable<http::Response> {
+    co_return http::Response::Json(http::bhttp::status::ok, json::object{{"status", "ok"}});
+  });
+  router_.Add(verb::get, "/metrics",
+              [this](http::RequestContext&) -> asio::awaitable<http::Response> {
+                co_return http::Response::Text(http::bhttp::status::ok, registry_.Serialize(),
+                                               "text/plain; version=0.0.4; charset=utf-8");
+              });
+  http::ServerOptions opts;
+  opts.name = "worker";
+  server_ = std::make_unique<http::HttpServer>(ioc_, router_, registry_, opts);
+  ASSIGN_OR_RETURN(bound_port_, server_->Listen(config_.listen_address, config_.port));
+  asio::co_spawn(ioc_, Loop(), [](std::exception_ptr e) {
+    if (e) Logger("worker")->error("worker loop ended by an exception");
+  });
+  return bound_port_;
+}
+
+void WorkerAgent::Stop() {
+  stopping_ = true;
+  if (server_) server_->Stop();
+}
+
+asio::awaitable<void> WorkerAgent::Loop() {
+  auto log = Logger("worker");
+  std::chrono::milliseconds backoff(500);
+  while (!stopping_) {
+    if (worker_token_.empty()) {
+      Status s = co_await Register();
+      if (!s.ok()) {
+        log->warn("registration with {} failed: {}; retrying in {} ms", config_.server_url,
+                  s.ToString(), backoff.count());
+        co_await Sleep(backoff);
+        backoff = std::min(backoff * 2, std::chrono::milliseconds(30'000));
+        continue;
+      }
+      backoff = std::chrono::milliseconds(500);
+    }
+    Status s = co_await SendHeartbeat();
+    if (!s.ok()) {
+      if (s.code() == StatusCode::kUnauthenticated) {
+        log->warn("server no longer knows this worker's token: registering again");
+        worker_token_.clear();
+        continue;
+      }
+      log->warn("heartbeat failed: {}", s.ToString());
+    }
+    co_await Sleep(config_.heartbeat_interval);
+  }
+}
+
+asio::awaitable<Status> WorkerAgent::Register() {
+  json::object body{{"name", config_.name}, {"port", bound_port_}};
+  if (!config_.advertise_address.empty()) body["address"] = config_.advertise_address;
+  json::object labels;
+  for (const auto& [k, v] : config_.labels) labels[k] = v;
+  body["labels"] = std::move(labels);
+  http::ClientRequest req;
+  req.method = verb::post;
+  req.url = config_.server_url + "/v2/workers";
+  req.Bearer(config_.registration_token).JsonBody(body);
+  CO_ASSIGN_OR_RETURN(http::ClientResponse res, co_await client_.Fetch(std::move(req)));
+  if (res.status != 201) {
+    co_return Status(res.status == 401 ? StatusCode::kUnauthenticated : StatusCode::kUnavailable,
+                     "server answered " + std::to_string(res.status) + ": " + res.body.substr(0, 300));
+  }
+  CO_ASSIGN_OR_RETURN(json::value v, res.Json());
+  const json::object& o = v.as_object();
+  worker_token_ = std::string(o.at("token").as_string());
+  worker_id_ = o.at("worker").as_object().at("id").as_int64();
+  Logger("worker")->info("registered with {} as worker {} ({}); GPU inventory: {}",
+                         config_.server_url, worker_id_.load(), config_.name, gpu_probe_->source());
+  co_return OkStatus();
+}
+
+asio::awaitable<Status> WorkerAgent::SendHeartbeat() {
+  Result<types::WorkerStatus> status = co_await http::RunBlocking(
+      probe_pool_, [this]() -> Result<types::WorkerStatus> {
+        ASSIGN_OR_RETURN(types::WorkerStatus st, host_probe_.Probe());
+        Result<std::vector<types::GpuDevice>> gpus = gpu_probe_->Probe();
+        if (gpus.ok()) {
+          st.gpus = std::move(gpus).value();
+        } else {
+          Logger("worker")->warn("GPU inventory failed: {}", gpus.status().ToString());
+        }
+        st.gpu_source = std::string(gpu_probe_->source());
+        return st;
+      });
+  CO_RETURN_IF_ERROR(status.status());
+  http::ClientRequest req;
+  req.method = verb::post;
+  req.url = config_.server_url + "/v2/worker-heartbeat";
+  req.Bearer(worker_token_).JsonBody(json::object{{"status", types::ToJson(*status)}});
+  CO_ASSIGN_OR_RETURN(http::ClientResponse res, co_await client_.Fetch(std::move(req)));
+  if (res.status == 401) co_return UnauthenticatedError("worker token refused");
+  if (res.status != 200) {
+    co_return UnavailableError("heartbeat answered " + std::to_string(res.status) + ": " +
+                               res.body.substr(0, 300));
+  }
+  co_return OkStatus();
+}
+
+Result<std::unique_ptr<gpu::GpuProbe>> MakeGpuProbe(const std::string& fake_spec,
+                                                    bool demo_fallback, const std::string& seed) {
+  auto log = Logger("worker");
+  if (!fake_spec.empty()) {
+    ASSIGN_OR_RETURN(auto probe, gpu::FakeGpuProbe::Create(fake_spec, seed));
+    log->info("using simulated GPUs: {}", fake_spec);
+    return std::unique_ptr<gpu::GpuProbe>(std::move(probe));
+  }
+  Result<std::unique_ptr<gpu::NvmlGpuProbe>> nvml = gpu::NvmlGpuProbe::Open();
+  if (nvml.ok()) {
+    log->info("GPU inventory through NVML (driver {})", (*nvml)->driver_version());
+    return std::unique_ptr<gpu::GpuProbe>(std::move(nvml).value());
+  }
+  if (demo_fallback) {
+    log->warn("no NVIDIA driver ({}): the GPUs are SIMULATED, demo pool {}",
+              nvml.status().message(), gpu::kDemoGpuSpec);
+    ASSIGN_OR_RETURN(auto probe, gpu::FakeGpuProbe::Create(gpu::kDemoGpuSpec, seed));
+    return std::unique_ptr<gpu::GpuProbe>(std::move(probe));
+  }
+  log->warn("no NVIDIA driver ({}): reporting CPU only", nvml.status().message());
+  return std::unique_ptr<gpu::GpuProbe>(std::make_unique<gpu::NoGpuProbe>());
+}
+
+}  // namespace segma::worker

@@ -1,0 +1,76 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/thread_pool.hpp>
+
+#include "http/client.h"
+#include "http/router.h"
+#include "http/server.h"
+#include "metrics/registry.h"
+#include "worker/gpu/gpu_probe.h"
+#include "worker/gpu/host_probe.h"
+
+namespace segma::worker {
+
+struct AgentConfig {
+  std::string server_url;          // http://host:port of the segma server
+  std::string registration_token;  // the cluster's registration token
+  std::string name;                // unique in the cluster; default: the host name
+  std::string data_dir = "./worker-data";
+  std::string listen_address = "0.0.0.0";
+  std::string advertise_address;   // how the server reaches us; default: what it sees
+  uint16_t port = 10150;           // the worker's own HTTP port (0 = any)
+  std::chrono::milliseconds heartbeat_interval{10'000};
+  std::map<std::string, std::string> labels;
+};
+
+// The agent on a GPU node: registers with the server (cluster token → its own worker token),
+// sends heartbeats with host and GPU status, re-registers when the server forgets it, and serves
+// /healthz and /metrics on its own port.
+// Runs on the given io_context; Start/Stop from any thread. Must outlive the io_context's run().
+class WorkerAgent {
+ public:
+  WorkerAgent(boost::asio::io_context& ioc, AgentConfig config,
+              std::unique_ptr<gpu::GpuProbe> gpu_probe, metrics::Registry& registry);
+  ~WorkerAgent();
+
+  // Binds the worker port and starts the register/heartbeat loop. Returns the bound port.
+  Result<uint16_t> Start();
+  void Stop();
+
+  int64_t worker_id() const { return worker_id_.load(); }
+  gpu::GpuProbe& gpu_probe() { return *gpu_probe_; }
+
+ private:
+  boost::asio::awaitable<void> Loop();
+  boost::asio::awaitable<Status> Register();
+  boost::asio::awaitable<Status> SendHeartbeat();
+
+  boost::asio::io_context& ioc_;
+  AgentConfig config_;
+  std::unique_ptr<gpu::GpuProbe> gpu_probe_;
+  gpu::HostProbe host_probe_;
+  metrics::Registry& registry_;
+  boost::asio::thread_pool probe_pool_{1};  // NVML and /proc reads block
+  http::HttpClient client_;
+  http::Router router_;
+  std::unique_ptr<http::HttpServer> server_;
+  std::string worker_token_;
+  std::atomic<int64_t> worker_id_{0};
+  std::atomic<bool> stopping_{false};
+  uint16_t bound_port_ = 0;
+};
+
+// Picks the GPU inventory: `fake_spec` when given; else NVML when a driver is present; else the
+// documented demo pool when `demo_fallback` (segma start), else no GPUs. Logs which.
+// kInvalidArgument for a bad fake spec.
+Result<std::unique_ptr<gpu::GpuProbe>> MakeGpuProbe(const std::string& fake_spec,
+                                                    bool demo_fallback, const std::string& seed);
+
+}  // namespace segma::worker

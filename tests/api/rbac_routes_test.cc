@@ -1,0 +1,241 @@
+// Walks every /v2 route × every kind of caller against a real in-process server and checks that
+// access is granted exactly where the table says. A route missing from the table fails the test,
+// so new routes must declare who may call them.
+
+#include <thread>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "api/server_app.h"
+#include "integration/harness.h"
+
+namespace segma::api {
+namespace {
+
+using boost::beast::http::verb;
+using segma::testing::Api;
+
+enum Role { kAnonymous, kWorker, kInferenceKey, kOutsider, kViewer, kMember, kProjectAdmin, kAdmin };
+constexpr const char* kRoleNames[] = {"anonymous", "worker", "inference-key", "outsider",
+                                      "viewer",    "member", "project-admin", "admin"};
+constexpr Role kAllRoles[] = {kAnonymous, kWorker, kInferenceKey, kOutsider,
+                              kViewer,    kMember, kProjectAdmin, kAdmin};
+
+struct Expectation {
+  std::vector<Role> allowed;  // everyone else: 401 (anonymous) or 403
+};
+
+class RbacRoutesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ServerConfig config;
+    config.data_dir = dir_.path();
+    config.address = "127.0.0.1";
+    config.port = 0;
+    config.bootstrap_password = "rbac-admin-password";
+    config.http.access_log = false;
+    auto app = ServerApp::Create(config);
+    ASSERT_TRUE(app.ok()) << app.status().ToString();
+    app_ = std::move(app).value();
+    auto port = app_->Start();
+    ASSERT_TRUE(port.ok());
+    io_thread_ = std::thread([this] { app_->Run(); });
+    base_ = "http://127.0.0.1:" + std::to_string(*port);
+
+    tokens_[kAdmin] = Login("admin", "rbac-admin-password");
+    Api admin{base_, tokens_[kAdmin]};
+    for (const char* name : {"viewer", "member", "padmin", "outsider", "victim"}) {
+      auto r = admin.Post("/v2/users", json::object{{"username", name}, {"password", "password-123"}});
+      ASSERT_EQ(r.status, 201u) << r.body;
+      user_ids_[name] = Api::Obj(r).at("id").as_int64();
+    }
+    for (const char* pname : {"p1", "p2"}) {
+      auto p = admin.Post("/v2/projects", json::object{{"name", pname}});
+      ASSERT_EQ(p.status, 201u) << p.body;
+      int64_t id = Api::Obj(p).at("id").as_int64();
+      (pname == std::string("p1") ? project_ : project2_) = id;
+      for (auto [user, role] : {std::pair{"viewer", "viewer"}, {"member", "member"},
+                                {"padmin", "project-admin"}, {"victim", "viewer"}}) {
+        auto m = admin.Post(fmt::format("/v2/projects/{}/members", id),
+                            json::object{{"username", user}, {"role", role}});
+        ASSERT_EQ(m.status, 201u) << m.body;
+      }
+    }
+    tokens_[kViewer] = Login("viewer", "password-123");
+    tokens_[kMember] = Login("member", "password-123");
+    tokens_[kProjectAdmin] = Login("padmin", "password-123");
+    tokens_[kOutsider] = Login("outsider", "password-123");
+    Api member{base_, tokens_[kMember]};
+    auto key = member.Post("/v2/api-keys", json::object{{"name", "member-key"},
+                                                        {"project_id", project_},
+                                                        {"scope", "inference"}});
+    ASSERT_EQ(key.status, 201u) << key.body;
+    tokens_[kInferenceKey] = std::string(Api::Obj(key).at("secret").as_string());
+    member_key_id_ = Api::Obj(key).at("id").as_int64();
+
+    auto clusters = Api::Obj(admin.Get("/v2/clusters"));
+    const std::string reg(clusters.at("items").as_array()[0].at("registration_token").as_string());
+    cluster_id_ = clusters.at("items").as_array()[0].at("id").as_int64();
+    Api reg_api{base_, reg};
+    for (const char* wname : {"w1", "w2"}) {
+      auto w = reg_api.Post("/v2/workers", json::object{{"name", wname}, {"port", 10150}});
+      ASSERT_EQ(w.status, 201u) << w.body;
+      if (std::string(wname) == "w1") {
+        tokens_[kWorker] = std::string(Api::Obj(w).at("token").as_string());
+        worker_id_ = Api::Obj(w).at("worker").at("id").as_int64();
+      } else {
+        worker2_id_ = Api::Obj(w).at("worker").at("id").as_int64();
+      }
+    }
+    auto c = admin.Post("/v2/clusters", json::object{{"name", "spare"}});
+    ASSERT_EQ(c.status, 201u);
+    spare_cluster_id_ = Api::Obj(c).at("id").as_int64();
+  }
+
+  void TearDown() override {
+    if (app_) app_->Shutdown();
+    if (io_thread_.joinable()) io_thread_.join();
+  }
+
+  std::string Login(const std::string& user, const std::string& password) {
+    Api anon{base_, ""};
+    auto r = anon.Post("/v2/auth/login", json::object{{"username", user}, {"password", password}});
+    EXPECT_EQ(r.status, 200u) << r.body;
+    return std::string(Api::Obj(r).at("token").as_string());
+  }
+
+  segma::testing::TempDir dir_;
+  std::unique_ptr<ServerApp> app_;
+  std::thread io_thread_;
+  std::string base_;
+  std::map<Role, std::string> tokens_;
+  std::map<std::string, int64_t> user_ids_;
+  int64_t project_ = 0, project2_ = 0, member_key_id_ = 0, cluster_id_ = 0, spare_cluster_id_ = 0;
+  int64_t worker_id_ = 0, worker2_id_ = 0;
+};
+
+TEST_F(RbacRoutesTest, EveryRouteTimesEveryRole) {
+  const std::vector<Role> users = {kOutsider, kViewer, kMember, kProjectAdmin, kAdmin};
+  const std::vector<Role> project_readers = {kViewer, kMember, kProjectAdmin, kAdmin};
+  const std::vector<Role> project_writers = {kMember, kProjectAdmin, kAdmin};
+  const std::vector<Role> project_admins = {kProjectAdmin, kAdmin};
+  const std::vector<Role> admins = {kAdmin};
+  const std::vector<Role> readers_of_pool = {kOutsider, kViewer, kMember, kProjectAdmin, kAdmin,
+                                             kInferenceKey};
+  int counter = 0;
+  auto unique = [&](const char* prefix) { return fmt::format("{}-{}", prefix, ++counter); };
+
+  // pattern → (path, body maker, expectation). Ids point at fixtures that survive the call.
+  struct Case {
+    std::string path;
+    std::function<std::optional<json::value>()> body;
+    Expectation expect;
+  };
+  auto none = [] { return std::optional<json::value>(); };
+  const std::string p = std::to_string(project_);
+  std::map<std::string, Case> table = {
+      {"POST /v2/auth/logout", {"/v2/auth/logout", none, {users}}},
+      {"POST /v2/auth/change-password",
+       {"/v2/auth/change-password",
+        // Missing new_password: a 400 after the access check, without changing anything.
+        [] { return json::value(json::object{{"old_password", "whatever"}}); },
+        {users}}},
+      {"GET /v2/users/me", {"/v2/users/me", none, {users}}},
+      {"GET /v2/users", {"/v2/users", none, {admins}}},
+      {"POST /v2/users",
+       {"/v2/users",
+        [&] { return json::value(json::object{{"username", unique("u")}, {"password", "password-123"}}); },
+        {admins}}},
+      {"GET /v2/users/{id}", {fmt::format("/v2/users/{}", user_ids_["victim"]), none, {admins}}},
+      {"PATCH /v2/users/{id}",
+       {fmt::format("/v2/users/{}", user_ids_["victim"]),
+        [] { return json::value(json::object{{"full_name", "V"}}); }, {admins}}},
+      {"DELETE /v2/users/{id}", {fmt::format("/v2/users/{}", user_ids_["outsider"] + 1000), none, {admins}}},
+      {"GET /v2/projects", {"/v2/projects", none, {{kOutsider, kViewer, kMember, kProjectAdmin, kAdmin}}}},
+      {"POST /v2/projects",
+       {"/v2/projects", [&] { return json::value(json::object{{"name", unique("proj")}}); }, {admins}}},
+      {"GET /v2/projects/{id}", {"/v2/projects/" + p, none, {project_readers}}},
+      {"PATCH /v2/projects/{id}",
+       {"/v2/projects/" + p, [] { return json::value(json::object{{"description", "d"}}); }, {admins}}},
+      {"DELETE /v2/projects/{id}", {fmt::format("/v2/projects/{}", project2_), none, {admins}}},
+      {"GET /v2/projects/{id}/members", {"/v2/projects/" + p + "/members", none, {project_readers}}},
+      {"POST /v2/projects/{id}/members",
+       {"/v2/projects/" + p + "/members",
+        [] { return json::value(json::object{{"username", "outsider"}, {"role", "viewer"}}); },
+        {project_admins}}},
+      {"PATCH /v2/projects/{id}/members/{user_id}",
+       {fmt::format("/v2/projects/{}/members/{}", project_, user_ids_["victim"]),
+        [] { return json::value(json::object{{"role", "viewer"}}); }, {project_admins}}},
+      {"DELETE /v2/projects/{id}/members/{user_id}",
+       {fmt::format("/v2/projects/{}/members/{}", project_, user_ids_["victim"]), none,
+        {project_admins}}},
+      {"GET /v2/api-keys", {"/v2/api-keys?project_id=" + p, none, {project_readers}}},
+      {"POST /v2/api-keys",
+       {"/v2/api-keys",
+        [&] { return json::value(json::object{{"name", unique("k")}, {"project_id", project_}}); },
+        {project_writers}}},
+      {"GET /v2/api-keys/{id}", {fmt::format("/v2/api-keys/{}", member_key_id_), none, {project_readers}}},
+      {"DELETE /v2/api-keys/{id}",
+       {fmt::format("/v2/api-keys/{}", member_key_id_), none, {project_writers}}},
+      {"GET /v2/clusters", {"/v2/clusters", none, {admins}}},
+      {"POST /v2/clusters",
+       {"/v2/clusters", [&] { return json::value(json::object{{"name", unique("c")}}); }, {admins}}},
+      {"GET /v2/clusters/{id}", {fmt::format("/v2/clusters/{}", cluster_id_), none, {admins}}},
+      {"PATCH /v2/clusters/{id}",
+       {fmt::format("/v2/clusters/{}", cluster_id_),
+        [] { return json::value(json::object{{"description", "d"}}); }, {admins}}},
+      {"POST /v2/clusters/{id}/registration-token",
+       {fmt::format("/v2/clusters/{}/registration-token", spare_cluster_id_), none, {admins}}},
+      {"DELETE /v2/clusters/{id}", {fmt::format("/v2/clusters/{}", spare_cluster_id_), none, {admins}}},
+      {"POST /v2/worker-heartbeat",
+       {"/v2/worker-heartbeat",
+        [] {
+          return json::value(json::object{
+              {"status", json::object{{"cpu_count", 2}, {"gpus", json::array{}}}}});
+        },
+        {{kWorker}}}},
+      {"GET /v2/workers", {"/v2/workers", none, {readers_of_pool}}},
+      {"GET /v2/workers/{id}", {fmt::format("/v2/workers/{}", worker_id_), none, {readers_of_pool}}},
+      {"PATCH /v2/workers/{id}",
+       {fmt::format("/v2/workers/{}", worker_id_),
+        [] { return json::value(json::object{{"labels", json::object{{"zone", "a"}}}}); }, {admins}}},
+      {"DELETE /v2/workers/{id}", {fmt::format("/v2/workers/{}", worker2_id_), none, {admins}}},
+      {"GET /v2/gpus", {"/v2/gpus", none, {readers_of_pool}}},
+  };
+
+  for (const Route& route : ControlPlaneRoutes()) {
+    const std::string key = fmt::format("{} {}", std::string(boost::beast::http::to_string(route.method)),
+                                         route.pattern);
+    if (route.access == Access::kPublic) {
+      // Public routes never answer 403 for lack of a role.
+      continue;
+    }
+    auto it = table.find(key);
+    ASSERT_NE(it, table.end()) << "route " << key << " has no RBAC expectation in this table";
+    const Case& c = it->second;
+    // Least privileged first, so that an allowed destructive call runs after every denied one.
+    for (Role role : kAllRoles) {
+      Api api{base_, role == kAnonymous ? "" : tokens_[role]};
+      http::ClientResponse r = api.Call(route.method, c.path, c.body());
+      const bool allowed = std::find(c.expect.allowed.begin(), c.expect.allowed.end(), role) !=
+                           c.expect.allowed.end();
+      const std::string what = fmt::format("{} as {}: {} {}", key, kRoleNames[role], r.status,
+                                           r.body.substr(0, 200));
+      if (role == kAnonymous) {
+        EXPECT_EQ(r.status, 401u) << what;
+      } else if (allowed) {
+        EXPECT_NE(r.status, 403u) << what;
+        EXPECT_NE(r.status, 401u) << what;
+        EXPECT_LT(r.status, 500u) << what;
+      } else {
+        EXPECT_EQ(r.status, 403u) << what;
+      }
+    }
+    table.erase(it);
+  }
+  for (const auto& [key, unused] : table) ADD_FAILURE() << "table names a route that does not exist: " << key;
+}
+
+}  // namespace
+}  // namespace segma::api

@@ -1,0 +1,134 @@
+#include "integration/harness.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+namespace segma::testing {
+
+std::string SegmaBinary() {
+  const char* dir = std::getenv("SEGMA_BUILD_DIR");
+  return std::string(dir != nullptr ? dir : ".") + "/src/cli/segma";
+}
+
+TempDir::TempDir() {
+  const char* base = std::getenv("SEGMA_BUILD_DIR");
+  std::random_device rd;
+  path_ = std::string(base != nullptr ? base : "/tmp") + "/test-tmp/" + std::to_string(getpid()) +
+          "-" + std::to_string(rd());
+  std::filesystem::create_directories(path_);
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+uint16_t FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+Process::Process(std::vector<std::string> args, std::map<std::string, std::string> env,
+                 std::string log_path)
+    : log_path_(std::move(log_path)) {
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    int fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    ::setpgid(0, 0);
+    for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+}
+
+Process::~Process() {
+  if (running()) {
+    Signal(SIGKILL);
+    Wait(std::chrono::seconds(10));
+  }
+}
+
+void Process::Signal(int sig) {
+  if (pid_ > 0) ::kill(pid_, sig);
+}
+
+bool Process::running() {
+  if (exit_status_ || pid_ <= 0) return false;
+  int status = 0;
+  pid_t r = ::waitpid(pid_, &status, WNOHANG);
+  if (r == 0) return true;
+  exit_status_ = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+  return false;
+}
+
+std::optional<int> Process::Wait(std::chrono::milliseconds timeout) {
+  WaitUntil([this] { return !running(); }, timeout);
+  return exit_status_;
+}
+
+std::string Process::Log() const { return ReadFile(log_path_); }
+
+bool WaitUntil(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return pred();
+}
+
+http::ClientResponse Api::Call(boost::beast::http::verb method, const std::string& path,
+                               const std::optional<json::value>& body,
+                               const std::vector<std::pair<std::string, std::string>>& headers) const {
+  http::ClientRequest req;
+  req.method = method;
+  req.url = base + path;
+  req.Bearer(token);
+  for (const auto& h : headers) req.headers.push_back(h);
+  if (body) req.JsonBody(*body);
+  req.timeout = std::chrono::seconds(20);
+  Result<http::ClientResponse> r = http::FetchSync(std::move(req));
+  if (!r.ok()) {
+    http::ClientResponse failed;
+    failed.status = 0;
+    failed.body = r.status().ToString();
+    return failed;
+  }
+  return *r;
+}
+
+json::object Api::Obj(const http::ClientResponse& r) {
+  Result<json::value> v = r.Json();
+  if (!v.ok() || !v->is_object()) return {};
+  return v->as_object();
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+}  // namespace segma::testing

@@ -1,0 +1,79 @@
+#pragma once
+
+// Helpers for integration tests that run the real `segma` binary on loopback.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/json.h"
+#include "http/client.h"
+
+namespace segma::testing {
+
+// Path of the segma binary of this build (from SEGMA_BUILD_DIR).
+std::string SegmaBinary();
+// A fresh, empty directory under the build tree, removed by the destructor.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+uint16_t FreePort();
+
+// A child process with stdout+stderr captured to a log file. Killed (SIGKILL) on destruction if
+// still running.
+class Process {
+ public:
+  Process(std::vector<std::string> args, std::map<std::string, std::string> env,
+          std::string log_path);
+  ~Process();
+  pid_t pid() const { return pid_; }
+  void Signal(int sig);
+  // Waits for exit; returns the exit status (or -signal), nullopt on timeout.
+  std::optional<int> Wait(std::chrono::milliseconds timeout);
+  bool running();
+  std::string Log() const;
+
+ private:
+  pid_t pid_ = -1;
+  std::string log_path_;
+  std::optional<int> exit_status_;
+};
+
+// Polls `pred` every 50 ms until it returns true or `timeout` passes.
+bool WaitUntil(const std::function<bool()>& pred, std::chrono::milliseconds timeout);
+
+// Small synchronous REST helper bound to one server and token.
+struct Api {
+  std::string base;  // http://127.0.0.1:PORT
+  std::string token;
+
+  http::ClientResponse Call(boost::beast::http::verb method, const std::string& path,
+                            const std::optional<json::value>& body = std::nullopt,
+                            const std::vector<std::pair<std::string, std::string>>& headers = {}) const;
+  http::ClientResponse Get(const std::string& path) const {
+    return Call(boost::beast::http::verb::get, path);
+  }
+  http::ClientResponse Post(const std::string& path, const json::value& body) const {
+    return Call(boost::beast::http::verb::post, path, body);
+  }
+  // The response body as a JSON object (empty object if it is not one).
+  static json::object Obj(const http::ClientResponse& r);
+};
+
+// Reads the whole file (empty if missing).
+std::string ReadFile(const std::string& path);
+
+}  // namespace segma::testing
