@@ -118,10 +118,13 @@ Status ToStatus(const Result<T>& r) {
 #define SEGMA_CONCAT_INNER_(a, b) a##b
 #define SEGMA_CONCAT_(a, b) SEGMA_CONCAT_INNER_(a, b)
 
+// The Status is copied out of `expr` at once: `expr` may be `Call().status()`, a reference into a
+// temporary Result that dies at the end of the initializer.
 #define SEGMA_RETURN_IF_ERROR_IMPL_(ret, expr)                           \
   do {                                                                   \
-    if (auto&& segma_status_ = (expr); !segma_status_.ok()) {            \
-      ret ::segma::ToStatus(segma_status_);                              \
+    if (::segma::Status segma_status_ = ::segma::ToStatus(expr);         \
+        !segma_status_.ok()) {                                           \
+      ret segma_status_;                                                 \
     }                                                                    \
   } while (false)
 

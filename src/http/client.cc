@@ -146,15 +146,15 @@ asio::awaitable<Result<ClientResponse>> HttpClient::Fetch(ClientRequest req) {
     }
     stream->expires_after(req.timeout);
     auto [wec, wn] = co_await bhttp::async_write(*stream, msg, kUseTuple);
-    if (wec) {
-      if (reused) continue;
-      co_return TransportError(t, "sending to", wec);
-    }
+    if (wec && reused) continue;
+    // A server may answer early and close (413 for a body over its limit): read what it said
+    // before reporting the failed write.
     beast::flat_buffer buffer;
     bhttp::response_parser<bhttp::string_body> parser;
     parser.body_limit(256 * 1024 * 1024);
     auto [rec, rn] = co_await bhttp::async_read(*stream, buffer, parser, kUseTuple);
     if (rec) {
+      if (wec) co_return TransportError(t, "sending to", wec);
       if (reused && rn == 0) continue;
       co_return TransportError(t, "reading from", rec);
     }
@@ -162,7 +162,7 @@ asio::awaitable<Result<ClientResponse>> HttpClient::Fetch(ClientRequest req) {
     auto res = parser.release();
     CopyHeaders(res, out);
     out.body = std::move(res.body());
-    if (res.keep_alive() && buffer.size() == 0) {
+    if (!wec && res.keep_alive() && buffer.size() == 0) {
       stream->expires_never();
       pool_->Give(t.key(), std::move(stream));
     }

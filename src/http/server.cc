@@ -235,6 +235,18 @@ asio::awaitable<void> HttpServer::Serve(beast::tcp_stream stream) {
       res.msg.keep_alive(false);
       stream.expires_after(options_.write_timeout);
       co_await bhttp::async_write(stream, res.msg, kUseTuple);
+      // Lingering close: closing with unread request bytes queued would send a reset that can
+      // destroy our answer before the client reads it. Stop sending, then drain for a moment.
+      boost::system::error_code ignored;
+      stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      stream.expires_after(std::chrono::seconds(2));
+      static thread_local char sink[64 * 1024];
+      size_t drained = 0;
+      while (drained < 64 * 1024 * 1024) {
+        auto [dec, dn] = co_await stream.async_read_some(asio::buffer(sink), kUseTuple);
+        if (dec) break;
+        drained += dn;
+      }
       break;
     }
 

@@ -45,7 +45,7 @@ class RbacRoutesTest : public ::testing::Test {
 
     tokens_[kAdmin] = Login("admin", "rbac-admin-password");
     Api admin{base_, tokens_[kAdmin]};
-    for (const char* name : {"viewer", "member", "padmin", "outsider", "victim"}) {
+    for (const char* name : {"viewer", "member", "padmin", "outsider", "victim", "newcomer"}) {
       auto r = admin.Post("/v2/users", json::object{{"username", name}, {"password", "password-123"}});
       ASSERT_EQ(r.status, 201u) << r.body;
       user_ids_[name] = Api::Obj(r).at("id").as_int64();
@@ -72,7 +72,11 @@ class RbacRoutesTest : public ::testing::Test {
                                                         {"scope", "inference"}});
     ASSERT_EQ(key.status, 201u) << key.body;
     tokens_[kInferenceKey] = std::string(Api::Obj(key).at("secret").as_string());
-    member_key_id_ = Api::Obj(key).at("id").as_int64();
+    // A second key of the member's is the target of reads and revocation.
+    auto victim_key = member.Post(
+        "/v2/api-keys", json::object{{"name", "victim-key"}, {"project_id", project_}});
+    ASSERT_EQ(victim_key.status, 201u) << victim_key.body;
+    member_key_id_ = Api::Obj(victim_key).at("id").as_int64();
 
     auto clusters = Api::Obj(admin.Get("/v2/clusters"));
     const std::string reg(clusters.at("items").as_array()[0].at("registration_token").as_string());
@@ -121,8 +125,8 @@ TEST_F(RbacRoutesTest, EveryRouteTimesEveryRole) {
   const std::vector<Role> project_writers = {kMember, kProjectAdmin, kAdmin};
   const std::vector<Role> project_admins = {kProjectAdmin, kAdmin};
   const std::vector<Role> admins = {kAdmin};
-  const std::vector<Role> readers_of_pool = {kOutsider, kViewer, kMember, kProjectAdmin, kAdmin,
-                                             kInferenceKey};
+  // Inference-scoped keys are for /v1 only: they read nothing here.
+  const std::vector<Role> readers_of_pool = {kOutsider, kViewer, kMember, kProjectAdmin, kAdmin};
   int counter = 0;
   auto unique = [&](const char* prefix) { return fmt::format("{}-{}", prefix, ++counter); };
 
@@ -162,7 +166,7 @@ TEST_F(RbacRoutesTest, EveryRouteTimesEveryRole) {
       {"GET /v2/projects/{id}/members", {"/v2/projects/" + p + "/members", none, {project_readers}}},
       {"POST /v2/projects/{id}/members",
        {"/v2/projects/" + p + "/members",
-        [] { return json::value(json::object{{"username", "outsider"}, {"role", "viewer"}}); },
+        [] { return json::value(json::object{{"username", "newcomer"}, {"role", "viewer"}}); },
         {project_admins}}},
       {"PATCH /v2/projects/{id}/members/{user_id}",
        {fmt::format("/v2/projects/{}/members/{}", project_, user_ids_["victim"]),
@@ -204,7 +208,11 @@ TEST_F(RbacRoutesTest, EveryRouteTimesEveryRole) {
       {"GET /v2/gpus", {"/v2/gpus", none, {readers_of_pool}}},
   };
 
-  for (const Route& route : ControlPlaneRoutes()) {
+  // Logging out revokes the sessions every other call uses: it goes last.
+  std::vector<Route> routes = ControlPlaneRoutes();
+  std::stable_partition(routes.begin(), routes.end(),
+                        [](const Route& r) { return r.pattern != "/v2/auth/logout"; });
+  for (const Route& route : routes) {
     const std::string key = fmt::format("{} {}", std::string(boost::beast::http::to_string(route.method)),
                                          route.pattern);
     if (route.access == Access::kPublic) {
@@ -229,7 +237,8 @@ TEST_F(RbacRoutesTest, EveryRouteTimesEveryRole) {
         EXPECT_NE(r.status, 401u) << what;
         EXPECT_LT(r.status, 500u) << what;
       } else {
-        EXPECT_EQ(r.status, 403u) << what;
+        // 404 where the handler hides that a row the caller may not see exists.
+        EXPECT_TRUE(r.status == 403u || r.status == 404u) << what;
       }
     }
     table.erase(it);
