@@ -48,6 +48,8 @@ function(segma_cc_test)
   if(NOT ARG_LABELS)
     set(ARG_LABELS unit)
   endif()
-  gtest_discover_tests(${ARG_NAME} DISCOVERY_TIMEOUT 60 PROPERTIES LABELS "${ARG_LABELS}"
-                       ENVIRONMENT "SEGMA_SOURCE_DIR=${PROJECT_SOURCE_DIR};SEGMA_BUILD_DIR=${PROJECT_BINARY_DIR}")
+  # Tests find the binary and fixtures through these (an environment variable overrides them).
+  target_compile_definitions(${ARG_NAME} PRIVATE SEGMA_DEFAULT_BUILD_DIR="${PROJECT_BINARY_DIR}"
+                                                 SEGMA_DEFAULT_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+  gtest_discover_tests(${ARG_NAME} DISCOVERY_TIMEOUT 60 PROPERTIES LABELS "${ARG_LABELS}")
 endfunction()

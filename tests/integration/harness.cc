@@ -15,15 +15,21 @@
 
 namespace segma::testing {
 
-std::string SegmaBinary() {
+namespace {
+std::string BuildDir() {
   const char* dir = std::getenv("SEGMA_BUILD_DIR");
-  return std::string(dir != nullptr ? dir : ".") + "/src/cli/segma";
+#ifdef SEGMA_DEFAULT_BUILD_DIR
+  if (dir == nullptr) dir = SEGMA_DEFAULT_BUILD_DIR;
+#endif
+  return dir != nullptr ? dir : ".";
 }
+}  // namespace
+
+std::string SegmaBinary() { return BuildDir() + "/src/cli/segma"; }
 
 TempDir::TempDir() {
-  const char* base = std::getenv("SEGMA_BUILD_DIR");
   std::random_device rd;
-  path_ = std::string(base != nullptr ? base : "/tmp") + "/test-tmp/" + std::to_string(getpid()) +
+  path_ = BuildDir() + "/test-tmp/" + std::to_string(getpid()) +
           "-" + std::to_string(rd());
   std::filesystem::create_directories(path_);
 }
