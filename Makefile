@@ -33,6 +33,7 @@ test-build: bootstrap $(BUILD_TEST)/build.ninja
 	cmake --build $(BUILD_TEST) -j $(JOBS)
 
 test: test-build
+	scripts/check-deps
 	scripts/test-deps
 	cd $(BUILD_TEST) && ctest --output-on-failure -j $(JOBS) --timeout 600
 
