@@ -5,6 +5,9 @@ BUILD_TEST ?= build/test
 BUILD_RELEASE ?= build/release
 DATA_DIR ?= $(CURDIR)/data
 PORT ?= 8080
+# ccache hits across clones of the repository (CI builds a fresh clone every time).
+export CCACHE_BASEDIR := $(CURDIR)
+export CCACHE_NOHASHDIR := 1
 
 .PHONY: all bootstrap release test-build run test format tidy clean
 
