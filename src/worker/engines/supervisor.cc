@@ -1,0 +1,798 @@
+#include "worker/engines/supervisor.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <utility>
+
+#include <arpa/inet.h>
+#include <fmt/format.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "common/json.h"
+#include "common/logging.h"
+
+extern char** environ;
+
+namespace segma::engines {
+namespace {
+
+constexpr std::string_view kLogMarker = "--- segma: ";
+
+struct ProcInfo {
+  uint64_t start_ticks = 0;
+  char state = '?';
+};
+
+// Fields of /proc/<pid>/stat after the command (which may contain spaces and parentheses).
+std::optional<ProcInfo> ReadProc(pid_t pid) {
+  std::ifstream in(fmt::format("/proc/{}/stat", pid));
+  if (!in) return std::nullopt;
+  std::string line;
+  std::getline(in, line);
+  const size_t close = line.rfind(')');
+  if (close == std::string::npos) return std::nullopt;
+  std::istringstream rest(line.substr(close + 1));
+  ProcInfo info;
+  rest >> info.state;
+  // Fields 4..21 (ppid .. itrealvalue), then 22: starttime.
+  std::string skip;
+  for (int i = 4; i <= 21; ++i) rest >> skip;
+  rest >> info.start_ticks;
+  if (!rest) return std::nullopt;
+  return info;
+}
+
+uint64_t Fnv1a(std::string_view s, uint64_t h = 1469598103934665603ull) {
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+// Identifies what an engine was started with, so that a restarted worker adopts only engines
+// whose command it would render the same way.
+std::string Fingerprint(const LaunchSpec& l) {
+  uint64_t h = Fnv1a("v1");
+  for (const std::string& a : l.argv) h = Fnv1a(a + '\0', h);
+  for (const auto& [k, v] : l.env) h = Fnv1a(k + '=' + v + '\0', h);
+  h = Fnv1a(l.working_dir, h);
+  return fmt::format("{:016x}", h);
+}
+
+std::string DescribeWaitStatus(int status) {
+  if (WIFEXITED(status)) return fmt::format("engine exited with status {}", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) {
+    const int sig = WTERMSIG(status);
+    const char* abbrev = sigabbrev_np(sig);
+    return fmt::format("engine was killed by signal {}{}", sig,
+                       abbrev != nullptr ? fmt::format(" (SIG{})", abbrev) : "");
+  }
+  return "engine exited";
+}
+
+// The last `lines` non-empty lines the engine wrote since its latest start marker.
+std::string LogTail(const std::string& path, int lines) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "";
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in.tellg();
+  const std::streamoff from = std::max<std::streamoff>(0, size - 64 * 1024);
+  in.seekg(from);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (size_t marker = text.rfind(kLogMarker); marker != std::string::npos) {
+    const size_t eol = text.find('\n', marker);
+    text = eol == std::string::npos ? "" : text.substr(eol + 1);
+  }
+  std::vector<std::string> all;
+  std::istringstream ss(text);
+  for (std::string l; std::getline(ss, l);) {
+    if (!l.empty() && l.back() == '\r') l.pop_back();
+    if (!l.empty()) all.push_back(std::move(l));
+  }
+  const size_t start = all.size() > static_cast<size_t>(lines) ? all.size() - lines : 0;
+  std::string out;
+  for (size_t i = start; i < all.size(); ++i) {
+    if (!out.empty()) out += '\n';
+    out += all[i];
+  }
+  if (out.size() > 4000) out = "…" + out.substr(out.size() - 4000);
+  return out;
+}
+
+std::string WithTail(const std::string& what, const std::string& log_path, int lines) {
+  std::string tail = LogTail(log_path, lines);
+  return tail.empty() ? what + " (no output)" : what + ": " + tail;
+}
+
+// copytruncate: the engine keeps its O_APPEND descriptor (it may outlive this worker process),
+// so the live file is copied aside and truncated rather than renamed.
+void RotateIfNeeded(const std::string& path, int64_t max_bytes, int files) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || st.st_size < max_bytes) return;
+  std::error_code ec;
+  for (int i = files - 1; i >= 2; --i) {
+    std::filesystem::rename(fmt::format("{}.{}", path, i - 1), fmt::format("{}.{}", path, i), ec);
+  }
+  if (files >= 2) {
+    std::filesystem::copy_file(path, path + ".1", std::filesystem::copy_options::overwrite_existing,
+                               ec);
+  }
+  if (::truncate(path.c_str(), 0) != 0) {
+    Logger("worker")->warn("cannot truncate engine log {}: {}", path, std::strerror(errno));
+  }
+}
+
+std::optional<std::string> ResolveExecutable(const std::string& name, const std::string& path) {
+  auto executable = [](const std::string& p) {
+    struct stat st {};
+    return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(p.c_str(), X_OK) == 0;
+  };
+  if (name.find('/') != std::string::npos) {
+    return executable(name) ? std::optional<std::string>(name) : std::nullopt;
+  }
+  size_t pos = 0;
+  while (pos <= path.size()) {
+    size_t colon = path.find(':', pos);
+    if (colon == std::string::npos) colon = path.size();
+    std::string dir = path.substr(pos, colon - pos);
+    if (dir.empty()) dir = ".";
+    std::string candidate = dir + "/" + name;
+    if (executable(candidate)) return candidate;
+    pos = colon + 1;
+  }
+  return std::nullopt;
+}
+
+std::map<std::string, std::string> MergedEnvironment(
+    const std::map<std::string, std::string>& over) {
+  std::map<std::string, std::string> env;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    std::string_view kv(*e);
+    const size_t eq = kv.find('=');
+    if (eq == std::string_view::npos) continue;
+    env[std::string(kv.substr(0, eq))] = std::string(kv.substr(eq + 1));
+  }
+  for (const auto& [k, v] : over) env[k] = v;
+  return env;
+}
+
+bool PortFree(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  // As the engines do: a port in TIME_WAIT (an engine that just stopped) is free; one with a
+  // listener is not.
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  ::close(fd);
+  return ok;
+}
+
+std::string ToJsonText(const json::object& o) { return ToJsonString(json::value(o)); }
+
+}  // namespace
+
+// One instance's engine. All fields GUARDED_BY(Supervisor::mu_).
+struct Supervisor::Engine {
+  EngineSpec spec;
+  EngineState state = EngineState::kStarting;
+  std::string message;
+  pid_t pid = 0;  // also the process group id; 0 = no process
+  uint64_t start_ticks = 0;
+  bool adopted = false;
+  bool spawned_before = false;
+  bool permanent_error = false;  // no restart (e.g. the executable is missing)
+  Timestamp spawned_at{};
+  std::optional<Timestamp> running_since;
+  bool terminating = false;
+  std::optional<Timestamp> kill_at;  // SIGKILL deadline while terminating
+  bool removing = false;             // Stop() was called: forget it once the process is gone
+  std::string pending_error;         // reported once the process is gone (readiness timeout)
+  std::optional<Timestamp> restart_at;
+  int consecutive_failures = 0;
+  std::string fingerprint;
+  std::string log_path;
+};
+
+std::string_view EngineStateName(EngineState s) {
+  switch (s) {
+    case EngineState::kStarting:
+      return "STARTING";
+    case EngineState::kRunning:
+      return "RUNNING";
+    case EngineState::kError:
+      return "ERROR";
+    case EngineState::kStopped:
+      return "STOPPED";
+  }
+  return "?";
+}
+
+std::optional<uint64_t> ProcessStartTicks(pid_t pid) {
+  std::optional<ProcInfo> info = ReadProc(pid);
+  if (!info || info->state == 'Z' || info->state == 'X') return std::nullopt;
+  return info->start_ticks;
+}
+
+int ProbeHttp(int port, const std::string& path, std::chrono::milliseconds timeout) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return 0;
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  // An I/O deadline, not a decision: steady time is right here.
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto wait = [&](short events) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{fd, events, 0};
+    return ::poll(&p, 1, static_cast<int>(left.count())) == 1 && (p.revents & events) != 0;
+  };
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    if (errno != EINPROGRESS || !wait(POLLOUT)) return 0;
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) return 0;
+  }
+  if (path.empty()) return 200;
+  const std::string req =
+      fmt::format("GET {} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n", path, port);
+  size_t sent = 0;
+  while (sent < req.size()) {
+    const ssize_t n = ::send(fd, req.data() + sent, req.size() - sent, MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<size_t>(n);
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (!wait(POLLOUT)) return 0;
+    } else {
+      return 0;
+    }
+  }
+  std::string head;
+  while (head.find("\r\n") == std::string::npos && head.size() < 4096) {
+    char buf[512];
+    const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n > 0) {
+      head.append(buf, static_cast<size_t>(n));
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (!wait(POLLIN)) return 0;
+    } else {
+      break;
+    }
+  }
+  // "HTTP/1.1 200 OK"
+  if (!head.starts_with("HTTP/1.") || head.size() < 12) return 0;
+  int code = 0;
+  for (size_t i = 9; i < 12; ++i) {
+    if (head[i] < '0' || head[i] > '9') return 0;
+    code = code * 10 + (head[i] - '0');
+  }
+  return code;
+}
+
+Supervisor::Supervisor(SupervisorOptions options, Clock& clock, StateCallback callback)
+    : options_(std::move(options)), clock_(clock), callback_(std::move(callback)) {}
+
+Result<std::unique_ptr<Supervisor>> Supervisor::Create(SupervisorOptions options, Clock& clock,
+                                                       StateCallback callback) {
+  if (options.data_dir.empty()) return InvalidArgumentError("supervisor data_dir is empty");
+  if (options.port_min < 1 || options.port_max > 65535 || options.port_min > options.port_max) {
+    return InvalidArgumentError(
+        fmt::format("bad engine port range {}-{}", options.port_min, options.port_max));
+  }
+  for (const char* sub : {"engines", "logs"}) {
+    std::error_code ec;
+    std::filesystem::create_directories(std::filesystem::path(options.data_dir) / sub, ec);
+    if (ec) {
+      return UnavailableError(
+          fmt::format("cannot create {}/{}: {}", options.data_dir, sub, ec.message()));
+    }
+  }
+  std::unique_ptr<Supervisor> s(new Supervisor(std::move(options), clock, std::move(callback)));
+  s->thread_ = std::thread([p = s.get()] { p->Loop(); });
+  return s;
+}
+
+Supervisor::~Supervisor() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    quit_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+std::string Supervisor::StatePath(int64_t id) const {
+  return fmt::format("{}/engines/instance-{}.json", options_.data_dir, id);
+}
+
+std::string Supervisor::LogPath(int64_t id) const {
+  return fmt::format("{}/logs/instance-{}.log", options_.data_dir, id);
+}
+
+bool Supervisor::PortReservedByOther(int port, int64_t id) const {
+  for (const auto& [other, p] : reserved_ports_) {
+    if (p == port && other != id) return true;
+  }
+  return false;
+}
+
+Result<int> Supervisor::AllocatePort(int64_t instance_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (auto it = reserved_ports_.find(instance_id); it != reserved_ports_.end()) return it->second;
+  const int n = options_.port_max - options_.port_min + 1;
+  for (int k = 0; k < n; ++k) {
+    const int offset = (next_port_ + k) % n;
+    const int port = options_.port_min + offset;
+    if (PortReservedByOther(port, instance_id) || !PortFree(port)) continue;
+    reserved_ports_[instance_id] = port;
+    next_port_ = (offset + 1) % n;
+    return port;
+  }
+  return ResourceExhaustedError(
+      fmt::format("no free engine port in {}-{}", options_.port_min, options_.port_max));
+}
+
+void Supervisor::ReleasePort(int64_t instance_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  reserved_ports_.erase(instance_id);
+}
+
+Status Supervisor::Start(EngineSpec spec) {
+  if (spec.launch.argv.empty() || spec.launch.argv[0].empty()) {
+    return InvalidArgumentError("engine command is empty");
+  }
+  if (spec.port < 1 || spec.port > 65535) {
+    return InvalidArgumentError(fmt::format("bad engine port {}", spec.port));
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const int64_t id = spec.instance_id;
+    if (engines_.count(id) > 0) {
+      return AlreadyExistsError(fmt::format("instance {} already has an engine", id));
+    }
+    if (PortReservedByOther(spec.port, id)) {
+      return AlreadyExistsError(fmt::format("port {} is reserved by another instance", spec.port));
+    }
+    reserved_ports_[id] = spec.port;
+    auto e = std::make_unique<Engine>();
+    e->fingerprint = Fingerprint(spec.launch);
+    e->log_path = LogPath(id);
+    e->spec = std::move(spec);
+    e->restart_at = clock_.Now();  // spawned by the supervisor thread right away
+    engines_[id] = std::move(e);
+  }
+  cv_.notify_all();
+  return OkStatus();
+}
+
+Status Supervisor::Stop(int64_t instance_id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = engines_.find(instance_id);
+    if (it == engines_.end()) {
+      return NotFoundError(fmt::format("instance {} has no engine here", instance_id));
+    }
+    Engine& e = *it->second;
+    e.removing = true;
+    e.restart_at.reset();
+    Terminate(e, clock_.Now());
+  }
+  cv_.notify_all();
+  return OkStatus();
+}
+
+void Supervisor::StopAll() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (auto& [id, e] : engines_) {
+    e->removing = true;
+    e->restart_at.reset();
+    Terminate(*e, clock_.Now());
+  }
+  cv_.notify_all();
+  // Real time, not the injected clock: this bounds how long a caller blocks.
+  const auto limit = options_.stop_grace + std::chrono::seconds(5);
+  cv_.wait_for(lock, limit, [&] { return engines_.empty(); });
+  if (!engines_.empty()) {
+    Logger("worker")->error("engine supervisor: {} engine(s) still stopping after {} ms",
+                            engines_.size(), limit.count());
+  }
+}
+
+void Supervisor::Terminate(Engine& e, Timestamp now) {
+  if (e.pid == 0 || e.terminating) return;
+  e.terminating = true;
+  e.kill_at = now + options_.stop_grace;
+  // An adopted engine is not our child: make sure the pid still names it.
+  if (e.adopted && ProcessStartTicks(e.pid) != e.start_ticks) return;
+  ::kill(-e.pid, SIGTERM);
+}
+
+void Supervisor::WriteStateFile(const Engine& e) {
+  json::object o;
+  o["instance_id"] = e.spec.instance_id;
+  o["name"] = e.spec.name;
+  o["pid"] = e.pid;
+  o["pgid"] = e.pid;
+  o["port"] = e.spec.port;
+  o["start_ticks"] = e.start_ticks;
+  o["started_at"] = FormatRfc3339(e.spawned_at);
+  o["fingerprint"] = e.fingerprint;
+  o["restart_count"] = e.spec.restart_count;
+  const std::string path = StatePath(e.spec.instance_id);
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << ToJsonText(o) << "\n";
+    if (!out) {
+      Logger("worker")->error("cannot write engine state file {}", tmp);
+      return;
+    }
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) Logger("worker")->error("cannot write engine state file {}: {}", path, ec.message());
+}
+
+EngineStatus Supervisor::StatusOf(const Engine& e) const {
+  EngineStatus s;
+  s.instance_id = e.spec.instance_id;
+  s.state = e.state;
+  s.message = e.message;
+  s.restart_count = e.spec.restart_count;
+  s.pid = e.pid;
+  s.port = e.spec.port;
+  s.adopted = e.adopted;
+  s.next_restart_at = e.state == EngineState::kError ? e.restart_at : std::nullopt;
+  s.log_path = e.log_path;
+  return s;
+}
+
+void Supervisor::Spawn(Engine& e, std::vector<EngineStatus>& events) {
+  const Timestamp now = clock_.Now();
+  e.restart_at.reset();
+  e.terminating = false;
+  e.kill_at.reset();
+  e.pending_error.clear();
+  e.running_since.reset();
+  e.adopted = false;
+  if (e.spawned_before) ++e.spec.restart_count;
+  e.spawned_before = true;
+  auto fail = [&](std::string message) {
+    e.state = EngineState::kError;
+    e.message = std::move(message);
+    e.permanent_error = true;
+    Logger("worker")->error("engine for instance {} ({}): {}", e.spec.instance_id, e.spec.name,
+                            e.message);
+    events.push_back(StatusOf(e));
+  };
+
+  const LaunchSpec& l = e.spec.launch;
+  std::map<std::string, std::string> env = MergedEnvironment(l.env);
+  const std::string path_env = env.count("PATH") > 0 ? env["PATH"] : "/usr/local/bin:/usr/bin:/bin";
+  std::optional<std::string> exe = ResolveExecutable(l.argv[0], path_env);
+  if (!exe) return fail("executable not found: " + l.argv[0]);
+  if (!l.working_dir.empty() && !std::filesystem::is_directory(l.working_dir)) {
+    return fail("working directory not found: " + l.working_dir);
+  }
+
+  RotateIfNeeded(e.log_path, options_.log_max_bytes, options_.log_files);
+  const int log_fd = ::open(e.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (log_fd < 0) {
+    return fail(fmt::format("cannot open engine log {}: {}", e.log_path, std::strerror(errno)));
+  }
+  std::string cmdline;
+  for (const std::string& a : l.argv) cmdline += (cmdline.empty() ? "" : " ") + a;
+  const std::string header = fmt::format("{}start #{} at {}: {}\n", kLogMarker,
+                                         e.spec.restart_count + 1, FormatRfc3339(now), cmdline);
+  if (::write(log_fd, header.data(), header.size()) < 0) {
+    Logger("worker")->warn("cannot write engine log {}: {}", e.log_path, std::strerror(errno));
+  }
+
+  std::vector<std::string> env_strings;
+  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
+  std::vector<char*> envp;
+  for (std::string& s : env_strings) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> argv_strings = l.argv;
+  std::vector<char*> argv;
+  for (std::string& s : argv_strings) argv.push_back(s.data());
+  argv.push_back(nullptr);
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, log_fd, 1);
+  posix_spawn_file_actions_adddup2(&actions, log_fd, 2);
+  if (!l.working_dir.empty()) posix_spawn_file_actions_addchdir_np(&actions, l.working_dir.c_str());
+  // Sockets and files of the worker (its HTTP port!) must not leak into engines that may
+  // outlive it.
+  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none;
+  sigemptyset(&none);
+  sigset_t defaults;
+  sigemptyset(&defaults);
+  for (int sig : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR1, SIGUSR2, SIGALRM}) {
+    sigaddset(&defaults, sig);
+  }
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  posix_spawnattr_setpgroup(&attr, 0);  // its own process group: stop signals reach all of it
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  pid_t pid = 0;
+  const int rc = ::posix_spawn(&pid, exe->c_str(), &actions, &attr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  ::close(log_fd);
+  if (rc != 0) {
+    if (rc == ENOENT || rc == EACCES || rc == ENOEXEC) {
+      return fail(fmt::format("executable not found: {} ({})", l.argv[0], std::strerror(rc)));
+    }
+    return fail(fmt::format("cannot start engine {}: {}", l.argv[0], std::strerror(rc)));
+  }
+  e.pid = pid;
+  e.start_ticks = ProcessStartTicks(pid).value_or(0);
+  e.spawned_at = now;
+  e.state = EngineState::kStarting;
+  e.message.clear();
+  e.permanent_error = false;
+  WriteStateFile(e);
+  Logger("worker")->info("engine for instance {} ({}) started: pid {}, port {}: {}",
+                         e.spec.instance_id, e.spec.name, pid, e.spec.port, cmdline);
+  events.push_back(StatusOf(e));
+}
+
+void Supervisor::CheckExit(Engine& e, std::vector<EngineStatus>& events) {
+  siginfo_t info{};
+  const int rc = ::waitid(P_PID, static_cast<id_t>(e.pid), &info, WEXITED | WNOHANG | WNOWAIT);
+  if (rc == 0 && info.si_pid == e.pid) {
+    // Still a zombie, so its pid (= the group id) cannot be reused yet: kill what is left of
+    // the group (an engine's own workers), then reap.
+    ::kill(-e.pid, SIGKILL);
+    int status = 0;
+    ::waitpid(e.pid, &status, 0);
+    return OnExited(e, DescribeWaitStatus(status), events);
+  }
+  if (rc == 0) return;  // our child, still running
+  // Not our child (adopted after a worker restart): watch /proc.
+  if (ProcessStartTicks(e.pid) != e.start_ticks) {
+    OnExited(e, "engine exited (status unknown: adopted after a worker restart)", events);
+  }
+}
+
+void Supervisor::OnExited(Engine& e, const std::string& how, std::vector<EngineStatus>& events) {
+  const Timestamp now = clock_.Now();
+  Logger("worker")->info("engine for instance {} ({}), pid {}: {}", e.spec.instance_id, e.spec.name,
+                         e.pid, how);
+  e.pid = 0;
+  e.terminating = false;
+  e.kill_at.reset();
+  std::error_code ec;
+  std::filesystem::remove(StatePath(e.spec.instance_id), ec);
+  if (e.removing) return;  // Tick forgets it and reports STOPPED
+  if (e.running_since && now - *e.running_since >= options_.backoff_reset_after) {
+    e.consecutive_failures = 0;
+  }
+  e.running_since.reset();
+  e.state = EngineState::kError;
+  e.message = e.pending_error.empty() ? WithTail(how, e.log_path, options_.error_tail_lines)
+                                      : e.pending_error;
+  e.pending_error.clear();
+  if (e.spec.restart_on_error) {
+    auto delay = options_.backoff_base;
+    for (int i = 0; i < e.consecutive_failures && delay < options_.backoff_max; ++i) delay *= 2;
+    delay = std::min(delay, options_.backoff_max);
+    ++e.consecutive_failures;
+    e.restart_at = now + delay;
+  }
+  Logger("worker")->warn("engine for instance {} ({}) failed: {}", e.spec.instance_id, e.spec.name,
+                         e.message);
+  events.push_back(StatusOf(e));
+}
+
+void Supervisor::Loop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!quit_) {
+    std::vector<EngineStatus> events = std::move(pending_events_);
+    pending_events_.clear();
+    std::vector<ProbeJob> probes;
+    Tick(events, probes);
+    lock.unlock();
+    for (ProbeJob& p : probes) p.code = ProbeHttp(p.port, p.path, options_.probe_timeout);
+    lock.lock();
+    const Timestamp now = clock_.Now();
+    for (const ProbeJob& p : probes) {
+      auto it = engines_.find(p.instance_id);
+      if (it == engines_.end() || p.code != 200) continue;
+      Engine& e = *it->second;
+      if (e.pid != p.pid || e.state != EngineState::kStarting || e.terminating) continue;
+      e.state = EngineState::kRunning;
+      e.message.clear();
+      e.running_since = now;
+      Logger("worker")->info("engine for instance {} ({}) is healthy on port {}",
+                             e.spec.instance_id, e.spec.name, e.spec.port);
+      events.push_back(StatusOf(e));
+    }
+    const bool any_events = !events.empty();
+    lock.unlock();
+    for (const EngineStatus& ev : events) {
+      if (callback_) callback_(ev);
+    }
+    lock.lock();
+    if (any_events) cv_.notify_all();
+    if (quit_) break;
+    cv_.wait_for(lock, options_.poll_interval);
+  }
+}
+
+void Supervisor::Tick(std::vector<EngineStatus>& events, std::vector<ProbeJob>& probes) {
+  const Timestamp now = clock_.Now();
+  for (auto it = engines_.begin(); it != engines_.end();) {
+    Engine& e = *it->second;
+    if (e.pid != 0) CheckExit(e, events);
+    if (e.pid != 0) {
+      RotateIfNeeded(e.log_path, options_.log_max_bytes, options_.log_files);
+      if (e.terminating && e.kill_at && now >= *e.kill_at) {
+        Logger("worker")->warn("engine for instance {} ignored SIGTERM for {} ms: SIGKILL",
+                               e.spec.instance_id, options_.stop_grace.count());
+        if (!e.adopted || ProcessStartTicks(e.pid) == e.start_ticks) ::kill(-e.pid, SIGKILL);
+        e.kill_at.reset();
+      } else if (!e.terminating && e.state == EngineState::kStarting) {
+        if (now - e.spawned_at >= e.spec.ready_timeout) {
+          e.pending_error = fmt::format("engine did not become healthy within {} s",
+                                        e.spec.ready_timeout.count());
+          Terminate(e, now);
+        } else {
+          probes.push_back(
+              ProbeJob{e.spec.instance_id, e.pid, e.spec.port, e.spec.launch.health_path, 0});
+        }
+      }
+    }
+    if (e.pid == 0 && e.removing) {
+      reserved_ports_.erase(e.spec.instance_id);
+      e.state = EngineState::kStopped;
+      e.message.clear();
+      events.push_back(StatusOf(e));
+      it = engines_.erase(it);
+      continue;
+    }
+    if (e.pid == 0 && e.restart_at && now >= *e.restart_at) Spawn(e, events);
+    ++it;
+  }
+}
+
+Supervisor::RecoverReport Supervisor::Recover(const std::map<int64_t, EngineSpec>& expected) {
+  RecoverReport report;
+  std::vector<std::filesystem::path> files;
+  std::error_code ec;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(options_.data_dir + "/engines", ec)) {
+    if (entry.path().extension() == ".json") files.push_back(entry.path());
+  }
+  std::sort(files.begin(), files.end());
+  std::lock_guard<std::mutex> lock(mu_);
+  const Timestamp now = clock_.Now();
+  for (const auto& path : files) {
+    std::ifstream in(path);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    Result<json::value> parsed = ParseJson(text);
+    if (!parsed.ok() || !parsed->is_object()) {
+      Logger("worker")->warn("ignoring unreadable engine state file {}", path.string());
+      std::filesystem::remove(path, ec);
+      continue;
+    }
+    JsonReader r(parsed->as_object());
+    const int64_t id = r.Int("instance_id");
+    const std::string name = r.OptionalString("name").value_or("");
+    const pid_t pid = static_cast<pid_t>(r.Int("pid"));
+    (void)r.OptionalInt("pgid");
+    const int port = static_cast<int>(r.Int("port"));
+    const uint64_t ticks = static_cast<uint64_t>(r.Int("start_ticks"));
+    (void)r.OptionalString("started_at");
+    const std::string fingerprint = r.OptionalString("fingerprint").value_or("");
+    const int restart_count = static_cast<int>(r.OptionalInt("restart_count").value_or(0));
+    if (Status s = r.Finish(); !s.ok() || pid <= 1 || engines_.count(id) > 0) {
+      Logger("worker")->warn("ignoring engine state file {}: {}", path.string(),
+                             s.ok() ? "already supervised or bad pid" : s.message());
+      if (engines_.count(id) == 0) std::filesystem::remove(path, ec);
+      continue;
+    }
+    std::optional<ProcInfo> info = ReadProc(pid);
+    if (info && info->start_ticks == ticks && info->state == 'Z') {
+      // An engine of this very process that exited: reap it (no zombies).
+      ::waitpid(pid, nullptr, WNOHANG);
+      info.reset();
+    }
+    if (!info || info->start_ticks != ticks) {
+      report.stale.push_back(id);
+      std::filesystem::remove(path, ec);
+      continue;
+    }
+    auto e = std::make_unique<Engine>();
+    e->pid = pid;
+    e->start_ticks = ticks;
+    e->adopted = true;
+    e->spawned_before = true;
+    e->spawned_at = now;
+    e->log_path = LogPath(id);
+    e->fingerprint = fingerprint;
+    auto want = expected.find(id);
+    if (want != expected.end() && want->second.port == port &&
+        Fingerprint(want->second.launch) == fingerprint && !PortReservedByOther(port, id)) {
+      e->spec = want->second;
+      e->spec.restart_count = std::max(e->spec.restart_count, restart_count);
+      e->state = EngineState::kStarting;
+      reserved_ports_[id] = port;
+      report.adopted.push_back(id);
+      Logger("worker")->info("adopted engine for instance {} ({}): pid {}, port {}", id, name, pid,
+                             port);
+      pending_events_.push_back(StatusOf(*e));
+    } else {
+      e->spec.instance_id = id;
+      e->spec.name = name;
+      e->spec.port = port;
+      e->removing = true;
+      e->state = EngineState::kStarting;
+      Terminate(*e, now);
+      report.stopped.push_back(id);
+      Logger("worker")->info("stopping engine for instance {} ({}), pid {}: no longer wanted here",
+                             id, name, pid);
+    }
+    engines_[id] = std::move(e);
+  }
+  cv_.notify_all();
+  return report;
+}
+
+std::optional<EngineStatus> Supervisor::Get(int64_t instance_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = engines_.find(instance_id);
+  if (it == engines_.end()) return std::nullopt;
+  return StatusOf(*it->second);
+}
+
+std::vector<EngineStatus> Supervisor::List() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<EngineStatus> out;
+  for (const auto& [id, e] : engines_) out.push_back(StatusOf(*e));
+  return out;
+}
+
+std::vector<pid_t> Supervisor::ManagedPids() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<pid_t> out;
+  for (const auto& [id, e] : engines_) {
+    if (e->pid != 0) out.push_back(e->pid);
+  }
+  return out;
+}
+
+}  // namespace segma::engines

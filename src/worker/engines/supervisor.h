@@ -1,0 +1,179 @@
+#pragma once
+
+// Runs the engine processes of a worker's instances: spawn in an own process group, log to
+// rotating files, probe readiness, detect exits, restart with exponential backoff, stop
+// gracefully, and adopt (or clean up) engines left running by a previous worker process.
+// Behaviour in detail: docs/engines.md.
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <sys/types.h>
+
+#include "common/clock.h"
+#include "common/status.h"
+#include "worker/engines/backend.h"
+
+namespace segma::engines {
+
+enum class EngineState {
+  kStarting,  // spawned, readiness probe not yet answered 200
+  kRunning,   // healthy
+  kError,     // failed; see message. A restart may be scheduled (next_restart_at).
+  kStopped,   // stopped on request and gone: the supervisor forgot it
+};
+std::string_view EngineStateName(EngineState s);  // "STARTING", "RUNNING", "ERROR", "STOPPED"
+
+// What to run for one instance.
+struct EngineSpec {
+  int64_t instance_id = 0;
+  std::string name;   // for logs ("llama-1b-x7k2")
+  LaunchSpec launch;  // RenderLaunch's output for `port`
+  int port = 0;       // where the engine listens; the readiness probe goes to 127.0.0.1:port
+  bool restart_on_error = true;
+  int restart_count = 0;  // restarts so far (from the instance), continued by the supervisor
+  std::chrono::seconds ready_timeout{600};  // from spawn to the first 200
+};
+
+struct EngineStatus {
+  int64_t instance_id = 0;
+  EngineState state = EngineState::kStarting;
+  std::string message;  // why ERROR ("engine exited with status 1: <log tail>")
+  int restart_count = 0;
+  pid_t pid = 0;  // 0 when no process runs; also the process group id
+  int port = 0;
+  bool adopted = false;  // found running after a worker restart
+  std::optional<Timestamp> next_restart_at;
+  std::string log_path;
+};
+
+struct SupervisorOptions {
+  // State files go to <data_dir>/engines/instance-<id>.json, logs to
+  // <data_dir>/logs/instance-<id>.log (.1, .2 after rotation).
+  std::string data_dir;
+  int port_min = 40000;
+  int port_max = 40999;
+  std::chrono::milliseconds backoff_base{std::chrono::seconds(10)};
+  std::chrono::milliseconds backoff_max{std::chrono::minutes(5)};
+  // A RUNNING stretch at least this long resets the backoff (not restart_count).
+  std::chrono::milliseconds backoff_reset_after{std::chrono::minutes(10)};
+  std::chrono::milliseconds stop_grace{std::chrono::seconds(15)};  // SIGTERM → SIGKILL
+  std::chrono::milliseconds poll_interval{500};   // liveness poll and readiness probe cadence
+  std::chrono::milliseconds probe_timeout{2000};  // one readiness probe
+  int64_t log_max_bytes = 10 * 1024 * 1024;
+  int log_files = 3;          // the live file and 2 rotated ones
+  int error_tail_lines = 10;  // log lines quoted in an ERROR message
+};
+
+// Thread-safety: all public methods may be called from any thread. The callback runs on the
+// supervisor's own thread, never under its lock, once per state change; it must not block for
+// long (post to an io_context). Nothing here blocks the caller on I/O except StopAll().
+class Supervisor {
+ public:
+  using StateCallback = std::function<void(const EngineStatus&)>;
+
+  // Creates the state and log directories under options.data_dir and starts the supervisor
+  // thread. kUnavailable if a directory cannot be created.
+  static Result<std::unique_ptr<Supervisor>> Create(SupervisorOptions options, Clock& clock,
+                                                    StateCallback callback);
+
+  // Stops the thread. Engines keep running and keep their state files, so that the next
+  // supervisor over the same data_dir adopts them (Recover); call StopAll() first to stop them.
+  ~Supervisor();
+  Supervisor(const Supervisor&) = delete;
+  Supervisor& operator=(const Supervisor&) = delete;
+
+  // Reserves a port of the range for `instance_id`: not reserved by another instance and free
+  // to bind now. The same instance gets its reserved port back. kResourceExhausted when none.
+  Result<int> AllocatePort(int64_t instance_id);
+  // Gives the reservation back (also done when an engine is stopped).
+  void ReleasePort(int64_t instance_id);
+
+  // Starts the engine of `spec.instance_id` (state STARTING). A wrong executable is reported as
+  // ERROR "executable not found: …" through the callback (no restart). kAlreadyExists if the
+  // instance already has an engine here (Stop it first); kInvalidArgument for an empty argv or
+  // a port outside 1-65535.
+  Status Start(EngineSpec spec);
+
+  // Stops the engine: SIGTERM to its process group, SIGKILL after stop_grace, then reaped, its
+  // state file removed, its port released and the callback told STOPPED. A pending restart is
+  // cancelled. kNotFound for an unknown instance. Returns at once.
+  Status Stop(int64_t instance_id);
+
+  // Stops every engine and waits until all are gone (at most stop_grace plus a few seconds).
+  void StopAll();
+
+  struct RecoverReport {
+    std::vector<int64_t> adopted;  // running, expected and unchanged: supervised again
+    std::vector<int64_t> stopped;  // running but not expected (or changed): being stopped
+    std::vector<int64_t> stale;    // state file of a process that is gone: removed
+  };
+  // After a worker restart: reads the state files. An engine whose process still runs (same
+  // pid and /proc start time, so a reused pid is never signalled) is adopted when `expected`
+  // holds its instance with the same command and port; it is then probed (STARTING → RUNNING)
+  // and restarted like any other. Other running engines are stopped (their whole process group).
+  // Expected instances without a running engine are not started: call Start.
+  RecoverReport Recover(const std::map<int64_t, EngineSpec>& expected);
+
+  std::optional<EngineStatus> Get(int64_t instance_id) const;
+  std::vector<EngineStatus> List() const;
+  // The process group ids of running engines (for NvmlGpuProbe::SetManagedPids).
+  std::vector<pid_t> ManagedPids() const;
+
+  const SupervisorOptions& options() const { return options_; }
+
+ private:
+  struct Engine;
+  struct ProbeJob {
+    int64_t instance_id;
+    pid_t pid;
+    int port;
+    std::string path;
+    int code;
+  };
+
+  Supervisor(SupervisorOptions options, Clock& clock, StateCallback callback);
+  void Loop();
+  void Tick(std::vector<EngineStatus>& events, std::vector<ProbeJob>& probes);
+  void Spawn(Engine& e, std::vector<EngineStatus>& events);
+  void CheckExit(Engine& e, std::vector<EngineStatus>& events);
+  void OnExited(Engine& e, const std::string& how, std::vector<EngineStatus>& events);
+  void Terminate(Engine& e, Timestamp now);
+  EngineStatus StatusOf(const Engine& e) const;
+  std::string StatePath(int64_t id) const;
+  std::string LogPath(int64_t id) const;
+  void WriteStateFile(const Engine& e);
+  bool PortReservedByOther(int port, int64_t id) const;
+
+  const SupervisorOptions options_;
+  Clock& clock_;
+  const StateCallback callback_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool quit_ = false;
+  std::map<int64_t, std::unique_ptr<Engine>> engines_;  // GUARDED_BY(mu_)
+  std::map<int64_t, int> reserved_ports_;               // instance → port; GUARDED_BY(mu_)
+  int next_port_ = 0;                                   // GUARDED_BY(mu_)
+  std::vector<EngineStatus> pending_events_;            // from Recover; GUARDED_BY(mu_)
+  std::thread thread_;
+};
+
+// Reads /proc/<pid>/stat: the process's start time in clock ticks since boot, or nullopt when
+// the process does not exist (or is a zombie).
+std::optional<uint64_t> ProcessStartTicks(pid_t pid);
+
+// One blocking HTTP/1.0 GET to 127.0.0.1:port/path (or a bare TCP connect when `path` is
+// empty). Returns the status code, 0 when the connection failed or timed out.
+int ProbeHttp(int port, const std::string& path, std::chrono::milliseconds timeout);
+
+}  // namespace segma::engines

@@ -1,0 +1,427 @@
+#include "worker/engines/backend.h"
+
+#include <gtest/gtest.h>
+
+namespace segma::engines {
+namespace {
+
+using Argv = std::vector<std::string>;
+using Env = std::map<std::string, std::string>;
+constexpr int64_t kGiB = int64_t{1} << 30;
+
+const Backend& BuiltIn(std::string_view name) {
+  const Backend* b = FindBuiltInBackend(name);
+  EXPECT_NE(b, nullptr) << name;
+  return *b;
+}
+
+types::Model MakeModel(std::string name) {
+  types::Model m;
+  m.id = 7;
+  m.name = std::move(name);
+  m.source.type = types::SourceType::kLocalPath;
+  m.source.path = "/models/x";
+  return m;
+}
+
+types::ModelInstance MakeInstance(std::vector<int> gpus, int64_t vram_each) {
+  types::ModelInstance i;
+  i.id = 70;
+  i.name = "inst-abc12";
+  i.gpu_indexes = std::move(gpus);
+  for (int g : i.gpu_indexes) i.claim.vram[g] = vram_each;
+  return i;
+}
+
+LaunchContext MakeContext(std::string model_path, int port, int gpus = 8) {
+  LaunchContext ctx;
+  ctx.model_path = std::move(model_path);
+  ctx.port = port;
+  for (int g = 0; g < gpus; ++g) ctx.gpu_total_bytes[g] = 80 * kGiB;
+  return ctx;
+}
+
+LaunchSpec MustRender(const Backend& b, const types::Model& m, const types::ModelInstance& i,
+                      const LaunchContext& ctx) {
+  Result<LaunchSpec> spec = RenderLaunch(b, "", m, i, ctx);
+  EXPECT_TRUE(spec.ok()) << spec.status().ToString();
+  return spec.ok() ? *spec : LaunchSpec{};
+}
+
+TEST(RenderLaunchTest, LlamaCppSingleGpu) {
+  types::Model m = MakeModel("qwen2.5-0.5b");
+  m.backend = "llama.cpp";
+  m.context_length = 8192;
+  m.max_concurrent_sequences = 4;
+  types::ModelInstance i = MakeInstance({1}, 6 * kGiB);
+  i.claim.offload_layers = 25;
+  i.claim.total_layers = 25;
+  LaunchContext ctx = MakeContext("/var/lib/segma/models/qwen2.5-0.5b-q8_0.gguf", 40001);
+  ctx.binary_dir = "/var/cache/segma/llama.cpp-3.21.1/build/bin";
+  LaunchSpec s = MustRender(BuiltIn("llama.cpp"), m, i, ctx);
+  EXPECT_EQ(s.argv, (Argv{"/var/cache/segma/llama.cpp-3.21.1/build/bin/llama-server", "-m",
+                          "/var/lib/segma/models/qwen2.5-0.5b-q8_0.gguf", "--host", "0.0.0.0",
+                          "--port", "40001", "--alias", "qwen2.5-0.5b", "-c", "8192", "--parallel",
+                          "4", "-ngl", "25", "--metrics", "--no-webui"}));
+  EXPECT_EQ(s.env, (Env{{"CUDA_VISIBLE_DEVICES", "1"}}));
+  EXPECT_EQ(s.health_path, "/health");
+}
+
+TEST(RenderLaunchTest, LlamaCppCpuOnly) {
+  types::Model m = MakeModel("tiny");
+  types::ModelInstance i = MakeInstance({}, 0);
+  i.claim.ram = 2 * kGiB;
+  LaunchSpec s = MustRender(BuiltIn("llama.cpp"), m, i, MakeContext("/m/tiny.gguf", 40002));
+  EXPECT_EQ(s.argv, (Argv{"llama-server", "-m", "/m/tiny.gguf", "--host", "0.0.0.0", "--port",
+                          "40002", "--alias", "tiny", "-ngl", "0", "--metrics", "--no-webui"}));
+  // An empty CUDA_VISIBLE_DEVICES hides every GPU from the engine.
+  EXPECT_EQ(s.env, (Env{{"CUDA_VISIBLE_DEVICES", ""}}));
+}
+
+TEST(RenderLaunchTest, LlamaCppTwoGpusWithTensorSplit) {
+  types::Model m = MakeModel("mistral-7b");
+  types::ModelInstance i = MakeInstance({0, 1}, 5 * kGiB);
+  i.claim.offload_layers = 30;
+  i.claim.total_layers = 33;
+  i.claim.tensor_split = {0.6, 0.4};
+  LaunchSpec s = MustRender(BuiltIn("llama.cpp"), m, i, MakeContext("/m/mistral.gguf", 40003));
+  EXPECT_EQ(s.argv, (Argv{"llama-server", "-m", "/m/mistral.gguf", "--host", "0.0.0.0", "--port",
+                          "40003", "--alias", "mistral-7b", "-ngl", "30", "-ts", "0.6,0.4",
+                          "--metrics", "--no-webui"}));
+  EXPECT_EQ(s.env.at("CUDA_VISIBLE_DEVICES"), "0,1");
+}
+
+TEST(RenderLaunchTest, LlamaCppAcrossWorkersWithRpcServers) {
+  types::Model m = MakeModel("llama-3.1-70b-q4");
+  m.distributed_inference_across_workers = true;
+  m.context_length = 4096;
+  types::ModelInstance i = MakeInstance({0}, 20 * kGiB);
+  i.claim.offload_layers = 81;
+  i.claim.total_layers = 81;
+  types::DistributedServer rpc;
+  rpc.worker_id = 2;
+  rpc.worker_name = "gpu-b";
+  rpc.gpu_indexes = {0, 1};
+  i.distributed_servers = {rpc};
+  LaunchContext ctx = MakeContext("/m/llama-70b-q4.gguf", 40004);
+  ctx.rpc_servers = {"10.0.0.12:50052", "10.0.0.13:50052"};
+  LaunchSpec s = MustRender(BuiltIn("llama.cpp"), m, i, ctx);
+  EXPECT_EQ(s.argv,
+            (Argv{"llama-server", "-m", "/m/llama-70b-q4.gguf", "--host", "0.0.0.0", "--port",
+                  "40004", "--alias", "llama-3.1-70b-q4", "-c", "4096", "-ngl", "81", "--rpc",
+                  "10.0.0.12:50052,10.0.0.13:50052", "--metrics", "--no-webui"}));
+
+  // The subordinate worker's side.
+  LaunchContext sub;
+  sub.port = 50052;
+  sub.binary_dir = "/opt/llama/bin/";
+  Result<LaunchSpec> r = RenderDistributedServerLaunch(BuiltIn("llama.cpp"), "", m, i, rpc, sub);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->argv, (Argv{"/opt/llama/bin/ggml-rpc-server", "-H", "0.0.0.0", "-p", "50052"}));
+  EXPECT_EQ(r->env, (Env{{"CUDA_VISIBLE_DEVICES", "0,1"}}));
+  EXPECT_EQ(r->health_path, "");  // a TCP connect is its readiness check
+
+  EXPECT_EQ(RenderDistributedServerLaunch(BuiltIn("vllm"), "", m, i, rpc, sub).status().code(),
+            StatusCode::kFailedPrecondition);
+}
+
+TEST(RenderLaunchTest, VllmTensorParallelWithMemoryFractionAndContext) {
+  types::Model m = MakeModel("llama-3.1-70b");
+  m.context_length = 32768;
+  m.max_concurrent_sequences = 64;
+  types::ModelInstance i = MakeInstance({2, 3}, 0);
+  i.claim.vram = {{2, 70 * kGiB}, {3, 72 * kGiB}};  // 0.875 and 0.9 of 80 GiB
+  LaunchSpec s =
+      MustRender(BuiltIn("vllm"), m, i, MakeContext("/models/Meta-Llama-3.1-70B-Instruct", 40010));
+  EXPECT_EQ(s.argv, (Argv{"vllm", "serve", "/models/Meta-Llama-3.1-70B-Instruct", "--host",
+                          "0.0.0.0", "--port", "40010", "--served-model-name", "llama-3.1-70b",
+                          "--tensor-parallel-size", "2", "--gpu-memory-utilization", "0.87",
+                          "--max-model-len", "32768", "--max-num-seqs", "64"}));
+  EXPECT_EQ(s.env, (Env{{"CUDA_VISIBLE_DEVICES", "2,3"}}));
+}
+
+TEST(RenderLaunchTest, VllmWithLmcache) {
+  types::Model m = MakeModel("qwen2.5-7b");
+  m.extended_kv_cache.enabled = true;
+  m.extended_kv_cache.ram_gib = 64;
+  m.extended_kv_cache.chunk_size = 256;
+  types::ModelInstance i = MakeInstance({0}, 40 * kGiB);
+  LaunchSpec s = MustRender(BuiltIn("vllm"), m, i, MakeContext("/models/Qwen2.5-7B", 40011));
+  EXPECT_EQ(s.argv, (Argv{"vllm", "serve", "/models/Qwen2.5-7B", "--host", "0.0.0.0", "--port",
+                          "40011", "--served-model-name", "qwen2.5-7b", "--tensor-parallel-size",
+                          "1", "--gpu-memory-utilization", "0.50", "--kv-transfer-config",
+                          R"({"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"})"}));
+  EXPECT_EQ(s.env, (Env{{"CUDA_VISIBLE_DEVICES", "0"},
+                        {"LMCACHE_CHUNK_SIZE", "256"},
+                        {"LMCACHE_LOCAL_CPU", "True"},
+                        {"LMCACHE_MAX_LOCAL_CPU_SIZE", "64"}}));
+
+  // A ratio needs the GPU KV cache size.
+  m.extended_kv_cache.ram_gib.reset();
+  m.extended_kv_cache.ram_ratio = 2.5;
+  m.extended_kv_cache.chunk_size = 0;
+  LaunchContext ctx = MakeContext("/models/Qwen2.5-7B", 40011);
+  ctx.kv_cache_bytes = 10 * kGiB;
+  s = MustRender(BuiltIn("vllm"), m, i, ctx);
+  EXPECT_EQ(s.env.at("LMCACHE_MAX_LOCAL_CPU_SIZE"), "25");
+  EXPECT_EQ(s.env.count("LMCACHE_CHUNK_SIZE"), 0u);
+  ctx.kv_cache_bytes = 0;
+  Result<LaunchSpec> r = RenderLaunch(BuiltIn("vllm"), "", m, i, ctx);
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("kv_cache_ram_gib has no value"), std::string::npos)
+      << r.status().message();
+}
+
+TEST(RenderLaunchTest, SglangWithHierarchicalCache) {
+  types::Model m = MakeModel("deepseek-r1-distill-32b");
+  m.context_length = 16384;
+  m.extended_kv_cache.enabled = true;
+  m.extended_kv_cache.ram_gib = 100;
+  types::ModelInstance i = MakeInstance({0}, 40 * kGiB);
+  LaunchSpec s = MustRender(BuiltIn("sglang"), m, i, MakeContext("/models/r1-32b", 40020));
+  EXPECT_EQ(s.argv, (Argv{"python3",
+                          "-m",
+                          "sglang.launch_server",
+                          "--model-path",
+                          "/models/r1-32b",
+                          "--served-model-name",
+                          "deepseek-r1-distill-32b",
+                          "--host",
+                          "0.0.0.0",
+                          "--port",
+                          "40020",
+                          "--tp-size",
+                          "1",
+                          "--mem-fraction-static",
+                          "0.50",
+                          "--context-length",
+                          "16384",
+                          "--enable-hierarchical-cache",
+                          "--hicache-size",
+                          "100",
+                          "--enable-metrics"}));
+
+  m.extended_kv_cache.ram_gib.reset();
+  m.extended_kv_cache.ram_ratio = 2;
+  s = MustRender(BuiltIn("sglang"), m, i, MakeContext("/models/r1-32b", 40020));
+  const Argv tail(s.argv.end() - 4, s.argv.end());
+  EXPECT_EQ(tail,
+            (Argv{"--enable-hierarchical-cache", "--hicache-ratio", "2", "--enable-metrics"}));
+}
+
+TEST(RenderLaunchTest, TensorRtLlm) {
+  types::Model m = MakeModel("llama-3.3-70b");
+  m.context_length = 8192;
+  m.max_concurrent_sequences = 32;
+  types::ModelInstance i = MakeInstance({0, 1, 2, 3}, 64 * kGiB);
+  LaunchContext ctx = MakeContext("/models/Llama-3.3-70B-Instruct", 40030);
+  ctx.weight_bytes_per_gpu = 16 * kGiB;  // (64 - 16) / (80 - 16) = 0.75 of the free memory
+  LaunchSpec s = MustRender(BuiltIn("tensorrt-llm"), m, i, ctx);
+  EXPECT_EQ(s.argv,
+            (Argv{"trtllm-serve", "/models/Llama-3.3-70B-Instruct", "--host", "0.0.0.0", "--port",
+                  "40030", "--backend", "pytorch", "--tp_size", "4", "--max_seq_len", "8192",
+                  "--max_batch_size", "32", "--kv_cache_free_gpu_memory_fraction", "0.75"}));
+  EXPECT_EQ(s.env.at("CUDA_VISIBLE_DEVICES"), "0,1,2,3");
+}
+
+TEST(RenderLaunchTest, Simulator) {
+  types::Model m = MakeModel("sim-8b");
+  m.source.type = types::SourceType::kSimulated;
+  m.source.params_b = 8;
+  m.context_length = 8192;
+  types::ModelInstance i = MakeInstance({0}, 20 * kGiB);
+  LaunchContext ctx = MakeContext("", 40040);
+  ctx.gpu_type = "H100";
+  LaunchSpec s = MustRender(BuiltIn("simulator"), m, i, ctx);
+  EXPECT_EQ(s.argv, (Argv{"segma", "engine-sim", "--host", "0.0.0.0", "--port", "40040", "--model",
+                          "sim-8b", "--tp", "1", "--params-b", "8", "--gpu", "H100",
+                          "--max-model-len", "8192"}));
+}
+
+Result<Backend> ParseBackend(std::string_view text) {
+  Result<json::value> v = ParseJson(text);
+  if (!v.ok()) return v.status();
+  if (!v->is_object()) return InvalidArgumentError("not an object");
+  return BackendFromJson(v->as_object());
+}
+
+constexpr std::string_view kCustom = R"({
+  "name": "tgi",
+  "versions": {
+    "3.0": {
+      "command": ["text-generation-launcher", "--model-id", "{{model_path}}",
+                  "--hostname", "{{host}}", "--port", "{{port}}",
+                  {"when": "ctx_size", "args": ["--max-total-tokens", "{{ctx_size}}"]},
+                  {"when": "gpu_ids", "env": {"TGI_GPUS": "{{gpu_ids}}"}}],
+      "env": {"HF_HUB_OFFLINE": "1"},
+      "image": "ghcr.io/huggingface/text-generation-inference:3.0"
+    }
+  },
+  "health_path": "/health",
+  "model_formats": ["safetensors"],
+  "gpu_vendors": ["nvidia"],
+  "min_compute_capability": "8.0",
+  "metrics_format": "none"
+})";
+
+TEST(CustomBackendTest, RendersWithUserParameters) {
+  Result<Backend> b = ParseBackend(kCustom);
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_EQ(b->default_version, "3.0");  // the only version
+  EXPECT_FALSE(b->built_in);
+  types::Model m = MakeModel("phi-4");
+  m.context_length = 16000;
+  m.backend_parameters = {"--dtype=bfloat16", "--sharded", "false",
+                          R"(--rope-scaling={"type":"dynamic"})", "$(rm -rf /)"};
+  m.env = {{"NCCL_DEBUG", "INFO"}, {"HF_HUB_OFFLINE", "0"}};
+  types::ModelInstance i = MakeInstance({3}, 30 * kGiB);
+  LaunchSpec s = MustRender(*b, m, i, MakeContext("/models/phi-4", 40050));
+  // "$(rm -rf /)" is one literal argument: nothing ever runs it through a shell.
+  EXPECT_EQ(s.argv,
+            (Argv{"text-generation-launcher", "--model-id", "/models/phi-4", "--hostname",
+                  "0.0.0.0", "--port", "40050", "--max-total-tokens", "16000", "--dtype=bfloat16",
+                  "--sharded", "false", R"(--rope-scaling={"type":"dynamic"})", "$(rm -rf /)"}));
+  EXPECT_EQ(s.env, (Env{{"CUDA_VISIBLE_DEVICES", "3"},
+                        {"HF_HUB_OFFLINE", "0"},  // the model's env wins
+                        {"NCCL_DEBUG", "INFO"},
+                        {"TGI_GPUS", "3"}}));
+}
+
+TEST(CustomBackendTest, RoundTripsThroughJson) {
+  Result<Backend> b = ParseBackend(kCustom);
+  ASSERT_TRUE(b.ok());
+  Result<Backend> again = BackendFromJson(ToJson(*b));
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(*again, *b);
+  for (const Backend& builtin : BuiltInBackends()) {
+    json::object o = ToJson(builtin);
+    o["built_in"] = false;
+    Result<Backend> parsed = BackendFromJson(o);
+    ASSERT_TRUE(parsed.ok()) << builtin.name << ": " << parsed.status().ToString();
+    Backend expect = builtin;
+    expect.built_in = false;
+    EXPECT_EQ(*parsed, expect) << builtin.name;
+    EXPECT_TRUE(ValidateBackend(builtin).ok()) << builtin.name;
+  }
+}
+
+std::string BackendError(std::string_view text) {
+  Result<Backend> b = ParseBackend(text);
+  if (b.ok()) return "OK";
+  EXPECT_EQ(b.status().code(), StatusCode::kInvalidArgument);
+  return b.status().message();
+}
+
+TEST(CustomBackendTest, RejectsBadTemplates) {
+  EXPECT_EQ(BackendError(R"({"name":"x","versions":{"1":{"command":["srv","{{modle_path}}"]}}})"),
+            "versions.1.command[1]: unknown template variable 'modle_path' in \"{{modle_path}}\"");
+  EXPECT_NE(BackendError(R"({"name":"x","versions":{"1":{"command":["srv","--port","{{port"]}}})")
+                .find("unterminated"),
+            std::string::npos);
+  EXPECT_NE(BackendError(R"({"name":"x","versions":{"1":{"command":[]}}})")
+                .find("must start with the executable"),
+            std::string::npos);
+  EXPECT_NE(BackendError(
+                R"({"name":"x","versions":{"1":{"command":[{"when":"ctx_size","args":["a"]}]}}})")
+                .find("must start with the executable"),
+            std::string::npos);
+  EXPECT_NE(BackendError(
+                R"({"name":"x","versions":{"1":{"command":["a",{"when":"nope","args":["b"]}]}}})")
+                .find("unknown template variable 'nope'"),
+            std::string::npos);
+  EXPECT_EQ(
+      BackendError(R"({"name":"x","versions":{"1":{"command":["a",{"args":["b"],"if":"x"}]}}})"),
+      "unknown field 'versions.1.command[1].if'");
+  EXPECT_EQ(BackendError(R"({"name":"x","versions":{"1":{"command":["a", 3]}}})"),
+            "versions.1.command[1] must be a string or an object");
+  EXPECT_NE(BackendError(R"({"name":"x","versions":{"1":{"command":["a"],"env":{"A":"{{bad}}"}}}})")
+                .find("unknown template variable 'bad'"),
+            std::string::npos);
+  EXPECT_EQ(
+      BackendError(R"({"name":"x","default_version":"2","versions":{"1":{"command":["a"]}}})"),
+      "default_version '2' is not among the versions");
+  EXPECT_EQ(
+      BackendError(R"({"name":"x","health_path":"health","versions":{"1":{"command":["a"]}}})"),
+      "health_path must start with '/'");
+  EXPECT_EQ(BackendError(R"({"name":"x","built_in":true,"versions":{"1":{"command":["a"]}}})"),
+            "built_in cannot be set: only segma's own backends are built in");
+  EXPECT_EQ(
+      BackendError(R"({"name":"x","metrics_format":"prom","versions":{"1":{"command":["a"]}}})"),
+      "metrics_format must be one of none, vllm, llama.cpp, sglang");
+  EXPECT_EQ(
+      BackendError(R"({"name":"x","model_formats":["onnx"],"versions":{"1":{"command":["a"]}}})"),
+      "model_formats: unknown format 'onnx' (gguf, safetensors)");
+  EXPECT_EQ(BackendError(R"({"name":"x","shell":"bash","versions":{"1":{"command":["a"]}}})"),
+            "unknown field 'shell'");
+  EXPECT_EQ(BackendError(R"({"name":"a/b","versions":{"1":{"command":["a"]}}})"),
+            "name must be 1-64 of [A-Za-z0-9._-]");
+  EXPECT_EQ(BackendError(R"({"name":"x"})"), "versions is required");
+}
+
+TEST(BackendParametersTest, RejectsWhatOnlyAShellWouldMeanOrThatBreaksTheEngine) {
+  EXPECT_TRUE(ValidateBackendParameters({"--ctx-size=4096", "-ngl", "99", "--chat-template",
+                                         "{% for m in messages %}{{ m.content }}{% endfor %}"})
+                  .code() == StatusCode::kInvalidArgument)
+      << "'{{' is refused even inside a value: parameters are not templates";
+  EXPECT_TRUE(
+      ValidateBackendParameters({"--ctx-size=4096", "-ngl", "99", "--json={\"a\":1}"}).ok());
+  auto error = [](std::vector<std::string> p) {
+    Status s = ValidateBackendParameters(p);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+    return s.message();
+  };
+  EXPECT_EQ(error({"--ctx-size 4096"}),
+            "backend_parameters[0] '--ctx-size 4096' has a space after the flag: write "
+            "\"--ctx-size=4096\" or pass two parameters");
+  EXPECT_NE(error({"-c", "1", ";"}).find("shell operator ';'"), std::string::npos);
+  EXPECT_NE(error({"&&"}).find("never through a shell"), std::string::npos);
+  EXPECT_EQ(error({""}), "backend_parameters[0] is empty");
+  EXPECT_EQ(error({"a\nb"}), "backend_parameters[0] contains a control character");
+  EXPECT_EQ(error({std::string(5000, 'a')}), "backend_parameters[0] is longer than 4096 bytes");
+}
+
+TEST(RenderLaunchTest, RejectsBadParametersAndMissingValues) {
+  types::Model m = MakeModel("m");
+  types::ModelInstance i = MakeInstance({0}, 10 * kGiB);
+  const LaunchContext ctx = MakeContext("/m/a.gguf", 40060);
+  m.backend_parameters = {"--port=9999"};
+  Result<LaunchSpec> r = RenderLaunch(BuiltIn("llama.cpp"), "", m, i, ctx);
+  EXPECT_EQ(r.status().message(),
+            "backend parameter '--port=9999' overrides --port, which the platform sets");
+  m.backend_parameters = {"--host", "1.2.3.4"};
+  EXPECT_EQ(RenderLaunch(BuiltIn("vllm"), "", m, i, ctx).status().code(),
+            StatusCode::kInvalidArgument);
+  m.backend_parameters = {"-m", "/other.gguf"};
+  EXPECT_EQ(RenderLaunch(BuiltIn("llama.cpp"), "", m, i, ctx).status().code(),
+            StatusCode::kInvalidArgument);
+  m.backend_parameters = {"-ngl", "10", "--flash-attn"};  // later flags win in llama.cpp: fine
+  EXPECT_TRUE(RenderLaunch(BuiltIn("llama.cpp"), "", m, i, ctx).ok());
+  m.backend_parameters = {"x;", "|"};
+  EXPECT_EQ(RenderLaunch(BuiltIn("llama.cpp"), "", m, i, ctx).status().code(),
+            StatusCode::kInvalidArgument);
+
+  m.backend_parameters.clear();
+  r = RenderLaunch(BuiltIn("vllm"), "0.0.1", m, i, ctx);
+  EXPECT_EQ(r.status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(r.status().message(), "backend vllm has no version '0.0.1' (known: 0.11.0)");
+  r = RenderLaunch(BuiltIn("vllm"), "", m, i, MakeContext("", 40060));
+  EXPECT_NE(r.status().message().find("template variable model_path has no value"),
+            std::string::npos)
+      << r.status().message();
+  m.env["A=B"] = "1";
+  EXPECT_EQ(RenderLaunch(BuiltIn("vllm"), "", m, i, ctx).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+TEST(GpuMemoryFractionTest, RoundsDownAndNeedsEveryGpu) {
+  types::ModelInstance i = MakeInstance({0, 1}, 0);
+  i.claim.vram = {{0, 39 * kGiB}, {1, 79 * kGiB}};
+  std::map<int, int64_t> totals{{0, 80 * kGiB}, {1, 80 * kGiB}};
+  EXPECT_DOUBLE_EQ(GpuMemoryFraction(i, totals).value(), 0.48);  // 0.4875
+  totals.erase(1);
+  EXPECT_FALSE(GpuMemoryFraction(i, totals).has_value());
+  EXPECT_FALSE(GpuMemoryFraction(MakeInstance({}, 0), totals).has_value());
+}
+
+}  // namespace
+}  // namespace segma::engines

@@ -1,0 +1,488 @@
+#include "worker/engines/supervisor.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "scheduler/estimate/test_model.h"
+
+namespace segma::engines {
+namespace {
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+constexpr char kLlamaBin[] = "/var/cache/segma/llama.cpp-3.21.1/build/bin";
+constexpr char kVocab[] = "/var/cache/segma/llama.cpp-3.21.1/src/models/ggml-vocab-llama-spm.gguf";
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+bool Alive(pid_t pid) { return ProcessStartTicks(pid).has_value(); }
+
+// Children of this test process that are zombies (exited, never reaped).
+std::vector<pid_t> Zombies() {
+  std::vector<pid_t> out;
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string stat = ReadFile("/proc/" + name + "/stat");
+    const size_t close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(stat.substr(close + 1));
+    char state = 0;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    if (ppid == getpid() && state == 'Z') out.push_back(std::stoi(name));
+  }
+  return out;
+}
+
+// Processes of process group `pgid`.
+std::vector<pid_t> GroupMembers(pid_t pgid) {
+  std::vector<pid_t> out;
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string stat = ReadFile("/proc/" + name + "/stat");
+    const size_t close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(stat.substr(close + 1));
+    char state = 0;
+    pid_t ppid = 0, pgrp = 0;
+    rest >> state >> ppid >> pgrp;
+    if (pgrp == pgid && state != 'Z') out.push_back(std::stoi(name));
+  }
+  return out;
+}
+
+template <typename Pred>
+bool WaitUntil(Pred pred, std::chrono::milliseconds timeout = 15s) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return pred();
+}
+
+class SupervisorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/segma-engines-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    // A per-process slice of ports, so that parallel test runs do not collide.
+    options_.port_min = 42000 + (getpid() % 400) * 20;
+    options_.port_max = options_.port_min + 19;
+    options_.data_dir = dir_;
+    options_.poll_interval = 50ms;
+    options_.probe_timeout = 500ms;
+    options_.backoff_base = 100ms;
+    options_.stop_grace = 2s;
+  }
+
+  void TearDown() override {
+    for (auto& s : supervisors_) s->StopAll();
+    supervisors_.clear();
+    EXPECT_TRUE(Zombies().empty());
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  Supervisor& Make(Clock& clock = SystemClock::Get()) {
+    auto s = Supervisor::Create(options_, clock, [this](const EngineStatus& st) {
+      std::lock_guard<std::mutex> lock(mu_);
+      events_.push_back(st);
+    });
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    supervisors_.push_back(std::move(*s));
+    return *supervisors_.back();
+  }
+
+  EngineSpec FakeSpec(Supervisor& s, int64_t id, std::vector<std::string> extra = {}) {
+    EngineSpec spec;
+    spec.instance_id = id;
+    spec.name = "fake-" + std::to_string(id);
+    Result<int> port = s.AllocatePort(id);
+    EXPECT_TRUE(port.ok()) << port.status().ToString();
+    spec.port = *port;
+    spec.launch.argv = {FAKE_ENGINE_PATH, "--port", std::to_string(spec.port)};
+    for (std::string& a : extra) spec.launch.argv.push_back(std::move(a));
+    spec.launch.health_path = "/health";
+    spec.launch.env["CUDA_VISIBLE_DEVICES"] = "1";
+    return spec;
+  }
+
+  std::vector<std::string> StatesOf(int64_t id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<std::string> out;
+    for (const EngineStatus& e : events_) {
+      if (e.instance_id == id) out.emplace_back(EngineStateName(e.state));
+    }
+    return out;
+  }
+
+  static bool InState(Supervisor& s, int64_t id, EngineState state) {
+    std::optional<EngineStatus> st = s.Get(id);
+    return st && st->state == state;
+  }
+
+  std::string dir_;
+  SupervisorOptions options_;
+  FakeClock fake_clock_;  // outlives the supervisors that use it
+  std::vector<std::unique_ptr<Supervisor>> supervisors_;
+  std::mutex mu_;
+  std::vector<EngineStatus> events_;
+};
+
+TEST_F(SupervisorTest, StartsRunsAndStops) {
+  Supervisor& s = Make();
+  EngineSpec spec = FakeSpec(s, 1, {"--print-env", "CUDA_VISIBLE_DEVICES"});
+  const int port = spec.port;
+  ASSERT_TRUE(s.Start(spec).ok());
+  EXPECT_EQ(s.Start(spec).code(), StatusCode::kAlreadyExists);
+  ASSERT_TRUE(WaitUntil([&] { return InState(s, 1, EngineState::kRunning); }));
+  const EngineStatus st = *s.Get(1);
+  EXPECT_GT(st.pid, 0);
+  EXPECT_EQ(st.port, port);
+  EXPECT_EQ(st.restart_count, 0);
+  EXPECT_EQ(s.ManagedPids(), std::vector<pid_t>{st.pid});
+  EXPECT_EQ(GroupMembers(st.pid), std::vector<pid_t>{st.pid}) << "own process group";
+  EXPECT_TRUE(fs::exists(dir_ + "/engines/instance-1.json"));
+  const std::string log = ReadFile(st.log_path);
+  EXPECT_NE(log.find("--- segma: start #1 at "), std::string::npos) << log;
+  EXPECT_NE(log.find("CUDA_VISIBLE_DEVICES=1"), std::string::npos) << log;
+  EXPECT_NE(log.find("fake engine: listening on " + std::to_string(port)), std::string::npos);
+
+  ASSERT_TRUE(s.Stop(1).ok());
+  ASSERT_TRUE(WaitUntil([&] { return !s.Get(1).has_value(); }));
+  EXPECT_FALSE(Alive(st.pid));
+  EXPECT_FALSE(fs::exists(dir_ + "/engines/instance-1.json"));
+  EXPECT_EQ(StatesOf(1), (std::vector<std::string>{"STARTING", "RUNNING", "STOPPED"}));
+  EXPECT_EQ(s.Stop(1).code(), StatusCode::kNotFound);
+  EXPECT_TRUE(Zombies().empty());
+}
+
+TEST_F(SupervisorTest, EngineThatExitsAtOnceIsAnErrorWithItsLogTail) {
+  Supervisor& s = Make();
+  EngineSpec spec = FakeSpec(s, 2, {"--exit", "1"});
+  spec.restart_on_error = false;
+  ASSERT_TRUE(s.Start(spec).ok());
+  ASSERT_TRUE(WaitUntil([&] { return InState(s, 2, EngineState::kError); }));
+  const EngineStatus st = *s.Get(2);
+  EXPECT_TRUE(st.message.starts_with("engine exited with status 1: ")) << st.message;
+  EXPECT_NE(st.message.find("fake engine: fatal error: out of memory"), std::string::npos);
+  EXPECT_NE(st.message.find("fake engine: loading model"), std::string::npos);
+  EXPECT_EQ(st.message.find("--- segma"), std::string::npos) << "our marker is not quoted";
+  EXPECT_EQ(st.pid, 0);
+  EXPECT_FALSE(st.next_restart_at.has_value());
+  EXPECT_TRUE(Zombies().empty());
+}
+
+TEST_F(SupervisorTest, EngineThatNeverBecomesHealthyIsKilledAfterTheTimeout) {
+  Supervisor& s = Make();
+  EngineSpec spec = FakeSpec(s, 3, {"--health-status", "503", "--child"});
+  spec.restart_on_error = false;
+  spec.ready_timeout = 1s;
+  ASSERT_TRUE(s.Start(spec).ok());
+  ASSERT_TRUE(WaitUntil([&] { return InState(s, 3, EngineState::kStarting) && s.Get(3)->pid; }));
+  const pid_t pid = s.Get(3)->pid;
+  ASSERT_TRUE(WaitUntil([&] { return GroupMembers(pid).size() == 2; })) << "engine + its child";
+  ASSERT_TRUE(WaitUntil([&] { return InState(s, 3, EngineState::kError); }));
+  EXPECT_EQ(s.Get(3)->message, "engine did not become healthy within 1 s");
+  EXPECT_FALSE(Alive(pid));
+  EXPECT_TRUE(GroupMembers(pid).empty()) << "the whole group is gone";
+}
+
+TEST_F(SupervisorTest, WrongExecutableIsNotFound) {
+  Supervisor& s = Make();
+  EngineSpec spec = FakeSpec(s, 4);
+  spec.launch.argv[0] = "/nonexistent/llama-server";
+  ASSERT_TRUE(s.Start(spec).ok());
+  ASSERT_TRUE(WaitUntil([&] { return InState(s, 4, EngineState::kError); }));
+  EXPECT_EQ(s.Get(4)->message, "executable not found: /nonexistent/llama-server");
+  EXPECT_FALSE(s.Get(4)->next_restart_at.has_value()) << "no point retrying";
+
+  spec = FakeSpec(s, 5);
+  spec.launch.argv[0] = "segma-no-such-engine";
+  ASSERT_TRUE(s.Start(spec).ok());
+  ASSERT_TRUE(WaitUntil([&] { return InState(s, 5, EngineState::kError); }));
+  EXPECT_EQ(s.Get(5)->message, "executable not found: segma-no-such-engine");
+
+  EXPECT_EQ(s.Start(EngineSpec{}).code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(SupervisorTest, KilledEngineIsRestartedWithExponentialBackoff) {
+  FakeClock& clock = fake_clock_;
+  options_.backoff_base = 10s;
+  options_.backoff_max = 5min;
+  Supervisor& s = Make(clock);
+  EngineSpec spec = FakeSpec(s, 6);
+  spec.restart_count = 3;  // carried over from the instance
+  ASSERT_TRUE(s.Start(spec).ok());
+  ASSERT_TRUE(WaitUntil([&] { return InState(s, 6, EngineState::kRunning); }));
+  pid_t pid = s.Get(6)->pid;
+
+  ::kill(pid, SIGKILL);
+  ASSERT_TRUE(WaitUntil([&] { return InState(s, 6, EngineState::kError); }));
+  EngineStatus st = *s.Get(6);
+  EXPECT_TRUE(st.message.starts_with("engine was killed by signal 9 (SIGKILL): ")) << st.message;
+  ASSERT_TRUE(st.next_restart_at.has_value());
+  EXPECT_EQ(*st.next_restart_at, clock.Now() + 10s);
+  std::this_thread::sleep_for(300ms);  // several polls: the clock has not moved, so no restart
+  EXPECT_TRUE(InState(s, 6, EngineState::kError));
+  EXPECT_EQ(s.Get(6)->pid, 0);
+
+  clock.Advance(10s);
+  ASSERT_TRUE(WaitUntil([&] { return InState(s, 6, EngineState::kRunning); }));
+  st = *s.Get(6);
+  EXPECT_EQ(st.restart_count, 4);
+  EXPECT_NE(st.pid, pid);
+  pid = st.pid;
+
+  ::kill(pid, SIGTERM);
+  ASSERT_TRUE(WaitUntil([&] { return InState(s, 6, EngineState::kError); }));
+  EXPECT_EQ(*s.Get(6)->next_restart_at, clock.Now() + 20s) << "doubled";
+  clock.Advance(19s);
+  std::this_thread::sleep_for(200ms);
+  EXPECT_TRUE(InState(s, 6, EngineState::kError));
+  clock.Advance(1s);
+  ASSERT_TRUE(WaitUntil([&] { return InState(s, 6, EngineState::kRunning); }));
+  EXPECT_EQ(s.Get(6)->restart_count, 5);
+  EXPECT_EQ(StatesOf(6), (std::vector<std::string>{"STARTING", "RUNNING", "ERROR", "STARTING",
+                                                   "RUNNING", "ERROR", "STARTING", "RUNNING"}));
+
+  // Stopping cancels nothing pending and leaves nothing behind.
+  s.StopAll();
+  EXPECT_FALSE(s.Get(6).has_value());
+  EXPECT_TRUE(Zombies().empty());
+}
+
+TEST_F(SupervisorTest, BackoffIsCappedAndUsesTheRealClockWhenGiven) {
+  options_.backoff_base = 50ms;
+  options_.backoff_max = 100ms;
+  Supervisor& s = Make();
+  EngineSpec spec = FakeSpec(s, 7, {"--exit", "2"});
+  ASSERT_TRUE(s.Start(spec).ok());
+  ASSERT_TRUE(WaitUntil(
+      [&] { return s.Get(7)->restart_count >= 4 && InState(s, 7, EngineState::kError); }));
+  EXPECT_EQ(s.Get(7)->message.rfind("engine exited with status 2: ", 0), 0u);
+  ASSERT_TRUE(s.Stop(7).ok());
+  ASSERT_TRUE(WaitUntil([&] { return !s.Get(7).has_value(); }));
+}
+
+TEST_F(SupervisorTest, StopSendsSigtermThenSigkill) {
+  options_.stop_grace = 700ms;
+  Supervisor& s = Make();
+  ASSERT_TRUE(s.Start(FakeSpec(s, 8, {"--ignore-sigterm"})).ok());
+  ASSERT_TRUE(s.Start(FakeSpec(s, 9)).ok());
+  ASSERT_TRUE(WaitUntil([&] {
+    return InState(s, 8, EngineState::kRunning) && InState(s, 9, EngineState::kRunning);
+  }));
+  const pid_t stubborn = s.Get(8)->pid;
+  const pid_t polite = s.Get(9)->pid;
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(s.Stop(8).ok());
+  ASSERT_TRUE(s.Stop(9).ok());
+  ASSERT_TRUE(WaitUntil([&] { return !Alive(polite); }));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 600ms) << "SIGTERM is enough for this one";
+  EXPECT_TRUE(Alive(stubborn));
+  ASSERT_TRUE(WaitUntil([&] { return !s.Get(8).has_value(); }));
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 650ms) << "SIGKILL only after the grace";
+  EXPECT_FALSE(Alive(stubborn));
+  EXPECT_TRUE(Zombies().empty());
+}
+
+TEST_F(SupervisorTest, AllocatesPortsFromTheRangeSkippingPortsInUse) {
+  Supervisor& s = Make();
+  // Occupy the first port of the range.
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  int one = 1;  // the port may be in TIME_WAIT after an earlier test's engine
+  ASSERT_EQ(::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)), 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  addr.sin_port = htons(static_cast<uint16_t>(options_.port_min));
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(fd, 1), 0);
+  Result<int> a = s.AllocatePort(100);
+  Result<int> b = s.AllocatePort(101);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_NE(*a, options_.port_min);
+  EXPECT_NE(*a, *b);
+  EXPECT_GE(*a, options_.port_min);
+  EXPECT_LE(*b, options_.port_max);
+  EXPECT_EQ(*s.AllocatePort(100), *a) << "an instance keeps its port";
+  for (int id = 102; id < 102 + 17; ++id) ASSERT_TRUE(s.AllocatePort(id).ok()) << id;
+  EXPECT_EQ(s.AllocatePort(200).status().code(), StatusCode::kResourceExhausted);
+  s.ReleasePort(101);
+  EXPECT_EQ(*s.AllocatePort(200), *b);
+  ::close(fd);
+}
+
+TEST_F(SupervisorTest, RotatesTheLog) {
+  options_.log_max_bytes = 200;
+  options_.log_files = 3;
+  Supervisor& s = Make();
+  const std::string log = dir_ + "/logs/instance-10.log";
+  {
+    std::ofstream(log) << std::string(300, 'a') << "\n";
+    std::ofstream(log + ".1") << "older\n";
+  }
+  ASSERT_TRUE(s.Start(FakeSpec(s, 10)).ok());
+  ASSERT_TRUE(WaitUntil([&] { return InState(s, 10, EngineState::kRunning); }));
+  EXPECT_EQ(ReadFile(log + ".2"), "older\n");
+  EXPECT_EQ(ReadFile(log + ".1"), std::string(300, 'a') + "\n");
+  EXPECT_TRUE(ReadFile(log).starts_with("--- segma: start #1")) << ReadFile(log);
+}
+
+TEST_F(SupervisorTest, RestartedWorkerAdoptsWhatItExpectsAndStopsTheRest) {
+  std::map<int64_t, EngineSpec> specs;
+  pid_t keep_pid = 0, drop_pid = 0, changed_pid = 0;
+  {
+    auto first = Supervisor::Create(options_, SystemClock::Get(), nullptr);
+    ASSERT_TRUE(first.ok());
+    Supervisor& s = **first;
+    for (int64_t id : {11, 12, 13}) {
+      specs[id] = FakeSpec(s, id);
+      ASSERT_TRUE(s.Start(specs[id]).ok());
+    }
+    ASSERT_TRUE(WaitUntil([&] {
+      return InState(s, 11, EngineState::kRunning) && InState(s, 12, EngineState::kRunning) &&
+             InState(s, 13, EngineState::kRunning);
+    }));
+    keep_pid = s.Get(11)->pid;
+    drop_pid = s.Get(12)->pid;
+    changed_pid = s.Get(13)->pid;
+  }  // the worker "restarts": its supervisor goes away, the engines keep running
+  ASSERT_TRUE(Alive(keep_pid) && Alive(drop_pid) && Alive(changed_pid));
+  // A state file whose process is long gone.
+  std::ofstream(dir_ + "/engines/instance-14.json")
+      << R"({"instance_id":14,"name":"old","pid":999999,"pgid":999999,"port":1,"start_ticks":1,)"
+      << R"("started_at":"2026-01-01T00:00:00.000Z","fingerprint":"x","restart_count":0})";
+
+  Supervisor& s = Make();
+  std::map<int64_t, EngineSpec> expected{{11, specs[11]}, {13, specs[13]}};
+  expected[13].launch.argv.push_back("--ready-after-ms");  // the deployment changed meanwhile
+  expected[13].launch.argv.push_back("0");
+  Supervisor::RecoverReport r = s.Recover(expected);
+  EXPECT_EQ(r.adopted, std::vector<int64_t>{11});
+  EXPECT_EQ(r.stopped, (std::vector<int64_t>{12, 13}));
+  EXPECT_EQ(r.stale, std::vector<int64_t>{14});
+  ASSERT_TRUE(WaitUntil([&] { return InState(s, 11, EngineState::kRunning); }));
+  EXPECT_TRUE(s.Get(11)->adopted);
+  EXPECT_EQ(s.Get(11)->pid, keep_pid);
+  ASSERT_TRUE(WaitUntil([&] { return !Alive(drop_pid) && !Alive(changed_pid); }));
+  ASSERT_TRUE(WaitUntil([&] { return !s.Get(12).has_value() && !s.Get(13).has_value(); }));
+  EXPECT_FALSE(fs::exists(dir_ + "/engines/instance-12.json"));
+  EXPECT_FALSE(fs::exists(dir_ + "/engines/instance-14.json"));
+  EXPECT_EQ(*s.AllocatePort(11), specs[11].port) << "the adopted engine keeps its port";
+
+  // Adopted engines are supervised like any other: a crash restarts them.
+  ::kill(keep_pid, SIGKILL);
+  ASSERT_TRUE(WaitUntil([&] { return InState(s, 11, EngineState::kError); }));
+  ASSERT_TRUE(WaitUntil(
+      [&] { return InState(s, 11, EngineState::kRunning) && s.Get(11)->pid != keep_pid; }));
+  EXPECT_EQ(s.Get(11)->restart_count, 1);
+  EXPECT_FALSE(s.Get(11)->adopted);
+
+  // Starting 13 afresh with its new command works.
+  ASSERT_TRUE(s.Start(expected[13]).ok());
+  ASSERT_TRUE(WaitUntil([&] { return InState(s, 13, EngineState::kRunning); }));
+  s.StopAll();
+  EXPECT_TRUE(s.List().empty());
+  EXPECT_TRUE(fs::is_empty(dir_ + "/engines"));
+}
+
+// HTTP/1.0 POST on 127.0.0.1, whole response.
+std::string Post(int port, const std::string& path, const std::string& body) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return "";
+  }
+  timeval tv{60, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  const std::string req = "POST " + path +
+                          " HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                          "Content-Length: " +
+                          std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+  (void)!::write(fd, req.data(), req.size());
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fd, buf, sizeof(buf))) > 0;) out.append(buf, n);
+  ::close(fd);
+  return out;
+}
+
+TEST_F(SupervisorTest, RealLlamaServer) {
+  const std::string bin = std::string(kLlamaBin) + "/llama-server";
+  if (!fs::exists(bin) || !fs::exists(kVocab)) {
+    GTEST_SKIP() << "no llama-server at " << bin << " (scripts/build-llama builds it)";
+  }
+  estimate::TestModelOptions mo;
+  mo.path = dir_ + "/tiny.gguf";
+  mo.vocab_path = kVocab;
+  ASSERT_TRUE(estimate::WriteTestModel(mo).ok());
+
+  Supervisor& s = Make();
+  types::Model model;
+  model.name = "tiny";
+  model.context_length = 512;
+  model.max_concurrent_sequences = 2;
+  model.backend_parameters = {"--threads", "2"};
+  types::ModelInstance instance;
+  instance.id = 20;
+  instance.name = "tiny-x1";
+  LaunchContext ctx;
+  ctx.model_path = mo.path;
+  ctx.host = "127.0.0.1";
+  ctx.binary_dir = kLlamaBin;
+  Result<int> port = s.AllocatePort(instance.id);
+  ASSERT_TRUE(port.ok());
+  ctx.port = *port;
+  Result<LaunchSpec> launch =
+      RenderLaunch(*FindBuiltInBackend("llama.cpp"), "", model, instance, ctx);
+  ASSERT_TRUE(launch.ok()) << launch.status().ToString();
+  EngineSpec spec;
+  spec.instance_id = instance.id;
+  spec.name = instance.name;
+  spec.port = *port;
+  spec.launch = *launch;
+  spec.ready_timeout = 120s;
+  ASSERT_TRUE(s.Start(spec).ok());
+  ASSERT_TRUE(WaitUntil([&] { return !InState(s, 20, EngineState::kStarting); }, 120s));
+  ASSERT_TRUE(InState(s, 20, EngineState::kRunning)) << s.Get(20)->message;
+  const pid_t pid = s.Get(20)->pid;
+
+  const std::string res =
+      Post(*port, "/v1/chat/completions",
+           R"({"model":"tiny","messages":[{"role":"user","content":"Hello"}],"max_tokens":8})");
+  EXPECT_TRUE(res.starts_with("HTTP/1.1 200")) << res;
+  EXPECT_NE(res.find("\"choices\""), std::string::npos) << res;
+  EXPECT_NE(res.find("\"completion_tokens\""), std::string::npos) << res;
+
+  s.StopAll();
+  EXPECT_FALSE(Alive(pid));
+  EXPECT_TRUE(GroupMembers(pid).empty());
+}
+
+}  // namespace
+}  // namespace segma::engines
