@@ -5,6 +5,7 @@
 #include "api/api.h"
 #include "auth/validation.h"
 #include "common/crypto.h"
+#include "controllers/cluster_state.h"
 
 namespace segma::api {
 
@@ -162,14 +163,33 @@ Result<Response> DeleteWorker(ApiContext& c) {
 
 // ---- GPUs ---------------------------------------------------------------------------------------
 
-json::object GpuJson(const types::Worker& w, const types::GpuDevice& g) {
+// Bytes claimed by segma's instances on each GPU: (worker id, GPU index) → Σ claims.
+using Allocations = std::map<std::pair<int64_t, int>, int64_t>;
+
+Result<Allocations> LoadAllocations(store::Store& store) {
+  ASSIGN_OR_RETURN(std::vector<types::ModelInstance> instances,
+                   controllers::ListAllInstances(store));
+  Allocations out;
+  for (const types::ModelInstance& i : instances) {
+    if (!controllers::HoldsClaims(i)) continue;
+    for (const auto& [index, bytes] : i.claim.vram) out[{i.worker_id, index}] += bytes;
+    for (const auto& d : i.distributed_servers) {
+      for (const auto& [index, bytes] : d.claim.vram) out[{d.worker_id, index}] += bytes;
+    }
+  }
+  return out;
+}
+
+json::object GpuJson(const types::Worker& w, const types::GpuDevice& g,
+                     const Allocations& allocations) {
   json::object o = types::ToJson(g);
+  auto it = allocations.find({w.id, g.index});
+  o["memory_allocated"] = it == allocations.end() ? 0 : it->second;
   o["id"] = fmt::format("{}:{}", w.name, g.index);
   o["worker_id"] = w.id;
   o["worker_name"] = w.name;
   o["worker_state"] = types::WorkerStateName(w.state);
   o["cluster_id"] = w.cluster_id;
-  if (!o.contains("memory_allocated")) o["memory_allocated"] = 0;
   return o;
 }
 
@@ -183,6 +203,7 @@ Result<Response> ListGpus(ApiContext& c) {
   all.per_page = store::ListOptions::kMaxPerPage;
   all.q.clear();
   all.sort.clear();
+  ASSIGN_OR_RETURN(Allocations allocations, LoadAllocations(c.s.store));
   json::array gpus;
   for (;;) {
     ASSIGN_OR_RETURN(auto workers, c.s.store.ListWorkers(all));
@@ -190,7 +211,7 @@ Result<Response> ListGpus(ApiContext& c) {
       if (worker_id && w.id != *worker_id) continue;
       for (const types::GpuDevice& g : w.status.gpus) {
         if (!o.q.empty() && g.name.find(o.q) == std::string::npos) continue;
-        gpus.push_back(GpuJson(w, g));
+        gpus.push_back(GpuJson(w, g, allocations));
       }
     }
     if (static_cast<int64_t>(all.page) * all.per_page >= workers.total) break;
@@ -241,6 +262,7 @@ std::vector<Route> InfraRoutes() {
 std::vector<Route> ControlPlaneRoutes() {
   std::vector<Route> routes = IdentityRoutes();
   for (Route& r : InfraRoutes()) routes.push_back(std::move(r));
+  for (Route& r : ModelRoutes()) routes.push_back(std::move(r));
   return routes;
 }
 

@@ -46,6 +46,12 @@ Status ServerApp::Init() {
   worker_tokens_ = std::make_unique<auth::WorkerTokens>(*store_);
   liveness_ = std::make_unique<controllers::WorkerLivenessController>(*store_, clock_,
                                                                       config_.heartbeat_grace);
+  scheduler::RescheduleOptions reschedule;
+  reschedule.grace_period = config_.reschedule_grace;
+  reschedule.max_at_once = config_.reschedule_max_at_once;
+  rescheduler_ = std::make_unique<controllers::Rescheduler>(*store_, clock_, reschedule);
+  replica_sync_ = std::make_unique<controllers::ReplicaSync>(*store_);
+  instance_scheduler_ = std::make_unique<controllers::InstanceScheduler>(*store_);
 
   // The default cluster, with its registration token, exists from the first start on.
   Result<types::Cluster> cluster = store_->GetDefaultCluster();
@@ -81,7 +87,49 @@ Result<uint16_t> ServerApp::Start() {
   ASSIGN_OR_RETURN(uint16_t port, server_->Listen(config_.address, config_.port));
   liveness_timer_ = std::make_unique<asio::steady_timer>(ioc_);
   ScheduleLiveness();
+  for (const char* resource : {"models", "model-instances", "workers"}) {
+    auto sub = bus_.Subscribe(resource);
+    sub->SetNotifier([this] { TriggerControllers(); });
+    triggers_.push_back(std::move(sub));
+  }
+  sweep_timer_ = std::make_unique<asio::steady_timer>(ioc_);
+  ScheduleSweep();
+  TriggerControllers();  // instances left PENDING by a previous run
   return port;
+}
+
+Status ServerApp::RunControllersOnce() {
+  std::lock_guard lock(controllers_mu_);
+  // The subscriptions only wake us; what changed is re-read from the store.
+  for (auto& sub : triggers_) {
+    while (sub->TryPop()) {
+    }
+  }
+  RETURN_IF_ERROR(liveness_->Reconcile().status());
+  RETURN_IF_ERROR(rescheduler_->Reconcile().status());
+  RETURN_IF_ERROR(replica_sync_->Reconcile().status());
+  RETURN_IF_ERROR(instance_scheduler_->Reconcile().status());
+  return OkStatus();
+}
+
+void ServerApp::TriggerControllers() {
+  if (shutting_down_ || controllers_queued_.exchange(true)) return;
+  asio::post(blocking_, [this] {
+    // Cleared before the pass: a change made during it queues exactly one more.
+    controllers_queued_ = false;
+    if (shutting_down_) return;
+    Status s = RunControllersOnce();
+    if (!s.ok()) Logger("controllers")->error("controller pass failed: {}", s.ToString());
+  });
+}
+
+void ServerApp::ScheduleSweep() {
+  sweep_timer_->expires_after(config_.controller_sweep);
+  sweep_timer_->async_wait([this](boost::system::error_code ec) {
+    if (ec || shutting_down_) return;
+    TriggerControllers();
+    ScheduleSweep();
+  });
 }
 
 void ServerApp::ScheduleLiveness() {
@@ -115,6 +163,7 @@ void ServerApp::Shutdown() {
   if (shutting_down_.exchange(true)) return;
   asio::post(ioc_, [this] {
     if (liveness_timer_) liveness_timer_->cancel();
+    if (sweep_timer_) sweep_timer_->cancel();
     if (server_) server_->Stop();
     // In-flight requests get a short grace, then every connection is closed and run() returns.
     auto grace = std::make_shared<asio::steady_timer>(ioc_, std::chrono::seconds(2));

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -11,6 +12,9 @@
 #include <boost/asio/thread_pool.hpp>
 
 #include "api/api.h"
+#include "controllers/instance_scheduler.h"
+#include "controllers/replica_sync.h"
+#include "controllers/rescheduler.h"
 #include "controllers/worker_liveness.h"
 #include "http/server.h"
 
@@ -24,6 +28,13 @@ struct ServerConfig {
   int blocking_threads = 4;
   // A worker is NOT_READY after this long without a heartbeat.
   std::chrono::seconds heartbeat_grace{60};
+  // Instances of a worker NOT_READY this long are rescheduled (--reschedule-grace).
+  std::chrono::seconds reschedule_grace{300};
+  // At most this many instances are being rescheduled at once.
+  int reschedule_max_at_once = 10;
+  // The model controllers (replica sync, rescheduling, placement) also run on every change of
+  // models, instances and workers; this sweep catches the rest (e.g. grace periods expiring).
+  std::chrono::seconds controller_sweep{10};
   std::optional<std::string> bootstrap_password;  // SEGMA_BOOTSTRAP_PASSWORD
   http::ServerOptions http;
 };
@@ -54,10 +65,19 @@ class ServerApp {
   // The default cluster's registration token (for the embedded worker).
   Result<std::string> DefaultRegistrationToken();
 
+  // One synchronous pass of every controller, in order: worker liveness, rescheduling, replica
+  // sync, placement. The background passes (timer and events) run the same function; calls are
+  // serialised, so after it returns every change made before the call has been acted on. For
+  // tests (advance a FakeClock, then call this) and for the sweep. kUnavailable from the store.
+  Status RunControllersOnce();
+
  private:
   ServerApp(ServerConfig config, const Clock& clock);
   Status Init();
   void ScheduleLiveness();
+  void ScheduleSweep();
+  // Queues one controller pass on the blocking pool unless one is already queued.
+  void TriggerControllers();
 
   ServerConfig config_;
   const Clock& clock_;
@@ -76,6 +96,14 @@ class ServerApp {
   std::unique_ptr<boost::asio::steady_timer> liveness_timer_;
   std::optional<std::string> initial_password_;
   std::atomic<bool> shutting_down_{false};
+  std::unique_ptr<controllers::Rescheduler> rescheduler_;
+  std::unique_ptr<controllers::ReplicaSync> replica_sync_;
+  std::unique_ptr<controllers::InstanceScheduler> instance_scheduler_;
+  std::mutex controllers_mu_;  // one pass at a time
+  std::atomic<bool> controllers_queued_{false};
+  std::unique_ptr<boost::asio::steady_timer> sweep_timer_;
+  // Changes that trigger a pass; declared last so they go before the controllers they call.
+  std::vector<std::shared_ptr<Subscription>> triggers_;
 };
 
 }  // namespace segma::api

@@ -35,6 +35,7 @@
 #include "common/clock.h"
 #include "common/status.h"
 #include "types/identity.h"
+#include "types/model.h"
 #include "types/worker.h"
 
 namespace segma::store {
@@ -97,6 +98,43 @@ struct WorkerPatch {
   // REGISTERING.
   std::optional<bool> maintenance;
   std::optional<std::string> maintenance_message;
+};
+
+// ---- models and instances (section owned by the scheduler work) --------------------------------
+
+// Filters of ListModelInstances, besides ListOptions' project_id and member_user_id.
+struct ModelInstanceFilter {
+  std::optional<int64_t> model_id;
+  std::optional<int64_t> worker_id;  // main worker or any distributed server's worker
+  std::optional<types::InstanceState> state;
+};
+
+// A partial update of an instance: only fields that are set change.
+struct ModelInstancePatch {
+  std::optional<types::InstanceState> state;
+  std::optional<std::string> state_message;
+  // Placement; ClearPlacement() sets all of them to "not placed".
+  std::optional<int64_t> worker_id;
+  std::optional<std::string> worker_name;
+  std::optional<std::vector<int>> gpu_indexes;
+  std::optional<types::ResourceClaim> claim;
+  std::optional<std::vector<types::DistributedServer>> distributed_servers;
+  std::optional<int> port;
+  std::optional<int> restart_count;
+  std::optional<std::optional<Timestamp>> last_restart_at;
+  std::optional<std::map<std::string, std::string>> unschedulable_reasons;
+  // Compare-and-set: when set, the update applies only if the stored state is one of these
+  // (kAborted otherwise), so that a controller never overwrites a newer transition.
+  std::optional<std::vector<types::InstanceState>> if_state_in;
+
+  void ClearPlacement() {
+    worker_id = 0;
+    worker_name = std::string();
+    gpu_indexes = std::vector<int>();
+    claim = types::ResourceClaim();
+    distributed_servers = std::vector<types::DistributedServer>();
+    port = 0;
+  }
 };
 
 class Store {
@@ -219,6 +257,39 @@ class Store {
   virtual Result<std::vector<types::Worker>> MarkStaleWorkersNotReady(
       Timestamp heartbeat_before, const std::string& message) = 0;
   virtual Status DeleteWorker(int64_t id) = 0;
+
+  // ---- models ("models") and model instances ("model-instances") -----------------------------
+  // Events carry project_id. A model's ready_replicas is derived on read (RUNNING instances).
+  //
+  // Inserts `model` (id and timestamps assigned). kNotFound if the project does not exist;
+  // kAlreadyExists if the name is taken in the project; kInvalidArgument if ValidateModel fails.
+  virtual Result<types::Model> CreateModel(const types::Model& model) = 0;
+  virtual Result<types::Model> GetModel(int64_t id) = 0;
+  virtual Result<types::Model> GetModelByName(int64_t project_id, const std::string& name) = 0;
+  // Sort fields: id, name, replicas, created_at, updated_at. q: name.
+  // Filters: project_id, member_user_id.
+  virtual Result<ListResult<types::Model>> ListModels(const ListOptions& options) = 0;
+  // Replaces the stored model `model.id` with `model` (project_id and created_at are kept).
+  // kNotFound, kAlreadyExists (name taken), kInvalidArgument (ValidateModel).
+  virtual Result<types::Model> UpdateModel(const types::Model& model) = 0;
+  // Deletes the model and its instances in one transaction (kDeleted for each instance first,
+  // then for the model).
+  virtual Status DeleteModel(int64_t id) = 0;
+
+  // Inserts `instance` (id and timestamps assigned; project_id is taken from the model).
+  // kNotFound if the model does not exist.
+  virtual Result<types::ModelInstance> CreateModelInstance(
+      const types::ModelInstance& instance) = 0;
+  virtual Result<types::ModelInstance> GetModelInstance(int64_t id) = 0;
+  // Sort fields: id, name, state, worker_id, created_at, updated_at. q: name.
+  // Filters: project_id, member_user_id, and those of `filter`.
+  virtual Result<ListResult<types::ModelInstance>> ListModelInstances(
+      const ListOptions& options, const ModelInstanceFilter& filter = {}) = 0;
+  // Applies `patch`; kNotFound, or kAborted when patch.if_state_in does not hold. Publishes
+  // kUpdated (also when nothing changed).
+  virtual Result<types::ModelInstance> UpdateModelInstance(int64_t id,
+                                                           const ModelInstancePatch& patch) = 0;
+  virtual Status DeleteModelInstance(int64_t id) = 0;
 };
 
 }  // namespace segma::store

@@ -95,11 +95,27 @@ class RbacRoutesTest : public ::testing::Test {
     auto c = admin.Post("/v2/clusters", json::object{{"name", "spare"}});
     ASSERT_EQ(c.status, 201u);
     spare_cluster_id_ = Api::Obj(c).at("id").as_int64();
+
+    for (const char* mname : {"kept", "doomed"}) {
+      auto m = admin.Post("/v2/models", ModelBody(mname));
+      ASSERT_EQ(m.status, 201u) << m.body;
+      (mname == std::string("kept") ? model_id_ : doomed_model_id_) = Api::Obj(m).at("id").as_int64();
+    }
+    ASSERT_TRUE(app_->RunControllersOnce().ok());  // creates the models' instances
+    auto instances = Api::Obj(admin.Get(fmt::format("/v2/model-instances?model_id={}", model_id_)));
+    ASSERT_EQ(instances.at("items").as_array().size(), 1u);
+    instance_id_ = instances.at("items").as_array()[0].at("id").as_int64();
   }
 
   void TearDown() override {
     if (app_) app_->Shutdown();
     if (io_thread_.joinable()) io_thread_.join();
+  }
+
+  json::value ModelBody(const std::string& name) const {
+    return json::object{{"name", name},
+                        {"project_id", project_},
+                        {"source", json::object{{"type", "simulated"}, {"params_b", 1}}}};
   }
 
   std::string Login(const std::string& user, const std::string& password) {
@@ -117,6 +133,7 @@ class RbacRoutesTest : public ::testing::Test {
   std::map<std::string, int64_t> user_ids_;
   int64_t project_ = 0, project2_ = 0, member_key_id_ = 0, cluster_id_ = 0, spare_cluster_id_ = 0;
   int64_t worker_id_ = 0, worker2_id_ = 0;
+  int64_t model_id_ = 0, doomed_model_id_ = 0, instance_id_ = 0;
 };
 
 TEST_F(RbacRoutesTest, EveryRouteTimesEveryRole) {
@@ -206,6 +223,25 @@ TEST_F(RbacRoutesTest, EveryRouteTimesEveryRole) {
         [] { return json::value(json::object{{"labels", json::object{{"zone", "a"}}}}); }, {admins}}},
       {"DELETE /v2/workers/{id}", {fmt::format("/v2/workers/{}", worker2_id_), none, {admins}}},
       {"GET /v2/gpus", {"/v2/gpus", none, {readers_of_pool}}},
+      {"GET /v2/models", {"/v2/models?project_id=" + p, none, {project_readers}}},
+      {"POST /v2/models",
+       {"/v2/models", [&] { return std::optional<json::value>(ModelBody(unique("m"))); },
+        {project_writers}}},
+      {"GET /v2/models/{id}", {fmt::format("/v2/models/{}", model_id_), none, {project_readers}}},
+      {"PATCH /v2/models/{id}",
+       {fmt::format("/v2/models/{}", model_id_),
+        [] { return json::value(json::object{{"replicas", 1}}); }, {project_writers}}},
+      {"DELETE /v2/models/{id}",
+       {fmt::format("/v2/models/{}", doomed_model_id_), none, {project_writers}}},
+      {"GET /v2/model-instances",
+       {"/v2/model-instances?project_id=" + p, none, {project_readers}}},
+      {"GET /v2/model-instances/{id}",
+       {fmt::format("/v2/model-instances/{}", instance_id_), none, {project_readers}}},
+      {"DELETE /v2/model-instances/{id}",
+       {fmt::format("/v2/model-instances/{}", instance_id_), none, {project_writers}}},
+      {"POST /v2/model-evaluations",
+       {"/v2/model-evaluations", [&] { return std::optional<json::value>(ModelBody("eval")); },
+        {project_writers}}},
   };
 
   // Logging out revokes the sessions every other call uses: it goes last.

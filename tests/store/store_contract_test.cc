@@ -603,6 +603,228 @@ TEST_P(StoreContractTest, ConcurrentWritersAreSerialized) {
   EXPECT_EQ(store_->ListProjects(ListOptions{})->total, 80);
 }
 
+// ---- models and model instances ----------------------------------------------------------------
+
+types::Model SimModel(const std::string& name, int64_t project_id, int replicas = 1) {
+  types::Model m;
+  m.name = name;
+  m.project_id = project_id;
+  m.source.type = types::SourceType::kSimulated;
+  m.source.params_b = 8;
+  m.replicas = replicas;
+  m.env = {{"A", "b"}};
+  m.worker_selector = {{"zone", "a"}};
+  m.context_length = 4096;
+  return m;
+}
+
+TEST_P(StoreContractTest, ModelCrudAndUniqueNamePerProject) {
+  Project p = MakeProject("p");
+  Project q = MakeProject("q");
+  Drain();
+  auto m = store_->CreateModel(SimModel("chat", p.id, 2));
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_GT(m->id, 0);
+  EXPECT_EQ(m->created_at, clock_.Now());
+  EXPECT_EQ(store_->CreateModel(SimModel("chat", p.id)).status().code(),
+            StatusCode::kAlreadyExists);
+  EXPECT_TRUE(store_->CreateModel(SimModel("chat", q.id)).ok());  // other project: allowed
+  EXPECT_EQ(store_->CreateModel(SimModel("x", 999)).status().code(), StatusCode::kNotFound);
+  types::Model bad = SimModel("bad name!", p.id);
+  EXPECT_EQ(store_->CreateModel(bad).status().code(), StatusCode::kInvalidArgument);
+
+  auto got = store_->GetModel(m->id);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*got, *m);  // the whole spec round-trips
+  auto by_name = store_->GetModelByName(p.id, "chat");
+  ASSERT_TRUE(by_name.ok());
+  EXPECT_EQ(by_name->id, m->id);
+  EXPECT_EQ(store_->GetModelByName(p.id, "nope").status().code(), StatusCode::kNotFound);
+
+  clock_.Advance(std::chrono::seconds(5));
+  types::Model changed = *m;
+  changed.replicas = 3;
+  changed.placement_strategy = types::PlacementStrategy::kBinpack;
+  auto updated = store_->UpdateModel(changed);
+  ASSERT_TRUE(updated.ok()) << updated.status().ToString();
+  EXPECT_EQ(updated->replicas, 3);
+  EXPECT_EQ(updated->created_at, m->created_at);
+  EXPECT_EQ(updated->updated_at, clock_.Now());
+  EXPECT_EQ(store_->GetModel(m->id)->placement_strategy, types::PlacementStrategy::kBinpack);
+  auto other = store_->CreateModel(SimModel("other", p.id));
+  ASSERT_TRUE(other.ok());
+  types::Model clash = *other;
+  clash.name = "chat";
+  EXPECT_EQ(store_->UpdateModel(clash).status().code(), StatusCode::kAlreadyExists);
+
+  std::vector<Event> events = Drain();
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events[0].resource, "models");
+  EXPECT_EQ(events[0].type, Event::Type::kCreated);
+  EXPECT_EQ(events[0].project_id, p.id);
+}
+
+TEST_P(StoreContractTest, ListModelsFiltersSortAndSearch) {
+  User alice = MakeUser("alice");
+  Project p = MakeProject("p");
+  Project q = MakeProject("q");
+  ASSERT_TRUE(store_->AddProjectMember(q.id, alice.id, ProjectRole::kViewer).ok());
+  for (const char* n : {"beta", "alpha", "gamma"}) ASSERT_TRUE(store_->CreateModel(SimModel(n, p.id)).ok());
+  ASSERT_TRUE(store_->CreateModel(SimModel("delta", q.id)).ok());
+  ListOptions o;
+  o.project_id = p.id;
+  o.sort = "name";
+  auto list = store_->ListModels(o);
+  ASSERT_TRUE(list.ok()) << list.status().ToString();
+  ASSERT_EQ(list->total, 3);
+  EXPECT_EQ(list->items[0].name, "alpha");
+  EXPECT_EQ(list->items[2].name, "gamma");
+  o.q = "AMM";
+  EXPECT_EQ(store_->ListModels(o)->total, 1);
+  ListOptions mine;
+  mine.member_user_id = alice.id;
+  auto visible = store_->ListModels(mine);
+  ASSERT_TRUE(visible.ok());
+  ASSERT_EQ(visible->total, 1);
+  EXPECT_EQ(visible->items[0].name, "delta");
+  ListOptions bad;
+  bad.sort = "spec; DROP TABLE models";
+  EXPECT_EQ(store_->ListModels(bad).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_P(StoreContractTest, InstanceCrudPatchAndFilters) {
+  Project p = MakeProject("p");
+  auto m = store_->CreateModel(SimModel("chat", p.id));
+  ASSERT_TRUE(m.ok());
+  types::ModelInstance i;
+  i.model_id = m->id;
+  i.name = "chat-1";
+  auto a = store_->CreateModelInstance(i);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ(a->project_id, p.id);  // from the model
+  EXPECT_EQ(a->state, types::InstanceState::kPending);
+  i.name = "chat-2";
+  auto b = store_->CreateModelInstance(i);
+  ASSERT_TRUE(b.ok());
+  i.model_id = 999;
+  EXPECT_EQ(store_->CreateModelInstance(i).status().code(), StatusCode::kNotFound);
+  Drain();
+
+  ModelInstancePatch place;
+  place.if_state_in = std::vector<types::InstanceState>{types::InstanceState::kPending};
+  place.state = types::InstanceState::kScheduled;
+  place.worker_id = 7;
+  place.worker_name = "w7";
+  place.gpu_indexes = std::vector<int>{0, 1};
+  types::ResourceClaim claim;
+  claim.vram = {{0, int64_t{20} << 30}, {1, int64_t{20} << 30}};
+  claim.ram = 1 << 20;
+  claim.tensor_split = {0.5, 0.5};
+  place.claim = claim;
+  types::DistributedServer d;
+  d.worker_id = 8;
+  d.worker_name = "w8";
+  d.gpu_indexes = {3};
+  d.claim.vram = {{3, 5}};
+  place.distributed_servers = std::vector<types::DistributedServer>{d};
+  place.unschedulable_reasons = std::map<std::string, std::string>{{"w1", "no GPU"}};
+  auto placed = store_->UpdateModelInstance(a->id, place);
+  ASSERT_TRUE(placed.ok()) << placed.status().ToString();
+  auto reread = store_->GetModelInstance(a->id);
+  ASSERT_TRUE(reread.ok()) << reread.status().ToString();
+  EXPECT_EQ(*reread, *placed);  // the placement round-trips
+  EXPECT_EQ(reread->claim, claim);
+  EXPECT_EQ(reread->distributed_servers, std::vector<types::DistributedServer>{d});
+  // Compare-and-set: it is no longer PENDING.
+  EXPECT_EQ(store_->UpdateModelInstance(a->id, place).status().code(), StatusCode::kAborted);
+  EXPECT_EQ(store_->UpdateModelInstance(999, {}).status().code(), StatusCode::kNotFound);
+
+  store::ModelInstanceFilter by_worker;
+  by_worker.worker_id = 7;
+  EXPECT_EQ(store_->ListModelInstances({}, by_worker)->total, 1);
+  by_worker.worker_id = 8;  // a distributed server's worker counts
+  EXPECT_EQ(store_->ListModelInstances({}, by_worker)->total, 1);
+  by_worker.worker_id = 78;
+  EXPECT_EQ(store_->ListModelInstances({}, by_worker)->total, 0);
+  store::ModelInstanceFilter by_state;
+  by_state.state = types::InstanceState::kPending;
+  auto pending = store_->ListModelInstances({}, by_state);
+  ASSERT_EQ(pending->total, 1);
+  EXPECT_EQ(pending->items[0].id, b->id);
+  store::ModelInstanceFilter by_model;
+  by_model.model_id = m->id;
+  EXPECT_EQ(store_->ListModelInstances({}, by_model)->total, 2);
+
+  ModelInstancePatch clear;
+  clear.ClearPlacement();
+  clear.state = types::InstanceState::kPending;
+  auto cleared = store_->UpdateModelInstance(a->id, clear);
+  ASSERT_TRUE(cleared.ok());
+  EXPECT_EQ(cleared->worker_id, 0);
+  EXPECT_TRUE(cleared->gpu_indexes.empty());
+  EXPECT_TRUE(cleared->claim.vram.empty());
+
+  ASSERT_TRUE(store_->DeleteModelInstance(b->id).ok());
+  EXPECT_EQ(store_->GetModelInstance(b->id).status().code(), StatusCode::kNotFound);
+  std::vector<Event> events = Drain();
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_EQ(events[0].resource, "model-instances");
+  EXPECT_EQ(events[0].type, Event::Type::kUpdated);
+  EXPECT_EQ(events[0].project_id, p.id);
+  EXPECT_EQ(events[2].type, Event::Type::kDeleted);
+  EXPECT_EQ(events[2].id, b->id);
+}
+
+TEST_P(StoreContractTest, ModelDeleteCascadesToInstancesWithEvents) {
+  Project p = MakeProject("p");
+  auto m = store_->CreateModel(SimModel("chat", p.id, 2));
+  auto keep = store_->CreateModel(SimModel("keep", p.id));
+  ASSERT_TRUE(m.ok() && keep.ok());
+  types::ModelInstance i;
+  i.model_id = m->id;
+  i.name = "chat-1";
+  auto i1 = store_->CreateModelInstance(i);
+  i.name = "chat-2";
+  auto i2 = store_->CreateModelInstance(i);
+  i.model_id = keep->id;
+  i.name = "keep-1";
+  auto i3 = store_->CreateModelInstance(i);
+  ASSERT_TRUE(i1.ok() && i2.ok() && i3.ok());
+  Drain();
+  ASSERT_TRUE(store_->DeleteModel(m->id).ok());
+  EXPECT_EQ(store_->GetModel(m->id).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->GetModelInstance(i1->id).status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(store_->GetModelInstance(i3->id).ok());
+  std::vector<Event> events = Drain();
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_EQ(events[0].resource, "model-instances");
+  EXPECT_EQ(events[0].type, Event::Type::kDeleted);
+  EXPECT_EQ(events[1].id, i2->id);
+  EXPECT_EQ(events[2].resource, "models");
+  EXPECT_EQ(events[2].type, Event::Type::kDeleted);
+
+  // Deleting the project takes the rest.
+  ASSERT_TRUE(store_->DeleteProject(p.id).ok());
+  EXPECT_EQ(store_->GetModel(keep->id).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->GetModelInstance(i3->id).status().code(), StatusCode::kNotFound);
+}
+
+TEST_P(StoreContractTest, ReadyReplicasCountsRunningInstances) {
+  Project p = MakeProject("p");
+  auto m = store_->CreateModel(SimModel("chat", p.id, 2));
+  ASSERT_TRUE(m.ok());
+  types::ModelInstance i;
+  i.model_id = m->id;
+  i.name = "chat-1";
+  auto a = store_->CreateModelInstance(i);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(store_->GetModel(m->id)->ready_replicas, 0);
+  ModelInstancePatch running;
+  running.state = types::InstanceState::kRunning;
+  ASSERT_TRUE(store_->UpdateModelInstance(a->id, running).ok());
+  EXPECT_EQ(store_->GetModel(m->id)->ready_replicas, 1);
+}
+
 INSTANTIATE_TEST_SUITE_P(AllStores, StoreContractTest, ::testing::ValuesIn(Factories()),
                          [](const auto& info) { return info.param.name; });
 

@@ -392,6 +392,162 @@ Event WorkerEvent(Event::Type t, const Worker& w) {
   return MakeEvent("workers", t, w.id, std::nullopt, types::ToJson(w));
 }
 
+// ---- models and model instances: row codecs and events ---------------------------------------
+
+constexpr std::string_view kModelCols =
+    "m.id, m.project_id, m.name, m.replicas, m.spec, m.created_at, m.updated_at, (SELECT COUNT(*) "
+    "FROM model_instances i WHERE i.model_id = m.id AND i.state = 'RUNNING')";
+
+// The stored spec: the public JSON minus what the server owns (and re-derives on read).
+std::string EncodeModelSpec(const types::Model& m) {
+  json::object o = types::ToJson(m);
+  for (const char* k : {"id", "created_at", "updated_at", "ready_replicas"}) o.erase(k);
+  return ToJsonString(o);
+}
+
+Result<types::Model> DecodeModel(const Stmt& s) {
+  const int64_t id = s.ColInt(0);
+  auto spec = ParseJson(s.ColText(4));
+  if (!spec.ok() || !spec->is_object()) {
+    return InternalError(fmt::format("model {}: stored spec is not a JSON object", id));
+  }
+  Result<types::Model> parsed = types::ModelFromJson(spec->as_object());
+  if (!parsed.ok()) {
+    return InternalError(fmt::format("model {}: stored spec: {}", id, parsed.status().message()));
+  }
+  types::Model m = std::move(parsed).value();
+  m.id = id;
+  m.project_id = s.ColInt(1);
+  m.name = s.ColText(2);
+  m.replicas = static_cast<int>(s.ColInt(3));
+  m.created_at = s.ColTime(5);
+  m.updated_at = s.ColTime(6);
+  m.ready_replicas = static_cast<int>(s.ColInt(7));
+  return m;
+}
+
+Event ModelEvent(Event::Type t, const types::Model& m) {
+  return MakeEvent("models", t, m.id, m.project_id, types::ToJson(m));
+}
+Event InstanceEvent(Event::Type t, const types::ModelInstance& i) {
+  return MakeEvent("model-instances", t, i.id, i.project_id, types::ToJson(i));
+}
+
+constexpr std::string_view kInstanceCols =
+    "id, model_id, project_id, name, state, state_message, worker_id, worker_name, gpu_indexes, "
+    "port, claim, distributed_servers, restart_count, last_restart_at, unschedulable_reasons, "
+    "created_at, updated_at";
+
+std::string EncodeIntArray(const std::vector<int>& v) {
+  json::array a;
+  for (int i : v) a.emplace_back(i);
+  return ToJsonString(a);
+}
+
+// Stored JSON is written by this file only; a shape it would not write is kInternal.
+bool DecodeIntArray(const json::value& v, std::vector<int>& out) {
+  if (!v.is_array()) return false;
+  for (const json::value& e : v.as_array()) {
+    if (!e.is_int64()) return false;
+    out.push_back(static_cast<int>(e.as_int64()));
+  }
+  return true;
+}
+
+bool DecodeClaim(const json::value& v, types::ResourceClaim& c) {
+  if (!v.is_object()) return false;
+  const json::object& o = v.as_object();
+  if (const auto* vram = o.if_contains("vram")) {
+    if (!vram->is_object()) return false;
+    for (const auto& [k, bytes] : vram->as_object()) {
+      if (!bytes.is_int64()) return false;
+      c.vram[std::stoi(std::string(k))] = bytes.as_int64();
+    }
+  }
+  if (const auto* x = o.if_contains("ram"); x && x->is_int64()) c.ram = x->as_int64();
+  if (const auto* x = o.if_contains("offload_layers"); x && x->is_int64()) {
+    c.offload_layers = static_cast<int>(x->as_int64());
+  }
+  if (const auto* x = o.if_contains("total_layers"); x && x->is_int64()) {
+    c.total_layers = static_cast<int>(x->as_int64());
+  }
+  if (const auto* x = o.if_contains("tensor_split"); x && x->is_array()) {
+    for (const json::value& d : x->as_array()) {
+      if (!d.is_number()) return false;
+      c.tensor_split.push_back(d.to_number<double>());
+    }
+  }
+  return true;
+}
+
+std::string EncodeServers(const std::vector<types::DistributedServer>& servers) {
+  json::array a;
+  for (const auto& d : servers) {
+    json::array gpus;
+    for (int g : d.gpu_indexes) gpus.emplace_back(g);
+    a.emplace_back(json::object{{"worker_id", d.worker_id},
+                                {"worker_name", d.worker_name},
+                                {"gpu_indexes", std::move(gpus)},
+                                {"claim", types::ToJson(d.claim)}});
+  }
+  return ToJsonString(a);
+}
+
+bool DecodeServers(const json::value& v, std::vector<types::DistributedServer>& out) {
+  if (!v.is_array()) return false;
+  for (const json::value& e : v.as_array()) {
+    if (!e.is_object()) return false;
+    const json::object& o = e.as_object();
+    types::DistributedServer d;
+    const auto* wid = o.if_contains("worker_id");
+    const auto* wname = o.if_contains("worker_name");
+    const auto* gpus = o.if_contains("gpu_indexes");
+    const auto* claim = o.if_contains("claim");
+    if (!wid || !wid->is_int64() || !wname || !wname->is_string() || !gpus || !claim) return false;
+    d.worker_id = wid->as_int64();
+    d.worker_name = std::string(wname->as_string());
+    if (!DecodeIntArray(*gpus, d.gpu_indexes) || !DecodeClaim(*claim, d.claim)) return false;
+    out.push_back(std::move(d));
+  }
+  return true;
+}
+
+Result<types::ModelInstance> DecodeInstance(const Stmt& s) {
+  types::ModelInstance i;
+  i.id = s.ColInt(0);
+  i.model_id = s.ColInt(1);
+  i.project_id = s.ColInt(2);
+  i.name = s.ColText(3);
+  const std::string state = s.ColText(4);
+  auto parsed = types::ParseInstanceState(state);
+  if (!parsed) {
+    return InternalError(fmt::format("instance {}: stored state '{}' is unknown", i.id, state));
+  }
+  i.state = *parsed;
+  i.state_message = s.ColText(5);
+  i.worker_id = s.ColInt(6);
+  i.worker_name = s.ColText(7);
+  auto gpus = ParseJson(s.ColText(8));
+  auto claim = ParseJson(s.ColText(10));
+  auto servers = ParseJson(s.ColText(11));
+  auto reasons = ParseJson(s.ColText(14));
+  if (!gpus.ok() || !DecodeIntArray(*gpus, i.gpu_indexes) || !claim.ok() ||
+      !DecodeClaim(*claim, i.claim) || !servers.ok() ||
+      !DecodeServers(*servers, i.distributed_servers) || !reasons.ok() || !reasons->is_object()) {
+    return InternalError(fmt::format("instance {}: stored placement JSON is malformed", i.id));
+  }
+  for (const auto& [k, v] : reasons->as_object()) {
+    if (!v.is_string()) return InternalError(fmt::format("instance {}: bad reasons", i.id));
+    i.unschedulable_reasons[std::string(k)] = std::string(v.as_string());
+  }
+  i.port = static_cast<int>(s.ColInt(9));
+  i.restart_count = static_cast<int>(s.ColInt(12));
+  i.last_restart_at = s.ColOptTime(13);
+  i.created_at = s.ColTime(15);
+  i.updated_at = s.ColTime(16);
+  return i;
+}
+
 // ---- the store ---------------------------------------------------------------------------------
 
 class SqliteStore final : public Store {
@@ -492,6 +648,20 @@ class SqliteStore final : public Store {
                                                        const std::string& message) override;
   Status DeleteWorker(int64_t id) override;
 
+  Result<types::Model> CreateModel(const types::Model& model) override;
+  Result<types::Model> GetModel(int64_t id) override;
+  Result<types::Model> GetModelByName(int64_t project_id, const std::string& name) override;
+  Result<ListResult<types::Model>> ListModels(const ListOptions& options) override;
+  Result<types::Model> UpdateModel(const types::Model& model) override;
+  Status DeleteModel(int64_t id) override;
+  Result<types::ModelInstance> CreateModelInstance(const types::ModelInstance& instance) override;
+  Result<types::ModelInstance> GetModelInstance(int64_t id) override;
+  Result<ListResult<types::ModelInstance>> ListModelInstances(
+      const ListOptions& options, const ModelInstanceFilter& filter) override;
+  Result<types::ModelInstance> UpdateModelInstance(int64_t id,
+                                                   const ModelInstancePatch& patch) override;
+  Status DeleteModelInstance(int64_t id) override;
+
  private:
   // All private helpers require mu_ held.
   Result<Stmt> Prepare(std::string_view sql);
@@ -562,6 +732,11 @@ class SqliteStore final : public Store {
   Status WriteProject(const Project& p);
   Status WriteCluster(const Cluster& c);
   Status WriteWorker(const Worker& w);
+  Result<types::Model> LoadModel(int64_t id);
+  Result<types::ModelInstance> LoadInstance(int64_t id);
+  Status WriteInstance(const types::ModelInstance& i);
+  // Deletes the instances whose `column` (a fixed column name) equals `value`, queuing kDeleted.
+  Status DeleteInstancesOf(std::string_view column, int64_t value, std::vector<Event>& events);
 
   std::mutex mu_;
   sqlite3* const db_;  // guarded by mu_
@@ -975,6 +1150,17 @@ Status SqliteStore::DeleteProject(int64_t id) {
                                             id, DecodeMember));
     // Children explicitly, not only through ON DELETE CASCADE: the events above must match what
     // is removed, and later resources (models) join this list.
+    ASSIGN_OR_RETURN(std::vector<types::Model> models,
+                     LoadAll<types::Model>(
+                         fmt::format("SELECT {} FROM models m WHERE m.project_id = ?", kModelCols),
+                         id, DecodeModel));
+    RETURN_IF_ERROR(DeleteInstancesOf("project_id", id, events));
+    {
+      ASSIGN_OR_RETURN(Stmt s, Prepare("DELETE FROM models WHERE project_id = ?"));
+      s.Int(id);
+      RETURN_IF_ERROR(s.Run());
+    }
+    for (const auto& m : models) events.push_back(ModelEvent(Event::Type::kDeleted, m));
     for (std::string_view sql : {"DELETE FROM api_keys WHERE project_id = ?",
                                  "DELETE FROM project_members WHERE project_id = ?",
                                  "DELETE FROM projects WHERE id = ?"}) {
@@ -1531,6 +1717,277 @@ Status SqliteStore::DeleteWorker(int64_t id) {
     s.Int(id);
     RETURN_IF_ERROR(s.Run());
     events.push_back(WorkerEvent(Event::Type::kDeleted, w));
+    return OkStatus();
+  });
+}
+
+// ---- models and model instances ---------------------------------------------------------------
+
+Result<types::Model> SqliteStore::LoadModel(int64_t id) {
+  return LoadOne<types::Model>(fmt::format("SELECT {} FROM models m WHERE m.id = ?", kModelCols),
+                               id, DecodeModel, fmt::format("model {} not found", id));
+}
+
+Result<types::ModelInstance> SqliteStore::LoadInstance(int64_t id) {
+  return LoadOne<types::ModelInstance>(
+      fmt::format("SELECT {} FROM model_instances WHERE id = ?", kInstanceCols), id, DecodeInstance,
+      fmt::format("model instance {} not found", id));
+}
+
+Status SqliteStore::WriteInstance(const types::ModelInstance& i) {
+  ASSIGN_OR_RETURN(
+      Stmt s, Prepare("UPDATE model_instances SET state = ?, state_message = ?, worker_id = ?, "
+                      "worker_name = ?, gpu_indexes = ?, port = ?, claim = ?, "
+                      "distributed_servers = ?, restart_count = ?, last_restart_at = ?, "
+                      "unschedulable_reasons = ?, updated_at = ? WHERE id = ?"));
+  s.Text(types::InstanceStateName(i.state)).Text(i.state_message).Int(i.worker_id);
+  s.Text(i.worker_name).Text(EncodeIntArray(i.gpu_indexes)).Int(i.port);
+  s.Text(ToJsonString(types::ToJson(i.claim))).Text(EncodeServers(i.distributed_servers));
+  s.Int(i.restart_count).OptTime(i.last_restart_at).Text(EncodeLabels(i.unschedulable_reasons));
+  s.Time(i.updated_at).Int(i.id);
+  return s.Run();
+}
+
+Status SqliteStore::DeleteInstancesOf(std::string_view column, int64_t value,
+                                      std::vector<Event>& events) {
+  ASSIGN_OR_RETURN(std::vector<types::ModelInstance> instances,
+                   LoadAll<types::ModelInstance>(
+                       fmt::format("SELECT {} FROM model_instances WHERE {} = ? ORDER BY id",
+                                   kInstanceCols, column),
+                       value, DecodeInstance));
+  ASSIGN_OR_RETURN(Stmt s,
+                   Prepare(fmt::format("DELETE FROM model_instances WHERE {} = ?", column)));
+  s.Int(value);
+  RETURN_IF_ERROR(s.Run());
+  for (const auto& i : instances) events.push_back(InstanceEvent(Event::Type::kDeleted, i));
+  return OkStatus();
+}
+
+Result<types::Model> SqliteStore::CreateModel(const types::Model& model) {
+  RETURN_IF_ERROR(types::ValidateModel(model));
+  std::lock_guard lock(mu_);
+  types::Model m = model;
+  m.created_at = m.updated_at = clock_.Now();
+  m.ready_replicas = 0;
+  std::vector<Event> events;
+  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+    RETURN_IF_ERROR(LoadProject(m.project_id).status());
+    ASSIGN_OR_RETURN(Stmt s, Prepare("INSERT INTO models (project_id, name, replicas, spec, "
+                                     "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)"));
+    s.Int(m.project_id).Text(m.name).Int(m.replicas).Text(EncodeModelSpec(m));
+    s.Time(m.created_at).Time(m.updated_at);
+    Status st = s.Run();
+    if (st.code() == StatusCode::kAlreadyExists) {
+      return AlreadyExistsError(
+          fmt::format("model '{}' already exists in project {}", m.name, m.project_id));
+    }
+    RETURN_IF_ERROR(st);
+    m.id = sqlite3_last_insert_rowid(db_);
+    events.push_back(ModelEvent(Event::Type::kCreated, m));
+    return OkStatus();
+  }));
+  return m;
+}
+
+Result<types::Model> SqliteStore::GetModel(int64_t id) {
+  std::lock_guard lock(mu_);
+  return LoadModel(id);
+}
+
+Result<types::Model> SqliteStore::GetModelByName(int64_t project_id, const std::string& name) {
+  std::lock_guard lock(mu_);
+  ASSIGN_OR_RETURN(
+      Stmt s, Prepare(fmt::format("SELECT {} FROM models m WHERE m.project_id = ? AND m.name = ?",
+                                  kModelCols)));
+  s.Int(project_id).Text(name);
+  ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) {
+    return NotFoundError(fmt::format("model '{}' not found in project {}", name, project_id));
+  }
+  return DecodeModel(s);
+}
+
+Result<ListResult<types::Model>> SqliteStore::ListModels(const ListOptions& options) {
+  std::lock_guard lock(mu_);
+  ListQuery q{.resource = "models",
+              .columns = kModelCols,
+              .from = "models m",
+              .id_column = "m.id",
+              .sorts = {{"id", "m.id"},
+                        {"name", "m.name"},
+                        {"replicas", "m.replicas"},
+                        {"created_at", "m.created_at"},
+                        {"updated_at", "m.updated_at"}},
+              .search_columns = {"m.name"}};
+  if (options.project_id) {
+    q.where.emplace_back("m.project_id = ?");
+    q.args.emplace_back(*options.project_id);
+  }
+  if (options.member_user_id) {
+    q.where.emplace_back(
+        "m.project_id IN (SELECT project_id FROM project_members WHERE user_id = ?)");
+    q.args.emplace_back(*options.member_user_id);
+  }
+  return RunList<types::Model>(std::move(q), options, DecodeModel);
+}
+
+Result<types::Model> SqliteStore::UpdateModel(const types::Model& model) {
+  RETURN_IF_ERROR(types::ValidateModel(model));
+  std::lock_guard lock(mu_);
+  types::Model m;
+  std::vector<Event> events;
+  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+    ASSIGN_OR_RETURN(types::Model old, LoadModel(model.id));
+    m = model;
+    m.project_id = old.project_id;
+    m.created_at = old.created_at;
+    m.ready_replicas = old.ready_replicas;
+    m.updated_at = clock_.Now();
+    ASSIGN_OR_RETURN(Stmt s, Prepare("UPDATE models SET name = ?, replicas = ?, spec = ?, "
+                                     "updated_at = ? WHERE id = ?"));
+    s.Text(m.name).Int(m.replicas).Text(EncodeModelSpec(m)).Time(m.updated_at).Int(m.id);
+    Status st = s.Run();
+    if (st.code() == StatusCode::kAlreadyExists) {
+      return AlreadyExistsError(
+          fmt::format("model '{}' already exists in project {}", m.name, m.project_id));
+    }
+    RETURN_IF_ERROR(st);
+    events.push_back(ModelEvent(Event::Type::kUpdated, m));
+    return OkStatus();
+  }));
+  return m;
+}
+
+Status SqliteStore::DeleteModel(int64_t id) {
+  std::lock_guard lock(mu_);
+  std::vector<Event> events;
+  return Transaction(events, [&]() -> Status {
+    ASSIGN_OR_RETURN(types::Model m, LoadModel(id));
+    RETURN_IF_ERROR(DeleteInstancesOf("model_id", id, events));
+    ASSIGN_OR_RETURN(Stmt s, Prepare("DELETE FROM models WHERE id = ?"));
+    s.Int(id);
+    RETURN_IF_ERROR(s.Run());
+    events.push_back(ModelEvent(Event::Type::kDeleted, m));
+    return OkStatus();
+  });
+}
+
+Result<types::ModelInstance> SqliteStore::CreateModelInstance(
+    const types::ModelInstance& instance) {
+  std::lock_guard lock(mu_);
+  types::ModelInstance i = instance;
+  i.created_at = i.updated_at = clock_.Now();
+  std::vector<Event> events;
+  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+    ASSIGN_OR_RETURN(types::Model m, LoadModel(i.model_id));
+    i.project_id = m.project_id;
+    ASSIGN_OR_RETURN(
+        Stmt s, Prepare("INSERT INTO model_instances (model_id, project_id, name, state, "
+                        "state_message, worker_id, worker_name, gpu_indexes, port, claim, "
+                        "distributed_servers, restart_count, last_restart_at, "
+                        "unschedulable_reasons, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, "
+                        "?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+    s.Int(i.model_id).Int(i.project_id).Text(i.name).Text(types::InstanceStateName(i.state));
+    s.Text(i.state_message).Int(i.worker_id).Text(i.worker_name);
+    s.Text(EncodeIntArray(i.gpu_indexes)).Int(i.port).Text(ToJsonString(types::ToJson(i.claim)));
+    s.Text(EncodeServers(i.distributed_servers)).Int(i.restart_count).OptTime(i.last_restart_at);
+    s.Text(EncodeLabels(i.unschedulable_reasons)).Time(i.created_at).Time(i.updated_at);
+    RETURN_IF_ERROR(s.Run());
+    i.id = sqlite3_last_insert_rowid(db_);
+    events.push_back(InstanceEvent(Event::Type::kCreated, i));
+    return OkStatus();
+  }));
+  return i;
+}
+
+Result<types::ModelInstance> SqliteStore::GetModelInstance(int64_t id) {
+  std::lock_guard lock(mu_);
+  return LoadInstance(id);
+}
+
+Result<ListResult<types::ModelInstance>> SqliteStore::ListModelInstances(
+    const ListOptions& options, const ModelInstanceFilter& filter) {
+  std::lock_guard lock(mu_);
+  ListQuery q{.resource = "model instances",
+              .columns = kInstanceCols,
+              .from = "model_instances",
+              .id_column = "id",
+              .sorts = {{"id", "id"},
+                        {"name", "name"},
+                        {"state", "state"},
+                        {"worker_id", "worker_id"},
+                        {"created_at", "created_at"},
+                        {"updated_at", "updated_at"}},
+              .search_columns = {"name"}};
+  if (options.project_id) {
+    q.where.emplace_back("project_id = ?");
+    q.args.emplace_back(*options.project_id);
+  }
+  if (options.member_user_id) {
+    q.where.emplace_back(
+        "project_id IN (SELECT project_id FROM project_members WHERE user_id = ?)");
+    q.args.emplace_back(*options.member_user_id);
+  }
+  if (filter.model_id) {
+    q.where.emplace_back("model_id = ?");
+    q.args.emplace_back(*filter.model_id);
+  }
+  if (filter.worker_id) {
+    // Subordinate workers live in the distributed_servers JSON; a LIKE on the serialized id is
+    // exact because the key and the closing comma or brace delimit it.
+    q.where.emplace_back(
+        "(worker_id = ? OR distributed_servers LIKE ? OR distributed_servers LIKE ?)");
+    q.args.emplace_back(*filter.worker_id);
+    q.args.emplace_back(fmt::format("%\"worker_id\":{},%", *filter.worker_id));
+    q.args.emplace_back(fmt::format("%\"worker_id\":{}}}%", *filter.worker_id));
+  }
+  if (filter.state) {
+    q.where.emplace_back("state = ?");
+    q.args.emplace_back(std::string(types::InstanceStateName(*filter.state)));
+  }
+  return RunList<types::ModelInstance>(std::move(q), options, DecodeInstance);
+}
+
+Result<types::ModelInstance> SqliteStore::UpdateModelInstance(int64_t id,
+                                                              const ModelInstancePatch& patch) {
+  std::lock_guard lock(mu_);
+  types::ModelInstance i;
+  std::vector<Event> events;
+  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+    ASSIGN_OR_RETURN(i, LoadInstance(id));
+    if (patch.if_state_in && std::find(patch.if_state_in->begin(), patch.if_state_in->end(),
+                                       i.state) == patch.if_state_in->end()) {
+      return AbortedError(fmt::format("model instance {} is {}, not in the expected state", id,
+                                      types::InstanceStateName(i.state)));
+    }
+    if (patch.state) i.state = *patch.state;
+    if (patch.state_message) i.state_message = *patch.state_message;
+    if (patch.worker_id) i.worker_id = *patch.worker_id;
+    if (patch.worker_name) i.worker_name = *patch.worker_name;
+    if (patch.gpu_indexes) i.gpu_indexes = *patch.gpu_indexes;
+    if (patch.claim) i.claim = *patch.claim;
+    if (patch.distributed_servers) i.distributed_servers = *patch.distributed_servers;
+    if (patch.port) i.port = *patch.port;
+    if (patch.restart_count) i.restart_count = *patch.restart_count;
+    if (patch.last_restart_at) i.last_restart_at = *patch.last_restart_at;
+    if (patch.unschedulable_reasons) i.unschedulable_reasons = *patch.unschedulable_reasons;
+    i.updated_at = clock_.Now();
+    RETURN_IF_ERROR(WriteInstance(i));
+    events.push_back(InstanceEvent(Event::Type::kUpdated, i));
+    return OkStatus();
+  }));
+  return i;
+}
+
+Status SqliteStore::DeleteModelInstance(int64_t id) {
+  std::lock_guard lock(mu_);
+  std::vector<Event> events;
+  return Transaction(events, [&]() -> Status {
+    ASSIGN_OR_RETURN(types::ModelInstance i, LoadInstance(id));
+    ASSIGN_OR_RETURN(Stmt s, Prepare("DELETE FROM model_instances WHERE id = ?"));
+    s.Int(id);
+    RETURN_IF_ERROR(s.Run());
+    events.push_back(InstanceEvent(Event::Type::kDeleted, i));
     return OkStatus();
   });
 }

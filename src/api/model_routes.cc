@@ -1,0 +1,220 @@
+// /v2/models (deployments), /v2/model-instances and /v2/model-evaluations (dry-run placement).
+// Project-scoped: every handler authorizes against the project of the row it acts on.
+
+#include <set>
+
+#include <fmt/format.h>
+
+#include "api/api.h"
+#include "controllers/cluster_state.h"
+
+namespace segma::api {
+
+namespace {
+
+using auth::Action;
+using auth::Resource;
+using http::Response;
+using http::bhttp::status;
+using http::bhttp::verb;
+
+Result<json::object> BodyObject(const ApiContext& c) {
+  Result<json::value> v = ParseJson(c.http.req.body());
+  if (!v.ok() || !v->is_object()) return InvalidArgumentError("body must be a JSON object");
+  return std::move(v->as_object());
+}
+
+// Narrows a list without a project filter to what the principal may read.
+// Returns false when the principal may read no project at all.
+Result<bool> ScopeList(ApiContext& c, Resource resource, store::ListOptions& o) {
+  if (o.project_id) {
+    RETURN_IF_ERROR(c.AuthorizeProject(*o.project_id));
+    return true;
+  }
+  RETURN_IF_ERROR(c.Authorize(Action::kRead, resource, std::nullopt));
+  std::optional<std::set<int64_t>> readable = auth::ReadableProjects(c.principal);
+  if (!readable) return true;  // platform admin
+  if (readable->empty()) return false;
+  if (c.principal.api_key) {
+    o.project_id = *readable->begin();  // a key reads its own project only
+  } else {
+    o.member_user_id = c.principal.user_id;
+  }
+  return true;
+}
+
+// Parses a POST body into a model of an existing project the caller may write to.
+Result<types::Model> ModelFromBody(ApiContext& c) {
+  ASSIGN_OR_RETURN(json::object body, BodyObject(c));
+  ASSIGN_OR_RETURN(types::Model m, types::ModelFromJson(body));
+  if (m.project_id <= 0) return InvalidArgumentError("project_id is required");
+  RETURN_IF_ERROR(c.AuthorizeProject(m.project_id));
+  return m;
+}
+
+// ---- models -------------------------------------------------------------------------------------
+
+Result<Response> ListModels(ApiContext& c) {
+  ASSIGN_OR_RETURN(store::ListOptions o, ListOptionsFromQuery(c.http));
+  ASSIGN_OR_RETURN(o.project_id, QueryInt(c.http, "project_id"));
+  ASSIGN_OR_RETURN(bool any, ScopeList(c, Resource::kModels, o));
+  if (!any) return ListJson(json::array(), 0, o);
+  ASSIGN_OR_RETURN(auto list, c.s.store.ListModels(o));
+  return ListResponse(list, o);
+}
+
+Result<Response> CreateModel(ApiContext& c) {
+  ASSIGN_OR_RETURN(types::Model m, ModelFromBody(c));
+  RETURN_IF_ERROR(c.s.store.GetProject(m.project_id).status());
+  ASSIGN_OR_RETURN(types::Model created, c.s.store.CreateModel(m));
+  return ObjectResponse(types::ToJson(created), status::created);
+}
+
+Result<types::Model> AuthorizedModel(ApiContext& c) {
+  ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
+  ASSIGN_OR_RETURN(types::Model m, c.s.store.GetModel(id));
+  RETURN_IF_ERROR(c.AuthorizeProject(m.project_id));
+  return m;
+}
+
+Result<Response> GetModel(ApiContext& c) {
+  ASSIGN_OR_RETURN(types::Model m, AuthorizedModel(c));
+  return ObjectResponse(types::ToJson(m));
+}
+
+Result<Response> UpdateModel(ApiContext& c) {
+  ASSIGN_OR_RETURN(types::Model current, AuthorizedModel(c));
+  ASSIGN_OR_RETURN(json::object body, BodyObject(c));
+  ASSIGN_OR_RETURN(types::Model patched, types::PatchModelFromJson(current, body));
+  patched.id = current.id;
+  ASSIGN_OR_RETURN(types::Model updated, c.s.store.UpdateModel(patched));
+  return ObjectResponse(types::ToJson(updated));
+}
+
+Result<Response> DeleteModel(ApiContext& c) {
+  ASSIGN_OR_RETURN(types::Model m, AuthorizedModel(c));
+  RETURN_IF_ERROR(c.s.store.DeleteModel(m.id));
+  return Response::NoContent();
+}
+
+// ---- model instances ----------------------------------------------------------------------------
+
+Result<Response> ListInstances(ApiContext& c) {
+  ASSIGN_OR_RETURN(store::ListOptions o, ListOptionsFromQuery(c.http));
+  ASSIGN_OR_RETURN(o.project_id, QueryInt(c.http, "project_id"));
+  store::ModelInstanceFilter f;
+  ASSIGN_OR_RETURN(f.model_id, QueryInt(c.http, "model_id"));
+  ASSIGN_OR_RETURN(f.worker_id, QueryInt(c.http, "worker_id"));
+  if (std::optional<std::string> state = c.http.Query("state")) {
+    f.state = types::ParseInstanceState(*state);
+    if (!f.state) return InvalidArgumentError(fmt::format("state '{}' is unknown", *state));
+  }
+  if (f.model_id && !o.project_id) {
+    // A model's instances are its project's: authorize there (and 404 for a missing model).
+    ASSIGN_OR_RETURN(types::Model m, c.s.store.GetModel(*f.model_id));
+    o.project_id = m.project_id;
+  }
+  ASSIGN_OR_RETURN(bool any, ScopeList(c, Resource::kModelInstances, o));
+  if (!any) return ListJson(json::array(), 0, o);
+  ASSIGN_OR_RETURN(auto list, c.s.store.ListModelInstances(o, f));
+  return ListResponse(list, o);
+}
+
+Result<types::ModelInstance> AuthorizedInstance(ApiContext& c) {
+  ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
+  ASSIGN_OR_RETURN(types::ModelInstance i, c.s.store.GetModelInstance(id));
+  RETURN_IF_ERROR(c.AuthorizeProject(i.project_id));
+  return i;
+}
+
+Result<Response> GetInstance(ApiContext& c) {
+  ASSIGN_OR_RETURN(types::ModelInstance i, AuthorizedInstance(c));
+  return ObjectResponse(types::ToJson(i));
+}
+
+// Replica sync creates a replacement, placed afresh.
+Result<Response> DeleteInstance(ApiContext& c) {
+  ASSIGN_OR_RETURN(types::ModelInstance i, AuthorizedInstance(c));
+  RETURN_IF_ERROR(c.s.store.DeleteModelInstance(i.id));
+  return Response::NoContent();
+}
+
+// ---- evaluations (dry run) ----------------------------------------------------------------------
+
+json::object PlacementJson(const scheduler::Placement& p) {
+  json::object vram;
+  for (const auto& [index, bytes] : p.vram) vram[std::to_string(index)] = bytes;
+  json::array gpus;
+  for (int g : p.gpu_indexes) gpus.emplace_back(g);
+  json::array subs;
+  for (const auto& s : p.subordinates) {
+    json::array sg;
+    for (int g : s.gpu_indexes) sg.emplace_back(g);
+    json::object sv;
+    for (const auto& [index, bytes] : s.vram) sv[std::to_string(index)] = bytes;
+    subs.emplace_back(json::object{{"worker_id", s.worker_id},
+                                   {"worker_name", s.worker_name},
+                                   {"gpu_indexes", std::move(sg)},
+                                   {"vram", std::move(sv)},
+                                   {"ram", s.ram}});
+  }
+  return json::object{{"kind", scheduler::PlacementKindName(p.kind)},
+                      {"worker_id", p.worker_id},
+                      {"worker_name", p.worker_name},
+                      {"gpu_indexes", std::move(gpus)},
+                      {"vram", std::move(vram)},
+                      {"ram", p.ram},
+                      {"offload_layers", p.offload_layers},
+                      {"total_layers", p.total_layers},
+                      {"tensor_parallel_size", p.tensor_parallel_size},
+                      {"subordinates", std::move(subs)}};
+}
+
+// Same body as POST /v2/models; nothing is stored. The decision comes from
+// controllers::DecideForModel on the current cluster, exactly as the scheduler controller would
+// decide for the model's next instance.
+Result<Response> EvaluateModel(ApiContext& c) {
+  ASSIGN_OR_RETURN(types::Model m, ModelFromBody(c));
+  ASSIGN_OR_RETURN(controllers::ClusterState state, controllers::LoadClusterState(c.s.store));
+  ASSIGN_OR_RETURN(scheduler::QuotaUsage usage,
+                   controllers::LoadQuotaUsage(c.s.store, m.project_id, state));
+  scheduler::Scheduler scheduler;
+  scheduler::Decision d = controllers::DecideForModel(scheduler, state, m, usage);
+  json::object reasons;
+  for (const auto& [worker, why] : d.reasons) reasons[worker] = why;
+  json::object body{{"fits", d.placed}, {"summary", d.summary}, {"reasons", std::move(reasons)}};
+  if (d.placed) {
+    body["placement"] = PlacementJson(d.placement);
+    body["claim"] = types::ToJson(controllers::ClaimOf(d.placement));
+  } else {
+    body["placement"] = nullptr;
+    body["claim"] = nullptr;
+  }
+  return ObjectResponse(body);
+}
+
+}  // namespace
+
+std::vector<Route> ModelRoutes() {
+  using A = Access;
+  return {
+      {verb::get, "/v2/models", A::kProject, Resource::kModels, Action::kRead, ListModels,
+       "models"},
+      {verb::post, "/v2/models", A::kProject, Resource::kModels, Action::kCreate, CreateModel, ""},
+      {verb::get, "/v2/models/{id}", A::kProject, Resource::kModels, Action::kRead, GetModel, ""},
+      {verb::patch, "/v2/models/{id}", A::kProject, Resource::kModels, Action::kUpdate, UpdateModel,
+       ""},
+      {verb::delete_, "/v2/models/{id}", A::kProject, Resource::kModels, Action::kDelete,
+       DeleteModel, ""},
+      {verb::get, "/v2/model-instances", A::kProject, Resource::kModelInstances, Action::kRead,
+       ListInstances, "model-instances"},
+      {verb::get, "/v2/model-instances/{id}", A::kProject, Resource::kModelInstances, Action::kRead,
+       GetInstance, ""},
+      {verb::delete_, "/v2/model-instances/{id}", A::kProject, Resource::kModelInstances,
+       Action::kDelete, DeleteInstance, ""},
+      {verb::post, "/v2/model-evaluations", A::kProject, Resource::kModelEvaluations,
+       Action::kCreate, EvaluateModel, ""},
+  };
+}
+
+}  // namespace segma::api

@@ -1,0 +1,56 @@
+#pragma once
+
+// Bridges segma::estimate (what a model needs, from its files) to the scheduler's small
+// ResourceEstimator interface, and picks the estimate for a model from its source.
+
+#include <memory>
+
+#include "common/status.h"
+#include "scheduler/estimate/estimator.h"
+#include "scheduler/resource_estimator.h"
+#include "types/model.h"
+
+namespace segma::controllers {
+
+// A ResourceEstimator over one estimate::ResourceEstimate. Immutable, thread-safe.
+class EstimateAdapter final : public scheduler::ResourceEstimator {
+ public:
+  // `attention_heads` (0 = unknown) bounds tensor-parallel sizes.
+  EstimateAdapter(estimate::ResourceEstimate est, int attention_heads)
+      : estimate_(est), attention_heads_(attention_heads) {}
+
+  const estimate::ResourceEstimate& resource_estimate() const { return estimate_; }
+
+  // scheduler::ResourceEstimator
+  // {vram_per_gpu(tp), ram_bytes, gpu_memory_fraction}: the scheduler turns the fraction into
+  // the claim (fraction × GPU total) for vLLM and SGLang. TensorRT-LLM's fraction applies to what
+  // is free after weights, which a per-GPU fraction cannot express: its claim is the need.
+  Result<scheduler::Requirement> ForGpus(int tp_size) const override;
+  // llama.cpp -ngl on one GPU; `gpu_layers` is clamped to [0, total_layers()].
+  Result<scheduler::Requirement> ForGpuLayers(int gpu_layers) const override;
+  int MaxGpuLayers(int64_t vram) const override;
+  int total_layers() const override { return static_cast<int>(estimate_.n_layers); }
+  int64_t layer_bytes() const override;
+  int attention_heads() const override { return attention_heads_; }
+
+ private:
+  const estimate::ResourceEstimate estimate_;
+  const int attention_heads_;
+};
+
+// The estimator for `model`, from the first source of shape that applies:
+//  - source simulated: estimate::FromParamsB(source.params_b);
+//  - source local_path ending in ".gguf" and readable by the server: the GGUF header;
+//  - source local_path naming a directory with config.json (and *.safetensors or a sharded
+//    model.safetensors.index.json, headers only): the config;
+//  - any source with source.params_b > 0: that parameter count;
+//  - otherwise kFailedPrecondition "cannot estimate resources before the model files are
+//    available" (hub sources before their download).
+// The engine is the model's backend; empty or custom backends are estimated as llama.cpp for
+// GGUF files, vLLM for config directories and the simulator for simulated sources. Context
+// length and max_concurrent_sequences (parallel) come from the model.
+// Reads files (headers only): call it on a blocking thread. Errors of unreadable or malformed
+// files are returned as they are (kInvalidArgument, kNotFound).
+Result<std::unique_ptr<EstimateAdapter>> EstimatorForModel(const types::Model& model);
+
+}  // namespace segma::controllers
