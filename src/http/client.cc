@@ -108,7 +108,7 @@ struct HttpClient::Pool {
 };
 
 HttpClient::HttpClient(asio::any_io_executor executor, size_t max_idle_per_host)
-    : pool_(std::make_unique<Pool>()), executor_(std::move(executor)) {
+    : pool_(std::make_shared<Pool>()), executor_(std::move(executor)) {
   pool_->max_idle = max_idle_per_host;
 }
 
@@ -214,6 +214,125 @@ asio::awaitable<Result<ClientResponse>> HttpClient::Stream(
     }
   }
   co_return out;
+}
+
+struct ClientStream::Impl {
+  Target target;
+  std::chrono::milliseconds timeout{30'000};
+  std::unique_ptr<beast::tcp_stream> stream;
+  beast::flat_buffer buffer;
+  bhttp::response_parser<bhttp::buffer_body> parser;
+  ClientResponse out;
+  std::weak_ptr<HttpClient::Pool> pool;
+  bool ended = false;
+  bool cancelled = false;
+  char chunk[16 * 1024];
+
+  void Close() {
+    if (stream == nullptr) return;
+    boost::system::error_code ignored;
+    stream->socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream->socket().close(ignored);
+    stream.reset();
+  }
+  // The body ended cleanly: a keep-alive connection with nothing left over can serve another
+  // request.
+  void Finish() {
+    ended = true;
+    if (stream == nullptr) return;
+    auto p = pool.lock();
+    if (p && parser.is_done() && parser.keep_alive() && buffer.size() == 0) {
+      stream->expires_never();
+      p->Give(target.key(), std::move(stream));
+    }
+    Close();
+  }
+};
+
+ClientStream::ClientStream(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+ClientStream::~ClientStream() {
+  if (impl_) impl_->Close();
+}
+
+const ClientResponse& ClientStream::response() const { return impl_->out; }
+
+void ClientStream::Cancel() {
+  impl_->cancelled = true;
+  impl_->Close();
+}
+
+asio::awaitable<Result<std::string_view>> ClientStream::Next() {
+  Impl& i = *impl_;
+  if (i.cancelled) co_return CancelledError("stream from " + i.target.key() + " cancelled");
+  if (i.ended || i.stream == nullptr) co_return std::string_view();
+  while (!i.parser.is_done()) {
+    i.parser.get().body().data = i.chunk;
+    i.parser.get().body().size = sizeof(i.chunk);
+    i.stream->expires_after(i.timeout);
+    auto [ec, n] = co_await bhttp::async_read_some(*i.stream, i.buffer, i.parser, kUseTuple);
+    if (i.cancelled) co_return CancelledError("stream from " + i.target.key() + " cancelled");
+    if (ec == bhttp::error::need_buffer) ec = {};
+    const size_t got = sizeof(i.chunk) - i.parser.get().body().size;
+    if (got > 0) co_return std::string_view(i.chunk, got);
+    if (ec) {
+      if (ec == bhttp::error::end_of_stream || ec == asio::error::eof) break;
+      Status s = TransportError(i.target, "streaming from", ec);
+      i.Close();
+      i.ended = true;
+      co_return s;
+    }
+  }
+  i.Finish();
+  co_return std::string_view();
+}
+
+asio::awaitable<Result<std::unique_ptr<ClientStream>>> HttpClient::OpenStream(ClientRequest req) {
+  CO_ASSIGN_OR_RETURN(Target t, ParseTarget(req.url));
+  auto msg = BuildRequest(req, t);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto impl = std::make_unique<ClientStream::Impl>();
+    impl->target = t;
+    impl->timeout = req.timeout;
+    impl->pool = pool_;
+    impl->stream = attempt == 0 ? pool_->Take(t.key()) : nullptr;
+    const bool reused = impl->stream != nullptr;
+    if (!reused) {
+      auto connected = co_await Connect(executor_, t, req.timeout);
+      if (!connected.ok()) co_return connected.status();
+      impl->stream = std::move(connected).value();
+    }
+    impl->stream->expires_after(req.timeout);
+    auto [wec, wn] = co_await bhttp::async_write(*impl->stream, msg, kUseTuple);
+    if (wec) {
+      if (reused) continue;  // the idle connection had been closed by the server
+      co_return TransportError(t, "sending to", wec);
+    }
+    impl->parser.body_limit(boost::none);
+    impl->stream->expires_after(req.timeout);
+    auto [hec, hn] =
+        co_await bhttp::async_read_header(*impl->stream, impl->buffer, impl->parser, kUseTuple);
+    if (hec) {
+      if (reused && impl->buffer.size() == 0 && hn == 0) continue;
+      co_return TransportError(t, "reading from", hec);
+    }
+    CopyHeaders(impl->parser.get(), impl->out);
+    if (impl->out.status < 200 || impl->out.status >= 300) {
+      // Error bodies are small and wanted whole (to pass on or to log).
+      ClientStream::Impl* raw = impl.get();
+      auto s = std::make_unique<ClientStream>(std::move(impl));
+      std::string body;
+      for (;;) {
+        auto piece = co_await s->Next();
+        if (!piece.ok() || piece->empty()) break;
+        if (body.size() < 1024 * 1024) body.append(*piece);
+      }
+      raw->out.body = std::move(body);
+      co_return std::move(s);
+    }
+    co_return std::make_unique<ClientStream>(std::move(impl));
+  }
+  co_return UnavailableError("connection to " + t.key() + " failed twice");
 }
 
 namespace {

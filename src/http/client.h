@@ -47,6 +47,36 @@ struct ClientResponse {
   std::string Header(const std::string& lower_name) const;
 };
 
+// The body of a response that is read piece by piece (HttpClient::OpenStream). Owns the upstream
+// connection (it may outlive the HttpClient; the connection is then simply closed at the end):
+// destroying it before the body ended, or calling Cancel(), closes the connection so
+// that the server sees the request abandoned; a body read to its end returns a keep-alive
+// connection to the client's pool. Not thread-safe: use it from one coroutine at a time.
+class ClientStream {
+ public:
+  struct Impl;
+  explicit ClientStream(std::unique_ptr<Impl> impl);
+  ~ClientStream();
+  ClientStream(const ClientStream&) = delete;
+  ClientStream& operator=(const ClientStream&) = delete;
+
+  // Status and headers. For a non-2xx status the body was read whole into `body` and Next() ends
+  // at once.
+  const ClientResponse& response() const;
+
+  // The next piece of the body as it arrived (valid until the next call); an empty view once the
+  // body has ended. kCancelled after Cancel(); kUnavailable / kDeadlineExceeded on transport
+  // failure (the per-read timeout is the request's `timeout`).
+  boost::asio::awaitable<Result<std::string_view>> Next();
+
+  // Closes the connection now; safe to call more than once, and from the stream's executor while
+  // Next() waits (that Next() then fails with kCancelled).
+  void Cancel();
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
 // HTTP/1.1 client for the worker, CLI, gateway and tests, with keep-alive connections pooled per
 // host:port. Transport failures are kUnavailable (connect refused, reset) or kDeadlineExceeded;
 // any HTTP status is a successful Result (check `status`).
@@ -65,9 +95,18 @@ class HttpClient {
   boost::asio::awaitable<Result<ClientResponse>> Stream(
       ClientRequest req, std::function<bool(std::string_view)> on_data);
 
+  // Sends `req` (on a pooled keep-alive connection when one is idle, retrying once on a fresh one
+  // if that connection turns out to be closed) and returns once the response head has arrived;
+  // the body is then pulled with ClientStream::Next(), so the caller controls the pace
+  // (backpressure) and can cancel. Transport failures before the head are kUnavailable (nothing
+  // was received: the request may be retried elsewhere) or kDeadlineExceeded.
+  boost::asio::awaitable<Result<std::unique_ptr<ClientStream>>> OpenStream(ClientRequest req);
+
  private:
+  friend struct ClientStream::Impl;
   struct Pool;
-  std::unique_ptr<Pool> pool_;
+  // Shared with open ClientStreams, which give their connection back when their body ends.
+  std::shared_ptr<Pool> pool_;
   boost::asio::any_io_executor executor_;
 };
 

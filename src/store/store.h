@@ -30,6 +30,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/clock.h"
@@ -135,6 +136,48 @@ struct ModelInstancePatch {
     distributed_servers = std::vector<types::DistributedServer>();
     port = 0;
   }
+};
+
+// ---- usage records (section owned by the gateway work) -----------------------------------------
+
+// One metered request, as the gateway's usage meter writes it. Idempotent by request_id.
+struct UsageRecord {
+  std::string request_id;
+  Timestamp time;  // when the request arrived
+  int64_t api_key_id = 0;
+  int64_t user_id = 0;
+  int64_t project_id = 0;
+  std::string model;  // the public model name
+  int64_t deployment_id = 0;
+  int64_t instance_id = 0;  // 0: never reached an instance
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+  int64_t cached_tokens = 0;
+  std::optional<double> ttft_ms;  // streaming only
+  double duration_ms = 0;
+  int status = 0;  // the HTTP status the client got (499: client went away)
+};
+
+enum class UsageGroupBy { kProject, kUser, kKey, kModel };
+std::string_view UsageGroupByName(UsageGroupBy g);  // "project" | "user" | "key" | "model"
+std::optional<UsageGroupBy> ParseUsageGroupBy(std::string_view s);
+
+struct UsageQuery {
+  UsageGroupBy group_by = UsageGroupBy::kProject;
+  Timestamp from;  // inclusive
+  Timestamp to;    // exclusive
+  // Only these projects (nullopt: all). An empty set matches nothing.
+  std::optional<std::vector<int64_t>> project_ids;
+};
+
+// One group of a usage query. `key` is the project, user or key id as text, or the model name.
+struct UsageSummary {
+  std::string key;
+  int64_t requests = 0;
+  int64_t errors = 0;  // status >= 400
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+  int64_t cached_tokens = 0;
 };
 
 class Store {
@@ -290,6 +333,13 @@ class Store {
   virtual Result<types::ModelInstance> UpdateModelInstance(int64_t id,
                                                            const ModelInstancePatch& patch) = 0;
   virtual Status DeleteModelInstance(int64_t id) = 0;
+
+  // ---- usage records (no events) --------------------------------------------------------------
+  // Inserts `batch` in one transaction and adds it to the daily roll-up (usage_daily). Records
+  // whose request_id is already stored are skipped (a retried batch is harmless).
+  virtual Status InsertUsageRecords(const std::vector<UsageRecord>& batch) = 0;
+  // Totals per group over [query.from, query.to), ordered by key. kInvalidArgument if from > to.
+  virtual Result<std::vector<UsageSummary>> QueryUsage(const UsageQuery& query) = 0;
 };
 
 }  // namespace segma::store

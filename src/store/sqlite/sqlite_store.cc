@@ -20,6 +20,7 @@
 #include "common/event_bus.h"
 #include "common/logging.h"
 #include "store/migrations.h"
+#include "store/sqlite/sqlite_usage.h"
 
 namespace segma::store {
 
@@ -661,6 +662,16 @@ class SqliteStore final : public Store {
   Result<types::ModelInstance> UpdateModelInstance(int64_t id,
                                                    const ModelInstancePatch& patch) override;
   Status DeleteModelInstance(int64_t id) override;
+
+  // Usage records: implemented in sqlite/sqlite_usage.cc, on this store's connection and lock.
+  Status InsertUsageRecords(const std::vector<UsageRecord>& batch) override {
+    std::lock_guard lock(mu_);
+    return SqliteInsertUsageRecords(db_, batch);
+  }
+  Result<std::vector<UsageSummary>> QueryUsage(const UsageQuery& query) override {
+    std::lock_guard lock(mu_);
+    return SqliteQueryUsage(db_, query);
+  }
 
  private:
   // All private helpers require mu_ held.

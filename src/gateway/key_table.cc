@@ -1,0 +1,241 @@
+#include "gateway/key_table.h"
+
+#include <algorithm>
+
+#include "auth/principal.h"
+#include "auth/rbac.h"
+#include "common/crypto.h"
+#include "common/logging.h"
+
+namespace segma::gateway {
+
+namespace {
+
+constexpr const char* kResources[] = {"api-keys", "users", "project-members"};
+
+}  // namespace
+
+bool KeyRecord::AllowsModel(std::string_view model) const {
+  if (!allowed_models) return true;
+  return std::find(allowed_models->begin(), allowed_models->end(), model) != allowed_models->end();
+}
+
+KeyTable::KeyTable(store::Store& store, EventBus& bus, const Clock& clock, KeyTableOptions options)
+    : store_(store), bus_(bus), clock_(clock), options_(options) {
+  snapshot_.store(std::make_shared<const Snapshot>());
+}
+
+KeyTable::~KeyTable() { Stop(); }
+
+Status KeyTable::Start() {
+  if (subs_.empty()) {
+    for (const char* r : kResources) {
+      auto sub = bus_.Subscribe(r);
+      // Runs on the publisher's thread, possibly under the store's lock: only wake the thread.
+      sub->SetNotifier([this] {
+        std::lock_guard lock(mu_);
+        wake_ = true;
+        cv_.notify_one();
+      });
+      subs_.push_back(std::move(sub));
+    }
+  }
+  Status s = Reload();
+  if (!thread_.joinable()) {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = false;
+    }
+    thread_ = std::thread([this] { Run(); });
+  }
+  return s;
+}
+
+void KeyTable::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    cv_.notify_one();
+  }
+  if (thread_.joinable()) thread_.join();
+  subs_.clear();
+}
+
+std::shared_ptr<const KeyTable::Snapshot> KeyTable::Current() const { return snapshot_.load(); }
+
+void KeyTable::Publish(std::shared_ptr<const Snapshot> snapshot) {
+  snapshot_.store(std::move(snapshot));
+  version_.fetch_add(1);
+}
+
+Result<KeyTable::Owner> KeyTable::LoadOwner(int64_t user_id) {
+  Owner owner;
+  Result<types::User> user = store_.GetUser(user_id);
+  if (!user.ok()) {
+    if (user.status().code() != StatusCode::kNotFound) return user.status();
+    owner.active = UnauthenticatedError("invalid API key");
+    return owner;
+  }
+  if (!user->is_active) owner.active = UnauthenticatedError("the API key's owner is disabled");
+  owner.is_admin = user->is_admin;
+  ASSIGN_OR_RETURN(owner.roles, store_.GetProjectRoles(user_id));
+  return owner;
+}
+
+std::shared_ptr<const KeyRecord> KeyTable::MakeRecord(const types::ApiKey& key,
+                                                      const Owner& owner) const {
+  auto r = std::make_shared<KeyRecord>();
+  r->id = key.id;
+  r->name = key.name;
+  r->project_id = key.project_id;
+  r->user_id = key.user_id;
+  r->scope = key.scope;
+  r->allowed_models = key.allowed_models;
+  r->expires_at = key.expires_at;
+  r->revoked_at = key.revoked_at;
+  if (!owner.active.ok()) {
+    r->inference = owner.active;
+  } else {
+    // The same decision the REST API would take for this key (scope, creator's role), made once
+    // here instead of per request.
+    auth::Principal p;
+    p.kind = auth::Principal::Kind::kApiKey;
+    p.user_id = key.user_id;
+    p.is_admin = owner.is_admin;
+    p.project_roles = owner.roles;
+    p.api_key = key;
+    r->inference =
+        auth::Authorize(p, auth::Action::kUse, auth::Resource::kInference, key.project_id);
+  }
+  return r;
+}
+
+Status KeyTable::Reload() {
+  std::lock_guard reload(reload_mu_);
+  auto snap = std::make_shared<Snapshot>();
+  std::map<int64_t, Owner> owners;
+  store::ListOptions opts;
+  opts.per_page = store::ListOptions::kMaxPerPage;
+  for (opts.page = 1;; ++opts.page) {
+    ASSIGN_OR_RETURN(store::ListResult<types::ApiKey> page, store_.ListApiKeys(opts));
+    for (const types::ApiKey& key : page.items) {
+      auto it = owners.find(key.user_id);
+      if (it == owners.end()) {
+        ASSIGN_OR_RETURN(Owner o, LoadOwner(key.user_id));
+        it = owners.emplace(key.user_id, std::move(o)).first;
+      }
+      snap->hash_by_id[key.id] = key.secret_hash;
+      snap->by_hash[key.secret_hash] = MakeRecord(key, it->second);
+    }
+    if (page.items.size() < static_cast<size_t>(opts.per_page)) break;
+  }
+  Publish(std::move(snap));
+  return OkStatus();
+}
+
+Status KeyTable::Apply(const std::set<int64_t>& key_ids, const std::set<int64_t>& user_ids) {
+  std::lock_guard reload(reload_mu_);
+  auto snap = std::make_shared<Snapshot>(*Current());
+  std::set<int64_t> ids = key_ids;
+  if (!user_ids.empty()) {
+    for (const auto& [hash, rec] : snap->by_hash) {
+      if (user_ids.count(rec->user_id) != 0) ids.insert(rec->id);
+    }
+  }
+  std::map<int64_t, Owner> owners;
+  for (int64_t id : ids) {
+    if (auto old = snap->hash_by_id.find(id); old != snap->hash_by_id.end()) {
+      snap->by_hash.erase(old->second);
+      snap->hash_by_id.erase(old);
+    }
+    Result<types::ApiKey> key = store_.GetApiKey(id);
+    if (!key.ok()) {
+      if (key.status().code() == StatusCode::kNotFound) continue;  // deleted
+      return key.status();
+    }
+    auto it = owners.find(key->user_id);
+    if (it == owners.end()) {
+      ASSIGN_OR_RETURN(Owner o, LoadOwner(key->user_id));
+      it = owners.emplace(key->user_id, std::move(o)).first;
+    }
+    snap->hash_by_id[id] = key->secret_hash;
+    snap->by_hash[key->secret_hash] = MakeRecord(*key, it->second);
+  }
+  Publish(std::move(snap));
+  return OkStatus();
+}
+
+void KeyTable::Run() {
+  auto log = Logger("gateway");
+  auto next_reload = std::chrono::steady_clock::now() + options_.full_reload_every;
+  bool retry_pending = version_.load() == 0;  // the load in Start() failed
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      // A failed store read is retried after a short pause rather than at the next full reload.
+      const auto deadline = retry_pending
+                                ? std::chrono::steady_clock::now() + std::chrono::milliseconds(200)
+                                : next_reload;
+      cv_.wait_until(lock, deadline, [this] { return wake_ || stopping_; });
+      if (stopping_) return;
+      wake_ = false;
+    }
+    std::set<int64_t> key_ids, user_ids;
+    bool full = retry_pending || std::chrono::steady_clock::now() >= next_reload;
+    for (auto& sub : subs_) {
+      if (sub->overflowed()) {
+        // Events were lost: start a new subscription, then re-read everything.
+        const std::string resource = sub == subs_[0]   ? "api-keys"
+                                     : sub == subs_[1] ? "users"
+                                                       : "project-members";
+        auto fresh = bus_.Subscribe(resource);
+        fresh->SetNotifier([this] {
+          std::lock_guard lock(mu_);
+          wake_ = true;
+          cv_.notify_one();
+        });
+        sub = std::move(fresh);
+        full = true;
+        continue;
+      }
+      while (auto e = sub->TryPop()) {
+        if (e->resource == "api-keys") {
+          key_ids.insert(e->id);
+        } else {
+          user_ids.insert(e->id);  // users: the user; project-members: the member's user id
+        }
+      }
+    }
+    Status s = full ? Reload()
+                    : (key_ids.empty() && user_ids.empty() ? OkStatus() : Apply(key_ids, user_ids));
+    if (full && s.ok()) next_reload = std::chrono::steady_clock::now() + options_.full_reload_every;
+    if (!s.ok()) {
+      log->warn("key table refresh failed, retrying: {}", s.ToString());
+      retry_pending = true;
+    } else {
+      retry_pending = false;
+    }
+  }
+}
+
+Result<std::shared_ptr<const KeyRecord>> KeyTable::Authenticate(std::string_view secret) const {
+  if (secret.empty()) return UnauthenticatedError("missing API key");
+  auto snap = Current();
+  auto it = snap->by_hash.find(Sha256Hex(secret));
+  if (it == snap->by_hash.end()) return UnauthenticatedError("invalid API key");
+  const KeyRecord& r = *it->second;
+  if (r.revoked_at) return UnauthenticatedError("API key revoked");
+  if (r.expires_at && clock_.Now() >= *r.expires_at) return UnauthenticatedError("API key expired");
+  if (r.inference.code() == StatusCode::kUnauthenticated) return r.inference;
+  return it->second;
+}
+
+std::shared_ptr<const KeyRecord> KeyTable::Find(const std::string& secret_hash) const {
+  auto snap = Current();
+  auto it = snap->by_hash.find(secret_hash);
+  return it == snap->by_hash.end() ? nullptr : it->second;
+}
+
+size_t KeyTable::size() const { return Current()->by_hash.size(); }
+
+}  // namespace segma::gateway

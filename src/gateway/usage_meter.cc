@@ -1,0 +1,112 @@
+#include "gateway/usage_meter.h"
+
+#include "common/logging.h"
+
+namespace segma::gateway {
+
+UsageMeter::UsageMeter(UsageSink& sink, UsageMeterOptions options)
+    : sink_(sink), options_(options) {}
+
+UsageMeter::~UsageMeter() { Stop(); }
+
+void UsageMeter::Start() {
+  std::lock_guard lock(mu_);
+  if (thread_.joinable()) return;
+  stopping_ = false;
+  thread_ = std::thread([this] { Run(); });
+}
+
+bool UsageMeter::Record(store::UsageRecord record) {
+  std::lock_guard lock(mu_);
+  if (queue_.size() >= options_.capacity) {
+    ++dropped_;
+    return false;
+  }
+  queue_.push_back(std::move(record));
+  if (queue_.size() >= options_.batch_size) cv_.notify_one();
+  return true;
+}
+
+Status UsageMeter::Drain() {
+  std::lock_guard write(write_mu_);
+  std::vector<store::UsageRecord> batch;
+  for (;;) {
+    {
+      std::lock_guard lock(mu_);
+      if (queue_.empty()) return OkStatus();
+      const size_t n = std::min(queue_.size(), options_.batch_size);
+      batch.assign(std::make_move_iterator(queue_.begin()),
+                   std::make_move_iterator(queue_.begin() + static_cast<std::ptrdiff_t>(n)));
+      queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
+    }
+    Status s = sink_.Write(batch);
+    std::lock_guard lock(mu_);
+    if (!s.ok()) {
+      // Put the batch back in front, in order, for the next attempt.
+      queue_.insert(queue_.begin(), std::make_move_iterator(batch.begin()),
+                    std::make_move_iterator(batch.end()));
+      return s;
+    }
+    written_ += batch.size();
+  }
+}
+
+void UsageMeter::Run() {
+  auto log = Logger("gateway");
+  bool failing = false;
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait_for(lock, failing ? options_.retry_backoff : options_.flush_interval,
+                   [this] { return stopping_ || queue_.size() >= options_.batch_size; });
+      if (stopping_) return;  // Stop() drains on its own thread
+    }
+    Status s = Drain();
+    if (!s.ok() && !failing) log->warn("usage sink failed, will retry: {}", s.ToString());
+    failing = !s.ok();
+  }
+}
+
+Status UsageMeter::Flush() {
+  // Drain() holds write_mu_ for its whole run, so a batch the writer thread had taken is written
+  // (or put back) before this drain starts: nothing queued before the call is missed.
+  return Drain();
+}
+
+void UsageMeter::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    cv_.notify_one();
+  }
+  if (thread_.joinable()) thread_.join();
+  const auto deadline = std::chrono::steady_clock::now() + options_.stop_timeout;
+  for (;;) {
+    Status s = Drain();
+    if (s.ok()) break;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      std::lock_guard lock(mu_);
+      Logger("gateway")->error("usage sink still failing at shutdown; {} records lost: {}",
+                               queue_.size(), s.ToString());
+      dropped_ += queue_.size();
+      queue_.clear();
+      break;
+    }
+    std::this_thread::sleep_for(options_.retry_backoff);
+  }
+}
+
+uint64_t UsageMeter::written() const {
+  std::lock_guard lock(mu_);
+  return written_;
+}
+uint64_t UsageMeter::dropped() const {
+  std::lock_guard lock(mu_);
+  return dropped_;
+}
+size_t UsageMeter::queued() const {
+  std::lock_guard lock(mu_);
+  return queue_.size();
+}
+
+}  // namespace segma::gateway

@@ -1,0 +1,91 @@
+#pragma once
+
+// Usage metering off the hot path: Record() puts a store::UsageRecord on a bounded in-memory queue
+// (never blocks, never does I/O); a background thread writes batches to a UsageSink. Stop()
+// drains and writes everything still queued, so a graceful shutdown loses nothing.
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "common/status.h"
+#include "store/store.h"
+
+namespace segma::gateway {
+
+// Where batches go. Write is called from the meter's thread only, one batch at a time; a failed
+// batch is retried (it must therefore be idempotent by request id, as the store's is).
+class UsageSink {
+ public:
+  virtual ~UsageSink() = default;
+  virtual Status Write(const std::vector<store::UsageRecord>& batch) = 0;
+};
+
+// Writes batches with Store::InsertUsageRecords (one transaction per batch).
+class StoreUsageSink final : public UsageSink {
+ public:
+  explicit StoreUsageSink(store::Store& store) : store_(store) {}
+  // UsageSink
+  Status Write(const std::vector<store::UsageRecord>& batch) override {
+    return store_.InsertUsageRecords(batch);
+  }
+
+ private:
+  store::Store& store_;
+};
+
+struct UsageMeterOptions {
+  size_t capacity = 100'000;  // records queued at most; beyond that Record() drops and counts
+  size_t batch_size = 500;    // records per sink write (bounded statement/transaction size)
+  std::chrono::milliseconds flush_interval{1000};
+  std::chrono::milliseconds retry_backoff{500};
+  // Stop() gives up writing after this long with the sink still failing (the records are then
+  // lost and counted in dropped()).
+  std::chrono::milliseconds stop_timeout{10'000};
+};
+
+// Thread-safe. `sink` must outlive the meter.
+class UsageMeter {
+ public:
+  explicit UsageMeter(UsageSink& sink, UsageMeterOptions options = {});
+  ~UsageMeter();  // Stop()
+  UsageMeter(const UsageMeter&) = delete;
+  UsageMeter& operator=(const UsageMeter&) = delete;
+
+  void Start();
+  // Writes everything queued (retrying a failing sink up to stop_timeout) and stops the thread.
+  // Records arriving afterwards are still queued and written by the next Flush()/Start().
+  void Stop();
+  // Writes everything queued now, on the calling thread (blocking; not for I/O threads). Returns
+  // the sink's error if the queue could not be emptied (the records stay queued).
+  Status Flush();
+
+  // Queues `record`. False (and counted) when the queue is full.
+  bool Record(store::UsageRecord record);
+
+  uint64_t written() const;
+  uint64_t dropped() const;
+  size_t queued() const;
+
+ private:
+  void Run();
+  // Writes queued records until the queue is empty or the sink fails. Requires !mu_ on entry.
+  Status Drain();
+
+  UsageSink& sink_;
+  const UsageMeterOptions options_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;            // wakes the writer
+  std::deque<store::UsageRecord> queue_;  // guarded by mu_
+  bool stopping_ = false;                 // guarded by mu_
+  uint64_t written_ = 0;                  // guarded by mu_
+  uint64_t dropped_ = 0;                  // guarded by mu_
+  std::mutex write_mu_;                   // one sink write at a time
+  std::thread thread_;
+};
+
+}  // namespace segma::gateway

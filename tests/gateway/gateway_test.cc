@@ -1,0 +1,490 @@
+// Loopback tests: the Gateway behind our HttpServer, in front of fake engines.
+
+#include "gateway/gateway.h"
+
+#include <atomic>
+#include <chrono>
+#include <set>
+#include <thread>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "common/crypto.h"
+#include "fakes/fake_model_server.h"
+#include "http/client.h"
+#include "http/server.h"
+#include "store/sqlite/sqlite_store.h"
+
+namespace segma::gateway {
+namespace {
+
+namespace bhttp = boost::beast::http;
+using segma::testing::FakeModelOptions;
+using segma::testing::FakeModelServer;
+
+FakeModelOptions Named(const std::string& name) {
+  FakeModelOptions o;
+  o.name = name;
+  return o;
+}
+
+bool WaitFor(const std::function<bool()>& pred,
+             std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return pred();
+}
+
+class GatewayTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    InitCrypto();
+    auto s = store::OpenSqliteStore(":memory:", bus_, clock_);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    store_ = std::move(*s);
+    types::User u;
+    u.username = "alice";
+    user_ = *store_->CreateUser(u);
+    types::Project p;
+    p.name = "p1";
+    project_ = *store_->CreateProject(p);
+    types::Project p2;
+    p2.name = "p2";
+    other_project_ = *store_->CreateProject(p2);
+    ASSERT_TRUE(store_->AddProjectMember(project_.id, user_.id, types::ProjectRole::kMember).ok());
+    ASSERT_TRUE(
+        store_->AddProjectMember(other_project_.id, user_.id, types::ProjectRole::kMember).ok());
+    key_ = NewKey("main");
+  }
+
+  void TearDown() override {
+    if (server_) {
+      server_->Stop();
+      server_->CloseAll();
+    }
+    work_.reset();
+    for (auto& t : threads_) t.join();
+    if (gateway_) gateway_->Stop();
+  }
+
+  // Creates a key and returns its secret.
+  std::string NewKey(const std::string& name,
+                     types::ApiKeyScope scope = types::ApiKeyScope::kInference,
+                     std::optional<std::vector<std::string>> models = std::nullopt,
+                     std::optional<Timestamp> expires = std::nullopt, int64_t project = 0) {
+    const std::string secret = "sk-segma-" + name + "-" + RandomToken(16);
+    types::ApiKey k;
+    k.name = name;
+    k.project_id = project != 0 ? project : project_.id;
+    k.user_id = user_.id;
+    k.scope = scope;
+    k.allowed_models = std::move(models);
+    k.prefix = secret.substr(0, 12);
+    k.secret_hash = Sha256Hex(secret);
+    k.expires_at = expires;
+    auto created = store_->CreateApiKey(k);
+    EXPECT_TRUE(created.ok()) << created.status().ToString();
+    key_ids_[secret] = created.ok() ? created->id : 0;
+    return secret;
+  }
+
+  void StartGateway(GatewayOptions options = {}) {
+    options.keys.full_reload_every = std::chrono::seconds(30);
+    gateway_ = std::make_unique<Gateway>(ioc_.get_executor(), *store_, bus_, clock_, registry_,
+                                         limits_, nullptr, options);
+    gateway_->Install(router_);
+    ASSERT_TRUE(gateway_->Start().ok());
+    http::ServerOptions so;
+    so.name = "gateway";
+    so.access_log = false;
+    server_ = std::make_unique<http::HttpServer>(ioc_, router_, registry_, so);
+    auto port = server_->Listen("127.0.0.1", 0);
+    ASSERT_TRUE(port.ok());
+    base_ = fmt::format("http://127.0.0.1:{}", *port);
+    for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { ioc_.run(); });
+  }
+
+  // One route "m" with one deployment over `upstreams` (base URLs).
+  void Route(const std::vector<std::string>& upstreams, std::string name = "m",
+             int64_t project = 0) {
+    DeploymentSpec d;
+    d.deployment_id = 42;
+    d.project_id = project;
+    int64_t id = 1000;
+    for (const auto& u : upstreams) d.replicas.push_back({id++, u, true});
+    RouteTable::Builder b;
+    b.Add({name, {d}, 1700000000});
+    ASSERT_TRUE(gateway_->SetRoutes(b).ok());
+  }
+
+  http::ClientRequest Post(const std::string& path, const std::string& body,
+                           const std::string& secret) {
+    http::ClientRequest r;
+    r.method = bhttp::verb::post;
+    r.url = base_ + path;
+    r.body = body;
+    r.headers.emplace_back("Content-Type", "application/json");
+    if (!secret.empty()) r.Bearer(secret);
+    return r;
+  }
+
+  http::ClientResponse Call(const std::string& path, const std::string& body,
+                            const std::string& secret) {
+    auto r = http::FetchSync(Post(path, body, secret));
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? *r : http::ClientResponse{};
+  }
+
+  // The OpenAI error object of a response ("" when it is not one).
+  static std::string ErrorType(const http::ClientResponse& r) {
+    auto j = r.Json();
+    if (!j.ok() || !j->is_object()) return "";
+    const auto* e = j->get_object().if_contains("error");
+    if (e == nullptr || !e->is_object()) return "";
+    const auto& eo = e->get_object();
+    if (!eo.contains("message") || !eo.contains("type") || !eo.contains("param") ||
+        !eo.contains("code")) {
+      return "";
+    }
+    return std::string(eo.at("type").as_string());
+  }
+
+  std::vector<store::UsageSummary> Usage(store::UsageGroupBy g) {
+    store::UsageQuery q;
+    q.group_by = g;
+    q.from = Timestamp();
+    q.to = clock_.Now() + std::chrono::hours(1);
+    auto r = store_->QueryUsage(q);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? *r : std::vector<store::UsageSummary>{};
+  }
+
+  static constexpr const char* kChat =
+      R"({"model":"m","messages":[{"role":"user","content":"hello"}]})";
+  static constexpr const char* kStreamChat =
+      R"({"model":"m","stream":true,"messages":[{"role":"user","content":"hello"}]})";
+  static constexpr const char* kStreamChatUsage =
+      R"({"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hello"}]})";
+
+  FakeClock clock_;
+  EventBus bus_;
+  std::unique_ptr<store::Store> store_;
+  types::User user_;
+  types::Project project_, other_project_;
+  std::string key_;
+  std::map<std::string, int64_t> key_ids_;
+  StaticLimitsSource limits_;
+  metrics::Registry registry_;
+  boost::asio::io_context ioc_;
+  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_{
+      ioc_.get_executor()};
+  std::vector<std::thread> threads_;
+  http::Router router_;
+  std::unique_ptr<Gateway> gateway_;
+  std::unique_ptr<http::HttpServer> server_;
+  std::string base_;
+};
+
+TEST_F(GatewayTest, ErrorsUseOpenAiFormatAndStatus) {
+  FakeModelServer up;
+  const std::string mgmt = NewKey("mgmt", types::ApiKeyScope::kManagement);
+  const std::string scoped =
+      NewKey("scoped", types::ApiKeyScope::kInference, std::vector<std::string>{"other"});
+  const std::string expiring = NewKey("exp", types::ApiKeyScope::kInference, std::nullopt,
+                                      clock_.Now() + std::chrono::hours(1));
+  StartGateway();
+  Route({up.base_url()});
+  DeploymentSpec down{7, 0, 1, "", {{77, up.base_url(), /*healthy=*/false}}};
+  RouteTable::Builder b;
+  b.Add({"m", {{42, 0, 1, "", {{1000, up.base_url(), true}}}}}).Add({"down", {down}});
+  ASSERT_TRUE(gateway_->SetRoutes(b).ok());
+
+  auto expect = [&](const http::ClientResponse& r, unsigned status, const std::string& type) {
+    EXPECT_EQ(r.status, status) << r.body;
+    EXPECT_EQ(ErrorType(r), type) << r.body;
+  };
+  expect(Call("/v1/chat/completions", kChat, ""), 401, "authentication_error");
+  expect(Call("/v1/chat/completions", kChat, "sk-segma-nope"), 401, "authentication_error");
+  expect(Call("/v1/chat/completions", kChat, mgmt), 403, "permission_error");
+  expect(Call("/v1/chat/completions", kChat, scoped), 403, "permission_error");
+  expect(Call("/v1/chat/completions", R"({"model":"nope","messages":[]})", key_), 404,
+         "not_found_error");
+  expect(Call("/v1/chat/completions", "{not json", key_), 400, "invalid_request_error");
+  expect(Call("/v1/chat/completions", R"({"messages":[]})", key_), 400, "invalid_request_error");
+  expect(Call("/v1/chat/completions", R"({"model":"down","messages":[]})", key_), 503,
+         "service_unavailable_error");
+  EXPECT_EQ(Call("/v1/chat/completions", kChat, expiring).status, 200u);
+  clock_.Advance(std::chrono::hours(2));
+  auto expired = Call("/v1/chat/completions", kChat, expiring);
+  expect(expired, 401, "authentication_error");
+  EXPECT_NE(expired.body.find("expired"), std::string::npos);
+  EXPECT_EQ(up.requests(), 1);  // no refused request reached the engine
+}
+
+TEST_F(GatewayTest, RateLimitAnswers429WithRetryAfter) {
+  FakeModelServer up;
+  StartGateway();
+  Route({up.base_url()});
+  limits_.SetKeyLimits(key_ids_[key_], [] {
+    LimitConfig c;
+    c.requests_per_minute = 2;
+    return c;
+  }());
+  EXPECT_EQ(Call("/v1/chat/completions", kChat, key_).status, 200u);
+  EXPECT_EQ(Call("/v1/chat/completions", kChat, key_).status, 200u);
+  auto r = Call("/v1/chat/completions", kChat, key_);
+  EXPECT_EQ(r.status, 429u);
+  EXPECT_EQ(ErrorType(r), "rate_limit_error");
+  EXPECT_FALSE(r.Header("retry-after").empty());
+  EXPECT_GE(std::stoi(r.Header("retry-after")), 1);
+  clock_.Advance(std::chrono::minutes(1));
+  EXPECT_EQ(Call("/v1/chat/completions", kChat, key_).status, 200u);
+}
+
+TEST_F(GatewayTest, RevocationTakesEffectWithinASecond) {
+  FakeModelServer up;
+  StartGateway();
+  Route({up.base_url()});
+  EXPECT_EQ(Call("/v1/chat/completions", kChat, key_).status, 200u);
+  ASSERT_TRUE(store_->RevokeApiKey(key_ids_[key_], clock_.Now()).ok());
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WaitFor([&] { return Call("/v1/chat/completions", kChat, key_).status == 401; },
+                      std::chrono::seconds(1)));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(1));
+  // A key created after start is usable as soon as its event is applied.
+  const std::string fresh = NewKey("fresh");
+  EXPECT_TRUE(WaitFor([&] { return Call("/v1/chat/completions", kChat, fresh).status == 200; },
+                      std::chrono::seconds(1)));
+}
+
+TEST_F(GatewayTest, ModelsListOnlyWhatTheKeyMayUse) {
+  FakeModelServer up;
+  const std::string scoped =
+      NewKey("scoped", types::ApiKeyScope::kInference, std::vector<std::string>{"a"});
+  StartGateway();
+  RouteTable::Builder b;
+  b.Add({"a", {{1, 0, 1, "", {{1, up.base_url(), true}}}}})
+      .Add({"b", {{2, 0, 1, "", {{2, up.base_url(), true}}}}})
+      .Add({"private", {{3, other_project_.id, 1, "", {{3, up.base_url(), true}}}}});
+  ASSERT_TRUE(gateway_->SetRoutes(b).ok());
+  auto list = [&](const std::string& secret) {
+    http::ClientRequest r;
+    r.url = base_ + "/v1/models";
+    r.Bearer(secret);
+    auto res = http::FetchSync(r);
+    EXPECT_TRUE(res.ok());
+    std::set<std::string> ids;
+    if (res->status != 200) return ids;  // e.g. a key whose event is not applied yet
+    auto j = res->Json();
+    EXPECT_TRUE(j.ok()) << res->body;
+    for (const auto& m : j->at("data").as_array()) ids.insert(std::string(m.at("id").as_string()));
+    return ids;
+  };
+  EXPECT_EQ(list(key_), (std::set<std::string>{"a", "b"}));
+  EXPECT_EQ(list(scoped), (std::set<std::string>{"a"}));
+  const std::string other = NewKey("other", types::ApiKeyScope::kInference, std::nullopt,
+                                   std::nullopt, other_project_.id);
+  EXPECT_TRUE(WaitFor([&] { return list(other).size() == 3; }));
+  // A project's private model is 404 to other projects.
+  EXPECT_EQ(Call("/v1/chat/completions", R"({"model":"private","messages":[]})", key_).status,
+            404u);
+}
+
+TEST_F(GatewayTest, NonStreamingPassesBodyThroughAndMetersUsage) {
+  FakeModelServer up;
+  StartGateway();
+  Route({up.base_url()});
+  http::ClientRequest direct;
+  direct.method = bhttp::verb::post;
+  direct.url = up.base_url() + "/v1/chat/completions";
+  direct.body = kChat;
+  auto want = http::FetchSync(direct);
+  ASSERT_TRUE(want.ok());
+  auto got = Call("/v1/chat/completions", kChat, key_);
+  EXPECT_EQ(got.status, 200u);
+  EXPECT_EQ(got.body, want->body);
+  EXPECT_EQ(up.last_body(), kChat);  // the client's bytes, unchanged
+  EXPECT_FALSE(got.Header("x-segma-overhead-us").empty());
+  auto emb = Call("/v1/embeddings", R"({"model":"m","input":"x"})", key_);
+  EXPECT_EQ(emb.status, 200u) << emb.body;
+
+  gateway_->Stop();  // flushes the usage meter
+  auto rows = Usage(store::UsageGroupBy::kKey);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].key, std::to_string(key_ids_[key_]));
+  EXPECT_EQ(rows[0].requests, 2);
+  EXPECT_EQ(rows[0].prompt_tokens, 11 + 11);
+  EXPECT_EQ(rows[0].completion_tokens, 7);
+  EXPECT_EQ(rows[0].cached_tokens, 3);
+  // The TPM reservation was replaced by the real count.
+  EXPECT_EQ(gateway_->limiter().KeyUsage(key_ids_[key_]).tokens_this_minute, 11 + 7 + 11);
+}
+
+TEST_F(GatewayTest, StreamingIsByteIdenticalToDirect) {
+  FakeModelOptions fo;
+  fo.chunks = 6;
+  fo.chunk_delay = std::chrono::milliseconds(2);
+  FakeModelServer up(fo);
+  StartGateway();
+  Route({up.base_url()});
+  auto collect = [](http::ClientRequest req, std::vector<std::string>* pieces) {
+    std::string all;
+    auto r = http::StreamSync(std::move(req), [&](std::string_view d) {
+      all.append(d);
+      if (pieces) pieces->emplace_back(d);
+      return true;
+    });
+    EXPECT_TRUE(r.ok());
+    EXPECT_EQ(r->status, 200u);
+    EXPECT_EQ(r->Header("content-type"), "text/event-stream");
+    return all;
+  };
+  for (const char* body : {kStreamChat, kStreamChatUsage}) {
+    http::ClientRequest direct;
+    direct.method = bhttp::verb::post;
+    direct.url = up.base_url() + "/v1/chat/completions";
+    direct.body = body;
+    const std::string want = collect(direct, nullptr);
+    const bool asked = std::string_view(body).find("include_usage") != std::string_view::npos;
+    EXPECT_EQ(want, up.ExpectedStream(asked));
+    const std::string got = collect(Post("/v1/chat/completions", body, key_), nullptr);
+    EXPECT_EQ(got, want) << "client asked for usage: " << asked;
+    // The engine was always asked for usage.
+    EXPECT_NE(up.last_body().find("\"include_usage\":true"), std::string::npos);
+  }
+  gateway_->Stop();
+  auto rows = Usage(store::UsageGroupBy::kModel);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].key, "m");
+  EXPECT_EQ(rows[0].requests, 2);
+  EXPECT_EQ(rows[0].prompt_tokens, 22);
+  EXPECT_EQ(rows[0].completion_tokens, 14);
+  EXPECT_EQ(rows[0].errors, 0);
+}
+
+TEST_F(GatewayTest, ClientDisconnectCancelsUpstream) {
+  FakeModelOptions fo;
+  fo.chunks = 200;
+  fo.chunk_delay = std::chrono::milliseconds(10);
+  FakeModelServer up(fo);
+  StartGateway();
+  Route({up.base_url()});
+  int pieces = 0;
+  auto r = http::StreamSync(Post("/v1/chat/completions", kStreamChat, key_),
+                            [&](std::string_view) { return ++pieces < 2; });
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  // The client closed after two pieces; the engine must see its connection closed long before
+  // its 2 s stream would end.
+  EXPECT_TRUE(
+      WaitFor([&] { return up.cancelled_streams() == 1; }, std::chrono::milliseconds(1500)));
+  EXPECT_EQ(up.completed_streams(), 0);
+  // The request is settled: nothing in flight, usage recorded as 499.
+  EXPECT_TRUE(
+      WaitFor([&] { return gateway_->limiter().KeyUsage(key_ids_[key_]).concurrent == 0; }));
+  gateway_->Stop();
+  auto rows = Usage(store::UsageGroupBy::kKey);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].errors, 1);
+}
+
+TEST_F(GatewayTest, FailsOverBeforeTheFirstByte) {
+  FakeModelServer broken(Named("broken"));
+  broken.set_fail_status(500);
+  FakeModelServer good(Named("good"));
+  // A port nobody listens on: connect refused.
+  uint16_t dead_port = 0;
+  {
+    FakeModelServer gone;
+    dead_port = gone.port();
+  }
+  GatewayOptions o;
+  o.balancer.eject_after_failures = 2;
+  StartGateway(o);
+  Route({broken.base_url(), fmt::format("http://127.0.0.1:{}", dead_port), good.base_url()});
+  for (int i = 0; i < 10; ++i) {
+    auto r = Call("/v1/chat/completions", kChat, key_);
+    EXPECT_EQ(r.status, 200u) << r.body;
+    auto s = http::StreamSync(Post("/v1/chat/completions", kStreamChat, key_),
+                              [](std::string_view) { return true; });
+    ASSERT_TRUE(s.ok());
+    EXPECT_EQ(s->status, 200u);
+  }
+  EXPECT_EQ(good.requests(), 20);
+  // Passive health: the broken replica was ejected after two failures, not tried 20 times.
+  EXPECT_EQ(broken.requests(), 2);
+
+  // Every replica failing: the engine's 5xx is passed on.
+  good.set_fail_status(503);
+  RouteTable::Builder b;
+  b.Add({"m", {{42, 0, 1, "", {{1, good.base_url(), true}}}}});
+  ASSERT_TRUE(gateway_->SetRoutes(b).ok());
+  EXPECT_EQ(Call("/v1/chat/completions", kChat, key_).status, 503u);
+}
+
+TEST_F(GatewayTest, FallsBackToAnotherDeployment) {
+  FakeModelServer primary(Named("primary"));
+  primary.set_fail_status(502);
+  FakeModelServer fallback(Named("fallback"));
+  StartGateway();
+  RouteTable::Builder b;
+  b.Add({"m",
+         {{1, 0, 10, "", {{1, primary.base_url(), true}}},
+          {2, 0, 0, "engine-name", {{2, fallback.base_url(), true}}}}});
+  ASSERT_TRUE(gateway_->SetRoutes(b).ok());
+  auto r = Call("/v1/chat/completions", kChat, key_);
+  EXPECT_EQ(r.status, 200u);
+  EXPECT_EQ(primary.requests(), 1);
+  EXPECT_EQ(fallback.requests(), 1);
+  // The fallback deployment serves the model under another name.
+  EXPECT_NE(fallback.last_body().find("\"model\":\"engine-name\""), std::string::npos);
+}
+
+TEST_F(GatewayTest, MultipartTranscriptionsPassThrough) {
+  FakeModelServer up;
+  StartGateway();
+  Route({up.base_url()}, "whisper");
+  const std::string boundary = "XyZ";
+  const std::string body =
+      "--XyZ\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper\r\n"
+      "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n"
+      "Content-Type: audio/wav\r\n\r\nRIFF....\r\n--XyZ--\r\n";
+  http::ClientRequest r = Post("/v1/audio/transcriptions", body, key_);
+  r.headers.clear();
+  r.headers.emplace_back("Content-Type", "multipart/form-data; boundary=" + boundary);
+  r.Bearer(key_);
+  auto res = http::FetchSync(r);
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ(res->status, 200u) << res->body;
+  EXPECT_EQ(up.last_body(), body);
+  EXPECT_EQ(up.last_content_type(), "multipart/form-data; boundary=XyZ");
+}
+
+TEST_F(GatewayTest, ExportsPerModelMetrics) {
+  FakeModelServer up;
+  StartGateway();
+  Route({up.base_url()});
+  EXPECT_EQ(Call("/v1/chat/completions", kChat, key_).status, 200u);
+  auto s = http::StreamSync(Post("/v1/chat/completions", kStreamChat, key_),
+                            [](std::string_view) { return true; });
+  ASSERT_TRUE(s.ok());
+  EXPECT_TRUE(WaitFor([&] {
+    return registry_.Serialize().find(
+               "segma_gateway_inter_token_latency_seconds_count{model=\"m\"}") != std::string::npos;
+  }));
+  const std::string text = registry_.Serialize();
+  for (const char* name :
+       {"segma_gateway_requests_total{model=\"m\"} 2", "segma_gateway_prompt_tokens_total",
+        "segma_gateway_time_to_first_token_seconds_bucket", "segma_gateway_in_flight_requests",
+        "segma_gateway_request_duration_seconds_count", "segma_gateway_overhead_seconds"}) {
+    EXPECT_NE(text.find(name), std::string::npos) << name;
+  }
+}
+
+}  // namespace
+}  // namespace segma::gateway

@@ -1,0 +1,212 @@
+#include <atomic>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "common/event_bus.h"
+#include "gateway/openai_proxy.h"
+#include "gateway/usage_meter.h"
+#include "store/sqlite/sqlite_store.h"
+
+namespace segma::gateway {
+namespace {
+
+class MemorySink : public UsageSink {
+ public:
+  Status Write(const std::vector<store::UsageRecord>& batch) override {
+    std::lock_guard lock(mu);
+    ++writes;
+    if (fail_next > 0) {
+      --fail_next;
+      return UnavailableError("sink down");
+    }
+    max_batch = std::max(max_batch, batch.size());
+    records.insert(records.end(), batch.begin(), batch.end());
+    return OkStatus();
+  }
+  std::mutex mu;
+  std::vector<store::UsageRecord> records;
+  size_t max_batch = 0;
+  int writes = 0;
+  int fail_next = 0;
+};
+
+store::UsageRecord Rec(std::string id, int64_t project, std::string model, int64_t p, int64_t c,
+                       Timestamp t = Timestamp(std::chrono::seconds(1'800'000'000))) {
+  store::UsageRecord r;
+  r.request_id = std::move(id);
+  r.time = t;
+  r.api_key_id = project * 10;
+  r.user_id = project * 100;
+  r.project_id = project;
+  r.model = std::move(model);
+  r.prompt_tokens = p;
+  r.completion_tokens = c;
+  r.cached_tokens = 1;
+  r.duration_ms = 5;
+  r.status = 200;
+  return r;
+}
+
+TEST(UsageMeterTest, StopFlushesEverythingInBatches) {
+  MemorySink sink;
+  UsageMeterOptions o;
+  o.batch_size = 64;
+  o.flush_interval = std::chrono::hours(1);  // only Stop() can write the tail
+  UsageMeter meter(sink, o);
+  meter.Start();
+  for (int i = 0; i < 1000; ++i) {
+    ASSERT_TRUE(meter.Record(Rec("r" + std::to_string(i), 1, "m", 1, 1)));
+  }
+  meter.Stop();
+  EXPECT_EQ(sink.records.size(), 1000u);
+  EXPECT_LE(sink.max_batch, 64u);
+  EXPECT_EQ(meter.written(), 1000u);
+  EXPECT_EQ(meter.queued(), 0u);
+  EXPECT_EQ(sink.records.front().request_id, "r0");
+  EXPECT_EQ(sink.records.back().request_id, "r999");
+}
+
+TEST(UsageMeterTest, BoundedQueueDropsInsteadOfBlocking) {
+  MemorySink sink;
+  UsageMeterOptions o;
+  o.capacity = 10;
+  UsageMeter meter(sink, o);  // not started: nothing drains
+  for (int i = 0; i < 15; ++i) (void)meter.Record(Rec(std::to_string(i), 1, "m", 1, 1));
+  EXPECT_EQ(meter.queued(), 10u);
+  EXPECT_EQ(meter.dropped(), 5u);
+  EXPECT_TRUE(meter.Flush().ok());
+  EXPECT_EQ(sink.records.size(), 10u);
+}
+
+TEST(UsageMeterTest, FailingSinkIsRetriedWithoutLoss) {
+  MemorySink sink;
+  sink.fail_next = 2;
+  UsageMeterOptions o;
+  o.retry_backoff = std::chrono::milliseconds(1);
+  UsageMeter meter(sink, o);
+  for (int i = 0; i < 5; ++i) (void)meter.Record(Rec(std::to_string(i), 1, "m", 1, 1));
+  EXPECT_FALSE(meter.Flush().ok());
+  EXPECT_EQ(meter.queued(), 5u);
+  meter.Start();
+  meter.Stop();  // retries until the sink recovers
+  EXPECT_EQ(sink.records.size(), 5u);
+  EXPECT_EQ(meter.dropped(), 0u);
+}
+
+TEST(UsageStoreTest, InsertIsIdempotentAndQueriesGroup) {
+  FakeClock clock;
+  EventBus bus;
+  auto store = store::OpenSqliteStore(":memory:", bus, clock);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  const Timestamp t0 = Timestamp(std::chrono::seconds(1'800'000'000));
+  std::vector<store::UsageRecord> batch = {Rec("a", 1, "llama", 10, 5, t0),
+                                           Rec("b", 1, "qwen", 20, 6, t0),
+                                           Rec("c", 2, "llama", 30, 7, t0 + std::chrono::hours(1))};
+  batch[2].status = 500;
+  ASSERT_TRUE((*store)->InsertUsageRecords(batch).ok());
+  ASSERT_TRUE((*store)->InsertUsageRecords(batch).ok());  // a retried batch changes nothing
+
+  store::UsageQuery q;
+  q.from = t0;
+  q.to = t0 + std::chrono::hours(2);
+  q.group_by = store::UsageGroupBy::kProject;
+  auto by_project = (*store)->QueryUsage(q);
+  ASSERT_TRUE(by_project.ok()) << by_project.status().ToString();
+  ASSERT_EQ(by_project->size(), 2u);
+  EXPECT_EQ((*by_project)[0].key, "1");
+  EXPECT_EQ((*by_project)[0].requests, 2);
+  EXPECT_EQ((*by_project)[0].prompt_tokens, 30);
+  EXPECT_EQ((*by_project)[0].completion_tokens, 11);
+  EXPECT_EQ((*by_project)[0].cached_tokens, 2);
+  EXPECT_EQ((*by_project)[1].errors, 1);
+
+  q.group_by = store::UsageGroupBy::kModel;
+  q.project_ids = std::vector<int64_t>{1};
+  auto by_model = (*store)->QueryUsage(q);
+  ASSERT_TRUE(by_model.ok());
+  ASSERT_EQ(by_model->size(), 2u);
+  EXPECT_EQ((*by_model)[0].key, "llama");
+  EXPECT_EQ((*by_model)[0].prompt_tokens, 10);
+
+  q.project_ids.reset();
+  q.to = t0 + std::chrono::minutes(30);  // excludes record c
+  q.group_by = store::UsageGroupBy::kKey;
+  auto by_key = (*store)->QueryUsage(q);
+  ASSERT_TRUE(by_key.ok());
+  ASSERT_EQ(by_key->size(), 1u);
+  EXPECT_EQ((*by_key)[0].key, "10");
+
+  q.from = q.to + std::chrono::seconds(1);
+  EXPECT_EQ((*store)->QueryUsage(q).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store::ParseUsageGroupBy("user"), store::UsageGroupBy::kUser);
+  EXPECT_FALSE(store::ParseUsageGroupBy("team").has_value());
+}
+
+// ---- SSE usage tap ------------------------------------------------------------------------------
+
+const char kUsageEvent[] =
+    "data: {\"id\":\"x\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4,"
+    "\"total_tokens\":13,\"prompt_tokens_details\":{\"cached_tokens\":2}}}\n\n";
+const char kChunk[] = "data: {\"id\":\"x\",\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n";
+const char kDone[] = "data: [DONE]\n\n";
+
+TEST(SseUsageTapTest, PassThroughKeepsBytesAndReadsUsage) {
+  const std::string all = std::string(kChunk) + kChunk + kUsageEvent + kDone;
+  for (size_t split = 1; split < all.size(); split += 7) {
+    SseUsageTap tap(false);
+    std::string out;
+    out += tap.Process(std::string_view(all).substr(0, split));
+    out += tap.Process(std::string_view(all).substr(split));
+    out += tap.Rest();
+    EXPECT_EQ(out, all);
+    ASSERT_TRUE(tap.has_usage());
+    EXPECT_EQ(tap.prompt_tokens(), 9);
+    EXPECT_EQ(tap.completion_tokens(), 4);
+    EXPECT_EQ(tap.cached_tokens(), 2);
+  }
+}
+
+TEST(SseUsageTapTest, DropsOnlyTheUsageChunkAtAnySplit) {
+  const std::string all = std::string(kChunk) + kChunk + kUsageEvent + kDone;
+  const std::string want = std::string(kChunk) + kChunk + kDone;
+  for (size_t split = 1; split < all.size(); ++split) {
+    SseUsageTap tap(true);
+    std::string out;
+    out += tap.Process(std::string_view(all).substr(0, split));
+    out += tap.Process(std::string_view(all).substr(split));
+    out += tap.Rest();
+    ASSERT_EQ(out, want) << "split at " << split;
+    EXPECT_TRUE(tap.has_usage());
+    EXPECT_EQ(tap.completion_tokens(), 4);
+  }
+  // Whole events arriving as pieces go on unchanged, piece by piece.
+  SseUsageTap tap(true);
+  EXPECT_EQ(tap.Process(kChunk), kChunk);
+  EXPECT_EQ(tap.Process(kUsageEvent), "");
+  EXPECT_EQ(tap.Process(kDone), kDone);
+}
+
+TEST(SseUsageTapTest, KeepsChunksThatCarryContentAndUsage) {
+  const std::string both =
+      "data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"usage\":{\"prompt_tokens\":1,"
+      "\"completion_tokens\":1}}\n\n";
+  SseUsageTap tap(true);
+  EXPECT_EQ(tap.Process(both), both);
+  EXPECT_TRUE(tap.has_usage());
+}
+
+TEST(ParseUsageTest, ReadsNonStreamingBodies) {
+  int64_t p = 0, c = 0, k = 0;
+  EXPECT_TRUE(ParseUsage(R"({"usage":{"prompt_tokens":3,"completion_tokens":2}})", p, c, k));
+  EXPECT_EQ(p, 3);
+  EXPECT_EQ(c, 2);
+  EXPECT_EQ(k, 0);
+  EXPECT_FALSE(ParseUsage(R"({"data":[]})", p, c, k));
+  EXPECT_FALSE(ParseUsage("not json \"usage\"", p, c, k));
+}
+
+}  // namespace
+}  // namespace segma::gateway
