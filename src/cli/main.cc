@@ -8,6 +8,7 @@
 
 #include "api/server_app.h"
 #include "cli/ctl.h"
+#include "cli/sim_commands.h"
 #include "common/logging.h"
 #include "worker/agent.h"
 #include "worker/gpu/fake_gpu_probe.h"
@@ -200,6 +201,7 @@ int main(int argc, char** argv) {
   worker->callback([&] { segma::SetLogLevel(log_level); std::exit(RunWorker(worker_flags)); });
 
   segma::cli::AddCtlCommands(app);
+  segma::cli::AddSimCommands(app);
 
   app.add_subcommand("version", "Print the version")->callback([] {
     std::cout << "segma 0.1.0\n";
