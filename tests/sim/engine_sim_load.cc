@@ -32,6 +32,7 @@ using Clock = std::chrono::steady_clock;
 
 struct Stats {
   int64_t started = 0, completed = 0, errors = 0, tokens = 0;
+  std::string first_error;
   std::vector<double> ttft_ms, gap_ms;
 };
 
@@ -59,12 +60,26 @@ asio::awaitable<void> Stream(segma::http::HttpClient& client, std::string url, i
     auto last = t0;
     int64_t events = 0;
     bool done = false;
-    auto res = co_await client.Stream(std::move(req), [&](std::string_view piece) {
+    // OpenStream returns a fully read keep-alive connection to the pool, so the next request
+    // skips connect (and Asio's single-threaded resolver, which would dominate the client's TTFT).
+    auto opened = co_await client.OpenStream(std::move(req));
+    bool failed = !opened.ok() || (*opened)->response().status != 200;
+    if (failed && stats.first_error.empty()) {
+      stats.first_error = opened.ok() ? (*opened)->response().body : opened.status().ToString();
+    }
+    while (!failed) {
+      auto piece = co_await (*opened)->Next();
+      if (!piece.ok()) {
+        if (stats.first_error.empty()) stats.first_error = piece.status().ToString();
+        failed = true;
+        break;
+      }
+      if (piece->empty()) break;
       const auto now = Clock::now();
       // Count "data: " events; the first one carries the first token.
-      for (size_t pos = piece.find("data: "); pos != std::string_view::npos;
-           pos = piece.find("data: ", pos + 6)) {
-        if (piece.substr(pos + 6, 6) == "[DONE]") {
+      for (size_t pos = piece->find("data: "); pos != std::string_view::npos;
+           pos = piece->find("data: ", pos + 6)) {
+        if (piece->substr(pos + 6, 6) == "[DONE]") {
           done = true;
           continue;
         }
@@ -77,9 +92,8 @@ asio::awaitable<void> Stream(segma::http::HttpClient& client, std::string url, i
         stats.gap_ms.push_back(ms);
       }
       last = now;
-      return true;
-    });
-    if (!res.ok() || res->status != 200 || !done) {
+    }
+    if (failed || !done) {
       ++stats.errors;
       continue;
     }
@@ -144,5 +158,6 @@ int main(int argc, char** argv) {
       static_cast<long long>(stats.tokens), static_cast<double>(stats.tokens) / wall,
       Pct(stats.ttft_ms, 0.5), Pct(stats.ttft_ms, 0.99), Pct(stats.gap_ms, 0.5),
       Pct(stats.gap_ms, 0.99));
+  if (!stats.first_error.empty()) std::printf("first error: %s\n", stats.first_error.c_str());
   return stats.errors > 0 ? 1 : 0;
 }
