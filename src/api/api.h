@@ -118,6 +118,8 @@ Result<std::optional<int64_t>> QueryInt(const http::RequestContext& ctx, const s
 // Route tables of each handler file; ControlPlaneRoutes concatenates them.
 std::vector<Route> IdentityRoutes();
 std::vector<Route> InfraRoutes();
+std::vector<Route> WorkerRoutes();
+std::vector<Route> UsageRoutes();
 std::vector<Route> ModelRoutes();
 
 }  // namespace segma::api

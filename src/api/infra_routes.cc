@@ -263,6 +263,8 @@ std::vector<Route> ControlPlaneRoutes() {
   std::vector<Route> routes = IdentityRoutes();
   for (Route& r : InfraRoutes()) routes.push_back(std::move(r));
   for (Route& r : ModelRoutes()) routes.push_back(std::move(r));
+  for (Route& r : WorkerRoutes()) routes.push_back(std::move(r));
+  for (Route& r : UsageRoutes()) routes.push_back(std::move(r));
   return routes;
 }
 

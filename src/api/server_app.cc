@@ -7,6 +7,8 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <fmt/format.h>
+
 #include "common/crypto.h"
 #include "common/logging.h"
 #include "store/sqlite/sqlite_store.h"
@@ -23,6 +25,7 @@ ServerApp::ServerApp(ServerConfig config, const Clock& clock)
 
 ServerApp::~ServerApp() {
   Shutdown();
+  if (gateway_) gateway_->Stop();
   blocking_.join();
 }
 
@@ -73,6 +76,9 @@ Status ServerApp::Init() {
                                                   ApiOptions{config_.data_dir, false}});
   InstallProbes(router_, *services_, metrics_);
   Install(router_, *services_, ControlPlaneRoutes());
+  gateway_ = std::make_unique<gateway::Gateway>(ioc_.get_executor(), *store_, bus_, clock_,
+                                                metrics_, limits_);
+  gateway_->Install(router_);
   return OkStatus();
 }
 
@@ -82,6 +88,11 @@ Result<std::string> ServerApp::DefaultRegistrationToken() {
 }
 
 Result<uint16_t> ServerApp::Start() {
+  RETURN_IF_ERROR(gateway_->Start());
+  route_events_ = bus_.Subscribe("");
+  // The notifier runs under the store's and bus's locks: it only queues work.
+  route_events_->SetNotifier([this] { QueueRouteRebuild(); });
+  RETURN_IF_ERROR(RebuildRoutes());
   config_.http.name = "server";
   server_ = std::make_unique<http::HttpServer>(ioc_, router_, metrics_, config_.http);
   ASSIGN_OR_RETURN(uint16_t port, server_->Listen(config_.address, config_.port));
@@ -159,6 +170,67 @@ void ServerApp::Run() {
   for (auto& t : threads) t.join();
 }
 
+void ServerApp::QueueRouteRebuild() {
+  if (routes_queued_.exchange(true)) return;
+  asio::post(blocking_, [this] {
+    routes_queued_ = false;
+    bool relevant = false;
+    while (auto e = route_events_->TryPop()) {
+      relevant |= e->resource == "models" || e->resource == "model-instances" ||
+                  e->resource == "workers";
+    }
+    if (!relevant || shutting_down_) return;
+    Status s = RebuildRoutes();
+    if (!s.ok()) Logger("gateway")->error("route table rebuild failed: {}", s.ToString());
+  });
+}
+
+Status ServerApp::RebuildRoutes() {
+  store::ListOptions all;
+  all.per_page = store::ListOptions::kMaxPerPage;
+  std::map<int64_t, types::Worker> workers;
+  for (all.page = 1;; ++all.page) {
+    ASSIGN_OR_RETURN(auto page, store_->ListWorkers(all));
+    for (auto& w : page.items) workers.emplace(w.id, std::move(w));
+    if (static_cast<int64_t>(all.page) * all.per_page >= page.total) break;
+  }
+  std::map<int64_t, std::vector<gateway::ReplicaSpec>> replicas;  // model id → RUNNING replicas
+  store::ModelInstanceFilter running;
+  running.state = types::InstanceState::kRunning;
+  for (all.page = 1;; ++all.page) {
+    ASSIGN_OR_RETURN(auto page, store_->ListModelInstances(all, running));
+    for (const types::ModelInstance& i : page.items) {
+      auto w = workers.find(i.worker_id);
+      if (w == workers.end() || i.port <= 0) continue;
+      replicas[i.model_id].push_back(gateway::ReplicaSpec{
+          i.id, fmt::format("http://{}:{}", w->second.address, i.port),
+          w->second.state == types::WorkerState::kReady});
+    }
+    if (static_cast<int64_t>(all.page) * all.per_page >= page.total) break;
+  }
+  // One public name per model name; models of the same name in different projects become
+  // deployments of one route, each usable only by keys of its own project.
+  std::map<std::string, gateway::ModelRouteSpec> routes;
+  for (all.page = 1;; ++all.page) {
+    ASSIGN_OR_RETURN(auto page, store_->ListModels(all));
+    for (const types::Model& m : page.items) {
+      gateway::ModelRouteSpec& r = routes[m.name];
+      r.name = m.name;
+      r.created_at = ToUnixMillis(m.created_at) / 1000;
+      gateway::DeploymentSpec d;
+      d.deployment_id = m.id;
+      d.project_id = m.project_id;
+      d.weight = 1;
+      d.replicas = std::move(replicas[m.id]);
+      r.deployments.push_back(std::move(d));
+    }
+    if (static_cast<int64_t>(all.page) * all.per_page >= page.total) break;
+  }
+  gateway::RouteTable::Builder builder;
+  for (auto& [name, spec] : routes) builder.Add(std::move(spec));
+  return gateway_->SetRoutes(builder);
+}
+
 void ServerApp::Shutdown() {
   if (shutting_down_.exchange(true)) return;
   asio::post(ioc_, [this] {
@@ -170,7 +242,11 @@ void ServerApp::Shutdown() {
     grace->async_wait([this, grace](boost::system::error_code) {
       if (server_) server_->CloseAll();
       auto final_stop = std::make_shared<asio::steady_timer>(ioc_, std::chrono::milliseconds(200));
-      final_stop->async_wait([this, final_stop](boost::system::error_code) { ioc_.stop(); });
+      final_stop->async_wait([this, final_stop](boost::system::error_code) {
+        // Streams have ended: every queued usage record is written before the process exits.
+        if (gateway_) gateway_->Stop();
+        ioc_.stop();
+      });
     });
   });
 }

@@ -16,6 +16,7 @@
 #include "controllers/replica_sync.h"
 #include "controllers/rescheduler.h"
 #include "controllers/worker_liveness.h"
+#include "gateway/gateway.h"
 #include "http/server.h"
 
 namespace segma::api {
@@ -59,6 +60,7 @@ class ServerApp {
 
   boost::asio::io_context& io() { return ioc_; }
   store::Store& store() { return *store_; }
+  gateway::Gateway& gateway() { return *gateway_; }
   metrics::Registry& metrics() { return metrics_; }
   // The password set for the bootstrap admin by this start, if it created one.
   const std::optional<std::string>& initial_admin_password() const { return initial_password_; }
@@ -75,6 +77,9 @@ class ServerApp {
   ServerApp(ServerConfig config, const Clock& clock);
   Status Init();
   void ScheduleLiveness();
+  // Rebuilds the gateway's route table from models, RUNNING instances and workers.
+  Status RebuildRoutes();
+  void QueueRouteRebuild();
   void ScheduleSweep();
   // Queues one controller pass on the blocking pool unless one is already queued.
   void TriggerControllers();
@@ -91,6 +96,11 @@ class ServerApp {
   std::unique_ptr<auth::WorkerTokens> worker_tokens_;
   std::unique_ptr<Services> services_;
   std::unique_ptr<controllers::WorkerLivenessController> liveness_;
+  // The OpenAI gateway (/v1) and what feeds its route table.
+  gateway::StaticLimitsSource limits_;
+  std::unique_ptr<gateway::Gateway> gateway_;
+  std::shared_ptr<Subscription> route_events_;
+  std::atomic<bool> routes_queued_{false};
   http::Router router_;
   std::unique_ptr<http::HttpServer> server_;
   std::unique_ptr<boost::asio::steady_timer> liveness_timer_;

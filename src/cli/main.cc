@@ -1,6 +1,7 @@
 // segma: one binary; main only parses flags and wires objects together.
 
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 
 #include <boost/asio/signal_set.hpp>
@@ -30,6 +31,7 @@ struct Flags {
   std::string fake_gpus;
   double heartbeat_interval_s = 10;
   std::vector<std::string> labels;
+  std::vector<std::string> engine_dirs;
 };
 
 void AddServerFlags(CLI::App* cmd, Flags& f, uint16_t default_port) {
@@ -68,6 +70,10 @@ void AddWorkerFlags(CLI::App* cmd, Flags& f, bool standalone) {
       ->envname("SEGMA_HEARTBEAT_INTERVAL")
       ->check(CLI::Range(0.05, 3600.0));
   cmd->add_option("--label", f.labels, "Worker label k=v (repeatable)")->envname("SEGMA_LABELS");
+  cmd->add_option("--engine-dir", f.engine_dirs,
+                  "Directory of a backend's executables, BACKEND=DIR (repeatable), e.g. "
+                  "llama.cpp=/opt/llama.cpp/bin")
+      ->envname("SEGMA_ENGINE_DIRS");
 }
 
 segma::Result<std::map<std::string, std::string>> ParseLabels(const std::vector<std::string>& kvs) {
@@ -93,6 +99,15 @@ segma::worker::AgentConfig AgentConfigFrom(const Flags& f) {
   c.port = f.port;
   c.heartbeat_interval =
       std::chrono::milliseconds(static_cast<int64_t>(f.heartbeat_interval_s * 1000));
+  // llama.cpp as `scripts/build-llama` caches it, unless told otherwise.
+  const std::string cached_llama = "/var/cache/segma/llama.cpp-3.21.1/build/bin";
+  if (std::filesystem::exists(cached_llama + "/llama-server")) {
+    c.engine_binary_dirs["llama.cpp"] = cached_llama;
+  }
+  for (const std::string& kv : f.engine_dirs) {
+    size_t eq = kv.find('=');
+    if (eq != std::string::npos) c.engine_binary_dirs[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
   return c;
 }
 

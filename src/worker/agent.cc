@@ -68,14 +68,24 @@ Result<uint16_t> WorkerAgent::Start() {
   opts.name = "worker";
   server_ = std::make_unique<http::HttpServer>(ioc_, router_, registry_, opts);
   ASSIGN_OR_RETURN(bound_port_, server_->Listen(config_.listen_address, config_.port));
+  InstanceManagerConfig ic;
+  ic.server_url = config_.server_url;
+  ic.data_dir = config_.data_dir;
+  ic.engine_host = config_.engine_host;
+  ic.binary_dirs = config_.engine_binary_dirs;
+  ic.port_min = config_.engine_port_min;
+  ic.port_max = config_.engine_port_max;
+  instances_ = std::make_unique<InstanceManager>(ioc_, ic, SystemClock::Get(), *gpu_probe_);
+  RETURN_IF_ERROR(instances_->Init());
   asio::co_spawn(ioc_, Loop(), [](std::exception_ptr e) {
     if (e) Logger("worker")->error("worker loop ended by an exception");
   });
   return bound_port_;
 }
 
-void WorkerAgent::Stop() {
+void WorkerAgent::Stop(bool stop_engines) {
   stopping_ = true;
+  if (instances_) instances_->Stop(stop_engines);
   if (server_) server_->Stop();
 }
 
@@ -126,6 +136,7 @@ asio::awaitable<Status> WorkerAgent::Register() {
   const json::object& o = v.as_object();
   worker_token_ = std::string(o.at("token").as_string());
   worker_id_ = o.at("worker").as_object().at("id").as_int64();
+  if (instances_) instances_->Start(worker_id_, worker_token_);
   Logger("worker")->info("registered with {} as worker {} ({}); GPU inventory: {}",
                          config_.server_url, worker_id_.load(), config_.name, gpu_probe_->source());
   co_return OkStatus();

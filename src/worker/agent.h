@@ -15,6 +15,7 @@
 #include "metrics/registry.h"
 #include "worker/gpu/gpu_probe.h"
 #include "worker/gpu/host_probe.h"
+#include "worker/instance_manager.h"
 
 namespace segma::worker {
 
@@ -28,6 +29,13 @@ struct AgentConfig {
   uint16_t port = 10150;           // the worker's own HTTP port (0 = any)
   std::chrono::milliseconds heartbeat_interval{10'000};
   std::map<std::string, std::string> labels;
+  // Engines: where their executables are per backend ("llama.cpp" → llama.cpp's build/bin), and
+  // the port range for them.
+  std::map<std::string, std::string> engine_binary_dirs;
+  int engine_port_min = 40000;
+  int engine_port_max = 40999;
+  // Where engines listen and the gateway reaches them.
+  std::string engine_host = "127.0.0.1";
 };
 
 // The agent on a GPU node: registers with the server (cluster token → its own worker token),
@@ -40,9 +48,12 @@ class WorkerAgent {
               std::unique_ptr<gpu::GpuProbe> gpu_probe, metrics::Registry& registry);
   ~WorkerAgent();
 
-  // Binds the worker port and starts the register/heartbeat loop. Returns the bound port.
+  // Binds the worker port, creates the engine supervisor and starts the register/heartbeat loop
+  // and the instance follower. Returns the bound port.
   Result<uint16_t> Start();
-  void Stop();
+  // Stops the loops; engines keep running for the next worker process to adopt unless
+  // `stop_engines`.
+  void Stop(bool stop_engines = false);
 
   int64_t worker_id() const { return worker_id_.load(); }
   gpu::GpuProbe& gpu_probe() { return *gpu_probe_; }
@@ -58,6 +69,7 @@ class WorkerAgent {
   gpu::HostProbe host_probe_;
   metrics::Registry& registry_;
   boost::asio::thread_pool probe_pool_{1};  // NVML and /proc reads block
+  std::unique_ptr<InstanceManager> instances_;
   http::HttpClient client_;
   http::Router router_;
   std::unique_ptr<http::HttpServer> server_;

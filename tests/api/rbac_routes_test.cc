@@ -242,6 +242,15 @@ TEST_F(RbacRoutesTest, EveryRouteTimesEveryRole) {
       {"POST /v2/model-evaluations",
        {"/v2/model-evaluations", [&] { return std::optional<json::value>(ModelBody("eval")); },
         {project_writers}}},
+      // Worker-only routes: the rows are not this worker's, so the worker gets 404, others 403.
+      {"GET /v2/worker/instances",
+       {fmt::format("/v2/worker/instances?worker_id={}", worker_id_), none, {{kWorker}}}},
+      {"GET /v2/worker/models/{id}",
+       {fmt::format("/v2/worker/models/{}", model_id_), none, {{kWorker}}}},
+      {"PATCH /v2/worker/instances/{id}",
+       {fmt::format("/v2/worker/instances/{}", instance_id_),
+        [] { return json::value(json::object{{"state", "RUNNING"}}); }, {{kWorker}}}},
+      {"GET /v2/usage", {"/v2/usage?project_id=" + p, none, {project_readers}}},
   };
 
   // Logging out revokes the sessions every other call uses: it goes last.

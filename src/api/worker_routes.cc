@@ -1,0 +1,135 @@
+// Routes for workers themselves (worker token): the instances assigned to them, with a watch
+// stream, the models behind them, and state reports from the engine supervisor.
+
+#include <fmt/format.h>
+
+#include "api/api.h"
+
+namespace segma::api {
+
+namespace {
+
+using auth::Action;
+using auth::Resource;
+using http::bhttp::verb;
+using http::Response;
+
+// States a worker may report: what its supervisor observes. Scheduling states belong to the
+// server's controllers.
+bool WorkerMayReport(types::InstanceState s) {
+  switch (s) {
+    case types::InstanceState::kDownloading:
+    case types::InstanceState::kStarting:
+    case types::InstanceState::kRunning:
+    case types::InstanceState::kError:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool AssignedTo(const types::ModelInstance& i, int64_t worker_id) {
+  if (i.worker_id == worker_id) return true;
+  for (const auto& d : i.distributed_servers) {
+    if (d.worker_id == worker_id) return true;
+  }
+  return false;
+}
+
+Result<int64_t> SelfWorker(const ApiContext& c) {
+  if (!c.principal.worker_id) return PermissionDeniedError("this route needs a worker token");
+  return *c.principal.worker_id;
+}
+
+// GET /v2/worker/instances[?watch=true&worker_id=<own id>]
+Result<Response> ListOwnInstances(ApiContext& c) {
+  ASSIGN_OR_RETURN(int64_t self, SelfWorker(c));
+  ASSIGN_OR_RETURN(std::optional<int64_t> asked, QueryInt(c.http, "worker_id"));
+  // The id is required so that watch streams filter events to this worker's instances.
+  if (!asked) return InvalidArgumentError(fmt::format("worker_id={} is required", self));
+  if (*asked != self) return PermissionDeniedError("a worker may only follow its own instances");
+  ASSIGN_OR_RETURN(store::ListOptions o, ListOptionsFromQuery(c.http));
+  o.per_page = store::ListOptions::kMaxPerPage;
+  store::ModelInstanceFilter filter;
+  filter.worker_id = self;
+  ASSIGN_OR_RETURN(auto list, c.s.store.ListModelInstances(o, filter));
+  return ListResponse(list, o);
+}
+
+// GET /v2/worker/models/{id}: a model that has an instance on this worker.
+Result<Response> GetOwnModel(ApiContext& c) {
+  ASSIGN_OR_RETURN(int64_t self, SelfWorker(c));
+  ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
+  store::ListOptions o;
+  o.per_page = store::ListOptions::kMaxPerPage;
+  store::ModelInstanceFilter filter;
+  filter.model_id = id;
+  filter.worker_id = self;
+  ASSIGN_OR_RETURN(auto list, c.s.store.ListModelInstances(o, filter));
+  if (list.items.empty()) return NotFoundError(fmt::format("model {} not found", id));
+  ASSIGN_OR_RETURN(types::Model model, c.s.store.GetModel(id));
+  return ObjectResponse(types::ToJson(model));
+}
+
+// PATCH /v2/worker/instances/{id} {"state","state_message","port","restart_count"}
+Result<Response> ReportInstance(ApiContext& c) {
+  ASSIGN_OR_RETURN(int64_t self, SelfWorker(c));
+  ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
+  json::object storage;
+  JsonReader r = c.Body(storage);
+  std::optional<std::string> state_name = r.OptionalString("state");
+  std::optional<std::string> message = r.OptionalString("state_message");
+  std::optional<int64_t> port = r.OptionalInt("port");
+  std::optional<int64_t> restart_count = r.OptionalInt("restart_count");
+  RETURN_IF_ERROR(r.Finish());
+  ASSIGN_OR_RETURN(types::ModelInstance inst, c.s.store.GetModelInstance(id));
+  if (!AssignedTo(inst, self)) {
+    return NotFoundError(fmt::format("model instance {} not found on this worker", id));
+  }
+  store::ModelInstancePatch patch;
+  if (state_name) {
+    std::optional<types::InstanceState> state = types::ParseInstanceState(*state_name);
+    if (!state || !WorkerMayReport(*state)) {
+      return InvalidArgumentError("state must be one of DOWNLOADING, STARTING, RUNNING, ERROR");
+    }
+    patch.state = *state;
+    // Never resurrect an instance the server has since moved on (rescheduled, stopping).
+    patch.if_state_in = std::vector<types::InstanceState>{
+        types::InstanceState::kScheduled, types::InstanceState::kDownloading,
+        types::InstanceState::kStarting, types::InstanceState::kRunning,
+        types::InstanceState::kError};
+  }
+  if (message) {
+    if (message->size() > 4096) message->resize(4096);
+    patch.state_message = *message;
+  }
+  if (port) {
+    if (*port < 0 || *port > 65535) return InvalidArgumentError("port must be 0-65535");
+    patch.port = static_cast<int>(*port);
+  }
+  if (restart_count) {
+    if (*restart_count < 0) return InvalidArgumentError("restart_count must be >= 0");
+    if (*restart_count != inst.restart_count) {
+      patch.restart_count = static_cast<int>(*restart_count);
+      patch.last_restart_at = c.s.clock.Now();
+    }
+  }
+  ASSIGN_OR_RETURN(types::ModelInstance updated, c.s.store.UpdateModelInstance(id, patch));
+  return ObjectResponse(types::ToJson(updated));
+}
+
+}  // namespace
+
+std::vector<Route> WorkerRoutes() {
+  using A = Access;
+  return {
+      {verb::get, "/v2/worker/instances", A::kGlobal, Resource::kWorkerSelf, Action::kRead,
+       ListOwnInstances, "model-instances"},
+      {verb::get, "/v2/worker/models/{id}", A::kGlobal, Resource::kWorkerSelf, Action::kRead,
+       GetOwnModel, ""},
+      {verb::patch, "/v2/worker/instances/{id}", A::kGlobal, Resource::kWorkerSelf,
+       Action::kUpdate, ReportInstance, ""},
+  };
+}
+
+}  // namespace segma::api

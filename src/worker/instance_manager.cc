@@ -1,0 +1,388 @@
+#include "worker/instance_manager.h"
+
+#include <unistd.h>
+
+#include <deque>
+#include <filesystem>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <fmt/format.h>
+
+#include "common/logging.h"
+#include "http/sse.h"
+
+namespace segma::worker {
+
+namespace asio = boost::asio;
+using boost::beast::http::verb;
+
+namespace {
+
+asio::awaitable<void> Sleep(std::chrono::milliseconds d) {
+  asio::steady_timer t(co_await asio::this_coro::executor, d);
+  co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+}
+
+int64_t IntField(const json::object& o, std::string_view key) {
+  auto it = o.find(key);
+  if (it == o.end() || !it->value().is_int64()) return 0;
+  return it->value().as_int64();
+}
+
+std::string StringField(const json::object& o, std::string_view key) {
+  auto it = o.find(key);
+  if (it == o.end() || !it->value().is_string()) return {};
+  return std::string(it->value().as_string());
+}
+
+// The fields of an instance the worker acts on, from the server's JSON view (lenient: the server
+// is trusted to send its own shape; missing fields keep their defaults).
+types::ModelInstance InstanceFromJson(const json::object& o) {
+  types::ModelInstance i;
+  i.id = IntField(o, "id");
+  i.model_id = IntField(o, "model_id");
+  i.project_id = IntField(o, "project_id");
+  i.name = StringField(o, "name");
+  i.state = types::ParseInstanceState(StringField(o, "state")).value_or(types::InstanceState::kPending);
+  i.worker_id = IntField(o, "worker_id");
+  i.worker_name = StringField(o, "worker_name");
+  i.port = static_cast<int>(IntField(o, "port"));
+  i.restart_count = static_cast<int>(IntField(o, "restart_count"));
+  if (auto it = o.find("gpu_indexes"); it != o.end() && it->value().is_array()) {
+    for (const json::value& v : it->value().as_array()) {
+      if (v.is_int64()) i.gpu_indexes.push_back(static_cast<int>(v.as_int64()));
+    }
+  }
+  if (auto it = o.find("claim"); it != o.end() && it->value().is_object()) {
+    const json::object& c = it->value().as_object();
+    if (auto v = c.find("vram"); v != c.end() && v->value().is_object()) {
+      for (const auto& kv : v->value().as_object()) {
+        if (kv.value().is_int64()) i.claim.vram[std::atoi(kv.key().data())] = kv.value().as_int64();
+      }
+    }
+    i.claim.ram = IntField(c, "ram");
+  }
+  return i;
+}
+
+Result<types::Model> ModelFromServerJson(const json::object& o) {
+  json::object body = o;
+  // Server-owned fields are not part of the create/patch shape ModelFromJson reads.
+  for (const char* k : {"id", "created_at", "updated_at", "ready_replicas"}) body.erase(k);
+  ASSIGN_OR_RETURN(types::Model m, types::ModelFromJson(body));
+  m.id = IntField(o, "id");
+  m.project_id = IntField(o, "project_id");
+  return m;
+}
+
+// The simulator's --gpu profile for a GPU name ("NVIDIA H200 NVL" → "H200").
+std::string GpuType(const std::string& name) {
+  for (const char* t : {"H200", "H100", "A100", "L40S"}) {
+    if (name.find(t) != std::string::npos) return t;
+  }
+  if (name.find("RTX PRO 6000") != std::string::npos) return "RTX-PRO-6000";
+  return "";
+}
+
+// A state report's body. Built outside coroutines: g++ 12 miscompiles braced initializers with
+// string literals inside co_await expressions ("array used as initializer").
+json::object StateBody(std::string_view state, const std::string& message, int port = 0) {
+  json::object body;
+  body["state"] = state;
+  body["state_message"] = message;
+  if (port > 0) body["port"] = port;
+  return body;
+}
+
+std::string SelfDir() {
+  std::error_code ec;
+  auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string() : exe.parent_path().string();
+}
+
+}  // namespace
+
+InstanceManager::InstanceManager(asio::io_context& ioc, InstanceManagerConfig config, Clock& clock,
+                                 gpu::GpuProbe& gpus)
+    : ioc_(ioc), config_(std::move(config)), clock_(clock), gpus_(gpus), client_(ioc.get_executor()) {
+  if (!config_.binary_dirs.count("simulator")) config_.binary_dirs["simulator"] = SelfDir();
+}
+
+InstanceManager::~InstanceManager() = default;
+
+Status InstanceManager::Init() {
+  engines::SupervisorOptions opts;
+  opts.data_dir = config_.data_dir;
+  opts.port_min = config_.port_min;
+  opts.port_max = config_.port_max;
+  ASSIGN_OR_RETURN(supervisor_, engines::Supervisor::Create(
+                                    opts, clock_, [this](const engines::EngineStatus& s) {
+                                      OnEngineState(s);
+                                    }));
+  return OkStatus();
+}
+
+void InstanceManager::Start(int64_t worker_id, std::string worker_token) {
+  const bool first = worker_id_ == 0;
+  worker_id_ = worker_id;
+  token_ = std::move(worker_token);
+  if (!first) return;  // the follow loop picks up the new token
+  asio::co_spawn(ioc_, Follow(), [](std::exception_ptr e) {
+    if (e) Logger("worker")->error("instance follower ended by an exception");
+  });
+}
+
+void InstanceManager::Stop(bool stop_engines) {
+  stopping_ = true;
+  if (stop_engines && supervisor_) supervisor_->StopAll();
+}
+
+bool InstanceManager::Wanted(const types::ModelInstance& inst) const {
+  if (inst.worker_id != worker_id_) return false;
+  switch (inst.state) {
+    case types::InstanceState::kScheduled:
+    case types::InstanceState::kDownloading:
+    case types::InstanceState::kStarting:
+    case types::InstanceState::kRunning:
+    case types::InstanceState::kError:
+      return true;
+    default:
+      return false;
+  }
+}
+
+asio::awaitable<void> InstanceManager::Follow() {
+  auto log = Logger("worker");
+  bool first = true;
+  std::chrono::milliseconds backoff(500);
+  while (!stopping_) {
+    Status synced = co_await Resync(first);
+    if (!synced.ok()) {
+      log->warn("listing this worker's instances failed: {}", synced.ToString());
+      co_await Sleep(backoff);
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(15'000));
+      continue;
+    }
+    first = false;
+    backoff = std::chrono::milliseconds(500);
+
+    // Events are queued by the stream callback and applied in order by one drainer.
+    auto queue = std::make_shared<std::deque<std::pair<types::ModelInstance, bool>>>();
+    auto draining = std::make_shared<bool>(false);
+    http::SseParser parser;
+    std::vector<http::SseEvent> events;
+    http::ClientRequest req;
+    req.url = fmt::format("{}/v2/worker/instances?watch=true&worker_id={}", config_.server_url,
+                          worker_id_);
+    req.Bearer(token_);
+    req.timeout = std::chrono::seconds(45);  // the server sends a comment every 15 s
+    Result<http::ClientResponse> r =
+        co_await client_.Stream(std::move(req), [&](std::string_view data) {
+          events.clear();
+          if (!parser.Feed(data, events)) return false;
+          for (const http::SseEvent& e : events) {
+            Result<json::value> v = ParseJson(e.data);
+            if (!v.ok() || !v->is_object()) continue;
+            const json::object& ev = v->as_object();
+            auto d = ev.find("data");
+            if (d == ev.end() || !d->value().is_object()) continue;
+            queue->emplace_back(InstanceFromJson(d->value().as_object()),
+                                StringField(ev, "type") == "DELETED");
+          }
+          if (!queue->empty() && !*draining) {
+            *draining = true;
+            asio::co_spawn(
+                ioc_,
+                [this, queue, draining]() -> asio::awaitable<void> {
+                  while (!queue->empty()) {
+                    auto [inst, deleted] = queue->front();
+                    queue->pop_front();
+                    co_await Apply(inst, deleted);
+                  }
+                  *draining = false;
+                },
+                asio::detached);
+          }
+          return !stopping_;
+        });
+    if (!stopping_) {
+      log->info("instance watch ended ({}); listing again",
+                r.ok() ? fmt::format("HTTP {}", r->status) : r.status().ToString());
+      co_await Sleep(std::chrono::milliseconds(500));
+    }
+  }
+}
+
+asio::awaitable<Status> InstanceManager::Resync(bool first) {
+  http::ClientRequest req;
+  req.url = fmt::format("{}/v2/worker/instances?worker_id={}&per_page=500", config_.server_url,
+                        worker_id_);
+  req.Bearer(token_);
+  CO_ASSIGN_OR_RETURN(http::ClientResponse res, co_await client_.Fetch(std::move(req)));
+  if (res.status != 200) {
+    co_return UnavailableError(fmt::format("HTTP {}: {}", res.status, res.body.substr(0, 200)));
+  }
+  CO_ASSIGN_OR_RETURN(json::value v, res.Json());
+  std::map<int64_t, types::ModelInstance> listed;
+  for (const json::value& item : v.at("items").as_array()) {
+    types::ModelInstance inst = InstanceFromJson(item.as_object());
+    listed.emplace(inst.id, inst);
+  }
+  if (first) {
+    // Engines left running by a previous worker process: adopt those still wanted, with the
+    // same command and port; the supervisor stops the rest.
+    std::map<int64_t, engines::EngineSpec> expected;
+    for (const auto& [id, inst] : listed) {
+      if (!Wanted(inst) || inst.port <= 0) continue;
+      Result<engines::EngineSpec> spec = co_await SpecFor(inst, inst.port);
+      if (spec.ok()) expected.emplace(id, std::move(spec).value());
+    }
+    engines::Supervisor::RecoverReport report = supervisor_->Recover(expected);
+    for (int64_t id : report.adopted) {
+      running_[id] = listed[id];
+      Logger("worker")->info("adopted the running engine of instance {}", id);
+    }
+  }
+  for (auto it = running_.begin(); it != running_.end();) {
+    if (listed.count(it->first) == 0) {
+      Logger("worker")->info("instance {} is no longer assigned here: stopping its engine",
+                             it->first);
+      (void)supervisor_->Stop(it->first);
+      it = running_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (const auto& [id, inst] : listed) co_await Apply(inst, false);
+  co_return OkStatus();
+}
+
+asio::awaitable<void> InstanceManager::Apply(const types::ModelInstance& inst, bool deleted) {
+  const bool wanted = !deleted && Wanted(inst);
+  auto it = running_.find(inst.id);
+  if (it != running_.end()) {
+    if (!wanted) {
+      Logger("worker")->info("stopping the engine of instance {} ({})", inst.id,
+                             deleted ? "deleted" : types::InstanceStateName(inst.state));
+      (void)supervisor_->Stop(inst.id);
+      running_.erase(it);
+    }
+    co_return;
+  }
+  if (!wanted) co_return;
+  Result<int> port = supervisor_->AllocatePort(inst.id);
+  if (!port.ok()) {
+    co_await Report(inst.id, StateBody("ERROR", port.status().message()));
+    co_return;
+  }
+  Result<engines::EngineSpec> spec = co_await SpecFor(inst, *port);
+  if (!spec.ok()) {
+    supervisor_->ReleasePort(inst.id);
+    co_await Report(inst.id, StateBody("ERROR", spec.status().message()));
+    co_return;
+  }
+  Status started = supervisor_->Start(std::move(spec).value());
+  if (!started.ok()) {
+    supervisor_->ReleasePort(inst.id);
+    co_await Report(inst.id, StateBody("ERROR", started.message()));
+    co_return;
+  }
+  running_[inst.id] = inst;
+  Logger("worker")->info("started the engine of instance {} ({}) on port {}", inst.id, inst.name,
+                         *port);
+  co_await Report(inst.id, StateBody("STARTING", "", *port));
+}
+
+asio::awaitable<Result<engines::EngineSpec>> InstanceManager::SpecFor(
+    const types::ModelInstance& inst, int port) {
+  auto cached = models_.find(inst.model_id);
+  if (cached == models_.end()) {
+    http::ClientRequest req;
+    req.url = fmt::format("{}/v2/worker/models/{}", config_.server_url, inst.model_id);
+    req.Bearer(token_);
+    CO_ASSIGN_OR_RETURN(http::ClientResponse res, co_await client_.Fetch(std::move(req)));
+    if (res.status != 200) {
+      co_return UnavailableError(fmt::format("cannot read model {}: HTTP {}", inst.model_id,
+                                             res.status));
+    }
+    CO_ASSIGN_OR_RETURN(json::value v, res.Json());
+    CO_ASSIGN_OR_RETURN(types::Model m, ModelFromServerJson(v.as_object()));
+    cached = models_.insert_or_assign(inst.model_id, std::move(m)).first;
+  }
+  const types::Model& model = cached->second;
+
+  engines::LaunchContext ctx;
+  switch (model.source.type) {
+    case types::SourceType::kSimulated:
+      break;
+    case types::SourceType::kLocalPath:
+      if (!std::filesystem::exists(model.source.path)) {
+        co_return FailedPreconditionError("model path not found on this worker: " +
+                                          model.source.path);
+      }
+      ctx.model_path = model.source.path;
+      break;
+    default:
+      co_return UnimplementedError(
+          "this worker cannot download models from hubs yet: use a local_path source");
+  }
+  std::string backend_name = model.backend;
+  if (backend_name.empty()) {
+    backend_name = model.source.type == types::SourceType::kSimulated ? "simulator"
+                   : model.source.path.ends_with(".gguf")               ? "llama.cpp"
+                                                                         : "vllm";
+  }
+  const engines::Backend* backend = engines::FindBuiltInBackend(backend_name);
+  if (backend == nullptr) co_return NotFoundError("unknown backend '" + backend_name + "'");
+  ctx.host = config_.engine_host;
+  ctx.port = port;
+  if (auto dir = config_.binary_dirs.find(backend_name); dir != config_.binary_dirs.end()) {
+    ctx.binary_dir = dir->second;
+  }
+  Result<std::vector<types::GpuDevice>> gpus = gpus_.Probe();
+  if (gpus.ok()) {
+    for (const types::GpuDevice& g : *gpus) {
+      ctx.gpu_total_bytes[g.index] = g.memory_total;
+      if (!inst.gpu_indexes.empty() && g.index == inst.gpu_indexes.front()) ctx.gpu_type = GpuType(g.name);
+    }
+  }
+  if (inst.gpu_indexes.empty()) ctx.gpu_type = "CPU";
+  ctx.working_dir = config_.data_dir;
+  CO_ASSIGN_OR_RETURN(engines::LaunchSpec launch,
+                      engines::RenderLaunch(*backend, model.backend_version, model, inst, ctx));
+  engines::EngineSpec spec;
+  spec.instance_id = inst.id;
+  spec.name = inst.name;
+  spec.launch = std::move(launch);
+  spec.port = port;
+  spec.restart_on_error = model.restart_on_error;
+  spec.restart_count = inst.restart_count;
+  co_return spec;
+}
+
+asio::awaitable<void> InstanceManager::Report(int64_t instance_id, json::object body) {
+  http::ClientRequest req;
+  req.method = verb::patch;
+  req.url = fmt::format("{}/v2/worker/instances/{}", config_.server_url, instance_id);
+  req.Bearer(token_).JsonBody(body);
+  Result<http::ClientResponse> r = co_await client_.Fetch(std::move(req));
+  if (!r.ok() || r->status >= 400) {
+    Logger("worker")->warn("reporting instance {} failed: {}", instance_id,
+                           r.ok() ? r->body.substr(0, 200) : r.status().ToString());
+  }
+}
+
+void InstanceManager::OnEngineState(const engines::EngineStatus& s) {
+  if (s.state == engines::EngineState::kStopped) return;
+  json::object body{{"state", engines::EngineStateName(s.state)},
+                    {"state_message", s.message},
+                    {"restart_count", s.restart_count}};
+  // The supervisor's thread must not block: hand the report to the io_context.
+  asio::co_spawn(ioc_, Report(s.instance_id, std::move(body)), asio::detached);
+}
+
+}  // namespace segma::worker

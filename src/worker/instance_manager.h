@@ -1,0 +1,74 @@
+#pragma once
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+
+#include <boost/asio/io_context.hpp>
+
+#include "common/clock.h"
+#include "http/client.h"
+#include "types/model.h"
+#include "worker/engines/supervisor.h"
+#include "worker/gpu/gpu_probe.h"
+
+namespace segma::worker {
+
+struct InstanceManagerConfig {
+  std::string server_url;
+  std::string data_dir;          // engines/ and logs/ go below it
+  std::string engine_host = "127.0.0.1";  // where engines listen (the gateway reaches them there)
+  // Per-backend directories of engine executables ("" = PATH). The simulator defaults to this
+  // binary's own directory.
+  std::map<std::string, std::string> binary_dirs;
+  int port_min = 40000;
+  int port_max = 40999;
+};
+
+// Makes the engines on this worker match the instances the server assigned to it: follows
+// `GET /v2/worker/instances?watch=true&worker_id=<id>` (listing again after every reconnect),
+// starts engines through the Supervisor, stops those no longer wanted, adopts engines left
+// running by a previous worker process, and reports each state change back with
+// `PATCH /v2/worker/instances/{id}`.
+// Runs on the given io_context; the Supervisor's thread only posts to it.
+class InstanceManager {
+ public:
+  InstanceManager(boost::asio::io_context& ioc, InstanceManagerConfig config, Clock& clock,
+                  gpu::GpuProbe& gpus);
+  ~InstanceManager();
+
+  // Creates the supervisor. kUnavailable if its directories cannot be created.
+  Status Init();
+  // Starts following the server with `worker_token` as worker `worker_id`.
+  void Start(int64_t worker_id, std::string worker_token);
+  // Stops following; engines keep running (a restarted worker adopts them) unless
+  // `stop_engines`.
+  void Stop(bool stop_engines);
+
+  engines::Supervisor* supervisor() { return supervisor_.get(); }
+
+ private:
+  boost::asio::awaitable<void> Follow();
+  boost::asio::awaitable<Status> Resync(bool first);
+  boost::asio::awaitable<void> Apply(const types::ModelInstance& inst, bool deleted);
+  boost::asio::awaitable<Result<engines::EngineSpec>> SpecFor(const types::ModelInstance& inst,
+                                                            int port);
+  boost::asio::awaitable<void> Report(int64_t instance_id, json::object body);
+  void OnEngineState(const engines::EngineStatus& status);
+  bool Wanted(const types::ModelInstance& inst) const;
+
+  boost::asio::io_context& ioc_;
+  InstanceManagerConfig config_;
+  Clock& clock_;
+  gpu::GpuProbe& gpus_;
+  http::HttpClient client_;
+  std::unique_ptr<engines::Supervisor> supervisor_;
+  int64_t worker_id_ = 0;
+  std::string token_;
+  bool stopping_ = false;
+  std::map<int64_t, types::ModelInstance> running_;  // instance id → as last started
+  std::map<int64_t, types::Model> models_;           // cache of the models behind them
+};
+
+}  // namespace segma::worker

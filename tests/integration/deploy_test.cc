@@ -1,0 +1,191 @@
+// Issue 4 end to end: a tiny random-weight GGUF written by `segma model make-test` is deployed
+// through the REST API onto the embedded worker, llama.cpp's llama-server runs it (RUNNING), real
+// tokens stream from it; a killed engine is restarted; replicas 0 stops the process; a restarted
+// worker adopts its engine instead of starting a second one. Also a simulated model on
+// `segma engine-sim`. Skipped when llama-server has not been built (scripts/build-llama).
+
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+#include "integration/harness.h"
+
+namespace segma::testing {
+namespace {
+
+using boost::beast::http::verb;
+
+const char kLlamaBin[] = "/var/cache/segma/llama.cpp-3.21.1/build/bin/llama-server";
+
+class DeployTest : public ::testing::Test {
+ protected:
+  void StartServer() {
+    server_ = std::make_unique<Process>(
+        std::vector<std::string>{SegmaBinary(), "start", "--data-dir", dir_.path() + "/data",
+                                 "--address", "127.0.0.1", "--port", std::to_string(port_),
+                                 "--fake-gpus", "1xH100:80", "--heartbeat-interval", "0.2"},
+        std::map<std::string, std::string>{{"SEGMA_BOOTSTRAP_PASSWORD", "deploy-admin-pw"}},
+        dir_.path() + "/server-" + std::to_string(++starts_) + ".log");
+    api_.base = "http://127.0.0.1:" + std::to_string(port_);
+    ASSERT_TRUE(WaitUntil([&] { return api_.Get("/healthz").status == 200; },
+                          std::chrono::seconds(30)));
+    auto login = api_.Post("/v2/auth/login",
+                           json::object{{"username", "admin"}, {"password", "deploy-admin-pw"}});
+    ASSERT_EQ(login.status, 200u) << login.body;
+    api_.token = std::string(Api::Obj(login).at("token").as_string());
+  }
+
+  void SetUp() override {
+    port_ = FreePort();
+    StartServer();
+    auto p = api_.Post("/v2/projects", json::object{{"name", "deploy"}});
+    ASSERT_EQ(p.status, 201u) << p.body;
+    project_id_ = Api::Obj(p).at("id").as_int64();
+  }
+
+  // Engines run in their own process groups and outlive segma by design (a restarted worker
+  // adopts them): whatever a test left running is killed here.
+  void TearDown() override {
+    if (server_) server_->Signal(SIGKILL);
+    std::error_code ec;
+    for (const auto& e :
+         std::filesystem::directory_iterator(dir_.path() + "/data/worker/engines", ec)) {
+      auto v = ParseJson(ReadFile(e.path()));
+      if (v.ok() && v->is_object() && v->as_object().contains("pid")) {
+        ::kill(-static_cast<int>(v->at("pid").as_int64()), SIGKILL);
+      }
+    }
+  }
+
+  json::object Instance(int64_t model_id) {
+    auto list = Api::Obj(api_.Get("/v2/model-instances?model_id=" + std::to_string(model_id)));
+    if (!list.contains("items") || list.at("items").as_array().empty()) return {};
+    return list.at("items").as_array()[0].as_object();
+  }
+
+  std::string State(int64_t model_id) {
+    json::object i = Instance(model_id);
+    return i.contains("state") ? std::string(i.at("state").as_string()) : "";
+  }
+
+  // The engine's pid from the supervisor's state file.
+  int EnginePid(int64_t instance_id) {
+    auto v = ParseJson(ReadFile(dir_.path() + "/data/worker/engines/instance-" +
+                                std::to_string(instance_id) + ".json"));
+    if (!v.ok() || !v->is_object() || !v->as_object().contains("pid")) return 0;
+    return static_cast<int>(v->at("pid").as_int64());
+  }
+
+  TempDir dir_;
+  uint16_t port_ = 0;
+  int starts_ = 0;
+  std::unique_ptr<Process> server_;
+  Api api_;
+  int64_t project_id_ = 0;
+};
+
+TEST_F(DeployTest, TinyGgufOnLlamaServerStreamsRestartsStopsAndIsAdopted) {
+  if (!std::filesystem::exists(kLlamaBin)) GTEST_SKIP() << "llama-server not built";
+  const std::string model_path = dir_.path() + "/tiny.gguf";
+  const std::string make = SegmaBinary() + " model make-test --shape tiny --out " + model_path +
+                           " > " + dir_.path() + "/make.log 2>&1";
+  ASSERT_EQ(std::system(make.c_str()), 0) << ReadFile(dir_.path() + "/make.log");
+
+  auto created = api_.Post(
+      "/v2/models",
+      json::object{{"name", "tiny"},
+                   {"project_id", project_id_},
+                   {"backend", "llama.cpp"},
+                   {"source", json::object{{"type", "local_path"}, {"path", model_path}}},
+                   {"replicas", 1},
+                   {"context_length", 256}});
+  ASSERT_EQ(created.status, 201u) << created.body;
+  const int64_t model_id = Api::Obj(created).at("id").as_int64();
+
+  ASSERT_TRUE(WaitUntil([&] { return State(model_id) == "RUNNING"; }, std::chrono::seconds(90)))
+      << json::serialize(Instance(model_id)) << server_->Log();
+  json::object inst = Instance(model_id);
+  const int64_t instance_id = inst.at("id").as_int64();
+  const int engine_port = static_cast<int>(inst.at("port").as_int64());
+  ASSERT_GT(engine_port, 0);
+
+  // Real streamed tokens from the engine.
+  http::ClientRequest req;
+  req.method = verb::post;
+  req.url = "http://127.0.0.1:" + std::to_string(engine_port) + "/v1/chat/completions";
+  req.JsonBody(json::object{
+      {"model", "tiny"},
+      {"stream", true},
+      {"max_tokens", 8},
+      {"messages", json::array{json::object{{"role", "user"}, {"content", "Hello"}}}}});
+  std::string streamed;
+  auto r = http::StreamSync(std::move(req), [&](std::string_view d) {
+    streamed.append(d);
+    return true;
+  });
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->status, 200u);
+  EXPECT_NE(streamed.find("\"delta\""), std::string::npos) << streamed;
+  EXPECT_NE(streamed.find("data: [DONE]"), std::string::npos) << streamed;
+
+  // Kill the engine: the supervisor restarts it and counts the restart.
+  const int pid = EnginePid(instance_id);
+  ASSERT_GT(pid, 0);
+  ::kill(-pid, SIGKILL);
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        json::object i = Instance(model_id);
+        return i.contains("restart_count") && i.at("restart_count").as_int64() >= 1 &&
+               i.at("state").as_string() == "RUNNING";
+      },
+      std::chrono::seconds(60)))
+      << json::serialize(Instance(model_id));
+  const int restarted_pid = EnginePid(instance_id);
+  EXPECT_NE(restarted_pid, pid);
+
+  // Restart segma itself: the engine is adopted (same process), not duplicated or orphaned.
+  server_->Signal(SIGTERM);
+  ASSERT_TRUE(server_->Wait(std::chrono::seconds(30)).has_value());
+  EXPECT_EQ(::kill(restarted_pid, 0), 0) << "the engine outlives the worker process";
+  StartServer();
+  ASSERT_TRUE(WaitUntil([&] { return State(model_id) == "RUNNING"; }, std::chrono::seconds(60)));
+  EXPECT_EQ(EnginePid(instance_id), restarted_pid) << "adopted, not restarted";
+
+  // Replicas 0: the engine process is gone.
+  auto scaled = api_.Call(verb::patch, "/v2/models/" + std::to_string(model_id),
+                          json::object{{"replicas", 0}});
+  ASSERT_EQ(scaled.status, 200u) << scaled.body;
+  ASSERT_TRUE(WaitUntil([&] { return ::kill(restarted_pid, 0) != 0; }, std::chrono::seconds(30)))
+      << "engine still running after replicas=0";
+  EXPECT_TRUE(Instance(model_id).empty());
+}
+
+TEST_F(DeployTest, SimulatedModelRunsOnEngineSim) {
+  auto created = api_.Post(
+      "/v2/models", json::object{{"name", "chat"},
+                                 {"project_id", project_id_},
+                                 {"source", json::object{{"type", "simulated"}, {"params_b", 8}}},
+                                 {"replicas", 1}});
+  ASSERT_EQ(created.status, 201u) << created.body;
+  const int64_t model_id = Api::Obj(created).at("id").as_int64();
+  ASSERT_TRUE(WaitUntil([&] { return State(model_id) == "RUNNING"; }, std::chrono::seconds(60)))
+      << json::serialize(Instance(model_id)) << server_->Log();
+  const int engine_port = static_cast<int>(Instance(model_id).at("port").as_int64());
+  http::ClientRequest req;
+  req.method = verb::post;
+  req.url = "http://127.0.0.1:" + std::to_string(engine_port) + "/v1/chat/completions";
+  req.JsonBody(json::object{
+      {"model", "chat"},
+      {"max_tokens", 4},
+      {"messages", json::array{json::object{{"role", "user"}, {"content", "Hi"}}}}});
+  auto r = http::FetchSync(std::move(req));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 200u) << r->body;
+  EXPECT_NE(r->body.find("\"usage\""), std::string::npos);
+}
+
+}  // namespace
+}  // namespace segma::testing
