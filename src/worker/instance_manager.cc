@@ -381,8 +381,24 @@ void InstanceManager::OnEngineState(const engines::EngineStatus& s) {
   json::object body{{"state", engines::EngineStateName(s.state)},
                     {"state_message", s.message},
                     {"restart_count", s.restart_count}};
-  // The supervisor's thread must not block: hand the report to the io_context.
-  asio::co_spawn(ioc_, Report(s.instance_id, std::move(body)), asio::detached);
+  // The supervisor's thread must not block: hand the report to the io_context, where one
+  // drainer sends reports in the order the states happened (STARTING before RUNNING).
+  asio::post(ioc_, [this, id = s.instance_id, body = std::move(body)]() mutable {
+    reports_.emplace_back(id, std::move(body));
+    if (reporting_) return;
+    reporting_ = true;
+    asio::co_spawn(
+        ioc_,
+        [this]() -> asio::awaitable<void> {
+          while (!reports_.empty()) {
+            auto [id, body] = std::move(reports_.front());
+            reports_.pop_front();
+            co_await Report(id, std::move(body));
+          }
+          reporting_ = false;
+        },
+        asio::detached);
+  });
 }
 
 }  // namespace segma::worker

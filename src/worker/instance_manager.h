@@ -1,5 +1,6 @@
 #pragma once
 
+#include <deque>
 #include <map>
 #include <memory>
 #include <set>
@@ -69,6 +70,9 @@ class InstanceManager {
   bool stopping_ = false;
   std::map<int64_t, types::ModelInstance> running_;  // instance id → as last started
   std::map<int64_t, types::Model> models_;           // cache of the models behind them
+  // State reports waiting to be sent, in order; touched only on the io_context.
+  std::deque<std::pair<int64_t, json::object>> reports_;
+  bool reporting_ = false;
 };
 
 }  // namespace segma::worker

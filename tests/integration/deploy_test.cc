@@ -151,7 +151,8 @@ TEST_F(DeployTest, TinyGgufOnLlamaServerStreamsRestartsStopsAndIsAdopted) {
   ASSERT_TRUE(server_->Wait(std::chrono::seconds(30)).has_value());
   EXPECT_EQ(::kill(restarted_pid, 0), 0) << "the engine outlives the worker process";
   StartServer();
-  ASSERT_TRUE(WaitUntil([&] { return State(model_id) == "RUNNING"; }, std::chrono::seconds(60)));
+  ASSERT_TRUE(WaitUntil([&] { return State(model_id) == "RUNNING"; }, std::chrono::seconds(60)))
+      << json::serialize(Instance(model_id)) << server_->Log();
   EXPECT_EQ(EnginePid(instance_id), restarted_pid) << "adopted, not restarted";
 
   // Replicas 0: the engine process is gone.
