@@ -23,6 +23,7 @@ struct Flags {
   std::string address = "0.0.0.0";
   uint16_t port = 8080;
   int heartbeat_grace_s = 60;
+  int reschedule_grace_s = 300;
   // worker
   std::string server_url;
   std::string token;
@@ -43,6 +44,10 @@ void AddServerFlags(CLI::App* cmd, Flags& f, uint16_t default_port) {
   cmd->add_option("--heartbeat-grace", f.heartbeat_grace_s,
                   "Seconds without heartbeat before a worker is NOT_READY")
       ->envname("SEGMA_HEARTBEAT_GRACE")
+      ->check(CLI::Range(1, 86400));
+  cmd->add_option("--reschedule-grace", f.reschedule_grace_s,
+                  "Seconds a worker stays NOT_READY before its instances move elsewhere")
+      ->envname("SEGMA_RESCHEDULE_GRACE")
       ->check(CLI::Range(1, 86400));
 }
 
@@ -123,6 +128,7 @@ int RunServer(const Flags& f, bool with_worker) {
   config.address = f.address;
   config.port = f.port;
   config.heartbeat_grace = std::chrono::seconds(f.heartbeat_grace_s);
+  config.reschedule_grace = std::chrono::seconds(f.reschedule_grace_s);
   if (const char* pw = std::getenv("SEGMA_BOOTSTRAP_PASSWORD"); pw != nullptr && *pw != '\0') {
     config.bootstrap_password = pw;
   }

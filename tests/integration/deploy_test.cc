@@ -186,6 +186,69 @@ TEST_F(DeployTest, SimulatedModelRunsOnEngineSim) {
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->status, 200u) << r->body;
   EXPECT_NE(r->body.find("\"usage\""), std::string::npos);
+
+  // Through the gateway with an inference key: /v1/models, a streamed chat, refusals, usage.
+  auto key = api_.Post("/v2/api-keys", json::object{{"name", "app"},
+                                                    {"project_id", project_id_},
+                                                    {"scope", "inference"},
+                                                    {"allowed_models", json::array{"chat"}}});
+  ASSERT_EQ(key.status, 201u) << key.body;
+  Api gw{api_.base, std::string(Api::Obj(key).at("secret").as_string())};
+  auto chat_body = [](const std::string& model, bool stream) {
+    return json::value(json::object{
+        {"model", model},
+        {"stream", stream},
+        {"max_tokens", 5},
+        {"messages", json::array{json::object{{"role", "user"}, {"content", "Hello there"}}}}});
+  };
+  // The route table follows instance events: wait until the replica is routable.
+  ASSERT_TRUE(WaitUntil([&] { return gw.Post("/v1/chat/completions", chat_body("chat", false)).status == 200; },
+                        std::chrono::seconds(20)));
+  auto models = gw.Get("/v1/models");
+  EXPECT_EQ(models.status, 200u);
+  EXPECT_NE(models.body.find("\"id\":\"chat\""), std::string::npos) << models.body;
+
+  http::ClientRequest sreq;
+  sreq.method = verb::post;
+  sreq.url = api_.base + "/v1/chat/completions";
+  sreq.Bearer(gw.token);
+  sreq.JsonBody(chat_body("chat", true));
+  std::string streamed;
+  auto sr = http::StreamSync(std::move(sreq), [&](std::string_view d) {
+    streamed.append(d);
+    return true;
+  });
+  ASSERT_TRUE(sr.ok());
+  EXPECT_EQ(sr->status, 200u);
+  EXPECT_NE(sr->Header("x-segma-overhead-us"), "");
+  EXPECT_NE(streamed.find("\"delta\""), std::string::npos) << streamed;
+  EXPECT_NE(streamed.find("data: [DONE]"), std::string::npos) << streamed;
+  EXPECT_EQ(streamed.find("\"usage\":{"), std::string::npos) << "usage chunk not asked for";
+
+  auto not_allowed = gw.Post("/v1/chat/completions", chat_body("other", false));
+  EXPECT_TRUE(not_allowed.status == 403u || not_allowed.status == 404u) << not_allowed.body;
+  auto no_key = Api{api_.base, "sk-segma-nope"}.Post("/v1/chat/completions", chat_body("chat", false));
+  EXPECT_EQ(no_key.status, 401u);
+  EXPECT_NE(no_key.body.find("\"type\""), std::string::npos) << "OpenAI error format";
+
+  // Usage rows arrive in batches off the request path.
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        auto u = Api::Obj(api_.Get("/v2/usage?group_by=model&project_id=" +
+                                   std::to_string(project_id_)));
+        if (!u.contains("items") || u.at("items").as_array().empty()) return false;
+        return u.at("items").as_array()[0].at("requests").as_int64() >= 2;
+      },
+      std::chrono::seconds(20)))
+      << api_.Get("/v2/usage?group_by=model").body;
+  auto csv = api_.Get("/v2/usage?group_by=model&format=csv");
+  EXPECT_EQ(csv.status, 200u);
+  EXPECT_EQ(csv.body.rfind("model,requests,errors,prompt_tokens,completion_tokens", 0), 0u) << csv.body;
+
+  // Stop the engine before the test ends.
+  auto scaled = api_.Call(verb::patch, "/v2/models/" + std::to_string(model_id),
+                          json::object{{"replicas", 0}});
+  EXPECT_EQ(scaled.status, 200u);
 }
 
 }  // namespace
