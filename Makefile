@@ -29,7 +29,7 @@ release: bootstrap $(BUILD_RELEASE)/build.ninja
 
 # Starts the server with an embedded worker on the demo pool (simulated GPUs when none are found).
 run: release
-	$(BUILD_RELEASE)/segma start --data-dir $(DATA_DIR) --port $(PORT)
+	$(BUILD_RELEASE)/src/cli/segma start --data-dir $(DATA_DIR) --port $(PORT)
 
 # One ASan+UBSan build, then every test on it.
 test-build: bootstrap $(BUILD_TEST)/build.ninja
