@@ -383,7 +383,13 @@ void InstanceManager::OnEngineState(const engines::EngineStatus& s) {
                     {"restart_count", s.restart_count}};
   // The supervisor's thread must not block: hand the report to the io_context, where one
   // drainer sends reports in the order the states happened (STARTING before RUNNING).
-  asio::post(ioc_, [this, id = s.instance_id, body = std::move(body)]() mutable {
+  const std::string state(engines::EngineStateName(s.state));
+  asio::post(ioc_, [this, id = s.instance_id, state, body = std::move(body)]() mutable {
+    // An adopted engine's STARTING may be delivered after its first RUNNING; a real restart
+    // always passes through ERROR first, so STARTING straight after RUNNING is stale.
+    std::string& last = last_reported_[id];
+    if (state == "STARTING" && last == "RUNNING") return;
+    last = state;
     reports_.emplace_back(id, std::move(body));
     if (reporting_) return;
     reporting_ = true;

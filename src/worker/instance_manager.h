@@ -73,6 +73,7 @@ class InstanceManager {
   // State reports waiting to be sent, in order; touched only on the io_context.
   std::deque<std::pair<int64_t, json::object>> reports_;
   bool reporting_ = false;
+  std::map<int64_t, std::string> last_reported_;  // instance id → last state sent
 };
 
 }  // namespace segma::worker
