@@ -93,7 +93,6 @@ json::object EventJson(const Event& e) {
   return {{"type", EventTypeName(e.type)}, {"id", e.id}, {"data", e.data}};
 }
 
-
 // A watch: the current list as CREATED events, then live changes, as server-sent events, until
 // the client goes away or the server stops. Subscribing before listing means no change is missed
 // (one may be seen twice, which UPDATED semantics tolerate).
@@ -117,7 +116,8 @@ http::Response Watch(const Route& route, Services& services, http::RequestContex
         });
         for (const json::value& item : initial) {
           json::object e{{"type", "CREATED"}, {"data", item}};
-          if (item.is_object() && item.as_object().contains("id")) e["id"] = item.as_object().at("id");
+          if (item.is_object() && item.as_object().contains("id"))
+            e["id"] = item.as_object().at("id");
           if (!co_await out.Write(http::FormatSse(json::serialize(e)))) co_return;
         }
         if (!co_await out.Write(": watching\n\n")) co_return;
@@ -156,51 +156,49 @@ http::Response Watch(const Route& route, Services& services, http::RequestContex
 
 void Install(http::Router& router, Services& services, const std::vector<Route>& routes) {
   for (const Route& route : routes) {
-    router.Add(route.method, route.pattern,
-               [&services, route](http::RequestContext& ctx) -> asio::awaitable<http::Response> {
-                 const bool watch = !route.watch_resource.empty() && ctx.Query("watch") == "true";
-                 co_return co_await http::RunBlocking(
-                     services.blocking, [&services, &route, &ctx, watch]() -> http::Response {
-                       auth::Principal principal;
-                       std::optional<std::string> token = ctx.BearerToken();
-                       if (route.access != Access::kPublic) {
-                         if (!token) {
-                           return http::Response::Error(
-                               UnauthenticatedError("authentication required"));
-                         }
-                         Result<auth::Principal> p = services.identity.Authenticate(*token);
-                         if (!p.ok()) return http::Response::Error(p.status());
-                         principal = std::move(p).value();
-                       }
-                       if (route.access == Access::kGlobal) {
-                         Status s = auth::Authorize(principal, route.action, route.resource,
-                                                    std::nullopt);
-                         if (!s.ok()) return http::Response::Error(s);
-                       }
-                       ApiContext api(ctx, principal, route.resource, route.action, services);
-                       Result<http::Response> r = route.handler(api);
-                       if (watch && r.ok() && r->msg.result_int() == 200) {
-                         // The list the plain GET returns becomes the stream's first events.
-                         Result<json::value> listed = ParseJson(r->msg.body());
-                         json::array items;
-                         if (listed.ok() && listed->is_object() && listed->as_object().contains("items")) {
-                           items = listed->as_object().at("items").as_array();
-                         }
-                         return Watch(route, services, ctx, principal, std::move(items));
-                       }
-                       if (!r.ok()) return http::Response::Error(r.status());
-                       if (route.access == Access::kProject && !api.authorized() &&
-                           r->msg.result_int() < 300) {
-                         // A project route that never asked auth::Authorize is a bug: refuse
-                         // rather than leak.
-                         Logger("api")->error("[req={}] route {} skipped its project check",
-                                              ctx.request_id, route.pattern);
-                         return http::Response::Error(
-                             InternalError("authorization was not checked"));
-                       }
-                       return std::move(r).value();
-                     });
-               });
+    router.Add(
+        route.method, route.pattern,
+        [&services, route](http::RequestContext& ctx) -> asio::awaitable<http::Response> {
+          const bool watch = !route.watch_resource.empty() && ctx.Query("watch") == "true";
+          co_return co_await http::RunBlocking(
+              services.blocking, [&services, &route, &ctx, watch]() -> http::Response {
+                auth::Principal principal;
+                std::optional<std::string> token = ctx.BearerToken();
+                if (route.access != Access::kPublic) {
+                  if (!token) {
+                    return http::Response::Error(UnauthenticatedError("authentication required"));
+                  }
+                  Result<auth::Principal> p = services.identity.Authenticate(*token);
+                  if (!p.ok()) return http::Response::Error(p.status());
+                  principal = std::move(p).value();
+                }
+                if (route.access == Access::kGlobal) {
+                  Status s = auth::Authorize(principal, route.action, route.resource, std::nullopt);
+                  if (!s.ok()) return http::Response::Error(s);
+                }
+                ApiContext api(ctx, principal, route.resource, route.action, services);
+                Result<http::Response> r = route.handler(api);
+                if (watch && r.ok() && r->msg.result_int() == 200) {
+                  // The list the plain GET returns becomes the stream's first events.
+                  Result<json::value> listed = ParseJson(r->msg.body());
+                  json::array items;
+                  if (listed.ok() && listed->is_object() && listed->as_object().contains("items")) {
+                    items = listed->as_object().at("items").as_array();
+                  }
+                  return Watch(route, services, ctx, principal, std::move(items));
+                }
+                if (!r.ok()) return http::Response::Error(r.status());
+                if (route.access == Access::kProject && !api.authorized() &&
+                    r->msg.result_int() < 300) {
+                  // A project route that never asked auth::Authorize is a bug: refuse
+                  // rather than leak.
+                  Logger("api")->error("[req={}] route {} skipped its project check",
+                                       ctx.request_id, route.pattern);
+                  return http::Response::Error(InternalError("authorization was not checked"));
+                }
+                return std::move(r).value();
+              });
+        });
   }
 }
 
@@ -213,7 +211,8 @@ void InstallProbes(http::Router& router, Services& services, metrics::Registry& 
              [&services](http::RequestContext&) -> asio::awaitable<http::Response> {
                Status s = co_await http::RunBlocking(services.blocking,
                                                      [&services] { return services.store.Ping(); });
-               if (!s.ok()) co_return http::Response::Error(UnavailableError("store: " + s.message()));
+               if (!s.ok())
+                 co_return http::Response::Error(UnavailableError("store: " + s.message()));
                co_return http::Response::Json(status::ok, json::object{{"status", "ready"}});
              });
   router.Add(http::bhttp::verb::get, "/metrics",

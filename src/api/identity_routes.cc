@@ -11,9 +11,9 @@ namespace {
 
 using auth::Action;
 using auth::Resource;
+using http::Response;
 using http::bhttp::status;
 using http::bhttp::verb;
-using http::Response;
 
 constexpr std::string_view kCookieName = "segma_session";
 
@@ -37,8 +37,9 @@ Result<Response> Login(ApiContext& c) {
   Response res = ObjectResponse(body);
   const auto max_age =
       std::chrono::duration_cast<std::chrono::seconds>(login.expires_at - c.s.clock.Now()).count();
-  res.msg.set(http::bhttp::field::set_cookie,
-              SessionCookie(login.token, std::max<int64_t>(0, max_age), c.s.options.secure_cookies));
+  res.msg.set(
+      http::bhttp::field::set_cookie,
+      SessionCookie(login.token, std::max<int64_t>(0, max_age), c.s.options.secure_cookies));
   return res;
 }
 
@@ -117,8 +118,8 @@ Result<Response> UpdateUser(ApiContext& c) {
   if (patch.full_name && patch.full_name->size() > 256) {
     return InvalidArgumentError("full_name is too long");
   }
-  if (id == c.principal.user_id && ((patch.is_admin && !*patch.is_admin) ||
-                                    (patch.is_active && !*patch.is_active))) {
+  if (id == c.principal.user_id &&
+      ((patch.is_admin && !*patch.is_admin) || (patch.is_active && !*patch.is_active))) {
     return FailedPreconditionError("you cannot remove your own admin rights or disable yourself");
   }
   ASSIGN_OR_RETURN(types::User existing, c.s.store.GetUser(id));
@@ -397,10 +398,10 @@ std::vector<Route> IdentityRoutes() {
 
       {verb::get, "/v2/projects", A::kProject, Resource::kProjects, Action::kRead, ListProjects,
        "projects"},
-      {verb::post, "/v2/projects", A::kGlobal, Resource::kProjects, Action::kCreate,
-       CreateProject, ""},
-      {verb::get, "/v2/projects/{id}", A::kProject, Resource::kProjects, Action::kRead,
-       GetProject, ""},
+      {verb::post, "/v2/projects", A::kGlobal, Resource::kProjects, Action::kCreate, CreateProject,
+       ""},
+      {verb::get, "/v2/projects/{id}", A::kProject, Resource::kProjects, Action::kRead, GetProject,
+       ""},
       {verb::patch, "/v2/projects/{id}", A::kProject, Resource::kProjects, Action::kUpdate,
        UpdateProject, ""},
       {verb::delete_, "/v2/projects/{id}", A::kProject, Resource::kProjects, Action::kDelete,
@@ -412,8 +413,8 @@ std::vector<Route> IdentityRoutes() {
        Action::kCreate, AddMember, ""},
       {verb::patch, "/v2/projects/{id}/members/{user_id}", A::kProject, Resource::kProjectMembers,
        Action::kUpdate, UpdateMember, ""},
-      {verb::delete_, "/v2/projects/{id}/members/{user_id}", A::kProject,
-       Resource::kProjectMembers, Action::kDelete, RemoveMember, ""},
+      {verb::delete_, "/v2/projects/{id}/members/{user_id}", A::kProject, Resource::kProjectMembers,
+       Action::kDelete, RemoveMember, ""},
 
       {verb::get, "/v2/api-keys", A::kProject, Resource::kApiKeys, Action::kRead, ListApiKeys,
        "api-keys"},

@@ -13,9 +13,9 @@ namespace {
 
 using auth::Action;
 using auth::Resource;
+using http::Response;
 using http::bhttp::status;
 using http::bhttp::verb;
-using http::Response;
 
 constexpr size_t kMaxLabels = 64;
 
@@ -103,9 +103,9 @@ Result<Response> RegisterWorker(ApiContext& c) {
   if (address.empty() || address.size() > 255) {
     return InvalidArgumentError("address must be 1-255 characters");
   }
-  ASSIGN_OR_RETURN(auth::RegisteredWorker reg,
-                   c.s.worker_tokens.RegisterWorker(*token, name, address,
-                                                    static_cast<int>(port), labels));
+  ASSIGN_OR_RETURN(
+      auth::RegisteredWorker reg,
+      c.s.worker_tokens.RegisterWorker(*token, name, address, static_cast<int>(port), labels));
   json::object body{{"worker", types::ToJson(reg.worker)}, {"token", reg.worker_token}};
   return ObjectResponse(body, status::created);
 }
@@ -231,8 +231,8 @@ std::vector<Route> InfraRoutes() {
   return {
       {verb::get, "/v2/clusters", A::kGlobal, Resource::kClusters, Action::kRead, ListClusters,
        "clusters"},
-      {verb::post, "/v2/clusters", A::kGlobal, Resource::kClusters, Action::kCreate,
-       CreateCluster, ""},
+      {verb::post, "/v2/clusters", A::kGlobal, Resource::kClusters, Action::kCreate, CreateCluster,
+       ""},
       {verb::get, "/v2/clusters/{id}", A::kGlobal, Resource::kClusters, Action::kRead, GetCluster,
        ""},
       {verb::patch, "/v2/clusters/{id}", A::kGlobal, Resource::kClusters, Action::kUpdate,
@@ -248,8 +248,7 @@ std::vector<Route> InfraRoutes() {
        Heartbeat, ""},
       {verb::get, "/v2/workers", A::kGlobal, Resource::kWorkers, Action::kRead, ListWorkers,
        "workers"},
-      {verb::get, "/v2/workers/{id}", A::kGlobal, Resource::kWorkers, Action::kRead, GetWorker,
-       ""},
+      {verb::get, "/v2/workers/{id}", A::kGlobal, Resource::kWorkers, Action::kRead, GetWorker, ""},
       {verb::patch, "/v2/workers/{id}", A::kGlobal, Resource::kWorkers, Action::kUpdate,
        UpdateWorker, ""},
       {verb::delete_, "/v2/workers/{id}", A::kGlobal, Resource::kWorkers, Action::kDelete,

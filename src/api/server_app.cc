@@ -1,13 +1,11 @@
 #include "api/server_app.h"
 
-#include <sys/stat.h>
-
 #include <filesystem>
 
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
-
 #include <fmt/format.h>
+#include <sys/stat.h>
 
 #include "common/crypto.h"
 #include "common/logging.h"
@@ -71,9 +69,9 @@ Status ServerApp::Init() {
   ASSIGN_OR_RETURN(initial_password_,
                    identity_->BootstrapAdmin(config_.data_dir, config_.bootstrap_password));
 
-  services_ = std::make_unique<Services>(Services{*store_, bus_, *identity_, *api_keys_,
-                                                  *worker_tokens_, clock_, blocking_,
-                                                  ApiOptions{config_.data_dir, false}});
+  services_ =
+      std::make_unique<Services>(Services{*store_, bus_, *identity_, *api_keys_, *worker_tokens_,
+                                          clock_, blocking_, ApiOptions{config_.data_dir, false}});
   InstallProbes(router_, *services_, metrics_);
   Install(router_, *services_, ControlPlaneRoutes());
   gateway_ = std::make_unique<gateway::Gateway>(ioc_.get_executor(), *store_, bus_, clock_,
@@ -176,8 +174,8 @@ void ServerApp::QueueRouteRebuild() {
     routes_queued_ = false;
     bool relevant = false;
     while (auto e = route_events_->TryPop()) {
-      relevant |= e->resource == "models" || e->resource == "model-instances" ||
-                  e->resource == "workers";
+      relevant |=
+          e->resource == "models" || e->resource == "model-instances" || e->resource == "workers";
     }
     if (!relevant || shutting_down_) return;
     Status s = RebuildRoutes();
@@ -202,9 +200,9 @@ Status ServerApp::RebuildRoutes() {
     for (const types::ModelInstance& i : page.items) {
       auto w = workers.find(i.worker_id);
       if (w == workers.end() || i.port <= 0) continue;
-      replicas[i.model_id].push_back(gateway::ReplicaSpec{
-          i.id, fmt::format("http://{}:{}", w->second.address, i.port),
-          w->second.state == types::WorkerState::kReady});
+      replicas[i.model_id].push_back(
+          gateway::ReplicaSpec{i.id, fmt::format("http://{}:{}", w->second.address, i.port),
+                               w->second.state == types::WorkerState::kReady});
     }
     if (static_cast<int64_t>(all.page) * all.per_page >= page.total) break;
   }

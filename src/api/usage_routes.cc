@@ -11,8 +11,8 @@ namespace {
 
 using auth::Action;
 using auth::Resource;
-using http::bhttp::verb;
 using http::Response;
+using http::bhttp::verb;
 
 std::string CsvField(const std::string& s) {
   if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
@@ -49,7 +49,8 @@ Result<Response> GetUsage(ApiContext& c) {
   }
   if (q.to <= q.from) return InvalidArgumentError("to must be after from");
   const std::string format = c.http.Query("format").value_or("json");
-  if (format != "json" && format != "csv") return InvalidArgumentError("format must be json or csv");
+  if (format != "json" && format != "csv")
+    return InvalidArgumentError("format must be json or csv");
 
   ASSIGN_OR_RETURN(std::optional<int64_t> project_id, QueryInt(c.http, "project_id"));
   if (project_id) {
@@ -72,7 +73,8 @@ Result<Response> GetUsage(ApiContext& c) {
       csv += fmt::format("{},{},{},{},{},{}\n", CsvField(r.key), r.requests, r.errors,
                          r.prompt_tokens, r.completion_tokens, r.cached_tokens);
     }
-    Response res = Response::Text(http::bhttp::status::ok, std::move(csv), "text/csv; charset=utf-8");
+    Response res =
+        Response::Text(http::bhttp::status::ok, std::move(csv), "text/csv; charset=utf-8");
     res.msg.set(http::bhttp::field::content_disposition,
                 "attachment; filename=\"segma-usage-" + group_by + ".csv\"");
     return res;
@@ -95,8 +97,8 @@ Result<Response> GetUsage(ApiContext& c) {
 }  // namespace
 
 std::vector<Route> UsageRoutes() {
-  return {{verb::get, "/v2/usage", Access::kProject, Resource::kUsage, Action::kRead, GetUsage,
-           ""}};
+  return {
+      {verb::get, "/v2/usage", Access::kProject, Resource::kUsage, Action::kRead, GetUsage, ""}};
 }
 
 }  // namespace segma::api

@@ -11,8 +11,8 @@ namespace {
 
 using auth::Action;
 using auth::Resource;
-using http::bhttp::verb;
 using http::Response;
+using http::bhttp::verb;
 
 // States a worker may report: what its supervisor observes. Scheduling states belong to the
 // server's controllers.
@@ -127,8 +127,8 @@ std::vector<Route> WorkerRoutes() {
        ListOwnInstances, "model-instances"},
       {verb::get, "/v2/worker/models/{id}", A::kGlobal, Resource::kWorkerSelf, Action::kRead,
        GetOwnModel, ""},
-      {verb::patch, "/v2/worker/instances/{id}", A::kGlobal, Resource::kWorkerSelf,
-       Action::kUpdate, ReportInstance, ""},
+      {verb::patch, "/v2/worker/instances/{id}", A::kGlobal, Resource::kWorkerSelf, Action::kUpdate,
+       ReportInstance, ""},
   };
 }
 

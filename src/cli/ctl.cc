@@ -1,13 +1,12 @@
 #include "cli/ctl.h"
 
-#include <sys/stat.h>
-
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 
 #include <fmt/format.h>
+#include <sys/stat.h>
 
 #include "common/json.h"
 #include "http/client.h"
@@ -92,7 +91,8 @@ json::value Field(const json::object& o, const std::string& path) {
   size_t start = 0;
   for (;;) {
     size_t dot = path.find('.', start);
-    std::string key = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    std::string key =
+        path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
     auto it = cur->find(key);
     if (it == cur->end()) return nullptr;
     if (dot == std::string::npos) return it->value();
@@ -148,7 +148,8 @@ std::vector<std::string> SplitComma(const std::string& s) {
   size_t start = 0;
   while (start <= s.size()) {
     size_t comma = s.find(',', start);
-    std::string item = s.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    std::string item =
+        s.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
     if (!item.empty()) out.push_back(item);
     if (comma == std::string::npos) break;
     start = comma + 1;
@@ -234,8 +235,7 @@ void AddCtlCommands(CLI::App& app) {
   CLI::App* add_member = projects->add_subcommand("add-member");
   add_member->add_option("--project", std::get<0>(*nm), "project id")->required();
   add_member->add_option("--user", std::get<1>(*nm), "username")->required();
-  add_member->add_option("--role", std::get<2>(*nm), "project-admin | member | viewer")
-      ->required();
+  add_member->add_option("--role", std::get<2>(*nm), "project-admin | member | viewer")->required();
   add_member->callback([opts, nm] {
     Print(*opts,
           Call(*opts, verb::post, fmt::format("/v2/projects/{}/members", std::get<0>(*nm)),

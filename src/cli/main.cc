@@ -4,8 +4,8 @@
 #include <filesystem>
 #include <iostream>
 
-#include <boost/asio/signal_set.hpp>
 #include <CLI/CLI.hpp>
+#include <boost/asio/signal_set.hpp>
 
 #include "api/server_app.h"
 #include "cli/ctl.h"
@@ -210,16 +210,25 @@ int main(int argc, char** argv) {
   CLI::App* start = app.add_subcommand("start", "Server + gateway + an embedded worker");
   AddServerFlags(start, start_flags, 8080);
   AddWorkerFlags(start, start_flags, /*standalone=*/false);
-  start->callback([&] { segma::SetLogLevel(log_level); std::exit(RunServer(start_flags, /*with_worker=*/true)); });
+  start->callback([&] {
+    segma::SetLogLevel(log_level);
+    std::exit(RunServer(start_flags, /*with_worker=*/true));
+  });
 
   CLI::App* server = app.add_subcommand("server", "Control plane: REST /v2, gateway /v1");
   AddServerFlags(server, server_flags, 8080);
-  server->callback([&] { segma::SetLogLevel(log_level); std::exit(RunServer(server_flags, /*with_worker=*/false)); });
+  server->callback([&] {
+    segma::SetLogLevel(log_level);
+    std::exit(RunServer(server_flags, /*with_worker=*/false));
+  });
 
   CLI::App* worker = app.add_subcommand("worker", "Agent on a GPU node");
   worker_flags.port = 10150;
   AddWorkerFlags(worker, worker_flags, /*standalone=*/true);
-  worker->callback([&] { segma::SetLogLevel(log_level); std::exit(RunWorker(worker_flags)); });
+  worker->callback([&] {
+    segma::SetLogLevel(log_level);
+    std::exit(RunWorker(worker_flags));
+  });
 
   segma::cli::AddCtlCommands(app);
   segma::cli::AddSimCommands(app);

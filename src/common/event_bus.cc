@@ -6,9 +6,12 @@ namespace segma {
 
 std::string_view EventTypeName(Event::Type t) {
   switch (t) {
-    case Event::Type::kCreated: return "CREATED";
-    case Event::Type::kUpdated: return "UPDATED";
-    case Event::Type::kDeleted: return "DELETED";
+    case Event::Type::kCreated:
+      return "CREATED";
+    case Event::Type::kUpdated:
+      return "UPDATED";
+    case Event::Type::kDeleted:
+      return "DELETED";
   }
   return "UPDATED";
 }

@@ -16,7 +16,7 @@ namespace segma {
 // A change to one resource, as watch streams deliver it.
 struct Event {
   enum class Type { kCreated, kUpdated, kDeleted };
-  std::string resource;               // "workers", "models", ... (the REST collection name)
+  std::string resource;  // "workers", "models", ... (the REST collection name)
   Type type = Type::kUpdated;
   int64_t id = 0;
   std::optional<int64_t> project_id;  // for RBAC filtering of project-scoped resources
