@@ -320,6 +320,49 @@ bool ParseUsage(std::string_view body, int64_t& prompt, int64_t& completion, int
 
 // ---- SSE usage tap ------------------------------------------------------------------------------
 
+namespace {
+
+// Appends `event` without a `"usage":null` member. Engines asked for include_usage (which the
+// gateway always does) add it to every chunk; a client that did not ask must get the chunks the
+// engine would have sent it, which have no usage member at all. A "usage" inside a string value
+// is escaped (\"usage\") and never matches.
+void AppendWithoutNullUsage(std::string_view event, std::string& out) {
+  constexpr std::string_view kKey = "\"usage\"";
+  const size_t key = event.find(kKey);
+  if (key == std::string_view::npos) {
+    out.append(event);
+    return;
+  }
+  auto skip_spaces = [&](size_t i) {
+    while (i < event.size() && event[i] == ' ') ++i;
+    return i;
+  };
+  size_t i = skip_spaces(key + kKey.size());
+  if (i >= event.size() || event[i] != ':') {
+    out.append(event);
+    return;
+  }
+  i = skip_spaces(i + 1);
+  if (event.substr(i, 4) != "null") {
+    out.append(event);
+    return;
+  }
+  size_t begin = key;
+  size_t end = i + 4;
+  size_t before = key;
+  while (before > 0 && event[before - 1] == ' ') --before;
+  if (before > 0 && event[before - 1] == ',') {
+    begin = before - 1;  // `,"usage":null` (the usual place: the last member)
+  } else {
+    end = skip_spaces(end);  // `{"usage":null,` (first member)
+    if (end < event.size() && event[end] == ',') end = skip_spaces(end + 1);
+  }
+  out.append(event.substr(0, begin));
+  out.append(event.substr(end));
+}
+
+}  // namespace
+
 bool SseUsageTap::Inspect(std::string_view event) {
   ++events_;
   if (event.find("\"usage\"") == std::string_view::npos) return false;
@@ -367,7 +410,10 @@ std::string_view SseUsageTap::Process(std::string_view piece) {
   size_t start = 0;
   for (size_t end; (end = input.find("\n\n", start)) != std::string_view::npos; start = end + 2) {
     const std::string_view event = input.substr(start, end - start);
-    if (!Inspect(event)) out_.append(input.substr(start, end + 2 - start));
+    if (!Inspect(event)) {
+      AppendWithoutNullUsage(event, out_);
+      out_.append("\n\n");
+    }
   }
   std::string rest(input.substr(start));
   pending_ = std::move(rest);

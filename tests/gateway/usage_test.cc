@@ -198,6 +198,32 @@ TEST(SseUsageTapTest, KeepsChunksThatCarryContentAndUsage) {
   EXPECT_TRUE(tap.has_usage());
 }
 
+// Engines asked for include_usage put "usage":null on every chunk; a client that did not ask gets
+// the chunks without it, as the engine would have sent them (found with engine-sim and the npm
+// openai client, tests/integration/openai_sdk_test.cc).
+TEST(SseUsageTapTest, RemovesNullUsageWhenTheClientDidNotAskForUsage) {
+  const std::string with_null =
+      "data: {\"id\":\"x\",\"choices\":[{\"delta\":{\"content\":\"\\\"usage\\\":null\"}}],"
+      "\"usage\":null}\n\n";
+  const std::string without =
+      "data: {\"id\":\"x\",\"choices\":[{\"delta\":{\"content\":\"\\\"usage\\\":null\"}}]}\n\n";
+  const std::string all = with_null + with_null + kUsageEvent + kDone;
+  const std::string want = without + without + kDone;
+  for (size_t split = 1; split < all.size(); ++split) {
+    SseUsageTap tap(true);
+    std::string out;
+    out += tap.Process(std::string_view(all).substr(0, split));
+    out += tap.Process(std::string_view(all).substr(split));
+    out += tap.Rest();
+    ASSERT_EQ(out, want) << "split at " << split;
+  }
+  SseUsageTap first(true);
+  EXPECT_EQ(first.Process("data: {\"usage\": null, \"id\":\"y\"}\n\n"), "data: {\"id\":\"y\"}\n\n");
+  // Asked for: untouched.
+  SseUsageTap keep(false);
+  EXPECT_EQ(keep.Process(with_null), with_null);
+}
+
 TEST(ParseUsageTest, ReadsNonStreamingBodies) {
   int64_t p = 0, c = 0, k = 0;
   EXPECT_TRUE(ParseUsage(R"({"usage":{"prompt_tokens":3,"completion_tokens":2}})", p, c, k));
