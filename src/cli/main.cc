@@ -8,6 +8,7 @@
 #include <boost/asio/signal_set.hpp>
 
 #include "api/server_app.h"
+#include "cli/bench_commands.h"
 #include "cli/ctl.h"
 #include "cli/sim_commands.h"
 #include "common/logging.h"
@@ -232,6 +233,7 @@ int main(int argc, char** argv) {
 
   segma::cli::AddCtlCommands(app);
   segma::cli::AddSimCommands(app);
+  segma::cli::AddBenchCommands(app);
 
   app.add_subcommand("version", "Print the version")->callback([] {
     std::cout << "segma 0.1.0\n";
