@@ -74,8 +74,10 @@ Status ServerApp::Init() {
                                           clock_, blocking_, ApiOptions{config_.data_dir, false}});
   InstallProbes(router_, *services_, metrics_);
   Install(router_, *services_, ControlPlaneRoutes());
+  gateway::GatewayOptions gateway_options;
+  gateway_options.balancer.policy = config_.routing_policy;
   gateway_ = std::make_unique<gateway::Gateway>(ioc_.get_executor(), *store_, bus_, clock_,
-                                                metrics_, limits_);
+                                                metrics_, limits_, nullptr, gateway_options);
   gateway_->Install(router_);
   return OkStatus();
 }

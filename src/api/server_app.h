@@ -38,6 +38,8 @@ struct ServerConfig {
   std::chrono::seconds controller_sweep{10};
   std::optional<std::string> bootstrap_password;  // SEGMA_BOOTSTRAP_PASSWORD
   http::ServerOptions http;
+  // How the gateway picks a replica (--gateway-routing).
+  gateway::RoutingPolicy routing_policy = gateway::RoutingPolicy::kAffinity;
 };
 
 // The control plane in one object: store, event bus, identity, REST /v2, probes, metrics and

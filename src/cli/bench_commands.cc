@@ -17,10 +17,21 @@ struct LoadFlags {
   bool no_stream = false;
   std::string json_path;
   bool fail_on_error = false;
+  std::vector<std::string> headers;  // "Name: value"
 };
 
 int RunLoad(LoadFlags& f) {
   loadgen::Options& o = f.options;
+  for (const std::string& h : f.headers) {
+    const size_t colon = h.find(':');
+    if (colon == std::string::npos || colon == 0) {
+      std::cerr << "segma bench load: --header wants 'Name: value', not '" << h << "'\n";
+      return 2;
+    }
+    const size_t start = h.find_first_not_of(' ', colon + 1);
+    o.headers.emplace_back(h.substr(0, colon),
+                           start == std::string::npos ? std::string() : h.substr(start));
+  }
   if (f.endpoint == "chat") {
     o.endpoint = loadgen::Endpoint::kChat;
   } else if (f.endpoint == "completions") {
@@ -65,6 +76,7 @@ void AddBenchCommands(CLI::App& app) {
       "inter-token latency and tokens/s");
   load->add_option("--url", o.url, "Base URL, http://host:port")->required();
   load->add_option("--key", o.api_key, "API key (Bearer)")->envname("SEGMA_API_KEY");
+  load->add_option("--header,-H", f.headers, "Extra request header 'Name: value' (repeatable)");
   load->add_option("--model", o.model, "Model name")->required();
   load->add_option("--endpoint", f.endpoint, "chat|completions|embeddings")
       ->check(CLI::IsMember({"chat", "completions", "embeddings"}))

@@ -11,9 +11,11 @@
 #include "cli/bench_commands.h"
 #include "cli/ctl.h"
 #include "cli/sim_commands.h"
+#include "common/json.h"
 #include "common/logging.h"
 #include "worker/agent.h"
 #include "worker/gpu/fake_gpu_probe.h"
+#include "worker/gpu/host_probe.h"
 
 namespace {
 
@@ -25,6 +27,7 @@ struct Flags {
   uint16_t port = 8080;
   int heartbeat_grace_s = 60;
   int reschedule_grace_s = 300;
+  std::string gateway_routing = "affinity";
   // worker
   std::string server_url;
   std::string token;
@@ -50,6 +53,12 @@ void AddServerFlags(CLI::App* cmd, Flags& f, uint16_t default_port) {
                   "Seconds a worker stays NOT_READY before its instances move elsewhere")
       ->envname("SEGMA_RESCHEDULE_GRACE")
       ->check(CLI::Range(1, 86400));
+  cmd->add_option("--gateway-routing", f.gateway_routing,
+                  "Replica choice: affinity (session/prefix, then least outstanding), "
+                  "least-outstanding, round-robin")
+      ->envname("SEGMA_GATEWAY_ROUTING")
+      ->check(CLI::IsMember({"affinity", "least-outstanding", "round-robin"}))
+      ->capture_default_str();
 }
 
 void AddWorkerFlags(CLI::App* cmd, Flags& f, bool standalone) {
@@ -130,6 +139,8 @@ int RunServer(const Flags& f, bool with_worker) {
   config.port = f.port;
   config.heartbeat_grace = std::chrono::seconds(f.heartbeat_grace_s);
   config.reschedule_grace = std::chrono::seconds(f.reschedule_grace_s);
+  config.routing_policy = segma::gateway::ParseRoutingPolicy(f.gateway_routing)
+                              .value_or(segma::gateway::RoutingPolicy::kAffinity);
   if (const char* pw = std::getenv("SEGMA_BOOTSTRAP_PASSWORD"); pw != nullptr && *pw != '\0') {
     config.bootstrap_password = pw;
   }
@@ -169,6 +180,23 @@ int RunServer(const Flags& f, bool with_worker) {
   }
   (*app)->Run();
   if (agent) agent->Stop();
+  return 0;
+}
+
+// `segma probe`: what this machine's worker would report, as JSON (an admin's check of a new
+// node; bench/gpu compares it with nvidia-smi).
+int RunProbe(const std::string& fake_gpus, const std::string& data_dir) {
+  auto probe = segma::worker::MakeGpuProbe(fake_gpus, /*demo_fallback=*/false, "probe");
+  if (!probe.ok()) return Die(probe.status());
+  segma::gpu::HostProbe host(data_dir);
+  segma::Result<segma::types::WorkerStatus> st = host.Probe();
+  if (!st.ok()) return Die(st.status());
+  segma::Result<std::vector<segma::types::GpuDevice>> gpus = (*probe)->Probe();
+  if (!gpus.ok()) return Die(gpus.status());
+  st->gpus = std::move(*gpus);
+  st->gpu_source = std::string((*probe)->source());
+  st->driver_version = (*probe)->driver_version();
+  std::cout << segma::ToJsonString(segma::types::ToJson(*st)) << "\n";
   return 0;
 }
 
@@ -229,6 +257,18 @@ int main(int argc, char** argv) {
   worker->callback([&] {
     segma::SetLogLevel(log_level);
     std::exit(RunWorker(worker_flags));
+  });
+
+  std::string probe_fake_gpus;
+  std::string probe_dir = ".";
+  CLI::App* probe = app.add_subcommand(
+      "probe", "Print the GPUs (NVML) and host this machine's worker would report, as JSON");
+  probe->add_option("--fake-gpus", probe_fake_gpus, "Simulated GPUs instead of NVML");
+  probe->add_option("--data-dir", probe_dir, "Directory whose file system is reported as disk")
+      ->capture_default_str();
+  probe->callback([&] {
+    segma::SetLogLevel(log_level);
+    std::exit(RunProbe(probe_fake_gpus, probe_dir));
   });
 
   segma::cli::AddCtlCommands(app);

@@ -61,14 +61,23 @@ bool Balancer::Ejected(const Replica& replica, Timestamp now) {
   return replica.state->ejected_until_ms.load(std::memory_order_relaxed) > ToMs(now);
 }
 
+std::optional<RoutingPolicy> ParseRoutingPolicy(std::string_view name) {
+  if (name == "affinity") return RoutingPolicy::kAffinity;
+  if (name == "least-outstanding") return RoutingPolicy::kLeastOutstanding;
+  if (name == "round-robin") return RoutingPolicy::kRoundRobin;
+  return std::nullopt;
+}
+
 const Replica* Balancer::Pick(const Deployment& deployment, const PickHints& hints, Timestamp now,
                               std::span<const int64_t> tried) {
   const Replica* least = nullptr;
   int64_t least_load = std::numeric_limits<int64_t>::max();
   const Replica* affine = nullptr;
   uint64_t best_score = 0;
-  const std::string_view key =
-      !hints.session_id.empty() ? hints.session_id : hints.prefix.substr(0, options_.prefix_chars);
+  const std::string_view key = options_.policy != RoutingPolicy::kAffinity ? std::string_view()
+                               : !hints.session_id.empty()
+                                   ? hints.session_id
+                                   : hints.prefix.substr(0, options_.prefix_chars);
   const uint64_t key_hash = key.empty() ? 0 : AffinityHash(key);
   const size_t n = deployment.replicas.size();
   const size_t start = n == 0 ? 0 : rr_.fetch_add(1, std::memory_order_relaxed) % n;
@@ -76,6 +85,7 @@ const Replica* Balancer::Pick(const Deployment& deployment, const PickHints& hin
     const Replica& r = deployment.replicas[(start + k) % n];
     if (!r.healthy || Ejected(r, now)) continue;
     if (std::find(tried.begin(), tried.end(), r.instance_id) != tried.end()) continue;
+    if (options_.policy == RoutingPolicy::kRoundRobin) return &r;
     const int64_t load = r.state->outstanding.load(std::memory_order_relaxed);
     if (load < least_load) {
       least_load = load;

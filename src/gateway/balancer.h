@@ -13,6 +13,8 @@
 //  4. An affine choice is overridden when its outstanding requests exceed the least loaded
 //     replica's by more than `affinity_load_threshold`.
 //  5. Otherwise least outstanding requests, ties broken round-robin.
+// Policy kLeastOutstanding skips steps 2-4; kRoundRobin picks the next eligible replica in turn
+// (the baseline the prefix-affinity benchmark compares against).
 // Passive health: `eject_after_failures` consecutive failures (connect error or 5xx) eject a
 // replica for `eject_for`; one success resets the count.
 //
@@ -20,6 +22,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string_view>
 
@@ -28,7 +31,11 @@
 
 namespace segma::gateway {
 
+enum class RoutingPolicy { kAffinity, kLeastOutstanding, kRoundRobin };
+std::optional<RoutingPolicy> ParseRoutingPolicy(std::string_view name);  // "affinity", …
+
 struct BalancerOptions {
+  RoutingPolicy policy = RoutingPolicy::kAffinity;
   size_t prefix_chars = 256;
   int64_t affinity_load_threshold = 4;
   int32_t eject_after_failures = 3;

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include <boost/asio.hpp>
@@ -213,40 +214,54 @@ class Runner {
       stream.expires_after(std::chrono::duration_cast<SteadyClock::duration>(
           std::chrono::duration<double>(o_.request_timeout_s)));
       beast::error_code ec;
-      if (!connected) {
-        co_await stream.async_connect(ep_, asio::redirect_error(asio::use_awaitable, ec));
-        if (ec) {
-          s.status = "connect";
-          Finish(std::move(s), t0, recorded);
-          asio::steady_timer wait(stream.get_executor(), std::chrono::milliseconds(50));
-          co_await wait.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-          continue;
-        }
-        stream.socket().set_option(tcp::no_delay(true));
-        connected = true;
-      }
       http::request<http::string_body> req{http::verb::post, path, 11};
       req.set(http::field::host, host_);
       req.set(http::field::content_type, "application/json");
       if (!o_.api_key.empty()) req.set(http::field::authorization, "Bearer " + o_.api_key);
+      for (const auto& [name, value] : o_.headers) req.set(name, value);
       req.body() = body;
       req.prepare_payload();
-      co_await http::async_write(stream, req, asio::redirect_error(asio::use_awaitable, ec));
-      http::response_parser<http::buffer_body> parser;
-      parser.body_limit(boost::none);
-      if (!ec) {
-        co_await http::async_read_header(stream, buffer, parser,
-                                         asio::redirect_error(asio::use_awaitable, ec));
+      std::optional<http::response_parser<http::buffer_body>> parser;
+      for (int attempt = 0;; ++attempt) {
+        parser.emplace();
+        parser->body_limit(boost::none);
+        const bool reused = connected;
+        if (!connected) {
+          co_await stream.async_connect(ep_, asio::redirect_error(asio::use_awaitable, ec));
+          if (ec) break;
+          stream.socket().set_option(tcp::no_delay(true));
+          connected = true;
+        }
+        co_await http::async_write(stream, req, asio::redirect_error(asio::use_awaitable, ec));
+        if (!ec) {
+          co_await http::async_read_header(stream, buffer, *parser,
+                                           asio::redirect_error(asio::use_awaitable, ec));
+        }
+        if (!ec || !reused || attempt > 0) break;
+        // The server closed a kept-alive connection between two requests (llama.cpp does after
+        // a stream): open a new one and send again, as HTTP clients do.
+        beast::error_code ignored;
+        stream.socket().close(ignored);
+        buffer.clear();
+        connected = false;
+        ec = {};
+      }
+      if (ec && !connected) {
+        s.status = "connect";
+        Finish(std::move(s), t0, recorded);
+        asio::steady_timer wait(stream.get_executor(), std::chrono::milliseconds(50));
+        co_await wait.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+        continue;
       }
       StreamScanner scanner(s);
       std::string whole;  // non-streaming answers, for usage
-      while (!ec && !parser.is_done()) {
-        parser.get().body().data = chunk.data();
-        parser.get().body().size = chunk.size();
-        co_await http::async_read_some(stream, buffer, parser,
+      while (!ec && !parser->is_done()) {
+        parser->get().body().data = chunk.data();
+        parser->get().body().size = chunk.size();
+        co_await http::async_read_some(stream, buffer, *parser,
                                        asio::redirect_error(asio::use_awaitable, ec));
         if (ec == http::error::need_buffer) ec = {};
-        const size_t n = chunk.size() - parser.get().body().size;
+        const size_t n = chunk.size() - parser->get().body().size;
         if (n == 0) continue;
         const std::string_view got(chunk.data(), n);
         if (o_.stream) {
@@ -258,18 +273,19 @@ class Runner {
       if (ec) {
         s.status = ec == beast::error::timeout ? "timeout" : "read";
         stream.socket().close(ec);
-        stream.close();
+        buffer.clear();
         connected = false;
         Finish(std::move(s), t0, recorded);
         continue;
       }
-      const unsigned code = parser.get().result_int();
+      const unsigned code = parser->get().result_int();
       s.status = std::to_string(code);
       s.ok = code >= 200 && code < 300;
       if (!o_.stream) s.usage_tokens = FindInt(whole, "\"completion_tokens\"");
-      if (!parser.get().keep_alive()) {
+      if (!parser->get().keep_alive()) {
         stream.socket().shutdown(tcp::socket::shutdown_both, ec);
-        stream.close();
+        stream.socket().close(ec);
+        buffer.clear();
         connected = false;
       }
       Finish(std::move(s), t0, recorded);

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <boost/json/object.hpp>
@@ -33,6 +34,7 @@ struct Options {
   std::string url;  // http://host:port; the endpoint's path is appended
   Endpoint endpoint = Endpoint::kChat;
   std::string api_key;  // sent as "Authorization: Bearer …" when not empty
+  std::vector<std::pair<std::string, std::string>> headers;  // extra request headers
   std::string model;
   int concurrency = 1;
   // Stop after this many recorded requests (0: run for `duration_s`).

@@ -1,6 +1,7 @@
 #include "types/worker.h"
 
 #include <charconv>
+#include <limits>
 #include <set>
 
 #include <fmt/format.h>
@@ -58,6 +59,45 @@ void CheckAtMost(JsonReader& r, std::string_view key, int64_t v, std::string_vie
   if (v > total) r.Fail(key, fmt::format("must be <= {}", total_key));
 }
 
+std::vector<GpuProcess> ReadProcesses(JsonReader& r, int64_t memory_total) {
+  std::vector<GpuProcess> out;
+  const json::value* v = r.OptionalValue("processes");
+  if (v == nullptr || !r.ok()) return out;
+  if (!v->is_array()) {
+    r.Fail("processes", "must be an array of objects");
+    return out;
+  }
+  if (v->as_array().size() > static_cast<size_t>(kMaxGpuProcesses)) {
+    r.Fail("processes", fmt::format("must have at most {} entries", kMaxGpuProcesses));
+    return out;
+  }
+  for (size_t i = 0; i < v->as_array().size(); ++i) {
+    const json::value& item = v->as_array()[i];
+    const std::string key = fmt::format("processes[{}]", i);
+    if (!item.is_object()) {
+      r.Fail(key, "must be an object");
+      return out;
+    }
+    JsonReader pr(item.as_object(), r.Path(key));
+    GpuProcess p;
+    const int64_t pid = pr.Int("pid");
+    if (pr.ok() && (pid <= 0 || pid > std::numeric_limits<int>::max())) {
+      pr.Fail("pid", "must be a positive process id");
+    }
+    p.pid = static_cast<int>(pid);
+    p.memory_used = pr.OptionalInt("memory_used").value_or(0);
+    CheckNonNegative(pr, "memory_used", p.memory_used);
+    CheckAtMost(pr, "memory_used", p.memory_used, "memory_total", memory_total);
+    p.managed = pr.OptionalBool("managed").value_or(false);
+    if (Status s = pr.Finish(); !s.ok()) {
+      r.FailStatus(s);
+      return out;
+    }
+    out.push_back(p);
+  }
+  return out;
+}
+
 std::map<int, std::string> ReadLinks(JsonReader& r) {
   std::map<int, std::string> links;
   std::optional<std::map<std::string, std::string>> raw = r.OptionalStringMap("links");
@@ -107,6 +147,15 @@ json::object ToJson(const GpuDevice& g) {
   json::object links;
   for (const auto& [peer, kind] : g.links) links[std::to_string(peer)] = kind;
   o["links"] = std::move(links);
+  if (!g.processes.empty()) {
+    json::array procs;
+    procs.reserve(g.processes.size());
+    for (const GpuProcess& p : g.processes) {
+      procs.emplace_back(
+          json::object{{"pid", p.pid}, {"memory_used", p.memory_used}, {"managed", p.managed}});
+    }
+    o["processes"] = std::move(procs);
+  }
   return o;
 }
 
@@ -175,6 +224,7 @@ Result<GpuDevice> GpuDeviceFromJson(const json::object& o, const std::string& pa
   g.mig_profile = r.OptionalString("mig_profile").value_or("");
   CheckString(r, "mig_profile", g.mig_profile);
   g.links = ReadLinks(r);
+  g.processes = ReadProcesses(r, g.memory_total);
   if (r.ok() && g.links.count(g.index) != 0) {
     r.Fail(fmt::format("links.{}", g.index), "must not link a GPU to itself");
   }

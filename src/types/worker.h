@@ -12,6 +12,13 @@
 
 namespace segma::types {
 
+// A compute process on a GPU, as NVML lists it (host PID namespace).
+struct GpuProcess {
+  int pid = 0;
+  int64_t memory_used = 0;  // bytes
+  bool managed = false;     // an engine that segma supervises (by process group)
+};
+
 // One GPU (or MIG device) as a worker reports it. Memory in bytes, power in watts.
 struct GpuDevice {
   // Position on its worker: the NVML index (PCI bus order, i.e. CUDA_VISIBLE_DEVICES order under
@@ -36,6 +43,8 @@ struct GpuDevice {
   std::map<int, std::string> links;
   // MIG profile of a MIG device ("1g.18gb", "1c.2g.20gb"); empty for a whole GPU.
   std::string mig_profile;
+  // Compute processes using the device (empty when NVML cannot list them).
+  std::vector<GpuProcess> processes;
 };
 
 struct WorkerStatus {
@@ -58,13 +67,15 @@ struct WorkerStatus {
 inline constexpr int kMaxGpuDevices = 128;
 inline constexpr int kMaxGpuIndex = 1023;
 inline constexpr size_t kMaxGpuStringLength = 128;  // uuid, name, vendor, mig_profile, ...
+inline constexpr int kMaxGpuProcesses = 1024;       // per device
 
 enum class WorkerState { kRegistering, kReady, kNotReady, kUnreachable, kMaintenance };
 std::string_view WorkerStateName(WorkerState s);  // "READY", ...
 std::optional<WorkerState> ParseWorkerState(std::string_view s);
 
 // JSON field names are the C++ field names; `parent_index` and an empty `mig_profile` are omitted
-// and `links` is an object keyed by the peer index as a string ({"1":"nvlink"}).
+// and `links` is an object keyed by the peer index as a string ({"1":"nvlink"}); `processes` is
+// omitted when empty ([{"pid":4242,"memory_used":123,"managed":true}]).
 json::object ToJson(const GpuDevice& g);
 json::object ToJson(const WorkerStatus& s);
 // Strict: unknown fields, wrong types and out-of-range values are kInvalidArgument, with the

@@ -129,8 +129,9 @@ asio::awaitable<Status> WorkerAgent::Register() {
   req.Bearer(config_.registration_token).JsonBody(body);
   CO_ASSIGN_OR_RETURN(http::ClientResponse res, co_await client_.Fetch(std::move(req)));
   if (res.status != 201) {
-    co_return Status(res.status == 401 ? StatusCode::kUnauthenticated : StatusCode::kUnavailable,
-                     "server answered " + std::to_string(res.status) + ": " + res.body.substr(0, 300));
+    co_return Status(
+        res.status == 401 ? StatusCode::kUnauthenticated : StatusCode::kUnavailable,
+        "server answered " + std::to_string(res.status) + ": " + res.body.substr(0, 300));
   }
   CO_ASSIGN_OR_RETURN(json::value v, res.Json());
   const json::object& o = v.as_object();
@@ -143,8 +144,15 @@ asio::awaitable<Status> WorkerAgent::Register() {
 }
 
 asio::awaitable<Status> WorkerAgent::SendHeartbeat() {
-  Result<types::WorkerStatus> status = co_await http::RunBlocking(
-      probe_pool_, [this]() -> Result<types::WorkerStatus> {
+  // Set here, not captured by the lambda: g++ 12 destroys non-trivial temporaries of a co_await
+  // expression twice (a captured vector was a double free). The probe is thread-safe.
+  if (instances_ != nullptr && instances_->supervisor() != nullptr) {
+    std::vector<int> managed;
+    for (pid_t pid : instances_->supervisor()->ManagedPids()) managed.push_back(pid);
+    gpu_probe_->SetManagedPids(std::move(managed));
+  }
+  Result<types::WorkerStatus> status =
+      co_await http::RunBlocking(probe_pool_, [this]() -> Result<types::WorkerStatus> {
         ASSIGN_OR_RETURN(types::WorkerStatus st, host_probe_.Probe());
         Result<std::vector<types::GpuDevice>> gpus = gpu_probe_->Probe();
         if (gpus.ok()) {

@@ -113,6 +113,29 @@ TEST(BalancerTest, SessionAffinityBeatsPrefix) {
   }
 }
 
+TEST(BalancerTest, PoliciesWithoutAffinity) {
+  auto t = Table(3);
+  const Deployment& d = t->Find("m")->deployments[0];
+  BalancerOptions o;
+  o.policy = RoutingPolicy::kRoundRobin;
+  Balancer rr(o);
+  // Round robin ignores prefixes and load: every replica in turn.
+  t->StateOf(100)->outstanding = 50;
+  std::map<int64_t, int> seen;
+  for (int i = 0; i < 30; ++i) seen[rr.Pick(d, {"", "same prefix"}, kNow, {})->instance_id]++;
+  EXPECT_EQ(seen, (std::map<int64_t, int>{{100, 10}, {101, 10}, {102, 10}}));
+  // Least outstanding ignores the prefix too.
+  o.policy = RoutingPolicy::kLeastOutstanding;
+  Balancer lo(o);
+  t->StateOf(101)->outstanding = 1;
+  for (int i = 0; i < 5; ++i)
+    EXPECT_EQ(lo.Pick(d, {"", "same prefix"}, kNow, {})->instance_id, 102);
+  EXPECT_EQ(ParseRoutingPolicy("round-robin"), RoutingPolicy::kRoundRobin);
+  EXPECT_EQ(ParseRoutingPolicy("affinity"), RoutingPolicy::kAffinity);
+  EXPECT_EQ(ParseRoutingPolicy("least-outstanding"), RoutingPolicy::kLeastOutstanding);
+  EXPECT_FALSE(ParseRoutingPolicy("random").has_value());
+}
+
 TEST(BalancerTest, SkipsTriedUnhealthyAndEjected) {
   DeploymentSpec ds;
   ds.replicas = {{1, "http://h:1", true}, {2, "http://h:2", false}, {3, "http://h:3", true}};

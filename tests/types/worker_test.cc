@@ -23,6 +23,8 @@ GpuDevice SampleGpu(int index) {
   g.power = 250.5;
   g.power_limit = 600;
   g.links = {{index == 0 ? 1 : 0, "nvlink"}, {7, "pcie"}};
+  g.processes = {{.pid = 4242, .memory_used = 40 * kGiB, .managed = true},
+                 {.pid = 77, .memory_used = 3 * kGiB, .managed = false}};
   return g;
 }
 
@@ -90,6 +92,12 @@ void ExpectSameGpu(const GpuDevice& a, const GpuDevice& b) {
   EXPECT_EQ(a.parent_index, b.parent_index);
   EXPECT_EQ(a.mig_profile, b.mig_profile);
   EXPECT_EQ(a.links, b.links);
+  ASSERT_EQ(a.processes.size(), b.processes.size());
+  for (size_t i = 0; i < a.processes.size(); ++i) {
+    EXPECT_EQ(a.processes[i].pid, b.processes[i].pid);
+    EXPECT_EQ(a.processes[i].memory_used, b.processes[i].memory_used);
+    EXPECT_EQ(a.processes[i].managed, b.processes[i].managed);
+  }
 }
 
 TEST(WorkerCodecTest, GpuDeviceRoundTrips) {
@@ -110,6 +118,13 @@ TEST(WorkerCodecTest, GpuDeviceJsonShape) {
   EXPECT_EQ(o.at("vendor").as_string(), "nvidia");
   EXPECT_FALSE(o.contains("parent_index"));
   EXPECT_FALSE(o.contains("mig_profile"));
+  EXPECT_EQ(o.at("processes"),
+            ParseJson(R"([{"pid":4242,"memory_used":42949672960,"managed":true},)"
+                      R"({"pid":77,"memory_used":3221225472,"managed":false}])")
+                .value());
+  GpuDevice bare = SampleGpu(1);
+  bare.processes.clear();
+  EXPECT_FALSE(ToJson(bare).contains("processes"));
 }
 
 TEST(WorkerCodecTest, WorkerStatusRoundTrips) {
@@ -197,6 +212,14 @@ TEST(WorkerCodecTest, RejectsOutOfRangeGpuValues) {
   ExpectGpuError(GpuWith("name", '"' + std::string(200, 'a') + '"'),
                  "name must be at most 128 characters");
   ExpectGpuError(GpuWith("parent_index", "0"), "parent_index must differ from index");
+  ExpectGpuError(GpuWith("processes", "{}"), "processes must be an array of objects");
+  ExpectGpuError(GpuWith("processes", "[1]"), "processes[0] must be an object");
+  ExpectGpuError(GpuWith("processes", R"([{"pid":0}])"),
+                 "processes[0].pid must be a positive process id");
+  ExpectGpuError(GpuWith("processes", R"([{"pid":5,"memory_used":-1}])"),
+                 "processes[0].memory_used must be >= 0");
+  ExpectGpuError(GpuWith("processes", R"([{"pid":5,"cpu":1}])"),
+                 "unknown field 'processes[0].cpu'");
   ExpectGpuError(GpuWith("parent_index", "-2"), "parent_index must be between 0 and 1023");
   ExpectGpuError(GpuWith("links", R"({"0":"nvlink"})"), "links.0 must not link a GPU to itself");
   ExpectGpuError(GpuWith("links", R"({"1":"infiniband"})"),

@@ -34,6 +34,21 @@ void FillNormal(uint64_t seed, float stddev, std::span<float> out) {
   }
 }
 
+// Uniform values of standard deviation `stddev`, four per 64-bit draw: about 20× cheaper than
+// Box-Muller, which matters for the 8 G values of an 8B model (minutes otherwise).
+void FillUniform(uint64_t seed, float stddev, std::span<float> out) {
+  uint64_t state = seed;
+  const float half_width = stddev * 1.7320508f;  // sqrt(3): a uniform in [-a, a] has sd a/sqrt(3)
+  const float scale = 2.0f * half_width / 65535.0f;
+  size_t i = 0;
+  while (i < out.size()) {
+    uint64_t bits = SplitMix64(state);
+    for (int k = 0; k < 4 && i < out.size(); ++k, ++i, bits >>= 16) {
+      out[i] = static_cast<float>(bits & 0xffff) * scale - half_width;
+    }
+  }
+}
+
 uint32_t FileType(GgmlType t) {
   switch (t) {
     case GgmlType::kF32:
@@ -136,7 +151,12 @@ Status WriteTestModel(const TestModelOptions& o) {
     if (t.name.ends_with("norm.weight")) {
       std::fill(values.begin(), values.end(), 1.0f);
     } else {
-      FillNormal(o.seed ^ HashName(t.name) ^ (first_row * 0x9e3779b97f4a7c15ULL), o.stddev, values);
+      const uint64_t seed = o.seed ^ HashName(t.name) ^ (first_row * 0x9e3779b97f4a7c15ULL);
+      if (o.size == TestModelSize::kTiny) {
+        FillNormal(seed, o.stddev, values);
+      } else {
+        FillUniform(seed, o.stddev, values);
+      }
     }
     return EncodeRow(values, t.type, out);
   };

@@ -32,7 +32,7 @@ struct TestModelOptions {
   TestModelSize size = TestModelSize::kTiny;
   GgmlType type = GgmlType::kF16;  // of 2-D weights: F32, F16, BF16 or Q8_0; norms stay F32
   uint64_t seed = 1;
-  float stddev = 0.02f;        // weights ~ N(0, stddev²); norm weights are 1
+  float stddev = 0.02f;  // weights ~ N(0, stddev²) (tiny) or uniform of that sd (8b); norms are 1
   int64_t context_length = 0;  // llama.context_length; 0: 2048 (tiny) or 131072 (8b)
 };
 

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -36,6 +37,11 @@ class GpuProbe {
 
   // Driver version for WorkerStatus::driver_version; empty when there is none.
   virtual std::string driver_version() const { return {}; }
+
+  // The process (group) ids of the engines segma supervises: their GPU memory is segma's own,
+  // every other compute process's is memory_used_external. Probes that cannot see processes
+  // ignore it.
+  virtual void SetManagedPids(std::vector<int> pids) { (void)pids; }
 };
 
 // The probe of a machine without usable NVIDIA GPUs: always an empty inventory.

@@ -1,6 +1,7 @@
 #include "worker/gpu/nvml_gpu_probe.h"
 
 #include <dlfcn.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -240,23 +241,44 @@ std::optional<std::vector<ProcessMemory>> ReadProcesses(const Api& api, Device d
   return std::nullopt;
 }
 
-// Memory of the compute processes on `dev` that segma does not manage; 0 when NVML cannot tell.
-int64_t ExternalMemory(const Api& api, Device dev, const std::set<int>& managed,
-                       int64_t memory_total) {
+// True when `pid` is one of segma's engines: its process id or its process group (engines lead
+// their own group, so a vLLM worker child counts too) is in `managed`.
+bool IsManaged(int pid, const std::set<int>& managed) {
+  if (managed.count(pid) != 0) return true;
+  const pid_t group = ::getpgid(pid);
+  return group > 0 && managed.count(group) != 0;
+}
+
+// Lists the compute processes on `dev` into g.processes and sums the memory of those segma does
+// not manage into g.memory_used_external (0 when NVML cannot tell).
+void ReadProcessUse(const Api& api, Device dev, const std::set<int>& managed, types::GpuDevice& g) {
   std::string error;
   std::optional<std::vector<ProcessMemory>> procs = ReadProcesses(api, dev, error);
+  g.processes.clear();
+  g.memory_used_external = 0;
   if (!procs) {
     if (!error.empty()) Logger("worker")->debug("cannot list GPU processes: {}", error);
-    return 0;
+    return;
   }
   int64_t sum = 0;
   for (const ProcessMemory& p : *procs) {
-    if (p.used == nv::kValueNotAvailable || managed.count(static_cast<int>(p.pid)) != 0) continue;
+    if (g.processes.size() >= static_cast<size_t>(types::kMaxGpuProcesses)) break;
+    const int pid = static_cast<int>(p.pid);
+    if (pid <= 0) continue;
+    types::GpuProcess proc;
+    proc.pid = pid;
+    proc.managed = IsManaged(pid, managed);
     // Saturates at the device's memory: a garbage entry must not overflow or exceed the total.
-    sum += static_cast<int64_t>(
-        std::min<unsigned long long>(p.used, static_cast<unsigned long long>(memory_total - sum)));
+    if (p.used != nv::kValueNotAvailable) {
+      proc.memory_used = static_cast<int64_t>(
+          std::min<unsigned long long>(p.used, static_cast<unsigned long long>(g.memory_total)));
+    }
+    if (!proc.managed) {
+      sum += std::min(proc.memory_used, g.memory_total - sum);
+    }
+    g.processes.push_back(proc);
   }
-  return sum;
+  g.memory_used_external = sum;
 }
 
 // Reads the fields shared by whole GPUs and MIG devices: uuid, name and memory are required,
@@ -511,7 +533,7 @@ Result<std::vector<types::GpuDevice>> NvmlGpuProbe::Probe() {
                          api.get_mig_mode(p.dev, &current, &pending) == nv::kSuccess &&
                          current == nv::kMigEnable;
     if (!p.info.mig_enabled) {
-      p.info.memory_used_external = ExternalMemory(api, p.dev, managed_pids_, p.info.memory_total);
+      ReadProcessUse(api, p.dev, managed_pids_, p.info);
     }
     ReadTopology(api, p);
     physical.push_back(std::move(p));
@@ -566,7 +588,7 @@ Result<std::vector<types::GpuDevice>> NvmlGpuProbe::Probe() {
         g.index = next_mig_index++;
         g.parent_index = p.info.index;
         g.compute_capability = p.info.compute_capability;
-        g.memory_used_external = ExternalMemory(api, mig, managed_pids_, g.memory_total);
+        ReadProcessUse(api, mig, managed_pids_, g);
         p.info.memory_used_external =
             std::min(p.info.memory_total, p.info.memory_used_external + g.memory_used_external);
         mig_devices.push_back(std::move(g));

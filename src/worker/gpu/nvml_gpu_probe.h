@@ -48,11 +48,10 @@ class NvmlGpuProbe final : public GpuProbe {
   // Shuts NVML down and unloads the library.
   ~NvmlGpuProbe() override;
 
-  // PIDs (host PID namespace, as NVML reports them) of the engine processes segma manages;
-  // memory of every other compute process counts as memory_used_external.
-  void SetManagedPids(std::vector<int> pids);
-
   // gpu::GpuProbe
+  // PIDs or process group ids (host PID namespace, as NVML reports them) of the engines segma
+  // manages; memory of every other compute process counts as memory_used_external.
+  void SetManagedPids(std::vector<int> pids) override;
   Result<std::vector<types::GpuDevice>> Probe() override;
   std::string_view source() const override { return "nvml"; }
   std::string driver_version() const override;

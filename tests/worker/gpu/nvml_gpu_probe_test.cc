@@ -63,6 +63,11 @@ TEST(NvmlGpuProbeTest, ReportsFakeDriverInventory) {
   // Two processes (3 + 40 GiB) and the driver's 512 MiB reservation (from the v2 struct).
   EXPECT_EQ(g0.memory_used, 43 * kGiB + 512 * kMiB);
   EXPECT_EQ(g0.memory_used_external, 3 * kGiB);  // 5151 is ours, 4242 is not
+  ASSERT_EQ(g0.processes.size(), 2u);
+  for (const types::GpuProcess& p : g0.processes) {
+    EXPECT_EQ(p.managed, p.pid == 5151) << p.pid;
+    EXPECT_GT(p.memory_used, 0) << p.pid;
+  }
   EXPECT_DOUBLE_EQ(g0.utilization, 57);
   EXPECT_DOUBLE_EQ(g0.temperature, 45);
   EXPECT_DOUBLE_EQ(g0.power, 250.5);  // mW → W
@@ -77,6 +82,7 @@ TEST(NvmlGpuProbeTest, ReportsFakeDriverInventory) {
   EXPECT_EQ(g1.uuid, "GPU-11111111-1111-2222-3333-444444444444");
   EXPECT_EQ(g1.memory_used, 512 * kMiB);
   EXPECT_EQ(g1.memory_used_external, 0);
+  EXPECT_TRUE(g1.processes.empty());
   EXPECT_DOUBLE_EQ(g1.temperature, 38);
   EXPECT_EQ(g1.links, (std::map<int, std::string>{{0, "nvlink"}}));
 }

@@ -1,0 +1,222 @@
+#!/usr/bin/env python3
+"""Gateway benchmark (issue 5; results in docs/benchmarks.md "Gateway"). python3 stdlib only.
+
+  bench/gateway/run.sh [--quick] [--soak SECONDS]
+
+In one run on one machine, against one `segma engine-sim --speed 0` (answers at once) deployed
+through segma's REST API: direct to the engine; nginx (Debian, 1 worker, proxy_buffering off);
+segma's gateway with auth, limits and metering on; Portkey (@portkey-ai/gateway@1.15.2, a
+routing proxy with no keys or budgets). The engine and the load generator (`segma bench load`)
+share core 0; each proxy gets core 1 alone (segma's process also holds its idle control plane
+and worker). Reports ratios, so the shared, noisy machine matters less.
+"""
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from segma_stack import Stack, run_load, wait  # noqa: E402
+
+NGINX_PORT = 18081
+PORTKEY_PORT = 18787
+CORE_LOAD = ["taskset", "-c", "0"]
+CORE_PROXY = ["taskset", "-c", "1"]
+
+NGINX_CONF = """worker_processes 1; daemon off; pid {work}/nginx.pid; error_log {work}/nginx.err;
+events {{ worker_connections 4096; }}
+http {{ access_log off; client_body_temp_path {work}/nginx-body;
+  proxy_temp_path {work}/nginx-proxy;
+  upstream up {{ server 127.0.0.1:{engine}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://up;
+    proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }} }} }}
+"""
+
+# Portkey on Node 20 fails every stream with "TypeError: immutable" unless fetch responses are
+# re-wrapped (reference/gateway.md §6.2, Portkey-AI/gateway #1389).
+MUTABLE_FETCH = """const f = globalThis.fetch;
+globalThis.fetch = async (...a) => { const r = await f(...a);
+  return new Response(r.body, {status: r.status, statusText: r.statusText,
+                               headers: new Headers(r.headers)}); };
+"""
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def start_nginx(work, engine_port):
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    os.makedirs(os.path.join(work, "nginx-body"), exist_ok=True)
+    conf = os.path.join(work, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX_CONF.format(work=work, engine=engine_port, port=NGINX_PORT))
+    proc = subprocess.Popen(CORE_PROXY + [nginx, "-c", conf, "-e", os.path.join(work, "nginx.err")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc
+
+
+def start_portkey(work, portkey_dir):
+    preload = os.path.join(work, "mutable-fetch.mjs")
+    with open(preload, "w") as f:
+        f.write(MUTABLE_FETCH)
+    entry = os.path.join(portkey_dir, "node_modules/@portkey-ai/gateway/build/start-server.js")
+    env = dict(os.environ, NODE_ENV="production")
+    return subprocess.Popen(
+        CORE_PROXY + ["node", "--import", preload, entry, f"--port={PORTKEY_PORT}", "--headless"],
+        env=env, stdout=open(os.path.join(work, "portkey.log"), "w"), stderr=subprocess.STDOUT)
+
+
+def http_ok(url):
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except Exception as e:  # any HTTP answer means it listens
+        return hasattr(e, "code")
+
+
+def fmt_ms(v):
+    return f"{v:.3f}"
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--segma", required=True)
+    p.add_argument("--work", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--portkey-dir", required=True)
+    p.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
+    p.add_argument("--soak", type=int, default=0, help="seconds of c=16 load with RSS samples")
+    args = p.parse_args()
+    args.prefix = CORE_PROXY
+    q = args.quick
+    st = Stack(args)
+    st.start()
+    procs = []
+    try:
+        idle_rss = rss_kib(st.proc.pid)
+        sim = {"backend": "simulator", "source": {"type": "simulated", "params_b": 8},
+               "backend_parameters": ["--speed", "0", "--threads", "1"]}
+        _, inst = st.deploy("sim", body=sim, timeout=120)
+        paced = {"backend": "simulator", "source": {"type": "simulated", "params_b": 8},
+                 "max_concurrent_sequences": 1024,
+                 "backend_parameters": ["--ttft-ms", "20", "--decode-ms-per-token", "10",
+                                        "--load-slowdown", "0", "--threads", "1"]}
+        _, paced_inst = st.deploy("sim-paced", body=paced, timeout=120)
+        # The engines inherited segma's core; move them to the load generator's.
+        for pid in st.engine_pids().values():
+            subprocess.run(["taskset", "-a", "-pc", "0", str(pid)], stdout=subprocess.DEVNULL)
+        engine = f"http://127.0.0.1:{inst['port']}"
+        procs.append(start_nginx(args.work, inst["port"]))
+        procs.append(start_portkey(args.work, args.portkey_dir))
+        wait(lambda: http_ok(f"http://127.0.0.1:{NGINX_PORT}/health"), 30, "nginx")
+        wait(lambda: http_ok(f"http://127.0.0.1:{PORTKEY_PORT}/"), 60, "portkey")
+        portkey_headers = ["-H", "x-portkey-provider: openai",
+                           "-H", f"x-portkey-custom-host: {engine}/v1",
+                           "-H", "Authorization: Bearer unused"]
+        peers = [
+            ("direct", engine, None, []),
+            ("nginx", f"http://127.0.0.1:{NGINX_PORT}", None, []),
+            ("segma", st.api.base, st.key, []),
+            ("portkey", f"http://127.0.0.1:{PORTKEY_PORT}", None, portkey_headers),
+        ]
+
+        def load(name, url, key, extra, c, n, **kw):
+            return run_load(args, url, "sim", c, n, key=key, tag=name, prefix=CORE_LOAD,
+                            extra=extra + kw.pop("more", []), **kw)
+
+        rows = {}
+        for name, url, key, extra in peers:
+            slow = name == "portkey"
+            n_lat = (200 if q else 2000) if slow else (1000 if q else 20000)
+            lat = load(name, url, key, extra + ["--no-stream"], 1, n_lat, max_tokens=16,
+                       words=32, warmup=200)
+            thr = load(name, url, key, extra + ["--no-stream"], 16, 0, max_tokens=16, words=32,
+                       warmup=200, more=["--duration", "2" if q else "10"])
+            n_ttft = (100 if q else 1000) if slow else (500 if q else 5000)
+            ttft = load(name, url, key, extra, 1, n_ttft, max_tokens=16, words=32, warmup=100)
+            rows[name] = (lat, thr, ttft)
+        busy_rss = rss_kib(st.proc.pid)
+
+        streams = {}
+        for name, url, key in [("direct", f"http://127.0.0.1:{paced_inst['port']}", None),
+                               ("segma", st.api.base, st.key)]:
+            streams[name] = run_load(args, url, "sim-paced", 512, 1024 if q else 2048, key=key,
+                                     max_tokens=64, words=32, tag=f"streams-{name}",
+                                     prefix=CORE_LOAD, warmup=0, extra=["--stall", "1"])
+
+        soak = []
+        if args.soak:
+            t_end = time.time() + args.soak
+            while time.time() < t_end:
+                r = load("segma", st.api.base, st.key, ["--no-stream"], 16, 0, max_tokens=16,
+                         words=32, warmup=0, more=["--duration", "30"])
+                soak.append((round(time.time() - (t_end - args.soak)), rss_kib(st.proc.pid),
+                             r["requests_per_s"], r["errors"]))
+
+        d_lat, d_thr, d_ttft = rows["direct"]
+        lines = [
+            f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores "
+            f"(`{open('/proc/cpuinfo').read().split('model name')[1].split(':')[1].splitlines()[0].strip()}`), "
+            f"load average before the run {os.getloadavg()[0]:.1f}. Engine: `segma engine-sim "
+            f"--speed 0` (core 0, with the load generator); each proxy alone on core 1.",
+            "",
+            "| path | c=1 p50 ms | c=1 p99 ms | added p50 µs | added p99 µs | c=16 req/s | "
+            "vs nginx | stream TTFT p50 ms | TTFT p99 ms | added TTFT p99 µs | errors |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+        n_thr = rows["nginx"][1]["requests_per_s"]
+        for name, (lat, thr, ttft) in rows.items():
+            added50 = (lat["latency_ms"]["p50"] - d_lat["latency_ms"]["p50"]) * 1000
+            added99 = (lat["latency_ms"]["p99"] - d_lat["latency_ms"]["p99"]) * 1000
+            added_ttft = (ttft["ttft_ms"]["p99"] - d_ttft["ttft_ms"]["p99"]) * 1000
+            errors = lat["errors"] + thr["errors"] + ttft["errors"]
+            lines.append(
+                f"| {name} | {fmt_ms(lat['latency_ms']['p50'])} | {fmt_ms(lat['latency_ms']['p99'])} "
+                f"| {'-' if name == 'direct' else f'{added50:.0f}'} "
+                f"| {'-' if name == 'direct' else f'{added99:.0f}'} "
+                f"| {thr['requests_per_s']:.0f} | {thr['requests_per_s'] / n_thr:.2f} "
+                f"| {fmt_ms(ttft['ttft_ms']['p50'])} | {fmt_ms(ttft['ttft_ms']['p99'])} "
+                f"| {'-' if name == 'direct' else f'{added_ttft:.0f}'} | {errors} |")
+        s_thr = rows["segma"][1]["requests_per_s"]
+        p_thr = rows["portkey"][1]["requests_per_s"]
+        lines += ["",
+                  f"segma/nginx throughput at c=16: {s_thr / n_thr:.2f}; segma/Portkey: "
+                  f"{s_thr / max(p_thr, 1e-9):.1f}x.",
+                  "",
+                  "512 concurrent streams (engine-sim 20 ms TTFT, 10 ms/token, 64 tokens each):",
+                  ""]
+        for name, r in streams.items():
+            lines.append(
+                f"- {name}: {r['ok']}/{r['requests']} ok, {r['missing_done']} without [DONE], "
+                f"{r['token_event_mismatch']} with lost chunks (token events ≠ usage), "
+                f"{r['stalls']} gaps > 1 s, max gap {r['max_gap_ms']:.0f} ms, TTFT p99 "
+                f"{r['ttft_ms']['p99']:.1f} ms, ITL p99 {r['itl_ms']['p99']:.1f} ms")
+        lines += ["", f"segma process RSS (server + gateway + worker, SQLite): idle "
+                  f"{idle_rss / 1024:.1f} MiB after start, {busy_rss / 1024:.1f} MiB after the "
+                  f"runs above."]
+        if soak:
+            lines += ["", "Soak (c=16 through segma, RSS sampled every 30 s): " + ", ".join(
+                f"{t}s {rss / 1024:.1f} MiB {rps:.0f} req/s" for t, rss, rps, _ in soak),
+                f"errors {sum(e for *_, e in soak)}; RSS growth first→last sample "
+                f"{(soak[-1][1] - soak[0][1]) / 1024:+.1f} MiB."]
+        text = "\n".join(lines) + "\n"
+        with open(os.path.join(args.out, "gateway.md"), "w") as f:
+            f.write(text)
+        print(text)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        st.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+#!/usr/bin/env python3
+"""The segma parts of the real-GPU run (bench/gpu/run.sh calls this; python3 stdlib only).
+
+  gpu_bench.py compare-inventory PROBE_JSON NVIDIA_SMI_CSV
+  gpu_bench.py serve|share|multi --segma BIN --work DIR --out DIR --engine-dir DIR --model-file F
+
+serve: `segma start` on the real GPU, one deployment of the 8B model through the REST API, then
+`segma bench load` at 1..128 concurrent streaming users, straight to the engine and through the
+gateway (same prompts shape, distinct prompts). share: a second deployment on the same GPU, both
+serving, the worker's reported VRAM against nvidia-smi. multi: with 2+ GPUs, the links the worker
+reports and a tensor-split deployment on two GPUs next to a one-GPU deployment.
+Each writes a markdown section and the raw JSON to --out.
+"""
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from segma_stack import MiB, Stack  # noqa: E402
+# A dry run of the scripts on a CPU machine with the tiny test model (bench/gpu/README.md).
+QUICK = os.environ.get("SEGMA_GPU_BENCH_QUICK") == "1"
+
+
+# ---------------------------------------------------------------------------------------------
+# Inventory: segma probe (NVML through our dlopen'ed binding) against nvidia-smi.
+
+def compare_inventory(probe_path, smi_path):
+    probe = json.load(open(probe_path))
+    fields = ["index", "uuid", "name", "memory.total", "memory.used", "memory.reserved",
+              "memory.free", "utilization.gpu", "temperature.gpu", "power.draw", "power.limit",
+              "mig.mode.current", "compute_cap", "driver_version"]
+    rows = [dict(zip(fields, [c.strip() for c in r])) for r in csv.reader(open(smi_path)) if r]
+    gpus = {g["index"]: g for g in probe["gpus"] if "parent_index" not in g}
+    lines = ["| GPU | field | segma probe (NVML) | nvidia-smi | agrees |", "|---|---|---|---|---|"]
+    ok = True
+
+    def row(i, field, ours, theirs, agrees):
+        nonlocal ok
+        ok = ok and agrees
+        lines.append(f"| {i} | {field} | {ours} | {theirs} | {'yes' if agrees else 'NO'} |")
+
+    for r in rows:
+        i = int(r["index"])
+        g = gpus.get(i)
+        if g is None:
+            row(i, "present", "missing", "present", False)
+            continue
+        row(i, "name", g["name"], r["name"], g["name"] == r["name"])
+        row(i, "uuid", g["uuid"], r["uuid"], g["uuid"] == r["uuid"])
+        row(i, "compute capability", g["compute_capability"], r["compute_cap"],
+            g["compute_capability"] == r["compute_cap"])
+        total = g["memory_total"] // MiB
+        row(i, "memory total MiB", total, r["memory.total"], abs(total - int(r["memory.total"])) <= 1)
+        # NVML's used = total - free includes the driver's reservation; nvidia-smi splits it out.
+        used = g["memory_used"] // MiB
+        smi_used = int(r["memory.used"]) + int(r["memory.reserved"] or 0)
+        row(i, "memory used MiB (incl. reserved)", used, smi_used, abs(used - smi_used) <= 64)
+        row(i, "memory used by other processes MiB", g["memory_used_external"] // MiB,
+            r["memory.used"], True)
+        row(i, "temperature C", g["temperature"], r["temperature.gpu"],
+            abs(g["temperature"] - float(r["temperature.gpu"])) <= 3)
+        row(i, "power W", round(g["power"], 1), r["power.draw"],
+            abs(g["power"] - float(r["power.draw"])) <= max(15.0, 0.2 * float(r["power.draw"])))
+        row(i, "power limit W", round(g["power_limit"]), r["power.limit"],
+            abs(g["power_limit"] - float(r["power.limit"])) <= 1)
+        row(i, "utilization %", g["utilization"], r["utilization.gpu"], True)
+        row(i, "MIG", "enabled" if g["mig_enabled"] else "disabled", r["mig.mode.current"],
+            g["mig_enabled"] == (r["mig.mode.current"] == "Enabled"))
+        row(i, "links", json.dumps(g.get("links", {})), "see nvidia-smi topo -m", True)
+    row("-", "driver", probe.get("driver_version"), rows[0]["driver_version"] if rows else "",
+        bool(rows) and probe.get("driver_version") == rows[0]["driver_version"])
+    print(f"segma probe: gpu_source={probe.get('gpu_source')}, {len(gpus)} GPU(s); nvidia-smi: "
+          f"{len(rows)} GPU(s); all compared fields agree: {'yes' if ok else 'NO'}\n")
+    print("\n".join(lines))
+    return 0 if ok else 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The stack.
+
+def smi(query):
+    res = subprocess.run(["nvidia-smi", f"--query-{query}", "--format=csv,noheader,nounits"],
+                         capture_output=True, text=True)
+    return [[c.strip() for c in r] for r in csv.reader(res.stdout.splitlines()) if r]
+
+
+def write(args, name, text):
+    with open(os.path.join(args.out, name), "w") as f:
+        f.write(text)
+    sys.stderr.write(text + "\n")
+
+
+def serve(args):
+    st = Stack(args)
+    st.start()
+    try:
+        gpus = st.gpus()
+        # Enough slots and context for the largest run: 128 users x (prompt + 256 tokens).
+        model, inst = (st.deploy("llama-8b", ctx=2048, parallel=4) if QUICK else
+                       st.deploy("llama-8b", ctx=128 * 1024, parallel=128))
+        direct = f"http://127.0.0.1:{inst['port']}"
+        gateway = st.api.base
+        lines = [
+            f"GPU: {gpus[0]['name']} ({gpus[0]['memory_total'] // MiB} MiB), detected by the worker "
+            f"through NVML; model: Llama-3.1-8B layout, q8_0, random weights "
+            f"({os.path.getsize(args.model_file) / 2**30:.1f} GiB), llama.cpp CUDA, "
+            f"`--parallel 128 -c 131072`; deployed through POST /v2/models, RUNNING after "
+            f"{inst['seconds_to_running']} s on GPU(s) {inst['gpu_indexes']}.",
+            "",
+            "Streaming chat completions, 256 output tokens each (`ignore_eos`), distinct prompts "
+            "of 200 words (~260 tokens), `segma bench load`:",
+            "",
+            "| users | path | requests | TTFT p50 ms | TTFT p95 ms | ITL p50 ms | tok/s per user p50 | "
+            "tok/s per user min | total tok/s | errors |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+        results = []
+        runs = [(1, 2), (2, 4)] if QUICK else [(1, 6), (8, 24), (32, 64), (64, 128), (128, 256)]
+        for users, n in runs:
+            for path, url, key in [("direct", direct, None), ("gateway", gateway, st.key)]:
+                if users > 32 and path == "direct":
+                    continue
+                r = st.load(url, "llama-8b", users, n, key=key, tag=f"{path}-c{users}",
+                            max_tokens=16 if QUICK else 256)
+                results.append(r)
+                lines.append(
+                    f"| {users} | {path} | {r['ok']} | {r['ttft_ms']['p50']:.1f} | "
+                    f"{r['ttft_ms']['p95']:.1f} | {r['itl_ms']['p50']:.2f} | "
+                    f"{r['tokens_per_s_per_user']['p50']:.1f} | "
+                    f"{r['tokens_per_s_per_user']['min']:.1f} | {r['output_tokens_per_s']:.0f} | "
+                    f"{r['errors']} |")
+        # Gateway overhead: many short requests, direct vs gateway, same run.
+        lines += ["", "Gateway overhead on the real engine (non-streaming, max_tokens 1, c=1, "
+                  "200 requests each):", ""]
+        for path, url, key in [("direct", direct, None), ("gateway", gateway, st.key),
+                               ("direct", direct, None), ("gateway", gateway, st.key)]:
+            r = st.load(url, "llama-8b", 1, 20 if QUICK else 200, key=key, max_tokens=1, words=20,
+                        tag=f"overhead-{path}", extra=["--no-stream"])
+            lines.append(f"- {path}: latency p50 {r['latency_ms']['p50']:.3f} ms, p99 "
+                         f"{r['latency_ms']['p99']:.3f} ms")
+        write(args, "serve.md", "\n".join(lines) + "\n")
+    finally:
+        st.stop()
+
+
+def share(args):
+    st = Stack(args)
+    st.start()
+    try:
+        a_model, a = st.deploy("llama-8b-a", ctx=16384, parallel=8)
+        b_model, b = st.deploy("llama-8b-b", ctx=16384, parallel=8)
+        for name in ["llama-8b-a", "llama-8b-b"]:
+            r = st.load(st.api.base, name, 4, 8, key=st.key, max_tokens=64, tag=f"share-{name}")
+            if r["errors"]:
+                raise RuntimeError(f"{name}: {r['errors']} errors")
+        time.sleep(3)  # a heartbeat after both engines allocated
+        gpu = st.gpus()[0]
+        apps = smi("compute-apps=pid,used_memory")
+        mem = smi("gpu=memory.used,memory.reserved,memory.total")[0]
+        lines = [
+            "Two deployments of the 8B model on one GPU through VRAM claims (`-c 16384 --parallel 8` "
+            "each):", "",
+            f"- llama-8b-a: GPU(s) {a['gpu_indexes']}, claim "
+            f"{sum(a['claim']['vram'].values()) // MiB} MiB, RUNNING after {a['seconds_to_running']} s",
+            f"- llama-8b-b: GPU(s) {b['gpu_indexes']}, claim "
+            f"{sum(b['claim']['vram'].values()) // MiB} MiB, RUNNING after {b['seconds_to_running']} s",
+            f"- both served 8 streamed requests each through the gateway with 0 errors",
+            f"- worker report (/v2/gpus): memory_used {gpu['memory_used'] // MiB} MiB, "
+            f"memory_allocated {gpu.get('memory_allocated', 0) // MiB} MiB, external "
+            f"{gpu['memory_used_external'] // MiB} MiB, processes "
+            f"{json.dumps([(p['pid'], p['memory_used'] // MiB, p['managed']) for p in gpu.get('processes', [])])}",
+            f"- nvidia-smi: memory.used {mem[0]} MiB + reserved {mem[1]} MiB of {mem[2]} MiB; "
+            f"compute apps (pid, MiB) {apps}",
+        ]
+        write(args, "share.md", "\n".join(lines) + "\n")
+    finally:
+        st.stop()
+
+
+def multi(args):
+    st = Stack(args)
+    st.start()
+    try:
+        gpus = st.gpus()
+        if len(gpus) < 2:
+            write(args, "multi.md", f"multi: {len(gpus)} GPU, nothing to do\n")
+            return
+        tp_model, tp = st.deploy("llama-8b-tp2", ctx=16384, parallel=8, gpus_per_replica=2)
+        one_model, one = st.deploy("llama-8b-one", ctx=16384, parallel=8)
+        results = []
+        for name in ["llama-8b-tp2", "llama-8b-one"]:
+            results.append(st.load(st.api.base, name, 8, 16, key=st.key, max_tokens=128,
+                                   tag=f"multi-{name}"))
+        topo = subprocess.run(["nvidia-smi", "topo", "-m"], capture_output=True, text=True).stdout
+        lines = [f"{len(gpus)} GPUs reported by the worker:", ""]
+        for g in gpus:
+            lines.append(f"- {g['id']}: {g['name']}, {g['memory_total'] // MiB} MiB, links "
+                         f"{json.dumps(g.get('links', {}))}")
+        lines += ["", "nvidia-smi topo -m:", "", "```", topo.rstrip(), "```", "",
+                  f"- llama-8b-tp2 (gpus_per_replica 2): GPUs {tp['gpu_indexes']}, tensor split "
+                  f"{tp['claim']['tensor_split']}, claim per GPU "
+                  f"{ {k: v // MiB for k, v in tp['claim']['vram'].items()} } MiB; "
+                  f"8 users: {results[0]['tokens_per_s_per_user']['p50']:.1f} tok/s per user, "
+                  f"{results[0]['errors']} errors",
+                  f"- llama-8b-one: GPU {one['gpu_indexes']}; 8 users: "
+                  f"{results[1]['tokens_per_s_per_user']['p50']:.1f} tok/s per user, "
+                  f"{results[1]['errors']} errors"]
+        write(args, "multi.md", "\n".join(lines) + "\n")
+    finally:
+        st.stop()
+
+
+def main():
+    if len(sys.argv) >= 2 and sys.argv[1] == "compare-inventory":
+        return compare_inventory(sys.argv[2], sys.argv[3])
+    p = argparse.ArgumentParser()
+    p.add_argument("phase", choices=["serve", "share", "multi"])
+    p.add_argument("--segma", required=True)
+    p.add_argument("--work", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--engine-dir", required=True)
+    p.add_argument("--model-file", required=True)
+    args = p.parse_args()
+    {"serve": serve, "share": share, "multi": multi}[args.phase](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
