@@ -132,6 +132,8 @@ class Stack:
             inst = self.instance(model["id"])
             if inst and inst["state"] == "ERROR":
                 raise RuntimeError(f"{name}: ERROR {inst['state_message']}")
+            if inst and inst.get("unschedulable_reasons") and time.time() - t0 > 10:
+                raise RuntimeError(f"{name}: unschedulable {inst['unschedulable_reasons']}")
             return inst and inst["state"] == "RUNNING"
         wait(running, timeout, f"{name} RUNNING")
         inst = self.instance(model["id"])

@@ -124,6 +124,7 @@ struct Sample {
   int64_t token_events = 0;
   int64_t usage_tokens = -1;
   bool saw_done = false;
+  bool stream_error = false;  // an SSE event carried {"error": …} (the engine gave up mid-stream)
   std::vector<double> gaps;
 };
 
@@ -151,6 +152,10 @@ class StreamScanner {
     if (data.starts_with(' ')) data.remove_prefix(1);
     if (data == "[DONE]") {
       s_.saw_done = true;
+      return;
+    }
+    if (data.starts_with("{\"error\"")) {
+      s_.stream_error = true;
       return;
     }
     if (const int64_t n = FindInt(data, "\"completion_tokens\""); n >= 0) s_.usage_tokens = n;
@@ -279,8 +284,8 @@ class Runner {
         continue;
       }
       const unsigned code = parser->get().result_int();
-      s.status = std::to_string(code);
-      s.ok = code >= 200 && code < 300;
+      s.status = s.stream_error ? "stream-error" : std::to_string(code);
+      s.ok = code >= 200 && code < 300 && !s.stream_error;
       if (!o_.stream) s.usage_tokens = FindInt(whole, "\"completion_tokens\"");
       if (!parser->get().keep_alive()) {
         stream.socket().shutdown(tcp::socket::shutdown_both, ec);

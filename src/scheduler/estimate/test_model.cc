@@ -1,6 +1,9 @@
 #include "scheduler/estimate/test_model.h"
 
+#include <algorithm>
+#include <array>
 #include <cmath>
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -32,6 +35,76 @@ void FillNormal(uint64_t seed, float stddev, std::span<float> out) {
     out[i] = static_cast<float>(r * std::cos(2 * M_PI * u2));
     if (i + 1 < out.size()) out[i + 1] = static_cast<float>(r * std::sin(2 * M_PI * u2));
   }
+}
+
+// The bytes a GPT-2-style byte-level BPE token stands for: its characters are bytes_to_unicode()
+// images (printable Latin-1 bytes map to themselves, the other 68 bytes to U+0100 + n in order).
+// nullopt when a character is outside that alphabet.
+std::optional<std::string> ByteLevelBytes(const std::string& token) {
+  static const std::array<int, 324> kInverse = [] {
+    std::array<int, 324> inv{};
+    inv.fill(-1);
+    int n = 0;
+    for (int b = 0; b < 256; ++b) {
+      const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
+      inv[printable ? b : 256 + n++] = b;
+    }
+    return inv;
+  }();
+  std::string out;
+  for (size_t i = 0; i < token.size();) {
+    const auto c = static_cast<unsigned char>(token[i]);
+    uint32_t cp = 0;
+    if (c < 0x80) {
+      cp = c;
+      i += 1;
+    } else if ((c & 0xE0) == 0xC0 && i + 1 < token.size()) {
+      cp = ((c & 0x1Fu) << 6) | (static_cast<unsigned char>(token[i + 1]) & 0x3Fu);
+      i += 2;
+    } else {
+      return std::nullopt;
+    }
+    if (cp >= kInverse.size() || kInverse[cp] < 0) return std::nullopt;
+    out.push_back(static_cast<char>(kInverse[cp]));
+  }
+  return out;
+}
+
+// True when `bytes` is complete, valid UTF-8.
+bool IsCompleteUtf8(std::string_view bytes) {
+  for (size_t i = 0; i < bytes.size();) {
+    const auto c = static_cast<unsigned char>(bytes[i]);
+    const size_t len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3
+                                    : (c & 0xF8) == 0xF0 ? 4 : 0;
+    if (len == 0 || (len == 2 && c < 0xC2) || i + len > bytes.size()) return false;
+    for (size_t k = 1; k < len; ++k) {
+      if ((static_cast<unsigned char>(bytes[i + k]) & 0xC0) != 0x80) return false;
+    }
+    i += len;
+  }
+  return true;
+}
+
+// Tokens a random model must never emit: anything but normal text (control, unknown, byte
+// tokens), and for byte-level BPE vocabularies the tokens that are not complete UTF-8 alone.
+std::vector<bool> QuietTokens(const GgufFile& vocab) {
+  std::vector<bool> quiet;
+  const GgufValue* types = vocab.Find("tokenizer.ggml.token_type");
+  const GgufValue* tokens = vocab.Find("tokenizer.ggml.tokens");
+  const GgufValue* model = vocab.Find("tokenizer.ggml.model");
+  const bool byte_level = model != nullptr && model->AsString() != nullptr &&
+                          *model->AsString() == "gpt2";
+  if (types == nullptr || !types->is_array()) return quiet;
+  quiet.resize(types->array_size());
+  for (uint64_t i = 0; i < types->array_size(); ++i) {
+    const std::optional<int64_t> type = types->ArrayInt(i);
+    quiet[i] = !type || *type != 1;  // 1: normal
+    if (!quiet[i] && byte_level && tokens != nullptr && i < tokens->array_strings().size()) {
+      const std::optional<std::string> bytes = ByteLevelBytes(tokens->array_strings()[i]);
+      quiet[i] = !bytes || !IsCompleteUtf8(*bytes);
+    }
+  }
+  return quiet;
 }
 
 // Uniform values of standard deviation `stddev`, four per 64-bit draw: about 20× cheaper than
@@ -143,6 +216,11 @@ Result<GgufWriter> BuildTestModel(const TestModelOptions& o) {
 
 Status WriteTestModel(const TestModelOptions& o) {
   ASSIGN_OR_RETURN(GgufWriter w, BuildTestModel(o));
+  // Quiet tokens get zero rows in the output head: their logit is 0 while the best random logit
+  // is positive, so greedy decoding never emits them. Engines' output parsers then see complete
+  // UTF-8 text (llama.cpp ends a stream with an error on a stray control token or broken UTF-8).
+  std::vector<bool> quiet;
+  if (Result<GgufFile> vocab = ReadGgufFile(o.vocab_path); vocab.ok()) quiet = QuietTokens(*vocab);
   std::vector<float> values;
   auto fill = [&](const GgufTensorInfo& t, uint64_t first_row, uint64_t n_rows,
                   std::span<uint8_t> out) -> Status {
@@ -156,6 +234,13 @@ Status WriteTestModel(const TestModelOptions& o) {
         FillNormal(seed, o.stddev, values);
       } else {
         FillUniform(seed, o.stddev, values);
+      }
+      if (t.name == "output.weight") {
+        for (uint64_t r = 0; r < n_rows; ++r) {
+          if (first_row + r < quiet.size() && quiet[first_row + r]) {
+            std::fill_n(values.begin() + static_cast<ptrdiff_t>(r * row), row, 0.0f);
+          }
+        }
       }
     }
     return EncodeRow(values, t.type, out);

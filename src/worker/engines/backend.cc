@@ -183,7 +183,13 @@ Vars MakeVars(const types::Model& model, const types::ModelInstance& instance,
   if (gpus > 0) v["gpu_ids"] = JoinInts(gpu_indexes);
   v["gpu_count"] = std::to_string(gpus);
   v["tensor_parallel_size"] = std::to_string(std::max(1, gpus));
-  if (model.context_length > 0) v["ctx_size"] = std::to_string(model.context_length);
+  if (model.context_length > 0) {
+    v["ctx_size"] = std::to_string(model.context_length);
+    // context_length is per sequence (as the estimator counts the KV cache); llama.cpp's -c is
+    // the whole cache, split between its --parallel slots.
+    v["total_ctx_size"] =
+        std::to_string(model.context_length * std::max(1, model.max_concurrent_sequences));
+  }
   if (model.max_concurrent_sequences > 0) {
     v["parallel"] = std::to_string(model.max_concurrent_sequences);
   }
@@ -355,7 +361,8 @@ std::vector<Backend> MakeBuiltIns() {
     v.command = Concat(
         Args({"llama-server", "-m", "{{model_path}}", "--host", "{{host}}", "--port", "{{port}}",
               "--alias", "{{model_name}}"}),
-        {When("ctx_size", {"-c", "{{ctx_size}}"}), When("parallel", {"--parallel", "{{parallel}}"}),
+        {When("total_ctx_size", {"-c", "{{total_ctx_size}}"}),
+         When("parallel", {"--parallel", "{{parallel}}"}),
          Arg("-ngl"), Arg("{{n_gpu_layers}}"), When("tensor_split", {"-ts", "{{tensor_split}}"}),
          When("rpc_servers", {"--rpc", "{{rpc_servers}}"}), Arg("--metrics"), Arg("--no-webui")});
     v.distributed_server_command = Args({"ggml-rpc-server", "-H", "{{host}}", "-p", "{{port}}"});

@@ -61,8 +61,8 @@ TEST(RenderLaunchTest, LlamaCppSingleGpu) {
   LaunchSpec s = MustRender(BuiltIn("llama.cpp"), m, i, ctx);
   EXPECT_EQ(s.argv, (Argv{"/var/cache/segma/llama.cpp-3.21.1/build/bin/llama-server", "-m",
                           "/var/lib/segma/models/qwen2.5-0.5b-q8_0.gguf", "--host", "0.0.0.0",
-                          "--port", "40001", "--alias", "qwen2.5-0.5b", "-c", "8192", "--parallel",
-                          "4", "-ngl", "25", "--metrics", "--no-webui"}));
+                          "--port", "40001", "--alias", "qwen2.5-0.5b", "-c", "32768", "--parallel",
+                          "4", "-ngl", "25", "--metrics", "--no-webui"}));  // 8192 per slot
   EXPECT_EQ(s.env, (Env{{"CUDA_VISIBLE_DEVICES", "1"}}));
   EXPECT_EQ(s.health_path, "/health");
 }
