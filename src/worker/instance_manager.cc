@@ -47,7 +47,8 @@ types::ModelInstance InstanceFromJson(const json::object& o) {
   i.model_id = IntField(o, "model_id");
   i.project_id = IntField(o, "project_id");
   i.name = StringField(o, "name");
-  i.state = types::ParseInstanceState(StringField(o, "state")).value_or(types::InstanceState::kPending);
+  i.state =
+      types::ParseInstanceState(StringField(o, "state")).value_or(types::InstanceState::kPending);
   i.worker_id = IntField(o, "worker_id");
   i.worker_name = StringField(o, "worker_name");
   i.port = static_cast<int>(IntField(o, "port"));
@@ -65,6 +66,14 @@ types::ModelInstance InstanceFromJson(const json::object& o) {
       }
     }
     i.claim.ram = IntField(c, "ram");
+    // Partial offload (-ngl) and the split between GPUs (-ts) come from the claim too.
+    i.claim.offload_layers = static_cast<int>(IntField(c, "offload_layers"));
+    i.claim.total_layers = static_cast<int>(IntField(c, "total_layers"));
+    if (auto v = c.find("tensor_split"); v != c.end() && v->value().is_array()) {
+      for (const json::value& d : v->value().as_array()) {
+        if (d.is_number()) i.claim.tensor_split.push_back(d.to_number<double>());
+      }
+    }
   }
   return i;
 }
@@ -108,7 +117,11 @@ std::string SelfDir() {
 
 InstanceManager::InstanceManager(asio::io_context& ioc, InstanceManagerConfig config, Clock& clock,
                                  gpu::GpuProbe& gpus)
-    : ioc_(ioc), config_(std::move(config)), clock_(clock), gpus_(gpus), client_(ioc.get_executor()) {
+    : ioc_(ioc),
+      config_(std::move(config)),
+      clock_(clock),
+      gpus_(gpus),
+      client_(ioc.get_executor()) {
   if (!config_.binary_dirs.count("simulator")) config_.binary_dirs["simulator"] = SelfDir();
 }
 
@@ -119,10 +132,9 @@ Status InstanceManager::Init() {
   opts.data_dir = config_.data_dir;
   opts.port_min = config_.port_min;
   opts.port_max = config_.port_max;
-  ASSIGN_OR_RETURN(supervisor_, engines::Supervisor::Create(
-                                    opts, clock_, [this](const engines::EngineStatus& s) {
-                                      OnEngineState(s);
-                                    }));
+  ASSIGN_OR_RETURN(supervisor_,
+                   engines::Supervisor::Create(
+                       opts, clock_, [this](const engines::EngineStatus& s) { OnEngineState(s); }));
   return OkStatus();
 }
 
@@ -306,8 +318,8 @@ asio::awaitable<Result<engines::EngineSpec>> InstanceManager::SpecFor(
     req.Bearer(token_);
     CO_ASSIGN_OR_RETURN(http::ClientResponse res, co_await client_.Fetch(std::move(req)));
     if (res.status != 200) {
-      co_return UnavailableError(fmt::format("cannot read model {}: HTTP {}", inst.model_id,
-                                             res.status));
+      co_return UnavailableError(
+          fmt::format("cannot read model {}: HTTP {}", inst.model_id, res.status));
     }
     CO_ASSIGN_OR_RETURN(json::value v, res.Json());
     CO_ASSIGN_OR_RETURN(types::Model m, ModelFromServerJson(v.as_object()));
@@ -333,8 +345,8 @@ asio::awaitable<Result<engines::EngineSpec>> InstanceManager::SpecFor(
   std::string backend_name = model.backend;
   if (backend_name.empty()) {
     backend_name = model.source.type == types::SourceType::kSimulated ? "simulator"
-                   : model.source.path.ends_with(".gguf")               ? "llama.cpp"
-                                                                         : "vllm";
+                   : model.source.path.ends_with(".gguf")             ? "llama.cpp"
+                                                                      : "vllm";
   }
   const engines::Backend* backend = engines::FindBuiltInBackend(backend_name);
   if (backend == nullptr) co_return NotFoundError("unknown backend '" + backend_name + "'");
@@ -347,7 +359,8 @@ asio::awaitable<Result<engines::EngineSpec>> InstanceManager::SpecFor(
   if (gpus.ok()) {
     for (const types::GpuDevice& g : *gpus) {
       ctx.gpu_total_bytes[g.index] = g.memory_total;
-      if (!inst.gpu_indexes.empty() && g.index == inst.gpu_indexes.front()) ctx.gpu_type = GpuType(g.name);
+      if (!inst.gpu_indexes.empty() && g.index == inst.gpu_indexes.front())
+        ctx.gpu_type = GpuType(g.name);
     }
   }
   if (inst.gpu_indexes.empty()) ctx.gpu_type = "CPU";

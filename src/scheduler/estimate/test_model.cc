@@ -74,8 +74,11 @@ std::optional<std::string> ByteLevelBytes(const std::string& token) {
 bool IsCompleteUtf8(std::string_view bytes) {
   for (size_t i = 0; i < bytes.size();) {
     const auto c = static_cast<unsigned char>(bytes[i]);
-    const size_t len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3
-                                    : (c & 0xF8) == 0xF0 ? 4 : 0;
+    const size_t len = c < 0x80             ? 1
+                       : (c & 0xE0) == 0xC0 ? 2
+                       : (c & 0xF0) == 0xE0 ? 3
+                       : (c & 0xF8) == 0xF0 ? 4
+                                            : 0;
     if (len == 0 || (len == 2 && c < 0xC2) || i + len > bytes.size()) return false;
     for (size_t k = 1; k < len; ++k) {
       if ((static_cast<unsigned char>(bytes[i + k]) & 0xC0) != 0x80) return false;
@@ -92,8 +95,8 @@ std::vector<bool> QuietTokens(const GgufFile& vocab) {
   const GgufValue* types = vocab.Find("tokenizer.ggml.token_type");
   const GgufValue* tokens = vocab.Find("tokenizer.ggml.tokens");
   const GgufValue* model = vocab.Find("tokenizer.ggml.model");
-  const bool byte_level = model != nullptr && model->AsString() != nullptr &&
-                          *model->AsString() == "gpt2";
+  const bool byte_level =
+      model != nullptr && model->AsString() != nullptr && *model->AsString() == "gpt2";
   if (types == nullptr || !types->is_array()) return quiet;
   quiet.resize(types->array_size());
   for (uint64_t i = 0; i < types->array_size(); ++i) {
