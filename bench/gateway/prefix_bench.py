@@ -4,9 +4,9 @@
   python3 bench/gateway/prefix_bench.py --segma build/release/src/cli/segma [--quick]
 
 For each policy (`segma start --gateway-routing affinity|round-robin`), a fresh stack deploys one
-simulated 8B model on H100 timing (prefill ~0.16 ms/token, prefix cache of block hashes) with 4
-replicas, then streams requests whose prompts start with one of 8 shared system prompts (~1,900
-tokens) followed by a distinct question, at 32 concurrent users. It reports the engines' prefix
+simulated 8B model on H100 timing (prefill ~0.16 ms/token, prefix cache of block hashes, 16k
+tokens of KV per replica) with 4 replicas, then streams requests whose prompts start with one of 32
+shared system prompts (~800 tokens) followed by a distinct question, at 16 concurrent users. It reports the engines' prefix
 cache hit rate (vllm:prefix_cache_hits_total / queries_total summed over the replicas) and the
 client's TTFT.
 """
@@ -34,16 +34,19 @@ def run(args, policy):
     st = Stack(args)
     st.start()
     try:
+        # A prefix cache of 1,024 blocks x 16 tokens per replica: room for a quarter of the 32
+        # shared prompts (~800 tokens each) plus the running sequences, not for all of them.
         body = {"backend": "simulator", "source": {"type": "simulated", "params_b": 8},
-                "replicas": 4, "max_concurrent_sequences": 64}
+                "replicas": 4, "max_concurrent_sequences": 64, "context_length": 4096,
+                "backend_parameters": ["--kv-blocks", "1024", "--block-size", "16"]}
         model, _ = st.deploy("sim-8b", body=body, timeout=120)
         from segma_stack import wait
         wait(lambda: sum(i["state"] == "RUNNING" for i in st.instances(model["id"])) == 4, 120,
              "4 replicas RUNNING")
         ports = [i["port"] for i in st.instances(model["id"])]
-        r = st.load(st.api.base, "sim-8b", 32, 128 if args.quick else 512, key=st.key,
+        r = st.load(st.api.base, "sim-8b", 16, 256 if args.quick else 1024, key=st.key,
                     max_tokens=32, words=20, tag=f"prefix-{policy}", warmup=0,
-                    extra=["--prefix-groups", "8", "--prefix-words", "1500"])
+                    extra=["--prefix-groups", "32", "--prefix-words", "600"])
         hits = queries = 0.0
         for port in ports:
             text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
