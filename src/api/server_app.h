@@ -63,6 +63,7 @@ class ServerApp {
   boost::asio::io_context& io() { return ioc_; }
   store::Store& store() { return *store_; }
   gateway::Gateway& gateway() { return *gateway_; }
+  auth::ApiKeyService& api_keys() { return *api_keys_; }
   metrics::Registry& metrics() { return metrics_; }
   // The password set for the bootstrap admin by this start, if it created one.
   const std::optional<std::string>& initial_admin_password() const { return initial_password_; }

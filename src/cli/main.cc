@@ -1,12 +1,15 @@
 // segma: one binary; main only parses flags and wires objects together.
 
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 #include <boost/asio/signal_set.hpp>
 
+#include "api/demo.h"
 #include "api/server_app.h"
 #include "cli/bench_commands.h"
 #include "cli/ctl.h"
@@ -37,6 +40,7 @@ struct Flags {
   double heartbeat_interval_s = 10;
   std::vector<std::string> labels;
   std::vector<std::string> engine_dirs;
+  bool no_demo = false;  // start only
 };
 
 void AddServerFlags(CLI::App* cmd, Flags& f, uint16_t default_port) {
@@ -178,7 +182,35 @@ int RunServer(const Flags& f, bool with_worker) {
     segma::Result<uint16_t> wport = agent->Start();
     if (!wport.ok()) return Die(wport.status());
   }
+  // The first-run demo (start only): a project, a simulated chat model and a key, then a curl
+  // command to paste once the model is RUNNING. Off the main thread: Run() serves meanwhile.
+  std::atomic<bool> stopping{false};
+  std::thread demo;
+  if (with_worker && !f.no_demo) {
+    const std::string host =
+        config.address == "0.0.0.0" || config.address == "::" ? "127.0.0.1" : config.address;
+    const std::string base_url = "http://" + host + ":" + std::to_string(*port);
+    demo = std::thread([&app, &stopping, &config, base_url] {
+      segma::Result<segma::api::DemoState> state =
+          segma::api::EnsureDemo((*app)->store(), (*app)->api_keys(), config.data_dir);
+      if (!state.ok()) {
+        Logger("server")->warn("demo not set up: {}", state.status().ToString());
+        return;
+      }
+      segma::Status ready =
+          segma::api::WaitForDemo((*app)->gateway(), *state, std::chrono::minutes(5), stopping);
+      if (!ready.ok()) {
+        if (ready.code() != segma::StatusCode::kCancelled) {
+          Logger("server")->warn("demo: {}", ready.ToString());
+        }
+        return;
+      }
+      std::cout << segma::api::DemoInstructions(*state, base_url) << std::flush;
+    });
+  }
   (*app)->Run();
+  stopping = true;
+  if (demo.joinable()) demo.join();
   if (agent) agent->Stop();
   return 0;
 }
@@ -239,6 +271,10 @@ int main(int argc, char** argv) {
   CLI::App* start = app.add_subcommand("start", "Server + gateway + an embedded worker");
   AddServerFlags(start, start_flags, 8080);
   AddWorkerFlags(start, start_flags, /*standalone=*/false);
+  start
+      ->add_flag("--no-demo", start_flags.no_demo,
+                 "Do not create the demo project, simulated chat model and API key")
+      ->envname("SEGMA_NO_DEMO");
   start->callback([&] {
     segma::SetLogLevel(log_level);
     std::exit(RunServer(start_flags, /*with_worker=*/true));

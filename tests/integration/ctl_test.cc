@@ -14,7 +14,7 @@ class CtlTest : public ::testing::Test {
   void SetUp() override {
     port_ = FreePort();
     server_ = std::make_unique<Process>(
-        std::vector<std::string>{SegmaBinary(), "start", "--data-dir", dir_.path() + "/data",
+        std::vector<std::string>{SegmaBinary(), "start", "--no-demo", "--data-dir", dir_.path() + "/data",
                                  "--address", "127.0.0.1", "--port", std::to_string(port_),
                                  "--fake-gpus", "2xH100:80", "--heartbeat-interval", "0.2"},
         std::map<std::string, std::string>{{"SEGMA_BOOTSTRAP_PASSWORD", "ctl-admin-password"}},

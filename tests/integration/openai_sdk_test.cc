@@ -47,9 +47,10 @@ class OpenAiSdkTest : public ::testing::Test {
     if (modules_.empty()) GTEST_SKIP() << "npm openai not installed: run scripts/test-deps";
     port_ = FreePort();
     server_ = std::make_unique<Process>(
-        std::vector<std::string>{SegmaBinary(), "start", "--data-dir", dir_.path() + "/data",
-                                 "--address", "127.0.0.1", "--port", std::to_string(port_),
-                                 "--fake-gpus", "1xH100:80", "--heartbeat-interval", "0.2"},
+        std::vector<std::string>{SegmaBinary(), "start", "--no-demo", "--data-dir",
+                                 dir_.path() + "/data", "--address", "127.0.0.1", "--port",
+                                 std::to_string(port_), "--fake-gpus", "1xH100:80",
+                                 "--heartbeat-interval", "0.2"},
         std::map<std::string, std::string>{{"SEGMA_BOOTSTRAP_PASSWORD", "sdk-admin-pw"}},
         dir_.path() + "/server.log");
     api_.base = "http://127.0.0.1:" + std::to_string(port_);
