@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <sys/stat.h>
 
+#include "api/gateway_sync.h"
 #include "common/crypto.h"
 #include "common/logging.h"
 #include "store/sqlite/sqlite_store.h"
@@ -79,6 +80,9 @@ Status ServerApp::Init() {
   gateway_ = std::make_unique<gateway::Gateway>(ioc_.get_executor(), *store_, bus_, clock_,
                                                 metrics_, limits_, nullptr, gateway_options);
   gateway_->Install(router_);
+  // Stand-alone `segma gateway` replicas follow this gateway's state (ADR 0009).
+  ASSIGN_OR_RETURN(std::string gateway_token, LoadOrCreateGatewayToken(config_.data_dir));
+  InstallGatewaySync(router_, *gateway_, *store_, blocking_, std::move(gateway_token));
   return OkStatus();
 }
 

@@ -8,6 +8,7 @@
 
 #include <CLI/CLI.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "api/demo.h"
 #include "api/server_app.h"
@@ -16,6 +17,8 @@
 #include "cli/sim_commands.h"
 #include "common/json.h"
 #include "common/logging.h"
+#include "gateway/replica.h"
+#include "store/sqlite/sqlite_store.h"
 #include "worker/agent.h"
 #include "worker/gpu/fake_gpu_probe.h"
 #include "worker/gpu/host_probe.h"
@@ -256,6 +259,71 @@ int RunWorker(const Flags& f) {
   return 0;
 }
 
+// segma gateway: a stand-alone /v1 replica following a server (ADR 0009).
+int RunGateway(const Flags& f) {
+  boost::asio::io_context ioc(2);
+  segma::EventBus bus;
+  // The replica has no database: this empty in-memory store only satisfies the Gateway's
+  // constructor (keys come from the server, usage goes to it).
+  auto store = segma::store::OpenSqliteStore(":memory:", bus, segma::SystemClock::Get());
+  if (!store.ok()) return Die(store.status());
+  segma::metrics::Registry registry;
+  segma::gateway::StaticLimitsSource limits;
+  segma::gateway::ReplicaOptions ro;
+  ro.server_url = f.server_url;
+  ro.token = f.token;
+  ro.watch_timeout = std::chrono::seconds(5);
+  segma::gateway::RemoteUsageSink sink(ro);
+  segma::gateway::GatewayOptions go;
+  go.keys.follow_store = false;
+  segma::gateway::Gateway gw(ioc.get_executor(), **store, bus, segma::SystemClock::Get(), registry,
+                             limits, &sink, go);
+  segma::http::Router router;
+  gw.Install(router);
+  router.Add(segma::http::bhttp::verb::get, "/healthz",
+             [](segma::http::RequestContext&) -> boost::asio::awaitable<segma::http::Response> {
+               co_return segma::http::Response::Json(segma::http::bhttp::status::ok,
+                                                     segma::json::object{{"status", "ok"}});
+             });
+  router.Add(
+      segma::http::bhttp::verb::get, "/metrics",
+      [&registry](segma::http::RequestContext&) -> boost::asio::awaitable<segma::http::Response> {
+        co_return segma::http::Response::Text(segma::http::bhttp::status::ok, registry.Serialize(),
+                                              "text/plain; version=0.0.4; charset=utf-8");
+      });
+  if (segma::Status s = gw.Start(); !s.ok()) return Die(s);
+  segma::gateway::ReplicaFollower follower(gw, ro);
+  if (segma::Status s = follower.Start(); !s.ok()) {
+    if (s.code() == segma::StatusCode::kPermissionDenied) return Die(s);  // wrong token
+    Logger("gateway")->warn("server not reachable yet, retrying: {}", s.ToString());
+  }
+  segma::http::ServerOptions options;
+  options.name = "gateway";
+  segma::http::HttpServer server(ioc, router, registry, options);
+  segma::Result<uint16_t> port = server.Listen(f.address, f.port);
+  if (!port.ok()) return Die(port.status());
+  Logger("gateway")->info("gateway replica listening on {}:{}, following {}", f.address, *port,
+                          f.server_url);
+  boost::asio::signal_set signals(ioc, SIGINT, SIGTERM);
+  signals.async_wait([&](boost::system::error_code ec, int) {
+    if (ec) return;
+    server.Stop();
+    // In-flight requests get a short grace, then every connection is closed.
+    auto grace = std::make_shared<boost::asio::steady_timer>(ioc, std::chrono::seconds(2));
+    grace->async_wait([&, grace](boost::system::error_code) {
+      server.CloseAll();
+      ioc.stop();
+    });
+  });
+  std::thread second([&] { ioc.run(); });
+  ioc.run();
+  second.join();
+  gw.Stop();  // writes every usage record to the server
+  follower.Stop();
+  Logger("gateway")->info("gateway replica stopped; usage flushed");
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -285,6 +353,26 @@ int main(int argc, char** argv) {
   server->callback([&] {
     segma::SetLogLevel(log_level);
     std::exit(RunServer(server_flags, /*with_worker=*/false));
+  });
+
+  Flags gateway_flags;
+  gateway_flags.port = 8090;
+  CLI::App* gateway = app.add_subcommand(
+      "gateway", "A stand-alone OpenAI-compatible gateway (/v1) following a server");
+  gateway->add_option("--server", gateway_flags.server_url, "Server URL, e.g. http://10.0.0.1:8080")
+      ->envname("SEGMA_SERVER")
+      ->required();
+  gateway
+      ->add_option("--token", gateway_flags.token,
+                   "The server's gateway token (<server data dir>/gateway_token)")
+      ->envname("SEGMA_GATEWAY_TOKEN")
+      ->required();
+  gateway->add_option("--address", gateway_flags.address, "Listen address")
+      ->envname("SEGMA_ADDRESS");
+  gateway->add_option("--port", gateway_flags.port, "Listen port")->envname("SEGMA_PORT");
+  gateway->callback([&] {
+    segma::SetLogLevel(log_level);
+    std::exit(RunGateway(gateway_flags));
   });
 
   CLI::App* worker = app.add_subcommand("worker", "Agent on a GPU node");

@@ -89,6 +89,9 @@ class Gateway {
   std::shared_ptr<const RouteTable> routes() const;
 
   KeyTable& keys() { return keys_; }
+  const KeyTable& keys() const { return keys_; }
+  // Incremented by every successful SetRoutes. Thread-safe.
+  uint64_t routes_version() const { return routes_version_.load(); }
   Limiter& limiter() { return limiter_; }
   Balancer& balancer() { return balancer_; }
   UsageMeter& usage() { return usage_; }
@@ -102,6 +105,10 @@ class Gateway {
   http::HttpClient client_;
   OpenAiProxy proxy_;
   std::mutex routes_mu_;  // serialises SetRoutes (build from the current table, then swap)
+  std::atomic<uint64_t> routes_version_{0};
+  std::string last_routes_;  // guarded by routes_mu_: the serialized current table
+
+  void BumpRoutesVersion(const RouteTable& table);  // requires routes_mu_
 };
 
 }  // namespace segma::gateway

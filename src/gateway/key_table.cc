@@ -28,6 +28,7 @@ KeyTable::KeyTable(store::Store& store, EventBus& bus, const Clock& clock, KeyTa
 KeyTable::~KeyTable() { Stop(); }
 
 Status KeyTable::Start() {
+  if (!options_.follow_store) return OkStatus();
   if (subs_.empty()) {
     for (const char* r : kResources) {
       auto sub = bus_.Subscribe(r);
@@ -237,5 +238,23 @@ std::shared_ptr<const KeyRecord> KeyTable::Find(const std::string& secret_hash) 
 }
 
 size_t KeyTable::size() const { return Current()->by_hash.size(); }
+
+std::vector<std::pair<std::string, std::shared_ptr<const KeyRecord>>> KeyTable::All() const {
+  auto snap = Current();
+  std::vector<std::pair<std::string, std::shared_ptr<const KeyRecord>>> out(snap->by_hash.begin(),
+                                                                            snap->by_hash.end());
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  return out;
+}
+
+void KeyTable::Replace(std::vector<std::pair<std::string, KeyRecord>> records) {
+  std::lock_guard reload(reload_mu_);
+  auto snap = std::make_shared<Snapshot>();
+  for (auto& [hash, record] : records) {
+    snap->hash_by_id[record.id] = hash;
+    snap->by_hash[hash] = std::make_shared<const KeyRecord>(std::move(record));
+  }
+  Publish(std::move(snap));
+}
 
 }  // namespace segma::gateway

@@ -53,6 +53,9 @@ struct KeyRecord {
 
 struct KeyTableOptions {
   std::chrono::milliseconds full_reload_every{60'000};
+  // false: the table never reads the store or subscribes to events; its contents come only from
+  // Replace() (a `segma gateway` replica following the server, see replica.h).
+  bool follow_store = true;
 };
 
 // Thread-safe. `store`, `bus` and `clock` must outlive the table.
@@ -78,6 +81,11 @@ class KeyTable {
   Result<std::shared_ptr<const KeyRecord>> Authenticate(std::string_view secret) const;
   // By Sha256Hex(secret); nullptr if unknown. For tests.
   std::shared_ptr<const KeyRecord> Find(const std::string& secret_hash) const;
+  // Every key as (Sha256Hex(secret), record), by hash. For the replicas' state (replica.h).
+  std::vector<std::pair<std::string, std::shared_ptr<const KeyRecord>>> All() const;
+  // Replaces the whole table with `records` ((secret hash, record) pairs) and bumps version().
+  // For tables with follow_store = false. Thread-safe.
+  void Replace(std::vector<std::pair<std::string, KeyRecord>> records);
   size_t size() const;
   // Incremented after every applied change (event batch or reload). For tests.
   uint64_t version() const { return version_.load(); }
