@@ -136,8 +136,13 @@ void InstallGatewaySync(http::Router& router, gateway::Gateway& gateway, store::
           }
           records.push_back(std::move(*r));
         }
-        Status s = co_await http::RunBlocking(
-            blocking, [&store, &records] { return store.InsertUsageRecords(records); });
+        Status s = co_await http::RunBlocking(blocking, [&store, &records] {
+          RETURN_IF_ERROR(store.InsertUsageRecords(records));
+          if (Status t = gateway::TouchKeysOf(store, records); !t.ok()) {
+            Logger("gateway")->warn("API key last_used_at not updated: {}", t.ToString());
+          }
+          return OkStatus();
+        });
         if (!s.ok()) co_return http::Response::Error(s);
         co_return http::Response::Json(
             status::ok, json::object{{"accepted", static_cast<int64_t>(records.size())}});

@@ -1,5 +1,7 @@
 #include "gateway/usage_meter.h"
 
+#include <map>
+
 #include "common/logging.h"
 
 namespace segma::gateway {
@@ -107,6 +109,25 @@ uint64_t UsageMeter::dropped() const {
 size_t UsageMeter::queued() const {
   std::lock_guard lock(mu_);
   return queue_.size();
+}
+
+Status TouchKeysOf(store::Store& store, const std::vector<store::UsageRecord>& batch) {
+  std::map<int64_t, Timestamp> latest;
+  for (const store::UsageRecord& r : batch) {
+    if (r.api_key_id <= 0) continue;
+    auto [it, inserted] = latest.emplace(r.api_key_id, r.time);
+    if (!inserted && r.time > it->second) it->second = r.time;
+  }
+  for (const auto& [id, at] : latest) RETURN_IF_ERROR(store.TouchApiKey(id, at));
+  return OkStatus();
+}
+
+Status StoreUsageSink::Write(const std::vector<store::UsageRecord>& batch) {
+  RETURN_IF_ERROR(store_.InsertUsageRecords(batch));
+  if (Status s = TouchKeysOf(store_, batch); !s.ok()) {
+    Logger("gateway")->warn("API key last_used_at not updated: {}", s.ToString());
+  }
+  return OkStatus();
 }
 
 }  // namespace segma::gateway

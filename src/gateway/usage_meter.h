@@ -25,14 +25,18 @@ class UsageSink {
   virtual Status Write(const std::vector<store::UsageRecord>& batch) = 0;
 };
 
-// Writes batches with Store::InsertUsageRecords (one transaction per batch).
+// Sets last_used_at of every API key in `batch` to its latest request time (one TouchApiKey per
+// distinct key; the store coalesces to one write per key and minute). This is how keys are
+// touched: from the usage batches, off the request path, never per request.
+Status TouchKeysOf(store::Store& store, const std::vector<store::UsageRecord>& batch);
+
+// Writes batches with Store::InsertUsageRecords (one transaction per batch), then touches the
+// batch's keys (a failed touch is logged, not retried: the records are what matters).
 class StoreUsageSink final : public UsageSink {
  public:
   explicit StoreUsageSink(store::Store& store) : store_(store) {}
   // UsageSink
-  Status Write(const std::vector<store::UsageRecord>& batch) override {
-    return store_.InsertUsageRecords(batch);
-  }
+  Status Write(const std::vector<store::UsageRecord>& batch) override;
 
  private:
   store::Store& store_;

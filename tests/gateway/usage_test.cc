@@ -145,6 +145,44 @@ TEST(UsageStoreTest, InsertIsIdempotentAndQueriesGroup) {
   EXPECT_FALSE(store::ParseUsageGroupBy("team").has_value());
 }
 
+TEST(UsageStoreTest, SinkTouchesLastUsedOfTheBatchKeys) {
+  FakeClock clock;
+  EventBus bus;
+  auto store = store::OpenSqliteStore(":memory:", bus, clock);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  types::User u;
+  u.username = "owner";
+  u.password_hash = "x";
+  auto user = (*store)->CreateUser(u);
+  ASSERT_TRUE(user.ok()) << user.status().ToString();
+  types::Project p;
+  p.name = "p";
+  auto project = (*store)->CreateProject(p);
+  ASSERT_TRUE(project.ok());
+  types::ApiKey k;
+  k.name = "k";
+  k.project_id = project->id;
+  k.user_id = user->id;
+  k.prefix = "sk-segma-abc";
+  k.secret_hash = std::string(64, 'a');
+  auto key = (*store)->CreateApiKey(k);
+  ASSERT_TRUE(key.ok()) << key.status().ToString();
+  EXPECT_FALSE(key->last_used_at.has_value());
+
+  const Timestamp t0 = Timestamp(std::chrono::seconds(1'800'000'000));
+  std::vector<store::UsageRecord> batch = {
+      Rec("a", project->id, "m", 1, 1, t0),
+      Rec("b", project->id, "m", 1, 1, t0 + std::chrono::seconds(5))};
+  for (auto& r : batch) r.api_key_id = key->id;
+  StoreUsageSink sink(**store);
+  ASSERT_TRUE(sink.Write(batch).ok());
+  auto touched = (*store)->GetApiKey(key->id);
+  ASSERT_TRUE(touched.ok());
+  ASSERT_TRUE(touched->last_used_at.has_value());
+  EXPECT_EQ(*touched->last_used_at,
+            t0 + std::chrono::seconds(5));  // the latest request of the batch
+}
+
 // ---- SSE usage tap ------------------------------------------------------------------------------
 
 const char kUsageEvent[] =

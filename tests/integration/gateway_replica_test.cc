@@ -177,6 +177,10 @@ TEST_F(GatewayReplicaTest, FollowsKeysWithinASecondAndSendsUsageBack) {
     }
   }
   EXPECT_EQ(metered, tokens) << json::serialize(usage) << replica_->Log();
+  // The key's last_used_at comes from the same usage batches (never written per request).
+  auto key = Api::Obj(api_.Get("/v2/api-keys/" + std::to_string(key_id)));
+  ASSERT_TRUE(key.contains("last_used_at")) << json::serialize(key);
+  EXPECT_TRUE(key.at("last_used_at").is_string()) << json::serialize(key);
 }
 
 TEST_F(GatewayReplicaTest, InternalEndpointsNeedTheGatewayToken) {
