@@ -64,7 +64,7 @@ class Stack:
         env = dict(os.environ, SEGMA_BOOTSTRAP_PASSWORD=PASSWORD)
         log = open(os.path.join(self.args.out, "segma.log"), "w")
         cmd = list(getattr(self.args, "prefix", None) or []) + [
-            self.args.segma, "start", "--data-dir", self.data, "--address", "127.0.0.1",
+            self.args.segma, "start", "--no-demo", "--data-dir", self.data, "--address", "127.0.0.1",
             "--port", str(self.port), "--heartbeat-interval", "1"]
         if getattr(self.args, "engine_dir", None):
             cmd += ["--engine-dir", "llama.cpp=" + self.args.engine_dir]
