@@ -3,10 +3,13 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <boost/url/parse.hpp>
 
 namespace segma::http {
@@ -14,6 +17,7 @@ namespace segma::http {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
+namespace ssl = boost::asio::ssl;
 using tcp = asio::ip::tcp;
 
 namespace {
@@ -21,22 +25,30 @@ namespace {
 constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
 
 struct Target {
+  bool tls = false;
   std::string host;
   std::string port;
   std::string path_and_query;
   std::string key() const { return host + ":" + port; }
+  std::string pool_key() const { return (tls ? "https://" : "http://") + key(); }
 };
 
 Result<Target> ParseTarget(const std::string& url) {
   auto u = boost::urls::parse_uri(url);
   if (!u) return InvalidArgumentError("invalid URL '" + url + "'");
-  if (u->scheme() != "http") {
-    return InvalidArgumentError("unsupported URL scheme in '" + url + "' (want http)");
-  }
   Target t;
+  if (u->scheme() == "https") {
+    t.tls = true;
+  } else if (u->scheme() != "http") {
+    return InvalidArgumentError("unsupported URL scheme in '" + url + "' (want http or https)");
+  }
   t.host = std::string(u->encoded_host());
   if (t.host.empty()) return InvalidArgumentError("URL without host: '" + url + "'");
-  t.port = u->has_port() ? std::string(u->port()) : "80";
+  // IPv6 literals come bracketed ("[::1]"); the resolver and certificate checks want them bare.
+  if (t.host.size() > 2 && t.host.front() == '[' && t.host.back() == ']') {
+    t.host = t.host.substr(1, t.host.size() - 2);
+  }
+  t.port = u->has_port() ? std::string(u->port()) : (t.tls ? "443" : "80");
   t.path_and_query = std::string(u->encoded_path());
   if (t.path_and_query.empty()) t.path_and_query = "/";
   if (u->has_query()) t.path_and_query += "?" + std::string(u->encoded_query());
@@ -47,7 +59,42 @@ Status TransportError(const Target& t, std::string_view what, const boost::syste
   if (ec == beast::error::timeout) {
     return DeadlineExceededError("timed out " + std::string(what) + " " + t.key());
   }
-  return UnavailableError(std::string(what) + " " + t.key() + ": " + ec.message());
+  std::string detail = ec.message();
+  if (ec.category() == asio::error::get_ssl_category()) {
+    // OpenSSL's reason ("certificate verify failed") is what an operator needs to act on.
+    const char* reason = ERR_reason_error_string(static_cast<unsigned long>(ec.value()));
+    if (reason != nullptr) detail = reason;
+  }
+  return UnavailableError(std::string(what) + " " + t.key() + ": " + detail);
+}
+
+// The body ended: a clean end of stream, or a TLS peer that closed without close_notify after a
+// body delimited by the connection's end (which HTTP/1.1 allows).
+bool EndOfBody(const boost::system::error_code& ec) {
+  return ec == bhttp::error::end_of_stream || ec == asio::error::eof ||
+         ec == ssl::error::stream_truncated;
+}
+
+// One connection, plain or TLS. Every I/O helper below takes the stream through Io(), so the
+// HTTP logic is written once for both.
+struct Conn {
+  std::unique_ptr<beast::tcp_stream> tcp;
+  std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> tls;
+
+  beast::tcp_stream& lowest() { return tls ? beast::get_lowest_layer(*tls) : *tcp; }
+  void expires_after(std::chrono::milliseconds d) { lowest().expires_after(d); }
+  void expires_never() { lowest().expires_never(); }
+  void Close() {
+    boost::system::error_code ignored;
+    lowest().socket().shutdown(tcp::socket::shutdown_both, ignored);
+    lowest().socket().close(ignored);
+  }
+};
+
+template <typename F>
+auto Io(Conn& c, F f) -> decltype(f(*c.tcp)) {
+  if (c.tls) return f(*c.tls);
+  return f(*c.tcp);
 }
 
 bhttp::request<bhttp::string_body> BuildRequest(const ClientRequest& req, const Target& t) {
@@ -89,10 +136,12 @@ std::string ClientResponse::Header(const std::string& lower_name) const {
 
 struct HttpClient::Pool {
   std::mutex mu;
-  std::map<std::string, std::vector<std::unique_ptr<beast::tcp_stream>>> idle;
+  std::map<std::string, std::vector<std::unique_ptr<Conn>>> idle;
   size_t max_idle;
+  TlsOptions tls_options;
+  std::shared_ptr<ssl::context> tls_context;  // made on the first https:// request
 
-  std::unique_ptr<beast::tcp_stream> Take(const std::string& key) {
+  std::unique_ptr<Conn> Take(const std::string& key) {
     std::lock_guard lock(mu);
     auto it = idle.find(key);
     if (it == idle.end() || it->second.empty()) return nullptr;
@@ -100,24 +149,45 @@ struct HttpClient::Pool {
     it->second.pop_back();
     return s;
   }
-  void Give(const std::string& key, std::unique_ptr<beast::tcp_stream> s) {
+  void Give(const std::string& key, std::unique_ptr<Conn> s) {
     std::lock_guard lock(mu);
     auto& v = idle[key];
     if (v.size() < max_idle) v.push_back(std::move(s));
   }
+  Result<std::shared_ptr<ssl::context>> TlsContext() {
+    std::lock_guard lock(mu);
+    if (tls_context) return tls_context;
+    auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
+    boost::system::error_code ec;
+    ctx->set_default_verify_paths(ec);  // the system CA store; SSL_CERT_FILE overrides
+    if (!tls_options.ca_file.empty()) {
+      ctx->load_verify_file(tls_options.ca_file, ec);
+      if (ec) {
+        return FailedPreconditionError("cannot load CA file " + tls_options.ca_file + ": " +
+                                       ec.message());
+      }
+    }
+    ctx->set_verify_mode(tls_options.verify_peer ? ssl::verify_peer : ssl::verify_none);
+    tls_context = std::move(ctx);
+    return tls_context;
+  }
 };
 
-HttpClient::HttpClient(asio::any_io_executor executor, size_t max_idle_per_host)
+HttpClient::HttpClient(asio::any_io_executor executor, size_t max_idle_per_host, TlsOptions tls)
     : pool_(std::make_shared<Pool>()), executor_(std::move(executor)) {
   pool_->max_idle = max_idle_per_host;
+  pool_->tls_options = std::move(tls);
 }
 
 HttpClient::~HttpClient() = default;
 
 namespace {
 
-asio::awaitable<Result<std::unique_ptr<beast::tcp_stream>>> Connect(
-    asio::any_io_executor ex, Target t, std::chrono::milliseconds timeout) {
+// A new connection to `t`; for https, the TLS handshake has been done and the server's
+// certificate checked against `tls` (chain and host name).
+asio::awaitable<Result<std::unique_ptr<Conn>>> Connect(asio::any_io_executor ex, Target t,
+                                                       std::chrono::milliseconds timeout,
+                                                       std::shared_ptr<ssl::context> tls) {
   tcp::resolver resolver(ex);
   auto [rec, results] = co_await resolver.async_resolve(t.host, t.port, kUseTuple);
   if (rec) co_return TransportError(t, "resolving", rec);
@@ -127,32 +197,54 @@ asio::awaitable<Result<std::unique_ptr<beast::tcp_stream>>> Connect(
   if (cec) co_return TransportError(t, "connecting to", cec);
   boost::system::error_code ignored;
   stream->socket().set_option(tcp::no_delay(true), ignored);
-  co_return std::move(stream);
+  auto conn = std::make_unique<Conn>();
+  if (!t.tls) {
+    conn->tcp = std::move(stream);
+    co_return std::move(conn);
+  }
+  conn->tls = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(std::move(*stream), *tls);
+  boost::system::error_code not_ip;
+  asio::ip::make_address(t.host, not_ip);
+  // SNI: virtual-hosted mirrors and CDNs pick their certificate by it (never sent for an IP).
+  if (not_ip && !SSL_set_tlsext_host_name(conn->tls->native_handle(), t.host.c_str())) {
+    co_return UnavailableError("TLS: cannot set the server name " + t.host);
+  }
+  conn->tls->set_verify_callback(ssl::host_name_verification(t.host));
+  conn->expires_after(timeout);
+  auto [hec] = co_await conn->tls->async_handshake(ssl::stream_base::client, kUseTuple);
+  if (hec) co_return TransportError(t, "TLS handshake with", hec);
+  co_return std::move(conn);
 }
 
 }  // namespace
 
 asio::awaitable<Result<ClientResponse>> HttpClient::Fetch(ClientRequest req) {
   CO_ASSIGN_OR_RETURN(Target t, ParseTarget(req.url));
+  std::shared_ptr<ssl::context> tls;
+  if (t.tls) {
+    CO_ASSIGN_OR_RETURN(tls, pool_->TlsContext());
+  }
   auto msg = BuildRequest(req, t);
   // A pooled connection may have been closed by the server while idle: retry once on a fresh one.
   for (int attempt = 0; attempt < 2; ++attempt) {
-    std::unique_ptr<beast::tcp_stream> stream = attempt == 0 ? pool_->Take(t.key()) : nullptr;
-    const bool reused = stream != nullptr;
-    if (!stream) {
-      auto connected = co_await Connect(executor_, t, req.timeout);
+    std::unique_ptr<Conn> conn = attempt == 0 ? pool_->Take(t.pool_key()) : nullptr;
+    const bool reused = conn != nullptr;
+    if (!conn) {
+      auto connected = co_await Connect(executor_, t, req.timeout, tls);
       if (!connected.ok()) co_return connected.status();
-      stream = std::move(connected).value();
+      conn = std::move(connected).value();
     }
-    stream->expires_after(req.timeout);
-    auto [wec, wn] = co_await bhttp::async_write(*stream, msg, kUseTuple);
+    conn->expires_after(req.timeout);
+    auto [wec, wn] =
+        co_await Io(*conn, [&](auto& s) { return bhttp::async_write(s, msg, kUseTuple); });
     if (wec && reused) continue;
     // A server may answer early and close (413 for a body over its limit): read what it said
     // before reporting the failed write.
     beast::flat_buffer buffer;
     bhttp::response_parser<bhttp::string_body> parser;
     parser.body_limit(256 * 1024 * 1024);
-    auto [rec, rn] = co_await bhttp::async_read(*stream, buffer, parser, kUseTuple);
+    auto [rec, rn] = co_await Io(
+        *conn, [&](auto& s) { return bhttp::async_read(s, buffer, parser, kUseTuple); });
     if (rec) {
       if (wec) co_return TransportError(t, "sending to", wec);
       if (reused && rn == 0) continue;
@@ -163,8 +255,8 @@ asio::awaitable<Result<ClientResponse>> HttpClient::Fetch(ClientRequest req) {
     CopyHeaders(res, out);
     out.body = std::move(res.body());
     if (!wec && res.keep_alive() && buffer.size() == 0) {
-      stream->expires_never();
-      pool_->Give(t.key(), std::move(stream));
+      conn->expires_never();
+      pool_->Give(t.pool_key(), std::move(conn));
     }
     co_return out;
   }
@@ -174,19 +266,25 @@ asio::awaitable<Result<ClientResponse>> HttpClient::Fetch(ClientRequest req) {
 asio::awaitable<Result<ClientResponse>> HttpClient::Stream(
     ClientRequest req, std::function<bool(std::string_view)> on_data) {
   CO_ASSIGN_OR_RETURN(Target t, ParseTarget(req.url));
+  std::shared_ptr<ssl::context> tls;
+  if (t.tls) {
+    CO_ASSIGN_OR_RETURN(tls, pool_->TlsContext());
+  }
   auto msg = BuildRequest(req, t);
-  auto connected = co_await Connect(executor_, t, req.timeout);
+  auto connected = co_await Connect(executor_, t, req.timeout, tls);
   if (!connected.ok()) co_return connected.status();
-  std::unique_ptr<beast::tcp_stream> stream = std::move(connected).value();
-  stream->expires_after(req.timeout);
-  auto [wec, wn] = co_await bhttp::async_write(*stream, msg, kUseTuple);
+  std::unique_ptr<Conn> conn = std::move(connected).value();
+  conn->expires_after(req.timeout);
+  auto [wec, wn] =
+      co_await Io(*conn, [&](auto& s) { return bhttp::async_write(s, msg, kUseTuple); });
   if (wec) co_return TransportError(t, "sending to", wec);
 
   beast::flat_buffer buffer;
   bhttp::response_parser<bhttp::buffer_body> parser;
   parser.body_limit(boost::none);
-  stream->expires_after(req.timeout);
-  auto [hec, hn] = co_await bhttp::async_read_header(*stream, buffer, parser, kUseTuple);
+  conn->expires_after(req.timeout);
+  auto [hec, hn] = co_await Io(
+      *conn, [&](auto& s) { return bhttp::async_read_header(s, buffer, parser, kUseTuple); });
   if (hec) co_return TransportError(t, "reading from", hec);
   ClientResponse out;
   CopyHeaders(parser.get(), out);
@@ -196,8 +294,9 @@ asio::awaitable<Result<ClientResponse>> HttpClient::Stream(
   while (!parser.is_done()) {
     parser.get().body().data = chunk;
     parser.get().body().size = sizeof(chunk);
-    stream->expires_after(req.timeout);
-    auto [ec, n] = co_await bhttp::async_read_some(*stream, buffer, parser, kUseTuple);
+    conn->expires_after(req.timeout);
+    auto [ec, n] = co_await Io(
+        *conn, [&](auto& s) { return bhttp::async_read_some(s, buffer, parser, kUseTuple); });
     if (ec == bhttp::error::need_buffer) ec = {};
     const size_t got = sizeof(chunk) - parser.get().body().size;
     if (got > 0) {
@@ -209,7 +308,7 @@ asio::awaitable<Result<ClientResponse>> HttpClient::Stream(
       }
     }
     if (ec) {
-      if (ec == bhttp::error::end_of_stream || ec == asio::error::eof) break;
+      if (EndOfBody(ec)) break;
       co_return TransportError(t, "streaming from", ec);
     }
   }
@@ -219,7 +318,7 @@ asio::awaitable<Result<ClientResponse>> HttpClient::Stream(
 struct ClientStream::Impl {
   Target target;
   std::chrono::milliseconds timeout{30'000};
-  std::unique_ptr<beast::tcp_stream> stream;
+  std::unique_ptr<Conn> stream;
   beast::flat_buffer buffer;
   bhttp::response_parser<bhttp::buffer_body> parser;
   ClientResponse out;
@@ -230,9 +329,7 @@ struct ClientStream::Impl {
 
   void Close() {
     if (stream == nullptr) return;
-    boost::system::error_code ignored;
-    stream->socket().shutdown(tcp::socket::shutdown_both, ignored);
-    stream->socket().close(ignored);
+    stream->Close();
     stream.reset();
   }
   // The body ended cleanly: a keep-alive connection with nothing left over can serve another
@@ -243,7 +340,7 @@ struct ClientStream::Impl {
     auto p = pool.lock();
     if (p && parser.is_done() && parser.keep_alive() && buffer.size() == 0) {
       stream->expires_never();
-      p->Give(target.key(), std::move(stream));
+      p->Give(target.pool_key(), std::move(stream));
     }
     Close();
   }
@@ -270,13 +367,15 @@ asio::awaitable<Result<std::string_view>> ClientStream::Next() {
     i.parser.get().body().data = i.chunk;
     i.parser.get().body().size = sizeof(i.chunk);
     i.stream->expires_after(i.timeout);
-    auto [ec, n] = co_await bhttp::async_read_some(*i.stream, i.buffer, i.parser, kUseTuple);
+    auto [ec, n] = co_await Io(*i.stream, [&](auto& s) {
+      return bhttp::async_read_some(s, i.buffer, i.parser, kUseTuple);
+    });
     if (i.cancelled) co_return CancelledError("stream from " + i.target.key() + " cancelled");
     if (ec == bhttp::error::need_buffer) ec = {};
     const size_t got = sizeof(i.chunk) - i.parser.get().body().size;
     if (got > 0) co_return std::string_view(i.chunk, got);
     if (ec) {
-      if (ec == bhttp::error::end_of_stream || ec == asio::error::eof) break;
+      if (EndOfBody(ec)) break;
       Status s = TransportError(i.target, "streaming from", ec);
       i.Close();
       i.ended = true;
@@ -289,29 +388,35 @@ asio::awaitable<Result<std::string_view>> ClientStream::Next() {
 
 asio::awaitable<Result<std::unique_ptr<ClientStream>>> HttpClient::OpenStream(ClientRequest req) {
   CO_ASSIGN_OR_RETURN(Target t, ParseTarget(req.url));
+  std::shared_ptr<ssl::context> tls;
+  if (t.tls) {
+    CO_ASSIGN_OR_RETURN(tls, pool_->TlsContext());
+  }
   auto msg = BuildRequest(req, t);
   for (int attempt = 0; attempt < 2; ++attempt) {
     auto impl = std::make_unique<ClientStream::Impl>();
     impl->target = t;
     impl->timeout = req.timeout;
     impl->pool = pool_;
-    impl->stream = attempt == 0 ? pool_->Take(t.key()) : nullptr;
+    impl->stream = attempt == 0 ? pool_->Take(t.pool_key()) : nullptr;
     const bool reused = impl->stream != nullptr;
     if (!reused) {
-      auto connected = co_await Connect(executor_, t, req.timeout);
+      auto connected = co_await Connect(executor_, t, req.timeout, tls);
       if (!connected.ok()) co_return connected.status();
       impl->stream = std::move(connected).value();
     }
     impl->stream->expires_after(req.timeout);
-    auto [wec, wn] = co_await bhttp::async_write(*impl->stream, msg, kUseTuple);
+    auto [wec, wn] =
+        co_await Io(*impl->stream, [&](auto& s) { return bhttp::async_write(s, msg, kUseTuple); });
     if (wec) {
       if (reused) continue;  // the idle connection had been closed by the server
       co_return TransportError(t, "sending to", wec);
     }
     impl->parser.body_limit(boost::none);
     impl->stream->expires_after(req.timeout);
-    auto [hec, hn] =
-        co_await bhttp::async_read_header(*impl->stream, impl->buffer, impl->parser, kUseTuple);
+    auto [hec, hn] = co_await Io(*impl->stream, [&](auto& s) {
+      return bhttp::async_read_header(s, impl->buffer, impl->parser, kUseTuple);
+    });
     if (hec) {
       if (reused && impl->buffer.size() == 0 && hn == 0) continue;
       co_return TransportError(t, "reading from", hec);
@@ -338,9 +443,9 @@ asio::awaitable<Result<std::unique_ptr<ClientStream>>> HttpClient::OpenStream(Cl
 namespace {
 
 template <typename F>
-Result<ClientResponse> RunSync(F make) {
+Result<ClientResponse> RunSync(F make, TlsOptions tls = {}) {
   asio::io_context ioc;
-  HttpClient client(ioc.get_executor());
+  HttpClient client(ioc.get_executor(), 32, std::move(tls));
   Result<ClientResponse> result;
   asio::co_spawn(ioc, make(client), [&](std::exception_ptr e, Result<ClientResponse> r) {
     result = e ? Result<ClientResponse>(InternalError("HTTP client threw")) : std::move(r);
@@ -351,8 +456,8 @@ Result<ClientResponse> RunSync(F make) {
 
 }  // namespace
 
-Result<ClientResponse> FetchSync(ClientRequest req) {
-  return RunSync([&](HttpClient& c) { return c.Fetch(std::move(req)); });
+Result<ClientResponse> FetchSync(ClientRequest req, TlsOptions tls) {
+  return RunSync([&](HttpClient& c) { return c.Fetch(std::move(req)); }, std::move(tls));
 }
 
 Result<ClientResponse> StreamSync(ClientRequest req,

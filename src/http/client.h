@@ -16,16 +16,11 @@
 #include "common/json.h"
 #include "common/status.h"
 
-namespace boost::beast {
-template <class Protocol, class Executor, class RatePolicy>
-class basic_stream;
-}
-
 namespace segma::http {
 
 struct ClientRequest {
   boost::beast::http::verb method = boost::beast::http::verb::get;
-  std::string url;  // http://host:port/path?query
+  std::string url;  // http(s)://host[:port]/path?query
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;
   // Fetch: the whole exchange. Stream: connecting and each wait for more bytes.
@@ -77,13 +72,26 @@ class ClientStream {
   std::unique_ptr<Impl> impl_;
 };
 
-// HTTP/1.1 client for the worker, CLI, gateway and tests, with keep-alive connections pooled per
-// host:port. Transport failures are kUnavailable (connect refused, reset) or kDeadlineExceeded;
-// any HTTP status is a successful Result (check `status`).
+// How an HttpClient checks the servers of https:// URLs.
+struct TlsOptions {
+  // A PEM file of CA certificates trusted in addition to the system store (a private CA or a
+  // test's self-signed certificate). Empty = the system store only (OpenSSL's default paths, which
+  // honour SSL_CERT_FILE / SSL_CERT_DIR).
+  std::string ca_file;
+  // Check the certificate chain and that it names the URL's host. Off only for debugging.
+  bool verify_peer = true;
+};
+
+// HTTP/1.1 client (http:// and https://) for the worker, CLI, gateway and tests, with keep-alive
+// connections pooled per scheme, host and port. Transport failures are kUnavailable (connect
+// refused, reset, TLS handshake or certificate refused) or kDeadlineExceeded; a CA file that
+// cannot be loaded is kFailedPrecondition; any HTTP status is a successful Result (check
+// `status`). Redirects are not followed.
 // Thread-safe; the executor must outlive the client.
 class HttpClient {
  public:
-  explicit HttpClient(boost::asio::any_io_executor executor, size_t max_idle_per_host = 32);
+  explicit HttpClient(boost::asio::any_io_executor executor, size_t max_idle_per_host = 32,
+                      TlsOptions tls = {});
   ~HttpClient();
 
   boost::asio::awaitable<Result<ClientResponse>> Fetch(ClientRequest req);
@@ -111,8 +119,7 @@ class HttpClient {
 };
 
 // Blocking conveniences on a private io_context, for the CLI and tests.
-Result<ClientResponse> FetchSync(ClientRequest req);
-Result<ClientResponse> StreamSync(ClientRequest req,
-                                  std::function<bool(std::string_view)> on_data);
+Result<ClientResponse> FetchSync(ClientRequest req, TlsOptions tls = {});
+Result<ClientResponse> StreamSync(ClientRequest req, std::function<bool(std::string_view)> on_data);
 
 }  // namespace segma::http
