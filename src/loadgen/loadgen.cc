@@ -15,6 +15,8 @@
 #include <boost/url/parse.hpp>
 #include <fmt/format.h>
 
+#include "common/random.h"
+
 namespace segma::loadgen {
 namespace {
 
@@ -30,16 +32,9 @@ constexpr std::string_view kWords[] = {
     "pension", "grant",    "levy",    "bond",    "yield",    "summary", "quarter",  "region",
     "report",  "forecast", "policy",  "council", "statute",  "margin",  "transfer", "expense"};
 
-uint64_t SplitMix(uint64_t& state) {
-  uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
 void AppendWords(std::string& out, uint64_t state, int n) {
   for (int i = 0; i < n; ++i) {
-    out += kWords[SplitMix(state) % std::size(kWords)];
+    out += kWords[SplitMix64(state) % std::size(kWords)];
     out += ' ';
   }
 }
@@ -403,7 +398,7 @@ std::string PromptFor(const Options& o, int64_t seq) {
   std::string prompt;
   uint64_t state = o.seed * 0x2545f4914f6cdd1dULL + static_cast<uint64_t>(seq);
   if (o.prefix_groups > 0 && o.prefix_words > 0) {
-    const uint64_t group = SplitMix(state) % static_cast<uint64_t>(o.prefix_groups);
+    const uint64_t group = SplitMix64(state) % static_cast<uint64_t>(o.prefix_groups);
     prompt += fmt::format("Context {}: ", group);
     AppendWords(prompt, o.seed ^ (group * 0x9e3779b97f4a7c15ULL), o.prefix_words);
   }

@@ -22,6 +22,7 @@
 
 #include "common/json.h"
 #include "common/logging.h"
+#include "common/random.h"
 #include "http/sse.h"
 
 namespace segma::sim {
@@ -56,13 +57,6 @@ constexpr std::array<std::string_view, 32> kWords = {
     "with",   "latency", "that",      "grows",  "under",    "load",    "and",   "prefix",
     "cache",  "hits",    "cut",       "time",   "to",       "first",   "token", "while",
     "queues", "form",    "when",      "all",    "sequence", "slots",   "are",   "busy"};
-
-uint64_t SplitMix64(uint64_t& state) {
-  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
 
 uint64_t HashText(std::string_view text) {
   uint64_t h = 14695981039346656037ull;

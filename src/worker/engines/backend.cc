@@ -543,6 +543,7 @@ const std::vector<std::string>& TemplateVariables() {
                                                  "gpu_count",
                                                  "tensor_parallel_size",
                                                  "ctx_size",
+                                                 "total_ctx_size",
                                                  "parallel",
                                                  "gpu_memory_utilization",
                                                  "kv_cache_free_gpu_memory_fraction",

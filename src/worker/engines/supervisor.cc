@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -296,7 +297,15 @@ int ProbeHttp(int port, const std::string& path, std::chrono::milliseconds timeo
 }
 
 Supervisor::Supervisor(SupervisorOptions options, Clock& clock, StateCallback callback)
-    : options_(std::move(options)), clock_(clock), callback_(std::move(callback)) {}
+    : options_(std::move(options)), clock_(clock), callback_(std::move(callback)) {
+  // Workers on one host share the port range: each starts its search at its own place, so two
+  // of them rarely pick the same free port while an engine has yet to bind it.
+  const uint64_t seed =
+      static_cast<uint64_t>(::getpid()) * 0x9e3779b97f4a7c15ULL ^
+      static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  next_port_ = static_cast<int>(
+      seed % static_cast<uint64_t>(std::max(1, options_.port_max - options_.port_min + 1)));
+}
 
 Result<std::unique_ptr<Supervisor>> Supervisor::Create(SupervisorOptions options, Clock& clock,
                                                        StateCallback callback) {
