@@ -20,6 +20,7 @@
 #include "http/router.h"
 #include "metrics/registry.h"
 #include "store/store.h"
+#include "worker/engines/backend.h"
 
 namespace segma::api {
 
@@ -114,6 +115,13 @@ http::Response ObjectResponse(const json::object& o,
                               http::bhttp::status status = http::bhttp::status::ok);
 // Parses an optional integer query parameter.
 Result<std::optional<int64_t>> QueryInt(const http::RequestContext& ctx, const std::string& key);
+
+// The backend `name` as deployments see it: a built-in one with the versions users added to it,
+// or a custom one (POST /v2/backends). kNotFound "backend 'x' not found ..."; kInternal when a
+// stored definition no longer parses; kUnavailable from the store.
+Result<engines::Backend> ResolveBackend(store::Store& store, const std::string& name);
+// kInvalidArgument when model `m` names a backend (or backend version) that does not exist.
+Status CheckModelBackend(store::Store& store, const types::Model& m);
 
 // Route tables of each handler file; ControlPlaneRoutes concatenates them.
 std::vector<Route> IdentityRoutes();

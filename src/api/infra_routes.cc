@@ -1,4 +1,5 @@
-// /v2/clusters, /v2/workers (registration, heartbeats, labels, maintenance), /v2/gpus.
+// /v2/clusters, /v2/workers (registration, heartbeats, labels, maintenance), /v2/gpus,
+// /v2/backends.
 
 #include <fmt/format.h>
 
@@ -6,6 +7,7 @@
 #include "auth/validation.h"
 #include "common/crypto.h"
 #include "controllers/cluster_state.h"
+#include "worker/engines/backend.h"
 
 namespace segma::api {
 
@@ -224,7 +226,309 @@ Result<Response> ListGpus(ApiContext& c) {
   return ListJson(std::move(page), total, o);
 }
 
+// ---- backends -----------------------------------------------------------------------------------
+
+Result<std::string> NameParam(const ApiContext& c, const std::string& key) {
+  auto it = c.http.path_params.find(key);
+  if (it == c.http.path_params.end() || it->second.empty()) {
+    return InvalidArgumentError(key + " is required");
+  }
+  return it->second;
+}
+
+Result<json::object> BodyObject(const ApiContext& c) {
+  Result<json::value> v = ParseJson(c.http.req.body());
+  if (!v.ok() || !v->is_object()) return InvalidArgumentError("body must be a JSON object");
+  return std::move(v->as_object());
+}
+
+// Parses one version's JSON (the shape of a value of "versions") of backend `name`, with the
+// same checks as a whole backend.
+Result<engines::BackendVersion> ParseVersion(const std::string& name, const std::string& version,
+                                             const json::value& body) {
+  json::object versions;
+  versions[version] = body;
+  json::object wrapper{{"name", name}, {"versions", std::move(versions)}};
+  ASSIGN_OR_RETURN(engines::Backend b, engines::BackendFromJson(wrapper));
+  return b.versions.begin()->second;
+}
+
+json::object VersionsJson(const std::map<std::string, engines::BackendVersion>& versions) {
+  json::object o;
+  for (const auto& [k, v] : versions) o[k] = engines::ToJson(v);
+  return o;
+}
+
+// The versions users added to built-in backend `name` (its row's spec is {"versions": {...}}).
+Result<std::map<std::string, engines::BackendVersion>> AddedVersions(
+    const store::BackendRecord& row) {
+  std::map<std::string, engines::BackendVersion> out;
+  Result<json::value> v = ParseJson(row.spec);
+  if (!v.ok() || !v->is_object() || !v->as_object().contains("versions") ||
+      !v->as_object().at("versions").is_object()) {
+    return InternalError(fmt::format("stored versions of backend '{}' are malformed", row.name));
+  }
+  for (const auto& kv : v->as_object().at("versions").as_object()) {
+    Result<engines::BackendVersion> ver = ParseVersion(row.name, std::string(kv.key()), kv.value());
+    if (!ver.ok()) {
+      return InternalError(fmt::format("stored version '{}' of backend '{}': {}",
+                                       std::string(kv.key()), row.name, ver.status().message()));
+    }
+    out.emplace(std::string(kv.key()), std::move(ver).value());
+  }
+  return out;
+}
+
+Result<engines::Backend> ParseStoredBackend(const store::BackendRecord& row) {
+  Result<json::value> v = ParseJson(row.spec);
+  if (!v.ok() || !v->is_object()) {
+    return InternalError(fmt::format("stored backend '{}' is not a JSON object", row.name));
+  }
+  Result<engines::Backend> b = engines::BackendFromJson(v->as_object());
+  if (!b.ok()) {
+    return InternalError(
+        fmt::format("stored backend '{}' is invalid: {}", row.name, b.status().message()));
+  }
+  return b;
+}
+
+// The API view: the definition, plus the row's id and times for custom backends and the versions
+// users added for built-in ones.
+json::object BackendView(const engines::Backend& b, const store::BackendRecord* row) {
+  json::object o = engines::ToJson(b);
+  if (b.built_in) {
+    json::array added;
+    const engines::Backend* original = engines::FindBuiltInBackend(b.name);
+    for (const auto& [k, v] : b.versions) {
+      if (original != nullptr && !original->versions.count(k)) added.emplace_back(k);
+    }
+    o["custom_versions"] = std::move(added);
+  } else if (row != nullptr) {
+    o["id"] = row->id;
+    o["created_at"] = FormatRfc3339(row->created_at);
+    o["updated_at"] = FormatRfc3339(row->updated_at);
+  }
+  return o;
+}
+
+Result<Response> ListBackends(ApiContext& c) {
+  ASSIGN_OR_RETURN(store::ListOptions o, ListOptionsFromQuery(c.http));
+  ASSIGN_OR_RETURN(std::vector<store::BackendRecord> rows, c.s.store.ListBackends());
+  json::array all;
+  for (const engines::Backend& b : engines::BuiltInBackends()) {
+    ASSIGN_OR_RETURN(engines::Backend resolved, ResolveBackend(c.s.store, b.name));
+    all.push_back(BackendView(resolved, nullptr));
+  }
+  for (const store::BackendRecord& row : rows) {
+    if (engines::FindBuiltInBackend(row.name) != nullptr) continue;
+    ASSIGN_OR_RETURN(engines::Backend b, ParseStoredBackend(row));
+    all.push_back(BackendView(b, &row));
+  }
+  std::string q = o.q;
+  std::transform(q.begin(), q.end(), q.begin(), [](unsigned char ch) { return std::tolower(ch); });
+  json::array matching;
+  for (json::value& v : all) {
+    std::string name(v.as_object().at("name").as_string());
+    std::transform(name.begin(), name.end(), name.begin(),
+                   [](unsigned char ch) { return std::tolower(ch); });
+    if (q.empty() || name.find(q) != std::string::npos) matching.push_back(std::move(v));
+  }
+  json::array page;
+  const size_t first = static_cast<size_t>(o.page - 1) * static_cast<size_t>(o.per_page);
+  for (size_t i = first; i < matching.size() && i < first + static_cast<size_t>(o.per_page); ++i) {
+    page.push_back(matching[i]);
+  }
+  return ListJson(std::move(page), static_cast<int64_t>(matching.size()), o);
+}
+
+Result<Response> GetBackend(ApiContext& c) {
+  ASSIGN_OR_RETURN(std::string name, NameParam(c, "name"));
+  ASSIGN_OR_RETURN(engines::Backend b, ResolveBackend(c.s.store, name));
+  if (b.built_in) return ObjectResponse(BackendView(b, nullptr));
+  ASSIGN_OR_RETURN(store::BackendRecord row, c.s.store.GetBackend(name));
+  return ObjectResponse(BackendView(b, &row));
+}
+
+Status RefuseBuiltIn(const std::string& name, std::string_view what) {
+  return FailedPreconditionError(fmt::format(
+      "backend '{}' is built in and cannot be {}; add a version with POST /v2/backends/{}/versions "
+      "or create a custom backend under another name",
+      name, what, name));
+}
+
+Result<Response> CreateBackend(ApiContext& c) {
+  ASSIGN_OR_RETURN(json::object body, BodyObject(c));
+  ASSIGN_OR_RETURN(engines::Backend b, engines::BackendFromJson(body));
+  if (engines::FindBuiltInBackend(b.name) != nullptr) {
+    return AlreadyExistsError(
+        fmt::format("backend '{}' is built in: pick another name, or add a version with POST "
+                    "/v2/backends/{}/versions",
+                    b.name, b.name));
+  }
+  store::BackendRecord row;
+  row.name = b.name;
+  row.spec = ToJsonString(engines::ToJson(b));
+  ASSIGN_OR_RETURN(store::BackendRecord created, c.s.store.CreateBackend(row));
+  return ObjectResponse(BackendView(b, &created), status::created);
+}
+
+std::vector<std::string> RemovedVersions(const engines::Backend& before,
+                                         const engines::Backend& after) {
+  std::vector<std::string> removed;
+  for (const auto& [k, v] : before.versions) {
+    if (!after.versions.count(k)) removed.push_back(k);
+  }
+  return removed;
+}
+
+// PATCH: the fields present replace the stored ones (a present "versions" replaces all
+// versions); the result is validated as a whole.
+Result<Response> UpdateBackend(ApiContext& c) {
+  ASSIGN_OR_RETURN(std::string name, NameParam(c, "name"));
+  if (engines::FindBuiltInBackend(name) != nullptr) return RefuseBuiltIn(name, "changed");
+  ASSIGN_OR_RETURN(json::object body, BodyObject(c));
+  ASSIGN_OR_RETURN(store::BackendRecord row, c.s.store.GetBackend(name));
+  ASSIGN_OR_RETURN(engines::Backend current, ParseStoredBackend(row));
+  json::object merged = engines::ToJson(current);
+  for (const auto& kv : body) {
+    if (kv.key() == "name" && !(kv.value().is_string() && kv.value().as_string() == name)) {
+      return InvalidArgumentError("name cannot be changed: create a new backend instead");
+    }
+    merged[kv.key()] = kv.value();
+  }
+  if (body.contains("versions") && !body.contains("default_version")) {
+    merged.erase("default_version");  // re-derived when one version is left
+    if (body.at("versions").is_object() &&
+        body.at("versions").as_object().contains(current.default_version)) {
+      merged["default_version"] = current.default_version;
+    }
+  }
+  ASSIGN_OR_RETURN(engines::Backend updated, engines::BackendFromJson(merged));
+  row.spec = ToJsonString(engines::ToJson(updated));
+  ASSIGN_OR_RETURN(store::BackendRecord saved,
+                   c.s.store.UpdateBackend(row, RemovedVersions(current, updated)));
+  return ObjectResponse(BackendView(updated, &saved));
+}
+
+Result<Response> DeleteBackend(ApiContext& c) {
+  ASSIGN_OR_RETURN(std::string name, NameParam(c, "name"));
+  if (engines::FindBuiltInBackend(name) != nullptr) return RefuseBuiltIn(name, "deleted");
+  RETURN_IF_ERROR(c.s.store.DeleteBackend(name));
+  return Response::NoContent();
+}
+
+// POST /v2/backends/{name}/versions {"version": "v2", "command": [...], ...}: a version added
+// to a custom or a built-in backend.
+Result<Response> AddBackendVersion(ApiContext& c) {
+  ASSIGN_OR_RETURN(std::string name, NameParam(c, "name"));
+  ASSIGN_OR_RETURN(json::object body, BodyObject(c));
+  auto v = body.find("version");
+  if (v == body.end() || !v->value().is_string() || v->value().as_string().empty()) {
+    return InvalidArgumentError("version is required (a string)");
+  }
+  const std::string version(v->value().as_string());
+  body.erase("version");
+  ASSIGN_OR_RETURN(engines::BackendVersion parsed, ParseVersion(name, version, body));
+  ASSIGN_OR_RETURN(engines::Backend current, ResolveBackend(c.s.store, name));
+  if (current.versions.count(version)) {
+    return AlreadyExistsError(
+        fmt::format("backend '{}' already has a version '{}'", name, version));
+  }
+  if (current.built_in) {
+    Result<store::BackendRecord> row = c.s.store.GetBackend(name);
+    std::map<std::string, engines::BackendVersion> added;
+    if (row.ok()) {
+      ASSIGN_OR_RETURN(added, AddedVersions(*row));
+    } else if (row.status().code() != StatusCode::kNotFound) {
+      return row.status();
+    }
+    added[version] = parsed;
+    store::BackendRecord next;
+    next.name = name;
+    next.spec = ToJsonString(json::object{{"versions", VersionsJson(added)}});
+    if (row.ok()) {
+      RETURN_IF_ERROR(c.s.store.UpdateBackend(next, {}).status());
+    } else {
+      RETURN_IF_ERROR(c.s.store.CreateBackend(next).status());
+    }
+  } else {
+    ASSIGN_OR_RETURN(store::BackendRecord row, c.s.store.GetBackend(name));
+    current.versions[version] = parsed;
+    row.spec = ToJsonString(engines::ToJson(current));
+    RETURN_IF_ERROR(c.s.store.UpdateBackend(row, {}).status());
+  }
+  ASSIGN_OR_RETURN(engines::Backend after, ResolveBackend(c.s.store, name));
+  return ObjectResponse(BackendView(after, nullptr), status::created);
+}
+
+Result<Response> DeleteBackendVersion(ApiContext& c) {
+  ASSIGN_OR_RETURN(std::string name, NameParam(c, "name"));
+  ASSIGN_OR_RETURN(std::string version, NameParam(c, "version"));
+  ASSIGN_OR_RETURN(engines::Backend current, ResolveBackend(c.s.store, name));
+  if (!current.versions.count(version)) {
+    return NotFoundError(fmt::format("backend '{}' has no version '{}'", name, version));
+  }
+  ASSIGN_OR_RETURN(store::BackendRecord row, c.s.store.GetBackend(name));
+  if (current.built_in) {
+    const engines::Backend* original = engines::FindBuiltInBackend(name);
+    if (original->versions.count(version)) {
+      return FailedPreconditionError(fmt::format(
+          "version '{}' of backend '{}' is built in and cannot be deleted", version, name));
+    }
+    ASSIGN_OR_RETURN(auto added, AddedVersions(row));
+    added.erase(version);
+    row.spec = ToJsonString(json::object{{"versions", VersionsJson(added)}});
+  } else {
+    if (version == current.default_version) {
+      return FailedPreconditionError(fmt::format(
+          "version '{}' is the default_version of backend '{}': make another version the "
+          "default first (PATCH /v2/backends/{})",
+          version, name, name));
+    }
+    current.versions.erase(version);
+    row.spec = ToJsonString(engines::ToJson(current));
+  }
+  RETURN_IF_ERROR(c.s.store.UpdateBackend(row, {version}).status());
+  return Response::NoContent();
+}
+
 }  // namespace
+
+Result<engines::Backend> ResolveBackend(store::Store& store, const std::string& name) {
+  const engines::Backend* built_in = engines::FindBuiltInBackend(name);
+  Result<store::BackendRecord> row = store.GetBackend(name);
+  if (!row.ok() && row.status().code() != StatusCode::kNotFound) return row.status();
+  if (built_in != nullptr) {
+    engines::Backend b = *built_in;
+    if (row.ok()) {
+      ASSIGN_OR_RETURN(auto added, AddedVersions(*row));
+      for (auto& [k, v] : added) b.versions.emplace(k, std::move(v));
+    }
+    return b;
+  }
+  if (!row.ok()) {
+    return NotFoundError(
+        fmt::format("backend '{}' not found (GET /v2/backends lists the backends)", name));
+  }
+  return ParseStoredBackend(*row);
+}
+
+Status CheckModelBackend(store::Store& store, const types::Model& m) {
+  if (m.backend.empty()) return OkStatus();
+  Result<engines::Backend> b = ResolveBackend(store, m.backend);
+  if (!b.ok()) {
+    if (b.status().code() != StatusCode::kNotFound) return b.status();
+    return InvalidArgumentError(fmt::format(
+        "backend '{}' does not exist (GET /v2/backends lists the backends)", m.backend));
+  }
+  if (!m.backend_version.empty() && !b->versions.count(m.backend_version)) {
+    std::string known;
+    for (const auto& [k, v] : b->versions) known += (known.empty() ? "" : ", ") + k;
+    return InvalidArgumentError(fmt::format("backend '{}' has no version '{}' (versions: {})",
+                                            m.backend, m.backend_version, known));
+  }
+  return OkStatus();
+}
 
 std::vector<Route> InfraRoutes() {
   using A = Access;
@@ -255,6 +559,20 @@ std::vector<Route> InfraRoutes() {
        DeleteWorker, ""},
 
       {verb::get, "/v2/gpus", A::kGlobal, Resource::kGpus, Action::kRead, ListGpus, "workers"},
+
+      {verb::get, "/v2/backends", A::kGlobal, Resource::kBackends, Action::kRead, ListBackends, ""},
+      {verb::post, "/v2/backends", A::kGlobal, Resource::kBackends, Action::kCreate, CreateBackend,
+       ""},
+      {verb::get, "/v2/backends/{name}", A::kGlobal, Resource::kBackends, Action::kRead, GetBackend,
+       ""},
+      {verb::patch, "/v2/backends/{name}", A::kGlobal, Resource::kBackends, Action::kUpdate,
+       UpdateBackend, ""},
+      {verb::delete_, "/v2/backends/{name}", A::kGlobal, Resource::kBackends, Action::kDelete,
+       DeleteBackend, ""},
+      {verb::post, "/v2/backends/{name}/versions", A::kGlobal, Resource::kBackends, Action::kUpdate,
+       AddBackendVersion, ""},
+      {verb::delete_, "/v2/backends/{name}/versions/{version}", A::kGlobal, Resource::kBackends,
+       Action::kUpdate, DeleteBackendVersion, ""},
   };
 }
 

@@ -49,6 +49,7 @@ Result<types::Model> ModelFromBody(ApiContext& c) {
   ASSIGN_OR_RETURN(types::Model m, types::ModelFromJson(body));
   if (m.project_id <= 0) return InvalidArgumentError("project_id is required");
   RETURN_IF_ERROR(c.AuthorizeProject(m.project_id));
+  RETURN_IF_ERROR(CheckModelBackend(c.s.store, m));
   return m;
 }
 
@@ -87,6 +88,9 @@ Result<Response> UpdateModel(ApiContext& c) {
   ASSIGN_OR_RETURN(json::object body, BodyObject(c));
   ASSIGN_OR_RETURN(types::Model patched, types::PatchModelFromJson(current, body));
   patched.id = current.id;
+  if (patched.backend != current.backend || patched.backend_version != current.backend_version) {
+    RETURN_IF_ERROR(CheckModelBackend(c.s.store, patched));
+  }
   ASSIGN_OR_RETURN(types::Model updated, c.s.store.UpdateModel(patched));
   return ObjectResponse(types::ToJson(updated));
 }

@@ -56,7 +56,8 @@ Result<Response> ListOwnInstances(ApiContext& c) {
   return ListResponse(list, o);
 }
 
-// GET /v2/worker/models/{id}: a model that has an instance on this worker.
+// GET /v2/worker/models/{id}: a model that has an instance on this worker, with the definition
+// of its backend ("backend_definition") unless that is a built-in version.
 Result<Response> GetOwnModel(ApiContext& c) {
   ASSIGN_OR_RETURN(int64_t self, SelfWorker(c));
   ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
@@ -68,7 +69,19 @@ Result<Response> GetOwnModel(ApiContext& c) {
   ASSIGN_OR_RETURN(auto list, c.s.store.ListModelInstances(o, filter));
   if (list.items.empty()) return NotFoundError(fmt::format("model {} not found", id));
   ASSIGN_OR_RETURN(types::Model model, c.s.store.GetModel(id));
-  return ObjectResponse(types::ToJson(model));
+  json::object body = types::ToJson(model);
+  // Workers know the built-in backends; anything else travels with the model.
+  if (!model.backend.empty()) {
+    const engines::Backend* built_in = engines::FindBuiltInBackend(model.backend);
+    const std::string version = model.backend_version.empty() && built_in
+                                    ? built_in->default_version
+                                    : model.backend_version;
+    if (built_in == nullptr || !built_in->versions.count(version)) {
+      ASSIGN_OR_RETURN(engines::Backend backend, ResolveBackend(c.s.store, model.backend));
+      body["backend_definition"] = engines::ToJson(backend);
+    }
+  }
+  return ObjectResponse(body);
 }
 
 // PATCH /v2/worker/instances/{id} {"state","state_message","port","restart_count"}

@@ -41,6 +41,7 @@ struct Flags {
   std::string advertise_address;
   std::string fake_gpus;
   double heartbeat_interval_s = 10;
+  int engine_ready_timeout_s = 600;
   std::vector<std::string> labels;
   std::vector<std::string> engine_dirs;
   bool no_demo = false;  // start only
@@ -92,6 +93,11 @@ void AddWorkerFlags(CLI::App* cmd, Flags& f, bool standalone) {
       ->envname("SEGMA_HEARTBEAT_INTERVAL")
       ->check(CLI::Range(0.05, 3600.0));
   cmd->add_option("--label", f.labels, "Worker label k=v (repeatable)")->envname("SEGMA_LABELS");
+  cmd->add_option("--engine-ready-timeout", f.engine_ready_timeout_s,
+                  "Seconds an engine may take from start to its first healthy answer before it is "
+                  "an ERROR (and restarted)")
+      ->envname("SEGMA_ENGINE_READY_TIMEOUT")
+      ->check(CLI::Range(1, 86400));
   cmd->add_option("--engine-dir", f.engine_dirs,
                   "Directory of a backend's executables, BACKEND=DIR (repeatable), e.g. "
                   "llama.cpp=/opt/llama.cpp/bin")
@@ -121,6 +127,7 @@ segma::worker::AgentConfig AgentConfigFrom(const Flags& f) {
   c.port = f.port;
   c.heartbeat_interval =
       std::chrono::milliseconds(static_cast<int64_t>(f.heartbeat_interval_s * 1000));
+  c.engine_ready_timeout = std::chrono::seconds(f.engine_ready_timeout_s);
   // llama.cpp as `scripts/build-llama` caches it, unless told otherwise.
   const std::string cached_llama = "/var/cache/segma/llama.cpp-3.21.1/build/bin";
   if (std::filesystem::exists(cached_llama + "/llama-server")) {

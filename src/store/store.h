@@ -138,6 +138,19 @@ struct ModelInstancePatch {
   }
 };
 
+// ---- backends (section owned by the engines work) ----------------------------------------------
+
+// A stored user-defined backend, or the versions users added to a built-in one (a row named like
+// the built-in). `spec` is a JSON object the API layer validated (engines::BackendFromJson); the
+// store keeps it as text.
+struct BackendRecord {
+  int64_t id = 0;
+  std::string name;
+  std::string spec;
+  Timestamp created_at{};
+  Timestamp updated_at{};
+};
+
 // ---- usage records (section owned by the gateway work) -----------------------------------------
 
 // One metered request, as the gateway's usage meter writes it. Idempotent by request_id.
@@ -333,6 +346,23 @@ class Store {
   virtual Result<types::ModelInstance> UpdateModelInstance(int64_t id,
                                                            const ModelInstancePatch& patch) = 0;
   virtual Status DeleteModelInstance(int64_t id) = 0;
+
+  // ---- backends ("backends", id = the row id, data = the spec with id and times) ------------
+  // Inserts `backend` (id and timestamps assigned). kAlreadyExists if the name is taken;
+  // kInvalidArgument if spec is not a JSON object.
+  virtual Result<BackendRecord> CreateBackend(const BackendRecord& backend) = 0;
+  // kNotFound "backend 'x' not found".
+  virtual Result<BackendRecord> GetBackend(const std::string& name) = 0;
+  // Every stored backend, by name.
+  virtual Result<std::vector<BackendRecord>> ListBackends() = 0;
+  // Replaces the spec of the backend `backend.name`. kNotFound; kFailedPrecondition ("backend
+  // 'x' version 'v' is used by model 'chat' (project 1)") if a model names the backend with one
+  // of `removed_versions`, checked in the same transaction.
+  virtual Result<BackendRecord> UpdateBackend(const BackendRecord& backend,
+                                              const std::vector<std::string>& removed_versions) = 0;
+  // kNotFound; kFailedPrecondition ("backend 'x' is used by model 'chat' (project 1)") if any
+  // model names the backend, checked in the same transaction.
+  virtual Status DeleteBackend(const std::string& name) = 0;
 
   // ---- usage records (no events) --------------------------------------------------------------
   // Inserts `batch` in one transaction and adds it to the daily roll-up (usage_daily). Records

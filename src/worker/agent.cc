@@ -75,6 +75,7 @@ Result<uint16_t> WorkerAgent::Start() {
   ic.binary_dirs = config_.engine_binary_dirs;
   ic.port_min = config_.engine_port_min;
   ic.port_max = config_.engine_port_max;
+  ic.ready_timeout = config_.engine_ready_timeout;
   instances_ = std::make_unique<InstanceManager>(ioc_, ic, SystemClock::Get(), *gpu_probe_);
   RETURN_IF_ERROR(instances_->Init());
   asio::co_spawn(ioc_, Loop(), [](std::exception_ptr e) {

@@ -34,6 +34,8 @@ struct AgentConfig {
   std::map<std::string, std::string> engine_binary_dirs;
   int engine_port_min = 40000;
   int engine_port_max = 40999;
+  // From an engine's start to its first healthy answer; longer is an ERROR (then a restart).
+  std::chrono::seconds engine_ready_timeout{600};
   // Where engines listen and the gateway reaches them.
   std::string engine_host = "127.0.0.1";
 };

@@ -81,11 +81,28 @@ types::ModelInstance InstanceFromJson(const json::object& o) {
 Result<types::Model> ModelFromServerJson(const json::object& o) {
   json::object body = o;
   // Server-owned fields are not part of the create/patch shape ModelFromJson reads.
-  for (const char* k : {"id", "created_at", "updated_at", "ready_replicas"}) body.erase(k);
+  for (const char* k : {"id", "created_at", "updated_at", "ready_replicas", "backend_definition"}) {
+    body.erase(k);
+  }
   ASSIGN_OR_RETURN(types::Model m, types::ModelFromJson(body));
   m.id = IntField(o, "id");
   m.project_id = IntField(o, "project_id");
   return m;
+}
+
+// The backend definition the server sends with a model whose backend (or version) is not built
+// in; nullopt when there is none.
+Result<std::optional<engines::Backend>> BackendFromServerJson(const json::object& o) {
+  auto it = o.find("backend_definition");
+  if (it == o.end() || !it->value().is_object()) return std::optional<engines::Backend>();
+  json::object def = it->value().as_object();
+  def.erase("built_in");  // a built-in with versions users added: parsed like a custom one
+  Result<engines::Backend> b = engines::BackendFromJson(def);
+  if (!b.ok()) {
+    return InvalidArgumentError("the server sent an invalid backend definition: " +
+                                b.status().message());
+  }
+  return std::optional<engines::Backend>(std::move(b).value());
 }
 
 // The simulator's --gpu profile for a GPU name ("NVIDIA H200 NVL" → "H200").
@@ -311,8 +328,9 @@ asio::awaitable<void> InstanceManager::Apply(const types::ModelInstance& inst, b
 
 asio::awaitable<Result<engines::EngineSpec>> InstanceManager::SpecFor(
     const types::ModelInstance& inst, int port) {
-  auto cached = models_.find(inst.model_id);
-  if (cached == models_.end()) {
+  // Fetched for every engine start: the model or its backend may have changed since.
+  auto cached = models_.end();
+  {
     http::ClientRequest req;
     req.url = fmt::format("{}/v2/worker/models/{}", config_.server_url, inst.model_id);
     req.Bearer(token_);
@@ -323,7 +341,13 @@ asio::awaitable<Result<engines::EngineSpec>> InstanceManager::SpecFor(
     }
     CO_ASSIGN_OR_RETURN(json::value v, res.Json());
     CO_ASSIGN_OR_RETURN(types::Model m, ModelFromServerJson(v.as_object()));
+    CO_ASSIGN_OR_RETURN(std::optional<engines::Backend> def, BackendFromServerJson(v.as_object()));
     cached = models_.insert_or_assign(inst.model_id, std::move(m)).first;
+    if (def) {
+      backend_definitions_.insert_or_assign(inst.model_id, std::move(*def));
+    } else {
+      backend_definitions_.erase(inst.model_id);
+    }
   }
   const types::Model& model = cached->second;
 
@@ -349,6 +373,9 @@ asio::awaitable<Result<engines::EngineSpec>> InstanceManager::SpecFor(
                                                                       : "vllm";
   }
   const engines::Backend* backend = engines::FindBuiltInBackend(backend_name);
+  if (auto def = backend_definitions_.find(inst.model_id); def != backend_definitions_.end()) {
+    backend = &def->second;
+  }
   if (backend == nullptr) co_return NotFoundError("unknown backend '" + backend_name + "'");
   ctx.host = config_.engine_host;
   ctx.port = port;
@@ -374,6 +401,7 @@ asio::awaitable<Result<engines::EngineSpec>> InstanceManager::SpecFor(
   spec.port = port;
   spec.restart_on_error = model.restart_on_error;
   spec.restart_count = inst.restart_count;
+  spec.ready_timeout = config_.ready_timeout;
   co_return spec;
 }
 

@@ -25,6 +25,7 @@ struct InstanceManagerConfig {
   std::map<std::string, std::string> binary_dirs;
   int port_min = 40000;
   int port_max = 40999;
+  std::chrono::seconds ready_timeout{600};  // EngineSpec::ready_timeout
 };
 
 // Makes the engines on this worker match the instances the server assigned to it: follows
@@ -69,7 +70,9 @@ class InstanceManager {
   std::string token_;
   bool stopping_ = false;
   std::map<int64_t, types::ModelInstance> running_;  // instance id → as last started
-  std::map<int64_t, types::Model> models_;           // cache of the models behind them
+  std::map<int64_t, types::Model> models_;           // the models behind them, as last fetched
+  // Definitions of backends that are not built in (or versions users added), per model id.
+  std::map<int64_t, engines::Backend> backend_definitions_;
   // State reports waiting to be sent, in order; touched only on the io_context.
   std::deque<std::pair<int64_t, json::object>> reports_;
   bool reporting_ = false;

@@ -101,6 +101,17 @@ class RbacRoutesTest : public ::testing::Test {
       ASSERT_EQ(m.status, 201u) << m.body;
       (mname == std::string("kept") ? model_id_ : doomed_model_id_) = Api::Obj(m).at("id").as_int64();
     }
+    for (const char* bname : {"kept-backend", "doomed-backend"}) {
+      auto b = admin.Post(
+          "/v2/backends",
+          json::object{
+              {"name", bname},
+              {"default_version", "1"},
+              {"versions",
+               json::object{{"1", json::object{{"command", json::array{"/bin/true"}}}},
+                            {"extra", json::object{{"command", json::array{"/bin/true"}}}}}}});
+      ASSERT_EQ(b.status, 201u) << b.body;
+    }
     ASSERT_TRUE(app_->RunControllersOnce().ok());  // creates the models' instances
     auto instances = Api::Obj(admin.Get(fmt::format("/v2/model-instances?model_id={}", model_id_)));
     ASSERT_EQ(instances.at("items").as_array().size(), 1u);
@@ -160,55 +171,90 @@ TEST_F(RbacRoutesTest, EveryRouteTimesEveryRole) {
       {"POST /v2/auth/change-password",
        {"/v2/auth/change-password",
         // Missing new_password: a 400 after the access check, without changing anything.
-        [] { return json::value(json::object{{"old_password", "whatever"}}); },
+        [] {
+          return json::value(json::object{{"old_password", "whatever"}});
+        },
         {users}}},
       {"GET /v2/users/me", {"/v2/users/me", none, {users}}},
       {"GET /v2/users", {"/v2/users", none, {admins}}},
       {"POST /v2/users",
        {"/v2/users",
-        [&] { return json::value(json::object{{"username", unique("u")}, {"password", "password-123"}}); },
+        [&] {
+          return json::value(json::object{{"username", unique("u")}, {"password", "password-123"}});
+        },
         {admins}}},
       {"GET /v2/users/{id}", {fmt::format("/v2/users/{}", user_ids_["victim"]), none, {admins}}},
       {"PATCH /v2/users/{id}",
        {fmt::format("/v2/users/{}", user_ids_["victim"]),
-        [] { return json::value(json::object{{"full_name", "V"}}); }, {admins}}},
-      {"DELETE /v2/users/{id}", {fmt::format("/v2/users/{}", user_ids_["outsider"] + 1000), none, {admins}}},
-      {"GET /v2/projects", {"/v2/projects", none, {{kOutsider, kViewer, kMember, kProjectAdmin, kAdmin}}}},
+        [] {
+          return json::value(json::object{{"full_name", "V"}});
+        },
+        {admins}}},
+      {"DELETE /v2/users/{id}",
+       {fmt::format("/v2/users/{}", user_ids_["outsider"] + 1000), none, {admins}}},
+      {"GET /v2/projects",
+       {"/v2/projects", none, {{kOutsider, kViewer, kMember, kProjectAdmin, kAdmin}}}},
       {"POST /v2/projects",
-       {"/v2/projects", [&] { return json::value(json::object{{"name", unique("proj")}}); }, {admins}}},
+       {"/v2/projects",
+        [&] {
+          return json::value(json::object{{"name", unique("proj")}});
+        },
+        {admins}}},
       {"GET /v2/projects/{id}", {"/v2/projects/" + p, none, {project_readers}}},
       {"PATCH /v2/projects/{id}",
-       {"/v2/projects/" + p, [] { return json::value(json::object{{"description", "d"}}); }, {admins}}},
+       {"/v2/projects/" + p,
+        [] {
+          return json::value(json::object{{"description", "d"}});
+        },
+        {admins}}},
       {"DELETE /v2/projects/{id}", {fmt::format("/v2/projects/{}", project2_), none, {admins}}},
-      {"GET /v2/projects/{id}/members", {"/v2/projects/" + p + "/members", none, {project_readers}}},
+      {"GET /v2/projects/{id}/members",
+       {"/v2/projects/" + p + "/members", none, {project_readers}}},
       {"POST /v2/projects/{id}/members",
        {"/v2/projects/" + p + "/members",
-        [] { return json::value(json::object{{"username", "newcomer"}, {"role", "viewer"}}); },
+        [] {
+          return json::value(json::object{{"username", "newcomer"}, {"role", "viewer"}});
+        },
         {project_admins}}},
       {"PATCH /v2/projects/{id}/members/{user_id}",
        {fmt::format("/v2/projects/{}/members/{}", project_, user_ids_["victim"]),
-        [] { return json::value(json::object{{"role", "viewer"}}); }, {project_admins}}},
+        [] {
+          return json::value(json::object{{"role", "viewer"}});
+        },
+        {project_admins}}},
       {"DELETE /v2/projects/{id}/members/{user_id}",
-       {fmt::format("/v2/projects/{}/members/{}", project_, user_ids_["victim"]), none,
+       {fmt::format("/v2/projects/{}/members/{}", project_, user_ids_["victim"]),
+        none,
         {project_admins}}},
       {"GET /v2/api-keys", {"/v2/api-keys?project_id=" + p, none, {project_readers}}},
       {"POST /v2/api-keys",
        {"/v2/api-keys",
-        [&] { return json::value(json::object{{"name", unique("k")}, {"project_id", project_}}); },
+        [&] {
+          return json::value(json::object{{"name", unique("k")}, {"project_id", project_}});
+        },
         {project_writers}}},
-      {"GET /v2/api-keys/{id}", {fmt::format("/v2/api-keys/{}", member_key_id_), none, {project_readers}}},
+      {"GET /v2/api-keys/{id}",
+       {fmt::format("/v2/api-keys/{}", member_key_id_), none, {project_readers}}},
       {"DELETE /v2/api-keys/{id}",
        {fmt::format("/v2/api-keys/{}", member_key_id_), none, {project_writers}}},
       {"GET /v2/clusters", {"/v2/clusters", none, {admins}}},
       {"POST /v2/clusters",
-       {"/v2/clusters", [&] { return json::value(json::object{{"name", unique("c")}}); }, {admins}}},
+       {"/v2/clusters",
+        [&] {
+          return json::value(json::object{{"name", unique("c")}});
+        },
+        {admins}}},
       {"GET /v2/clusters/{id}", {fmt::format("/v2/clusters/{}", cluster_id_), none, {admins}}},
       {"PATCH /v2/clusters/{id}",
        {fmt::format("/v2/clusters/{}", cluster_id_),
-        [] { return json::value(json::object{{"description", "d"}}); }, {admins}}},
+        [] {
+          return json::value(json::object{{"description", "d"}});
+        },
+        {admins}}},
       {"POST /v2/clusters/{id}/registration-token",
        {fmt::format("/v2/clusters/{}/registration-token", spare_cluster_id_), none, {admins}}},
-      {"DELETE /v2/clusters/{id}", {fmt::format("/v2/clusters/{}", spare_cluster_id_), none, {admins}}},
+      {"DELETE /v2/clusters/{id}",
+       {fmt::format("/v2/clusters/{}", spare_cluster_id_), none, {admins}}},
       {"POST /v2/worker-heartbeat",
        {"/v2/worker-heartbeat",
         [] {
@@ -217,30 +263,65 @@ TEST_F(RbacRoutesTest, EveryRouteTimesEveryRole) {
         },
         {{kWorker}}}},
       {"GET /v2/workers", {"/v2/workers", none, {readers_of_pool}}},
-      {"GET /v2/workers/{id}", {fmt::format("/v2/workers/{}", worker_id_), none, {readers_of_pool}}},
+      {"GET /v2/workers/{id}",
+       {fmt::format("/v2/workers/{}", worker_id_), none, {readers_of_pool}}},
       {"PATCH /v2/workers/{id}",
        {fmt::format("/v2/workers/{}", worker_id_),
-        [] { return json::value(json::object{{"labels", json::object{{"zone", "a"}}}}); }, {admins}}},
+        [] {
+          return json::value(json::object{{"labels", json::object{{"zone", "a"}}}});
+        },
+        {admins}}},
       {"DELETE /v2/workers/{id}", {fmt::format("/v2/workers/{}", worker2_id_), none, {admins}}},
       {"GET /v2/gpus", {"/v2/gpus", none, {readers_of_pool}}},
+      {"GET /v2/backends", {"/v2/backends", none, {readers_of_pool}}},
+      {"POST /v2/backends",
+       {"/v2/backends",
+        [&] {
+          return json::value(json::object{
+              {"name", unique("b")},
+              {"versions",
+               json::object{{"1", json::object{{"command", json::array{"/bin/true"}}}}}}});
+        },
+        {admins}}},
+      {"GET /v2/backends/{name}", {"/v2/backends/kept-backend", none, {readers_of_pool}}},
+      {"PATCH /v2/backends/{name}",
+       {"/v2/backends/kept-backend",
+        [] {
+          return json::value(json::object{{"health_path", "/healthz"}});
+        },
+        {admins}}},
+      {"DELETE /v2/backends/{name}", {"/v2/backends/doomed-backend", none, {admins}}},
+      {"POST /v2/backends/{name}/versions",
+       {"/v2/backends/kept-backend/versions",
+        [&] {
+          return json::value(
+              json::object{{"version", unique("v")}, {"command", json::array{"/bin/true"}}});
+        },
+        {admins}}},
+      {"DELETE /v2/backends/{name}/versions/{version}",
+       {"/v2/backends/kept-backend/versions/extra", none, {admins}}},
       {"GET /v2/models", {"/v2/models?project_id=" + p, none, {project_readers}}},
       {"POST /v2/models",
-       {"/v2/models", [&] { return std::optional<json::value>(ModelBody(unique("m"))); },
+       {"/v2/models",
+        [&] { return std::optional<json::value>(ModelBody(unique("m"))); },
         {project_writers}}},
       {"GET /v2/models/{id}", {fmt::format("/v2/models/{}", model_id_), none, {project_readers}}},
       {"PATCH /v2/models/{id}",
        {fmt::format("/v2/models/{}", model_id_),
-        [] { return json::value(json::object{{"replicas", 1}}); }, {project_writers}}},
+        [] {
+          return json::value(json::object{{"replicas", 1}});
+        },
+        {project_writers}}},
       {"DELETE /v2/models/{id}",
        {fmt::format("/v2/models/{}", doomed_model_id_), none, {project_writers}}},
-      {"GET /v2/model-instances",
-       {"/v2/model-instances?project_id=" + p, none, {project_readers}}},
+      {"GET /v2/model-instances", {"/v2/model-instances?project_id=" + p, none, {project_readers}}},
       {"GET /v2/model-instances/{id}",
        {fmt::format("/v2/model-instances/{}", instance_id_), none, {project_readers}}},
       {"DELETE /v2/model-instances/{id}",
        {fmt::format("/v2/model-instances/{}", instance_id_), none, {project_writers}}},
       {"POST /v2/model-evaluations",
-       {"/v2/model-evaluations", [&] { return std::optional<json::value>(ModelBody("eval")); },
+       {"/v2/model-evaluations",
+        [&] { return std::optional<json::value>(ModelBody("eval")); },
         {project_writers}}},
       // Worker-only routes: the rows are not this worker's, so the worker gets 404, others 403.
       {"GET /v2/worker/instances",
@@ -249,7 +330,10 @@ TEST_F(RbacRoutesTest, EveryRouteTimesEveryRole) {
        {fmt::format("/v2/worker/models/{}", model_id_), none, {{kWorker}}}},
       {"PATCH /v2/worker/instances/{id}",
        {fmt::format("/v2/worker/instances/{}", instance_id_),
-        [] { return json::value(json::object{{"state", "RUNNING"}}); }, {{kWorker}}}},
+        [] {
+          return json::value(json::object{{"state", "RUNNING"}});
+        },
+        {{kWorker}}}},
       {"GET /v2/usage", {"/v2/usage?project_id=" + p, none, {project_readers}}},
   };
 

@@ -6,6 +6,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -249,6 +250,72 @@ TEST_F(DeployTest, SimulatedModelRunsOnEngineSim) {
   auto scaled = api_.Call(verb::patch, "/v2/models/" + std::to_string(model_id),
                           json::object{{"replicas", 0}});
   EXPECT_EQ(scaled.status, 200u);
+}
+
+// A backend defined through the API (not built in) whose template starts segma's simulator: the
+// worker receives the definition with the model, renders the template and runs it.
+TEST_F(DeployTest, CustomBackendDefinedThroughTheApiRuns) {
+  auto backend = api_.Post(
+      "/v2/backends",
+      json::object{
+          {"name", "my-sim"},
+          {"health_path", "/health"},
+          {"versions",
+           json::object{
+               {"1.0",
+                json::object{
+                    {"command", json::array{SegmaBinary(), "engine-sim", "--host", "{{host}}",
+                                            "--port", "{{port}}", "--model", "{{model_name}}",
+                                            json::object{{"when", "ctx_size"},
+                                                         {"args", json::array{"--max-model-len",
+                                                                              "{{ctx_size}}"}}}}},
+                    {"env", json::object{{"MY_SIM_INSTANCE", "{{instance_name}}"}}}}}}}});
+  ASSERT_EQ(backend.status, 201u) << backend.body;
+  auto created = api_.Post(
+      "/v2/models", json::object{{"name", "custom-chat"},
+                                 {"project_id", project_id_},
+                                 {"backend", "my-sim"},
+                                 {"context_length", 2048},
+                                 {"source", json::object{{"type", "simulated"}, {"params_b", 1}}},
+                                 {"replicas", 1}});
+  ASSERT_EQ(created.status, 201u) << created.body;
+  const int64_t model_id = Api::Obj(created).at("id").as_int64();
+  ASSERT_TRUE(WaitUntil([&] { return State(model_id) == "RUNNING"; }, std::chrono::seconds(60)))
+      << json::serialize(Instance(model_id)) << server_->Log();
+  json::object inst = Instance(model_id);
+  const int64_t instance_id = inst.at("id").as_int64();
+  const int pid = EnginePid(instance_id);
+  ASSERT_GT(pid, 0);
+  // The process is the one the template describes, with the rendered flags and env.
+  std::string cmdline = ReadFile("/proc/" + std::to_string(pid) + "/cmdline");
+  std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
+  EXPECT_NE(cmdline.find("engine-sim"), std::string::npos) << cmdline;
+  EXPECT_NE(cmdline.find("--model custom-chat"), std::string::npos) << cmdline;
+  EXPECT_NE(cmdline.find("--max-model-len 2048"), std::string::npos) << cmdline;
+  std::string environ = ReadFile("/proc/" + std::to_string(pid) + "/environ");
+  EXPECT_NE(environ.find("MY_SIM_INSTANCE=" + std::string(inst.at("name").as_string())),
+            std::string::npos);
+
+  http::ClientRequest req;
+  req.method = verb::post;
+  req.url =
+      "http://127.0.0.1:" + std::to_string(inst.at("port").as_int64()) + "/v1/chat/completions";
+  req.JsonBody(
+      json::object{{"model", "custom-chat"},
+                   {"max_tokens", 4},
+                   {"messages", json::array{json::object{{"role", "user"}, {"content", "Hi"}}}}});
+  auto r = http::FetchSync(std::move(req));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->status, 200u) << r->body;
+  EXPECT_NE(r->body.find("\"choices\""), std::string::npos) << r->body;
+
+  // In use: the backend cannot be deleted; after the model is gone it can, and the engine is too.
+  auto refused = api_.Call(verb::delete_, "/v2/backends/my-sim");
+  EXPECT_EQ(refused.status, 409u) << refused.body;
+  ASSERT_EQ(api_.Call(verb::delete_, "/v2/models/" + std::to_string(model_id)).status, 204u);
+  EXPECT_TRUE(WaitUntil([&] { return ::kill(pid, 0) != 0; }, std::chrono::seconds(30)))
+      << "engine still running after its model was deleted";
+  EXPECT_EQ(api_.Call(verb::delete_, "/v2/backends/my-sim").status, 204u);
 }
 
 }  // namespace

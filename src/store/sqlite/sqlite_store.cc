@@ -427,6 +427,28 @@ Result<types::Model> DecodeModel(const Stmt& s) {
   return m;
 }
 
+constexpr std::string_view kBackendCols = "id, name, spec, created_at, updated_at";
+
+Result<BackendRecord> DecodeBackend(const Stmt& s) {
+  BackendRecord b;
+  b.id = s.ColInt(0);
+  b.name = s.ColText(1);
+  b.spec = s.ColText(2);
+  b.created_at = s.ColTime(3);
+  b.updated_at = s.ColTime(4);
+  return b;
+}
+
+Event BackendEvent(Event::Type t, const BackendRecord& b) {
+  json::object data;
+  if (auto spec = ParseJson(b.spec); spec.ok() && spec->is_object()) data = spec->as_object();
+  data["id"] = b.id;
+  data["name"] = b.name;
+  data["created_at"] = FormatRfc3339(b.created_at);
+  data["updated_at"] = FormatRfc3339(b.updated_at);
+  return MakeEvent("backends", t, b.id, std::nullopt, std::move(data));
+}
+
 Event ModelEvent(Event::Type t, const types::Model& m) {
   return MakeEvent("models", t, m.id, m.project_id, types::ToJson(m));
 }
@@ -663,6 +685,13 @@ class SqliteStore final : public Store {
                                                    const ModelInstancePatch& patch) override;
   Status DeleteModelInstance(int64_t id) override;
 
+  Result<BackendRecord> CreateBackend(const BackendRecord& backend) override;
+  Result<BackendRecord> GetBackend(const std::string& name) override;
+  Result<std::vector<BackendRecord>> ListBackends() override;
+  Result<BackendRecord> UpdateBackend(const BackendRecord& backend,
+                                      const std::vector<std::string>& removed_versions) override;
+  Status DeleteBackend(const std::string& name) override;
+
   // Usage records: implemented in sqlite/sqlite_usage.cc, on this store's connection and lock.
   Status InsertUsageRecords(const std::vector<UsageRecord>& batch) override {
     std::lock_guard lock(mu_);
@@ -748,6 +777,11 @@ class SqliteStore final : public Store {
   Status WriteInstance(const types::ModelInstance& i);
   // Deletes the instances whose `column` (a fixed column name) equals `value`, queuing kDeleted.
   Status DeleteInstancesOf(std::string_view column, int64_t value, std::vector<Event>& events);
+  Result<BackendRecord> LoadBackend(const std::string& name);
+  // kFailedPrecondition naming the first model that uses backend `name` (with one of `versions`
+  // when given).
+  Status CheckBackendUnused(const std::string& name,
+                            const std::optional<std::vector<std::string>>& versions);
 
   std::mutex mu_;
   sqlite3* const db_;  // guarded by mu_
@@ -2058,6 +2092,126 @@ Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, EventBus
   }
   RETURN_IF_ERROR(store->Migrate());
   return std::unique_ptr<Store>(std::move(store));
+}
+
+// ---- backends ---------------------------------------------------------------------------------
+
+Result<BackendRecord> SqliteStore::LoadBackend(const std::string& name) {
+  return LoadOne<BackendRecord>(fmt::format("SELECT {} FROM backends WHERE name = ?", kBackendCols),
+                                name, DecodeBackend, fmt::format("backend '{}' not found", name));
+}
+
+Status SqliteStore::CheckBackendUnused(const std::string& name,
+                                       const std::optional<std::vector<std::string>>& versions) {
+  if (versions && versions->empty()) return OkStatus();
+  // Models name their backend inside the spec; reading every spec is fine at the scale of
+  // deployments (hundreds), and keeps the check in the caller's transaction.
+  ASSIGN_OR_RETURN(Stmt s, Prepare("SELECT project_id, name, spec FROM models ORDER BY id"));
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) return OkStatus();
+    auto spec = ParseJson(s.ColText(2));
+    if (!spec.ok() || !spec->is_object()) continue;
+    const json::object& o = spec->as_object();
+    auto backend = o.find("backend");
+    if (backend == o.end() || !backend->value().is_string() ||
+        backend->value().as_string() != name) {
+      continue;
+    }
+    if (!versions) {
+      return FailedPreconditionError(fmt::format("backend '{}' is used by model '{}' (project {})",
+                                                 name, s.ColText(1), s.ColInt(0)));
+    }
+    auto version = o.find("backend_version");
+    const std::string v = version != o.end() && version->value().is_string()
+                              ? std::string(version->value().as_string())
+                              : std::string();
+    if (std::find(versions->begin(), versions->end(), v) != versions->end()) {
+      return FailedPreconditionError(
+          fmt::format("backend '{}' version '{}' is used by model '{}' (project {})", name, v,
+                      s.ColText(1), s.ColInt(0)));
+    }
+  }
+}
+
+Result<BackendRecord> SqliteStore::CreateBackend(const BackendRecord& backend) {
+  if (auto spec = ParseJson(backend.spec); !spec.ok() || !spec->is_object()) {
+    return InvalidArgumentError("backend spec must be a JSON object");
+  }
+  std::lock_guard lock(mu_);
+  BackendRecord b = backend;
+  b.created_at = b.updated_at = clock_.Now();
+  std::vector<Event> events;
+  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+    ASSIGN_OR_RETURN(Stmt s, Prepare("INSERT INTO backends (name, spec, created_at, updated_at) "
+                                     "VALUES (?, ?, ?, ?)"));
+    s.Text(b.name).Text(b.spec).Time(b.created_at).Time(b.updated_at);
+    Status st = s.Run();
+    if (st.code() == StatusCode::kAlreadyExists) {
+      return AlreadyExistsError(fmt::format("backend '{}' already exists", b.name));
+    }
+    RETURN_IF_ERROR(st);
+    b.id = sqlite3_last_insert_rowid(db_);
+    events.push_back(BackendEvent(Event::Type::kCreated, b));
+    return OkStatus();
+  }));
+  return b;
+}
+
+Result<BackendRecord> SqliteStore::GetBackend(const std::string& name) {
+  std::lock_guard lock(mu_);
+  return LoadBackend(name);
+}
+
+Result<std::vector<BackendRecord>> SqliteStore::ListBackends() {
+  std::lock_guard lock(mu_);
+  ASSIGN_OR_RETURN(Stmt s,
+                   Prepare(fmt::format("SELECT {} FROM backends ORDER BY name", kBackendCols)));
+  std::vector<BackendRecord> out;
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    ASSIGN_OR_RETURN(BackendRecord b, DecodeBackend(s));
+    out.push_back(std::move(b));
+  }
+  return out;
+}
+
+Result<BackendRecord> SqliteStore::UpdateBackend(const BackendRecord& backend,
+                                                 const std::vector<std::string>& removed_versions) {
+  if (auto spec = ParseJson(backend.spec); !spec.ok() || !spec->is_object()) {
+    return InvalidArgumentError("backend spec must be a JSON object");
+  }
+  std::lock_guard lock(mu_);
+  BackendRecord b;
+  std::vector<Event> events;
+  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+    ASSIGN_OR_RETURN(BackendRecord old, LoadBackend(backend.name));
+    RETURN_IF_ERROR(CheckBackendUnused(backend.name, removed_versions));
+    b = old;
+    b.spec = backend.spec;
+    b.updated_at = clock_.Now();
+    ASSIGN_OR_RETURN(Stmt s, Prepare("UPDATE backends SET spec = ?, updated_at = ? WHERE id = ?"));
+    s.Text(b.spec).Time(b.updated_at).Int(b.id);
+    RETURN_IF_ERROR(s.Run());
+    events.push_back(BackendEvent(Event::Type::kUpdated, b));
+    return OkStatus();
+  }));
+  return b;
+}
+
+Status SqliteStore::DeleteBackend(const std::string& name) {
+  std::lock_guard lock(mu_);
+  std::vector<Event> events;
+  return Transaction(events, [&]() -> Status {
+    ASSIGN_OR_RETURN(BackendRecord old, LoadBackend(name));
+    RETURN_IF_ERROR(CheckBackendUnused(name, std::nullopt));
+    ASSIGN_OR_RETURN(Stmt s, Prepare("DELETE FROM backends WHERE id = ?"));
+    s.Int(old.id);
+    RETURN_IF_ERROR(s.Run());
+    events.push_back(BackendEvent(Event::Type::kDeleted, old));
+    return OkStatus();
+  });
 }
 
 }  // namespace segma::store
