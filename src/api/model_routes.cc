@@ -1,12 +1,14 @@
 // /v2/models (deployments), /v2/model-instances and /v2/model-evaluations (dry-run placement).
 // Project-scoped: every handler authorizes against the project of the row it acts on.
 
+#include <filesystem>
 #include <set>
 
 #include <fmt/format.h>
 
 #include "api/api.h"
 #include "controllers/cluster_state.h"
+#include "controllers/estimate_adapter.h"
 
 namespace segma::api {
 
@@ -43,6 +45,21 @@ Result<bool> ScopeList(ApiContext& c, Resource resource, store::ListOptions& o) 
   return true;
 }
 
+// A GGUF file the server can read must parse: a corrupt one is refused at once rather than left
+// to fail on a worker. A path the server cannot see may still exist on the workers: not checked.
+Status CheckModelFiles(const types::Model& m) {
+  const types::ModelSource& src = m.source;
+  std::error_code ec;
+  if (src.type != types::SourceType::kLocalPath || !src.path.ends_with(".gguf") ||
+      !std::filesystem::is_regular_file(src.path, ec)) {
+    return OkStatus();
+  }
+  Result<std::unique_ptr<controllers::EstimateAdapter>> est = controllers::EstimatorForModel(m);
+  if (est.ok()) return OkStatus();
+  return InvalidArgumentError(fmt::format("source.path {} is not a usable GGUF file: {}", src.path,
+                                          est.status().message()));
+}
+
 // Parses a POST body into a model of an existing project the caller may write to.
 Result<types::Model> ModelFromBody(ApiContext& c) {
   ASSIGN_OR_RETURN(json::object body, BodyObject(c));
@@ -50,6 +67,7 @@ Result<types::Model> ModelFromBody(ApiContext& c) {
   if (m.project_id <= 0) return InvalidArgumentError("project_id is required");
   RETURN_IF_ERROR(c.AuthorizeProject(m.project_id));
   RETURN_IF_ERROR(CheckModelBackend(c.s.store, m));
+  RETURN_IF_ERROR(CheckModelFiles(m));
   return m;
 }
 
@@ -91,6 +109,7 @@ Result<Response> UpdateModel(ApiContext& c) {
   if (patched.backend != current.backend || patched.backend_version != current.backend_version) {
     RETURN_IF_ERROR(CheckModelBackend(c.s.store, patched));
   }
+  if (!(patched.source == current.source)) RETURN_IF_ERROR(CheckModelFiles(patched));
   ASSIGN_OR_RETURN(types::Model updated, c.s.store.UpdateModel(patched));
   return ObjectResponse(types::ToJson(updated));
 }
