@@ -6,6 +6,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "common/crypto.h"
 #include "common/logging.h"
 #include "http/server.h"
 #include "http/sse.h"
@@ -14,6 +15,10 @@ namespace segma::api {
 
 namespace asio = boost::asio;
 using http::bhttp::status;
+
+std::string WorkerProxyToken(const std::string& key, const std::string& token_hash) {
+  return HmacSha256(key, "worker-proxy:" + token_hash);
+}
 
 Status ApiContext::AuthorizeProject(int64_t project_id, std::optional<int64_t> owner_user_id) {
   Status s = auth::Authorize(principal, action, resource, project_id, owner_user_id);

@@ -28,7 +28,14 @@ struct ApiOptions {
   std::string data_dir;
   // Appended to the session cookie; "Secure; " when served behind TLS.
   bool secure_cookies = false;
+  // Key of the tokens the server presents to workers' own HTTP ports (WorkerProxyToken).
+  std::string worker_proxy_key;
 };
+
+// The bearer token the server presents to worker `token_hash`'s HTTP port (log proxying):
+// HMAC(key, worker token hash). The worker receives it at registration ("proxy_token"); it
+// changes whenever the worker's own token does. Pure.
+std::string WorkerProxyToken(const std::string& key, const std::string& token_hash);
 
 // What handlers work with. All references outlive the router.
 struct Services {

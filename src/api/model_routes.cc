@@ -9,6 +9,7 @@
 #include "api/api.h"
 #include "controllers/cluster_state.h"
 #include "controllers/estimate_adapter.h"
+#include "http/client.h"
 
 namespace segma::api {
 
@@ -19,6 +20,8 @@ using auth::Resource;
 using http::Response;
 using http::bhttp::status;
 using http::bhttp::verb;
+
+constexpr int64_t kMaxLogTail = 100'000;
 
 Result<json::object> BodyObject(const ApiContext& c) {
   Result<json::value> v = ParseJson(c.http.req.body());
@@ -155,6 +158,71 @@ Result<Response> GetInstance(ApiContext& c) {
   return ObjectResponse(types::ToJson(i));
 }
 
+// GET /v2/model-instances/{id}/logs?tail=N&follow=true: the engine's log, read from the worker's
+// own HTTP port with the worker's proxy token. The first read happens here, so that a worker that
+// cannot be reached is a 503 before any byte is sent; with follow, the stream then continues
+// from where that read ended until the client leaves or the worker ends it (instance gone).
+Result<Response> InstanceLogs(ApiContext& c) {
+  ASSIGN_OR_RETURN(types::ModelInstance i, AuthorizedInstance(c));
+  ASSIGN_OR_RETURN(std::optional<int64_t> tail, QueryInt(c.http, "tail"));
+  if (tail && (*tail < 0 || *tail > kMaxLogTail)) {
+    return InvalidArgumentError(fmt::format("tail must be 0-{}", kMaxLogTail));
+  }
+  const std::string follow_param = c.http.Query("follow").value_or("false");
+  if (follow_param != "true" && follow_param != "false") {
+    return InvalidArgumentError("follow must be true or false");
+  }
+  const bool follow = follow_param == "true";
+  if (i.worker_id == 0) {
+    return FailedPreconditionError(
+        fmt::format("model instance {} is not placed on a worker: it has no log yet", i.id));
+  }
+  ASSIGN_OR_RETURN(types::Worker w, c.s.store.GetWorker(i.worker_id));
+  const std::string base =
+      fmt::format("http://{}:{}/v2/instance-logs/{}", w.address, w.port, i.id);
+  const std::string token = WorkerProxyToken(c.s.options.worker_proxy_key, w.token_hash);
+  http::ClientRequest req;
+  req.url = fmt::format("{}?tail={}", base, tail.value_or(100));
+  req.Bearer(token);
+  req.timeout = std::chrono::seconds(10);
+  Result<http::ClientResponse> first = http::FetchSync(std::move(req));
+  if (!first.ok()) {
+    return UnavailableError(fmt::format("worker '{}' at {}:{} cannot be reached: {}", w.name,
+                                        w.address, w.port, first.status().message()));
+  }
+  if (first->status == 404) {
+    return NotFoundError(fmt::format("worker '{}' has no log for model instance {}", w.name, i.id));
+  }
+  if (first->status != 200) {
+    return UnavailableError(fmt::format("worker '{}' answered HTTP {}: {}", w.name, first->status,
+                                        first->body.substr(0, 200)));
+  }
+  if (!follow) return Response::Text(status::ok, std::move(first->body));
+  const std::string from = first->Header("x-segma-log-offset");
+  return Response::Stream(
+      "text/plain; charset=utf-8",
+      [body = std::move(first->body), url = fmt::format("{}?follow=true&from={}", base, from),
+       token](http::ResponseStream& out) -> boost::asio::awaitable<void> {
+        if (!body.empty() && !co_await out.Write(body)) co_return;
+        http::HttpClient client(co_await boost::asio::this_coro::executor);
+        http::ClientRequest follow_req;
+        follow_req.url = url;
+        follow_req.Bearer(token);
+        follow_req.timeout = std::chrono::hours(24);  // a quiet engine writes nothing for long
+        Result<std::unique_ptr<http::ClientStream>> upstream =
+            co_await client.OpenStream(std::move(follow_req));
+        if (!upstream.ok() || (*upstream)->response().status != 200) co_return;
+        while (!out.stopping()) {
+          Result<std::string_view> piece = co_await (*upstream)->Next();
+          if (!piece.ok() || piece->empty()) break;
+          if (!co_await out.Write(*piece)) {
+            (*upstream)->Cancel();  // the client left: stop following on the worker too
+            break;
+          }
+        }
+      });
+}
+
 // Replica sync creates a replacement, placed afresh.
 Result<Response> DeleteInstance(ApiContext& c) {
   ASSIGN_OR_RETURN(types::ModelInstance i, AuthorizedInstance(c));
@@ -233,6 +301,8 @@ std::vector<Route> ModelRoutes() {
        ListInstances, "model-instances"},
       {verb::get, "/v2/model-instances/{id}", A::kProject, Resource::kModelInstances, Action::kRead,
        GetInstance, ""},
+      {verb::get, "/v2/model-instances/{id}/logs", A::kProject, Resource::kModelInstances,
+       Action::kRead, InstanceLogs, ""},
       {verb::delete_, "/v2/model-instances/{id}", A::kProject, Resource::kModelInstances,
        Action::kDelete, DeleteInstance, ""},
       {verb::post, "/v2/model-evaluations", A::kProject, Resource::kModelEvaluations,

@@ -2,13 +2,18 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <fmt/format.h>
+
+#include "common/crypto.h"
 #include "common/logging.h"
 #include "worker/gpu/fake_gpu_probe.h"
 #include "worker/gpu/nvml_gpu_probe.h"
@@ -63,6 +68,10 @@ Result<uint16_t> WorkerAgent::Start() {
               [this](http::RequestContext&) -> asio::awaitable<http::Response> {
                 co_return http::Response::Text(http::bhttp::status::ok, registry_.Serialize(),
                                                "text/plain; version=0.0.4; charset=utf-8");
+              });
+  router_.Add(verb::get, "/v2/instance-logs/{id}",
+              [this](http::RequestContext& ctx) -> asio::awaitable<http::Response> {
+                co_return ServeLog(ctx);
               });
   http::ServerOptions opts;
   opts.name = "worker";
@@ -137,6 +146,10 @@ asio::awaitable<Status> WorkerAgent::Register() {
   CO_ASSIGN_OR_RETURN(json::value v, res.Json());
   const json::object& o = v.as_object();
   worker_token_ = std::string(o.at("token").as_string());
+  if (auto p = o.find("proxy_token"); p != o.end() && p->value().is_string()) {
+    std::lock_guard lock(proxy_mu_);
+    proxy_token_ = std::string(p->value().as_string());
+  }
   worker_id_ = o.at("worker").as_object().at("id").as_int64();
   if (instances_) instances_->Start(worker_id_, worker_token_);
   Logger("worker")->info("registered with {} as worker {} ({}); GPU inventory: {}",
@@ -176,6 +189,86 @@ asio::awaitable<Status> WorkerAgent::SendHeartbeat() {
                                res.body.substr(0, 300));
   }
   co_return OkStatus();
+}
+
+// GET /v2/instance-logs/{id}?tail=N | ?follow=true&from=OFFSET, for the server only (its proxy
+// token). Plain: the last N lines of the live log, with the file size as x-segma-log-offset.
+// Follow: what is appended from OFFSET on (from 0 again after a rotation truncated the file),
+// until the client leaves, the worker stops, or the instance has no engine here any more.
+http::Response WorkerAgent::ServeLog(http::RequestContext& ctx) {
+  {
+    std::lock_guard lock(proxy_mu_);
+    std::optional<std::string> bearer = ctx.BearerToken();
+    if (proxy_token_.empty() || !bearer || !ConstantTimeEquals(*bearer, proxy_token_)) {
+      return http::Response::Error(UnauthenticatedError("the server's proxy token is required"));
+    }
+  }
+  Result<int64_t> id = ctx.IdParam();
+  if (!id.ok()) return http::Response::Error(id.status());
+  const std::string path =
+      fmt::format("{}/logs/instance-{}.log", config_.data_dir, *id);
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(path, ec);
+  if (ec) {
+    return http::Response::Error(
+        NotFoundError(fmt::format("no log for model instance {} on this worker", *id)));
+  }
+  if (ctx.Query("follow") != "true") {
+    int64_t tail = 100;
+    if (auto t = ctx.Query("tail")) tail = std::clamp<int64_t>(std::atoll(t->c_str()), 0, 100'000);
+    std::ifstream in(path, std::ios::binary);
+    std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    data.resize(std::min<size_t>(data.size(), size));  // what was there at `size`
+    size_t start = data.size();
+    int64_t lines = 0;
+    // The last `tail` lines: a final line without its newline counts too.
+    if (start > 0 && data[start - 1] == '\n') --start;
+    while (start > 0 && lines < tail) {
+      const size_t nl = data.rfind('\n', start - 1);
+      ++lines;
+      if (nl == std::string::npos) {
+        start = 0;
+        break;
+      }
+      if (lines == tail) {
+        start = nl + 1;
+        break;
+      }
+      start = nl;
+    }
+    if (tail == 0) start = data.size();
+    http::Response res = http::Response::Text(http::bhttp::status::ok, data.substr(start));
+    res.msg.set("x-segma-log-offset", std::to_string(size));
+    return res;
+  }
+  uint64_t from = 0;
+  if (auto f = ctx.Query("from")) from = std::strtoull(f->c_str(), nullptr, 10);
+  const int64_t instance_id = *id;
+  return http::Response::Stream(
+      "text/plain; charset=utf-8",
+      [this, path, from, instance_id](http::ResponseStream& out) -> asio::awaitable<void> {
+        uint64_t pos = from;
+        while (!out.stopping() && !stopping_) {
+          std::error_code ec;
+          const uint64_t size = std::filesystem::file_size(path, ec);
+          if (!ec && size < pos) pos = 0;  // rotated (copytruncate)
+          if (!ec && size > pos) {
+            std::ifstream in(path, std::ios::binary);
+            in.seekg(static_cast<std::streamoff>(pos));
+            std::string chunk(std::min<uint64_t>(size - pos, 1 << 20), '\0');
+            in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+            chunk.resize(static_cast<size_t>(in.gcount()));
+            pos += chunk.size();
+            if (!chunk.empty()) {
+              if (!co_await out.Write(chunk)) co_return;
+              continue;
+            }
+          }
+          engines::Supervisor* sup = instances_ ? instances_->supervisor() : nullptr;
+          if (sup == nullptr || !sup->Get(instance_id)) co_return;  // the engine is gone
+          co_await Sleep(std::chrono::milliseconds(200));
+        }
+      });
 }
 
 Result<std::unique_ptr<gpu::GpuProbe>> MakeGpuProbe(const std::string& fake_spec,

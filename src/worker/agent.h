@@ -4,6 +4,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include <boost/asio/io_context.hpp>
@@ -64,6 +65,7 @@ class WorkerAgent {
   boost::asio::awaitable<void> Loop();
   boost::asio::awaitable<Status> Register();
   boost::asio::awaitable<Status> SendHeartbeat();
+  http::Response ServeLog(http::RequestContext& ctx);
 
   boost::asio::io_context& ioc_;
   AgentConfig config_;
@@ -76,6 +78,8 @@ class WorkerAgent {
   http::Router router_;
   std::unique_ptr<http::HttpServer> server_;
   std::string worker_token_;
+  std::mutex proxy_mu_;
+  std::string proxy_token_;  // what the server presents here; GUARDED_BY(proxy_mu_)
   std::atomic<int64_t> worker_id_{0};
   std::atomic<bool> stopping_{false};
   uint16_t bound_port_ = 0;

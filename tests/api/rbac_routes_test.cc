@@ -317,6 +317,9 @@ TEST_F(RbacRoutesTest, EveryRouteTimesEveryRole) {
       {"GET /v2/model-instances", {"/v2/model-instances?project_id=" + p, none, {project_readers}}},
       {"GET /v2/model-instances/{id}",
        {fmt::format("/v2/model-instances/{}", instance_id_), none, {project_readers}}},
+      // The instance is not placed (no worker has GPUs): allowed callers get 409, not 403.
+      {"GET /v2/model-instances/{id}/logs",
+       {fmt::format("/v2/model-instances/{}/logs?tail=5", instance_id_), none, {project_readers}}},
       {"DELETE /v2/model-instances/{id}",
        {fmt::format("/v2/model-instances/{}", instance_id_), none, {project_writers}}},
       {"POST /v2/model-evaluations",

@@ -8,6 +8,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -218,6 +220,80 @@ TEST_F(EnginesTest, BadEnginesEndInErrorAndLeaveNothingBehind) {
   auto r = http::FetchSync(std::move(req));
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->status, 200u) << r->body;
+}
+
+// GET /v2/model-instances/{id}/logs through the server from the worker's own port.
+TEST_F(EnginesTest, InstanceLogsTailAndFollowThroughTheServer) {
+  const int64_t model = CreateModel(
+      json::object{{"name", "logged"},
+                   {"source", json::object{{"type", "simulated"}, {"params_b", 1}}}});
+  ASSERT_TRUE(WaitUntil([&] { return Field(model, "state") == "RUNNING"; },
+                        std::chrono::seconds(60)))
+      << json::serialize(Instance(model)) << server_->Log();
+  const int64_t id = Instance(model).at("id").as_int64();
+  const std::string log_path =
+      dir_.path() + "/data/worker/logs/instance-" + std::to_string(id) + ".log";
+  const std::string logs = "/v2/model-instances/" + std::to_string(id) + "/logs";
+  {
+    std::ofstream out(log_path, std::ios::app);
+    out << "line-a\nline-b\nline-c\n";
+  }
+  auto tail = api_.Get(logs + "?tail=2");
+  ASSERT_EQ(tail.status, 200u) << tail.body;
+  EXPECT_EQ(tail.body, "line-b\nline-c\n");
+  auto more = api_.Get(logs + "?tail=3");
+  EXPECT_EQ(more.body, "line-a\nline-b\nline-c\n");
+  for (const char* bad : {"?tail=-1", "?tail=abc", "?tail=100001", "?follow=maybe"}) {
+    auto r = api_.Get(logs + bad);
+    EXPECT_EQ(r.status, 400u) << bad << " " << r.body;
+    EXPECT_NE(r.body.find("\"error\""), std::string::npos) << r.body;
+  }
+  EXPECT_EQ(api_.Get("/v2/model-instances/999999/logs").status, 404u);
+
+  // follow: a line written after the request started arrives; deleting the instance ends it.
+  std::mutex mu;
+  std::string followed;
+  bool ended = false;
+  std::thread reader([&] {
+    http::ClientRequest req;
+    req.url = api_.base + logs + "?tail=1&follow=true";
+    req.Bearer(api_.token);
+    req.timeout = std::chrono::seconds(60);
+    auto r = http::StreamSync(std::move(req), [&](std::string_view d) {
+      std::lock_guard lock(mu);
+      followed.append(d);
+      return true;
+    });
+    std::lock_guard lock(mu);
+    ended = true;
+  });
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        std::lock_guard lock(mu);
+        return followed.find("line-c") != std::string::npos;
+      },
+      std::chrono::seconds(20)));
+  {
+    std::ofstream out(log_path, std::ios::app);
+    out << "written-after-the-request\n";
+  }
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        std::lock_guard lock(mu);
+        return followed.find("written-after-the-request") != std::string::npos;
+      },
+      std::chrono::seconds(20)))
+      << followed;
+  ASSERT_EQ(api_.Call(verb::delete_, "/v2/models/" + std::to_string(model)).status, 204u);
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        std::lock_guard lock(mu);
+        return ended;
+      },
+      std::chrono::seconds(40)))
+      << "the follow stream did not end after the instance was deleted";
+  if (!ended) server_->Signal(SIGKILL);  // unblocks the reader
+  reader.join();
 }
 
 }  // namespace
