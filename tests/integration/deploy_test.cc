@@ -246,10 +246,15 @@ TEST_F(DeployTest, SimulatedModelRunsOnEngineSim) {
   EXPECT_EQ(csv.status, 200u);
   EXPECT_EQ(csv.body.rfind("model,requests,errors,prompt_tokens,completion_tokens", 0), 0u) << csv.body;
 
-  // Stop the engine before the test ends.
+  // Stop the engine before the test ends, and wait until it is gone: an engine left listening
+  // would answer the next test's readiness probe on the same port.
+  const int sim_pid = EnginePid(Instance(model_id).at("id").as_int64());
   auto scaled = api_.Call(verb::patch, "/v2/models/" + std::to_string(model_id),
                           json::object{{"replicas", 0}});
   EXPECT_EQ(scaled.status, 200u);
+  if (sim_pid > 0) {
+    EXPECT_TRUE(WaitUntil([&] { return ::kill(sim_pid, 0) != 0; }, std::chrono::seconds(30)));
+  }
 }
 
 // A backend defined through the API (not built in) whose template starts segma's simulator: the
