@@ -48,7 +48,8 @@ class EnginesTest : public ::testing::Test {
   void SetUp() override {
     port_ = FreePort();
     server_ = std::make_unique<Process>(
-        std::vector<std::string>{SegmaBinary(), "start", "--data-dir", dir_.path() + "/data",
+        std::vector<std::string>{SegmaBinary(), "start", "--no-demo", "--data-dir",
+                                 dir_.path() + "/data",
                                  "--address", "127.0.0.1", "--port", std::to_string(port_),
                                  "--fake-gpus", "1xH100:80", "--heartbeat-interval", "0.2",
                                  "--engine-ready-timeout", "3"},
