@@ -136,5 +136,6 @@ std::vector<Route> InfraRoutes();
 std::vector<Route> WorkerRoutes();
 std::vector<Route> UsageRoutes();
 std::vector<Route> ModelRoutes();
+std::vector<Route> ModelFileRoutes();
 
 }  // namespace segma::api

@@ -45,6 +45,14 @@ struct Flags {
   std::vector<std::string> labels;
   std::vector<std::string> engine_dirs;
   bool no_demo = false;  // start only
+  // model files
+  std::string model_cache_dir;
+  std::string hf_endpoint = "https://huggingface.co";
+  std::string hf_token;
+  std::string modelscope_endpoint = "https://www.modelscope.cn";
+  std::string modelscope_token;
+  std::string ca_file;
+  int max_parallel_downloads = 4;
 };
 
 void AddServerFlags(CLI::App* cmd, Flags& f, uint16_t default_port) {
@@ -102,6 +110,27 @@ void AddWorkerFlags(CLI::App* cmd, Flags& f, bool standalone) {
                   "Directory of a backend's executables, BACKEND=DIR (repeatable), e.g. "
                   "llama.cpp=/opt/llama.cpp/bin")
       ->envname("SEGMA_ENGINE_DIRS");
+  cmd->add_option("--model-cache-dir", f.model_cache_dir,
+                  "Directory of downloaded model files, shareable by workers over NFS "
+                  "(default: <data-dir>/models)")
+      ->envname("SEGMA_MODEL_CACHE_DIR");
+  cmd->add_option("--hf-endpoint", f.hf_endpoint,
+                  "Hugging Face endpoint, or an internal mirror with the same URL layout")
+      ->envname("HF_ENDPOINT");
+  cmd->add_option("--hf-token", f.hf_token, "Hugging Face token for private or gated repositories")
+      ->envname("HF_TOKEN");
+  cmd->add_option("--modelscope-endpoint", f.modelscope_endpoint,
+                  "ModelScope endpoint, or an internal mirror with the same URL layout")
+      ->envname("MODELSCOPE_ENDPOINT");
+  cmd->add_option("--modelscope-token", f.modelscope_token, "ModelScope access token")
+      ->envname("MODELSCOPE_API_TOKEN");
+  cmd->add_option("--ca-file", f.ca_file,
+                  "PEM file of CA certificates trusted for HTTPS besides the system store")
+      ->envname("SEGMA_CA_FILE");
+  cmd->add_option("--max-parallel-downloads", f.max_parallel_downloads,
+                  "Model files downloaded at once on this worker")
+      ->envname("SEGMA_MAX_PARALLEL_DOWNLOADS")
+      ->check(CLI::Range(1, 64));
 }
 
 segma::Result<std::map<std::string, std::string>> ParseLabels(const std::vector<std::string>& kvs) {
@@ -133,6 +162,16 @@ segma::worker::AgentConfig AgentConfigFrom(const Flags& f) {
   if (std::filesystem::exists(cached_llama + "/llama-server")) {
     c.engine_binary_dirs["llama.cpp"] = cached_llama;
   }
+  c.downloads.cache_dir = f.model_cache_dir;
+  // "https://hf-mirror.internal/" and "https://hf-mirror.internal" name the same endpoint.
+  auto trim = [](std::string s) {
+    while (!s.empty() && s.back() == '/') s.pop_back();
+    return s;
+  };
+  c.downloads.huggingface = {trim(f.hf_endpoint), f.hf_token};
+  c.downloads.modelscope = {trim(f.modelscope_endpoint), f.modelscope_token};
+  c.downloads.tls.ca_file = f.ca_file;
+  c.downloads.max_parallel_files = f.max_parallel_downloads;
   for (const std::string& kv : f.engine_dirs) {
     size_t eq = kv.find('=');
     if (eq != std::string::npos) c.engine_binary_dirs[kv.substr(0, eq)] = kv.substr(eq + 1);

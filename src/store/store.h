@@ -37,6 +37,7 @@
 #include "common/status.h"
 #include "types/identity.h"
 #include "types/model.h"
+#include "types/model_file.h"
 #include "types/worker.h"
 
 namespace segma::store {
@@ -363,6 +364,23 @@ class Store {
   // kNotFound; kFailedPrecondition ("backend 'x' is used by model 'chat' (project 1)") if any
   // model names the backend, checked in the same transaction.
   virtual Status DeleteBackend(const std::string& name) = 0;
+
+  // ---- model files ("model-files"; section owned by the model-files work) ---------------------
+  // Rows are reported by workers; kDeleted events when removed.
+  //
+  // Inserts or updates the row of (file.worker_id, file.source_key, file.backend) with the other
+  // fields of `file` (id and timestamps assigned). A row in state kDeleting keeps that state and
+  // message, so the reporting worker learns of the pending deletion from the returned row.
+  // kNotFound if the worker does not exist.
+  virtual Result<types::ModelFile> UpsertModelFile(const types::ModelFile& file) = 0;
+  virtual Result<types::ModelFile> GetModelFile(int64_t id) = 0;
+  // Sort fields: id, worker_id, state, size_bytes, created_at, updated_at. q: source_key.
+  // Filter: `worker_id`.
+  virtual Result<ListResult<types::ModelFile>> ListModelFiles(
+      const ListOptions& options, std::optional<int64_t> worker_id = std::nullopt) = 0;
+  virtual Result<types::ModelFile> SetModelFileState(int64_t id, types::ModelFileState state,
+                                                     const std::string& message) = 0;
+  virtual Status DeleteModelFile(int64_t id) = 0;
 
   // ---- usage records (no events) --------------------------------------------------------------
   // Inserts `batch` in one transaction and adds it to the daily roll-up (usage_daily). Records

@@ -99,6 +99,13 @@ Result<ModelSource> SourceFromJson(const json::object& o, const std::string& pat
       if (r.ok() && (s.file.find("..") != std::string::npos || s.file.size() > 1024)) {
         r.Fail("file", "must be a file name or glob without '..'");
       }
+      // The scheduler's size hint until the files are on a worker (docs/scheduler.md).
+      if (std::optional<double> p = r.OptionalDouble("params_b")) {
+        if (!(*p > 0 && *p <= kMaxParamsB)) {
+          r.Fail("params_b", fmt::format("must be in (0, {}]", kMaxParamsB));
+        }
+        s.params_b = *p;
+      }
       break;
     case SourceType::kSimulated: {
       std::optional<double> p = r.OptionalDouble("params_b");
@@ -243,6 +250,10 @@ void ReadModelFields(JsonReader& r, Model& m, bool is_patch) {
 
 }  // namespace
 
+Result<ModelSource> ModelSourceFromJson(const json::object& o, const std::string& path) {
+  return SourceFromJson(o, path);
+}
+
 std::string_view SourceTypeName(SourceType t) {
   switch (t) {
     case SourceType::kLocalPath:
@@ -354,6 +365,7 @@ json::object ToJson(const ModelSource& s) {
       o["repo"] = s.repo;
       o["revision"] = s.revision;
       if (!s.file.empty()) o["file"] = s.file;
+      if (s.params_b > 0) o["params_b"] = s.params_b;
       break;
     case SourceType::kSimulated:
       o["params_b"] = s.params_b;

@@ -27,7 +27,7 @@ struct ModelSource {
   std::string repo;          // huggingface / modelscope: "org/name"
   std::string revision;      // huggingface: default "main"; modelscope: default "master"
   std::string file;          // huggingface / modelscope: optional file glob ("*Q4_K_M.gguf")
-  double params_b = 0;       // simulated: billions of parameters
+  double params_b = 0;       // simulated (required), hub (optional size hint): billions of params
   std::string size_profile;  // simulated: optional profile name ("llama-8b"); empty = by params_b
 
   friend bool operator==(const ModelSource&, const ModelSource&) = default;
@@ -36,6 +36,10 @@ struct ModelSource {
 // A stable key naming the files of `s`, used to find workers that already hold them
 // ("huggingface:org/name@main:*.gguf").
 std::string SourceKey(const ModelSource& s);
+
+// Parses a model source strictly, as the `source` of POST /v2/models (kInvalidArgument naming the
+// field under `path`).
+Result<ModelSource> ModelSourceFromJson(const json::object& o, const std::string& path = "source");
 
 enum class ModelCategory { kLlm, kEmbedding, kReranker, kSpeechToText };
 std::string_view ModelCategoryName(

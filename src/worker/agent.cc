@@ -1,5 +1,6 @@
 #include "worker/agent.h"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,7 +11,6 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-
 #include <fmt/format.h>
 
 #include "common/crypto.h"
@@ -85,6 +85,10 @@ Result<uint16_t> WorkerAgent::Start() {
   ic.port_min = config_.engine_port_min;
   ic.port_max = config_.engine_port_max;
   ic.ready_timeout = config_.engine_ready_timeout;
+  ic.downloads = config_.downloads;
+  // A file size limit (ulimit -f) must fail a model download's write() with EFBIG, as a full disk
+  // fails it with ENOSPC, instead of killing the worker with SIGXFSZ.
+  ::signal(SIGXFSZ, SIG_IGN);
   instances_ = std::make_unique<InstanceManager>(ioc_, ic, SystemClock::Get(), *gpu_probe_);
   RETURN_IF_ERROR(instances_->Init());
   asio::co_spawn(ioc_, Loop(), [](std::exception_ptr e) {
@@ -205,8 +209,7 @@ http::Response WorkerAgent::ServeLog(http::RequestContext& ctx) {
   }
   Result<int64_t> id = ctx.IdParam();
   if (!id.ok()) return http::Response::Error(id.status());
-  const std::string path =
-      fmt::format("{}/logs/instance-{}.log", config_.data_dir, *id);
+  const std::string path = fmt::format("{}/logs/instance-{}.log", config_.data_dir, *id);
   std::error_code ec;
   const auto size = std::filesystem::file_size(path, ec);
   if (ec) {

@@ -39,6 +39,9 @@ struct AgentConfig {
   std::chrono::seconds engine_ready_timeout{600};
   // Where engines listen and the gateway reaches them.
   std::string engine_host = "127.0.0.1";
+  // Model files: cache directory ("" = <data_dir>/models), hub endpoints and tokens, CA file,
+  // parallel downloads.
+  models::DownloaderConfig downloads;
 };
 
 // The agent on a GPU node: registers with the server (cluster token → its own worker token),

@@ -149,6 +149,9 @@ Status InstanceManager::Init() {
   opts.data_dir = config_.data_dir;
   opts.port_min = config_.port_min;
   opts.port_max = config_.port_max;
+  models::DownloaderConfig downloads = config_.downloads;
+  if (downloads.cache_dir.empty()) downloads.cache_dir = config_.data_dir + "/models";
+  files_ = std::make_unique<ModelFiles>(ioc_, std::move(downloads), config_.server_url);
   ASSIGN_OR_RETURN(supervisor_,
                    engines::Supervisor::Create(
                        opts, clock_, [this](const engines::EngineStatus& s) { OnEngineState(s); }));
@@ -159,9 +162,13 @@ void InstanceManager::Start(int64_t worker_id, std::string worker_token) {
   const bool first = worker_id_ == 0;
   worker_id_ = worker_id;
   token_ = std::move(worker_token);
+  if (files_) files_->SetCredentials(worker_id_, token_);
   if (!first) return;  // the follow loop picks up the new token
   asio::co_spawn(ioc_, Follow(), [](std::exception_ptr e) {
     if (e) Logger("worker")->error("instance follower ended by an exception");
+  });
+  asio::co_spawn(ioc_, SweepFiles(), [](std::exception_ptr e) {
+    if (e) Logger("worker")->error("model file sweeper ended by an exception");
   });
 }
 
@@ -302,7 +309,31 @@ asio::awaitable<void> InstanceManager::Apply(const types::ModelInstance& inst, b
     }
     co_return;
   }
-  if (!wanted) co_return;
+  if (!wanted) {
+    downloading_.erase(inst.id);
+    download_failed_.erase(inst.id);
+    co_return;
+  }
+  if (auto d = downloading_.find(inst.id); d != downloading_.end()) {
+    d->second = inst;  // started when its files are here
+    co_return;
+  }
+  Result<types::Model> model = co_await ModelFor(inst);
+  if (model.ok() && (model->source.type == types::SourceType::kHuggingFace ||
+                     model->source.type == types::SourceType::kModelScope)) {
+    auto local = local_files_.find(model->id);
+    if (local == local_files_.end() || !std::filesystem::exists(local->second.model_path)) {
+      if (auto f = download_failed_.find(inst.id);
+          f != download_failed_.end() && std::chrono::steady_clock::now() < f->second.first) {
+        co_return;  // stays in ERROR until its retry
+      }
+      downloading_[inst.id] = inst;
+      co_await Report(inst.id,
+                      StateBody("DOWNLOADING", "listing the files of " + model->source.repo));
+      asio::co_spawn(ioc_, Download(inst, *model), asio::detached);
+      co_return;
+    }
+  }
   Result<int> port = supervisor_->AllocatePort(inst.id);
   if (!port.ok()) {
     co_await Report(inst.id, StateBody("ERROR", port.status().message()));
@@ -326,11 +357,10 @@ asio::awaitable<void> InstanceManager::Apply(const types::ModelInstance& inst, b
   co_await Report(inst.id, StateBody("STARTING", "", *port));
 }
 
-asio::awaitable<Result<engines::EngineSpec>> InstanceManager::SpecFor(
-    const types::ModelInstance& inst, int port) {
-  // Fetched for every engine start: the model or its backend may have changed since.
-  auto cached = models_.end();
-  {
+asio::awaitable<Result<types::Model>> InstanceManager::ModelFor(const types::ModelInstance& inst,
+                                                                bool refresh) {
+  auto cached = refresh ? models_.end() : models_.find(inst.model_id);
+  if (cached == models_.end()) {
     http::ClientRequest req;
     req.url = fmt::format("{}/v2/worker/models/{}", config_.server_url, inst.model_id);
     req.Bearer(token_);
@@ -349,7 +379,68 @@ asio::awaitable<Result<engines::EngineSpec>> InstanceManager::SpecFor(
       backend_definitions_.erase(inst.model_id);
     }
   }
-  const types::Model& model = cached->second;
+  co_return cached->second;
+}
+
+asio::awaitable<void> InstanceManager::Download(types::ModelInstance inst, types::Model model) {
+  const int64_t id = inst.id;
+  Result<models::LocalModel> local =
+      co_await files_->Ensure(model, [this, id](const std::string& line) {
+        if (!downloading_.count(id)) return;
+        asio::co_spawn(ioc_, Report(id, StateBody("DOWNLOADING", line)), asio::detached);
+      });
+  auto pending = downloading_.find(id);
+  if (pending == downloading_.end()) co_return;  // no longer wanted here
+  types::ModelInstance latest = pending->second;
+  downloading_.erase(pending);
+  if (!local.ok()) {
+    auto& [retry_at, delay] = download_failed_[id];
+    delay = delay.count() == 0 ? config_.download_retry_delay
+                               : std::min(delay * 2, std::chrono::milliseconds(300'000));
+    retry_at = std::chrono::steady_clock::now() + delay;
+    Logger("worker")->warn("the files of instance {} ({}) could not be fetched: {}", id,
+                           model.source.repo, local.status().ToString());
+    co_await Report(id, StateBody("ERROR", "model files: " + local.status().message()));
+    const auto wait = delay;
+    asio::co_spawn(
+        ioc_,
+        [this, id, wait]() -> asio::awaitable<void> {
+          co_await Sleep(wait);
+          if (!download_failed_.count(id) || stopping_) co_return;
+          // The latest view comes with the next listing; re-apply what we know meanwhile.
+          download_failed_[id].first = std::chrono::steady_clock::time_point();
+          http::ClientRequest req;
+          req.url = fmt::format("{}/v2/worker/instances?worker_id={}&per_page=500",
+                                config_.server_url, worker_id_);
+          req.Bearer(token_);
+          Result<http::ClientResponse> r = co_await client_.Fetch(std::move(req));
+          if (!r.ok() || r->status != 200) co_return;
+          Result<json::value> v = r->Json();
+          if (!v.ok()) co_return;
+          for (const json::value& item : v->at("items").as_array()) {
+            types::ModelInstance i = InstanceFromJson(item.as_object());
+            if (i.id == id) co_await Apply(i, false);
+          }
+        },
+        asio::detached);
+    co_return;
+  }
+  download_failed_.erase(id);
+  local_files_[model.id] = *local;
+  co_await Apply(latest, false);
+}
+
+asio::awaitable<void> InstanceManager::SweepFiles() {
+  while (!stopping_) {
+    co_await Sleep(config_.files_sweep_interval);
+    if (!stopping_) co_await files_->Sweep();
+  }
+}
+
+asio::awaitable<Result<engines::EngineSpec>> InstanceManager::SpecFor(
+    const types::ModelInstance& inst, int port) {
+  // Fetched for every engine start: the model or its backend may have changed since.
+  CO_ASSIGN_OR_RETURN(types::Model model, co_await ModelFor(inst, /*refresh=*/true));
 
   engines::LaunchContext ctx;
   switch (model.source.type) {
@@ -362,14 +453,23 @@ asio::awaitable<Result<engines::EngineSpec>> InstanceManager::SpecFor(
       }
       ctx.model_path = model.source.path;
       break;
-    default:
-      co_return UnimplementedError(
-          "this worker cannot download models from hubs yet: use a local_path source");
+    case types::SourceType::kHuggingFace:
+    case types::SourceType::kModelScope: {
+      auto local = local_files_.find(model.id);
+      if (local == local_files_.end()) {
+        // An engine being adopted after a worker restart: its files are complete in the cache.
+        Result<models::LocalModel> fetched = co_await files_->Ensure(model, nullptr);
+        if (!fetched.ok()) co_return fetched.status();
+        local = local_files_.insert_or_assign(model.id, *fetched).first;
+      }
+      ctx.model_path = local->second.model_path;
+      break;
+    }
   }
   std::string backend_name = model.backend;
   if (backend_name.empty()) {
     backend_name = model.source.type == types::SourceType::kSimulated ? "simulator"
-                   : model.source.path.ends_with(".gguf")             ? "llama.cpp"
+                   : ctx.model_path.ends_with(".gguf")                ? "llama.cpp"
                                                                       : "vllm";
   }
   const engines::Backend* backend = engines::FindBuiltInBackend(backend_name);

@@ -13,12 +13,13 @@
 #include "types/model.h"
 #include "worker/engines/supervisor.h"
 #include "worker/gpu/gpu_probe.h"
+#include "worker/model_files.h"
 
 namespace segma::worker {
 
 struct InstanceManagerConfig {
   std::string server_url;
-  std::string data_dir;          // engines/ and logs/ go below it
+  std::string data_dir;                   // engines/ and logs/ go below it
   std::string engine_host = "127.0.0.1";  // where engines listen (the gateway reaches them there)
   // Per-backend directories of engine executables ("" = PATH). The simulator defaults to this
   // binary's own directory.
@@ -26,6 +27,13 @@ struct InstanceManagerConfig {
   int port_min = 40000;
   int port_max = 40999;
   std::chrono::seconds ready_timeout{600};  // EngineSpec::ready_timeout
+  // Model files: the cache (cache_dir "" = <data_dir>/models), hub endpoints, tokens, TLS.
+  models::DownloaderConfig downloads;
+  // How often the worker looks for model files an admin asked to delete.
+  std::chrono::milliseconds files_sweep_interval{3000};
+  // After a failed download, the instance stays in ERROR this long before the next try (doubling
+  // up to 5 minutes).
+  std::chrono::milliseconds download_retry_delay{30'000};
 };
 
 // Makes the engines on this worker match the instances the server assigned to it: follows
@@ -55,7 +63,14 @@ class InstanceManager {
   boost::asio::awaitable<Status> Resync(bool first);
   boost::asio::awaitable<void> Apply(const types::ModelInstance& inst, bool deleted);
   boost::asio::awaitable<Result<engines::EngineSpec>> SpecFor(const types::ModelInstance& inst,
-                                                            int port);
+                                                              int port);
+  // The model (and custom backend definition) of `inst`, from the server unless cached; `refresh`
+  // always asks the server.
+  boost::asio::awaitable<Result<types::Model>> ModelFor(const types::ModelInstance& inst,
+                                                        bool refresh = false);
+  // Hub sources: fetches the files (DOWNLOADING with progress), then applies the instance again.
+  boost::asio::awaitable<void> Download(types::ModelInstance inst, types::Model model);
+  boost::asio::awaitable<void> SweepFiles();
   boost::asio::awaitable<void> Report(int64_t instance_id, json::object body);
   void OnEngineState(const engines::EngineStatus& status);
   bool Wanted(const types::ModelInstance& inst) const;
@@ -66,6 +81,15 @@ class InstanceManager {
   gpu::GpuProbe& gpus_;
   http::HttpClient client_;
   std::unique_ptr<engines::Supervisor> supervisor_;
+  std::unique_ptr<ModelFiles> files_;
+  // Instances whose files are being downloaded: id → the latest view of the instance (erased when
+  // it is no longer wanted, so the finished download does not start it).
+  std::map<int64_t, types::ModelInstance> downloading_;
+  // Instances whose download failed: id → (when to try again, next delay).
+  std::map<int64_t, std::pair<std::chrono::steady_clock::time_point, std::chrono::milliseconds>>
+      download_failed_;
+  // Local files resolved for hub sources: model id → local files.
+  std::map<int64_t, models::LocalModel> local_files_;
   int64_t worker_id_ = 0;
   std::string token_;
   bool stopping_ = false;

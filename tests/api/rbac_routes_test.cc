@@ -92,6 +92,19 @@ class RbacRoutesTest : public ::testing::Test {
         worker2_id_ = Api::Obj(w).at("worker").at("id").as_int64();
       }
     }
+    // Two model files reported by worker w1 (one for the admins' delete, one for the worker's).
+    Api worker_api{base_, tokens_[kWorker]};
+    for (const char* repo : {"org/a", "org/b"}) {
+      auto f = worker_api.Call(
+          verb::put, "/v2/worker/model-files",
+          json::value(json::object{
+              {"source", json::object{{"type", "huggingface"}, {"repo", repo}}},
+              {"state", "ready"},
+              {"size_bytes", 10},
+              {"downloaded_bytes", 10}}));
+      ASSERT_EQ(f.status, 200u) << f.body;
+      model_file_ids_.push_back(Api::Obj(f).at("id").as_int64());
+    }
     auto c = admin.Post("/v2/clusters", json::object{{"name", "spare"}});
     ASSERT_EQ(c.status, 201u);
     spare_cluster_id_ = Api::Obj(c).at("id").as_int64();
@@ -145,6 +158,7 @@ class RbacRoutesTest : public ::testing::Test {
   int64_t project_ = 0, project2_ = 0, member_key_id_ = 0, cluster_id_ = 0, spare_cluster_id_ = 0;
   int64_t worker_id_ = 0, worker2_id_ = 0;
   int64_t model_id_ = 0, doomed_model_id_ = 0, instance_id_ = 0;
+  std::vector<int64_t> model_file_ids_;
 };
 
 TEST_F(RbacRoutesTest, EveryRouteTimesEveryRole) {
@@ -338,6 +352,22 @@ TEST_F(RbacRoutesTest, EveryRouteTimesEveryRole) {
         },
         {{kWorker}}}},
       {"GET /v2/usage", {"/v2/usage?project_id=" + p, none, {project_readers}}},
+      {"GET /v2/model-files", {"/v2/model-files", none, {readers_of_pool}}},
+      {"GET /v2/model-files/{id}",
+       {fmt::format("/v2/model-files/{}", model_file_ids_[0]), none, {readers_of_pool}}},
+      {"DELETE /v2/model-files/{id}",
+       {fmt::format("/v2/model-files/{}", model_file_ids_[0]), none, {admins}}},
+      {"PUT /v2/worker/model-files",
+       {"/v2/worker/model-files",
+        [] {
+          return json::value(json::object{
+              {"source", json::object{{"type", "modelscope"}, {"repo", "org/c"}}},
+              {"state", "downloading"}});
+        },
+        {{kWorker}}}},
+      {"GET /v2/worker/model-files", {"/v2/worker/model-files", none, {{kWorker}}}},
+      {"DELETE /v2/worker/model-files/{id}",
+       {fmt::format("/v2/worker/model-files/{}", model_file_ids_[1]), none, {{kWorker}}}},
   };
 
   // Logging out revokes the sessions every other call uses: it goes last.

@@ -20,6 +20,7 @@
 #include "common/event_bus.h"
 #include "common/logging.h"
 #include "store/migrations.h"
+#include "store/sqlite/sqlite_model_files.h"
 #include "store/sqlite/sqlite_usage.h"
 
 namespace segma::store {
@@ -702,7 +703,57 @@ class SqliteStore final : public Store {
     return SqliteQueryUsage(db_, query);
   }
 
+  // Model files: implemented in sqlite/sqlite_model_files.cc, on this store's connection and lock.
+  Result<types::ModelFile> UpsertModelFile(const types::ModelFile& file) override {
+    std::lock_guard lock(mu_);
+    const bool existed = ModelFileExists(file);
+    ASSIGN_OR_RETURN(types::ModelFile f, SqliteUpsertModelFile(db_, file, clock_.Now()));
+    PublishModelFile(existed ? Event::Type::kUpdated : Event::Type::kCreated, f);
+    return f;
+  }
+  Result<types::ModelFile> GetModelFile(int64_t id) override {
+    std::lock_guard lock(mu_);
+    return SqliteGetModelFile(db_, id);
+  }
+  Result<ListResult<types::ModelFile>> ListModelFiles(const ListOptions& options,
+                                                      std::optional<int64_t> worker_id) override {
+    std::lock_guard lock(mu_);
+    return SqliteListModelFiles(db_, options, worker_id);
+  }
+  Result<types::ModelFile> SetModelFileState(int64_t id, types::ModelFileState state,
+                                             const std::string& message) override {
+    std::lock_guard lock(mu_);
+    ASSIGN_OR_RETURN(types::ModelFile f,
+                     SqliteSetModelFileState(db_, id, state, message, clock_.Now()));
+    PublishModelFile(Event::Type::kUpdated, f);
+    return f;
+  }
+  Status DeleteModelFile(int64_t id) override {
+    std::lock_guard lock(mu_);
+    ASSIGN_OR_RETURN(types::ModelFile f, SqliteGetModelFile(db_, id));
+    RETURN_IF_ERROR(SqliteDeleteModelFile(db_, id));
+    PublishModelFile(Event::Type::kDeleted, f);
+    return OkStatus();
+  }
+
  private:
+  bool ModelFileExists(const types::ModelFile& file) {
+    Result<Stmt> s = Prepare(
+        "SELECT 1 FROM model_files WHERE worker_id = ? AND source_key = ? AND backend = ?");
+    if (!s.ok()) return false;
+    s->Int(file.worker_id).Text(file.source_key).Text(file.backend);
+    Result<bool> row = s->Step();
+    return row.ok() && *row;
+  }
+  void PublishModelFile(Event::Type type, const types::ModelFile& f) {
+    Event e;
+    e.resource = "model-files";
+    e.type = type;
+    e.id = f.id;
+    e.data = types::ToJson(f);
+    bus_.Publish(e);
+  }
+
   // All private helpers require mu_ held.
   Result<Stmt> Prepare(std::string_view sql);
   Status Exec(std::string_view sql);
