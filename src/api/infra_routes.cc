@@ -108,10 +108,10 @@ Result<Response> RegisterWorker(ApiContext& c) {
   ASSIGN_OR_RETURN(
       auth::RegisteredWorker reg,
       c.s.worker_tokens.RegisterWorker(*token, name, address, static_cast<int>(port), labels));
-  json::object body{{"worker", types::ToJson(reg.worker)},
-                    {"token", reg.worker_token},
-                    {"proxy_token", WorkerProxyToken(c.s.options.worker_proxy_key,
-                                                     Sha256Hex(reg.worker_token))}};
+  json::object body{
+      {"worker", types::ToJson(reg.worker)},
+      {"token", reg.worker_token},
+      {"proxy_token", WorkerProxyToken(c.s.options.worker_proxy_key, Sha256Hex(reg.worker_token))}};
   return ObjectResponse(body, status::created);
 }
 

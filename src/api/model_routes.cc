@@ -178,8 +178,7 @@ Result<Response> InstanceLogs(ApiContext& c) {
         fmt::format("model instance {} is not placed on a worker: it has no log yet", i.id));
   }
   ASSIGN_OR_RETURN(types::Worker w, c.s.store.GetWorker(i.worker_id));
-  const std::string base =
-      fmt::format("http://{}:{}/v2/instance-logs/{}", w.address, w.port, i.id);
+  const std::string base = fmt::format("http://{}:{}/v2/instance-logs/{}", w.address, w.port, i.id);
   const std::string token = WorkerProxyToken(c.s.options.worker_proxy_key, w.token_hash);
   http::ClientRequest req;
   req.url = fmt::format("{}?tail={}", base, tail.value_or(100));

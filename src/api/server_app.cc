@@ -70,11 +70,9 @@ Status ServerApp::Init() {
   ASSIGN_OR_RETURN(initial_password_,
                    identity_->BootstrapAdmin(config_.data_dir, config_.bootstrap_password));
 
-  services_ =
-      std::make_unique<Services>(Services{*store_, bus_, *identity_, *api_keys_, *worker_tokens_,
-                                          clock_, blocking_,
-                                          ApiOptions{config_.data_dir, false,
-                                                     HmacSha256(signing_key, "segma worker proxy")}});
+  services_ = std::make_unique<Services>(
+      Services{*store_, bus_, *identity_, *api_keys_, *worker_tokens_, clock_, blocking_,
+               ApiOptions{config_.data_dir, false, HmacSha256(signing_key, "segma worker proxy")}});
   InstallProbes(router_, *services_, metrics_);
   Install(router_, *services_, ControlPlaneRoutes());
   gateway::GatewayOptions gateway_options;

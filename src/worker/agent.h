@@ -26,8 +26,8 @@ struct AgentConfig {
   std::string name;                // unique in the cluster; default: the host name
   std::string data_dir = "./worker-data";
   std::string listen_address = "0.0.0.0";
-  std::string advertise_address;   // how the server reaches us; default: what it sees
-  uint16_t port = 10150;           // the worker's own HTTP port (0 = any)
+  std::string advertise_address;  // how the server reaches us; default: what it sees
+  uint16_t port = 10150;          // the worker's own HTTP port (0 = any)
   std::chrono::milliseconds heartbeat_interval{10'000};
   std::map<std::string, std::string> labels;
   // Engines: where their executables are per backend ("llama.cpp" → llama.cpp's build/bin), and

@@ -16,7 +16,16 @@ namespace {
 using boost::beast::http::verb;
 using segma::testing::Api;
 
-enum Role { kAnonymous, kWorker, kInferenceKey, kOutsider, kViewer, kMember, kProjectAdmin, kAdmin };
+enum Role {
+  kAnonymous,
+  kWorker,
+  kInferenceKey,
+  kOutsider,
+  kViewer,
+  kMember,
+  kProjectAdmin,
+  kAdmin
+};
 constexpr const char* kRoleNames[] = {"anonymous", "worker", "inference-key", "outsider",
                                       "viewer",    "member", "project-admin", "admin"};
 constexpr Role kAllRoles[] = {kAnonymous, kWorker, kInferenceKey, kOutsider,
@@ -46,7 +55,8 @@ class RbacRoutesTest : public ::testing::Test {
     tokens_[kAdmin] = Login("admin", "rbac-admin-password");
     Api admin{base_, tokens_[kAdmin]};
     for (const char* name : {"viewer", "member", "padmin", "outsider", "victim", "newcomer"}) {
-      auto r = admin.Post("/v2/users", json::object{{"username", name}, {"password", "password-123"}});
+      auto r =
+          admin.Post("/v2/users", json::object{{"username", name}, {"password", "password-123"}});
       ASSERT_EQ(r.status, 201u) << r.body;
       user_ids_[name] = Api::Obj(r).at("id").as_int64();
     }
@@ -55,8 +65,10 @@ class RbacRoutesTest : public ::testing::Test {
       ASSERT_EQ(p.status, 201u) << p.body;
       int64_t id = Api::Obj(p).at("id").as_int64();
       (pname == std::string("p1") ? project_ : project2_) = id;
-      for (auto [user, role] : {std::pair{"viewer", "viewer"}, {"member", "member"},
-                                {"padmin", "project-admin"}, {"victim", "viewer"}}) {
+      for (auto [user, role] : {std::pair{"viewer", "viewer"},
+                                {"member", "member"},
+                                {"padmin", "project-admin"},
+                                {"victim", "viewer"}}) {
         auto m = admin.Post(fmt::format("/v2/projects/{}/members", id),
                             json::object{{"username", user}, {"role", role}});
         ASSERT_EQ(m.status, 201u) << m.body;
@@ -67,14 +79,14 @@ class RbacRoutesTest : public ::testing::Test {
     tokens_[kProjectAdmin] = Login("padmin", "password-123");
     tokens_[kOutsider] = Login("outsider", "password-123");
     Api member{base_, tokens_[kMember]};
-    auto key = member.Post("/v2/api-keys", json::object{{"name", "member-key"},
-                                                        {"project_id", project_},
-                                                        {"scope", "inference"}});
+    auto key = member.Post(
+        "/v2/api-keys",
+        json::object{{"name", "member-key"}, {"project_id", project_}, {"scope", "inference"}});
     ASSERT_EQ(key.status, 201u) << key.body;
     tokens_[kInferenceKey] = std::string(Api::Obj(key).at("secret").as_string());
     // A second key of the member's is the target of reads and revocation.
-    auto victim_key = member.Post(
-        "/v2/api-keys", json::object{{"name", "victim-key"}, {"project_id", project_}});
+    auto victim_key =
+        member.Post("/v2/api-keys", json::object{{"name", "victim-key"}, {"project_id", project_}});
     ASSERT_EQ(victim_key.status, 201u) << victim_key.body;
     member_key_id_ = Api::Obj(victim_key).at("id").as_int64();
 
@@ -95,13 +107,13 @@ class RbacRoutesTest : public ::testing::Test {
     // Two model files reported by worker w1 (one for the admins' delete, one for the worker's).
     Api worker_api{base_, tokens_[kWorker]};
     for (const char* repo : {"org/a", "org/b"}) {
-      auto f = worker_api.Call(
-          verb::put, "/v2/worker/model-files",
-          json::value(json::object{
-              {"source", json::object{{"type", "huggingface"}, {"repo", repo}}},
-              {"state", "ready"},
-              {"size_bytes", 10},
-              {"downloaded_bytes", 10}}));
+      auto f =
+          worker_api.Call(verb::put, "/v2/worker/model-files",
+                          json::value(json::object{
+                              {"source", json::object{{"type", "huggingface"}, {"repo", repo}}},
+                              {"state", "ready"},
+                              {"size_bytes", 10},
+                              {"downloaded_bytes", 10}}));
       ASSERT_EQ(f.status, 200u) << f.body;
       model_file_ids_.push_back(Api::Obj(f).at("id").as_int64());
     }
@@ -112,7 +124,8 @@ class RbacRoutesTest : public ::testing::Test {
     for (const char* mname : {"kept", "doomed"}) {
       auto m = admin.Post("/v2/models", ModelBody(mname));
       ASSERT_EQ(m.status, 201u) << m.body;
-      (mname == std::string("kept") ? model_id_ : doomed_model_id_) = Api::Obj(m).at("id").as_int64();
+      (mname == std::string("kept") ? model_id_ : doomed_model_id_) =
+          Api::Obj(m).at("id").as_int64();
     }
     for (const char* bname : {"kept-backend", "doomed-backend"}) {
       auto b = admin.Post(
@@ -272,8 +285,8 @@ TEST_F(RbacRoutesTest, EveryRouteTimesEveryRole) {
       {"POST /v2/worker-heartbeat",
        {"/v2/worker-heartbeat",
         [] {
-          return json::value(json::object{
-              {"status", json::object{{"cpu_count", 2}, {"gpus", json::array{}}}}});
+          return json::value(
+              json::object{{"status", json::object{{"cpu_count", 2}, {"gpus", json::array{}}}}});
         },
         {{kWorker}}}},
       {"GET /v2/workers", {"/v2/workers", none, {readers_of_pool}}},
@@ -360,9 +373,9 @@ TEST_F(RbacRoutesTest, EveryRouteTimesEveryRole) {
       {"PUT /v2/worker/model-files",
        {"/v2/worker/model-files",
         [] {
-          return json::value(json::object{
-              {"source", json::object{{"type", "modelscope"}, {"repo", "org/c"}}},
-              {"state", "downloading"}});
+          return json::value(
+              json::object{{"source", json::object{{"type", "modelscope"}, {"repo", "org/c"}}},
+                           {"state", "downloading"}});
         },
         {{kWorker}}}},
       {"GET /v2/worker/model-files", {"/v2/worker/model-files", none, {{kWorker}}}},
@@ -375,8 +388,8 @@ TEST_F(RbacRoutesTest, EveryRouteTimesEveryRole) {
   std::stable_partition(routes.begin(), routes.end(),
                         [](const Route& r) { return r.pattern != "/v2/auth/logout"; });
   for (const Route& route : routes) {
-    const std::string key = fmt::format("{} {}", std::string(boost::beast::http::to_string(route.method)),
-                                         route.pattern);
+    const std::string key = fmt::format(
+        "{} {}", std::string(boost::beast::http::to_string(route.method)), route.pattern);
     if (route.access == Access::kPublic) {
       // Public routes never answer 403 for lack of a role.
       continue;
@@ -390,8 +403,8 @@ TEST_F(RbacRoutesTest, EveryRouteTimesEveryRole) {
       http::ClientResponse r = api.Call(route.method, c.path, c.body());
       const bool allowed = std::find(c.expect.allowed.begin(), c.expect.allowed.end(), role) !=
                            c.expect.allowed.end();
-      const std::string what = fmt::format("{} as {}: {} {}", key, kRoleNames[role], r.status,
-                                           r.body.substr(0, 200));
+      const std::string what =
+          fmt::format("{} as {}: {} {}", key, kRoleNames[role], r.status, r.body.substr(0, 200));
       if (role == kAnonymous) {
         EXPECT_EQ(r.status, 401u) << what;
       } else if (allowed) {
@@ -405,7 +418,8 @@ TEST_F(RbacRoutesTest, EveryRouteTimesEveryRole) {
     }
     table.erase(it);
   }
-  for (const auto& [key, unused] : table) ADD_FAILURE() << "table names a route that does not exist: " << key;
+  for (const auto& [key, unused] : table)
+    ADD_FAILURE() << "table names a route that does not exist: " << key;
 }
 
 }  // namespace

@@ -49,10 +49,9 @@ class EnginesTest : public ::testing::Test {
     port_ = FreePort();
     server_ = std::make_unique<Process>(
         std::vector<std::string>{SegmaBinary(), "start", "--no-demo", "--data-dir",
-                                 dir_.path() + "/data",
-                                 "--address", "127.0.0.1", "--port", std::to_string(port_),
-                                 "--fake-gpus", "1xH100:80", "--heartbeat-interval", "0.2",
-                                 "--engine-ready-timeout", "3"},
+                                 dir_.path() + "/data", "--address", "127.0.0.1", "--port",
+                                 std::to_string(port_), "--fake-gpus", "1xH100:80",
+                                 "--heartbeat-interval", "0.2", "--engine-ready-timeout", "3"},
         std::map<std::string, std::string>{{"SEGMA_BOOTSTRAP_PASSWORD", "engines-admin-pw"}},
         dir_.path() + "/server.log");
     api_.base = "http://127.0.0.1:" + std::to_string(port_);
@@ -225,11 +224,10 @@ TEST_F(EnginesTest, BadEnginesEndInErrorAndLeaveNothingBehind) {
 
 // GET /v2/model-instances/{id}/logs through the server from the worker's own port.
 TEST_F(EnginesTest, InstanceLogsTailAndFollowThroughTheServer) {
-  const int64_t model = CreateModel(
-      json::object{{"name", "logged"},
-                   {"source", json::object{{"type", "simulated"}, {"params_b", 1}}}});
-  ASSERT_TRUE(WaitUntil([&] { return Field(model, "state") == "RUNNING"; },
-                        std::chrono::seconds(60)))
+  const int64_t model = CreateModel(json::object{
+      {"name", "logged"}, {"source", json::object{{"type", "simulated"}, {"params_b", 1}}}});
+  ASSERT_TRUE(
+      WaitUntil([&] { return Field(model, "state") == "RUNNING"; }, std::chrono::seconds(60)))
       << json::serialize(Instance(model)) << server_->Log();
   const int64_t id = Instance(model).at("id").as_int64();
   const std::string log_path =

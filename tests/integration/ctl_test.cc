@@ -14,20 +14,22 @@ class CtlTest : public ::testing::Test {
   void SetUp() override {
     port_ = FreePort();
     server_ = std::make_unique<Process>(
-        std::vector<std::string>{SegmaBinary(), "start", "--no-demo", "--data-dir", dir_.path() + "/data",
-                                 "--address", "127.0.0.1", "--port", std::to_string(port_),
-                                 "--fake-gpus", "2xH100:80", "--heartbeat-interval", "0.2"},
+        std::vector<std::string>{SegmaBinary(), "start", "--no-demo", "--data-dir",
+                                 dir_.path() + "/data", "--address", "127.0.0.1", "--port",
+                                 std::to_string(port_), "--fake-gpus", "2xH100:80",
+                                 "--heartbeat-interval", "0.2"},
         std::map<std::string, std::string>{{"SEGMA_BOOTSTRAP_PASSWORD", "ctl-admin-password"}},
         dir_.path() + "/server.log");
     Api api{"http://127.0.0.1:" + std::to_string(port_), ""};
-    ASSERT_TRUE(WaitUntil([&] { return api.Get("/healthz").status == 200; },
-                          std::chrono::seconds(30)));
+    ASSERT_TRUE(
+        WaitUntil([&] { return api.Get("/healthz").status == 200; }, std::chrono::seconds(30)));
   }
 
   // Runs `segma ctl ARGS` with its own HOME; returns exit status and output.
   std::pair<int, std::string> Ctl(const std::string& args) {
-    const std::string cmd = "HOME=" + dir_.path() + " SEGMA_SERVER=http://127.0.0.1:" +
-                            std::to_string(port_) + " " + SegmaBinary() + " ctl " + args + " 2>&1";
+    const std::string cmd = "HOME=" + dir_.path() +
+                            " SEGMA_SERVER=http://127.0.0.1:" + std::to_string(port_) + " " +
+                            SegmaBinary() + " ctl " + args + " 2>&1";
     FILE* pipe = ::popen(cmd.c_str(), "r");
     std::string out;
     char buf[4096];
@@ -52,7 +54,8 @@ TEST_F(CtlTest, LoginProjectKeyAndPool) {
   std::tie(rc, out) = Ctl("projects create --name finance-ai");
   ASSERT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("finance-ai"), std::string::npos);
-  std::tie(rc, out) = Ctl("-o json api-keys create --name ci --project 1 --scope all --models chat,embed");
+  std::tie(rc, out) =
+      Ctl("-o json api-keys create --name ci --project 1 --scope all --models chat,embed");
   ASSERT_EQ(rc, 0) << out;
   auto key = ParseJson(out);
   ASSERT_TRUE(key.ok()) << out;
@@ -63,8 +66,9 @@ TEST_F(CtlTest, LoginProjectKeyAndPool) {
   EXPECT_NE(out.find("PREFIX"), std::string::npos) << out;
   EXPECT_EQ(out.find(secret), std::string::npos) << "the secret is shown once";
 
-  ASSERT_TRUE(WaitUntil([&] { return Ctl("workers list").second.find("READY") != std::string::npos; },
-                        std::chrono::seconds(20)));
+  ASSERT_TRUE(
+      WaitUntil([&] { return Ctl("workers list").second.find("READY") != std::string::npos; },
+                std::chrono::seconds(20)));
   std::tie(rc, out) = Ctl("-o json gpus list");
   ASSERT_EQ(rc, 0) << out;
   auto gpus = ParseJson(out);

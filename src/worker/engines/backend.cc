@@ -362,8 +362,8 @@ std::vector<Backend> MakeBuiltIns() {
         Args({"llama-server", "-m", "{{model_path}}", "--host", "{{host}}", "--port", "{{port}}",
               "--alias", "{{model_name}}"}),
         {When("total_ctx_size", {"-c", "{{total_ctx_size}}"}),
-         When("parallel", {"--parallel", "{{parallel}}"}),
-         Arg("-ngl"), Arg("{{n_gpu_layers}}"), When("tensor_split", {"-ts", "{{tensor_split}}"}),
+         When("parallel", {"--parallel", "{{parallel}}"}), Arg("-ngl"), Arg("{{n_gpu_layers}}"),
+         When("tensor_split", {"-ts", "{{tensor_split}}"}),
          When("rpc_servers", {"--rpc", "{{rpc_servers}}"}), Arg("--metrics"), Arg("--no-webui")});
     v.distributed_server_command = Args({"ggml-rpc-server", "-H", "{{host}}", "-p", "{{port}}"});
     v.notes = "llama.cpp built from the source in node-llama-cpp 3.21.1 (scripts/build-llama)";
