@@ -25,14 +25,15 @@ class DeployTest : public ::testing::Test {
  protected:
   void StartServer() {
     server_ = std::make_unique<Process>(
-        std::vector<std::string>{SegmaBinary(), "start", "--no-demo", "--data-dir", dir_.path() + "/data",
-                                 "--address", "127.0.0.1", "--port", std::to_string(port_),
-                                 "--fake-gpus", "1xH100:80", "--heartbeat-interval", "0.2"},
+        std::vector<std::string>{SegmaBinary(), "start", "--no-demo", "--data-dir",
+                                 dir_.path() + "/data", "--address", "127.0.0.1", "--port",
+                                 std::to_string(port_), "--fake-gpus", "1xH100:80",
+                                 "--heartbeat-interval", "0.2"},
         std::map<std::string, std::string>{{"SEGMA_BOOTSTRAP_PASSWORD", "deploy-admin-pw"}},
         dir_.path() + "/server-" + std::to_string(++starts_) + ".log");
     api_.base = "http://127.0.0.1:" + std::to_string(port_);
-    ASSERT_TRUE(WaitUntil([&] { return api_.Get("/healthz").status == 200; },
-                          std::chrono::seconds(30)));
+    ASSERT_TRUE(
+        WaitUntil([&] { return api_.Get("/healthz").status == 200; }, std::chrono::seconds(30)));
     auto login = api_.Post("/v2/auth/login",
                            json::object{{"username", "admin"}, {"password", "deploy-admin-pw"}});
     ASSERT_EQ(login.status, 200u) << login.body;
@@ -95,14 +96,14 @@ TEST_F(DeployTest, TinyGgufOnLlamaServerStreamsRestartsStopsAndIsAdopted) {
                            " > " + dir_.path() + "/make.log 2>&1";
   ASSERT_EQ(std::system(make.c_str()), 0) << ReadFile(dir_.path() + "/make.log");
 
-  auto created = api_.Post(
-      "/v2/models",
-      json::object{{"name", "tiny"},
-                   {"project_id", project_id_},
-                   {"backend", "llama.cpp"},
-                   {"source", json::object{{"type", "local_path"}, {"path", model_path}}},
-                   {"replicas", 1},
-                   {"context_length", 256}});
+  auto created =
+      api_.Post("/v2/models",
+                json::object{{"name", "tiny"},
+                             {"project_id", project_id_},
+                             {"backend", "llama.cpp"},
+                             {"source", json::object{{"type", "local_path"}, {"path", model_path}}},
+                             {"replicas", 1},
+                             {"context_length", 256}});
   ASSERT_EQ(created.status, 201u) << created.body;
   const int64_t model_id = Api::Obj(created).at("id").as_int64();
 
@@ -179,10 +180,10 @@ TEST_F(DeployTest, SimulatedModelRunsOnEngineSim) {
   http::ClientRequest req;
   req.method = verb::post;
   req.url = "http://127.0.0.1:" + std::to_string(engine_port) + "/v1/chat/completions";
-  req.JsonBody(json::object{
-      {"model", "chat"},
-      {"max_tokens", 4},
-      {"messages", json::array{json::object{{"role", "user"}, {"content", "Hi"}}}}});
+  req.JsonBody(
+      json::object{{"model", "chat"},
+                   {"max_tokens", 4},
+                   {"messages", json::array{json::object{{"role", "user"}, {"content", "Hi"}}}}});
   auto r = http::FetchSync(std::move(req));
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->status, 200u) << r->body;
@@ -203,8 +204,9 @@ TEST_F(DeployTest, SimulatedModelRunsOnEngineSim) {
         {"messages", json::array{json::object{{"role", "user"}, {"content", "Hello there"}}}}});
   };
   // The route table follows instance events: wait until the replica is routable.
-  ASSERT_TRUE(WaitUntil([&] { return gw.Post("/v1/chat/completions", chat_body("chat", false)).status == 200; },
-                        std::chrono::seconds(20)));
+  ASSERT_TRUE(WaitUntil(
+      [&] { return gw.Post("/v1/chat/completions", chat_body("chat", false)).status == 200; },
+      std::chrono::seconds(20)));
   auto models = gw.Get("/v1/models");
   EXPECT_EQ(models.status, 200u);
   EXPECT_NE(models.body.find("\"id\":\"chat\""), std::string::npos) << models.body;
@@ -228,15 +230,16 @@ TEST_F(DeployTest, SimulatedModelRunsOnEngineSim) {
 
   auto not_allowed = gw.Post("/v1/chat/completions", chat_body("other", false));
   EXPECT_TRUE(not_allowed.status == 403u || not_allowed.status == 404u) << not_allowed.body;
-  auto no_key = Api{api_.base, "sk-segma-nope"}.Post("/v1/chat/completions", chat_body("chat", false));
+  auto no_key =
+      Api{api_.base, "sk-segma-nope"}.Post("/v1/chat/completions", chat_body("chat", false));
   EXPECT_EQ(no_key.status, 401u);
   EXPECT_NE(no_key.body.find("\"type\""), std::string::npos) << "OpenAI error format";
 
   // Usage rows arrive in batches off the request path.
   ASSERT_TRUE(WaitUntil(
       [&] {
-        auto u = Api::Obj(api_.Get("/v2/usage?group_by=model&project_id=" +
-                                   std::to_string(project_id_)));
+        auto u = Api::Obj(
+            api_.Get("/v2/usage?group_by=model&project_id=" + std::to_string(project_id_)));
         if (!u.contains("items") || u.at("items").as_array().empty()) return false;
         return u.at("items").as_array()[0].at("requests").as_int64() >= 2;
       },
@@ -244,7 +247,8 @@ TEST_F(DeployTest, SimulatedModelRunsOnEngineSim) {
       << api_.Get("/v2/usage?group_by=model").body;
   auto csv = api_.Get("/v2/usage?group_by=model&format=csv");
   EXPECT_EQ(csv.status, 200u);
-  EXPECT_EQ(csv.body.rfind("model,requests,errors,prompt_tokens,completion_tokens", 0), 0u) << csv.body;
+  EXPECT_EQ(csv.body.rfind("model,requests,errors,prompt_tokens,completion_tokens", 0), 0u)
+      << csv.body;
 
   // Stop the engine before the test ends, and wait until it is gone: an engine left listening
   // would answer the next test's readiness probe on the same port.

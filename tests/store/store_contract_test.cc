@@ -669,7 +669,8 @@ TEST_P(StoreContractTest, ListModelsFiltersSortAndSearch) {
   Project p = MakeProject("p");
   Project q = MakeProject("q");
   ASSERT_TRUE(store_->AddProjectMember(q.id, alice.id, ProjectRole::kViewer).ok());
-  for (const char* n : {"beta", "alpha", "gamma"}) ASSERT_TRUE(store_->CreateModel(SimModel(n, p.id)).ok());
+  for (const char* n : {"beta", "alpha", "gamma"})
+    ASSERT_TRUE(store_->CreateModel(SimModel(n, p.id)).ok());
   ASSERT_TRUE(store_->CreateModel(SimModel("delta", q.id)).ok());
   ListOptions o;
   o.project_id = p.id;

@@ -738,8 +738,8 @@ class SqliteStore final : public Store {
 
  private:
   bool ModelFileExists(const types::ModelFile& file) {
-    Result<Stmt> s = Prepare(
-        "SELECT 1 FROM model_files WHERE worker_id = ? AND source_key = ? AND backend = ?");
+    Result<Stmt> s =
+        Prepare("SELECT 1 FROM model_files WHERE worker_id = ? AND source_key = ? AND backend = ?");
     if (!s.ok()) return false;
     s->Int(file.worker_id).Text(file.source_key).Text(file.backend);
     Result<bool> row = s->Step();
