@@ -2,12 +2,9 @@
 // backends created, validated, updated and deleted, versions added to built-in and custom
 // backends, models refused for unknown backends, and backends in use kept.
 
-#include <thread>
-
 #include <gtest/gtest.h>
 
-#include "api/server_app.h"
-#include "integration/harness.h"
+#include "api/api_server_test_base.h"
 
 namespace segma::api {
 namespace {
@@ -15,37 +12,8 @@ namespace {
 using boost::beast::http::verb;
 using segma::testing::Api;
 
-class BackendsApiTest : public ::testing::Test {
+class BackendsApiTest : public ApiServerTest {
  protected:
-  void SetUp() override {
-    ServerConfig config;
-    config.data_dir = dir_.path();
-    config.address = "127.0.0.1";
-    config.port = 0;
-    config.bootstrap_password = "backends-admin-password";
-    config.http.access_log = false;
-    auto app = ServerApp::Create(config);
-    ASSERT_TRUE(app.ok()) << app.status().ToString();
-    app_ = std::move(app).value();
-    auto port = app_->Start();
-    ASSERT_TRUE(port.ok());
-    io_thread_ = std::thread([this] { app_->Run(); });
-    const std::string base = "http://127.0.0.1:" + std::to_string(*port);
-    Api anon{base, ""};
-    auto login = anon.Post("/v2/auth/login", json::object{{"username", "admin"},
-                                                          {"password", "backends-admin-password"}});
-    ASSERT_EQ(login.status, 200u) << login.body;
-    admin_ = Api{base, std::string(Api::Obj(login).at("token").as_string())};
-    auto p = admin_.Post("/v2/projects", json::object{{"name", "team"}});
-    ASSERT_EQ(p.status, 201u) << p.body;
-    project_ = Api::Obj(p).at("id").as_int64();
-  }
-
-  void TearDown() override {
-    if (app_) app_->Shutdown();
-    if (io_thread_.joinable()) io_thread_.join();
-  }
-
   static json::object Custom(const std::string& name) {
     return json::object{
         {"name", name},
@@ -73,12 +41,6 @@ class BackendsApiTest : public ::testing::Test {
     if (!version.empty()) m["backend_version"] = version;
     return m;
   }
-
-  segma::testing::TempDir dir_;
-  std::unique_ptr<ServerApp> app_;
-  std::thread io_thread_;
-  Api admin_;
-  int64_t project_ = 0;
 };
 
 TEST_F(BackendsApiTest, BuiltInsAreListedAndReadOnly) {

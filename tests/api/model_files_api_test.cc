@@ -3,13 +3,10 @@
 // delete is refused while an instance on that worker uses them and otherwise marks them
 // "deleting" until the worker removes the files and the row. Bad reports get the API's errors.
 
-#include <thread>
-
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
-#include "api/server_app.h"
-#include "integration/harness.h"
+#include "api/api_server_test_base.h"
 
 namespace segma::api {
 namespace {
@@ -19,37 +16,18 @@ using segma::testing::Api;
 
 constexpr int64_t kGiB = int64_t{1} << 30;
 
-class ModelFilesApiTest : public ::testing::Test {
+class ModelFilesApiTest : public ApiServerTest {
  protected:
   void SetUp() override {
-    ServerConfig config;
-    config.data_dir = dir_.path();
-    config.address = "127.0.0.1";
-    config.port = 0;
-    config.bootstrap_password = "files-admin-password";
-    config.http.access_log = false;
-    auto app = ServerApp::Create(config);
-    ASSERT_TRUE(app.ok()) << app.status().ToString();
-    app_ = std::move(app).value();
-    auto port = app_->Start();
-    ASSERT_TRUE(port.ok());
-    io_thread_ = std::thread([this] { app_->Run(); });
-    const std::string base = "http://127.0.0.1:" + std::to_string(*port);
-    Api anon{base, ""};
-    auto login = anon.Post("/v2/auth/login", json::object{{"username", "admin"},
-                                                          {"password", "files-admin-password"}});
-    ASSERT_EQ(login.status, 200u) << login.body;
-    admin_ = Api{base, std::string(Api::Obj(login).at("token").as_string())};
-    auto p = admin_.Post("/v2/projects", json::object{{"name", "team"}});
-    ASSERT_EQ(p.status, 201u) << p.body;
-    project_ = Api::Obj(p).at("id").as_int64();
+    ApiServerTest::SetUp();
+    if (HasFatalFailure()) return;
     auto clusters = Api::Obj(admin_.Get("/v2/clusters"));
-    Api reg{base,
+    Api reg{base_,
             std::string(clusters.at("items").as_array()[0].at("registration_token").as_string())};
     auto w = reg.Post("/v2/workers", json::object{{"name", "gpu-1"}, {"port", 10150}});
     ASSERT_EQ(w.status, 201u) << w.body;
     worker_id_ = Api::Obj(w).at("worker").at("id").as_int64();
-    worker_ = Api{base, std::string(Api::Obj(w).at("token").as_string())};
+    worker_ = Api{base_, std::string(Api::Obj(w).at("token").as_string())};
     // One GPU, so that instances are placed on this worker.
     json::object status{{"cpu_count", 32},
                         {"memory_total", 512 * kGiB},
@@ -65,11 +43,6 @@ class ModelFilesApiTest : public ::testing::Test {
     ASSERT_EQ(hb.status, 200u) << hb.body;
   }
 
-  void TearDown() override {
-    if (app_) app_->Shutdown();
-    if (io_thread_.joinable()) io_thread_.join();
-  }
-
   http::ClientResponse Report(const json::object& body) {
     return worker_.Call(verb::put, "/v2/worker/model-files", json::value(body));
   }
@@ -78,11 +51,8 @@ class ModelFilesApiTest : public ::testing::Test {
     return json::object{{"type", "huggingface"}, {"repo", "org/tiny"}, {"file", "*.gguf"}};
   }
 
-  segma::testing::TempDir dir_;
-  std::unique_ptr<ServerApp> app_;
-  std::thread io_thread_;
-  Api admin_, worker_;
-  int64_t project_ = 0, worker_id_ = 0;
+  Api worker_;
+  int64_t worker_id_ = 0;
 };
 
 TEST_F(ModelFilesApiTest, WorkerReportsProgressAndEveryoneSeesIt) {
