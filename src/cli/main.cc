@@ -1,5 +1,8 @@
 // segma: one binary; main only parses flags and wires objects together.
 
+#include <sched.h>
+
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
@@ -45,6 +48,7 @@ struct Flags {
   std::vector<std::string> labels;
   std::vector<std::string> engine_dirs;
   bool no_demo = false;  // start only
+  int io_threads = 0;    // server/start; 0: one per core this process may run on
   // model files
   std::string model_cache_dir;
   std::string hf_endpoint = "https://huggingface.co";
@@ -74,6 +78,12 @@ void AddServerFlags(CLI::App* cmd, Flags& f, uint16_t default_port) {
                   "least-outstanding, round-robin")
       ->envname("SEGMA_GATEWAY_ROUTING")
       ->check(CLI::IsMember({"affinity", "least-outstanding", "round-robin"}))
+      ->capture_default_str();
+  cmd->add_option("--io-threads", f.io_threads,
+                  "Threads serving HTTP (API and gateway); 0: one per core the process may run "
+                  "on (its CPU affinity), like nginx's worker_processes auto")
+      ->envname("SEGMA_IO_THREADS")
+      ->check(CLI::Range(0, 256))
       ->capture_default_str();
 }
 
@@ -179,6 +189,14 @@ segma::worker::AgentConfig AgentConfigFrom(const Flags& f) {
   return c;
 }
 
+// Cores this process may run on (its CPU affinity, e.g. under taskset), at least 1.
+int UsableCores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
+  return std::max(1, CPU_COUNT(&set));
+}
+
 int Die(const segma::Status& s) {
   std::cerr << "segma: " << s.ToString() << "\n";
   return 1;
@@ -192,6 +210,7 @@ int RunServer(const Flags& f, bool with_worker) {
   config.port = f.port;
   config.heartbeat_grace = std::chrono::seconds(f.heartbeat_grace_s);
   config.reschedule_grace = std::chrono::seconds(f.reschedule_grace_s);
+  config.io_threads = f.io_threads > 0 ? f.io_threads : UsableCores();
   config.routing_policy = segma::gateway::ParseRoutingPolicy(f.gateway_routing)
                               .value_or(segma::gateway::RoutingPolicy::kAffinity);
   if (const char* pw = std::getenv("SEGMA_BOOTSTRAP_PASSWORD"); pw != nullptr && *pw != '\0') {
@@ -307,7 +326,8 @@ int RunWorker(const Flags& f) {
 
 // segma gateway: a stand-alone /v1 replica following a server (ADR 0009).
 int RunGateway(const Flags& f) {
-  boost::asio::io_context ioc(2);
+  const int io_threads = f.io_threads > 0 ? f.io_threads : UsableCores();
+  boost::asio::io_context ioc(io_threads);
   segma::EventBus bus;
   // The replica has no database: this empty in-memory store only satisfies the Gateway's
   // constructor (keys come from the server, usage goes to it).
@@ -361,9 +381,10 @@ int RunGateway(const Flags& f) {
       ioc.stop();
     });
   });
-  std::thread second([&] { ioc.run(); });
+  std::vector<std::thread> more;
+  for (int i = 1; i < io_threads; ++i) more.emplace_back([&] { ioc.run(); });
   ioc.run();
-  second.join();
+  for (auto& t : more) t.join();
   gw.Stop();  // writes every usage record to the server
   follower.Stop();
   Logger("gateway")->info("gateway replica stopped; usage flushed");
@@ -416,6 +437,12 @@ int main(int argc, char** argv) {
   gateway->add_option("--address", gateway_flags.address, "Listen address")
       ->envname("SEGMA_ADDRESS");
   gateway->add_option("--port", gateway_flags.port, "Listen port")->envname("SEGMA_PORT");
+  gateway
+      ->add_option("--io-threads", gateway_flags.io_threads,
+                   "Threads serving HTTP; 0: one per core this process may run on")
+      ->envname("SEGMA_IO_THREADS")
+      ->check(CLI::Range(0, 256))
+      ->capture_default_str();
   gateway->callback([&] {
     segma::SetLogLevel(log_level);
     std::exit(RunGateway(gateway_flags));

@@ -2,8 +2,11 @@
 
 #include <sodium.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <vector>
+
+#include "common/random.h"
 
 namespace segma {
 
@@ -30,6 +33,24 @@ std::string RandomToken(size_t bytes) {
   return out;
 }
 
+std::string CorrelationId() {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  thread_local uint64_t state = [] {
+    InitCrypto();
+    uint64_t seed = 0;
+    randombytes_buf(&seed, sizeof(seed));
+    return seed;
+  }();
+  uint64_t a = SplitMix64(state);
+  const uint64_t b = SplitMix64(state);
+  std::string out(16, '\0');
+  for (int i = 0; i < 10; ++i, a >>= 6) out[i] = kAlphabet[a & 63];  // 60 bits of a
+  uint64_t c = b;
+  for (int i = 10; i < 16; ++i, c >>= 6) out[i] = kAlphabet[c & 63];  // 36 bits of b
+  return out;
+}
+
 std::string Sha256Hex(std::string_view data) {
   InitCrypto();
   unsigned char digest[crypto_hash_sha256_BYTES];
@@ -48,8 +69,8 @@ std::string HmacSha256(std::string_view key, std::string_view data) {
                                 data.size());
   unsigned char mac[crypto_auth_hmacsha256_BYTES];
   crypto_auth_hmacsha256_final(&st, mac);
-  std::string out(
-      sodium_base64_ENCODED_LEN(sizeof(mac), sodium_base64_VARIANT_URLSAFE_NO_PADDING), '\0');
+  std::string out(sodium_base64_ENCODED_LEN(sizeof(mac), sodium_base64_VARIANT_URLSAFE_NO_PADDING),
+                  '\0');
   sodium_bin2base64(out.data(), out.size(), mac, sizeof(mac),
                     sodium_base64_VARIANT_URLSAFE_NO_PADDING);
   out.resize(out.find('\0'));

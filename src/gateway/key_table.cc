@@ -6,6 +6,7 @@
 #include "auth/rbac.h"
 #include "common/crypto.h"
 #include "common/logging.h"
+#include "common/thread.h"
 
 namespace segma::gateway {
 
@@ -167,6 +168,7 @@ Status KeyTable::Apply(const std::set<int64_t>& key_ids, const std::set<int64_t>
 }
 
 void KeyTable::Run() {
+  LowerThreadPriority();
   auto log = Logger("gateway");
   auto next_reload = std::chrono::steady_clock::now() + options_.full_reload_every;
   bool retry_pending = version_.load() == 0;  // the load in Start() failed

@@ -3,6 +3,7 @@
 #include <map>
 
 #include "common/logging.h"
+#include "common/thread.h"
 
 namespace segma::gateway {
 
@@ -54,6 +55,7 @@ Status UsageMeter::Drain() {
 }
 
 void UsageMeter::Run() {
+  LowerThreadPriority();
   auto log = Logger("gateway");
   bool failing = false;
   for (;;) {

@@ -301,7 +301,7 @@ asio::awaitable<Response> HttpServer::Dispatch(Request& req, RequestContext& ctx
   auto incoming_id = req.find("x-request-id");
   ctx.request_id = incoming_id != req.end() && IsSafeRequestId(incoming_id->value())
                        ? std::string(incoming_id->value())
-                       : RandomToken(12);
+                       : CorrelationId();
 
   auto target = boost::urls::parse_origin_form(req.target());
   if (!target) {
@@ -309,7 +309,8 @@ asio::awaitable<Response> HttpServer::Dispatch(Request& req, RequestContext& ctx
     co_return Response::Error(InvalidArgumentError("malformed request target"));
   }
   ctx.path = std::string_view(target->encoded_path());
-  if (ctx.path.find("%") != std::string_view::npos || ctx.path.find("/../") != std::string_view::npos ||
+  if (ctx.path.find("%") != std::string_view::npos ||
+      ctx.path.find("/../") != std::string_view::npos ||
       ctx.path.find("/./") != std::string_view::npos || ctx.path.ends_with("/..")) {
     // Our routes are plain ASCII segments; encoded or dot segments are never legitimate.
     ctx.route = "invalid";
@@ -326,10 +327,10 @@ asio::awaitable<Response> HttpServer::Dispatch(Request& req, RequestContext& ctx
                                 StyleForPath(ctx.path));
     case Router::MatchResult::kMethodNotAllowed: {
       ctx.route = "unmatched";
-      Response r = Response::Error(
-          InvalidArgumentError(std::string(req.method_string()) + " is not allowed on " +
-                               std::string(ctx.path)),
-          StyleForPath(ctx.path));
+      Response r =
+          Response::Error(InvalidArgumentError(std::string(req.method_string()) +
+                                               " is not allowed on " + std::string(ctx.path)),
+                          StyleForPath(ctx.path));
       r.msg.result(bhttp::status::method_not_allowed);
       co_return r;
     }
@@ -339,27 +340,33 @@ asio::awaitable<Response> HttpServer::Dispatch(Request& req, RequestContext& ctx
   try {
     co_return co_await route->handler(ctx);
   } catch (const std::exception& e) {
-    Logger(options_.name)->error("[req={}] handler for {} threw: {}", ctx.request_id, ctx.route,
-                                 e.what());
+    Logger(options_.name)
+        ->error("[req={}] handler for {} threw: {}", ctx.request_id, ctx.route, e.what());
   }
-  co_return Response::Error(InternalError("internal error; see the server log for request " +
-                                          ctx.request_id),
-                            StyleForPath(ctx.path));
+  co_return Response::Error(
+      InternalError("internal error; see the server log for request " + ctx.request_id),
+      StyleForPath(ctx.path));
 }
 
 void HttpServer::Record(const RequestContext& ctx, unsigned status,
                         std::chrono::steady_clock::duration d) {
   const double secs = std::chrono::duration<double>(d).count();
   const std::string method(ctx.req.method_string());
-  requests_->Add({{"server", options_.name}, {"method", method}, {"route", ctx.route},
-                  {"code", std::to_string(status)}})
+  requests_
+      ->Add({{"server", options_.name},
+             {"method", method},
+             {"route", ctx.route},
+             {"code", std::to_string(status)}})
       .Increment();
   durations_->Add({{"server", options_.name}, {"route", ctx.route}}, metrics::LatencyBuckets())
       .Observe(secs);
   if (!options_.access_log) return;
   auto log = Logger(options_.name);
-  const auto level = IsQuietPath(ctx.path) && status < 400 ? spdlog::level::debug
-                                                            : spdlog::level::info;
+  // Successful inference requests are logged at debug level too: each has its usage record
+  // (request id, key, model, status, duration, tokens), and a log line per request would cost a
+  // write on the gateway's hot path.
+  const bool quiet = IsQuietPath(ctx.path) || ctx.path.starts_with("/v1/");
+  const auto level = quiet && status < 400 ? spdlog::level::debug : spdlog::level::info;
   log->log(level, "[req={}] {} {} {} {:.1f}ms {}", ctx.request_id, method, ctx.path, status,
            secs * 1000, ctx.remote_address);
 }

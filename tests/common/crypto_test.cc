@@ -1,5 +1,11 @@
 #include "common/crypto.h"
 
+#include <cctype>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
 #include <gtest/gtest.h>
 
 namespace segma {
@@ -13,6 +19,28 @@ TEST(CryptoTest, RandomTokensDiffer) {
   std::string a = RandomToken(24), b = RandomToken(24);
   EXPECT_EQ(a.size(), 32u);
   EXPECT_NE(a, b);
+}
+
+TEST(CryptoTest, CorrelationIdsAreUrlSafeAndUniqueAcrossThreads) {
+  // Request ids: 16 URL-safe characters, never repeated, also between threads (each thread
+  // seeds its own stream).
+  constexpr int kPerThread = 50'000;
+  std::vector<std::string> ids[2];
+  std::thread t([&] {
+    for (int i = 0; i < kPerThread; ++i) ids[1].push_back(CorrelationId());
+  });
+  for (int i = 0; i < kPerThread; ++i) ids[0].push_back(CorrelationId());
+  t.join();
+  std::set<std::string> seen;
+  for (const auto& v : ids) {
+    for (const std::string& id : v) {
+      ASSERT_EQ(id.size(), 16u);
+      for (char c : id)
+        ASSERT_TRUE(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_') << id;
+      seen.insert(id);
+    }
+  }
+  EXPECT_EQ(seen.size(), 2u * kPerThread);
 }
 
 TEST(CryptoTest, PasswordHashVerifies) {
