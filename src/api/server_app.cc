@@ -98,6 +98,7 @@ Result<uint16_t> ServerApp::Start() {
   route_events_->SetNotifier([this] { QueueRouteRebuild(); });
   RETURN_IF_ERROR(RebuildRoutes());
   config_.http.name = "server";
+  config_.http.strand_per_connection = config_.io_threads > 1;
   server_ = std::make_unique<http::HttpServer>(ioc_, router_, metrics_, config_.http);
   ASSIGN_OR_RETURN(uint16_t port, server_->Listen(config_.address, config_.port));
   liveness_timer_ = std::make_unique<asio::steady_timer>(ioc_);

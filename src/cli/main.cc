@@ -365,6 +365,7 @@ int RunGateway(const Flags& f) {
   }
   segma::http::ServerOptions options;
   options.name = "gateway";
+  options.strand_per_connection = io_threads > 1;
   segma::http::HttpServer server(ioc, router, registry, options);
   segma::Result<uint16_t> port = server.Listen(f.address, f.port);
   if (!port.ok()) return Die(port.status());

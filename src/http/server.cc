@@ -1,5 +1,8 @@
 #include "http/server.h"
 
+#include <limits>
+#include <utility>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
@@ -43,17 +46,41 @@ bool IsQuietPath(std::string_view path) {
          path == "/v2/worker-heartbeat";
 }
 
-class ChunkWriter final : public ResponseStream {
+using SteadyClock = std::chrono::steady_clock;
+constexpr auto kSweepEvery = std::chrono::milliseconds(250);
+
+}  // namespace
+
+// Lets Stop()/CloseAll() and the timeout sweep reach a connection's socket safely: `stream` is
+// read and cleared only on the connection's executor.
+struct HttpServer::Connection {
+  beast::tcp_stream* stream = nullptr;
+  asio::any_io_executor executor;
+  // The current operation must end by then (steady clock ticks); max: no deadline.
+  std::atomic<SteadyClock::rep> deadline{std::numeric_limits<SteadyClock::rep>::max()};
+  std::atomic<bool> timed_out{false};
+
+  void Arm(std::chrono::steady_clock::duration d) {
+    deadline.store((SteadyClock::now() + d).time_since_epoch().count(), std::memory_order_relaxed);
+  }
+  void Disarm() {
+    deadline.store(std::numeric_limits<SteadyClock::rep>::max(), std::memory_order_relaxed);
+  }
+};
+
+class HttpServer::ChunkWriter final : public ResponseStream {
  public:
-  ChunkWriter(beast::tcp_stream& stream, const HttpServer& server, std::chrono::seconds timeout)
-      : stream_(stream), server_(server), timeout_(timeout) {}
+  ChunkWriter(Connection& conn, beast::tcp_stream& stream, const HttpServer& server,
+              std::chrono::seconds timeout)
+      : conn_(conn), stream_(stream), server_(server), timeout_(timeout) {}
 
   asio::awaitable<bool> Write(std::string_view data) override {
     if (failed_) co_return false;
     if (data.empty()) co_return true;  // an empty chunk would end the body
-    stream_.expires_after(timeout_);
+    conn_.Arm(timeout_);
     auto [ec, n] =
         co_await asio::async_write(stream_, bhttp::make_chunk(asio::buffer(data)), kUseTuple);
+    conn_.Disarm();
     if (ec) failed_ = true;
     co_return !failed_;
   }
@@ -61,24 +88,16 @@ class ChunkWriter final : public ResponseStream {
   bool failed() const { return failed_; }
 
  private:
+  Connection& conn_;
   beast::tcp_stream& stream_;
   const HttpServer& server_;
   const std::chrono::seconds timeout_;
   bool failed_ = false;
 };
 
-}  // namespace
-
-// Lets Stop()/CloseAll() reach a connection's socket safely: `stream` is read and cleared only on
-// the connection's strand.
-struct HttpServer::Connection {
-  beast::tcp_stream* stream = nullptr;
-  asio::any_io_executor executor;
-};
-
 HttpServer::HttpServer(asio::io_context& ioc, const Router& router, metrics::Registry& registry,
                        ServerOptions options)
-    : ioc_(ioc), router_(router), options_(std::move(options)) {
+    : ioc_(ioc), router_(router), options_(std::move(options)), sweep_timer_(ioc) {
   requests_ = &prometheus::BuildCounter()
                    .Name("segma_http_requests_total")
                    .Help("HTTP requests served, by route pattern and status code")
@@ -111,10 +130,13 @@ Result<uint16_t> HttpServer::Listen(const std::string& address, uint16_t port) {
                             ec.message());
   }
   const uint16_t bound = acceptor->local_endpoint().port();
+  bool start_sweep = false;
   {
     std::lock_guard lock(mu_);
     acceptors_.push_back(acceptor);
+    start_sweep = !std::exchange(sweeping_, true);
   }
+  if (start_sweep) asio::post(ioc_, [this] { ScheduleSweep(); });
   asio::co_spawn(acceptor->get_executor(), AcceptLoop(acceptor), [this](std::exception_ptr e) {
     if (e) Logger(options_.name)->error("accept loop ended by an exception");
   });
@@ -128,6 +150,9 @@ void HttpServer::Stop() {
     std::lock_guard lock(mu_);
     acceptors.swap(acceptors_);
   }
+  // The sweep keeps enforcing timeouts on the connections that are still open; CloseAll() and
+  // the destructor end it.
+
   for (auto& a : acceptors) {
     asio::post(a->get_executor(), [a] {
       boost::system::error_code ignored;
@@ -153,9 +178,37 @@ void HttpServer::CloseAll() {
   }
 }
 
+void HttpServer::ScheduleSweep() {
+  sweep_timer_.expires_after(kSweepEvery);
+  sweep_timer_.async_wait([this](boost::system::error_code ec) {
+    if (ec) return;  // cancelled: the server is going away
+    const auto now = SteadyClock::now().time_since_epoch().count();
+    std::lock_guard lock(mu_);
+    if (stopping_ && connections_.empty()) {
+      sweeping_ = false;  // lets the io_context's run() return
+      return;
+    }
+    for (const auto& c : connections_) {
+      if (c->deadline.load(std::memory_order_relaxed) > now || c->timed_out.exchange(true)) {
+        continue;
+      }
+      asio::post(c->executor, [c] {
+        if (c->stream == nullptr) return;
+        boost::system::error_code ignored;
+        c->stream->socket().shutdown(tcp::socket::shutdown_both, ignored);
+        c->stream->close();
+      });
+    }
+    ScheduleSweep();
+  });
+}
+
 asio::awaitable<void> HttpServer::AcceptLoop(std::shared_ptr<tcp::acceptor> acceptor) {
   for (;;) {
-    auto [ec, socket] = co_await acceptor->async_accept(asio::make_strand(ioc_), kUseTuple);
+    const asio::any_io_executor executor_of_connection =
+        options_.strand_per_connection ? asio::any_io_executor(asio::make_strand(ioc_))
+                                       : asio::any_io_executor(ioc_.get_executor());
+    auto [ec, socket] = co_await acceptor->async_accept(executor_of_connection, kUseTuple);
     if (ec) {
       if (!acceptor->is_open() || stopping_) co_return;
       // EMFILE and friends: back off briefly instead of spinning.
@@ -199,20 +252,21 @@ asio::awaitable<void> HttpServer::Serve(beast::tcp_stream stream) {
   while (!stopping_) {
     // Waiting for the next request on a kept-alive connection uses the idle timeout; the request
     // itself must then arrive within the read timeout (a slow-loris client is cut off).
-    stream.expires_after(first ? options_.read_timeout : options_.idle_timeout);
+    conn->Arm(first ? options_.read_timeout : options_.idle_timeout);
     first = false;
     bhttp::request_parser<bhttp::string_body> parser;
     parser.header_limit(static_cast<std::uint32_t>(options_.max_header_bytes));
     parser.body_limit(options_.max_body_bytes);
     auto [hec, hn] = co_await bhttp::async_read_header(stream, buffer, parser, kUseTuple);
     if (!hec && !parser.is_done()) {
-      stream.expires_after(options_.read_timeout);
+      conn->Arm(options_.read_timeout);
       auto [bec, bn] = co_await bhttp::async_read(stream, buffer, parser, kUseTuple);
       hec = bec;
     }
+    conn->Disarm();
     const auto start = std::chrono::steady_clock::now();
     if (hec) {
-      if (hec == bhttp::error::end_of_stream || hec == beast::error::timeout ||
+      if (conn->timed_out || hec == bhttp::error::end_of_stream || hec == beast::error::timeout ||
           hec == asio::error::connection_reset || hec == asio::error::operation_aborted ||
           hec == asio::error::eof) {
         break;
@@ -233,13 +287,13 @@ asio::awaitable<void> HttpServer::Serve(beast::tcp_stream stream) {
         res.msg.result(bhttp::status::request_header_fields_too_large);
       }
       res.msg.keep_alive(false);
-      stream.expires_after(options_.write_timeout);
+      conn->Arm(options_.write_timeout);
       co_await bhttp::async_write(stream, res.msg, kUseTuple);
       // Lingering close: closing with unread request bytes queued would send a reset that can
       // destroy our answer before the client reads it. Stop sending, then drain for a moment.
       boost::system::error_code ignored;
       stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
-      stream.expires_after(std::chrono::seconds(2));
+      conn->Arm(std::chrono::seconds(2));
       static thread_local char sink[64 * 1024];
       size_t drained = 0;
       while (drained < 64 * 1024 * 1024) {
@@ -259,10 +313,11 @@ asio::awaitable<void> HttpServer::Serve(beast::tcp_stream stream) {
     Record(ctx, res.msg.result_int(), std::chrono::steady_clock::now() - start);
 
     if (res.stream) {
-      keep_alive = co_await WriteStreamed(stream, res) && keep_alive;
+      keep_alive = co_await WriteStreamed(*conn, stream, res) && keep_alive;
     } else {
-      stream.expires_after(options_.write_timeout);
+      conn->Arm(options_.write_timeout);
       auto [wec, wn] = co_await bhttp::async_write(stream, res.msg, kUseTuple);
+      conn->Disarm();
       if (wec) keep_alive = false;
     }
     if (!keep_alive) break;
@@ -276,15 +331,17 @@ asio::awaitable<void> HttpServer::Serve(beast::tcp_stream stream) {
   connections_.erase(conn);
 }
 
-asio::awaitable<bool> HttpServer::WriteStreamed(beast::tcp_stream& stream, Response& res) {
+asio::awaitable<bool> HttpServer::WriteStreamed(Connection& conn, beast::tcp_stream& stream,
+                                                Response& res) {
   bhttp::response<bhttp::empty_body> head{res.msg.result(), 11};
   for (const auto& field : res.msg) head.set(field.name_string(), field.value());
   head.chunked(true);
   bhttp::response_serializer<bhttp::empty_body> sr{head};
-  stream.expires_after(options_.write_timeout);
+  conn.Arm(options_.write_timeout);
   auto [ec, n] = co_await bhttp::async_write_header(stream, sr, kUseTuple);
+  conn.Disarm();
   if (ec) co_return false;
-  ChunkWriter writer(stream, *this, options_.write_timeout);
+  ChunkWriter writer(conn, stream, *this, options_.write_timeout);
   try {
     co_await res.stream(writer);
   } catch (const std::exception& e) {
@@ -292,8 +349,9 @@ asio::awaitable<bool> HttpServer::WriteStreamed(beast::tcp_stream& stream, Respo
     co_return false;  // the body is cut short: the client must not reuse the connection
   }
   if (writer.failed()) co_return false;
-  stream.expires_after(options_.write_timeout);
+  conn.Arm(options_.write_timeout);
   auto [lec, ln] = co_await asio::async_write(stream, bhttp::make_chunk_last(), kUseTuple);
+  conn.Disarm();
   co_return !lec;
 }
 

@@ -10,6 +10,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 
 #include "http/router.h"
@@ -26,13 +27,16 @@ class Histogram;
 namespace segma::http {
 
 struct ServerOptions {
-  std::string name = "server";                   // logger and metrics label
-  size_t max_body_bytes = 16 * 1024 * 1024;       // larger bodies get 413
-  size_t max_header_bytes = 16 * 1024;            // larger headers get 431
-  std::chrono::seconds read_timeout{30};          // a whole request, from its first byte
-  std::chrono::seconds idle_timeout{75};          // between keep-alive requests
-  std::chrono::seconds write_timeout{30};         // one write (or chunk) to a stalled client
+  std::string name = "server";               // logger and metrics label
+  size_t max_body_bytes = 16 * 1024 * 1024;  // larger bodies get 413
+  size_t max_header_bytes = 16 * 1024;       // larger headers get 431
+  std::chrono::seconds read_timeout{30};     // a whole request, from its first byte
+  std::chrono::seconds idle_timeout{75};     // between keep-alive requests
+  std::chrono::seconds write_timeout{30};    // one write (or chunk) to a stalled client
   bool access_log = true;
+  // Each connection's coroutine on its own strand: required when the io_context runs on several
+  // threads. With one thread, false saves a strand dispatch per completion.
+  bool strand_per_connection = true;
 };
 
 // HTTP/1.1 server on Boost.Beast with C++20 coroutines: one coroutine per connection on its own
@@ -61,16 +65,25 @@ class HttpServer {
 
  private:
   struct Connection;
+  class ChunkWriter;
   asio::awaitable<void> AcceptLoop(std::shared_ptr<asio::ip::tcp::acceptor> acceptor);
   asio::awaitable<void> Serve(beast::tcp_stream stream);
   asio::awaitable<Response> Dispatch(Request& req, RequestContext& ctx);
-  asio::awaitable<bool> WriteStreamed(beast::tcp_stream& stream, Response& res);
+  asio::awaitable<bool> WriteStreamed(Connection& conn, beast::tcp_stream& stream, Response& res);
+  // Closes the connections whose deadline has passed, then waits kSweepEvery and runs again.
+  void ScheduleSweep();
   void Record(const RequestContext& ctx, unsigned status, std::chrono::steady_clock::duration d);
 
   asio::io_context& ioc_;
   const Router& router_;
   const ServerOptions options_;
   std::atomic<bool> stopping_{false};
+
+  // Timeouts are deadlines that this timer's sweep enforces (a few times a second), not a timer
+  // per socket operation: Beast's per-operation timers cost two extra completions per read or
+  // write on the request path.
+  asio::steady_timer sweep_timer_;
+  bool sweeping_ = false;  // guarded by mu_
 
   std::mutex mu_;
   std::vector<std::shared_ptr<asio::ip::tcp::acceptor>> acceptors_;
