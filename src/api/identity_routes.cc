@@ -173,6 +173,14 @@ void ReadQuota(JsonReader& r, json::object& body, std::string_view key,
   out = v;
 }
 
+// Gateway limits (ADR 0013): a merge patch; absent leaves them as they are.
+Status ReadLimits(JsonReader& r, json::object& body, std::optional<types::LimitsPatch>& out) {
+  if (!body.contains("limits")) return OkStatus();
+  r.OptionalValue("limits");  // marks the field as read
+  ASSIGN_OR_RETURN(out, types::ParseLimitsPatch(body.at("limits")));
+  return OkStatus();
+}
+
 Status ReadProjectFields(JsonReader& r, json::object& body, store::ProjectPatch& patch) {
   patch.description = r.OptionalString("description");
   if (patch.description && patch.description->size() > 1024) {
@@ -181,7 +189,7 @@ Status ReadProjectFields(JsonReader& r, json::object& body, store::ProjectPatch&
   ReadQuota<double>(r, body, "max_gpus", patch.max_gpus);
   ReadQuota<double>(r, body, "max_vram_gib", patch.max_vram_gib);
   ReadQuota<int64_t>(r, body, "max_instances", patch.max_instances);
-  return OkStatus();
+  return ReadLimits(r, body, patch.limits);
 }
 
 Result<Response> ListProjects(ApiContext& c) {
@@ -211,6 +219,7 @@ Result<Response> CreateProject(ApiContext& c) {
   RETURN_IF_ERROR(r.Finish());
   RETURN_IF_ERROR(auth::ValidateName("project", name));
   types::Project p;
+  if (fields.limits) p.limits = fields.limits->ApplyTo({});
   p.name = name;
   p.description = fields.description.value_or("");
   if (fields.max_gpus) p.max_gpus = *fields.max_gpus;
@@ -238,6 +247,11 @@ Result<Response> UpdateProject(ApiContext& c) {
   RETURN_IF_ERROR(ReadProjectFields(r, storage, patch));
   RETURN_IF_ERROR(r.Finish());
   if (patch.name) RETURN_IF_ERROR(auth::ValidateName("project", *patch.name));
+  // A project's own admins must not lift its budget: project limits are the administrators'.
+  // (RBAC already reserves PATCH on projects to administrators; this holds even if that widens.)
+  if (patch.limits && !c.principal.is_admin) {
+    return PermissionDeniedError("only administrators may change a project's limits");
+  }
   ASSIGN_OR_RETURN(types::Project p, c.s.store.UpdateProject(id, patch));
   return ObjectResponse(types::ToJson(p));
 }
@@ -336,6 +350,9 @@ Result<Response> CreateApiKey(ApiContext& c) {
   std::string scope = r.OptionalString("scope").value_or("inference");
   const json::value* models = r.OptionalValue("allowed_models");
   std::optional<std::string> expires_at = r.OptionalString("expires_at");
+  std::optional<types::LimitsPatch> limits;
+  RETURN_IF_ERROR(ReadLimits(r, storage, limits));
+  if (limits) req.limits = limits->ApplyTo({});
   if (r.ok() && models != nullptr) {
     if (models->is_string() && models->as_string() == "*") {
       req.allowed_models.reset();
@@ -367,6 +384,19 @@ Result<Response> GetApiKey(ApiContext& c) {
   ASSIGN_OR_RETURN(types::ApiKey key, c.s.api_keys.Get(c.principal, id));
   RETURN_IF_ERROR(c.AuthorizeProject(key.project_id, key.user_id));
   return ObjectResponse(types::ToJson(key));
+}
+
+Result<Response> UpdateApiKey(ApiContext& c) {
+  ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
+  ASSIGN_OR_RETURN(types::ApiKey key, c.s.api_keys.Get(c.principal, id));
+  RETURN_IF_ERROR(c.AuthorizeProject(key.project_id, key.user_id));
+  json::object storage;
+  JsonReader r = c.Body(storage);
+  store::ApiKeyPatch patch;
+  RETURN_IF_ERROR(ReadLimits(r, storage, patch.limits));
+  RETURN_IF_ERROR(r.Finish());
+  ASSIGN_OR_RETURN(types::ApiKey updated, c.s.api_keys.Update(c.principal, id, patch));
+  return ObjectResponse(types::ToJson(updated));
 }
 
 Result<Response> RevokeApiKey(ApiContext& c) {
@@ -422,6 +452,8 @@ std::vector<Route> IdentityRoutes() {
        ""},
       {verb::get, "/v2/api-keys/{id}", A::kProject, Resource::kApiKeys, Action::kRead, GetApiKey,
        ""},
+      {verb::patch, "/v2/api-keys/{id}", A::kProject, Resource::kApiKeys, Action::kUpdate,
+       UpdateApiKey, ""},
       {verb::delete_, "/v2/api-keys/{id}", A::kProject, Resource::kApiKeys, Action::kDelete,
        RevokeApiKey, ""},
   };

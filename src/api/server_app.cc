@@ -78,7 +78,7 @@ Status ServerApp::Init() {
   gateway::GatewayOptions gateway_options;
   gateway_options.balancer.policy = config_.routing_policy;
   gateway_ = std::make_unique<gateway::Gateway>(ioc_.get_executor(), *store_, bus_, clock_,
-                                                metrics_, limits_, nullptr, gateway_options);
+                                                metrics_, /*limits=*/nullptr, nullptr, gateway_options);
   gateway_->Install(router_);
   // Stand-alone `segma gateway` replicas follow this gateway's state (ADR 0009).
   ASSIGN_OR_RETURN(std::string gateway_token, LoadOrCreateGatewayToken(config_.data_dir));

@@ -100,7 +100,6 @@ class ServerApp {
   std::unique_ptr<Services> services_;
   std::unique_ptr<controllers::WorkerLivenessController> liveness_;
   // The OpenAI gateway (/v1) and what feeds its route table.
-  gateway::StaticLimitsSource limits_;
   std::unique_ptr<gateway::Gateway> gateway_;
   std::shared_ptr<Subscription> route_events_;
   std::atomic<bool> routes_queued_{false};

@@ -48,6 +48,7 @@ Result<CreatedApiKey> ApiKeyService::Create(const Principal& principal,
   key.prefix = out.secret.substr(0, kPrefixLength);
   key.secret_hash = Sha256Hex(out.secret);
   key.expires_at = request.expires_at;
+  key.limits = request.limits;
   ASSIGN_OR_RETURN(out.key, store_.CreateApiKey(key));
   return out;
 }
@@ -81,6 +82,14 @@ Result<types::ApiKey> ApiKeyService::Revoke(const Principal& principal, int64_t 
   RETURN_IF_ERROR(
       Authorize(principal, Action::kDelete, Resource::kApiKeys, key.project_id, key.user_id));
   return store_.RevokeApiKey(id, clock_.Now());
+}
+
+Result<types::ApiKey> ApiKeyService::Update(const Principal& principal, int64_t id,
+                                            const store::ApiKeyPatch& patch) {
+  ASSIGN_OR_RETURN(types::ApiKey key, Get(principal, id));
+  RETURN_IF_ERROR(
+      Authorize(principal, Action::kUpdate, Resource::kApiKeys, key.project_id, key.user_id));
+  return store_.UpdateApiKey(id, patch);
 }
 
 }  // namespace segma::auth

@@ -334,7 +334,6 @@ int RunGateway(const Flags& f) {
   auto store = segma::store::OpenSqliteStore(":memory:", bus, segma::SystemClock::Get());
   if (!store.ok()) return Die(store.status());
   segma::metrics::Registry registry;
-  segma::gateway::StaticLimitsSource limits;
   segma::gateway::ReplicaOptions ro;
   ro.server_url = f.server_url;
   ro.token = f.token;
@@ -342,8 +341,9 @@ int RunGateway(const Flags& f) {
   segma::gateway::RemoteUsageSink sink(ro);
   segma::gateway::GatewayOptions go;
   go.keys.follow_store = false;
+  // Limits: those the server's state ships with keys and projects (each replica counts its own).
   segma::gateway::Gateway gw(ioc.get_executor(), **store, bus, segma::SystemClock::Get(), registry,
-                             limits, &sink, go);
+                             /*limits=*/nullptr, &sink, go);
   segma::http::Router router;
   gw.Install(router);
   router.Add(segma::http::bhttp::verb::get, "/healthz",

@@ -1,5 +1,9 @@
 #include "gateway/gateway.h"
 
+#include <chrono>
+#include <map>
+
+#include "common/logging.h"
 #include "gateway/replica.h"
 
 namespace segma::gateway {
@@ -15,10 +19,14 @@ UsageSink& SinkOr(UsageSink* given, std::unique_ptr<StoreUsageSink>& own, store:
 }  // namespace
 
 Gateway::Gateway(boost::asio::any_io_executor executor, store::Store& store, EventBus& bus,
-                 const Clock& clock, metrics::Registry& registry, const LimitsSource& limits,
+                 const Clock& clock, metrics::Registry& registry, const LimitsSource* limits,
                  UsageSink* usage_sink, GatewayOptions options)
-    : keys_(store, bus, clock, options.keys),
-      limiter_(limits, clock),
+    : store_(store),
+      clock_(clock),
+      follow_store_(options.keys.follow_store),
+      keys_(store, bus, clock, options.keys),
+      table_limits_(keys_),
+      limiter_(limits != nullptr ? *limits : table_limits_, clock),
       balancer_(options.balancer),
       usage_(SinkOr(usage_sink, own_sink_, store), options.usage),
       client_(std::move(executor), options.max_idle_upstream_connections_per_host),
@@ -31,7 +39,47 @@ void Gateway::Install(http::Router& router) { proxy_.Install(router); }
 
 Status Gateway::Start() {
   usage_.Start();
-  return keys_.Start();
+  Status s = keys_.Start();
+  if (follow_store_) {
+    // Before the first admission: the budgets go on from what was recorded before this start.
+    if (Status seeded = SeedBudgets(store_, limiter_, clock_.Now()); !seeded.ok()) {
+      Logger("gateway")->warn("could not seed token budgets from recorded usage: {}",
+                              seeded.ToString());
+      if (s.ok()) s = seeded;
+    }
+  }
+  return s;
+}
+
+Status SeedBudgets(store::Store& store, Limiter& limiter, Timestamp now) {
+  using namespace std::chrono;
+  const sys_days today = floor<days>(now);
+  const year_month_day ymd{today};
+  const sys_days month_start = ymd.year() / ymd.month() / 1;
+  struct Totals {
+    int64_t day = 0;
+    int64_t month = 0;
+  };
+  std::map<int64_t, Totals> keys, projects;
+  for (store::UsageGroupBy group : {store::UsageGroupBy::kKey, store::UsageGroupBy::kProject}) {
+    auto& into = group == store::UsageGroupBy::kKey ? keys : projects;
+    for (bool month : {false, true}) {
+      store::UsageQuery q;
+      q.group_by = group;
+      q.from = Timestamp(month ? month_start : today);
+      // Records stamped a little ahead of `now` (another clock) still count.
+      q.to = now + hours(1);
+      ASSIGN_OR_RETURN(std::vector<store::UsageSummary> rows, store.QueryUsage(q));
+      for (const store::UsageSummary& row : rows) {
+        const int64_t id = std::stoll(row.key);
+        const int64_t tokens = row.prompt_tokens + row.completion_tokens;
+        (month ? into[id].month : into[id].day) = tokens;
+      }
+    }
+  }
+  for (const auto& [id, t] : keys) limiter.SeedKeyBudget(id, t.day, t.month);
+  for (const auto& [id, t] : projects) limiter.SeedProjectBudget(id, t.day, t.month);
+  return OkStatus();
 }
 
 void Gateway::Stop() {

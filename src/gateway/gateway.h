@@ -7,11 +7,11 @@
 // model store exists):
 //
 //   gateway::GatewayOptions gw_options;                  // defaults are sensible
-//   gateway::StaticLimitsSource limits(key_defaults, project_defaults);   // from config
-//   gateway::Gateway gw(ioc.get_executor(), store, bus, SystemClock::Get(), registry, limits,
+//   gateway::Gateway gw(ioc.get_executor(), store, bus, SystemClock::Get(), registry,
+//                       /*limits=*/nullptr /* = the limits stored with keys and projects */,
 //                       /*usage_sink=*/nullptr /* = Store::InsertUsageRecords */, gw_options);
 //   gw.Install(router);                                  // before the HttpServer starts serving
-//   RETURN_IF_ERROR(gw.Start());                         // loads keys, starts the usage writer
+//   RETURN_IF_ERROR(gw.Start());   // loads keys and limits, seeds budgets, starts the usage writer
 //   ... on every change of models / model-instances / workers (EventBus or watch stream),
 //   rebuild the routes off the I/O threads and swap them in:
 //     gateway::RouteTable::Builder b;
@@ -25,9 +25,9 @@
 //   ... on shutdown, after the HttpServer stopped accepting and streams ended:
 //     gw.Stop();                                         // flushes every usage record
 //
-// Keys come from the store (ListApiKeys at Start, then "api-keys"/"users"/"project-members"
-// events); nothing else needs feeding. Limits come from the LimitsSource; swap
-// StaticLimitsSource for a store-backed one once limits are persisted.
+// Keys and limits come from the store (at Start, then "api-keys"/"users"/"project-members"/
+// "projects" events); nothing else needs feeding. Limits come from the LimitsSource given, or
+// (nullptr) from the key table: the limits stored with keys and projects (ADR 0013).
 //
 // Thread-safety: all methods may be called from any thread; the handlers run on the server's
 // connection strands. The executor, store, bus, clock, registry, limits and sink must outlive the
@@ -62,9 +62,10 @@ struct GatewayOptions {
 
 class Gateway {
  public:
+  // `limits` null: the limits stored with keys and projects (KeyTableLimitsSource).
   // `usage_sink` null: usage records go to store.InsertUsageRecords.
   Gateway(boost::asio::any_io_executor executor, store::Store& store, EventBus& bus,
-          const Clock& clock, metrics::Registry& registry, const LimitsSource& limits,
+          const Clock& clock, metrics::Registry& registry, const LimitsSource* limits = nullptr,
           UsageSink* usage_sink = nullptr, GatewayOptions options = {});
   ~Gateway();  // Stop()
   Gateway(const Gateway&) = delete;
@@ -76,7 +77,9 @@ class Gateway {
 
   // Loads the key table and starts the background threads (key events, usage writer). A store
   // error is returned, and the gateway keeps retrying the load in the background (requests are
-  // answered 401 meanwhile).
+  // answered 401 meanwhile). With a key table that follows the store, also seeds the limiter's
+  // daily and monthly budgets from the usage recorded today and this month (SeedBudgets), so a
+  // restart does not reset a budget.
   Status Start();
   // Stops the background threads and writes every queued usage record (blocking).
   void Stop();
@@ -97,8 +100,12 @@ class Gateway {
   UsageMeter& usage() { return usage_; }
 
  private:
+  store::Store& store_;
+  const Clock& clock_;
+  const bool follow_store_;
   std::unique_ptr<StoreUsageSink> own_sink_;
   KeyTable keys_;
+  KeyTableLimitsSource table_limits_;
   Limiter limiter_;
   Balancer balancer_;
   UsageMeter usage_;
@@ -110,5 +117,10 @@ class Gateway {
 
   void BumpRoutesVersion(const RouteTable& table);  // requires routes_mu_
 };
+
+// Adds the tokens (prompt + completion) recorded in `store` since the start of today and of this
+// month (UTC, at `now`) to the daily and monthly budgets of every key and project in `limiter`.
+// kUnavailable etc. from the store (nothing seeded then).
+Status SeedBudgets(store::Store& store, Limiter& limiter, Timestamp now);
 
 }  // namespace segma::gateway

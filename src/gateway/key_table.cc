@@ -12,7 +12,7 @@ namespace segma::gateway {
 
 namespace {
 
-constexpr const char* kResources[] = {"api-keys", "users", "project-members"};
+constexpr const char* kResources[] = {"api-keys", "users", "project-members", "projects"};
 
 }  // namespace
 
@@ -95,6 +95,7 @@ std::shared_ptr<const KeyRecord> KeyTable::MakeRecord(const types::ApiKey& key,
   r->allowed_models = key.allowed_models;
   r->expires_at = key.expires_at;
   r->revoked_at = key.revoked_at;
+  r->limits = key.limits;
   if (!owner.active.ok()) {
     r->inference = owner.active;
   } else {
@@ -131,13 +132,37 @@ Status KeyTable::Reload() {
     }
     if (page.items.size() < static_cast<size_t>(opts.per_page)) break;
   }
+  RETURN_IF_ERROR(LoadProjectLimits(*snap));
   Publish(std::move(snap));
   return OkStatus();
 }
 
-Status KeyTable::Apply(const std::set<int64_t>& key_ids, const std::set<int64_t>& user_ids) {
+Status KeyTable::LoadProjectLimits(Snapshot& snap) {
+  store::ListOptions opts;
+  opts.per_page = store::ListOptions::kMaxPerPage;
+  for (opts.page = 1;; ++opts.page) {
+    ASSIGN_OR_RETURN(store::ListResult<types::Project> page, store_.ListProjects(opts));
+    for (const types::Project& p : page.items) {
+      if (!p.limits.unlimited()) snap.project_limits[p.id] = p.limits;
+    }
+    if (page.items.size() < static_cast<size_t>(opts.per_page)) break;
+  }
+  return OkStatus();
+}
+
+Status KeyTable::Apply(const std::set<int64_t>& key_ids, const std::set<int64_t>& user_ids,
+                       const std::set<int64_t>& project_ids) {
   std::lock_guard reload(reload_mu_);
   auto snap = std::make_shared<Snapshot>(*Current());
+  for (int64_t id : project_ids) {
+    snap->project_limits.erase(id);
+    Result<types::Project> p = store_.GetProject(id);
+    if (!p.ok()) {
+      if (p.status().code() == StatusCode::kNotFound) continue;  // deleted
+      return p.status();
+    }
+    if (!p->limits.unlimited()) snap->project_limits[id] = p->limits;
+  }
   std::set<int64_t> ids = key_ids;
   if (!user_ids.empty()) {
     for (const auto& [hash, rec] : snap->by_hash) {
@@ -183,14 +208,12 @@ void KeyTable::Run() {
       if (stopping_) return;
       wake_ = false;
     }
-    std::set<int64_t> key_ids, user_ids;
+    std::set<int64_t> key_ids, user_ids, project_ids;
     bool full = retry_pending || std::chrono::steady_clock::now() >= next_reload;
     for (auto& sub : subs_) {
       if (sub->overflowed()) {
         // Events were lost: start a new subscription, then re-read everything.
-        const std::string resource = sub == subs_[0]   ? "api-keys"
-                                     : sub == subs_[1] ? "users"
-                                                       : "project-members";
+        const std::string resource = kResources[&sub - subs_.data()];
         auto fresh = bus_.Subscribe(resource);
         fresh->SetNotifier([this] {
           std::lock_guard lock(mu_);
@@ -204,13 +227,17 @@ void KeyTable::Run() {
       while (auto e = sub->TryPop()) {
         if (e->resource == "api-keys") {
           key_ids.insert(e->id);
+        } else if (e->resource == "projects") {
+          project_ids.insert(e->id);
         } else {
           user_ids.insert(e->id);  // users: the user; project-members: the member's user id
         }
       }
     }
     Status s = full ? Reload()
-                    : (key_ids.empty() && user_ids.empty() ? OkStatus() : Apply(key_ids, user_ids));
+                    : (key_ids.empty() && user_ids.empty() && project_ids.empty()
+                           ? OkStatus()
+                           : Apply(key_ids, user_ids, project_ids));
     if (full && s.ok()) next_reload = std::chrono::steady_clock::now() + options_.full_reload_every;
     if (!s.ok()) {
       log->warn("key table refresh failed, retrying: {}", s.ToString());
@@ -249,9 +276,31 @@ std::vector<std::pair<std::string, std::shared_ptr<const KeyRecord>>> KeyTable::
   return out;
 }
 
-void KeyTable::Replace(std::vector<std::pair<std::string, KeyRecord>> records) {
+types::Limits KeyTable::KeyLimits(int64_t key_id) const {
+  auto snap = Current();
+  auto id = snap->hash_by_id.find(key_id);
+  if (id == snap->hash_by_id.end()) return {};
+  auto it = snap->by_hash.find(id->second);
+  return it == snap->by_hash.end() ? types::Limits{} : it->second->limits;
+}
+
+types::Limits KeyTable::ProjectLimits(int64_t project_id) const {
+  auto snap = Current();
+  auto it = snap->project_limits.find(project_id);
+  return it == snap->project_limits.end() ? types::Limits{} : it->second;
+}
+
+std::map<int64_t, types::Limits> KeyTable::AllProjectLimits() const {
+  return Current()->project_limits;
+}
+
+void KeyTable::Replace(std::vector<std::pair<std::string, KeyRecord>> records,
+                       std::map<int64_t, types::Limits> project_limits) {
   std::lock_guard reload(reload_mu_);
   auto snap = std::make_shared<Snapshot>();
+  for (auto& [id, limits] : project_limits) {
+    if (!limits.unlimited()) snap->project_limits.emplace(id, limits);
+  }
   for (auto& [hash, record] : records) {
     snap->hash_by_id[record.id] = hash;
     snap->by_hash[hash] = std::make_shared<const KeyRecord>(std::move(record));

@@ -1,10 +1,11 @@
 #pragma once
 
 // The gateway's in-memory view of API keys: Sha256Hex(secret) → key record, so that no request
-// touches the store. Loaded whole at Start(), kept current by EventBus events ("api-keys",
-// "users", "project-members": each makes a background thread re-read the affected keys from the
-// store), and reloaded whole every `full_reload_every` as a safety net (and after a subscription
-// overflow). Expiry is checked against the Clock on every lookup, so it is exact; revocation and
+// touches the store, and of every project's gateway limits (ADR 0013). Loaded whole at Start(),
+// kept current by EventBus events ("api-keys", "users", "project-members": each makes a
+// background thread re-read the affected keys from the store; "projects": that project's limits),
+// and reloaded whole every `full_reload_every` as a safety net (and after a subscription
+// overflow). KeyTableLimitsSource answers the Limiter from it. Expiry is checked against the Clock on every lookup, so it is exact; revocation and
 // other changes take effect as soon as the background thread has applied the event (well under a
 // second).
 //
@@ -15,6 +16,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -28,6 +30,7 @@
 #include "common/clock.h"
 #include "common/event_bus.h"
 #include "common/status.h"
+#include "gateway/limits.h"
 #include "store/store.h"
 #include "types/identity.h"
 
@@ -43,6 +46,7 @@ struct KeyRecord {
   std::optional<std::vector<std::string>> allowed_models;  // nullopt: every model
   std::optional<Timestamp> expires_at;
   std::optional<Timestamp> revoked_at;
+  types::Limits limits;  // the key's own gateway limits
   // Why the key may not run inference at all although it is valid (wrong scope, its creator is
   // no longer a member of the project, ...): OK or kPermissionDenied. kUnauthenticated when the
   // creator is disabled or gone.
@@ -83,9 +87,16 @@ class KeyTable {
   std::shared_ptr<const KeyRecord> Find(const std::string& secret_hash) const;
   // Every key as (Sha256Hex(secret), record), by hash. For the replicas' state (replica.h).
   std::vector<std::pair<std::string, std::shared_ptr<const KeyRecord>>> All() const;
-  // Replaces the whole table with `records` ((secret hash, record) pairs) and bumps version().
-  // For tables with follow_store = false. Thread-safe.
-  void Replace(std::vector<std::pair<std::string, KeyRecord>> records);
+  // Replaces the whole table with `records` ((secret hash, record) pairs) and the projects'
+  // limits, and bumps version(). For tables with follow_store = false. Thread-safe.
+  void Replace(std::vector<std::pair<std::string, KeyRecord>> records,
+               std::map<int64_t, types::Limits> project_limits = {});
+  // The gateway limits of key `key_id` / project `project_id` (unlimited if unknown). From
+  // memory; thread-safe.
+  types::Limits KeyLimits(int64_t key_id) const;
+  types::Limits ProjectLimits(int64_t project_id) const;
+  // Every project with limits, by id. For the replicas' state.
+  std::map<int64_t, types::Limits> AllProjectLimits() const;
   size_t size() const;
   // Incremented after every applied change (event batch or reload). For tests.
   uint64_t version() const { return version_.load(); }
@@ -94,6 +105,7 @@ class KeyTable {
   struct Snapshot {
     std::unordered_map<std::string, std::shared_ptr<const KeyRecord>> by_hash;
     std::unordered_map<int64_t, std::string> hash_by_id;
+    std::map<int64_t, types::Limits> project_limits;  // only projects with some limit
   };
   // Per-user facts shared by all of that user's keys, cached within one reload.
   struct Owner {
@@ -106,7 +118,9 @@ class KeyTable {
   std::shared_ptr<const KeyRecord> MakeRecord(const types::ApiKey& key, const Owner& owner) const;
   void Run();
   // Re-reads the given keys and all keys of the given users, then publishes a new snapshot.
-  Status Apply(const std::set<int64_t>& key_ids, const std::set<int64_t>& user_ids);
+  Status Apply(const std::set<int64_t>& key_ids, const std::set<int64_t>& user_ids,
+               const std::set<int64_t>& project_ids);
+  Status LoadProjectLimits(Snapshot& snap);
   void Publish(std::shared_ptr<const Snapshot> snapshot);
   std::shared_ptr<const Snapshot> Current() const;
 
@@ -125,6 +139,21 @@ class KeyTable {
   bool wake_ = false;      // guarded by mu_
   bool stopping_ = false;  // guarded by mu_
   std::thread thread_;
+};
+
+// The limits stored with keys and projects, as the Limiter asks for them: from the table's
+// memory, no store access. A change applied to the table applies to the next admission.
+class KeyTableLimitsSource final : public LimitsSource {
+ public:
+  explicit KeyTableLimitsSource(const KeyTable& table) : table_(table) {}
+  // LimitsSource
+  LimitConfig ForKey(int64_t key_id) const override { return table_.KeyLimits(key_id); }
+  LimitConfig ForProject(int64_t project_id) const override {
+    return table_.ProjectLimits(project_id);
+  }
+
+ private:
+  const KeyTable& table_;
 };
 
 }  // namespace segma::gateway

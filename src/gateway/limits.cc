@@ -158,6 +158,25 @@ void Limiter::Finish(Admission& admission, int64_t actual_tokens) {
   Settle(pc, admission, actual_tokens);
 }
 
+void Limiter::Seed(std::unordered_map<int64_t, std::unique_ptr<Counters>>& map, int64_t id,
+                   int64_t tokens_today, int64_t tokens_this_month) {
+  const Windows w = WindowsAt(clock_.Now());
+  Counters& c = CountersFor(map, id);
+  std::lock_guard lock(c.mu);
+  Roll(c, w);
+  c.day_tokens += std::max<int64_t>(0, tokens_today);
+  c.month_tokens += std::max<int64_t>(0, tokens_this_month);
+}
+
+void Limiter::SeedKeyBudget(int64_t key_id, int64_t tokens_today, int64_t tokens_this_month) {
+  Seed(keys_, key_id, tokens_today, tokens_this_month);
+}
+
+void Limiter::SeedProjectBudget(int64_t project_id, int64_t tokens_today,
+                                int64_t tokens_this_month) {
+  Seed(projects_, project_id, tokens_today, tokens_this_month);
+}
+
 Limiter::Usage Limiter::UsageOf(const std::unordered_map<int64_t, std::unique_ptr<Counters>>& map,
                                 int64_t id) const {
   std::shared_lock lock(map_mu_);

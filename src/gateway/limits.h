@@ -11,8 +11,10 @@
 // Check and charge happen under the limited entities' mutexes (key, then project), so no two
 // admissions can both see the last free unit: zero over-admission under any concurrency.
 //
-// Where limits come from is a seam (LimitsSource): today configuration (StaticLimitsSource);
-// later a store-backed source persisted by a migration, fed by events.
+// Where limits come from is a seam (LimitsSource): the limits stored with keys and projects
+// (KeyTableLimitsSource in key_table.h, fed by store events or a replica's state; ADR 0013), or
+// configuration (StaticLimitsSource, for tests). Daily and monthly budgets survive a restart by
+// seeding the counters from the recorded usage (SeedKeyBudget / SeedProjectBudget).
 
 #include <chrono>
 #include <cstdint>
@@ -27,17 +29,13 @@
 
 #include "common/clock.h"
 #include "common/status.h"
+#include "types/identity.h"
 
 namespace segma::gateway {
 
-// nullopt: unlimited.
-struct LimitConfig {
-  std::optional<int64_t> requests_per_minute;
-  std::optional<int64_t> tokens_per_minute;
-  std::optional<int64_t> max_concurrent;
-  std::optional<int64_t> tokens_per_day;
-  std::optional<int64_t> tokens_per_month;
-};
+// requests_per_minute, tokens_per_minute, max_concurrent, tokens_per_day, tokens_per_month;
+// nullopt: unlimited. The same value the store keeps with keys and projects.
+using LimitConfig = types::Limits;
 
 // Where limits come from. Called on every admission: implementations answer from memory.
 // Thread-safe.
@@ -104,6 +102,13 @@ class Limiter {
   // Idempotent (a second call does nothing). Thread-safe.
   void Finish(Admission& admission, int64_t actual_tokens);
 
+  // Adds tokens already spent today and this month (UTC) — the usage recorded before a restart —
+  // to the daily and monthly counters of a key or a project, so that a restart does not reset a
+  // budget. Call before the gateway admits requests (it adds; it does not deduplicate against
+  // what this limiter has already counted). Thread-safe.
+  void SeedKeyBudget(int64_t key_id, int64_t tokens_today, int64_t tokens_this_month);
+  void SeedProjectBudget(int64_t project_id, int64_t tokens_today, int64_t tokens_this_month);
+
   // Current usage, for tests and /metrics. Thread-safe.
   struct Usage {
     int64_t requests_this_minute = 0;
@@ -138,6 +143,8 @@ class Limiter {
                                         const Windows& w, Timestamp now, std::string_view who);
   static void Charge(Counters& c, int64_t reserve);
   static void Settle(Counters& c, const Admission& a, int64_t actual);
+  void Seed(std::unordered_map<int64_t, std::unique_ptr<Counters>>& map, int64_t id,
+            int64_t tokens_today, int64_t tokens_this_month);
   Windows WindowsAt(Timestamp now) const;
   Usage UsageOf(const std::unordered_map<int64_t, std::unique_ptr<Counters>>& map,
                 int64_t id) const;

@@ -89,6 +89,7 @@ json::object KeyRecordToJson(const std::string& secret_hash, const KeyRecord& k)
                       {"allowed_models", std::move(models)},
                       {"expires_at_ms", OptMs(k.expires_at)},
                       {"revoked_at_ms", OptMs(k.revoked_at)},
+                      {"limits", types::ToJson(k.limits)},
                       {"inference", json::object{{"code", static_cast<int>(k.inference.code())},
                                                  {"message", k.inference.message()}}}};
 }
@@ -120,6 +121,9 @@ Result<std::pair<std::string, KeyRecord>> KeyRecordFromJson(const json::value& v
   if (expires) k.expires_at = FromUnixMillis(*expires);
   ASSIGN_OR_RETURN(std::optional<int64_t> revoked, OptInt(*o, "revoked_at_ms"));
   if (revoked) k.revoked_at = FromUnixMillis(*revoked);
+  if (const json::value* l = o->if_contains("limits"); l != nullptr) {
+    ASSIGN_OR_RETURN(k.limits, types::ParseLimits(*l));
+  }
   const json::value* inf = o->if_contains("inference");
   if (inf == nullptr) return InvalidArgumentError("missing inference");
   ASSIGN_OR_RETURN(const json::object* io, Obj(*inf, "inference"));
@@ -129,6 +133,27 @@ Result<std::pair<std::string, KeyRecord>> KeyRecordFromJson(const json::value& v
     return InvalidArgumentError("bad inference code");
   }
   k.inference = code == 0 ? OkStatus() : Status(static_cast<StatusCode>(code), std::move(message));
+  return out;
+}
+
+json::array ProjectLimitsToJson(const std::map<int64_t, types::Limits>& limits) {
+  json::array out;
+  for (const auto& [id, l] : limits) {
+    out.push_back(json::object{{"project_id", id}, {"limits", types::ToJson(l)}});
+  }
+  return out;
+}
+
+Result<std::map<int64_t, types::Limits>> ProjectLimitsFromJson(const json::value& v) {
+  if (!v.is_array()) return InvalidArgumentError("project_limits must be an array");
+  std::map<int64_t, types::Limits> out;
+  for (const json::value& e : v.get_array()) {
+    ASSIGN_OR_RETURN(const json::object* o, Obj(e, "project limits"));
+    ASSIGN_OR_RETURN(int64_t id, Int(*o, "project_id"));
+    const json::value* l = o->if_contains("limits");
+    if (l == nullptr) return InvalidArgumentError("missing limits");
+    ASSIGN_OR_RETURN(out[id], types::ParseLimits(*l));
+  }
   return out;
 }
 
@@ -255,6 +280,7 @@ json::object StateToJson(const Gateway& gateway) {
   auto table = gateway.routes();
   return json::object{{"version", std::move(version)},
                       {"keys", std::move(keys)},
+                      {"project_limits", ProjectLimitsToJson(gateway.keys().AllProjectLimits())},
                       {"routes", table ? RoutesToJson(*table) : json::array()}};
 }
 
@@ -275,11 +301,15 @@ Status ReplicaFollower::Apply(const json::value& state) {
     ASSIGN_OR_RETURN(auto r, KeyRecordFromJson(k));
     records.push_back(std::move(r));
   }
+  std::map<int64_t, types::Limits> project_limits;
+  if (const json::value* pl = o->if_contains("project_limits"); pl != nullptr) {
+    ASSIGN_OR_RETURN(project_limits, ProjectLimitsFromJson(*pl));
+  }
   const json::value* routes = o->if_contains("routes");
   if (routes == nullptr) return InvalidArgumentError("missing routes");
   ASSIGN_OR_RETURN(RouteTable::Builder builder, RoutesFromJson(*routes));
   RETURN_IF_ERROR(gateway_.SetRoutes(builder));
-  gateway_.keys().Replace(std::move(records));
+  gateway_.keys().Replace(std::move(records), std::move(project_limits));
   version_ = std::move(version);
   applied_.fetch_add(1);
   return OkStatus();

@@ -9,15 +9,21 @@
 // Wire format of the state (JSON):
 //   {"version": "K-R",  // opaque; pass it back as ?version= to wait for the next change
 //    "keys":   [{"hash","id","name","project_id","user_id","scope","allowed_models"|null,
-//                "expires_at_ms"|null,"revoked_at_ms"|null,"inference":{"code","message"}}],
+//                "expires_at_ms"|null,"revoked_at_ms"|null,"limits":{…},
+//                "inference":{"code","message"}}],
+//    "project_limits": [{"project_id","limits":{…}}],  // projects with some limit (ADR 0013)
 //    "routes": [{"name","created_at","owned_by","deployments":[{"deployment_id","project_id",
 //                "weight","upstream_model","replicas":[{"instance_id","base_url","healthy"}]}]}]}
 // Usage: {"records": [store::UsageRecord as JSON]}; the server inserts them idempotently by
 // request id, so a batch retried after a lost answer is not counted twice.
+// Limits ("limits", "project_limits": types::Limits as JSON) are optional on input, so that a
+// replica accepts an older server's state (everything unlimited then). Each replica counts its
+// own admissions: N replicas admit up to N times a per-minute limit (ADR 0013).
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -40,6 +46,8 @@ json::object KeyRecordToJson(const std::string& secret_hash, const KeyRecord& ke
 Result<std::pair<std::string, KeyRecord>> KeyRecordFromJson(const json::value& v);
 // The routes of a built table as plain specs (live counters are not part of the state).
 json::array RoutesToJson(const RouteTable& table);
+json::array ProjectLimitsToJson(const std::map<int64_t, types::Limits>& limits);
+Result<std::map<int64_t, types::Limits>> ProjectLimitsFromJson(const json::value& v);
 Result<RouteTable::Builder> RoutesFromJson(const json::value& v);
 json::object UsageRecordToJson(const store::UsageRecord& r);
 Result<store::UsageRecord> UsageRecordFromJson(const json::value& v);

@@ -84,6 +84,11 @@ struct ProjectPatch {
   std::optional<std::optional<double>> max_gpus;
   std::optional<std::optional<double>> max_vram_gib;
   std::optional<std::optional<int64_t>> max_instances;
+  std::optional<types::LimitsPatch> limits;  // applied to the stored limits in the transaction
+};
+
+struct ApiKeyPatch {
+  std::optional<types::LimitsPatch> limits;  // applied to the stored limits in the transaction
 };
 
 struct ClusterPatch {
@@ -270,6 +275,8 @@ class Store {
   virtual Result<ListResult<types::ApiKey>> ListApiKeys(const ListOptions& options) = 0;
   // Sets revoked_at (keeps the first revocation time). Publishes kUpdated.
   virtual Result<types::ApiKey> RevokeApiKey(int64_t id, Timestamp at) = 0;
+  // Applies `patch` in one transaction. kNotFound if no such key. Publishes kUpdated.
+  virtual Result<types::ApiKey> UpdateApiKey(int64_t id, const ApiKeyPatch& patch) = 0;
   virtual Status DeleteApiKey(int64_t id) = 0;
   // Records that key `id` was used at `at`. Called on every authenticated request, so writes are
   // coalesced: the stored last_used_at may lag by up to one minute. Unknown ids are ignored.

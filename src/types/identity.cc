@@ -1,5 +1,7 @@
 #include "types/identity.h"
 
+#include <fmt/format.h>
+
 namespace segma::types {
 
 namespace {
@@ -10,6 +12,73 @@ json::value OptionalTime(const std::optional<Timestamp>& t) {
 }
 
 }  // namespace
+
+bool Limits::unlimited() const {
+  for (const LimitField& f : kLimitFields) {
+    if (this->*f.member) return false;
+  }
+  return true;
+}
+
+Limits LimitsPatch::ApplyTo(Limits limits) const {
+  if (clear) limits = Limits{};
+  for (const auto& [member, value] : set) limits.*member = value;
+  return limits;
+}
+
+Result<LimitsPatch> ParseLimitsPatch(const json::value& v, std::string_view path) {
+  LimitsPatch patch;
+  if (v.is_null()) {
+    patch.clear = true;
+    return patch;
+  }
+  if (!v.is_object()) {
+    return InvalidArgumentError(fmt::format("{} must be an object or null", path));
+  }
+  const json::object& o = v.get_object();
+  for (const auto& kv : o) {
+    const LimitField* field = nullptr;
+    for (const LimitField& f : kLimitFields) {
+      if (f.name == std::string_view(kv.key())) field = &f;
+    }
+    const std::string name = fmt::format("{}.{}", path, std::string_view(kv.key()));
+    if (field == nullptr) return InvalidArgumentError(fmt::format("unknown field '{}'", name));
+    const json::value& x = kv.value();
+    if (x.is_null()) {
+      patch.set.emplace_back(field->member, std::nullopt);
+    } else if (x.is_int64() && x.get_int64() >= 0) {
+      patch.set.emplace_back(field->member, x.get_int64());
+    } else if (x.is_uint64() && x.get_uint64() <= static_cast<uint64_t>(INT64_MAX)) {
+      patch.set.emplace_back(field->member, static_cast<int64_t>(x.get_uint64()));
+    } else {
+      return InvalidArgumentError(fmt::format("{} must be an integer >= 0 or null", name));
+    }
+  }
+  return patch;
+}
+
+Result<Limits> ParseLimits(const json::value& v, std::string_view path) {
+  ASSIGN_OR_RETURN(LimitsPatch patch, ParseLimitsPatch(v, path));
+  return patch.ApplyTo(Limits{});
+}
+
+json::object ToJson(const Limits& l) {
+  json::object o;
+  for (const LimitField& f : kLimitFields) {
+    const std::optional<int64_t>& x = l.*f.member;
+    o[f.name] = x ? json::value(*x) : json::value(nullptr);
+  }
+  return o;
+}
+
+std::string EncodeLimits(const Limits& l) {
+  if (l.unlimited()) return "";
+  json::object o;
+  for (const LimitField& f : kLimitFields) {
+    if (const std::optional<int64_t>& x = l.*f.member) o[f.name] = *x;
+  }
+  return json::serialize(o);
+}
 
 std::string_view ProjectRoleName(ProjectRole r) {
   switch (r) {
@@ -80,6 +149,7 @@ json::object ToJson(const Project& p) {
   o["max_gpus"] = p.max_gpus ? json::value(*p.max_gpus) : json::value(nullptr);
   o["max_vram_gib"] = p.max_vram_gib ? json::value(*p.max_vram_gib) : json::value(nullptr);
   o["max_instances"] = p.max_instances ? json::value(*p.max_instances) : json::value(nullptr);
+  o["limits"] = ToJson(p.limits);
   o["created_at"] = FormatRfc3339(p.created_at);
   o["updated_at"] = FormatRfc3339(p.updated_at);
   return o;
@@ -113,6 +183,7 @@ json::object ToJson(const ApiKey& k) {
   o["expires_at"] = OptionalTime(k.expires_at);
   o["revoked_at"] = OptionalTime(k.revoked_at);
   o["last_used_at"] = OptionalTime(k.last_used_at);
+  o["limits"] = ToJson(k.limits);
   o["created_at"] = FormatRfc3339(k.created_at);
   return o;
 }

@@ -15,6 +15,7 @@
 
 #include "common/clock.h"
 #include "common/json.h"
+#include "common/status.h"
 #include "types/worker.h"
 
 namespace segma::types {
@@ -53,6 +54,53 @@ struct Session {
   Timestamp created_at;
 };
 
+// The OpenAI gateway's admission limits of an API key or a project (ADR 0013). A field that is
+// nullopt is unlimited. JSON: {"requests_per_minute", "tokens_per_minute", "max_concurrent",
+// "tokens_per_day", "tokens_per_month"}, each a non-negative integer or null.
+struct Limits {
+  std::optional<int64_t> requests_per_minute;
+  std::optional<int64_t> tokens_per_minute;
+  std::optional<int64_t> max_concurrent;
+  std::optional<int64_t> tokens_per_day;
+  std::optional<int64_t> tokens_per_month;
+
+  bool unlimited() const;
+  bool operator==(const Limits&) const = default;
+};
+
+// The fields of Limits by JSON name, in documentation order.
+struct LimitField {
+  std::string_view name;
+  std::optional<int64_t> Limits::*member;
+};
+inline constexpr LimitField kLimitFields[] = {
+    {"requests_per_minute", &Limits::requests_per_minute},
+    {"tokens_per_minute", &Limits::tokens_per_minute},
+    {"max_concurrent", &Limits::max_concurrent},
+    {"tokens_per_day", &Limits::tokens_per_day},
+    {"tokens_per_month", &Limits::tokens_per_month},
+};
+
+// A change of Limits, as a JSON merge patch (RFC 7396) reads: `null` clears every limit; an
+// object sets the fields it names (null: unlimited) and keeps the others.
+struct LimitsPatch {
+  bool clear = false;
+  std::vector<std::pair<std::optional<int64_t> Limits::*, std::optional<int64_t>>> set;
+
+  Limits ApplyTo(Limits limits) const;
+};
+
+// Strict readers: `v` must be null or an object of known fields, each null or an integer >= 0.
+// kInvalidArgument naming the field ("limits.tokens_per_day must be an integer >= 0 or null",
+// "unknown field 'limits.rpm'"). `path` prefixes the field names in errors.
+Result<LimitsPatch> ParseLimitsPatch(const json::value& v, std::string_view path = "limits");
+// The limits `v` describes on its own (absent fields: unlimited).
+Result<Limits> ParseLimits(const json::value& v, std::string_view path = "limits");
+// Every field, null when unlimited.
+json::object ToJson(const Limits& l);
+// Only the limited fields; "" when unlimited (stored as SQL NULL).
+std::string EncodeLimits(const Limits& l);
+
 // A tenant. Quotas are absent when unlimited.
 struct Project {
   int64_t id = 0;
@@ -61,6 +109,7 @@ struct Project {
   std::optional<double> max_gpus;  // GPU-equivalents (fractions allowed)
   std::optional<double> max_vram_gib;
   std::optional<int64_t> max_instances;
+  Limits limits;  // the gateway's limits for all keys of the project together
   Timestamp created_at;
   Timestamp updated_at;
 };
@@ -85,6 +134,7 @@ struct ApiKey {
   std::optional<Timestamp> expires_at;
   std::optional<Timestamp> revoked_at;
   std::optional<Timestamp> last_used_at;
+  Limits limits;  // the gateway's limits for this key alone
   Timestamp created_at;
 };
 

@@ -262,6 +262,12 @@ TEST_F(RbacRoutesTest, EveryRouteTimesEveryRole) {
         {project_writers}}},
       {"GET /v2/api-keys/{id}",
        {fmt::format("/v2/api-keys/{}", member_key_id_), none, {project_readers}}},
+      {"PATCH /v2/api-keys/{id}",
+       {fmt::format("/v2/api-keys/{}", member_key_id_),
+        [] {
+          return json::value(json::object{{"limits", json::object{{"requests_per_minute", 100}}}});
+        },
+        {project_writers}}},
       {"DELETE /v2/api-keys/{id}",
        {fmt::format("/v2/api-keys/{}", member_key_id_), none, {project_writers}}},
       {"GET /v2/clusters", {"/v2/clusters", none, {admins}}},

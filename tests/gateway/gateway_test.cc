@@ -97,7 +97,7 @@ class GatewayTest : public ::testing::Test {
   void StartGateway(GatewayOptions options = {}) {
     options.keys.full_reload_every = std::chrono::seconds(30);
     gateway_ = std::make_unique<Gateway>(ioc_.get_executor(), *store_, bus_, clock_, registry_,
-                                         limits_, nullptr, options);
+                                         &limits_, nullptr, options);
     gateway_->Install(router_);
     ASSERT_TRUE(gateway_->Start().ok());
     http::ServerOptions so;

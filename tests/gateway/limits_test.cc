@@ -139,5 +139,46 @@ TEST(LimiterTest, MonthlyBudgetAndPerKeyOverrides) {
   EXPECT_TRUE(std::holds_alternative<Admission>(limiter.Admit(5, 1, 50)));
 }
 
+// A restart: the usage recorded so far today and this month is seeded into the budgets, so the
+// budgets go on where they were instead of starting from zero.
+TEST(LimiterTest, SeededBudgetsCountUsageRecordedBeforeARestart) {
+  FakeClock clock;  // 2027-01-15 08:00 UTC
+  StaticLimitsSource source;
+  source.SetKeyLimits(1, Limits({{&LimitConfig::tokens_per_day, 1000}}));
+  source.SetProjectLimits(7, Limits({{&LimitConfig::tokens_per_month, 5000}}));
+  Limiter limiter(source, clock);
+  limiter.SeedKeyBudget(1, 900, 4000);
+  limiter.SeedProjectBudget(7, 900, 4940);
+  EXPECT_EQ(limiter.KeyUsage(1).tokens_today, 900);
+  EXPECT_EQ(limiter.KeyUsage(1).tokens_this_month, 4000);
+  EXPECT_EQ(limiter.ProjectUsage(7).tokens_this_month, 4940);
+  EXPECT_EQ(limiter.KeyUsage(1).requests_this_minute, 0);  // seeding is not a request
+
+  // The key has 100 tokens left today.
+  auto day = limiter.Admit(1, 7, 101);
+  ASSERT_TRUE(std::holds_alternative<Rejection>(day));
+  EXPECT_NE(std::get<Rejection>(day).status.message().find("this API key reached its daily"),
+            std::string::npos);
+  // The project has 60 left this month.
+  auto month = limiter.Admit(1, 7, 61);
+  ASSERT_TRUE(std::holds_alternative<Rejection>(month));
+  EXPECT_NE(std::get<Rejection>(month).status.message().find("this project reached its monthly"),
+            std::string::npos);
+  auto a = limiter.Admit(1, 7, 60);
+  ASSERT_TRUE(std::holds_alternative<Admission>(a));
+  limiter.Finish(std::get<Admission>(a), 60);
+  EXPECT_TRUE(std::holds_alternative<Rejection>(limiter.Admit(2, 7, 1)));  // another key, same project
+  EXPECT_EQ(limiter.KeyUsage(1).tokens_today, 960);
+
+  // Tomorrow the key's daily budget starts again; the project's month does not.
+  clock.Advance(std::chrono::hours(24));
+  EXPECT_EQ(limiter.KeyUsage(1).tokens_today, 0);
+  EXPECT_TRUE(std::holds_alternative<Admission>(limiter.Admit(1, 8, 1000)));
+  EXPECT_TRUE(std::holds_alternative<Rejection>(limiter.Admit(4, 7, 1)));  // the project's month
+  // Next month (February) both start again.
+  clock.Advance(std::chrono::hours(24 * 17));
+  EXPECT_TRUE(std::holds_alternative<Admission>(limiter.Admit(3, 7, 5000)));
+}
+
 }  // namespace
 }  // namespace segma::gateway

@@ -480,6 +480,77 @@ TEST_P(StoreContractTest, ApiKeys) {
   EXPECT_EQ(store_->DeleteApiKey(created->id).code(), StatusCode::kNotFound);
 }
 
+// Gateway limits (ADR 0013): stored with the key and the project, changed by merge patches in one
+// transaction, published as "api-keys" / "projects" events carrying the new limits.
+TEST_P(StoreContractTest, LimitsOfKeysAndProjects) {
+  User u = MakeUser("alice");
+  Project p;
+  p.name = "p";
+  p.limits.tokens_per_day = 1000;
+  auto created_project = store_->CreateProject(p);
+  ASSERT_TRUE(created_project.ok()) << created_project.status().ToString();
+  EXPECT_EQ(store_->GetProject(created_project->id)->limits.tokens_per_day, 1000);
+  EXPECT_FALSE(store_->GetProject(created_project->id)->limits.requests_per_minute);
+
+  ApiKey k;
+  k.name = "limited";
+  k.project_id = created_project->id;
+  k.user_id = u.id;
+  k.prefix = "sk-segma-lim";
+  k.secret_hash = "hl";
+  k.limits.requests_per_minute = 2;
+  k.limits.max_concurrent = 0;  // zero is a limit (nothing admitted), not "unlimited"
+  auto created = store_->CreateApiKey(k);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  auto read = store_->GetApiKey(created->id);
+  ASSERT_TRUE(read.ok());
+  EXPECT_EQ(read->limits, k.limits);
+  EXPECT_EQ(store_->GetApiKeyByHash("hl")->limits, k.limits);
+  ListOptions in_p;
+  in_p.project_id = created_project->id;
+  EXPECT_EQ(store_->ListApiKeys(in_p)->items.at(0).limits, k.limits);
+  Drain();
+
+  // A merge patch: set one field, clear another, keep the rest.
+  ApiKeyPatch patch;
+  auto parsed = types::ParseLimitsPatch(
+      json::value(json::object{{"requests_per_minute", 10}, {"max_concurrent", nullptr}}));
+  ASSERT_TRUE(parsed.ok());
+  patch.limits = *parsed;
+  auto updated = store_->UpdateApiKey(created->id, patch);
+  ASSERT_TRUE(updated.ok()) << updated.status().ToString();
+  EXPECT_EQ(updated->limits.requests_per_minute, 10);
+  EXPECT_FALSE(updated->limits.max_concurrent);
+  EXPECT_EQ(store_->GetApiKey(created->id)->limits, updated->limits);
+  auto events = Drain();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].resource, "api-keys");
+  EXPECT_EQ(events[0].id, created->id);
+  EXPECT_EQ(events[0].data.at("limits").at("requests_per_minute"), json::value(10));
+  EXPECT_EQ(store_->UpdateApiKey(4242, patch).status().code(), StatusCode::kNotFound);
+
+  // null clears every limit: stored as NULL, read back unlimited.
+  patch.limits = *types::ParseLimitsPatch(json::value(nullptr));
+  ASSERT_TRUE(store_->UpdateApiKey(created->id, patch).ok());
+  EXPECT_TRUE(store_->GetApiKey(created->id)->limits.unlimited());
+  Drain();
+
+  ProjectPatch pp;
+  pp.limits = *types::ParseLimitsPatch(json::value(json::object{{"tokens_per_minute", 500}}));
+  auto up = store_->UpdateProject(created_project->id, pp);
+  ASSERT_TRUE(up.ok()) << up.status().ToString();
+  EXPECT_EQ(up->limits.tokens_per_minute, 500);
+  EXPECT_EQ(up->limits.tokens_per_day, 1000);  // kept
+  EXPECT_EQ(store_->GetProject(created_project->id)->limits, up->limits);
+  events = Drain();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].resource, "projects");
+  EXPECT_EQ(events[0].id, created_project->id);
+  ProjectPatch rename;
+  rename.name = "renamed";
+  EXPECT_EQ(store_->UpdateProject(created_project->id, rename)->limits, up->limits);
+}
+
 TEST_P(StoreContractTest, ClustersAndDefault) {
   Cluster a = MakeCluster("default", true);
   EXPECT_TRUE(a.is_default);

@@ -104,6 +104,9 @@ class Stmt {
   Stmt& Null() { return Check(sqlite3_bind_null(stmt_, ++next_)); }
   Stmt& OptInt(const std::optional<int64_t>& v) { return v ? Int(*v) : Null(); }
   Stmt& OptDouble(const std::optional<double>& v) { return v ? Double(*v) : Null(); }
+  Stmt& Limits(const types::Limits& l) {
+    return l.unlimited() ? Null() : Text(types::EncodeLimits(l));
+  }
   Stmt& OptTime(const std::optional<Timestamp>& t) { return t ? Int(ToUnixMillis(*t)) : Null(); }
   Stmt& Time(Timestamp t) { return Int(ToUnixMillis(t)); }
   Stmt& Value(const std::variant<int64_t, std::string>& v) {
@@ -192,9 +195,21 @@ Session DecodeSession(const Stmt& s) {
   return x;
 }
 
+// Limits columns: NULL or a JSON object (types::EncodeLimits).
+Result<types::Limits> DecodeLimits(const Stmt& s, int col, std::string_view what) {
+  if (s.ColNull(col)) return types::Limits{};
+  Result<json::value> v = ParseJson(s.ColText(col));
+  if (!v.ok()) return InternalError(fmt::format("{}: stored limits are not JSON", what));
+  Result<types::Limits> l = types::ParseLimits(*v);
+  if (!l.ok()) {
+    return InternalError(fmt::format("{}: stored limits are invalid: {}", what, l.status().message()));
+  }
+  return l;
+}
+
 constexpr std::string_view kProjectCols =
-    "id, name, description, max_gpus, max_vram_gib, max_instances, created_at, updated_at";
-Project DecodeProject(const Stmt& s) {
+    "id, name, description, max_gpus, max_vram_gib, max_instances, created_at, updated_at, limits";
+Result<Project> DecodeProject(const Stmt& s) {
   Project p;
   p.id = s.ColInt(0);
   p.name = s.ColText(1);
@@ -204,6 +219,7 @@ Project DecodeProject(const Stmt& s) {
   p.max_instances = s.ColOptInt(5);
   p.created_at = s.ColTime(6);
   p.updated_at = s.ColTime(7);
+  ASSIGN_OR_RETURN(p.limits, DecodeLimits(s, 8, fmt::format("project {}", p.id)));
   return p;
 }
 
@@ -225,7 +241,7 @@ Result<ProjectMember> DecodeMember(const Stmt& s) {
 
 constexpr std::string_view kApiKeyCols =
     "id, name, project_id, user_id, scope, allowed_models, prefix, secret_hash, expires_at, "
-    "revoked_at, last_used_at, created_at";
+    "revoked_at, last_used_at, created_at, limits";
 Result<ApiKey> DecodeApiKey(const Stmt& s) {
   ApiKey k;
   k.id = s.ColInt(0);
@@ -257,6 +273,7 @@ Result<ApiKey> DecodeApiKey(const Stmt& s) {
   k.revoked_at = s.ColOptTime(9);
   k.last_used_at = s.ColOptTime(10);
   k.created_at = s.ColTime(11);
+  ASSIGN_OR_RETURN(k.limits, DecodeLimits(s, 12, fmt::format("API key {}", k.id)));
   return k;
 }
 std::optional<std::string> EncodeAllowedModels(const std::optional<std::vector<std::string>>& m) {
@@ -640,6 +657,7 @@ class SqliteStore final : public Store {
   Result<ApiKey> GetApiKeyByHash(const std::string& secret_hash) override;
   Result<ListResult<ApiKey>> ListApiKeys(const ListOptions& options) override;
   Result<ApiKey> RevokeApiKey(int64_t id, Timestamp at) override;
+  Result<ApiKey> UpdateApiKey(int64_t id, const ApiKeyPatch& patch) override;
   Status DeleteApiKey(int64_t id) override;
   Status TouchApiKey(int64_t id, Timestamp at) override;
 
@@ -800,7 +818,7 @@ class SqliteStore final : public Store {
   }
   Result<Project> LoadProject(int64_t id) {
     return LoadOne<Project>(fmt::format("SELECT {} FROM projects WHERE id = ?", kProjectCols), id,
-                            Ok<Project, DecodeProject>, fmt::format("project {} not found", id));
+                            DecodeProject, fmt::format("project {} not found", id));
   }
   Result<ApiKey> LoadApiKey(int64_t id) {
     return LoadOne<ApiKey>(fmt::format("SELECT {} FROM api_keys WHERE id = ?", kApiKeyCols), id,
@@ -1155,9 +1173,10 @@ Result<int64_t> SqliteStore::DeleteExpiredSessions(Timestamp before) {
 Status SqliteStore::WriteProject(const Project& p) {
   ASSIGN_OR_RETURN(Stmt s,
                    Prepare("UPDATE projects SET name = ?, description = ?, max_gpus = ?, "
-                           "max_vram_gib = ?, max_instances = ?, updated_at = ? WHERE id = ?"));
+                           "max_vram_gib = ?, max_instances = ?, updated_at = ?, limits = ? "
+                           "WHERE id = ?"));
   s.Text(p.name).Text(p.description).OptDouble(p.max_gpus).OptDouble(p.max_vram_gib);
-  s.OptInt(p.max_instances).Time(p.updated_at).Int(p.id);
+  s.OptInt(p.max_instances).Time(p.updated_at).Limits(p.limits).Int(p.id);
   Status st = s.Run();
   if (st.code() == StatusCode::kAlreadyExists) {
     return AlreadyExistsError(fmt::format("project '{}' already exists", p.name));
@@ -1172,10 +1191,10 @@ Result<Project> SqliteStore::CreateProject(const Project& project) {
   std::vector<Event> events;
   RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
     ASSIGN_OR_RETURN(Stmt s, Prepare("INSERT INTO projects (name, description, max_gpus, "
-                                     "max_vram_gib, max_instances, created_at, updated_at) "
-                                     "VALUES (?, ?, ?, ?, ?, ?, ?)"));
+                                     "max_vram_gib, max_instances, created_at, updated_at, "
+                                     "limits) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"));
     s.Text(p.name).Text(p.description).OptDouble(p.max_gpus).OptDouble(p.max_vram_gib);
-    s.OptInt(p.max_instances).Time(p.created_at).Time(p.updated_at);
+    s.OptInt(p.max_instances).Time(p.created_at).Time(p.updated_at).Limits(p.limits);
     Status st = s.Run();
     if (st.code() == StatusCode::kAlreadyExists) {
       return AlreadyExistsError(fmt::format("project '{}' already exists", p.name));
@@ -1191,7 +1210,7 @@ Result<Project> SqliteStore::CreateProject(const Project& project) {
 Result<Project> SqliteStore::GetProjectByName(const std::string& name) {
   std::lock_guard lock(mu_);
   return LoadOne<Project>(fmt::format("SELECT {} FROM projects WHERE name = ?", kProjectCols), name,
-                          Ok<Project, DecodeProject>, fmt::format("project '{}' not found", name));
+                          DecodeProject, fmt::format("project '{}' not found", name));
 }
 
 Result<ListResult<Project>> SqliteStore::ListProjects(const ListOptions& options) {
@@ -1209,7 +1228,7 @@ Result<ListResult<Project>> SqliteStore::ListProjects(const ListOptions& options
     q.where.emplace_back("id IN (SELECT project_id FROM project_members WHERE user_id = ?)");
     q.args.emplace_back(*options.member_user_id);
   }
-  return RunList<Project>(std::move(q), options, Ok<Project, DecodeProject>);
+  return RunList<Project>(std::move(q), options, DecodeProject);
 }
 
 Result<Project> SqliteStore::UpdateProject(int64_t id, const ProjectPatch& patch) {
@@ -1223,6 +1242,7 @@ Result<Project> SqliteStore::UpdateProject(int64_t id, const ProjectPatch& patch
     if (patch.max_gpus) p.max_gpus = *patch.max_gpus;
     if (patch.max_vram_gib) p.max_vram_gib = *patch.max_vram_gib;
     if (patch.max_instances) p.max_instances = *patch.max_instances;
+    if (patch.limits) p.limits = patch.limits->ApplyTo(p.limits);
     p.updated_at = clock_.Now();
     RETURN_IF_ERROR(WriteProject(p));
     events.push_back(ProjectEvent(Event::Type::kUpdated, p));
@@ -1386,8 +1406,8 @@ Result<ApiKey> SqliteStore::CreateApiKey(const ApiKey& key) {
     RETURN_IF_ERROR(ToStatus(LoadUser(k.user_id)));
     ASSIGN_OR_RETURN(Stmt s, Prepare("INSERT INTO api_keys (name, project_id, user_id, scope, "
                                      "allowed_models, prefix, secret_hash, expires_at, revoked_at, "
-                                     "last_used_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                                     "?, ?)"));
+                                     "last_used_at, created_at, limits) VALUES (?, ?, ?, ?, ?, ?, "
+                                     "?, ?, ?, ?, ?, ?)"));
     s.Text(k.name).Int(k.project_id).Int(k.user_id).Text(types::ApiKeyScopeName(k.scope));
     if (auto models = EncodeAllowedModels(k.allowed_models)) {
       s.Text(*models);
@@ -1395,7 +1415,7 @@ Result<ApiKey> SqliteStore::CreateApiKey(const ApiKey& key) {
       s.Null();
     }
     s.Text(k.prefix).Text(k.secret_hash).OptTime(k.expires_at).OptTime(k.revoked_at);
-    s.OptTime(k.last_used_at).Time(k.created_at);
+    s.OptTime(k.last_used_at).Time(k.created_at).Limits(k.limits);
     Status st = s.Run();
     if (st.code() == StatusCode::kAlreadyExists) {
       return AlreadyExistsError(
@@ -1454,6 +1474,22 @@ Result<ApiKey> SqliteStore::RevokeApiKey(int64_t id, Timestamp at) {
     s.Time(at).Int(id);
     RETURN_IF_ERROR(s.Run());
     ASSIGN_OR_RETURN(k, LoadApiKey(id));
+    events.push_back(ApiKeyEvent(Event::Type::kUpdated, k));
+    return OkStatus();
+  }));
+  return k;
+}
+
+Result<ApiKey> SqliteStore::UpdateApiKey(int64_t id, const ApiKeyPatch& patch) {
+  std::lock_guard lock(mu_);
+  ApiKey k;
+  std::vector<Event> events;
+  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+    ASSIGN_OR_RETURN(k, LoadApiKey(id));
+    if (patch.limits) k.limits = patch.limits->ApplyTo(k.limits);
+    ASSIGN_OR_RETURN(Stmt s, Prepare("UPDATE api_keys SET limits = ? WHERE id = ?"));
+    s.Limits(k.limits).Int(id);
+    RETURN_IF_ERROR(s.Run());
     events.push_back(ApiKeyEvent(Event::Type::kUpdated, k));
     return OkStatus();
   }));
