@@ -77,8 +77,9 @@ Status ServerApp::Init() {
   Install(router_, *services_, ControlPlaneRoutes());
   gateway::GatewayOptions gateway_options;
   gateway_options.balancer.policy = config_.routing_policy;
-  gateway_ = std::make_unique<gateway::Gateway>(ioc_.get_executor(), *store_, bus_, clock_,
-                                                metrics_, /*limits=*/nullptr, nullptr, gateway_options);
+  gateway_ =
+      std::make_unique<gateway::Gateway>(ioc_.get_executor(), *store_, bus_, clock_, metrics_,
+                                         /*limits=*/nullptr, nullptr, gateway_options);
   gateway_->Install(router_);
   // Stand-alone `segma gateway` replicas follow this gateway's state (ADR 0009).
   ASSIGN_OR_RETURN(std::string gateway_token, LoadOrCreateGatewayToken(config_.data_dir));

@@ -5,9 +5,9 @@
 // kept current by EventBus events ("api-keys", "users", "project-members": each makes a
 // background thread re-read the affected keys from the store; "projects": that project's limits),
 // and reloaded whole every `full_reload_every` as a safety net (and after a subscription
-// overflow). KeyTableLimitsSource answers the Limiter from it. Expiry is checked against the Clock on every lookup, so it is exact; revocation and
-// other changes take effect as soon as the background thread has applied the event (well under a
-// second).
+// overflow). KeyTableLimitsSource answers the Limiter from it. Expiry is checked against the Clock
+// on every lookup, so it is exact; revocation and other changes take effect as soon as the
+// background thread has applied the event (well under a second).
 //
 // Lookups read an immutable snapshot (std::shared_ptr<const Snapshot>, swapped atomically):
 // lock-free for readers apart from the shared_ptr copy.

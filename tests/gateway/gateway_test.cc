@@ -94,10 +94,12 @@ class GatewayTest : public ::testing::Test {
     return secret;
   }
 
-  void StartGateway(GatewayOptions options = {}) {
+  // `stored_limits`: the limits stored with keys and projects (as the server runs it) instead of
+  // limits_.
+  void StartGateway(GatewayOptions options = {}, bool stored_limits = false) {
     options.keys.full_reload_every = std::chrono::seconds(30);
     gateway_ = std::make_unique<Gateway>(ioc_.get_executor(), *store_, bus_, clock_, registry_,
-                                         &limits_, nullptr, options);
+                                         stored_limits ? nullptr : &limits_, nullptr, options);
     gateway_->Install(router_);
     ASSERT_TRUE(gateway_->Start().ok());
     http::ServerOptions so;
@@ -245,6 +247,134 @@ TEST_F(GatewayTest, RateLimitAnswers429WithRetryAfter) {
   EXPECT_GE(std::stoi(r.Header("retry-after")), 1);
   clock_.Advance(std::chrono::minutes(1));
   EXPECT_EQ(Call("/v1/chat/completions", kChat, key_).status, 200u);
+}
+
+// Limits stored with keys and projects (ADR 0013), applied from the key table's memory.
+TEST_F(GatewayTest, StoredLimitsAnswer429AndChangesApplyWithinASecond) {
+  FakeModelServer up;  // reports 11 + 7 = 18 tokens per request
+  auto patch = [](const json::object& limits) {
+    auto p = types::ParseLimitsPatch(json::value(limits));
+    EXPECT_TRUE(p.ok()) << p.status().ToString();
+    return *p;
+  };
+  store::ApiKeyPatch rpm2;
+  rpm2.limits = patch({{"requests_per_minute", 2}});
+  ASSERT_TRUE(store_->UpdateApiKey(key_ids_[key_], rpm2).ok());
+  StartGateway({}, /*stored_limits=*/true);
+  Route({up.base_url()});
+  EXPECT_EQ(Call("/v1/chat/completions", kChat, key_).status, 200u);
+  EXPECT_EQ(Call("/v1/chat/completions", kChat, key_).status, 200u);
+  auto refused = Call("/v1/chat/completions", kChat, key_);
+  EXPECT_EQ(refused.status, 429u) << refused.body;
+  EXPECT_EQ(ErrorType(refused), "rate_limit_error");
+  EXPECT_NE(refused.body.find("2 requests per minute"), std::string::npos) << refused.body;
+  EXPECT_GE(std::stoi(refused.Header("retry-after")), 1);
+  EXPECT_EQ(up.requests(), 2);  // the refused request never reached the engine
+
+  // Raising the limit admits again within a second, without a restart.
+  store::ApiKeyPatch rpm10;
+  rpm10.limits = patch({{"requests_per_minute", 10}});
+  ASSERT_TRUE(store_->UpdateApiKey(key_ids_[key_], rpm10).ok());
+  auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WaitFor([&] { return Call("/v1/chat/completions", kChat, key_).status == 200; },
+                      std::chrono::seconds(1)));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(1));
+
+  // A project's tokens per minute bind all its keys together: reservations of 10 against 50,
+  // settled at the 18 the engine reports: 0+10, 18+10, 36+10 admitted, 54+10 refused.
+  clock_.Advance(std::chrono::minutes(1));
+  const std::string other = NewKey("other");
+  store::ProjectPatch tpm;
+  tpm.limits = patch({{"tokens_per_minute", 50}});
+  ASSERT_TRUE(store_->UpdateProject(project_.id, tpm).ok());
+  const std::string small =
+      R"({"model":"m","max_tokens":10,"messages":[{"role":"user","content":"hello"}]})";
+  ASSERT_TRUE(WaitFor(
+      [&] { return gateway_->keys().ProjectLimits(project_.id) == tpm.limits->ApplyTo({}); },
+      std::chrono::seconds(1)));
+  EXPECT_EQ(Call("/v1/chat/completions", small, key_).status, 200u);
+  EXPECT_EQ(Call("/v1/chat/completions", small, other).status, 200u);
+  EXPECT_EQ(Call("/v1/chat/completions", small, key_).status, 200u);
+  auto spent = Call("/v1/chat/completions", small, other);
+  EXPECT_EQ(spent.status, 429u) << spent.body;
+  EXPECT_NE(spent.body.find("this project reached its limit of 50 tokens per minute"),
+            std::string::npos)
+      << spent.body;
+  EXPECT_EQ(gateway_->limiter().ProjectUsage(project_.id).tokens_this_minute, 54);
+  // Lifting it (null) applies within a second too.
+  store::ProjectPatch lift;
+  lift.limits = *types::ParseLimitsPatch(json::value(nullptr));
+  ASSERT_TRUE(store_->UpdateProject(project_.id, lift).ok());
+  start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WaitFor([&] { return Call("/v1/chat/completions", small, other).status == 200; },
+                      std::chrono::seconds(1)));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(1));
+}
+
+// The gateway's start seeds daily and monthly budgets from the usage already recorded, so a
+// restart does not reset them.
+TEST_F(GatewayTest, BudgetsAreSeededFromRecordedUsageAtStart) {
+  FakeModelServer up;
+  // The clock is 2027-01-15 08:00 UTC.
+  const Timestamp now = clock_.Now();
+  auto record = [&](const std::string& id, Timestamp t, const std::string& secret, int64_t tokens,
+                    int64_t project) {
+    store::UsageRecord r;
+    r.request_id = id;
+    r.time = t;
+    r.api_key_id = key_ids_[secret];
+    r.user_id = user_.id;
+    r.project_id = project;
+    r.model = "m";
+    r.prompt_tokens = tokens / 2;
+    r.completion_tokens = tokens - tokens / 2;
+    r.status = 200;
+    return r;
+  };
+  const std::string daily = NewKey("daily");
+  const std::string monthly = NewKey("monthly", types::ApiKeyScope::kInference, std::nullopt,
+                                     std::nullopt, other_project_.id);
+  ASSERT_TRUE(
+      store_
+          ->InsertUsageRecords({
+              record("r1", now - std::chrono::hours(2), daily, 500, project_.id),
+              // Yesterday: this month, not today.
+              record("r2", now - std::chrono::hours(20), daily, 400, project_.id),
+              record("r3", now - std::chrono::hours(24 * 10), monthly, 1000, other_project_.id),
+              // Last month: counts for nothing.
+              record("r4", now - std::chrono::hours(24 * 20), monthly, 7000, other_project_.id),
+          })
+          .ok());
+  auto set = [&](const std::string& secret, const json::object& limits) {
+    store::ApiKeyPatch p;
+    p.limits = *types::ParseLimitsPatch(json::value(limits));
+    ASSERT_TRUE(store_->UpdateApiKey(key_ids_[secret], p).ok());
+  };
+  set(daily, {{"tokens_per_day", 510}});
+  set(monthly, {{"tokens_per_month", 1010}});
+  store::ProjectPatch pp;
+  pp.limits = *types::ParseLimitsPatch(json::value(json::object{{"tokens_per_month", 915}}));
+  ASSERT_TRUE(store_->UpdateProject(project_.id, pp).ok());
+  StartGateway({}, /*stored_limits=*/true);
+  Route({up.base_url()});
+  EXPECT_EQ(gateway_->limiter().KeyUsage(key_ids_[daily]).tokens_today, 500);
+  EXPECT_EQ(gateway_->limiter().KeyUsage(key_ids_[daily]).tokens_this_month, 900);
+  EXPECT_EQ(gateway_->limiter().KeyUsage(key_ids_[monthly]).tokens_this_month, 1000);
+  EXPECT_EQ(gateway_->limiter().ProjectUsage(project_.id).tokens_this_month, 900);
+
+  const std::string twenty =
+      R"({"model":"m","max_tokens":20,"messages":[{"role":"user","content":"hello"}]})";
+  auto day = Call("/v1/chat/completions", twenty, daily);
+  EXPECT_EQ(day.status, 429u) << day.body;
+  EXPECT_NE(day.body.find("daily budget of 510"), std::string::npos) << day.body;
+  auto month = Call("/v1/chat/completions", twenty, monthly);
+  EXPECT_EQ(month.status, 429u) << month.body;
+  EXPECT_NE(month.body.find("monthly budget of 1010"), std::string::npos) << month.body;
+  // The project (900 of 915 spent) refuses its other keys too.
+  auto project = Call("/v1/chat/completions", twenty, key_);
+  EXPECT_EQ(project.status, 429u) << project.body;
+  EXPECT_NE(project.body.find("this project reached its monthly budget"), std::string::npos);
+  EXPECT_EQ(up.requests(), 0);
 }
 
 TEST_F(GatewayTest, RevocationTakesEffectWithinASecond) {

@@ -167,7 +167,8 @@ TEST(LimiterTest, SeededBudgetsCountUsageRecordedBeforeARestart) {
   auto a = limiter.Admit(1, 7, 60);
   ASSERT_TRUE(std::holds_alternative<Admission>(a));
   limiter.Finish(std::get<Admission>(a), 60);
-  EXPECT_TRUE(std::holds_alternative<Rejection>(limiter.Admit(2, 7, 1)));  // another key, same project
+  EXPECT_TRUE(
+      std::holds_alternative<Rejection>(limiter.Admit(2, 7, 1)));  // another key, same project
   EXPECT_EQ(limiter.KeyUsage(1).tokens_today, 960);
 
   // Tomorrow the key's daily budget starts again; the project's month does not.

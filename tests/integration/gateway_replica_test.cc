@@ -1,7 +1,8 @@
 // A stand-alone `segma gateway` replica (ADR 0009) against the real stack: `segma start` with an
 // engine-sim model. The replica follows the server's keys and routes through the watch endpoint:
 // a key created on the server works through the replica within a second, a revoked key is
-// refused within a second, and usage made through the replica shows in the server's /v2/usage
+// refused within a second, limits set on the server apply within a second, and usage made
+// through the replica shows in the server's /v2/usage
 // (flushed when the replica gets SIGTERM). The internal endpoints refuse anything but the
 // gateway token, and a malformed usage batch writes nothing.
 
@@ -163,6 +164,41 @@ TEST_F(GatewayReplicaTest, FollowsKeysWithinASecondAndSendsUsageBack) {
   auto refused = gw.Post("/v1/chat/completions", Chat(false, 1));
   EXPECT_EQ(refused.status, 401u);
   EXPECT_NE(refused.body.find("revoked"), std::string::npos) << refused.body;
+
+  // Limits set on the server (ADR 0013) are enforced by the replica within a second: the
+  // project's, then the key's (0 admits nothing, so no minute window is involved).
+  gw.token = warm_key;
+  const std::string project_path = "/v2/projects/" + std::to_string(project);
+  ASSERT_EQ(api_.Call(verb::patch, project_path,
+                      json::object{{"limits", json::object{{"max_concurrent", 0}}}})
+                .status,
+            200u);
+  ASSERT_TRUE(
+      WaitUntil([&] { return gw.Post("/v1/chat/completions", Chat(false, 1)).status == 429; },
+                std::chrono::milliseconds(1000)));
+  auto limited = gw.Post("/v1/chat/completions", Chat(false, 1));
+  EXPECT_NE(limited.body.find("this project reached its limit of 0 concurrent"), std::string::npos)
+      << limited.body;
+  EXPECT_FALSE(limited.Header("retry-after").empty());
+  ASSERT_EQ(api_.Call(verb::patch, project_path, json::object{{"limits", nullptr}}).status, 200u);
+  ASSERT_TRUE(
+      WaitUntil([&] { return gw.Post("/v1/chat/completions", Chat(false, 1)).status == 200; },
+                std::chrono::milliseconds(1000)));
+  auto warm = Api::Obj(api_.Get("/v2/api-keys?project_id=" + std::to_string(project)));
+  int64_t warm_id = 0;
+  for (const json::value& k : warm.at("items").as_array()) {
+    if (k.at("name").as_string() == "warm") warm_id = k.at("id").as_int64();
+  }
+  ASSERT_EQ(api_.Call(verb::patch, "/v2/api-keys/" + std::to_string(warm_id),
+                      json::object{{"limits", json::object{{"requests_per_minute", 0}}}})
+                .status,
+            200u);
+  ASSERT_TRUE(
+      WaitUntil([&] { return gw.Post("/v1/chat/completions", Chat(false, 1)).status == 429; },
+                std::chrono::milliseconds(1000)));
+  EXPECT_NE(gw.Post("/v1/chat/completions", Chat(false, 1))
+                .body.find("this API key reached its limit of 0 requests per minute"),
+            std::string::npos);
 
   // SIGTERM: the replica writes its usage records to the server before it exits.
   replica_->Signal(SIGTERM);

@@ -1,6 +1,7 @@
 // OpenAI's own Node SDK (npm `openai`, scripts/install-openai-sdk) and curl against the real
 // stack: `segma start` with its embedded worker running two `segma engine-sim` engines (one
-// deployment of the public model "chat" in each of two projects). The checks live in
+// deployment of the public model "chat" in each of two projects), and a key limited to one request
+// a minute through the API for the SDK's RateLimitError. The checks live in
 // openai_sdk/client.cjs; this test starts the stack, hands the script its keys, and afterwards
 // compares the usage rows of each project with the tokens the engine reported to the client.
 // Skipped when node or the SDK is missing (scripts/test-deps installs it).
@@ -160,6 +161,9 @@ TEST_F(OpenAiSdkTest, OfficialNodeClientAndCurlWorkUnchanged) {
   const std::string key_a = Key(a, "app-a");
   const std::string key_b = Key(b, "app-b");
   const std::string narrow = Key(a, "narrow", {{"allowed_models", json::array{"b-only"}}});
+  // Limited through the API (ADR 0013): the SDK's RateLimitError check runs with it.
+  const std::string limited =
+      Key(a, "limited", {{"limits", json::object{{"requests_per_minute", 1}}}});
   ASSERT_TRUE(
       WaitUntil([&] { return Running(chat_a) && Running(chat_b); }, std::chrono::seconds(60)))
       << server_->Log();
@@ -182,6 +186,7 @@ TEST_F(OpenAiSdkTest, OfficialNodeClientAndCurlWorkUnchanged) {
                 {"SEGMA_KEY_A", key_a},
                 {"SEGMA_KEY_B", key_b},
                 {"SEGMA_KEY_NARROW", narrow},
+                {"SEGMA_KEY_LIMITED", limited},
                 {"SEGMA_RESULT", result}},
                dir_.path() + "/node.log");
   std::optional<int> rc = node.Wait(std::chrono::seconds(120));

@@ -111,7 +111,8 @@ TEST(IdentityTest, LimitsParseStrictlyAndRoundTrip) {
   Limits current;
   current.requests_per_minute = 5;
   current.tokens_per_day = 100;
-  auto patch = ParseLimitsPatch(*ParseJson(R"({"requests_per_minute": null, "max_concurrent": 3})"));
+  auto patch =
+      ParseLimitsPatch(*ParseJson(R"({"requests_per_minute": null, "max_concurrent": 3})"));
   ASSERT_TRUE(patch.ok());
   Limits next = patch->ApplyTo(current);
   EXPECT_FALSE(next.requests_per_minute);

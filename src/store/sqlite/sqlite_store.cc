@@ -202,7 +202,8 @@ Result<types::Limits> DecodeLimits(const Stmt& s, int col, std::string_view what
   if (!v.ok()) return InternalError(fmt::format("{}: stored limits are not JSON", what));
   Result<types::Limits> l = types::ParseLimits(*v);
   if (!l.ok()) {
-    return InternalError(fmt::format("{}: stored limits are invalid: {}", what, l.status().message()));
+    return InternalError(
+        fmt::format("{}: stored limits are invalid: {}", what, l.status().message()));
   }
   return l;
 }

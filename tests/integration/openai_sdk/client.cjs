@@ -201,11 +201,22 @@ check('400 BadRequestError for a malformed request', async () => {
 if (process.env.SEGMA_KEY_LIMITED) {
   check('429 RateLimitError with Retry-After', async () => {
     const limited = client(process.env.SEGMA_KEY_LIMITED);
-    const ok = await limited.chat.completions.create({ model: 'chat', messages, max_tokens: 2 });
-    tally('A', ok.usage);
-    const e = await expectError(
-      limited.chat.completions.create({ model: 'chat', messages, max_tokens: 2 }),
-      OpenAI.RateLimitError, 429);
+    const create = () => limited.chat.completions.create({ model: 'chat', messages, max_tokens: 2 });
+    // 1 request per minute, counted in windows aligned to the minute: the second request is
+    // refused, or the third if a new minute began between the first two.
+    let admitted = 0;
+    let refused = null;
+    while (!refused && admitted < 3) {
+      try {
+        tally('A', (await create()).usage);
+        admitted += 1;
+      } catch (err) {
+        refused = err;
+      }
+    }
+    assert.ok(admitted >= 1 && admitted <= 2, `${admitted} requests admitted before the 429`);
+    const e = await expectError(Promise.reject(refused), OpenAI.RateLimitError, 429,
+      /1 requests per minute/);
     const retryAfter = Number(e.headers['retry-after']);
     assert.ok(retryAfter >= 1 && retryAfter <= 60, `Retry-After ${e.headers['retry-after']}`);
   });

@@ -1,0 +1,255 @@
+// Gateway limits against the real stack (ADR 0013): `segma start` with its embedded worker running
+// a `segma engine-sim` engine. Limits are set through the REST API the way a user would; the
+// gateway answers 429 in OpenAI's error format with Retry-After; a raised limit admits again
+// within a second; a project's tokens per minute bind all its keys; and a daily budget spent
+// before a restart of segma is still spent after it.
+
+#include <signal.h>
+
+#include <chrono>
+#include <ctime>
+#include <filesystem>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "integration/harness.h"
+
+namespace segma::testing {
+namespace {
+
+using boost::beast::http::verb;
+
+class GatewayLimitsTest : public ::testing::Test {
+ protected:
+  void StartServer() {
+    server_ = std::make_unique<Process>(
+        std::vector<std::string>{SegmaBinary(), "start", "--no-demo", "--data-dir",
+                                 dir_.path() + "/data", "--address", "127.0.0.1", "--port",
+                                 std::to_string(port_), "--fake-gpus", "1xH100:80",
+                                 "--heartbeat-interval", "0.2"},
+        std::map<std::string, std::string>{{"SEGMA_BOOTSTRAP_PASSWORD", "limits-admin-pw"}},
+        dir_.path() + "/server-" + std::to_string(++starts_) + ".log");
+    api_.base = "http://127.0.0.1:" + std::to_string(port_);
+    ASSERT_TRUE(
+        WaitUntil([&] { return api_.Get("/healthz").status == 200; }, std::chrono::seconds(30)));
+    auto login = api_.Post("/v2/auth/login",
+                           json::object{{"username", "admin"}, {"password", "limits-admin-pw"}});
+    ASSERT_EQ(login.status, 200u) << login.body;
+    api_.token = std::string(Api::Obj(login).at("token").as_string());
+  }
+
+  void SetUp() override {
+    port_ = FreePort();
+    StartServer();
+  }
+
+  // Engines run in their own process groups and outlive segma by design: kill what is left.
+  void TearDown() override {
+    if (server_) server_->Signal(SIGKILL);
+    std::error_code ec;
+    for (const auto& e :
+         std::filesystem::directory_iterator(dir_.path() + "/data/worker/engines", ec)) {
+      auto v = ParseJson(ReadFile(e.path()));
+      if (v.ok() && v->is_object() && v->as_object().contains("pid")) {
+        ::kill(-static_cast<int>(v->at("pid").as_int64()), SIGKILL);
+      }
+    }
+  }
+
+  int64_t Project(const std::string& name) {
+    auto p = api_.Post("/v2/projects", json::object{{"name", name}});
+    EXPECT_EQ(p.status, 201u) << p.body;
+    return Api::Obj(p).at("id").as_int64();
+  }
+
+  int64_t Model(int64_t project) {
+    auto m = api_.Post(
+        "/v2/models", json::object{{"name", "chat"},
+                                   {"project_id", project},
+                                   {"source", json::object{{"type", "simulated"}, {"params_b", 1}}},
+                                   {"replicas", 1}});
+    EXPECT_EQ(m.status, 201u) << m.body;
+    return Api::Obj(m).at("id").as_int64();
+  }
+
+  bool Running(int64_t model_id) {
+    auto list = Api::Obj(api_.Get("/v2/model-instances?model_id=" + std::to_string(model_id)));
+    if (!list.contains("items") || list.at("items").as_array().empty()) return false;
+    const json::object& i = list.at("items").as_array()[0].as_object();
+    return i.at("state").as_string() == "RUNNING";
+  }
+
+  // Creates an inference key; returns (id, secret).
+  std::pair<int64_t, std::string> Key(int64_t project, const std::string& name,
+                                      json::object limits = {}) {
+    json::object body{{"name", name}, {"project_id", project}, {"scope", "inference"}};
+    if (!limits.empty()) body["limits"] = std::move(limits);
+    auto k = api_.Post("/v2/api-keys", body);
+    EXPECT_EQ(k.status, 201u) << k.body;
+    const json::object o = Api::Obj(k);
+    return {o.at("id").as_int64(), std::string(o.at("secret").as_string())};
+  }
+
+  http::ClientResponse Chat(const std::string& secret, int max_tokens) {
+    Api gw{api_.base, secret};
+    return gw.Post(
+        "/v1/chat/completions",
+        json::object{{"model", "chat"},
+                     {"max_tokens", max_tokens},
+                     {"messages", json::array{json::object{{"role", "user"}, {"content", "hi"}}}}});
+  }
+
+  static int64_t Tokens(const http::ClientResponse& r) {
+    const json::object body = Api::Obj(r);
+    const json::object& u = body.at("usage").as_object();
+    return u.at("prompt_tokens").as_int64() + u.at("completion_tokens").as_int64();
+  }
+
+  // Until the route has its replica.
+  void WarmUp(const std::string& secret) {
+    ASSERT_TRUE(WaitUntil([&] { return Chat(secret, 1).status == 200; }, std::chrono::seconds(30)))
+        << server_->Log();
+  }
+
+  // Limits count in windows aligned to the UTC minute: start a sequence that must stay in one
+  // window at least 10 s before the minute ends.
+  static void AwayFromMinuteEnd() {
+    const std::time_t now = std::time(nullptr);
+    const int second = static_cast<int>(now % 60);
+    if (second >= 50) std::this_thread::sleep_for(std::chrono::seconds(61 - second));
+  }
+
+  // Polls `request` until it answers 200; the time that took.
+  template <typename F>
+  std::chrono::milliseconds TimeUntilAdmitted(F request) {
+    const auto start = std::chrono::steady_clock::now();
+    EXPECT_TRUE(WaitUntil([&] { return request().status == 200; }, std::chrono::seconds(5)));
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                 start);
+  }
+
+  // The error object of an OpenAI-format error answer.
+  static void ExpectRateLimited(const http::ClientResponse& r, const std::string& reason) {
+    EXPECT_EQ(r.status, 429u) << r.body;
+    const json::object body = Api::Obj(r);
+    ASSERT_TRUE(body.contains("error")) << r.body;
+    const json::object& e = body.at("error").as_object();
+    EXPECT_EQ(e.at("type").as_string(), "rate_limit_error") << r.body;
+    EXPECT_TRUE(e.contains("param") && e.contains("code")) << r.body;
+    EXPECT_NE(std::string(e.at("message").as_string()).find(reason), std::string::npos) << r.body;
+    const std::string retry_after = r.Header("retry-after");
+    ASSERT_FALSE(retry_after.empty()) << "no Retry-After";
+    EXPECT_GE(std::stoi(retry_after), 1);
+  }
+
+  TempDir dir_;
+  uint16_t port_ = 0;
+  int starts_ = 0;
+  std::unique_ptr<Process> server_;
+  Api api_;
+};
+
+TEST_F(GatewayLimitsTest, KeyAndProjectLimitsAnswer429AndChangesApplyWithinASecond) {
+  const int64_t project = Project("limited");
+  const int64_t model = Model(project);
+  const std::string free_key = Key(project, "free").second;
+  const auto limited = Key(project, "rpm2", {{"requests_per_minute", 2}});
+  const int64_t limited_id = limited.first;
+  const std::string limited_key = limited.second;
+  ASSERT_TRUE(WaitUntil([&] { return Running(model); }, std::chrono::seconds(60)))
+      << server_->Log();
+  WarmUp(free_key);
+
+  // requests_per_minute 2: the third request in the minute is refused, with Retry-After.
+  AwayFromMinuteEnd();
+  EXPECT_EQ(Chat(limited_key, 2).status, 200u);
+  EXPECT_EQ(Chat(limited_key, 2).status, 200u);
+  auto third = Chat(limited_key, 2);
+  ExpectRateLimited(third, "this API key reached its limit of 2 requests per minute");
+  EXPECT_LE(std::stoi(third.Header("retry-after")), 60);
+
+  // Raising the limit through the API admits again within a second.
+  auto raised = api_.Call(verb::patch, "/v2/api-keys/" + std::to_string(limited_id),
+                          json::object{{"limits", json::object{{"requests_per_minute", 100}}}});
+  ASSERT_EQ(raised.status, 200u) << raised.body;
+  const auto key_delay = TimeUntilAdmitted([&] { return Chat(limited_key, 2); });
+  EXPECT_LT(key_delay, std::chrono::seconds(1));
+
+  // A project's tokens per minute bind all its keys. Three requests spend `spent` tokens in this
+  // minute; a limit of spent + 4 then refuses any reservation of 5, for every key of the project
+  // (the one allowed 100 requests a minute too).
+  AwayFromMinuteEnd();
+  int64_t spent = 0;
+  for (int i = 0; i < 3; ++i) {
+    auto r = Chat(free_key, 1);
+    ASSERT_EQ(r.status, 200u) << r.body;
+    spent += Tokens(r);
+  }
+  const int64_t tpm = spent + 4;
+  auto capped = api_.Call(verb::patch, "/v2/projects/" + std::to_string(project),
+                          json::object{{"limits", json::object{{"tokens_per_minute", tpm}}}});
+  ASSERT_EQ(capped.status, 200u) << capped.body;
+  EXPECT_EQ(Api::Obj(capped).at("limits").at("tokens_per_minute").as_int64(), tpm);
+  ASSERT_TRUE(WaitUntil([&] { return Chat(free_key, 5).status == 429; }, std::chrono::seconds(1)));
+  const std::string reason = "this project reached its limit of " + std::to_string(tpm) + " tokens";
+  ExpectRateLimited(Chat(free_key, 5), reason);
+  ExpectRateLimited(Chat(limited_key, 5), reason);
+
+  // Lifting the project's limit admits again within a second.
+  auto lifted = api_.Call(verb::patch, "/v2/projects/" + std::to_string(project),
+                          json::object{{"limits", json::object{{"tokens_per_minute", nullptr}}}});
+  ASSERT_EQ(lifted.status, 200u) << lifted.body;
+  const auto project_delay = TimeUntilAdmitted([&] { return Chat(free_key, 5); });
+  EXPECT_LT(project_delay, std::chrono::seconds(1));
+  std::printf("limit changes applied after %lld ms (key) and %lld ms (project)\n",
+              static_cast<long long>(key_delay.count()),
+              static_cast<long long>(project_delay.count()));
+}
+
+TEST_F(GatewayLimitsTest, DailyBudgetSpentBeforeARestartStaysSpent) {
+  const int64_t project = Project("budget");
+  const int64_t model = Model(project);
+  const std::string free_key = Key(project, "free").second;
+  const auto daily = Key(project, "daily");
+  const int64_t daily_id = daily.first;
+  const std::string daily_key = daily.second;
+  ASSERT_TRUE(WaitUntil([&] { return Running(model); }, std::chrono::seconds(60)))
+      << server_->Log();
+  WarmUp(free_key);
+
+  // Spend some tokens, then cap the day just above what was spent: a reservation of 1 fits, 5
+  // does not.
+  auto first = Chat(daily_key, 3);
+  ASSERT_EQ(first.status, 200u) << first.body;
+  const int64_t used = Tokens(first);
+  auto capped = api_.Call(verb::patch, "/v2/api-keys/" + std::to_string(daily_id),
+                          json::object{{"limits", json::object{{"tokens_per_day", used + 2}}}});
+  ASSERT_EQ(capped.status, 200u) << capped.body;
+  ASSERT_TRUE(WaitUntil([&] { return Chat(daily_key, 5).status == 429; }, std::chrono::seconds(1)));
+  // The usage is recorded before segma stops.
+  auto metered = [&] {
+    auto u = Api::Obj(api_.Get("/v2/usage?group_by=key&project_id=" + std::to_string(project)));
+    for (const auto& row : u.at("items").as_array()) {
+      if (row.at("key").as_string() == std::to_string(daily_id)) {
+        return row.at("prompt_tokens").as_int64() + row.at("completion_tokens").as_int64();
+      }
+    }
+    return int64_t{0};
+  };
+  ASSERT_TRUE(WaitUntil([&] { return metered() == used; }, std::chrono::seconds(10)));
+
+  // Restart segma on the same data dir: the budget is seeded from the recorded usage.
+  server_->Signal(SIGTERM);
+  ASSERT_TRUE(server_->Wait(std::chrono::seconds(30)).has_value());
+  StartServer();
+  ASSERT_TRUE(WaitUntil([&] { return Running(model); }, std::chrono::seconds(60)))
+      << server_->Log();
+  WarmUp(free_key);
+  ExpectRateLimited(Chat(daily_key, 5), "this API key reached its daily budget");
+  // Exactly what was recorded is counted: a reservation of 1 still fits.
+  EXPECT_EQ(Chat(daily_key, 1).status, 200u);
+}
+
+}  // namespace
+}  // namespace segma::testing
