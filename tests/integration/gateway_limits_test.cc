@@ -211,22 +211,28 @@ TEST_F(GatewayLimitsTest, DailyBudgetSpentBeforeARestartStaysSpent) {
   const int64_t project = Project("budget");
   const int64_t model = Model(project);
   const std::string free_key = Key(project, "free").second;
-  const auto daily = Key(project, "daily");
-  const int64_t daily_id = daily.first;
-  const std::string daily_key = daily.second;
   ASSERT_TRUE(WaitUntil([&] { return Running(model); }, std::chrono::seconds(60)))
       << server_->Log();
   WarmUp(free_key);
-
-  // Spend some tokens, then cap the day just above what was spent: a reservation of 1 fits, 5
-  // does not.
-  auto first = Chat(daily_key, 3);
+  // engine-sim answers the same request with the same usage: learn it with the free key, then
+  // give a new key a daily budget just above it (a reservation of 1 still fits, 5 does not).
+  auto probe = Chat(free_key, 3);
+  ASSERT_EQ(probe.status, 200u) << probe.body;
+  const int64_t cost = Tokens(probe);
+  const auto daily = Key(project, "daily", {{"tokens_per_day", cost + 2}});
+  const int64_t daily_id = daily.first;
+  const std::string daily_key = daily.second;
+  http::ClientResponse first;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        first = Chat(daily_key, 3);
+        return first.status != 401;  // until the gateway has the new key
+      },
+      std::chrono::seconds(1)));
   ASSERT_EQ(first.status, 200u) << first.body;
   const int64_t used = Tokens(first);
-  auto capped = api_.Call(verb::patch, "/v2/api-keys/" + std::to_string(daily_id),
-                          json::object{{"limits", json::object{{"tokens_per_day", used + 2}}}});
-  ASSERT_EQ(capped.status, 200u) << capped.body;
-  ASSERT_TRUE(WaitUntil([&] { return Chat(daily_key, 5).status == 429; }, std::chrono::seconds(1)));
+  ASSERT_EQ(used, cost);
+  ExpectRateLimited(Chat(daily_key, 5), "this API key reached its daily budget");
   // The usage is recorded before segma stops.
   auto metered = [&] {
     auto u = Api::Obj(api_.Get("/v2/usage?group_by=key&project_id=" + std::to_string(project)));
