@@ -84,6 +84,15 @@ bool IsControlParam(const std::string& key) {
 }
 
 bool FieldMatches(const json::object& data, const std::string& key, const std::string& want) {
+  if (key == "distributed_worker_id") {
+    // A model instance's subordinate workers (GET /v2/worker/instances?distributed_worker_id=).
+    auto servers = data.find("distributed_servers");
+    if (servers == data.end() || !servers->value().is_array()) return false;
+    return std::any_of(servers->value().as_array().begin(), servers->value().as_array().end(),
+                       [&](const json::value& d) {
+                         return d.is_object() && FieldMatches(d.as_object(), "worker_id", want);
+                       });
+  }
   auto it = data.find(key);
   if (it == data.end()) return false;
   const json::value& v = it->value();

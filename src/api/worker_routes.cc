@@ -1,6 +1,8 @@
 // Routes for workers themselves (worker token): the instances assigned to them, with a watch
 // stream, the models behind them, and state reports from the engine supervisor.
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "api/api.h"
@@ -41,17 +43,31 @@ Result<int64_t> SelfWorker(const ApiContext& c) {
   return *c.principal.worker_id;
 }
 
-// GET /v2/worker/instances[?watch=true&worker_id=<own id>]
+// GET /v2/worker/instances[?watch=true]&worker_id=<own id> | &distributed_worker_id=<own id>
+// worker_id: the instances whose engine runs here (the list also has those this worker serves as
+// a distributed server, watch events only the former); distributed_worker_id: only those this
+// worker serves as a distributed server (llama.cpp's rpc-server).
 Result<Response> ListOwnInstances(ApiContext& c) {
   ASSIGN_OR_RETURN(int64_t self, SelfWorker(c));
   ASSIGN_OR_RETURN(std::optional<int64_t> asked, QueryInt(c.http, "worker_id"));
+  ASSIGN_OR_RETURN(std::optional<int64_t> asked_distributed,
+                   QueryInt(c.http, "distributed_worker_id"));
   // The id is required so that watch streams filter events to this worker's instances.
-  if (!asked) return InvalidArgumentError(fmt::format("worker_id={} is required", self));
-  if (*asked != self) return PermissionDeniedError("a worker may only follow its own instances");
+  if (asked.has_value() == asked_distributed.has_value()) {
+    return InvalidArgumentError(
+        fmt::format("one of worker_id={0} or distributed_worker_id={0} is required", self));
+  }
+  if (asked.value_or(self) != self || asked_distributed.value_or(self) != self) {
+    return PermissionDeniedError("a worker may only follow its own instances");
+  }
   ASSIGN_OR_RETURN(store::ListOptions o, ListOptionsFromQuery(c.http));
   o.per_page = store::ListOptions::kMaxPerPage;
   store::ModelInstanceFilter filter;
-  filter.worker_id = self;
+  if (asked) {
+    filter.worker_id = self;
+  } else {
+    filter.distributed_worker_id = self;
+  }
   ASSIGN_OR_RETURN(auto list, c.s.store.ListModelInstances(o, filter));
   return ListResponse(list, o);
 }
@@ -85,6 +101,8 @@ Result<Response> GetOwnModel(ApiContext& c) {
 }
 
 // PATCH /v2/worker/instances/{id} {"state","state_message","port","restart_count"}
+// From the main worker: the instance's own fields. From a subordinate worker: the same fields of
+// its distributed_servers entry (with its address as the server knows it), nothing else.
 Result<Response> ReportInstance(ApiContext& c) {
   ASSIGN_OR_RETURN(int64_t self, SelfWorker(c));
   ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
@@ -99,29 +117,52 @@ Result<Response> ReportInstance(ApiContext& c) {
   if (!AssignedTo(inst, self)) {
     return NotFoundError(fmt::format("model instance {} not found on this worker", id));
   }
-  store::ModelInstancePatch patch;
+  std::optional<types::InstanceState> state;
   if (state_name) {
-    std::optional<types::InstanceState> state = types::ParseInstanceState(*state_name);
+    state = types::ParseInstanceState(*state_name);
     if (!state || !WorkerMayReport(*state)) {
       return InvalidArgumentError("state must be one of DOWNLOADING, STARTING, RUNNING, ERROR");
     }
+  }
+  if (message && message->size() > 4096) message->resize(4096);
+  if (port && (*port < 0 || *port > 65535)) return InvalidArgumentError("port must be 0-65535");
+  if (restart_count && *restart_count < 0) {
+    return InvalidArgumentError("restart_count must be >= 0");
+  }
+  store::ModelInstancePatch patch;
+  // Never resurrect an instance the server has since moved on (rescheduled, stopping).
+  const std::vector<types::InstanceState> live = {
+      types::InstanceState::kScheduled, types::InstanceState::kDownloading,
+      types::InstanceState::kStarting, types::InstanceState::kRunning,
+      types::InstanceState::kError};
+  if (inst.worker_id != self) {
+    // A subordinate reports on its own distributed server (rpc-server): only its entry changes,
+    // never the instance's own state, which belongs to the main worker.
+    if (state == types::InstanceState::kDownloading) {
+      return InvalidArgumentError("a distributed server's state is STARTING, RUNNING or ERROR");
+    }
+    auto entry =
+        std::find_if(inst.distributed_servers.begin(), inst.distributed_servers.end(),
+                     [&](const types::DistributedServer& d) { return d.worker_id == self; });
+    types::DistributedServer report = *entry;
+    ASSIGN_OR_RETURN(types::Worker worker, c.s.store.GetWorker(self));
+    report.address = worker.address;
+    if (state) report.state = std::string(types::InstanceStateName(*state));
+    if (message) report.state_message = *message;
+    if (port) report.port = static_cast<int>(*port);
+    if (restart_count) report.restart_count = static_cast<int>(*restart_count);
+    patch.distributed_server_status = std::move(report);
+    patch.if_state_in = live;
+    ASSIGN_OR_RETURN(types::ModelInstance updated, c.s.store.UpdateModelInstance(id, patch));
+    return ObjectResponse(types::ToJson(updated));
+  }
+  if (state) {
     patch.state = *state;
-    // Never resurrect an instance the server has since moved on (rescheduled, stopping).
-    patch.if_state_in = std::vector<types::InstanceState>{
-        types::InstanceState::kScheduled, types::InstanceState::kDownloading,
-        types::InstanceState::kStarting, types::InstanceState::kRunning,
-        types::InstanceState::kError};
+    patch.if_state_in = live;
   }
-  if (message) {
-    if (message->size() > 4096) message->resize(4096);
-    patch.state_message = *message;
-  }
-  if (port) {
-    if (*port < 0 || *port > 65535) return InvalidArgumentError("port must be 0-65535");
-    patch.port = static_cast<int>(*port);
-  }
+  if (message) patch.state_message = *message;
+  if (port) patch.port = static_cast<int>(*port);
   if (restart_count) {
-    if (*restart_count < 0) return InvalidArgumentError("restart_count must be >= 0");
     if (*restart_count != inst.restart_count) {
       patch.restart_count = static_cast<int>(*restart_count);
       patch.last_restart_at = c.s.clock.Now();

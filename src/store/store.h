@@ -112,7 +112,8 @@ struct WorkerPatch {
 // Filters of ListModelInstances, besides ListOptions' project_id and member_user_id.
 struct ModelInstanceFilter {
   std::optional<int64_t> model_id;
-  std::optional<int64_t> worker_id;  // main worker or any distributed server's worker
+  std::optional<int64_t> worker_id;              // main worker or any distributed server's worker
+  std::optional<int64_t> distributed_worker_id;  // any distributed server's worker only
   std::optional<types::InstanceState> state;
 };
 
@@ -126,6 +127,10 @@ struct ModelInstancePatch {
   std::optional<std::vector<int>> gpu_indexes;
   std::optional<types::ResourceClaim> claim;
   std::optional<std::vector<types::DistributedServer>> distributed_servers;
+  // A subordinate worker's report: sets address, port, state, state_message and restart_count of
+  // the distributed_servers entry of its worker_id, in the same transaction as the other fields;
+  // the entry's placement and the other entries stay. kNotFound when no entry has that worker.
+  std::optional<types::DistributedServer> distributed_server_status;
   std::optional<int> port;
   std::optional<int> restart_count;
   std::optional<std::optional<Timestamp>> last_restart_at;

@@ -459,7 +459,12 @@ json::object ToJson(const ModelInstance& i) {
     servers.emplace_back(json::object{{"worker_id", d.worker_id},
                                       {"worker_name", d.worker_name},
                                       {"gpu_indexes", IntArray(d.gpu_indexes)},
-                                      {"claim", ToJson(d.claim)}});
+                                      {"claim", ToJson(d.claim)},
+                                      {"address", d.address},
+                                      {"port", d.port},
+                                      {"state", d.state},
+                                      {"state_message", d.state_message},
+                                      {"restart_count", d.restart_count}});
   }
   o["distributed_servers"] = std::move(servers);
   o["restart_count"] = i.restart_count;

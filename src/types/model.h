@@ -127,11 +127,19 @@ struct ResourceClaim {
 };
 
 // A subordinate worker of a multi-worker placement (llama.cpp RPC server, vLLM/SGLang node).
+// The scheduler sets the placement (worker, GPUs, claim); the subordinate worker reports the rest
+// about the server process it runs for the instance (docs/adr/0014-rpc-server-split.md).
 struct DistributedServer {
   int64_t worker_id = 0;
   std::string worker_name;
   std::vector<int> gpu_indexes;
   ResourceClaim claim;
+  // Reported by the subordinate; the address is the worker's, as the server knows it.
+  std::string address;
+  int port = 0;       // 0 = no server process yet
+  std::string state;  // "" (not reported yet), "STARTING", "RUNNING" or "ERROR"
+  std::string state_message;
+  int restart_count = 0;  // changes whenever a new server process replaces the previous one
 
   friend bool operator==(const DistributedServer&, const DistributedServer&) = default;
 };

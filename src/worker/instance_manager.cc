@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <deque>
 #include <filesystem>
 
@@ -39,6 +40,35 @@ std::string StringField(const json::object& o, std::string_view key) {
   return std::string(it->value().as_string());
 }
 
+std::vector<int> IntsField(const json::object& o, std::string_view key) {
+  std::vector<int> out;
+  if (auto it = o.find(key); it != o.end() && it->value().is_array()) {
+    for (const json::value& v : it->value().as_array()) {
+      if (v.is_int64()) out.push_back(static_cast<int>(v.as_int64()));
+    }
+  }
+  return out;
+}
+
+types::ResourceClaim ClaimFromJson(const json::object& c) {
+  types::ResourceClaim claim;
+  if (auto v = c.find("vram"); v != c.end() && v->value().is_object()) {
+    for (const auto& kv : v->value().as_object()) {
+      if (kv.value().is_int64()) claim.vram[std::atoi(kv.key().data())] = kv.value().as_int64();
+    }
+  }
+  claim.ram = IntField(c, "ram");
+  // Partial offload (-ngl) and the split between GPUs (-ts) come from the claim too.
+  claim.offload_layers = static_cast<int>(IntField(c, "offload_layers"));
+  claim.total_layers = static_cast<int>(IntField(c, "total_layers"));
+  if (auto v = c.find("tensor_split"); v != c.end() && v->value().is_array()) {
+    for (const json::value& d : v->value().as_array()) {
+      if (d.is_number()) claim.tensor_split.push_back(d.to_number<double>());
+    }
+  }
+  return claim;
+}
+
 // The fields of an instance the worker acts on, from the server's JSON view (lenient: the server
 // is trusted to send its own shape; missing fields keep their defaults).
 types::ModelInstance InstanceFromJson(const json::object& o) {
@@ -53,26 +83,27 @@ types::ModelInstance InstanceFromJson(const json::object& o) {
   i.worker_name = StringField(o, "worker_name");
   i.port = static_cast<int>(IntField(o, "port"));
   i.restart_count = static_cast<int>(IntField(o, "restart_count"));
-  if (auto it = o.find("gpu_indexes"); it != o.end() && it->value().is_array()) {
-    for (const json::value& v : it->value().as_array()) {
-      if (v.is_int64()) i.gpu_indexes.push_back(static_cast<int>(v.as_int64()));
-    }
-  }
+  i.gpu_indexes = IntsField(o, "gpu_indexes");
   if (auto it = o.find("claim"); it != o.end() && it->value().is_object()) {
-    const json::object& c = it->value().as_object();
-    if (auto v = c.find("vram"); v != c.end() && v->value().is_object()) {
-      for (const auto& kv : v->value().as_object()) {
-        if (kv.value().is_int64()) i.claim.vram[std::atoi(kv.key().data())] = kv.value().as_int64();
+    i.claim = ClaimFromJson(it->value().as_object());
+  }
+  if (auto it = o.find("distributed_servers"); it != o.end() && it->value().is_array()) {
+    for (const json::value& v : it->value().as_array()) {
+      if (!v.is_object()) continue;
+      const json::object& e = v.as_object();
+      types::DistributedServer d;
+      d.worker_id = IntField(e, "worker_id");
+      d.worker_name = StringField(e, "worker_name");
+      d.gpu_indexes = IntsField(e, "gpu_indexes");
+      if (auto c = e.find("claim"); c != e.end() && c->value().is_object()) {
+        d.claim = ClaimFromJson(c->value().as_object());
       }
-    }
-    i.claim.ram = IntField(c, "ram");
-    // Partial offload (-ngl) and the split between GPUs (-ts) come from the claim too.
-    i.claim.offload_layers = static_cast<int>(IntField(c, "offload_layers"));
-    i.claim.total_layers = static_cast<int>(IntField(c, "total_layers"));
-    if (auto v = c.find("tensor_split"); v != c.end() && v->value().is_array()) {
-      for (const json::value& d : v->value().as_array()) {
-        if (d.is_number()) i.claim.tensor_split.push_back(d.to_number<double>());
-      }
+      d.address = StringField(e, "address");
+      d.port = static_cast<int>(IntField(e, "port"));
+      d.state = StringField(e, "state");
+      d.state_message = StringField(e, "state_message");
+      d.restart_count = static_cast<int>(IntField(e, "restart_count"));
+      i.distributed_servers.push_back(std::move(d));
     }
   }
   return i;
@@ -124,6 +155,40 @@ json::object StateBody(std::string_view state, const std::string& message, int p
   return body;
 }
 
+// A distributed server's report: always whole, so that the entry never mixes two reports.
+json::object DistributedBody(std::string_view state, const std::string& message, int port,
+                             int restart_count) {
+  json::object body;
+  body["state"] = state;
+  body["state_message"] = message;
+  body["port"] = port;
+  body["restart_count"] = restart_count;
+  return body;
+}
+
+// Which rpc-server processes a main engine talks to: their endpoints and restart counts. A
+// change means llama-server holds connections to processes that are gone.
+std::string RpcIncarnation(const types::ModelInstance& inst) {
+  std::string out;
+  for (const types::DistributedServer& d : inst.distributed_servers) {
+    out += fmt::format("{}:{}#{};", d.address, d.port, d.restart_count);
+  }
+  return out;
+}
+
+bool Live(types::InstanceState s) {
+  switch (s) {
+    case types::InstanceState::kScheduled:
+    case types::InstanceState::kDownloading:
+    case types::InstanceState::kStarting:
+    case types::InstanceState::kRunning:
+    case types::InstanceState::kError:
+      return true;
+    default:
+      return false;
+  }
+}
+
 std::string SelfDir() {
   std::error_code ec;
   auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
@@ -164,7 +229,7 @@ void InstanceManager::Start(int64_t worker_id, std::string worker_token) {
   token_ = std::move(worker_token);
   if (files_) files_->SetCredentials(worker_id_, token_);
   if (!first) return;  // the follow loop picks up the new token
-  asio::co_spawn(ioc_, Follow(), [](std::exception_ptr e) {
+  asio::co_spawn(ioc_, Follow(Role::kEngine), [](std::exception_ptr e) {
     if (e) Logger("worker")->error("instance follower ended by an exception");
   });
   asio::co_spawn(ioc_, SweepFiles(), [](std::exception_ptr e) {
@@ -178,30 +243,36 @@ void InstanceManager::Stop(bool stop_engines) {
 }
 
 bool InstanceManager::Wanted(const types::ModelInstance& inst) const {
-  if (inst.worker_id != worker_id_) return false;
-  switch (inst.state) {
-    case types::InstanceState::kScheduled:
-    case types::InstanceState::kDownloading:
-    case types::InstanceState::kStarting:
-    case types::InstanceState::kRunning:
-    case types::InstanceState::kError:
-      return true;
-    default:
-      return false;
-  }
+  return inst.worker_id == worker_id_ && Live(inst.state);
 }
 
-asio::awaitable<void> InstanceManager::Follow() {
+const types::DistributedServer* InstanceManager::OwnEntry(const types::ModelInstance& inst) const {
+  if (inst.worker_id == worker_id_) return nullptr;  // never a server for its own engine
+  for (const types::DistributedServer& d : inst.distributed_servers) {
+    if (d.worker_id == worker_id_) return &d;
+  }
+  return nullptr;
+}
+
+asio::awaitable<void> InstanceManager::Follow(Role role) {
   auto log = Logger("worker");
+  const bool engines = role == Role::kEngine;
   bool first = true;
   std::chrono::milliseconds backoff(500);
   while (!stopping_) {
-    Status synced = co_await Resync(first);
+    Status synced = co_await Resync(role, first && engines);
     if (!synced.ok()) {
-      log->warn("listing this worker's instances failed: {}", synced.ToString());
+      log->warn("listing this worker's {} failed: {}",
+                engines ? "instances" : "distributed servers", synced.ToString());
       co_await Sleep(backoff);
       backoff = std::min(backoff * 2, std::chrono::milliseconds(15'000));
       continue;
+    }
+    if (first && engines) {
+      // Adoption is done (it needed both lists): the distributed servers have their own follow.
+      asio::co_spawn(ioc_, Follow(Role::kDistributedServer), [](std::exception_ptr e) {
+        if (e) Logger("worker")->error("distributed server follower ended by an exception");
+      });
     }
     first = false;
     backoff = std::chrono::milliseconds(500);
@@ -212,8 +283,8 @@ asio::awaitable<void> InstanceManager::Follow() {
     http::SseParser parser;
     std::vector<http::SseEvent> events;
     http::ClientRequest req;
-    req.url = fmt::format("{}/v2/worker/instances?watch=true&worker_id={}", config_.server_url,
-                          worker_id_);
+    req.url = fmt::format("{}/v2/worker/instances?watch=true&{}={}", config_.server_url,
+                          engines ? "worker_id" : "distributed_worker_id", worker_id_);
     req.Bearer(token_);
     req.timeout = std::chrono::seconds(45);  // the server sends a comment every 15 s
     Result<http::ClientResponse> r =
@@ -233,11 +304,15 @@ asio::awaitable<void> InstanceManager::Follow() {
             *draining = true;
             asio::co_spawn(
                 ioc_,
-                [this, queue, draining]() -> asio::awaitable<void> {
+                [this, queue, draining, engines]() -> asio::awaitable<void> {
                   while (!queue->empty()) {
                     auto [inst, deleted] = queue->front();
                     queue->pop_front();
-                    co_await Apply(inst, deleted);
+                    if (engines) {
+                      co_await Apply(inst, deleted);
+                    } else {
+                      co_await ApplyDistributed(inst, deleted);
+                    }
                   }
                   *draining = false;
                 },
@@ -246,17 +321,18 @@ asio::awaitable<void> InstanceManager::Follow() {
           return !stopping_;
         });
     if (!stopping_) {
-      log->info("instance watch ended ({}); listing again",
+      log->info("{} watch ended ({}); listing again", engines ? "instance" : "distributed server",
                 r.ok() ? fmt::format("HTTP {}", r->status) : r.status().ToString());
       co_await Sleep(std::chrono::milliseconds(500));
     }
   }
 }
 
-asio::awaitable<Status> InstanceManager::Resync(bool first) {
+asio::awaitable<Result<std::map<int64_t, types::ModelInstance>>> InstanceManager::ListInstances(
+    Role role) {
   http::ClientRequest req;
-  req.url = fmt::format("{}/v2/worker/instances?worker_id={}&per_page=500", config_.server_url,
-                        worker_id_);
+  req.url = fmt::format("{}/v2/worker/instances?{}={}&per_page=500", config_.server_url,
+                        role == Role::kEngine ? "worker_id" : "distributed_worker_id", worker_id_);
   req.Bearer(token_);
   CO_ASSIGN_OR_RETURN(http::ClientResponse res, co_await client_.Fetch(std::move(req)));
   if (res.status != 200) {
@@ -268,33 +344,73 @@ asio::awaitable<Status> InstanceManager::Resync(bool first) {
     types::ModelInstance inst = InstanceFromJson(item.as_object());
     listed.emplace(inst.id, inst);
   }
+  co_return listed;
+}
+
+asio::awaitable<Status> InstanceManager::Resync(Role role, bool first) {
+  const bool engines = role == Role::kEngine;
+  CO_ASSIGN_OR_RETURN(auto listed, co_await ListInstances(role));
+  std::map<int64_t, types::ModelInstance> distributed;
   if (first) {
     // Engines left running by a previous worker process: adopt those still wanted, with the
-    // same command and port; the supervisor stops the rest.
+    // same command and port; the supervisor stops the rest. Recover sees every engine of this
+    // worker at once, so the rpc-servers it runs for other workers' instances are listed too.
+    CO_ASSIGN_OR_RETURN(distributed, co_await ListInstances(Role::kDistributedServer));
     std::map<int64_t, engines::EngineSpec> expected;
     for (const auto& [id, inst] : listed) {
       if (!Wanted(inst) || inst.port <= 0) continue;
       Result<engines::EngineSpec> spec = co_await SpecFor(inst, inst.port);
       if (spec.ok()) expected.emplace(id, std::move(spec).value());
     }
+    for (const auto& [id, inst] : distributed) {
+      const types::DistributedServer* entry = OwnEntry(inst);
+      if (entry == nullptr || !Live(inst.state) || entry->port <= 0) continue;
+      Result<engines::EngineSpec> spec =
+          co_await DistributedSpecFor(inst, *entry, entry->port, entry->restart_count);
+      if (spec.ok()) expected.emplace(-id, std::move(spec).value());
+    }
     engines::Supervisor::RecoverReport report = supervisor_->Recover(expected);
     for (int64_t id : report.adopted) {
-      running_[id] = listed[id];
-      Logger("worker")->info("adopted the running engine of instance {}", id);
+      if (id > 0) {
+        running_[id] = listed[id];
+        rpc_started_with_[id] = RpcIncarnation(listed[id]);
+        Logger("worker")->info("adopted the running engine of instance {}", id);
+      } else {
+        running_distributed_[-id] = distributed[-id];
+        Logger("worker")->info("adopted the running rpc-server of instance {}", -id);
+      }
     }
   }
-  for (auto it = running_.begin(); it != running_.end();) {
+  auto& running = engines ? running_ : running_distributed_;
+  for (auto it = running.begin(); it != running.end();) {
     if (listed.count(it->first) == 0) {
-      Logger("worker")->info("instance {} is no longer assigned here: stopping its engine",
-                             it->first);
-      (void)supervisor_->Stop(it->first);
-      it = running_.erase(it);
+      Logger("worker")->info("instance {} is no longer assigned here: stopping its {}", it->first,
+                             engines ? "engine" : "rpc-server");
+      (void)supervisor_->Stop(engines ? it->first : -it->first);
+      rpc_started_with_.erase(it->first);
+      it = running.erase(it);
     } else {
       ++it;
     }
   }
-  for (const auto& [id, inst] : listed) co_await Apply(inst, false);
+  for (const auto& [id, inst] : listed) {
+    if (engines) {
+      co_await Apply(inst, false);
+    } else {
+      co_await ApplyDistributed(inst, false);
+    }
+  }
+  for (const auto& [id, inst] : distributed) co_await ApplyDistributed(inst, false);
   co_return OkStatus();
+}
+
+asio::awaitable<void> InstanceManager::StopAndWait(int64_t id) {
+  if (!supervisor_->Stop(id).ok()) co_return;
+  const auto limit = std::chrono::steady_clock::now() + supervisor_->options().stop_grace +
+                     std::chrono::seconds(5);
+  while (supervisor_->Get(id) && std::chrono::steady_clock::now() < limit) {
+    co_await Sleep(std::chrono::milliseconds(100));
+  }
 }
 
 asio::awaitable<void> InstanceManager::Apply(const types::ModelInstance& inst, bool deleted) {
@@ -306,8 +422,24 @@ asio::awaitable<void> InstanceManager::Apply(const types::ModelInstance& inst, b
                              deleted ? "deleted" : types::InstanceStateName(inst.state));
       (void)supervisor_->Stop(inst.id);
       running_.erase(it);
+      rpc_started_with_.erase(inst.id);
+      co_return;
     }
-    co_return;
+    if (inst.distributed_servers.empty()) co_return;
+    // llama-server does not reconnect to an rpc-server: when one failed or was replaced (another
+    // process, port or address), this llama-server is stopped and started again once every
+    // rpc-server is RUNNING. An adopted rpc-server (same process) reports STARTING: no change.
+    const bool failed =
+        std::any_of(inst.distributed_servers.begin(), inst.distributed_servers.end(),
+                    [](const types::DistributedServer& d) { return d.state == "ERROR"; });
+    if (!failed && RpcIncarnation(inst) == rpc_started_with_[inst.id]) co_return;
+    Logger("worker")->info(
+        "an rpc-server of instance {} ({}) failed or was replaced: stopping "
+        "its llama-server until every rpc-server runs again",
+        inst.id, inst.name);
+    co_await StopAndWait(inst.id);
+    running_.erase(inst.id);
+    rpc_started_with_.erase(inst.id);
   }
   if (!wanted) {
     downloading_.erase(inst.id);
@@ -334,6 +466,15 @@ asio::awaitable<void> InstanceManager::Apply(const types::ModelInstance& inst, b
       co_return;
     }
   }
+  if (Result<std::vector<std::string>> rpc = engines::DistributedServerEndpoints(inst); !rpc.ok()) {
+    // Started when every distributed server reports RUNNING (each report is an event here).
+    const std::string waiting = rpc.status().message();
+    if (inst.state != types::InstanceState::kStarting || inst.state_message != waiting) {
+      json::object body = StateBody("STARTING", waiting);
+      co_await Report(inst.id, std::move(body));
+    }
+    co_return;
+  }
   Result<int> port = supervisor_->AllocatePort(inst.id);
   if (!port.ok()) {
     co_await Report(inst.id, StateBody("ERROR", port.status().message()));
@@ -352,9 +493,57 @@ asio::awaitable<void> InstanceManager::Apply(const types::ModelInstance& inst, b
     co_return;
   }
   running_[inst.id] = inst;
+  if (!inst.distributed_servers.empty()) rpc_started_with_[inst.id] = RpcIncarnation(inst);
   Logger("worker")->info("started the engine of instance {} ({}) on port {}", inst.id, inst.name,
                          *port);
   co_await Report(inst.id, StateBody("STARTING", "", *port));
+}
+
+asio::awaitable<void> InstanceManager::ApplyDistributed(const types::ModelInstance& inst,
+                                                        bool deleted) {
+  const types::DistributedServer* entry = OwnEntry(inst);
+  const bool wanted = !deleted && entry != nullptr && Live(inst.state);
+  const int64_t key = -inst.id;
+  if (auto it = running_distributed_.find(inst.id); it != running_distributed_.end()) {
+    if (!wanted) {
+      Logger("worker")->info("stopping the rpc-server of instance {} ({})", inst.id,
+                             deleted ? "deleted" : types::InstanceStateName(inst.state));
+      (void)supervisor_->Stop(key);
+      running_distributed_.erase(it);
+      co_return;
+    }
+    // A placement written over what this worker reported (or a lost report): report again.
+    std::optional<engines::EngineStatus> st = supervisor_->Get(key);
+    if (st && entry->port != st->port) {
+      json::object body = DistributedBody(engines::EngineStateName(st->state), st->message,
+                                          st->port, st->restart_count);
+      co_await Report(inst.id, std::move(body));
+    }
+    co_return;
+  }
+  if (!wanted) co_return;
+  Result<int> port = supervisor_->AllocatePort(key);
+  if (!port.ok()) {
+    json::object body = DistributedBody("ERROR", port.status().message(), 0, entry->restart_count);
+    co_await Report(inst.id, std::move(body));
+    co_return;
+  }
+  // A new process: a new restart count, so that the main worker sees the change.
+  const int restart_count = entry->port > 0 ? entry->restart_count + 1 : entry->restart_count;
+  Result<engines::EngineSpec> spec =
+      co_await DistributedSpecFor(inst, *entry, *port, restart_count);
+  Status started = spec.ok() ? supervisor_->Start(std::move(spec).value()) : spec.status();
+  if (!started.ok()) {
+    supervisor_->ReleasePort(key);
+    json::object body = DistributedBody("ERROR", started.message(), 0, entry->restart_count);
+    co_await Report(inst.id, std::move(body));
+    co_return;
+  }
+  running_distributed_[inst.id] = inst;
+  Logger("worker")->info("started the rpc-server of instance {} ({}) on port {}", inst.id,
+                         inst.name, *port);
+  json::object body = DistributedBody("STARTING", "", *port, restart_count);
+  co_await Report(inst.id, std::move(body));
 }
 
 asio::awaitable<Result<types::Model>> InstanceManager::ModelFor(const types::ModelInstance& inst,
@@ -466,17 +655,11 @@ asio::awaitable<Result<engines::EngineSpec>> InstanceManager::SpecFor(
       break;
     }
   }
-  std::string backend_name = model.backend;
-  if (backend_name.empty()) {
-    backend_name = model.source.type == types::SourceType::kSimulated ? "simulator"
-                   : ctx.model_path.ends_with(".gguf")                ? "llama.cpp"
-                                                                      : "vllm";
-  }
-  const engines::Backend* backend = engines::FindBuiltInBackend(backend_name);
-  if (auto def = backend_definitions_.find(inst.model_id); def != backend_definitions_.end()) {
-    backend = &def->second;
-  }
-  if (backend == nullptr) co_return NotFoundError("unknown backend '" + backend_name + "'");
+  std::string backend_name;
+  CO_ASSIGN_OR_RETURN(const engines::Backend* backend,
+                      BackendFor(model, ctx.model_path, backend_name));
+  // Multi-worker llama.cpp: the rpc-servers of the other workers (Apply waits for them).
+  CO_ASSIGN_OR_RETURN(ctx.rpc_servers, engines::DistributedServerEndpoints(inst));
   ctx.host = config_.engine_host;
   ctx.port = port;
   if (auto dir = config_.binary_dirs.find(backend_name); dir != config_.binary_dirs.end()) {
@@ -505,6 +688,55 @@ asio::awaitable<Result<engines::EngineSpec>> InstanceManager::SpecFor(
   co_return spec;
 }
 
+asio::awaitable<Result<engines::EngineSpec>> InstanceManager::DistributedSpecFor(
+    const types::ModelInstance& inst, const types::DistributedServer& entry, int port,
+    int restart_count) {
+  CO_ASSIGN_OR_RETURN(types::Model model, co_await ModelFor(inst, /*refresh=*/true));
+  // The rpc-server receives the weights from llama-server: no model files here.
+  std::string path = model.source.type == types::SourceType::kLocalPath ? model.source.path : "";
+  std::string backend_name;
+  CO_ASSIGN_OR_RETURN(const engines::Backend* backend, BackendFor(model, path, backend_name));
+  engines::LaunchContext ctx;
+  ctx.host = config_.engine_host;
+  ctx.port = port;
+  if (auto dir = config_.binary_dirs.find(backend_name); dir != config_.binary_dirs.end()) {
+    ctx.binary_dir = dir->second;
+  }
+  if (Result<std::vector<types::GpuDevice>> gpus = gpus_.Probe(); gpus.ok()) {
+    for (const types::GpuDevice& g : *gpus) ctx.gpu_total_bytes[g.index] = g.memory_total;
+  }
+  ctx.working_dir = config_.data_dir;
+  CO_ASSIGN_OR_RETURN(engines::LaunchSpec launch,
+                      engines::RenderDistributedServerLaunch(*backend, model.backend_version, model,
+                                                             inst, entry, ctx));
+  engines::EngineSpec spec;
+  spec.instance_id = -inst.id;
+  spec.name = inst.name + "-rpc";
+  spec.launch = std::move(launch);
+  spec.port = port;
+  spec.restart_on_error = true;  // the main worker's llama-server depends on it
+  spec.restart_count = restart_count;
+  spec.ready_timeout = config_.ready_timeout;
+  co_return spec;
+}
+
+Result<const engines::Backend*> InstanceManager::BackendFor(const types::Model& model,
+                                                            const std::string& model_path,
+                                                            std::string& backend_name) const {
+  backend_name = model.backend;
+  if (backend_name.empty()) {
+    backend_name = model.source.type == types::SourceType::kSimulated ? "simulator"
+                   : model_path.ends_with(".gguf")                    ? "llama.cpp"
+                                                                      : "vllm";
+  }
+  const engines::Backend* backend = engines::FindBuiltInBackend(backend_name);
+  if (auto def = backend_definitions_.find(model.id); def != backend_definitions_.end()) {
+    backend = &def->second;
+  }
+  if (backend == nullptr) return NotFoundError("unknown backend '" + backend_name + "'");
+  return backend;
+}
+
 asio::awaitable<void> InstanceManager::Report(int64_t instance_id, json::object body) {
   http::ClientRequest req;
   req.method = verb::patch;
@@ -522,6 +754,8 @@ void InstanceManager::OnEngineState(const engines::EngineStatus& s) {
   json::object body{{"state", engines::EngineStateName(s.state)},
                     {"state_message", s.message},
                     {"restart_count", s.restart_count}};
+  // An rpc-server (-id) reports into instance id's distributed_servers entry, its port included.
+  if (s.instance_id < 0) body["port"] = s.port;
   // The supervisor's thread must not block: hand the report to the io_context, where one
   // drainer sends reports in the order the states happened (STARTING before RUNNING).
   const std::string state(engines::EngineStateName(s.state));
@@ -540,7 +774,7 @@ void InstanceManager::OnEngineState(const engines::EngineStatus& s) {
           while (!reports_.empty()) {
             auto [id, body] = std::move(reports_.front());
             reports_.pop_front();
-            co_await Report(id, std::move(body));
+            co_await Report(id < 0 ? -id : id, std::move(body));
           }
           reporting_ = false;
         },

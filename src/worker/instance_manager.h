@@ -41,6 +41,11 @@ struct InstanceManagerConfig {
 // starts engines through the Supervisor, stops those no longer wanted, adopts engines left
 // running by a previous worker process, and reports each state change back with
 // `PATCH /v2/worker/instances/{id}`.
+// Multi-worker llama.cpp (docs/adr/0014-rpc-server-split.md): a second follow of
+// `?distributed_worker_id=<id>` runs the rpc-server of each instance this worker serves as a
+// distributed server and reports its port and state into the instance's distributed_servers
+// entry; the main worker starts llama-server with `--rpc` once every rpc-server is RUNNING, and
+// starts it again whenever one of them is replaced (llama.cpp does not reconnect).
 // Runs on the given io_context; the Supervisor's thread only posts to it.
 class InstanceManager {
  public:
@@ -59,11 +64,27 @@ class InstanceManager {
   engines::Supervisor* supervisor() { return supervisor_.get(); }
 
  private:
-  boost::asio::awaitable<void> Follow();
-  boost::asio::awaitable<Status> Resync(bool first);
+  // Which instances a follow loop handles: those whose engine runs here, or those this worker
+  // serves a distributed server (rpc-server) for.
+  enum class Role { kEngine, kDistributedServer };
+
+  boost::asio::awaitable<void> Follow(Role role);
+  boost::asio::awaitable<Result<std::map<int64_t, types::ModelInstance>>> ListInstances(Role role);
+  boost::asio::awaitable<Status> Resync(Role role, bool first);
   boost::asio::awaitable<void> Apply(const types::ModelInstance& inst, bool deleted);
+  boost::asio::awaitable<void> ApplyDistributed(const types::ModelInstance& inst, bool deleted);
   boost::asio::awaitable<Result<engines::EngineSpec>> SpecFor(const types::ModelInstance& inst,
                                                               int port);
+  // The rpc-server of `inst` for this worker's distributed_servers entry `entry`.
+  boost::asio::awaitable<Result<engines::EngineSpec>> DistributedSpecFor(
+      const types::ModelInstance& inst, const types::DistributedServer& entry, int port,
+      int restart_count);
+  // The backend that runs `model` (whose local files are at `model_path`, "" if none).
+  Result<const engines::Backend*> BackendFor(const types::Model& model,
+                                             const std::string& model_path,
+                                             std::string& backend_name) const;
+  // Stops the engine of `id` and waits until it is gone (so that it can be started again).
+  boost::asio::awaitable<void> StopAndWait(int64_t id);
   // The model (and custom backend definition) of `inst`, from the server unless cached; `refresh`
   // always asks the server.
   boost::asio::awaitable<Result<types::Model>> ModelFor(const types::ModelInstance& inst,
@@ -74,6 +95,8 @@ class InstanceManager {
   boost::asio::awaitable<void> Report(int64_t instance_id, json::object body);
   void OnEngineState(const engines::EngineStatus& status);
   bool Wanted(const types::ModelInstance& inst) const;
+  // This worker's distributed_servers entry of `inst`, or nullptr.
+  const types::DistributedServer* OwnEntry(const types::ModelInstance& inst) const;
 
   boost::asio::io_context& ioc_;
   InstanceManagerConfig config_;
@@ -94,7 +117,11 @@ class InstanceManager {
   std::string token_;
   bool stopping_ = false;
   std::map<int64_t, types::ModelInstance> running_;  // instance id → as last started
-  std::map<int64_t, types::Model> models_;           // the models behind them, as last fetched
+  // Instances of other workers whose rpc-server runs here (supervised as -id) → as last started.
+  std::map<int64_t, types::ModelInstance> running_distributed_;
+  // Main engines started with --rpc: instance id → the rpc-servers they were started against.
+  std::map<int64_t, std::string> rpc_started_with_;
+  std::map<int64_t, types::Model> models_;  // the models behind them, as last fetched
   // Definitions of backends that are not built in (or versions users added), per model id.
   std::map<int64_t, engines::Backend> backend_definitions_;
   // State reports waiting to be sent, in order; touched only on the io_context.

@@ -72,7 +72,11 @@ TEST_F(ReschedulePolicyTest, NothingMovesWhenMostWorkersAreLost) {
 
 TEST_F(ReschedulePolicyTest, SubordinateWorkersCount) {
   types::ModelInstance i = Instance(9, 8, types::InstanceState::kRunning);
-  i.distributed_servers.push_back({7, "w7", {0}, {}});
+  types::DistributedServer d;
+  d.worker_id = 7;
+  d.worker_name = "w7";
+  d.gpu_indexes = {0};
+  i.distributed_servers.push_back(d);
   ReschedulePolicy p;
   EXPECT_THAT(p.Select({i}, lost_, 10, t0_ + minutes(5)), ElementsAre(9));
 }

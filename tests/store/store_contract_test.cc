@@ -847,6 +847,75 @@ TEST_P(StoreContractTest, InstanceCrudPatchAndFilters) {
   EXPECT_EQ(events[2].id, b->id);
 }
 
+// A subordinate's report changes its own distributed_servers entry and nothing else: not the
+// main worker's state or port, not the placement, not the other entries.
+TEST_P(StoreContractTest, DistributedServerStatusPatchesOnlyItsEntry) {
+  Project p = MakeProject("p");
+  auto m = store_->CreateModel(SimModel("split", p.id));
+  ASSERT_TRUE(m.ok());
+  types::ModelInstance i;
+  i.model_id = m->id;
+  i.name = "split-1";
+  auto a = store_->CreateModelInstance(i);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  ModelInstancePatch place;
+  place.state = types::InstanceState::kStarting;
+  place.state_message = "waiting for rpc server on w8 (not started yet)";
+  place.worker_id = 7;
+  place.worker_name = "w7";
+  place.port = 40001;
+  types::DistributedServer d8;
+  d8.worker_id = 8;
+  d8.worker_name = "w8";
+  d8.gpu_indexes = {0};
+  d8.claim.vram = {{0, 5}};
+  types::DistributedServer d9 = d8;
+  d9.worker_id = 9;
+  d9.worker_name = "w9";
+  place.distributed_servers = std::vector<types::DistributedServer>{d8, d9};
+  ASSERT_TRUE(store_->UpdateModelInstance(a->id, place).ok());
+
+  types::DistributedServer report;
+  report.worker_id = 9;
+  report.address = "10.0.0.9";
+  report.port = 40100;
+  report.state = "RUNNING";
+  report.restart_count = 2;
+  report.worker_name = "ignored";  // placement fields are not the subordinate's to change
+  report.gpu_indexes = {5};
+  ModelInstancePatch patch;
+  patch.distributed_server_status = report;
+  auto updated = store_->UpdateModelInstance(a->id, patch);
+  ASSERT_TRUE(updated.ok()) << updated.status().ToString();
+  auto reread = store_->GetModelInstance(a->id);
+  ASSERT_TRUE(reread.ok());
+  EXPECT_EQ(*reread, *updated);
+  EXPECT_EQ(reread->state, types::InstanceState::kStarting);
+  EXPECT_EQ(reread->state_message, "waiting for rpc server on w8 (not started yet)");
+  EXPECT_EQ(reread->port, 40001);
+  ASSERT_EQ(reread->distributed_servers.size(), 2u);
+  EXPECT_EQ(reread->distributed_servers[0], d8);
+  types::DistributedServer want9 = d9;
+  want9.address = "10.0.0.9";
+  want9.port = 40100;
+  want9.state = "RUNNING";
+  want9.restart_count = 2;
+  EXPECT_EQ(reread->distributed_servers[1], want9);
+
+  // No entry for that worker: nothing is written.
+  report.worker_id = 77;
+  patch.distributed_server_status = report;
+  patch.state = types::InstanceState::kError;
+  EXPECT_EQ(store_->UpdateModelInstance(a->id, patch).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(*store_->GetModelInstance(a->id), *reread);
+
+  store::ModelInstanceFilter by_server;
+  by_server.distributed_worker_id = 9;
+  EXPECT_EQ(store_->ListModelInstances({}, by_server)->total, 1);
+  by_server.distributed_worker_id = 7;  // the main worker is not a distributed server
+  EXPECT_EQ(store_->ListModelInstances({}, by_server)->total, 0);
+}
+
 TEST_P(StoreContractTest, ModelDeleteCascadesToInstancesWithEvents) {
   Project p = MakeProject("p");
   auto m = store_->CreateModel(SimModel("chat", p.id, 2));

@@ -530,7 +530,12 @@ std::string EncodeServers(const std::vector<types::DistributedServer>& servers) 
     a.emplace_back(json::object{{"worker_id", d.worker_id},
                                 {"worker_name", d.worker_name},
                                 {"gpu_indexes", std::move(gpus)},
-                                {"claim", types::ToJson(d.claim)}});
+                                {"claim", types::ToJson(d.claim)},
+                                {"address", d.address},
+                                {"port", d.port},
+                                {"state", d.state},
+                                {"state_message", d.state_message},
+                                {"restart_count", d.restart_count}});
   }
   return ToJsonString(a);
 }
@@ -549,6 +554,16 @@ bool DecodeServers(const json::value& v, std::vector<types::DistributedServer>& 
     d.worker_id = wid->as_int64();
     d.worker_name = std::string(wname->as_string());
     if (!DecodeIntArray(*gpus, d.gpu_indexes) || !DecodeClaim(*claim, d.claim)) return false;
+    // What the subordinate reported (absent in rows written before it could report).
+    if (const auto* v = o.if_contains("address"); v && v->is_string()) d.address = v->as_string();
+    if (const auto* v = o.if_contains("port"); v && v->is_int64()) d.port = int(v->as_int64());
+    if (const auto* v = o.if_contains("state"); v && v->is_string()) d.state = v->as_string();
+    if (const auto* v = o.if_contains("state_message"); v && v->is_string()) {
+      d.state_message = v->as_string();
+    }
+    if (const auto* v = o.if_contains("restart_count"); v && v->is_int64()) {
+      d.restart_count = int(v->as_int64());
+    }
     out.push_back(std::move(d));
   }
   return true;
@@ -2074,6 +2089,11 @@ Result<ListResult<types::ModelInstance>> SqliteStore::ListModelInstances(
     q.args.emplace_back(fmt::format("%\"worker_id\":{},%", *filter.worker_id));
     q.args.emplace_back(fmt::format("%\"worker_id\":{}}}%", *filter.worker_id));
   }
+  if (filter.distributed_worker_id) {
+    q.where.emplace_back("(distributed_servers LIKE ? OR distributed_servers LIKE ?)");
+    q.args.emplace_back(fmt::format("%\"worker_id\":{},%", *filter.distributed_worker_id));
+    q.args.emplace_back(fmt::format("%\"worker_id\":{}}}%", *filter.distributed_worker_id));
+  }
   if (filter.state) {
     q.where.emplace_back("state = ?");
     q.args.emplace_back(std::string(types::InstanceStateName(*filter.state)));
@@ -2100,6 +2120,19 @@ Result<types::ModelInstance> SqliteStore::UpdateModelInstance(int64_t id,
     if (patch.gpu_indexes) i.gpu_indexes = *patch.gpu_indexes;
     if (patch.claim) i.claim = *patch.claim;
     if (patch.distributed_servers) i.distributed_servers = *patch.distributed_servers;
+    if (const auto& report = patch.distributed_server_status) {
+      auto d = std::find_if(i.distributed_servers.begin(), i.distributed_servers.end(),
+                            [&](const auto& e) { return e.worker_id == report->worker_id; });
+      if (d == i.distributed_servers.end()) {
+        return NotFoundError(fmt::format("model instance {} has no distributed server on worker {}",
+                                         id, report->worker_id));
+      }
+      d->address = report->address;
+      d->port = report->port;
+      d->state = report->state;
+      d->state_message = report->state_message;
+      d->restart_count = report->restart_count;
+    }
     if (patch.port) i.port = *patch.port;
     if (patch.restart_count) i.restart_count = *patch.restart_count;
     if (patch.last_restart_at) i.last_restart_at = *patch.last_restart_at;

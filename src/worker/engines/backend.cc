@@ -781,6 +781,21 @@ Result<LaunchSpec> RenderLaunch(const Backend& backend, std::string_view version
                 ctx, /*append_parameters=*/true);
 }
 
+Result<std::vector<std::string>> DistributedServerEndpoints(const types::ModelInstance& instance) {
+  std::vector<std::string> out;
+  for (const types::DistributedServer& d : instance.distributed_servers) {
+    if (d.state != "RUNNING" || d.port <= 0 || d.address.empty()) {
+      std::string why = d.state.empty() ? "not started yet" : d.state;
+      if (d.state == "ERROR" && !d.state_message.empty()) why += ": " + d.state_message;
+      return UnavailableError(fmt::format(
+          "waiting for rpc server on {} ({})",
+          d.worker_name.empty() ? fmt::format("worker {}", d.worker_id) : d.worker_name, why));
+    }
+    out.push_back(fmt::format("{}:{}", d.address, d.port));
+  }
+  return out;
+}
+
 Result<LaunchSpec> RenderDistributedServerLaunch(const Backend& backend, std::string_view version,
                                                  const types::Model& model,
                                                  const types::ModelInstance& instance,

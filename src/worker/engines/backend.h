@@ -147,6 +147,12 @@ Result<LaunchSpec> RenderDistributedServerLaunch(const Backend& backend, std::st
                                                  const types::DistributedServer& server,
                                                  const LaunchContext& ctx);
 
+// The "host:port" of each of `instance`'s distributed servers, in order (LaunchContext's
+// rpc_servers), once every one of them has reported RUNNING with an address and a port.
+// Otherwise kUnavailable naming the first that has not: "waiting for rpc server on worker-b
+// (STARTING)". An instance without distributed servers has none (an empty list).
+Result<std::vector<std::string>> DistributedServerEndpoints(const types::ModelInstance& instance);
+
 // The vLLM-style memory fraction: min over the instance's GPUs of claim / total, rounded down to
 // 2 decimals. nullopt when a GPU's claim or total is unknown.
 std::optional<double> GpuMemoryFraction(const types::ModelInstance& instance,

@@ -337,10 +337,12 @@ Supervisor::~Supervisor() {
 }
 
 std::string Supervisor::StatePath(int64_t id) const {
+  if (id < 0) return fmt::format("{}/engines/rpc-server-{}.json", options_.data_dir, -id);
   return fmt::format("{}/engines/instance-{}.json", options_.data_dir, id);
 }
 
 std::string Supervisor::LogPath(int64_t id) const {
+  if (id < 0) return fmt::format("{}/logs/rpc-server-{}.log", options_.data_dir, -id);
   return fmt::format("{}/logs/instance-{}.log", options_.data_dir, id);
 }
 

@@ -35,6 +35,8 @@ std::string_view EngineStateName(EngineState s);  // "STARTING", "RUNNING", "ERR
 
 // What to run for one instance.
 struct EngineSpec {
+  // The instance's engine; a negative id -N is the distributed server (llama.cpp's rpc-server)
+  // this worker runs for instance N of another worker (files rpc-server-N.json / .log).
   int64_t instance_id = 0;
   std::string name;   // for logs ("llama-1b-x7k2")
   LaunchSpec launch;  // RenderLaunch's output for `port`
@@ -58,7 +60,8 @@ struct EngineStatus {
 
 struct SupervisorOptions {
   // State files go to <data_dir>/engines/instance-<id>.json, logs to
-  // <data_dir>/logs/instance-<id>.log (.1, .2 after rotation).
+  // <data_dir>/logs/instance-<id>.log (.1, .2 after rotation); rpc-server-<id>.* for the
+  // distributed servers (negative ids).
   std::string data_dir;
   int port_min = 40000;
   int port_max = 40999;

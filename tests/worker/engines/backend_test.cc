@@ -125,6 +125,60 @@ TEST(RenderLaunchTest, LlamaCppAcrossWorkersWithRpcServers) {
             StatusCode::kFailedPrecondition);
 }
 
+// The main worker renders --rpc from what the subordinates reported, and only once every one of
+// them is RUNNING; until then the instance waits with a message naming the first that is not.
+TEST(RenderLaunchTest, RpcEndpointsComeFromTheReportedDistributedServers) {
+  types::Model m = MakeModel("split");
+  types::ModelInstance i = MakeInstance({0}, 20 * kGiB);
+  i.claim.offload_layers = 24;
+  i.claim.total_layers = 24;
+  EXPECT_EQ(DistributedServerEndpoints(i).value(), std::vector<std::string>{});
+  types::DistributedServer b;
+  b.worker_id = 2;
+  b.worker_name = "worker-b";
+  types::DistributedServer c;
+  c.worker_id = 3;
+  c.worker_name = "worker-c";
+  i.distributed_servers = {b, c};
+  EXPECT_EQ(DistributedServerEndpoints(i).status().message(),
+            "waiting for rpc server on worker-b (not started yet)");
+  i.distributed_servers[0].address = "10.0.0.12";
+  i.distributed_servers[0].port = 40123;
+  i.distributed_servers[0].state = "STARTING";
+  EXPECT_EQ(DistributedServerEndpoints(i).status().message(),
+            "waiting for rpc server on worker-b (STARTING)");
+  i.distributed_servers[0].state = "RUNNING";
+  i.distributed_servers[1].address = "10.0.0.13";
+  i.distributed_servers[1].port = 40200;
+  i.distributed_servers[1].state = "ERROR";
+  i.distributed_servers[1].state_message = "engine exited with status 1";
+  Result<std::vector<std::string>> waiting = DistributedServerEndpoints(i);
+  EXPECT_EQ(waiting.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(waiting.status().message(),
+            "waiting for rpc server on worker-c (ERROR: engine exited with status 1)");
+  i.distributed_servers[1].state = "RUNNING";
+  Result<std::vector<std::string>> endpoints = DistributedServerEndpoints(i);
+  ASSERT_TRUE(endpoints.ok()) << endpoints.status().ToString();
+  EXPECT_EQ(*endpoints, (std::vector<std::string>{"10.0.0.12:40123", "10.0.0.13:40200"}));
+
+  LaunchContext ctx = MakeContext("/m/split.gguf", 40004);
+  ctx.rpc_servers = *endpoints;
+  LaunchSpec s = MustRender(BuiltIn("llama.cpp"), m, i, ctx);
+  EXPECT_EQ(s.argv, (Argv{"llama-server", "-m", "/m/split.gguf", "--host", "0.0.0.0", "--port",
+                          "40004", "--alias", "split", "-ngl", "24", "--rpc",
+                          "10.0.0.12:40123,10.0.0.13:40200", "--metrics", "--no-webui"}));
+
+  // worker-b's side: its rpc-server on the port it reported.
+  LaunchContext sub;
+  sub.host = "127.0.0.1";
+  sub.port = 40123;
+  Result<LaunchSpec> r =
+      RenderDistributedServerLaunch(BuiltIn("llama.cpp"), "", m, i, i.distributed_servers[0], sub);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->argv, (Argv{"ggml-rpc-server", "-H", "127.0.0.1", "-p", "40123"}));
+  EXPECT_EQ(r->env, (Env{{"CUDA_VISIBLE_DEVICES", ""}}));  // no GPUs placed there: CPU
+}
+
 TEST(RenderLaunchTest, VllmTensorParallelWithMemoryFractionAndContext) {
   types::Model m = MakeModel("llama-3.1-70b");
   m.context_length = 32768;
