@@ -137,5 +137,6 @@ std::vector<Route> WorkerRoutes();
 std::vector<Route> UsageRoutes();
 std::vector<Route> ModelRoutes();
 std::vector<Route> ModelFileRoutes();
+std::vector<Route> ModelRouteRoutes();  // /v2/model-routes (route_routes.cc)
 
 }  // namespace segma::api

@@ -586,6 +586,7 @@ std::vector<Route> ControlPlaneRoutes() {
   for (Route& r : WorkerRoutes()) routes.push_back(std::move(r));
   for (Route& r : UsageRoutes()) routes.push_back(std::move(r));
   for (Route& r : ModelFileRoutes()) routes.push_back(std::move(r));
+  for (Route& r : ModelRouteRoutes()) routes.push_back(std::move(r));
   return routes;
 }
 

@@ -182,8 +182,8 @@ void ServerApp::QueueRouteRebuild() {
     routes_queued_ = false;
     bool relevant = false;
     while (auto e = route_events_->TryPop()) {
-      relevant |=
-          e->resource == "models" || e->resource == "model-instances" || e->resource == "workers";
+      relevant |= e->resource == "models" || e->resource == "model-instances" ||
+                  e->resource == "workers" || e->resource == "model-routes";
     }
     if (!relevant || shutting_down_) return;
     Status s = RebuildRoutes();
@@ -217,6 +217,7 @@ Status ServerApp::RebuildRoutes() {
   // One public name per model name; models of the same name in different projects become
   // deployments of one route, each usable only by keys of its own project.
   std::map<std::string, gateway::ModelRouteSpec> routes;
+  std::map<int64_t, std::string> model_names;  // model id → name, for model routes
   for (all.page = 1;; ++all.page) {
     ASSIGN_OR_RETURN(auto page, store_->ListModels(all));
     for (const types::Model& m : page.items) {
@@ -227,8 +228,36 @@ Status ServerApp::RebuildRoutes() {
       d.deployment_id = m.id;
       d.project_id = m.project_id;
       d.weight = 1;
-      d.replicas = std::move(replicas[m.id]);
+      d.replicas = replicas[m.id];
       r.deployments.push_back(std::move(d));
+      model_names.emplace(m.id, m.name);
+    }
+    if (static_cast<int64_t>(all.page) * all.per_page >= page.total) break;
+  }
+  // Model routes (ADR 0012): the route's name, for keys of its project, over its target models
+  // with their weights (0: fallback only, tried in target order), each model's engines serving
+  // it under the model's own name. A route name shared with models of other projects is one
+  // public name whose deployments each stay with their project, as for models.
+  for (all.page = 1;; ++all.page) {
+    ASSIGN_OR_RETURN(auto page, store_->ListModelRoutes(all));
+    for (const types::ModelRoute& mr : page.items) {
+      std::vector<gateway::DeploymentSpec> deployments;
+      for (const types::ModelRouteTarget& t : mr.targets) {
+        auto name = model_names.find(t.model_id);
+        if (name == model_names.end()) continue;  // deleted since the models were read
+        gateway::DeploymentSpec d;
+        d.deployment_id = t.model_id;
+        d.project_id = mr.project_id;
+        d.weight = static_cast<uint32_t>(t.weight);
+        d.upstream_model = name->second;
+        d.replicas = replicas[t.model_id];
+        deployments.push_back(std::move(d));
+      }
+      if (deployments.empty()) continue;
+      gateway::ModelRouteSpec& r = routes[mr.name];
+      if (r.deployments.empty()) r.created_at = ToUnixMillis(mr.created_at) / 1000;
+      r.name = mr.name;
+      for (auto& d : deployments) r.deployments.push_back(std::move(d));
     }
     if (static_cast<int64_t>(all.page) * all.per_page >= page.total) break;
   }

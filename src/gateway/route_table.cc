@@ -1,6 +1,7 @@
 #include "gateway/route_table.h"
 
 #include <algorithm>
+#include <map>
 #include <set>
 
 #include <fmt/format.h>
@@ -38,6 +39,7 @@ Result<std::shared_ptr<const RouteTable>> RouteTable::Builder::Build(
     const RouteTable* previous) const {
   auto table = std::make_shared<RouteTable>();
   std::set<std::string, std::less<>> names;
+  std::map<int64_t, std::string_view> urls;  // instance id → its base_url in this table
   for (const ModelRouteSpec& spec : routes_) {
     if (spec.name.empty()) return InvalidArgumentError("route with an empty model name");
     if (!names.insert(spec.name).second) {
@@ -59,12 +61,16 @@ Result<std::shared_ptr<const RouteTable>> RouteTable::Builder::Build(
               fmt::format("replica {} of model '{}': base_url '{}' is not http://host:port",
                           rs.instance_id, spec.name, rs.base_url));
         }
-        if (table->states_.count(rs.instance_id) != 0) {
+        // One instance may serve several public names (its model's own and model routes, ADR
+        // 0012): it keeps one state, so its load and health count once.
+        auto [url, first] = urls.emplace(rs.instance_id, rs.base_url);
+        if (!first && url->second != rs.base_url) {
           return InvalidArgumentError(
-              fmt::format("instance {} appears twice in the route table", rs.instance_id));
+              fmt::format("instance {} appears twice in the route table with different addresses",
+                          rs.instance_id));
         }
-        std::shared_ptr<ReplicaState> state =
-            previous != nullptr ? previous->StateOf(rs.instance_id) : nullptr;
+        std::shared_ptr<ReplicaState> state = table->StateOf(rs.instance_id);
+        if (state == nullptr && previous != nullptr) state = previous->StateOf(rs.instance_id);
         if (state == nullptr) state = std::make_shared<ReplicaState>();
         table->states_.emplace(rs.instance_id, state);
         d.replicas.push_back(Replica{rs.instance_id, rs.base_url, rs.healthy, std::move(state)});

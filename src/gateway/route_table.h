@@ -84,7 +84,8 @@ class RouteTable {
    public:
     Builder& Add(ModelRouteSpec route);
     // Validates and builds. kInvalidArgument for an empty or duplicate model name, a replica
-    // base_url that is not "http://host:port", or an instance id used twice. Replica states of
+    // base_url that is not "http://host:port", or an instance id given with two different
+    // base_urls (the same instance under several names shares one ReplicaState). Replica states of
     // `previous` (may be null) are kept for instance ids present in both.
     Result<std::shared_ptr<const RouteTable>> Build(const RouteTable* previous = nullptr) const;
 

@@ -16,7 +16,8 @@
 //
 // Events: every successful mutation of a public resource publishes one Event per changed row on
 // the EventBus given at construction, after the commit, with `resource` = the REST collection
-// name ("users", "projects", "project-members", "api-keys", "clusters", "workers"), `project_id`
+// name ("users", "projects", "project-members", "api-keys", "clusters", "workers", "models",
+// "model-routes", ...), `project_id`
 // for rows that belong to a project, `id` = the row id (the user id for project members) and
 // `data` = types::ToJson(row). Cascaded deletes publish kDeleted for each removed child row that is
 // itself a resource (api keys, project members). Sessions and TouchApiKey publish nothing.
@@ -38,6 +39,7 @@
 #include "types/identity.h"
 #include "types/model.h"
 #include "types/model_file.h"
+#include "types/model_route.h"
 #include "types/worker.h"
 
 namespace segma::store {
@@ -359,6 +361,26 @@ class Store {
   virtual Result<types::ModelInstance> UpdateModelInstance(int64_t id,
                                                            const ModelInstancePatch& patch) = 0;
   virtual Status DeleteModelInstance(int64_t id) = 0;
+
+  // ---- model routes ("model-routes"; section owned by the routes work, ADR 0012) -------------
+  // A route and its targets are one row to callers: events carry project_id and
+  // data = types::ToJson(route) with the targets. Deleting a model removes it from every route
+  // (kUpdated for each such route, even if no target is left); deleting a project deletes its
+  // routes (kDeleted). Model names and route names share one namespace per project:
+  // CreateModel/UpdateModel answer kAlreadyExists for the name of a route of the project.
+  //
+  // Inserts `route` (id and timestamps assigned) with its targets in one transaction. kNotFound
+  // if the project does not exist; kInvalidArgument if ValidateModelRoute fails or a target model
+  // does not exist or is in another project ("targets[1]: model 7 does not exist in project 2");
+  // kAlreadyExists if a route or a model of the project has the name.
+  virtual Result<types::ModelRoute> CreateModelRoute(const types::ModelRoute& route) = 0;
+  virtual Result<types::ModelRoute> GetModelRoute(int64_t id) = 0;
+  // Sort fields: id, name, created_at, updated_at. q: name. Filters: project_id, member_user_id.
+  virtual Result<ListResult<types::ModelRoute>> ListModelRoutes(const ListOptions& options) = 0;
+  // Replaces name, description and the whole target list of route `route.id` in one transaction
+  // (project_id and created_at are kept). kNotFound, and the errors of CreateModelRoute.
+  virtual Result<types::ModelRoute> UpdateModelRoute(const types::ModelRoute& route) = 0;
+  virtual Status DeleteModelRoute(int64_t id) = 0;
 
   // ---- backends ("backends", id = the row id, data = the spec with id and times) ------------
   // Inserts `backend` (id and timestamps assigned). kAlreadyExists if the name is taken;

@@ -127,6 +127,12 @@ class RbacRoutesTest : public ::testing::Test {
       (mname == std::string("kept") ? model_id_ : doomed_model_id_) =
           Api::Obj(m).at("id").as_int64();
     }
+    for (const char* rname : {"kept-route", "doomed-route"}) {
+      auto r = admin.Post("/v2/model-routes", RouteBody(rname));
+      ASSERT_EQ(r.status, 201u) << r.body;
+      (rname == std::string("kept-route") ? route_id_ : doomed_route_id_) =
+          Api::Obj(r).at("id").as_int64();
+    }
     for (const char* bname : {"kept-backend", "doomed-backend"}) {
       auto b = admin.Post(
           "/v2/backends",
@@ -155,6 +161,13 @@ class RbacRoutesTest : public ::testing::Test {
                         {"source", json::object{{"type", "simulated"}, {"params_b", 1}}}};
   }
 
+  json::value RouteBody(const std::string& name) const {
+    return json::object{
+        {"name", name},
+        {"project_id", project_},
+        {"targets", json::array{json::object{{"model_id", model_id_}, {"weight", 1}}}}};
+  }
+
   std::string Login(const std::string& user, const std::string& password) {
     Api anon{base_, ""};
     auto r = anon.Post("/v2/auth/login", json::object{{"username", user}, {"password", password}});
@@ -171,6 +184,7 @@ class RbacRoutesTest : public ::testing::Test {
   int64_t project_ = 0, project2_ = 0, member_key_id_ = 0, cluster_id_ = 0, spare_cluster_id_ = 0;
   int64_t worker_id_ = 0, worker2_id_ = 0;
   int64_t model_id_ = 0, doomed_model_id_ = 0, instance_id_ = 0;
+  int64_t route_id_ = 0, doomed_route_id_ = 0;
   std::vector<int64_t> model_file_ids_;
 };
 
@@ -359,6 +373,21 @@ TEST_F(RbacRoutesTest, EveryRouteTimesEveryRole) {
        {"/v2/model-evaluations",
         [&] { return std::optional<json::value>(ModelBody("eval")); },
         {project_writers}}},
+      {"GET /v2/model-routes", {"/v2/model-routes?project_id=" + p, none, {project_readers}}},
+      {"POST /v2/model-routes",
+       {"/v2/model-routes",
+        [&] { return std::optional<json::value>(RouteBody(unique("r"))); },
+        {project_admins}}},
+      {"GET /v2/model-routes/{id}",
+       {fmt::format("/v2/model-routes/{}", route_id_), none, {project_readers}}},
+      {"PATCH /v2/model-routes/{id}",
+       {fmt::format("/v2/model-routes/{}", route_id_),
+        [] {
+          return json::value(json::object{{"description", "d"}});
+        },
+        {project_admins}}},
+      {"DELETE /v2/model-routes/{id}",
+       {fmt::format("/v2/model-routes/{}", doomed_route_id_), none, {project_admins}}},
       // Worker-only routes: the rows are not this worker's, so the worker gets 404, others 403.
       {"GET /v2/worker/instances",
        {fmt::format("/v2/worker/instances?worker_id={}", worker_id_), none, {{kWorker}}}},

@@ -38,6 +38,19 @@ TEST(RouteTableTest, RejectsBadInput) {
   EXPECT_EQ(twice.Build().status().code(), StatusCode::kInvalidArgument);
 }
 
+TEST(RouteTableTest, OneInstanceUnderTwoNamesSharesItsState) {
+  // A model's own name and a model route over it (ADR 0012).
+  RouteTable::Builder b;
+  b.Add({"a", {{1, 0, 1, "", {{7, "http://h:1", true}}}}})
+      .Add({"route", {{1, 0, 3, "a", {{7, "http://h:1", true}}}}});
+  auto t = b.Build();
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_EQ((*t)->Find("a")->deployments[0].replicas[0].state,
+            (*t)->Find("route")->deployments[0].replicas[0].state);
+  EXPECT_EQ((*t)->Find("route")->deployments[0].upstream_model, "a");
+  EXPECT_EQ((*t)->Find("route")->total_weight, 3u);
+}
+
 TEST(RouteTableTest, KeepsReplicaStateAcrossSnapshots) {
   auto t1 = Table(2);
   t1->StateOf(100)->outstanding = 5;

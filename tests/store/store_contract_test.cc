@@ -966,6 +966,202 @@ TEST_P(StoreContractTest, ReadyReplicasCountsRunningInstances) {
   EXPECT_EQ(store_->GetModel(m->id)->ready_replicas, 1);
 }
 
+types::ModelRoute Route(const std::string& name, int64_t project_id,
+                        std::vector<types::ModelRouteTarget> targets) {
+  types::ModelRoute r;
+  r.name = name;
+  r.project_id = project_id;
+  r.description = "d-" + name;
+  r.targets = std::move(targets);
+  return r;
+}
+
+TEST_P(StoreContractTest, ModelRouteCrudReplacesTargetsWithEvents) {
+  Project p = MakeProject("p");
+  Project q = MakeProject("q");
+  auto a = store_->CreateModel(SimModel("a", p.id));
+  auto b = store_->CreateModel(SimModel("b", p.id));
+  auto c = store_->CreateModel(SimModel("c", p.id));
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  Drain();
+
+  auto r = store_->CreateModelRoute(Route("chat", p.id, {{a->id, 3}, {b->id, 1}, {c->id, 0}}));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_GT(r->id, 0);
+  EXPECT_EQ(r->created_at, clock_.Now());
+  EXPECT_EQ(r->description, "d-chat");
+  const std::vector<types::ModelRouteTarget> want = {{a->id, 3}, {b->id, 1}, {c->id, 0}};
+  EXPECT_EQ(r->targets, want);  // order kept: fallbacks are tried in this order
+  auto got = store_->GetModelRoute(r->id);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*got, *r);
+  std::vector<Event> events = Drain();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].resource, "model-routes");
+  EXPECT_EQ(events[0].type, Event::Type::kCreated);
+  EXPECT_EQ(events[0].project_id, p.id);
+  EXPECT_EQ(events[0].id, r->id);
+  EXPECT_EQ(events[0].data.at("targets").as_array().size(), 3u);
+
+  // The same name in another project is another route.
+  auto q_model = store_->CreateModel(SimModel("qa", q.id));
+  ASSERT_TRUE(q_model.ok());
+  auto rq = store_->CreateModelRoute(Route("chat", q.id, {{q_model->id, 1}}));
+  ASSERT_TRUE(rq.ok()) << rq.status().ToString();
+
+  clock_.Advance(std::chrono::seconds(5));
+  types::ModelRoute changed = *r;
+  changed.name = "chat2";
+  changed.description = "";
+  changed.targets = {{c->id, 5}};
+  changed.project_id = q.id;  // ignored: a route stays in its project
+  auto updated = store_->UpdateModelRoute(changed);
+  ASSERT_TRUE(updated.ok()) << updated.status().ToString();
+  EXPECT_EQ(updated->project_id, p.id);
+  EXPECT_EQ(updated->created_at, r->created_at);
+  EXPECT_EQ(updated->updated_at, clock_.Now());
+  const std::vector<types::ModelRouteTarget> only_c = {{c->id, 5}};
+  EXPECT_EQ(store_->GetModelRoute(r->id)->targets, only_c);
+  EXPECT_EQ(store_->GetModelRoute(r->id)->name, "chat2");
+  Drain();
+
+  // Lists: project filter, member filter, search, sort, paging.
+  ListOptions o;
+  o.project_id = p.id;
+  auto list = store_->ListModelRoutes(o);
+  ASSERT_TRUE(list.ok()) << list.status().ToString();
+  ASSERT_EQ(list->total, 1);
+  EXPECT_EQ(list->items[0].targets, only_c);
+  o = ListOptions();
+  o.per_page = 1;
+  o.page = 2;
+  o.sort = "-name";
+  list = store_->ListModelRoutes(o);
+  ASSERT_TRUE(list.ok()) << list.status().ToString();
+  EXPECT_EQ(list->total, 2);
+  ASSERT_EQ(list->items.size(), 1u);
+  EXPECT_EQ(list->items[0].name, "chat");  // "chat2" first when descending
+  o = ListOptions();
+  o.q = "AT2";
+  EXPECT_EQ(store_->ListModelRoutes(o)->total, 1);
+  User u = MakeUser("u");
+  ASSERT_TRUE(store_->AddProjectMember(q.id, u.id, ProjectRole::kViewer).ok());
+  o = ListOptions();
+  o.member_user_id = u.id;
+  list = store_->ListModelRoutes(o);
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->total, 1);
+  EXPECT_EQ(list->items[0].id, rq->id);
+  o = ListOptions();
+  o.sort = "weight; DROP TABLE model_routes";
+  EXPECT_EQ(store_->ListModelRoutes(o).status().code(), StatusCode::kInvalidArgument);
+
+  Drain();
+  ASSERT_TRUE(store_->DeleteModelRoute(r->id).ok());
+  EXPECT_EQ(store_->GetModelRoute(r->id).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->DeleteModelRoute(r->id).code(), StatusCode::kNotFound);
+  EXPECT_TRUE(store_->GetModel(c->id).ok());  // the models stay
+  events = Drain();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].resource, "model-routes");
+  EXPECT_EQ(events[0].type, Event::Type::kDeleted);
+  EXPECT_EQ(events[0].id, r->id);
+}
+
+TEST_P(StoreContractTest, ModelRouteRejectsBadTargetsAndNameClashesWithoutChanges) {
+  Project p = MakeProject("p");
+  Project q = MakeProject("q");
+  auto a = store_->CreateModel(SimModel("a", p.id));
+  auto b = store_->CreateModel(SimModel("b", p.id));
+  auto foreign = store_->CreateModel(SimModel("f", q.id));
+  ASSERT_TRUE(a.ok() && b.ok() && foreign.ok());
+  auto r = store_->CreateModelRoute(Route("chat", p.id, {{a->id, 1}, {b->id, 0}}));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  Drain();
+
+  auto foreign_target = store_->CreateModelRoute(Route("x", p.id, {{a->id, 1}, {foreign->id, 1}}));
+  EXPECT_EQ(foreign_target.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(foreign_target.status().message().find(std::to_string(foreign->id)), std::string::npos)
+      << foreign_target.status().ToString();
+  EXPECT_EQ(store_->CreateModelRoute(Route("x", p.id, {{99999, 1}})).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->CreateModelRoute(Route("x", 99999, {{a->id, 1}})).status().code(),
+            StatusCode::kNotFound);
+  EXPECT_EQ(store_->CreateModelRoute(Route("x", p.id, {{a->id, 0}})).status().code(),
+            StatusCode::kInvalidArgument);  // nothing but fallbacks
+  EXPECT_EQ(store_->CreateModelRoute(Route("x", p.id, {{a->id, 1}, {a->id, 2}})).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->CreateModelRoute(Route("x", p.id, {})).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->CreateModelRoute(Route("bad name", p.id, {{a->id, 1}})).status().code(),
+            StatusCode::kInvalidArgument);
+  // Names: unique among the project's routes and models, both ways.
+  EXPECT_EQ(store_->CreateModelRoute(Route("chat", p.id, {{a->id, 1}})).status().code(),
+            StatusCode::kAlreadyExists);
+  EXPECT_EQ(store_->CreateModelRoute(Route("b", p.id, {{a->id, 1}})).status().code(),
+            StatusCode::kAlreadyExists);
+  EXPECT_EQ(store_->CreateModel(SimModel("chat", p.id)).status().code(),
+            StatusCode::kAlreadyExists);
+  types::Model renamed = *a;
+  renamed.name = "chat";
+  EXPECT_EQ(store_->UpdateModel(renamed).status().code(), StatusCode::kAlreadyExists);
+  EXPECT_TRUE(store_->CreateModel(SimModel("chat", q.id)).ok());  // another project: fine
+  Drain();
+
+  // A failed update changes nothing: not the name, not one target.
+  types::ModelRoute bad = *r;
+  bad.name = "renamed";
+  bad.targets = {{b->id, 7}, {foreign->id, 1}};
+  EXPECT_EQ(store_->UpdateModelRoute(bad).status().code(), StatusCode::kInvalidArgument);
+  auto second = store_->CreateModelRoute(Route("second", p.id, {{b->id, 1}}));
+  ASSERT_TRUE(second.ok());
+  bad = *r;
+  bad.targets = {{b->id, 9}};
+  bad.name = "second";
+  EXPECT_EQ(store_->UpdateModelRoute(bad).status().code(), StatusCode::kAlreadyExists);
+  auto after = store_->GetModelRoute(r->id);
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(*after, *r);
+  bad.id = 424242;
+  EXPECT_EQ(store_->UpdateModelRoute(bad).status().code(), StatusCode::kNotFound);
+  std::vector<Event> events = Drain();
+  ASSERT_EQ(events.size(), 1u);  // only the create of "second"
+  EXPECT_EQ(events[0].type, Event::Type::kCreated);
+}
+
+TEST_P(StoreContractTest, ModelRouteFollowsModelAndProjectDeletes) {
+  Project p = MakeProject("p");
+  auto a = store_->CreateModel(SimModel("a", p.id));
+  auto b = store_->CreateModel(SimModel("b", p.id));
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto r = store_->CreateModelRoute(Route("chat", p.id, {{a->id, 1}, {b->id, 0}}));
+  auto untouched = store_->CreateModelRoute(Route("other", p.id, {{b->id, 1}}));
+  ASSERT_TRUE(r.ok() && untouched.ok());
+  Drain();
+
+  ASSERT_TRUE(store_->DeleteModel(a->id).ok());
+  auto after = store_->GetModelRoute(r->id);
+  ASSERT_TRUE(after.ok()) << after.status().ToString();
+  const std::vector<types::ModelRouteTarget> only_b = {{b->id, 0}};
+  EXPECT_EQ(after->targets, only_b);
+  std::vector<Event> events = Drain();
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0].resource, "models");
+  EXPECT_EQ(events[1].resource, "model-routes");
+  EXPECT_EQ(events[1].type, Event::Type::kUpdated);
+  EXPECT_EQ(events[1].id, r->id);
+  EXPECT_EQ(events[1].data.at("targets").as_array().size(), 1u);
+
+  ASSERT_TRUE(store_->DeleteProject(p.id).ok());
+  EXPECT_EQ(store_->GetModelRoute(r->id).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->GetModelRoute(untouched->id).status().code(), StatusCode::kNotFound);
+  int route_deletes = 0;
+  for (const Event& e : Drain()) {
+    route_deletes += e.resource == "model-routes" && e.type == Event::Type::kDeleted;
+  }
+  EXPECT_EQ(route_deletes, 2);
+}
+
 INSTANTIATE_TEST_SUITE_P(AllStores, StoreContractTest, ::testing::ValuesIn(Factories()),
                          [](const auto& info) { return info.param.name; });
 

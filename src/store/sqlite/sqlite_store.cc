@@ -21,6 +21,7 @@
 #include "common/logging.h"
 #include "store/migrations.h"
 #include "store/sqlite/sqlite_model_files.h"
+#include "store/sqlite/sqlite_model_routes.h"
 #include "store/sqlite/sqlite_usage.h"
 
 namespace segma::store {
@@ -770,6 +771,36 @@ class SqliteStore final : public Store {
     return OkStatus();
   }
 
+  // Model routes: implemented in sqlite/sqlite_model_routes.cc, on this store's connection and
+  // lock, inside this store's transactions.
+  Result<types::ModelRoute> CreateModelRoute(const types::ModelRoute& route) override {
+    types::ModelRoute r = route;
+    r.id = 0;
+    return WriteModelRoute(r, Event::Type::kCreated);
+  }
+  Result<types::ModelRoute> GetModelRoute(int64_t id) override {
+    std::lock_guard lock(mu_);
+    return SqliteGetModelRoute(db_, id);
+  }
+  Result<ListResult<types::ModelRoute>> ListModelRoutes(const ListOptions& options) override {
+    std::lock_guard lock(mu_);
+    return SqliteListModelRoutes(db_, options);
+  }
+  Result<types::ModelRoute> UpdateModelRoute(const types::ModelRoute& route) override {
+    if (route.id <= 0) return NotFoundError(fmt::format("model route {} not found", route.id));
+    return WriteModelRoute(route, Event::Type::kUpdated);
+  }
+  Status DeleteModelRoute(int64_t id) override {
+    std::lock_guard lock(mu_);
+    std::vector<Event> events;
+    return Transaction(events, [&]() -> Status {
+      ASSIGN_OR_RETURN(types::ModelRoute r, SqliteGetModelRoute(db_, id));
+      RETURN_IF_ERROR(SqliteDeleteModelRoute(db_, id));
+      events.push_back(RouteEvent(Event::Type::kDeleted, r));
+      return OkStatus();
+    });
+  }
+
  private:
   bool ModelFileExists(const types::ModelFile& file) {
     Result<Stmt> s =
@@ -778,6 +809,37 @@ class SqliteStore final : public Store {
     s->Int(file.worker_id).Text(file.source_key).Text(file.backend);
     Result<bool> row = s->Step();
     return row.ok() && *row;
+  }
+  static Event RouteEvent(Event::Type type, const types::ModelRoute& r) {
+    Event e;
+    e.resource = "model-routes";
+    e.type = type;
+    e.id = r.id;
+    e.project_id = r.project_id;
+    e.data = types::ToJson(r);
+    return e;
+  }
+  Result<types::ModelRoute> WriteModelRoute(const types::ModelRoute& route, Event::Type type) {
+    RETURN_IF_ERROR(types::ValidateModelRoute(route));
+    std::lock_guard lock(mu_);
+    types::ModelRoute r;
+    std::vector<Event> events;
+    RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+      ASSIGN_OR_RETURN(r, SqliteWriteModelRoute(db_, route, clock_.Now()));
+      events.push_back(RouteEvent(type, r));
+      return OkStatus();
+    }));
+    return r;
+  }
+  // Queues kUpdated for every route that lists `model_id`, read after the model's targets are
+  // gone (call after deleting the model, inside the same transaction).
+  Status RouteEventsAfterModelDelete(const std::vector<int64_t>& route_ids,
+                                     std::vector<Event>& events) {
+    for (int64_t id : route_ids) {
+      ASSIGN_OR_RETURN(types::ModelRoute r, SqliteGetModelRoute(db_, id));
+      events.push_back(RouteEvent(Event::Type::kUpdated, r));
+    }
+    return OkStatus();
   }
   void PublishModelFile(Event::Type type, const types::ModelFile& f) {
     Event e;
@@ -1286,6 +1348,13 @@ Status SqliteStore::DeleteProject(int64_t id) {
                      LoadAll<types::Model>(
                          fmt::format("SELECT {} FROM models m WHERE m.project_id = ?", kModelCols),
                          id, DecodeModel));
+    ASSIGN_OR_RETURN(std::vector<types::ModelRoute> routes, SqliteRoutesOfProject(db_, id));
+    {
+      ASSIGN_OR_RETURN(Stmt s, Prepare("DELETE FROM model_routes WHERE project_id = ?"));
+      s.Int(id);
+      RETURN_IF_ERROR(s.Run());
+    }
+    for (const auto& r : routes) events.push_back(RouteEvent(Event::Type::kDeleted, r));
     RETURN_IF_ERROR(DeleteInstancesOf("project_id", id, events));
     {
       ASSIGN_OR_RETURN(Stmt s, Prepare("DELETE FROM models WHERE project_id = ?"));
@@ -1920,6 +1989,7 @@ Result<types::Model> SqliteStore::CreateModel(const types::Model& model) {
   std::vector<Event> events;
   RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
     RETURN_IF_ERROR(LoadProject(m.project_id).status());
+    RETURN_IF_ERROR(SqliteCheckNoRouteNamed(db_, m.project_id, m.name));
     ASSIGN_OR_RETURN(Stmt s, Prepare("INSERT INTO models (project_id, name, replicas, spec, "
                                      "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)"));
     s.Int(m.project_id).Text(m.name).Int(m.replicas).Text(EncodeModelSpec(m));
@@ -1991,6 +2061,7 @@ Result<types::Model> SqliteStore::UpdateModel(const types::Model& model) {
     m.created_at = old.created_at;
     m.ready_replicas = old.ready_replicas;
     m.updated_at = clock_.Now();
+    if (m.name != old.name) RETURN_IF_ERROR(SqliteCheckNoRouteNamed(db_, m.project_id, m.name));
     ASSIGN_OR_RETURN(Stmt s, Prepare("UPDATE models SET name = ?, replicas = ?, spec = ?, "
                                      "updated_at = ? WHERE id = ?"));
     s.Text(m.name).Int(m.replicas).Text(EncodeModelSpec(m)).Time(m.updated_at).Int(m.id);
@@ -2011,12 +2082,14 @@ Status SqliteStore::DeleteModel(int64_t id) {
   std::vector<Event> events;
   return Transaction(events, [&]() -> Status {
     ASSIGN_OR_RETURN(types::Model m, LoadModel(id));
+    ASSIGN_OR_RETURN(std::vector<int64_t> routes, SqliteRoutesOfModel(db_, id));
     RETURN_IF_ERROR(DeleteInstancesOf("model_id", id, events));
     ASSIGN_OR_RETURN(Stmt s, Prepare("DELETE FROM models WHERE id = ?"));
     s.Int(id);
     RETURN_IF_ERROR(s.Run());
     events.push_back(ModelEvent(Event::Type::kDeleted, m));
-    return OkStatus();
+    // Its route targets went with ON DELETE CASCADE.
+    return RouteEventsAfterModelDelete(routes, events);
   });
 }
 
