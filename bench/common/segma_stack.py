@@ -75,9 +75,10 @@ class Stack:
         self.api.token = self.api.ok("POST", "/v2/auth/login",
                                      {"username": "admin", "password": PASSWORD})["token"]
         self.project = self.api.ok("POST", "/v2/projects", {"name": "gpu-bench"})["id"]
-        self.key = self.api.ok("POST", "/v2/api-keys", {
+        created = self.api.ok("POST", "/v2/api-keys", {
             "name": "bench", "project_id": self.project, "scope": "inference",
-            "allowed_models": "*"})["secret"]
+            "allowed_models": "*"})
+        self.key, self.key_id = created["secret"], created["id"]
         wait(lambda: any(g.get("memory_total", 0) > 0 for g in self.gpus()), 60,
              "the worker's GPUs")
 

@@ -163,6 +163,11 @@ segma::worker::AgentConfig AgentConfigFrom(const Flags& f) {
   c.data_dir = f.data_dir.empty() ? "./worker-data" : f.data_dir;
   c.listen_address = f.address;
   c.advertise_address = f.advertise_address;
+  // Engines (and llama.cpp's rpc-servers) must be reachable where the worker is: on every
+  // interface unless the worker itself only listens on loopback (`segma start`'s own worker).
+  const bool loopback =
+      f.address.starts_with("127.") || f.address == "::1" || f.address == "localhost";
+  c.engine_host = loopback ? f.address : "0.0.0.0";
   c.port = f.port;
   c.heartbeat_interval =
       std::chrono::milliseconds(static_cast<int64_t>(f.heartbeat_interval_s * 1000));
