@@ -6,46 +6,23 @@
 
 #include <fmt/format.h>
 
+#include "store/sqlite/sqlite_util.h"
+
 namespace segma::store {
 
 namespace {
 
-using StmtPtr = std::unique_ptr<sqlite3_stmt, decltype(&sqlite3_finalize)>;
+using StmtPtr = SqliteStmt;
 
 Status Error(sqlite3* db, std::string_view what) {
-  const int rc = sqlite3_extended_errcode(db);
-  std::string msg = fmt::format("{}: {}", what, sqlite3_errmsg(db));
-  if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) return NotFoundError("worker not found");
-  switch (rc & 0xff) {
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-    case SQLITE_IOERR:
-    case SQLITE_FULL:
-    case SQLITE_READONLY:
-      return UnavailableError(std::move(msg));
-    default:
-      return InternalError(std::move(msg));
+  if (sqlite3_extended_errcode(db) == SQLITE_CONSTRAINT_FOREIGNKEY) {
+    return NotFoundError("worker not found");
   }
+  return SqliteError(db, what);
 }
 
 Result<StmtPtr> Prepare(sqlite3* db, const std::string& sql) {
-  sqlite3_stmt* stmt = nullptr;
-  if (sqlite3_prepare_v2(db, sql.c_str(), static_cast<int>(sql.size()), &stmt, nullptr) !=
-      SQLITE_OK) {
-    return Error(db, "prepare model-files statement");
-  }
-  return StmtPtr(stmt, &sqlite3_finalize);
-}
-
-void BindText(sqlite3_stmt* s, int i, std::string_view v) {
-  sqlite3_bind_text64(s, i, v.data(), v.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
-}
-
-std::string ColText(sqlite3_stmt* s, int i) {
-  const unsigned char* p = sqlite3_column_text(s, i);
-  return p ? std::string(reinterpret_cast<const char*>(p),
-                         static_cast<size_t>(sqlite3_column_bytes(s, i)))
-           : std::string();
+  return SqlitePrepare(db, sql, "prepare model-files statement");
 }
 
 constexpr const char* kCols =
@@ -57,20 +34,20 @@ Result<types::ModelFile> Decode(sqlite3_stmt* s) {
   types::ModelFile f;
   f.id = sqlite3_column_int64(s, 0);
   f.worker_id = sqlite3_column_int64(s, 1);
-  f.worker_name = ColText(s, 2);
-  ASSIGN_OR_RETURN(json::value source, ParseJson(ColText(s, 3)));
+  f.worker_name = SqliteColumnText(s, 2);
+  ASSIGN_OR_RETURN(json::value source, ParseJson(SqliteColumnText(s, 3)));
   if (!source.is_object()) return InternalError(fmt::format("model file {}: bad source", f.id));
   Result<types::ModelSource> src = types::ModelSourceFromJson(source.as_object());
   if (!src.ok())
     return InternalError(fmt::format("model file {}: {}", f.id, src.status().message()));
   f.source = std::move(src).value();
-  f.source_key = ColText(s, 4);
-  f.backend = ColText(s, 5);
-  f.local_path = ColText(s, 6);
-  std::optional<types::ModelFileState> state = types::ParseModelFileState(ColText(s, 7));
+  f.source_key = SqliteColumnText(s, 4);
+  f.backend = SqliteColumnText(s, 5);
+  f.local_path = SqliteColumnText(s, 6);
+  std::optional<types::ModelFileState> state = types::ParseModelFileState(SqliteColumnText(s, 7));
   if (!state) return InternalError(fmt::format("model file {}: bad state", f.id));
   f.state = *state;
-  f.state_message = ColText(s, 8);
+  f.state_message = SqliteColumnText(s, 8);
   f.size_bytes = sqlite3_column_int64(s, 9);
   f.downloaded_bytes = sqlite3_column_int64(s, 10);
   f.created_at = FromUnixMillis(sqlite3_column_int64(s, 11));
@@ -108,12 +85,12 @@ Result<types::ModelFile> SqliteUpsertModelFile(sqlite3* db, const types::ModelFi
               "updated_at = excluded.updated_at RETURNING id"));
   sqlite3_stmt* st = s.get();
   sqlite3_bind_int64(st, 1, file.worker_id);
-  BindText(st, 2, file.source_key);
-  BindText(st, 3, file.backend);
-  BindText(st, 4, json::serialize(types::ToJson(file.source)));
-  BindText(st, 5, file.local_path);
-  BindText(st, 6, types::ModelFileStateName(file.state));
-  BindText(st, 7, file.state_message);
+  SqliteBindText(st, 2, file.source_key);
+  SqliteBindText(st, 3, file.backend);
+  SqliteBindText(st, 4, json::serialize(types::ToJson(file.source)));
+  SqliteBindText(st, 5, file.local_path);
+  SqliteBindText(st, 6, types::ModelFileStateName(file.state));
+  SqliteBindText(st, 7, file.state_message);
   sqlite3_bind_int64(st, 8, file.size_bytes);
   sqlite3_bind_int64(st, 9, file.downloaded_bytes);
   sqlite3_bind_int64(st, 10, ToUnixMillis(now));
@@ -149,7 +126,7 @@ Result<ListResult<types::ModelFile>> SqliteListModelFiles(sqlite3* db, const Lis
         if (c == '%' || c == '_' || c == '\\') p.push_back('\\');
         p.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
       }
-      BindText(s, 2, p + "%");
+      SqliteBindText(s, 2, p + "%");
     }
   };
   ListResult<types::ModelFile> out;
@@ -181,8 +158,8 @@ Result<types::ModelFile> SqliteSetModelFileState(sqlite3* db, int64_t id,
   ASSIGN_OR_RETURN(StmtPtr s, Prepare(db,
                                       "UPDATE model_files SET state = ?, state_message = ?, "
                                       "updated_at = ? WHERE id = ?"));
-  BindText(s.get(), 1, types::ModelFileStateName(state));
-  BindText(s.get(), 2, message);
+  SqliteBindText(s.get(), 1, types::ModelFileStateName(state));
+  SqliteBindText(s.get(), 2, message);
   sqlite3_bind_int64(s.get(), 3, ToUnixMillis(now));
   sqlite3_bind_int64(s.get(), 4, id);
   if (sqlite3_step(s.get()) != SQLITE_DONE) return Error(db, "update model file");

@@ -7,48 +7,24 @@
 
 #include <fmt/format.h>
 
+#include "store/sqlite/sqlite_util.h"
+
 namespace segma::store {
 
 namespace {
 
-using StmtPtr = std::unique_ptr<sqlite3_stmt, decltype(&sqlite3_finalize)>;
+using StmtPtr = SqliteStmt;
 
 Status Error(sqlite3* db, std::string_view what) {
   const int rc = sqlite3_extended_errcode(db);
-  std::string msg = fmt::format("{}: {}", what, sqlite3_errmsg(db));
   if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
-    return AlreadyExistsError(std::move(msg));
+    return AlreadyExistsError(fmt::format("{}: {}", what, sqlite3_errmsg(db)));
   }
-  switch (rc & 0xff) {
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-    case SQLITE_IOERR:
-    case SQLITE_FULL:
-    case SQLITE_READONLY:
-      return UnavailableError(std::move(msg));
-    default:
-      return InternalError(std::move(msg));
-  }
+  return SqliteError(db, what);
 }
 
 Result<StmtPtr> Prepare(sqlite3* db, const std::string& sql) {
-  sqlite3_stmt* stmt = nullptr;
-  if (sqlite3_prepare_v2(db, sql.c_str(), static_cast<int>(sql.size()), &stmt, nullptr) !=
-      SQLITE_OK) {
-    return Error(db, "prepare model-routes statement");
-  }
-  return StmtPtr(stmt, &sqlite3_finalize);
-}
-
-void BindText(sqlite3_stmt* s, int i, std::string_view v) {
-  sqlite3_bind_text64(s, i, v.data(), v.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
-}
-
-std::string ColText(sqlite3_stmt* s, int i) {
-  const unsigned char* p = sqlite3_column_text(s, i);
-  return p ? std::string(reinterpret_cast<const char*>(p),
-                         static_cast<size_t>(sqlite3_column_bytes(s, i)))
-           : std::string();
+  return SqlitePrepare(db, sql, "prepare model-routes statement");
 }
 
 // Runs a statement that returns no rows.
@@ -72,8 +48,8 @@ types::ModelRoute DecodeRow(sqlite3_stmt* s) {
   types::ModelRoute r;
   r.id = sqlite3_column_int64(s, 0);
   r.project_id = sqlite3_column_int64(s, 1);
-  r.name = ColText(s, 2);
-  r.description = ColText(s, 3);
+  r.name = SqliteColumnText(s, 2);
+  r.description = SqliteColumnText(s, 3);
   r.created_at = FromUnixMillis(sqlite3_column_int64(s, 4));
   r.updated_at = FromUnixMillis(sqlite3_column_int64(s, 5));
   return r;
@@ -150,7 +126,7 @@ Result<ListResult<types::ModelRoute>> SqliteListModelRoutes(sqlite3* db,
         if (c == '%' || c == '_' || c == '\\') p.push_back('\\');
         p.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
       }
-      BindText(s, 3, p + "%");
+      SqliteBindText(s, 3, p + "%");
     }
   };
   ListResult<types::ModelRoute> out;
@@ -184,7 +160,7 @@ Status SqliteCheckNoRouteNamed(sqlite3* db, int64_t project_id, const std::strin
   ASSIGN_OR_RETURN(StmtPtr s,
                    Prepare(db, "SELECT 1 FROM model_routes WHERE project_id = ? AND name = ?"));
   sqlite3_bind_int64(s.get(), 1, project_id);
-  BindText(s.get(), 2, name);
+  SqliteBindText(s.get(), 2, name);
   ASSIGN_OR_RETURN(bool taken, Exists(db, s.get(), "read model routes"));
   if (taken) {
     return AlreadyExistsError(
@@ -214,7 +190,7 @@ Result<types::ModelRoute> SqliteWriteModelRoute(sqlite3* db, const types::ModelR
     ASSIGN_OR_RETURN(StmtPtr s,
                      Prepare(db, "SELECT 1 FROM models WHERE project_id = ? AND name = ?"));
     sqlite3_bind_int64(s.get(), 1, r.project_id);
-    BindText(s.get(), 2, r.name);
+    SqliteBindText(s.get(), 2, r.name);
     ASSIGN_OR_RETURN(bool taken, Exists(db, s.get(), "read models"));
     if (taken) {
       return AlreadyExistsError(
@@ -242,8 +218,8 @@ Result<types::ModelRoute> SqliteWriteModelRoute(sqlite3* db, const types::ModelR
                                           "VALUES (?, ?, ?, ?, ?)"
                                         : "UPDATE model_routes SET name = ?, "
                                           "description = ?, updated_at = ? WHERE id = ?"));
-    BindText(s.get(), 1, r.name);
-    BindText(s.get(), 2, r.description);
+    SqliteBindText(s.get(), 1, r.name);
+    SqliteBindText(s.get(), 2, r.description);
     sqlite3_bind_int64(s.get(), 3, ToUnixMillis(r.updated_at));
     if (create) {
       sqlite3_bind_int64(s.get(), 4, r.project_id);

@@ -6,34 +6,18 @@
 
 #include <fmt/format.h>
 
+#include "store/sqlite/sqlite_util.h"
+
 namespace segma::store {
 
 namespace {
 
-using StmtPtr = std::unique_ptr<sqlite3_stmt, decltype(&sqlite3_finalize)>;
+using StmtPtr = SqliteStmt;
 
-Status Error(sqlite3* db, std::string_view what) {
-  const int rc = sqlite3_extended_errcode(db);
-  std::string msg = fmt::format("{}: {}", what, sqlite3_errmsg(db));
-  switch (rc & 0xff) {
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-    case SQLITE_IOERR:
-    case SQLITE_FULL:
-    case SQLITE_READONLY:
-      return UnavailableError(std::move(msg));
-    default:
-      return InternalError(std::move(msg));
-  }
-}
+Status Error(sqlite3* db, std::string_view what) { return SqliteError(db, what); }
 
 Result<StmtPtr> Prepare(sqlite3* db, std::string_view sql) {
-  sqlite3_stmt* stmt = nullptr;
-  if (sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr) !=
-      SQLITE_OK) {
-    return Error(db, "prepare usage statement");
-  }
-  return StmtPtr(stmt, &sqlite3_finalize);
+  return SqlitePrepare(db, sql, "prepare usage statement");
 }
 
 Status Exec(sqlite3* db, const char* sql) {
@@ -45,10 +29,6 @@ std::string DayOf(Timestamp t) {
   const std::chrono::year_month_day ymd{std::chrono::floor<std::chrono::days>(t)};
   return fmt::format("{:04}-{:02}-{:02}", static_cast<int>(ymd.year()),
                      static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()));
-}
-
-void BindText(sqlite3_stmt* s, int i, std::string_view v) {
-  sqlite3_bind_text64(s, i, v.data(), v.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
 }
 
 Status InsertAll(sqlite3* db, const std::vector<UsageRecord>& batch) {
@@ -72,12 +52,12 @@ Status InsertAll(sqlite3* db, const std::vector<UsageRecord>& batch) {
     sqlite3_stmt* s = ins.get();
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
-    BindText(s, 1, r.request_id);
+    SqliteBindText(s, 1, r.request_id);
     sqlite3_bind_int64(s, 2, ToUnixMillis(r.time));
     sqlite3_bind_int64(s, 3, r.api_key_id);
     sqlite3_bind_int64(s, 4, r.user_id);
     sqlite3_bind_int64(s, 5, r.project_id);
-    BindText(s, 6, r.model);
+    SqliteBindText(s, 6, r.model);
     sqlite3_bind_int64(s, 7, r.deployment_id);
     sqlite3_bind_int64(s, 8, r.instance_id);
     sqlite3_bind_int64(s, 9, r.prompt_tokens);
@@ -95,11 +75,11 @@ Status InsertAll(sqlite3* db, const std::vector<UsageRecord>& batch) {
     sqlite3_stmt* u = roll.get();
     sqlite3_reset(u);
     sqlite3_clear_bindings(u);
-    BindText(u, 1, DayOf(r.time));
+    SqliteBindText(u, 1, DayOf(r.time));
     sqlite3_bind_int64(u, 2, r.project_id);
     sqlite3_bind_int64(u, 3, r.user_id);
     sqlite3_bind_int64(u, 4, r.api_key_id);
-    BindText(u, 5, r.model);
+    SqliteBindText(u, 5, r.model);
     sqlite3_bind_int64(u, 6, r.status >= 400 ? 1 : 0);
     sqlite3_bind_int64(u, 7, r.prompt_tokens);
     sqlite3_bind_int64(u, 8, r.completion_tokens);

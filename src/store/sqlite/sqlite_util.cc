@@ -1,0 +1,42 @@
+#include "store/sqlite/sqlite_util.h"
+
+#include <fmt/format.h>
+
+namespace segma::store {
+
+Status SqliteError(sqlite3* db, std::string_view what) {
+  const int rc = sqlite3_extended_errcode(db);
+  std::string msg = fmt::format("{}: {}", what, sqlite3_errmsg(db));
+  switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_IOERR:
+    case SQLITE_FULL:
+    case SQLITE_READONLY:
+      return UnavailableError(std::move(msg));
+    default:
+      return InternalError(std::move(msg));
+  }
+}
+
+Result<SqliteStmt> SqlitePrepare(sqlite3* db, std::string_view sql, std::string_view what) {
+  sqlite3_stmt* stmt = nullptr;
+  if (sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr) !=
+      SQLITE_OK) {
+    return SqliteError(db, what);
+  }
+  return SqliteStmt(stmt, &sqlite3_finalize);
+}
+
+void SqliteBindText(sqlite3_stmt* s, int i, std::string_view v) {
+  sqlite3_bind_text64(s, i, v.data(), v.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
+}
+
+std::string SqliteColumnText(sqlite3_stmt* s, int i) {
+  const unsigned char* p = sqlite3_column_text(s, i);
+  return p ? std::string(reinterpret_cast<const char*>(p),
+                         static_cast<size_t>(sqlite3_column_bytes(s, i)))
+           : std::string();
+}
+
+}  // namespace segma::store
