@@ -294,30 +294,6 @@ std::string UpstreamBody(std::string_view body, json::object& parsed, const Requ
 
 }  // namespace
 
-bool ParseUsage(std::string_view body, int64_t& prompt, int64_t& completion, int64_t& cached) {
-  if (body.find("\"usage\"") == std::string_view::npos) return false;
-  boost::system::error_code ec;
-  json::value v = json::parse(body, ec);
-  if (ec || !v.is_object()) return false;
-  const json::value* u = v.get_object().if_contains("usage");
-  if (u == nullptr || !u->is_object()) return false;
-  const json::object& uo = u->get_object();
-  auto get = [&](const json::object& o, std::string_view k) -> int64_t {
-    const json::value* x = o.if_contains(k);
-    if (x == nullptr) return 0;
-    if (x->is_int64()) return x->get_int64();
-    if (x->is_uint64()) return static_cast<int64_t>(x->get_uint64());
-    return 0;
-  };
-  prompt = get(uo, "prompt_tokens");
-  completion = get(uo, "completion_tokens");
-  cached = 0;
-  if (const auto* d = uo.if_contains("prompt_tokens_details"); d != nullptr && d->is_object()) {
-    cached = get(d->get_object(), "cached_tokens");
-  }
-  return true;
-}
-
 // ---- SSE usage tap ------------------------------------------------------------------------------
 
 namespace {

@@ -2,13 +2,9 @@
 
 namespace segma::http {
 
-void Router::Add(bhttp::verb method, std::string pattern, Handler handler) {
-  routes_.push_back(Route{method, std::move(pattern), std::move(handler)});
-}
-
 namespace {
 
-// "/a/b/c" → {"a","b","c"}; "/" → {""}.
+// "/a/b/c" → {"a","b","c"}; "/" → {""}. `s` starts with "/".
 void Split(std::string_view s, std::vector<std::string_view>& out) {
   out.clear();
   s.remove_prefix(1);
@@ -22,49 +18,74 @@ void Split(std::string_view s, std::vector<std::string_view>& out) {
 
 }  // namespace
 
-bool Router::MatchPattern(std::string_view pattern, std::string_view path,
-                          std::map<std::string, std::string>* params) {
-  if (pattern.empty() || path.empty() || pattern[0] != '/' || path[0] != '/') return false;
-  thread_local std::vector<std::string_view> psegs, segs;
-  Split(pattern, psegs);
-  Split(path, segs);
-  for (size_t i = 0; i < psegs.size(); ++i) {
-    std::string_view p = psegs[i];
-    const bool capture = p.size() >= 2 && p.front() == '{' && p.back() == '}';
-    if (capture && p.size() > 5 && p.substr(p.size() - 4) == "...}") {
-      // Rest-of-path capture: needs at least one non-empty segment.
-      if (i >= segs.size() || segs[i].empty()) return false;
-      if (params != nullptr) {
-        const size_t offset = static_cast<size_t>(segs[i].data() - path.data());
-        params->emplace(std::string(p.substr(1, p.size() - 5)), path.substr(offset));
+void Router::Add(bhttp::verb method, std::string pattern, Handler handler) {
+  std::vector<Segment> segments;
+  if (!pattern.empty() && pattern[0] == '/') {
+    std::vector<std::string_view> parts;
+    Split(pattern, parts);
+    for (std::string_view p : parts) {
+      const bool capture = p.size() >= 2 && p.front() == '{' && p.back() == '}';
+      if (capture && p.size() > 5 && p.ends_with("...}")) {
+        segments.push_back({Segment::Kind::kRest, std::string(p.substr(1, p.size() - 5))});
+      } else if (capture) {
+        segments.push_back({Segment::Kind::kCapture, std::string(p.substr(1, p.size() - 2))});
+      } else {
+        segments.push_back({Segment::Kind::kLiteral, std::string(p)});
       }
-      return true;
-    }
-    if (i >= segs.size()) return false;
-    if (capture) {
-      if (segs[i].empty()) return false;
-      if (params != nullptr) params->emplace(std::string(p.substr(1, p.size() - 2)), segs[i]);
-    } else if (p != segs[i]) {
-      return false;
     }
   }
-  return psegs.size() == segs.size();
+  routes_.push_back(Route{method, std::move(pattern), std::move(handler), std::move(segments)});
+}
+
+bool Router::MatchSegments(const Route& route, std::string_view path,
+                           const std::vector<std::string_view>& segs,
+                           std::map<std::string, std::string>* params) {
+  const std::vector<Segment>& psegs = route.segments;
+  if (psegs.empty()) return false;
+  // Without a rest capture the counts must agree; check that before comparing any text.
+  if (psegs.back().kind != Segment::Kind::kRest && psegs.size() != segs.size()) return false;
+  for (size_t i = 0; i < psegs.size(); ++i) {
+    const Segment& p = psegs[i];
+    if (i >= segs.size()) return false;
+    switch (p.kind) {
+      case Segment::Kind::kLiteral:
+        if (p.text != segs[i]) return false;
+        break;
+      case Segment::Kind::kCapture:
+        if (segs[i].empty()) return false;
+        if (params != nullptr) params->emplace(p.text, segs[i]);
+        break;
+      case Segment::Kind::kRest: {
+        // Rest-of-path capture: needs at least one non-empty segment.
+        if (segs[i].empty()) return false;
+        if (params != nullptr) {
+          const size_t offset = static_cast<size_t>(segs[i].data() - path.data());
+          params->emplace(p.text, path.substr(offset));
+        }
+        return true;
+      }
+    }
+  }
+  return true;
 }
 
 Router::MatchResult Router::Match(bhttp::verb method, std::string_view path, RequestContext& ctx,
                                   const Route*& route) const {
-  bool path_known = false;
+  if (path.empty() || path[0] != '/') return MatchResult::kNotFound;
+  thread_local std::vector<std::string_view> segs;
+  Split(path, segs);
   for (const Route& r : routes_) {
-    if (!MatchPattern(r.pattern, path, nullptr)) continue;
-    path_known = true;
-    if (r.method != method) continue;
+    if (r.method != method || !MatchSegments(r, path, segs, nullptr)) continue;
     ctx.path_params.clear();
-    MatchPattern(r.pattern, path, &ctx.path_params);
+    MatchSegments(r, path, segs, &ctx.path_params);
     ctx.route = r.pattern;
     route = &r;
     return MatchResult::kFound;
   }
-  return path_known ? MatchResult::kMethodNotAllowed : MatchResult::kNotFound;
+  for (const Route& r : routes_) {
+    if (MatchSegments(r, path, segs, nullptr)) return MatchResult::kMethodNotAllowed;
+  }
+  return MatchResult::kNotFound;
 }
 
 }  // namespace segma::http

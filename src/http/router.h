@@ -15,10 +15,16 @@ using Handler = std::function<asio::awaitable<Response>(RequestContext&)>;
 // Routes are added before serving starts; Match is then thread-safe (read-only).
 class Router {
  public:
+  // One "/"-separated piece of a pattern, parsed once when the route is added.
+  struct Segment {
+    enum class Kind { kLiteral, kCapture, kRest } kind;
+    std::string text;  // the literal, or the capture's name
+  };
   struct Route {
     bhttp::verb method;
     std::string pattern;
     Handler handler;
+    std::vector<Segment> segments;
   };
 
   void Add(bhttp::verb method, std::string pattern, Handler handler);
@@ -31,8 +37,10 @@ class Router {
   const std::vector<Route>& routes() const { return routes_; }
 
  private:
-  static bool MatchPattern(std::string_view pattern, std::string_view path,
-                           std::map<std::string, std::string>* params);
+  // `segs` is the request path split at "/"; `path` the path they point into.
+  static bool MatchSegments(const Route& route, std::string_view path,
+                            const std::vector<std::string_view>& segs,
+                            std::map<std::string, std::string>* params);
   std::vector<Route> routes_;
 };
 

@@ -1,5 +1,6 @@
 #include "http/server.h"
 
+#include <array>
 #include <limits>
 #include <utility>
 
@@ -49,6 +50,96 @@ bool IsQuietPath(std::string_view path) {
 using SteadyClock = std::chrono::steady_clock;
 constexpr auto kSweepEvery = std::chrono::milliseconds(250);
 
+// Writes all of `buffers`: synchronously while the socket (in non-blocking mode) takes them, and
+// only the rest, if any, through the reactor. A write that Asio completes at once is still
+// handed back through the scheduler (one more round, one more epoll_wait); a small response nearly
+// always fits the socket buffer, so the synchronous attempt saves that round.
+template <typename Buffers>
+asio::awaitable<boost::system::error_code> WriteAll(tcp::socket& socket, const Buffers& buffers) {
+  boost::system::error_code ec;
+  const size_t n = asio::write(socket, buffers, ec);
+  if (ec != asio::error::would_block && ec != asio::error::try_again) co_return ec;
+  beast::buffers_suffix<Buffers> rest(buffers);
+  rest.consume(n);
+  auto [aec, an] = co_await asio::async_write(socket, rest, kUseTuple);
+  co_return aec;
+}
+
+// "HTTP/1.1 200 OK\r\n" and the fields, as Beast's serializer writes them.
+void AppendHead(const bhttp::response_header<>& head, std::string& out) {
+  out.append("HTTP/");
+  out.push_back(static_cast<char>('0' + head.version() / 10));
+  out.push_back('.');
+  out.push_back(static_cast<char>('0' + head.version() % 10));
+  out.push_back(' ');
+  out.append(std::to_string(head.result_int()));
+  out.push_back(' ');
+  const auto reason = head.reason();
+  out.append(reason.data(), reason.size());
+  out.append("\r\n");
+  for (const auto& field : head) {
+    out.append(field.name_string().data(), field.name_string().size());
+    out.append(": ");
+    out.append(field.value().data(), field.value().size());
+    out.append("\r\n");
+  }
+  out.append("\r\n");
+}
+
+// The size line of a chunk of `n` bytes: "1a2b\r\n".
+std::string_view ChunkSizeLine(size_t n, char (&buf)[24]) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  char* end = buf + sizeof(buf);
+  char* p = end;
+  *--p = '\n';
+  *--p = '\r';
+  do {
+    *--p = kHex[n & 0xf];
+    n >>= 4;
+  } while (n != 0);
+  return std::string_view(p, static_cast<size_t>(end - p));
+}
+
+// Reads one request into `parser`, parsing what `buffer` already holds before reading more: a
+// request (or its body) that is already buffered completes without a trip through the scheduler,
+// which Beast's async_read_header/async_read would take. Calls on_first_byte() once the request's
+// first byte is there. Errors as Beast's: end_of_stream when the peer closed before a request.
+template <typename OnFirstByte>
+asio::awaitable<boost::system::error_code> ReadRequest(
+    beast::tcp_stream& stream, beast::flat_buffer& buffer,
+    bhttp::request_parser<bhttp::string_body>& parser, OnFirstByte on_first_byte) {
+  boost::system::error_code ec;
+  bool started = false;
+  for (;;) {
+    while (buffer.size() > 0 && !parser.is_done()) {
+      if (!std::exchange(started, true)) on_first_byte();
+      const size_t used = parser.put(buffer.data(), ec);
+      buffer.consume(used);
+      if (ec == bhttp::error::need_more) {
+        ec = {};
+        break;
+      }
+      if (ec) co_return ec;
+      if (used == 0) break;
+    }
+    if (parser.is_done()) co_return ec;
+    const size_t size = beast::read_size(buffer, 65536);
+    if (size == 0) co_return bhttp::error::buffer_overflow;
+    auto [rec, n] = co_await stream.socket().async_read_some(buffer.prepare(size), kUseTuple);
+    buffer.commit(n);
+    if (rec == asio::error::eof) {
+      if (!parser.got_some()) co_return bhttp::error::end_of_stream;
+      parser.put_eof(ec);
+      if (!ec && !parser.is_done()) ec = bhttp::error::partial_message;
+      co_return ec;
+    }
+    if (rec) co_return rec;
+  }
+}
+
+constexpr std::string_view kCrLf = "\r\n";
+constexpr std::string_view kLastChunk = "0\r\n\r\n";
+
 }  // namespace
 
 // Lets Stop()/CloseAll() and the timeout sweep reach a connection's socket safely: `stream` is
@@ -68,6 +159,7 @@ struct HttpServer::Connection {
   }
 };
 
+// Writes a streamed response's chunks, each in one write.
 class HttpServer::ChunkWriter final : public ResponseStream {
  public:
   ChunkWriter(Connection& conn, beast::tcp_stream& stream, const HttpServer& server,
@@ -77,17 +169,35 @@ class HttpServer::ChunkWriter final : public ResponseStream {
   asio::awaitable<bool> Write(std::string_view data) override {
     if (failed_) co_return false;
     if (data.empty()) co_return true;  // an empty chunk would end the body
-    conn_.Arm(timeout_);
-    auto [ec, n] =
-        co_await asio::async_write(stream_, bhttp::make_chunk(asio::buffer(data)), kUseTuple);
-    conn_.Disarm();
-    if (ec) failed_ = true;
-    co_return !failed_;
+    char size_buf[24];
+    const std::string_view size_line = ChunkSizeLine(data.size(), size_buf);
+    const std::array<asio::const_buffer, 3> buffers{asio::buffer(size_line), asio::buffer(data),
+                                                    asio::buffer(kCrLf)};
+    co_return co_await Send(buffers);
   }
+
+  // The response head; the last chunk.
+  asio::awaitable<bool> Start(std::string_view head) {
+    co_return co_await Send(asio::buffer(head));
+  }
+  asio::awaitable<bool> Finish() {
+    if (failed_) co_return false;
+    co_return co_await Send(asio::buffer(kLastChunk));
+  }
+
   bool stopping() const override { return server_.stopping(); }
   bool failed() const { return failed_; }
 
  private:
+  template <typename Buffers>
+  asio::awaitable<bool> Send(const Buffers& buffers) {
+    conn_.Arm(timeout_);
+    const auto ec = co_await WriteAll(stream_.socket(), buffers);
+    conn_.Disarm();
+    if (ec) failed_ = true;
+    co_return !failed_;
+  }
+
   Connection& conn_;
   beast::tcp_stream& stream_;
   const HttpServer& server_;
@@ -97,7 +207,11 @@ class HttpServer::ChunkWriter final : public ResponseStream {
 
 HttpServer::HttpServer(asio::io_context& ioc, const Router& router, metrics::Registry& registry,
                        ServerOptions options)
-    : ioc_(ioc), router_(router), options_(std::move(options)), sweep_timer_(ioc) {
+    : ioc_(ioc),
+      router_(router),
+      options_(std::move(options)),
+      sweep_timer_(ioc),
+      log_(Logger(options_.name)) {
   requests_ = &prometheus::BuildCounter()
                    .Name("segma_http_requests_total")
                    .Help("HTTP requests served, by route pattern and status code")
@@ -138,7 +252,7 @@ Result<uint16_t> HttpServer::Listen(const std::string& address, uint16_t port) {
   }
   if (start_sweep) asio::post(ioc_, [this] { ScheduleSweep(); });
   asio::co_spawn(acceptor->get_executor(), AcceptLoop(acceptor), [this](std::exception_ptr e) {
-    if (e) Logger(options_.name)->error("accept loop ended by an exception");
+    if (e) log_->error("accept loop ended by an exception");
   });
   return bound;
 }
@@ -212,7 +326,7 @@ asio::awaitable<void> HttpServer::AcceptLoop(std::shared_ptr<tcp::acceptor> acce
     if (ec) {
       if (!acceptor->is_open() || stopping_) co_return;
       // EMFILE and friends: back off briefly instead of spinning.
-      Logger(options_.name)->warn("accept failed: {}", ec.message());
+      log_->warn("accept failed: {}", ec.message());
       asio::steady_timer t(acceptor->get_executor(), std::chrono::milliseconds(50));
       co_await t.async_wait(kUseTuple);
       continue;
@@ -225,7 +339,7 @@ asio::awaitable<void> HttpServer::AcceptLoop(std::shared_ptr<tcp::acceptor> acce
                      try {
                        std::rethrow_exception(e);
                      } catch (const std::exception& ex) {
-                       Logger(options_.name)->error("connection dropped: {}", ex.what());
+                       log_->error("connection dropped: {}", ex.what());
                      }
                    });
   }
@@ -247,7 +361,13 @@ asio::awaitable<void> HttpServer::Serve(beast::tcp_stream stream) {
     if (!ec) remote = ep.address().to_string();
   }
 
+  // Writes are tried synchronously first (WriteAll); Asio's own operations are unaffected.
+  {
+    boost::system::error_code ec;
+    stream.socket().non_blocking(true, ec);
+  }
   beast::flat_buffer buffer;
+  std::string head;  // a response's status line and fields, reused across requests
   bool first = true;
   while (!stopping_) {
     // Waiting for the next request on a kept-alive connection uses the idle timeout; the request
@@ -257,12 +377,10 @@ asio::awaitable<void> HttpServer::Serve(beast::tcp_stream stream) {
     bhttp::request_parser<bhttp::string_body> parser;
     parser.header_limit(static_cast<std::uint32_t>(options_.max_header_bytes));
     parser.body_limit(options_.max_body_bytes);
-    auto [hec, hn] = co_await bhttp::async_read_header(stream, buffer, parser, kUseTuple);
-    if (!hec && !parser.is_done()) {
-      conn->Arm(options_.read_timeout);
-      auto [bec, bn] = co_await bhttp::async_read(stream, buffer, parser, kUseTuple);
-      hec = bec;
-    }
+    Connection* c = conn.get();
+    const auto read_timeout = options_.read_timeout;
+    auto hec =
+        co_await ReadRequest(stream, buffer, parser, [c, read_timeout] { c->Arm(read_timeout); });
     conn->Disarm();
     const auto start = std::chrono::steady_clock::now();
     if (hec) {
@@ -316,7 +434,17 @@ asio::awaitable<void> HttpServer::Serve(beast::tcp_stream stream) {
       keep_alive = co_await WriteStreamed(*conn, stream, res) && keep_alive;
     } else {
       conn->Arm(options_.write_timeout);
-      auto [wec, wn] = co_await bhttp::async_write(stream, res.msg, kUseTuple);
+      boost::system::error_code wec;
+      if (res.msg.chunked()) {
+        auto [ec, n] = co_await bhttp::async_write(stream, res.msg, kUseTuple);
+        wec = ec;
+      } else {
+        head.clear();
+        AppendHead(res.msg.base(), head);
+        const std::array<asio::const_buffer, 2> buffers{asio::buffer(head),
+                                                        asio::buffer(res.msg.body())};
+        wec = co_await WriteAll(stream.socket(), buffers);
+      }
       conn->Disarm();
       if (wec) keep_alive = false;
     }
@@ -333,26 +461,19 @@ asio::awaitable<void> HttpServer::Serve(beast::tcp_stream stream) {
 
 asio::awaitable<bool> HttpServer::WriteStreamed(Connection& conn, beast::tcp_stream& stream,
                                                 Response& res) {
-  bhttp::response<bhttp::empty_body> head{res.msg.result(), 11};
-  for (const auto& field : res.msg) head.set(field.name_string(), field.value());
-  head.chunked(true);
-  bhttp::response_serializer<bhttp::empty_body> sr{head};
-  conn.Arm(options_.write_timeout);
-  auto [ec, n] = co_await bhttp::async_write_header(stream, sr, kUseTuple);
-  conn.Disarm();
-  if (ec) co_return false;
+  res.msg.chunked(true);
+  std::string head;
+  AppendHead(res.msg.base(), head);
   ChunkWriter writer(conn, stream, *this, options_.write_timeout);
+  if (!co_await writer.Start(head)) co_return false;
   try {
     co_await res.stream(writer);
   } catch (const std::exception& e) {
-    Logger(options_.name)->error("stream producer failed: {}", e.what());
+    log_->error("stream producer failed: {}", e.what());
     co_return false;  // the body is cut short: the client must not reuse the connection
   }
   if (writer.failed()) co_return false;
-  conn.Arm(options_.write_timeout);
-  auto [lec, ln] = co_await asio::async_write(stream, bhttp::make_chunk_last(), kUseTuple);
-  conn.Disarm();
-  co_return !lec;
+  co_return co_await writer.Finish();
 }
 
 asio::awaitable<Response> HttpServer::Dispatch(Request& req, RequestContext& ctx) {
@@ -398,8 +519,7 @@ asio::awaitable<Response> HttpServer::Dispatch(Request& req, RequestContext& ctx
   try {
     co_return co_await route->handler(ctx);
   } catch (const std::exception& e) {
-    Logger(options_.name)
-        ->error("[req={}] handler for {} threw: {}", ctx.request_id, ctx.route, e.what());
+    log_->error("[req={}] handler for {} threw: {}", ctx.request_id, ctx.route, e.what());
   }
   co_return Response::Error(
       InternalError("internal error; see the server log for request " + ctx.request_id),
@@ -409,24 +529,41 @@ asio::awaitable<Response> HttpServer::Dispatch(Request& req, RequestContext& ctx
 void HttpServer::Record(const RequestContext& ctx, unsigned status,
                         std::chrono::steady_clock::duration d) {
   const double secs = std::chrono::duration<double>(d).count();
-  const std::string method(ctx.req.method_string());
-  requests_
-      ->Add({{"server", options_.name},
-             {"method", method},
-             {"route", ctx.route},
-             {"code", std::to_string(status)}})
-      .Increment();
-  durations_->Add({{"server", options_.name}, {"route", ctx.route}}, metrics::LatencyBuckets())
-      .Observe(secs);
+  const bhttp::verb method = ctx.req.method();
+  prometheus::Counter* counter = nullptr;
+  prometheus::Histogram* duration = nullptr;
+  {
+    std::lock_guard lock(metrics_mu_);
+    auto it = route_metrics_.find(std::string_view(ctx.route));
+    if (it == route_metrics_.end()) {
+      it = route_metrics_.emplace(ctx.route, RouteMetrics{}).first;
+      it->second.duration = &durations_->Add({{"server", options_.name}, {"route", ctx.route}},
+                                             metrics::LatencyBuckets());
+    }
+    RouteMetrics& m = it->second;
+    duration = m.duration;
+    for (const auto& c : m.requests) {
+      if (c.method == method && c.status == status) counter = c.counter;
+    }
+    if (counter == nullptr) {
+      counter = &requests_->Add({{"server", options_.name},
+                                 {"method", std::string(ctx.req.method_string())},
+                                 {"route", ctx.route},
+                                 {"code", std::to_string(status)}});
+      m.requests.push_back({method, status, counter});
+    }
+  }
+  counter->Increment();
+  duration->Observe(secs);
   if (!options_.access_log) return;
-  auto log = Logger(options_.name);
   // Successful inference requests are logged at debug level too: each has its usage record
   // (request id, key, model, status, duration, tokens), and a log line per request would cost a
   // write on the gateway's hot path.
   const bool quiet = IsQuietPath(ctx.path) || ctx.path.starts_with("/v1/");
   const auto level = quiet && status < 400 ? spdlog::level::debug : spdlog::level::info;
-  log->log(level, "[req={}] {} {} {} {:.1f}ms {}", ctx.request_id, method, ctx.path, status,
-           secs * 1000, ctx.remote_address);
+  if (!log_->should_log(level)) return;
+  log_->log(level, "[req={}] {} {} {} {:.1f}ms {}", ctx.request_id, ctx.req.method_string(),
+            ctx.path, status, secs * 1000, ctx.remote_address);
 }
 
 }  // namespace segma::http

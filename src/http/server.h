@@ -7,6 +7,9 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -15,6 +18,10 @@
 
 #include "http/router.h"
 #include "metrics/registry.h"
+
+namespace spdlog {
+class logger;
+}  // namespace spdlog
 
 namespace prometheus {
 class Counter;
@@ -74,6 +81,22 @@ class HttpServer {
   void ScheduleSweep();
   void Record(const RequestContext& ctx, unsigned status, std::chrono::steady_clock::duration d);
 
+  // The metric children of one route, looked up once: prometheus-cpp's Family::Add builds and
+  // hashes a label map under a lock on every call.
+  struct RouteMetrics {
+    prometheus::Histogram* duration = nullptr;
+    struct CounterOf {
+      bhttp::verb method;
+      unsigned status;
+      prometheus::Counter* counter;
+    };
+    std::vector<CounterOf> requests;
+  };
+  struct StringHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+
   asio::io_context& ioc_;
   const Router& router_;
   const ServerOptions options_;
@@ -88,6 +111,10 @@ class HttpServer {
   std::mutex mu_;
   std::vector<std::shared_ptr<asio::ip::tcp::acceptor>> acceptors_;
   std::set<std::shared_ptr<Connection>> connections_;
+
+  std::mutex metrics_mu_;
+  std::unordered_map<std::string, RouteMetrics, StringHash, std::equal_to<>> route_metrics_;
+  std::shared_ptr<spdlog::logger> log_;
 
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Family<prometheus::Histogram>* durations_;

@@ -1,4 +1,8 @@
+#include <sqlite3.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <cstdio>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -145,6 +149,51 @@ TEST(UsageStoreTest, InsertIsIdempotentAndQueriesGroup) {
   EXPECT_FALSE(store::ParseUsageGroupBy("team").has_value());
 }
 
+// The daily roll-up (usage_daily, for reports over long periods) read straight from the file.
+TEST(UsageStoreTest, DailyRollUpCountsEachRecordOnce) {
+  const std::string path =
+      ::testing::TempDir() + "usage-rollup-" + std::to_string(::getpid()) + ".db";
+  std::remove(path.c_str());
+  FakeClock clock;
+  EventBus bus;
+  {
+    auto store = store::OpenSqliteStore(path, bus, clock);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    const Timestamp t0 = Timestamp(std::chrono::seconds(1'800'000'000));  // 2027-01-15 08:00 UTC
+    std::vector<store::UsageRecord> batch = {
+        Rec("a", 1, "llama", 10, 5, t0), Rec("b", 1, "llama", 20, 6, t0),
+        Rec("c", 1, "llama", 30, 7, t0 + std::chrono::hours(1)), Rec("d", 1, "qwen", 1, 1, t0),
+        Rec("e", 1, "llama", 4, 4, t0 + std::chrono::hours(24))};  // the next day
+    batch[2].status = 503;
+    ASSERT_TRUE((*store)->InsertUsageRecords(batch).ok());
+    ASSERT_TRUE((*store)->InsertUsageRecords(batch).ok());  // retried: no double counting
+    ASSERT_TRUE((*store)->InsertUsageRecords({Rec("f", 1, "llama", 100, 50, t0)}).ok());
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db,
+                               "SELECT day, model, requests, errors, prompt_tokens, "
+                               "completion_tokens, cached_tokens FROM usage_daily "
+                               "ORDER BY day, model",
+                               -1, &st, nullptr),
+            SQLITE_OK);
+  std::vector<std::string> rows;
+  while (sqlite3_step(st) == SQLITE_ROW) {
+    std::string row = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
+    row += std::string(" ") + reinterpret_cast<const char*>(sqlite3_column_text(st, 1));
+    for (int i = 2; i < 7; ++i) row += " " + std::to_string(sqlite3_column_int64(st, i));
+    rows.push_back(row);
+  }
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  std::remove(path.c_str());
+  // requests errors prompt completion cached
+  EXPECT_EQ(rows,
+            (std::vector<std::string>{"2027-01-15 llama 4 1 160 68 4", "2027-01-15 qwen 1 0 1 1 1",
+                                      "2027-01-16 llama 1 0 4 4 1"}));
+}
+
 TEST(UsageStoreTest, SinkTouchesLastUsedOfTheBatchKeys) {
   FakeClock clock;
   EventBus bus;
@@ -270,6 +319,22 @@ TEST(ParseUsageTest, ReadsNonStreamingBodies) {
   EXPECT_EQ(k, 0);
   EXPECT_FALSE(ParseUsage(R"({"data":[]})", p, c, k));
   EXPECT_FALSE(ParseUsage("not json \"usage\"", p, c, k));
+}
+
+TEST(ParseUsageTest, ReadsOnlyTheTopLevelUsageObject) {
+  int64_t p = 0, c = 0, k = 0;
+  // A "usage" inside a choice, or inside a string, is not the response's usage.
+  EXPECT_FALSE(
+      ParseUsage(R"({"choices":[{"usage":{"prompt_tokens":9}}],"x":"\"usage\""})", p, c, k));
+  EXPECT_FALSE(ParseUsage(R"({"usage":null})", p, c, k));
+  EXPECT_FALSE(ParseUsage(R"({"usage":{"prompt_tokens":3})", p, c, k));  // truncated
+  ASSERT_TRUE(ParseUsage(R"({"id":"x","choices":[{"message":{"content":"usage"}}],)"
+                         R"("usage":{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19,)"
+                         R"("prompt_tokens_details":{"cached_tokens":8}},"system":{"x":[1,2]}})",
+                         p, c, k));
+  EXPECT_EQ(p, 12);
+  EXPECT_EQ(c, 7);
+  EXPECT_EQ(k, 8);
 }
 
 }  // namespace

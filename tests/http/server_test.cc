@@ -1,4 +1,6 @@
-// The HTTP server's protection against slow and idle clients: deadlines enforced by its sweep.
+// The HTTP server on the wire: framing of requests and responses (pipelining, bodies in pieces,
+// responses larger than the socket buffer, chunked streams) and its protection against slow and
+// idle clients (deadlines enforced by its sweep).
 #include "http/server.h"
 
 #include <unistd.h>
@@ -6,6 +8,7 @@
 #include <chrono>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
@@ -72,11 +75,41 @@ class RawClient {
   bool connected_ = false;
 };
 
-class HttpServerTimeoutTest : public ::testing::Test {
+// 8 MiB that are easy to check: far more than a loopback socket's send buffer.
+std::string BigBody() {
+  std::string body(8 << 20, '\0');
+  for (size_t i = 0; i < body.size(); ++i)
+    body[i] = static_cast<char>('a' + (i * 7 + i / 4096) % 26);
+  return body;
+}
+
+// The chunks /stream sends: sizes from 1 to 300 bytes (hex sizes of one to three digits).
+std::vector<std::string> StreamChunks() {
+  std::vector<std::string> chunks;
+  for (size_t i = 1; i <= 300; i += 13)
+    chunks.push_back(std::string(i, static_cast<char>('A' + i % 26)));
+  return chunks;
+}
+
+class HttpServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     router_.Add(bhttp::verb::get, "/hello", [](RequestContext&) -> asio::awaitable<Response> {
       co_return Response::Text(bhttp::status::ok, "hi", "text/plain");
+    });
+    router_.Add(bhttp::verb::post, "/echo", [](RequestContext& ctx) -> asio::awaitable<Response> {
+      co_return Response::Text(bhttp::status::ok, ctx.req.body(), "text/plain");
+    });
+    router_.Add(bhttp::verb::get, "/big", [](RequestContext&) -> asio::awaitable<Response> {
+      co_return Response::Text(bhttp::status::ok, BigBody(), "application/octet-stream");
+    });
+    router_.Add(bhttp::verb::get, "/stream", [](RequestContext&) -> asio::awaitable<Response> {
+      co_return Response::Stream("text/event-stream",
+                                 [](ResponseStream& out) -> asio::awaitable<void> {
+                                   for (const std::string& c : StreamChunks()) {
+                                     if (!co_await out.Write(c)) co_return;
+                                   }
+                                 });
     });
     ServerOptions options;
     options.name = "timeout-test";
@@ -104,6 +137,95 @@ class HttpServerTimeoutTest : public ::testing::Test {
   uint16_t port_ = 0;
   std::thread thread_;
 };
+
+class HttpServerTimeoutTest : public HttpServerTest {};
+
+// Decodes a chunked body ("1a\r\n<26 bytes>\r\n...0\r\n\r\n") into its chunks; fails on bad
+// framing.
+std::vector<std::string> Dechunk(std::string_view body) {
+  std::vector<std::string> chunks;
+  for (;;) {
+    const size_t eol = body.find("\r\n");
+    if (eol == std::string_view::npos) {
+      ADD_FAILURE() << "unterminated chunk size line";
+      return chunks;
+    }
+    const size_t n = std::stoul(std::string(body.substr(0, eol)), nullptr, 16);
+    body.remove_prefix(eol + 2);
+    if (n == 0) {
+      EXPECT_EQ(body, "\r\n");
+      return chunks;
+    }
+    if (body.size() < n + 2 || body.substr(n, 2) != "\r\n") {
+      ADD_FAILURE() << "chunk of " << n << " bytes is not followed by CRLF";
+      return chunks;
+    }
+    chunks.emplace_back(body.substr(0, n));
+    body.remove_prefix(n + 2);
+  }
+}
+
+TEST_F(HttpServerTest, PipelinedRequestsAreAnsweredInOrder) {
+  RawClient c(port_);
+  ASSERT_TRUE(c.connected());
+  // Two requests in one packet: the second is already buffered when the first is answered.
+  c.Send(
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\none"
+      "GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  bool closed = false;
+  const std::string got = c.ReadUntilClosed(closed);
+  EXPECT_TRUE(closed);
+  const size_t second = got.find("HTTP/1.1 200", 1);
+  ASSERT_NE(second, std::string::npos) << got;
+  EXPECT_EQ(got.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << got;
+  EXPECT_NE(got.substr(0, second).find("Content-Length: 3\r\n"), std::string::npos) << got;
+  EXPECT_TRUE(got.substr(0, second).ends_with("\r\n\r\none")) << got;
+  EXPECT_TRUE(got.ends_with("\r\n\r\nhi")) << got;
+}
+
+TEST_F(HttpServerTest, BodyArrivingInPiecesIsReadWhole) {
+  RawClient c(port_);
+  ASSERT_TRUE(c.connected());
+  c.Send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Len");
+  std::this_thread::sleep_for(50ms);
+  c.Send("gth: 11\r\n\r\nhello");
+  std::this_thread::sleep_for(50ms);
+  c.Send(" world");
+  const std::string got = c.ReadResponse();
+  EXPECT_EQ(got.rfind("HTTP/1.1 200", 0), 0u) << got;
+  EXPECT_TRUE(got.ends_with("\r\n\r\nhello world")) << got;
+}
+
+TEST_F(HttpServerTest, ResponseLargerThanTheSocketBufferReachesASlowReaderWhole) {
+  RawClient c(port_);
+  ASSERT_TRUE(c.connected());
+  c.Send("GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  // Not reading for a while fills the socket buffers: the rest must follow once we read.
+  std::this_thread::sleep_for(300ms);
+  bool closed = false;
+  const std::string got = c.ReadUntilClosed(closed);
+  EXPECT_TRUE(closed);
+  const size_t body = got.find("\r\n\r\n");
+  ASSERT_NE(body, std::string::npos);
+  EXPECT_NE(got.find("Content-Length: 8388608\r\n"), std::string::npos);
+  EXPECT_TRUE(got.substr(body + 4) == BigBody()) << "body of " << got.size() - body - 4 << " bytes";
+}
+
+TEST_F(HttpServerTest, StreamedChunksArriveFramedAndInOrder) {
+  RawClient c(port_);
+  ASSERT_TRUE(c.connected());
+  c.Send("GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  bool closed = false;
+  const std::string got = c.ReadUntilClosed(closed);
+  EXPECT_TRUE(closed);
+  const size_t body = got.find("\r\n\r\n");
+  ASSERT_NE(body, std::string::npos) << got;
+  const std::string head = got.substr(0, body);
+  EXPECT_EQ(head.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << head;
+  EXPECT_NE(head.find("Transfer-Encoding: chunked"), std::string::npos) << head;
+  EXPECT_NE(head.find("Content-Type: text/event-stream"), std::string::npos) << head;
+  EXPECT_EQ(Dechunk(std::string_view(got).substr(body + 4)), StreamChunks());
+}
 
 TEST_F(HttpServerTimeoutTest, SlowClientIsCutOffWhileOthersAreServed) {
   // A slow-loris client: half a request line, then nothing.

@@ -1,6 +1,8 @@
 #include "store/sqlite/sqlite_usage.h"
 
 #include <chrono>
+#include <compare>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -31,6 +33,17 @@ std::string DayOf(Timestamp t) {
                      static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()));
 }
 
+// One row of usage_daily.
+struct DailyKey {
+  std::string day;
+  int64_t project_id, user_id, api_key_id;
+  std::string model;
+  auto operator<=>(const DailyKey&) const = default;
+};
+struct DailySums {
+  int64_t requests = 0, errors = 0, prompt_tokens = 0, completion_tokens = 0, cached_tokens = 0;
+};
+
 Status InsertAll(sqlite3* db, const std::vector<UsageRecord>& batch) {
   ASSIGN_OR_RETURN(StmtPtr ins,
                    Prepare(db,
@@ -43,11 +56,13 @@ Status InsertAll(sqlite3* db, const std::vector<UsageRecord>& batch) {
       Prepare(db,
               "INSERT INTO usage_daily (day, project_id, user_id, api_key_id, model, requests, "
               "errors, prompt_tokens, completion_tokens, cached_tokens) VALUES "
-              "(?,?,?,?,?,1,?,?,?,?) ON CONFLICT (day, project_id, user_id, api_key_id, model) "
-              "DO UPDATE SET requests = requests + 1, errors = errors + excluded.errors, "
+              "(?,?,?,?,?,?,?,?,?,?) ON CONFLICT (day, project_id, user_id, api_key_id, model) "
+              "DO UPDATE SET requests = requests + excluded.requests, "
+              "errors = errors + excluded.errors, "
               "prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
               "completion_tokens = completion_tokens + excluded.completion_tokens, "
               "cached_tokens = cached_tokens + excluded.cached_tokens"));
+  std::map<DailyKey, DailySums> daily;
   for (const UsageRecord& r : batch) {
     sqlite3_stmt* s = ins.get();
     sqlite3_reset(s);
@@ -72,18 +87,30 @@ Status InsertAll(sqlite3* db, const std::vector<UsageRecord>& batch) {
     sqlite3_bind_int64(s, 14, r.status);
     if (sqlite3_step(s) != SQLITE_DONE) return Error(db, "insert usage record");
     if (sqlite3_changes(db) == 0) continue;  // already recorded: not rolled up twice
+    // The batch's roll-ups are summed here and written once per (day, project, user, key, model):
+    // a batch of one key's traffic then costs one upsert instead of one per record.
+    DailySums& sums =
+        daily[DailyKey{DayOf(r.time), r.project_id, r.user_id, r.api_key_id, r.model}];
+    ++sums.requests;
+    sums.errors += r.status >= 400 ? 1 : 0;
+    sums.prompt_tokens += r.prompt_tokens;
+    sums.completion_tokens += r.completion_tokens;
+    sums.cached_tokens += r.cached_tokens;
+  }
+  for (const auto& [key, sums] : daily) {
     sqlite3_stmt* u = roll.get();
     sqlite3_reset(u);
     sqlite3_clear_bindings(u);
-    SqliteBindText(u, 1, DayOf(r.time));
-    sqlite3_bind_int64(u, 2, r.project_id);
-    sqlite3_bind_int64(u, 3, r.user_id);
-    sqlite3_bind_int64(u, 4, r.api_key_id);
-    SqliteBindText(u, 5, r.model);
-    sqlite3_bind_int64(u, 6, r.status >= 400 ? 1 : 0);
-    sqlite3_bind_int64(u, 7, r.prompt_tokens);
-    sqlite3_bind_int64(u, 8, r.completion_tokens);
-    sqlite3_bind_int64(u, 9, r.cached_tokens);
+    SqliteBindText(u, 1, key.day);
+    sqlite3_bind_int64(u, 2, key.project_id);
+    sqlite3_bind_int64(u, 3, key.user_id);
+    sqlite3_bind_int64(u, 4, key.api_key_id);
+    SqliteBindText(u, 5, key.model);
+    sqlite3_bind_int64(u, 6, sums.requests);
+    sqlite3_bind_int64(u, 7, sums.errors);
+    sqlite3_bind_int64(u, 8, sums.prompt_tokens);
+    sqlite3_bind_int64(u, 9, sums.completion_tokens);
+    sqlite3_bind_int64(u, 10, sums.cached_tokens);
     if (sqlite3_step(u) != SQLITE_DONE) return Error(db, "update daily usage");
   }
   return OkStatus();

@@ -78,14 +78,35 @@ bool WaitUntil(Pred pred, std::chrono::milliseconds timeout = 15s) {
   return pred();
 }
 
+// True if nothing listens on or holds `port` (a bind without SO_REUSEADDR succeeds).
+bool PortIsFree(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  ::close(fd);
+  return ok;
+}
+
 class SupervisorTest : public ::testing::Test {
  protected:
   void SetUp() override {
     char tmpl[] = "/tmp/segma-engines-XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
-    // A per-process slice of ports, so that parallel test runs do not collide.
-    options_.port_min = 42000 + (getpid() % 400) * 20;
+    // A per-process slice of 20 ports, so that parallel test runs do not collide, below the
+    // ephemeral range (32768+: outgoing connections of other processes take ports there), and
+    // the first such slice that is free right now.
+    options_.port_min = 0;
+    for (int i = 0; i < 400 && options_.port_min == 0; ++i) {
+      const int first = 20000 + ((getpid() + i) % 400) * 20;
+      bool free = true;
+      for (int port = first; port < first + 20 && free; ++port) free = PortIsFree(port);
+      if (free) options_.port_min = first;
+    }
+    ASSERT_NE(options_.port_min, 0) << "no free block of 20 ports in 20000-27999";
     options_.port_max = options_.port_min + 19;
     options_.data_dir = dir_;
     options_.poll_interval = 50ms;
