@@ -339,10 +339,31 @@ void AppendWithoutNullUsage(std::string_view event, std::string& out) {
 
 }  // namespace
 
+namespace {
+
+// True if a "usage" member in `event` has a value other than null. Engines asked for
+// include_usage put "usage":null in every chunk; only the last one carries numbers, and only
+// events that pass this check are parsed.
+bool HasUsageValue(std::string_view event) {
+  constexpr std::string_view kKey = "\"usage\"";
+  auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
+  for (size_t at = event.find(kKey); at != std::string_view::npos; at = event.find(kKey, at + 1)) {
+    size_t i = at + kKey.size();
+    while (i < event.size() && is_space(event[i])) ++i;
+    if (i >= event.size() || event[i] != ':') continue;
+    ++i;
+    while (i < event.size() && is_space(event[i])) ++i;
+    if (event.substr(i, 4) != "null") return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 bool SseUsageTap::Inspect(std::string_view event) {
   ++events_;
-  if (event.find("\"usage\"") == std::string_view::npos) return false;
-  // Only the few events that mention usage are parsed.
+  if (!HasUsageValue(event)) return false;
+  // Only the few events that carry usage are parsed.
   std::string_view data = event;
   if (const size_t d = data.find("data:"); d != std::string_view::npos) {
     data = data.substr(d + 5);

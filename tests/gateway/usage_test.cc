@@ -311,6 +311,20 @@ TEST(SseUsageTapTest, RemovesNullUsageWhenTheClientDidNotAskForUsage) {
   EXPECT_EQ(keep.Process(with_null), with_null);
 }
 
+TEST(SseUsageTapTest, ReadsUsageAfterNullUsagesWhateverTheSpacing) {
+  SseUsageTap tap(false);
+  tap.Process("data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\": null}\n\n");
+  tap.Process(
+      "data: {\"choices\":[{\"usage\":null,\"delta\":{}}],\"usage\" :\n"
+      "{\"prompt_tokens\":4,\"completion_tokens\":2}}\n\n");
+  ASSERT_TRUE(tap.has_usage());
+  EXPECT_EQ(tap.prompt_tokens(), 4);
+  EXPECT_EQ(tap.completion_tokens(), 2);
+  SseUsageTap none(false);
+  none.Process("data: {\"usage\":null}\n\ndata: {\"x\":\"\\\"usage\\\":{\"}\n\n");
+  EXPECT_FALSE(none.has_usage());
+}
+
 TEST(ParseUsageTest, ReadsNonStreamingBodies) {
   int64_t p = 0, c = 0, k = 0;
   EXPECT_TRUE(ParseUsage(R"({"usage":{"prompt_tokens":3,"completion_tokens":2}})", p, c, k));
