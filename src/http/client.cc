@@ -1,5 +1,6 @@
 #include "http/client.h"
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cctype>
@@ -41,6 +42,13 @@ constexpr Ticks kFired = std::numeric_limits<Ticks>::min();  // the sweep shut t
 constexpr size_t kReadBufferBytes = 4096;
 
 Ticks Now() { return SteadyClock::now().time_since_epoch().count(); }
+Ticks DeadlineIn(std::chrono::milliseconds timeout) {
+  // Saturated: a timeout of years is as good as none, and must not overflow.
+  constexpr std::chrono::milliseconds kLongest = std::chrono::hours(24 * 365 * 10);
+  return Now() + std::chrono::duration_cast<SteadyClock::duration>(
+                     std::clamp(timeout, std::chrono::milliseconds(0), kLongest))
+                     .count();
+}
 
 bool IEquals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
@@ -274,9 +282,7 @@ struct Conn {
     deadline.store(when);
     sweeper->Wake();
   }
-  void Arm(std::chrono::milliseconds timeout) {
-    ArmAt(Now() + std::chrono::duration_cast<SteadyClock::duration>(timeout).count());
-  }
+  void Arm(std::chrono::milliseconds timeout) { ArmAt(DeadlineIn(timeout)); }
   // Ends the current operation's deadline; true when the sweep fired (the operation failed, or
   // will, because of the deadline).
   bool Disarm() {
@@ -509,7 +515,7 @@ asio::awaitable<Result<std::unique_ptr<Conn>>> Connect(asio::any_io_executor ex,
                                                        std::chrono::milliseconds timeout,
                                                        std::shared_ptr<ssl::context> tls,
                                                        std::shared_ptr<Sweeper> sweeper) {
-  const Ticks deadline = Now() + std::chrono::duration_cast<SteadyClock::duration>(timeout).count();
+  const Ticks deadline = DeadlineIn(timeout);
   std::vector<tcp::endpoint> endpoints;
   boost::system::error_code not_ip;
   const asio::ip::address ip = asio::ip::make_address(host, not_ip);
