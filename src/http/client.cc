@@ -50,13 +50,12 @@ Ticks DeadlineIn(std::chrono::milliseconds timeout) {
                      .count();
 }
 
+char AsciiLower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + ('a' - 'A')) : c; }
+
 bool IEquals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   for (size_t i = 0; i < a.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(a[i])) !=
-        std::tolower(static_cast<unsigned char>(b[i]))) {
-      return false;
-    }
+    if (AsciiLower(a[i]) != AsciiLower(b[i])) return false;
   }
   return true;
 }
@@ -74,13 +73,17 @@ struct Target {
   std::string key() const { return std::string(host) + ":" + std::to_string(port); }
 };
 
-bool IsUnreserved(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-         c == '.' || c == '_' || c == '~';
-}
-bool IsSubDelim(char c) {
-  return std::string_view("!$&'()*+,;=").find(c) != std::string_view::npos;
-}
+// RFC 3986 pchar without pct-encoded: unreserved, sub-delims, ':' and '@'.
+constexpr std::array<bool, 256> kPchar = [] {
+  std::array<bool, 256> t{};
+  for (int c = 0; c < 256; ++c) {
+    t[c] =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+        std::string_view("-._~!$&'()*+,;=:@").find(static_cast<char>(c)) != std::string_view::npos;
+  }
+  return t;
+}();
+
 bool IsHex(char c) {
   return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
@@ -95,7 +98,7 @@ bool ValidUriPart(std::string_view s, std::string_view extra) {
       i += 2;
       continue;
     }
-    if (IsUnreserved(c) || IsSubDelim(c) || c == ':' || c == '@') continue;
+    if (kPchar[static_cast<unsigned char>(c)]) continue;
     if (extra.find(c) != std::string_view::npos) continue;
     return false;
   }
@@ -432,7 +435,7 @@ void CopyHeaders(const Message& m, ClientResponse& out) {
   out.status = m.result_int();
   for (const auto& f : m) {
     std::string name(f.name_string());
-    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    for (char& c : name) c = AsciiLower(c);
     out.headers.insert_or_assign(std::move(name), std::string(f.value()));
   }
 }
@@ -660,6 +663,7 @@ asio::awaitable<Result<ClientResponse>> HttpClient::Stream(
 }
 
 struct ClientStream::Impl {
+  Impl() {}  // user-provided: make_unique<Impl>() then leaves `chunk` alone instead of zeroing it
   std::string origin;  // the pool's key
   std::string where;   // host:port, for messages
   std::chrono::milliseconds timeout{30'000};
@@ -737,7 +741,7 @@ asio::awaitable<Result<std::string_view>> ClientStream::Next() {
     const size_t room = i.buffer.capacity() - i.buffer.size();
     i.stream->Arm(i.timeout);
     auto [ec, n] = co_await Io(*i.stream, [&](auto& s) {
-      return s.async_read_some(i.buffer.prepare(std::max(room, kReadBufferBytes / 2)), kUseTuple);
+      return s.async_read_some(i.buffer.prepare(std::max(room, sizeof(i.chunk) / 2)), kUseTuple);
     });
     if (i.cancelled) co_return CancelledError("stream from " + i.where + " cancelled");
     const bool timed_out = i.stream->Disarm();
@@ -766,7 +770,7 @@ asio::awaitable<Result<std::unique_ptr<ClientStream>>> HttpClient::OpenStream(Cl
   for (int attempt = 0; attempt < 2; ++attempt) {
     auto impl = std::make_unique<ClientStream::Impl>();
     impl->timeout = req.timeout;
-    impl->buffer.reserve(kReadBufferBytes);
+    impl->buffer.reserve(sizeof(impl->chunk));  // a TLS record's worth
     impl->stream = attempt == 0 ? pool_->Take(t.origin) : nullptr;
     const bool reused = impl->stream != nullptr;
     if (!reused) {

@@ -23,7 +23,10 @@ struct ClientRequest {
   std::string url;  // http(s)://host[:port]/path?query
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;
-  // Fetch: the whole exchange. Stream: connecting and each wait for more bytes.
+  // Fetch: connecting, then the exchange (sending and the whole response). Stream and
+  // OpenStream: connecting, sending with the response head, and each wait for more bytes.
+  // Enforced a few times a second (see HttpClient): an operation fails with kDeadlineExceeded
+  // up to about 250 ms after its timeout.
   std::chrono::milliseconds timeout{30'000};
 
   ClientRequest& Bearer(const std::string& token) {
@@ -59,9 +62,10 @@ class ClientStream {
   // at once.
   const ClientResponse& response() const;
 
-  // The next piece of the body as it arrived (valid until the next call); an empty view once the
-  // body has ended. kCancelled after Cancel(); kUnavailable / kDeadlineExceeded on transport
-  // failure (the per-read timeout is the request's `timeout`).
+  // The next piece of the body as it arrived: all that had arrived since the last call, up to
+  // 16 KiB (valid until the next call); an empty view once the body has ended. kCancelled after
+  // Cancel(); kUnavailable / kDeadlineExceeded on transport failure (the per-read timeout is the
+  // request's `timeout`), after which the stream has ended.
   boost::asio::awaitable<Result<std::string_view>> Next();
 
   // Closes the connection now; safe to call more than once, and from the stream's executor while
@@ -86,8 +90,15 @@ struct TlsOptions {
 // connections pooled per scheme, host and port. Transport failures are kUnavailable (connect
 // refused, reset, TLS handshake or certificate refused) or kDeadlineExceeded; a CA file that
 // cannot be loaded is kFailedPrecondition; any HTTP status is a successful Result (check
-// `status`). Redirects are not followed.
-// Thread-safe; the executor must outlive the client.
+// `status`). Redirects are not followed. Request headers with CR, LF or NUL, and URLs that are not
+// valid RFC 3986 http(s) URLs, are kInvalidArgument.
+//
+// Timeouts are deadlines that each connection stores and one timer per client enforces, every
+// 250 ms, by shutting down the sockets past theirs (no timer per socket operation: those cost
+// two extra scheduler rounds per read or write). The timer runs only while a request is in
+// flight and stops at most 250 ms after the last one, so an io_context that has nothing else to
+// do returns from run() then.
+// Thread-safe; the executor must outlive the client and its ClientStreams.
 class HttpClient {
  public:
   explicit HttpClient(boost::asio::any_io_executor executor, size_t max_idle_per_host = 32,

@@ -3,10 +3,12 @@
 // asynchronous write of large bodies, connection reuse and the request head it writes.
 #include "http/client.h"
 
+#include <stdlib.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <functional>
 #include <mutex>
 #include <optional>
@@ -20,6 +22,8 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+
+#include "fakes/fake_hub.h"
 
 namespace segma::http {
 namespace {
@@ -137,6 +141,18 @@ std::function<void(int)> Answering(std::string body, int status = 200) {
                       std::to_string(body.size()) + "\r\n\r\n" + body);
     }
   };
+}
+
+// Reads `s` until it fails: the bytes before, and how long the failing Next() waited.
+asio::awaitable<Status> ReadUntilFailure(ClientStream* s, size_t* got, Clock::duration* waited) {
+  for (;;) {
+    const auto start = Clock::now();
+    auto piece = co_await s->Next();
+    *waited = Clock::now() - start;
+    if (!piece.ok()) co_return piece.status();
+    if (piece->empty()) co_return InternalError("the body ended");
+    *got += piece->size();
+  }
 }
 
 class HttpClientTest : public ::testing::Test {
@@ -398,6 +414,40 @@ TEST_F(HttpClientTest, RefusedConnectionIsUnavailable) {
   auto r = Fetch(Get("http://127.0.0.1:" + std::to_string(port) + "/"));
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().ToString();
+}
+
+// TLS connections have the same deadlines: the sweep shuts the TCP socket under the TLS stream.
+TEST_F(HttpClientTest, TlsFetchesAreReusedAndAStalledTlsStreamTimesOut) {
+  char dir[] = "/tmp/segma-client-test-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  {
+    segma::testing::FakeHub hub(dir);
+    hub.AddFile("huggingface", "org/m", "main", "small.txt", "hello", /*lfs=*/false);
+    hub.AddFile("huggingface", "org/m", "main", "big.bin", std::string(40 * 1024, 'b'),
+                /*lfs=*/false);
+    HttpClient tls_client(ioc_.get_executor(), 32, TlsOptions{.ca_file = hub.ca_file()});
+    for (int i = 0; i < 2; ++i) {
+      auto r = Run<Result<ClientResponse>>(
+          [&] { return tls_client.Fetch(Get(hub.url() + "/org/m/resolve/main/small.txt")); });
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      EXPECT_EQ(r->status, 200u);
+      EXPECT_EQ(r->body, "hello");
+    }
+
+    hub.SetChunkDelayMs(1500);  // after the first 16 KiB of the body
+    auto s = Run<Result<std::unique_ptr<ClientStream>>>([&] {
+      return tls_client.OpenStream(Get(hub.url() + "/org/m/resolve/main/big.bin", 400ms));
+    });
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    size_t got = 0;
+    Clock::duration waited{};
+    const Status failure = Run<Status>([&] { return ReadUntilFailure(s->get(), &got, &waited); });
+    EXPECT_EQ(failure.code(), StatusCode::kDeadlineExceeded) << failure.ToString();
+    EXPECT_EQ(got, 16u * 1024);
+    EXPECT_GE(waited, 400ms);
+    EXPECT_LT(waited, 1400ms);  // well before the hub's pause ends
+  }
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
