@@ -3,6 +3,13 @@
 //
 //   client_driver URL fetch|stream COUNT
 //
+// Against `segma engine-sim --host 127.0.0.1 --port P --model sim --speed 0 --threads 1`, with
+// URL http://127.0.0.1:P/v1/chat/completions:
+//   system calls:  strace -f -c -o out.txt client_driver URL fetch N   for N = 1 and 2001:
+//                  (total(2001) - total(1)) / 2000
+//   instructions:  valgrind --tool=callgrind client_driver URL fetch N   for N = 100 and 600:
+//                  ("Collected" of 600 - that of 100) / 500
+//
 // Sequential requests on one thread (concurrency 1), on one pooled connection. The request is a
 // small chat completion; `stream` asks for SSE and reads it with OpenStream + Next().
 #include <cstdio>
@@ -10,7 +17,6 @@
 #include <string>
 
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 
 #include "http/client.h"

@@ -125,8 +125,9 @@ Result<Target> ParseTarget(std::string_view url) {
                                 "' (want http or https)");
   }
   std::string_view rest = url.substr(colon + 1);
-  if (rest.substr(0, 2) != "//")
+  if (rest.substr(0, 2) != "//") {
     return InvalidArgumentError("URL without host: '" + std::string(url) + "'");
+  }
   rest.remove_prefix(2);
   const size_t auth_end = rest.find_first_of("/?#");
   std::string_view authority = rest.substr(0, auth_end);
@@ -216,7 +217,7 @@ struct Conn;
 // connection that may need it.
 class Sweeper : public std::enable_shared_from_this<Sweeper> {
  public:
-  explicit Sweeper(asio::any_io_executor executor) : timer_(std::move(executor)) {}
+  explicit Sweeper(const asio::any_io_executor& executor) : timer_(executor) {}
 
   void Add(Conn* c) {
     std::lock_guard lock(mu_);
@@ -256,8 +257,8 @@ class Sweeper : public std::enable_shared_from_this<Sweeper> {
 // One connection, plain or TLS. Every I/O helper below takes the stream through Io(), so the
 // HTTP logic is written once for both.
 struct Conn {
-  Conn(asio::any_io_executor executor, std::shared_ptr<Sweeper> sweeper)
-      : sweeper(std::move(sweeper)), sock(std::move(executor)) {}
+  Conn(const asio::any_io_executor& executor, std::shared_ptr<Sweeper> sweeper)
+      : sweeper(std::move(sweeper)), sock(executor) {}
   ~Conn() { Close(); }
   Conn(const Conn&) = delete;
   Conn& operator=(const Conn&) = delete;
@@ -337,8 +338,9 @@ auto Io(Conn& c, F f) -> decltype(f(c.sock)) {
 // Sends `head` then `body`. A plain connection's socket (non-blocking) takes them at once when
 // it can, so the completion costs no trip through the scheduler; the rest, if the socket buffer
 // is full, is written asynchronously.
-asio::awaitable<boost::system::error_code> Send(Conn& c, std::string_view head,
+asio::awaitable<boost::system::error_code> Send(Conn* conn, std::string_view head,
                                                 std::string_view body) {
+  Conn& c = *conn;
   std::array<asio::const_buffer, 2> bufs{asio::buffer(head), asio::buffer(body)};
   if (c.tls) {
     auto [ec, n] = co_await asio::async_write(*c.tls, bufs, kUseTuple);
@@ -581,7 +583,7 @@ asio::awaitable<Result<ClientResponse>> HttpClient::Fetch(ClientRequest req) {
       conn = std::move(connected).value();
     }
     conn->Arm(req.timeout);
-    const boost::system::error_code wec = co_await Send(*conn, head, req.body);
+    const boost::system::error_code wec = co_await Send(conn.get(), head, req.body);
     if (wec && reused && !conn->Disarm()) continue;
     // A server may answer early and close (413 for a body over its limit): read what it said
     // before reporting the failed write.
@@ -620,7 +622,7 @@ asio::awaitable<Result<ClientResponse>> HttpClient::Stream(
   if (!connected.ok()) co_return connected.status();
   std::unique_ptr<Conn> conn = std::move(connected).value();
   conn->Arm(req.timeout);
-  const boost::system::error_code wec = co_await Send(*conn, head, req.body);
+  const boost::system::error_code wec = co_await Send(conn.get(), head, req.body);
   if (conn->Disarm()) co_return TimedOut(t, "sending to");
   if (wec) co_return TransportError(t, "sending to", wec);
 
@@ -781,7 +783,7 @@ asio::awaitable<Result<std::unique_ptr<ClientStream>>> HttpClient::OpenStream(Cl
     }
     Conn& conn = *impl->stream;
     conn.Arm(req.timeout);
-    const boost::system::error_code wec = co_await Send(conn, head, req.body);
+    const boost::system::error_code wec = co_await Send(&conn, head, req.body);
     if (wec) {
       if (conn.Disarm()) co_return TimedOut(t, "sending to");
       if (reused) continue;  // the idle connection had been closed by the server
