@@ -206,8 +206,8 @@ TEST_F(HttpClientTest, FetchFailsWithDeadlineExceededWhenServerNeverAnswersAndCl
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kDeadlineExceeded) << r.status().ToString();
   EXPECT_GE(waited, 400ms);
-  EXPECT_LT(waited, 400ms + 250ms + 500ms);  // the sweep runs every 250 ms; slack for the VM
-  EXPECT_EQ(silent.accepted(), 1);           // a timeout is not retried on a new connection
+  EXPECT_LT(waited, 400ms + 250ms + 1000ms);  // the sweep runs every 250 ms; slack for the VM
+  EXPECT_EQ(silent.accepted(), 1);            // a timeout is not retried on a new connection
 
   auto ok = Fetch(Get(answering.Url("/")));
   ASSERT_TRUE(ok.ok()) << ok.status().ToString();
@@ -260,7 +260,7 @@ TEST_F(HttpClientTest, StreamThatStallsMidBodyTimesOutInNext) {
     EXPECT_EQ(stalled.status().code(), StatusCode::kDeadlineExceeded)
         << stalled.status().ToString();
     EXPECT_GE(waited, 400ms);
-    EXPECT_LT(waited, 400ms + 250ms + 500ms);
+    EXPECT_LT(waited, 400ms + 250ms + 1000ms);
   }
 }
 
@@ -434,7 +434,7 @@ TEST_F(HttpClientTest, TlsFetchesAreReusedAndAStalledTlsStreamTimesOut) {
       EXPECT_EQ(r->body, "hello");
     }
 
-    hub.SetChunkDelayMs(1500);  // after the first 16 KiB of the body
+    hub.SetChunkDelayMs(2500);  // after the first 16 KiB of the body
     auto s = Run<Result<std::unique_ptr<ClientStream>>>([&] {
       return tls_client.OpenStream(Get(hub.url() + "/org/m/resolve/main/big.bin", 400ms));
     });
@@ -445,7 +445,7 @@ TEST_F(HttpClientTest, TlsFetchesAreReusedAndAStalledTlsStreamTimesOut) {
     EXPECT_EQ(failure.code(), StatusCode::kDeadlineExceeded) << failure.ToString();
     EXPECT_EQ(got, 16u * 1024);
     EXPECT_GE(waited, 400ms);
-    EXPECT_LT(waited, 1400ms);  // well before the hub's pause ends
+    EXPECT_LT(waited, 2000ms);  // well before the hub's pause ends
   }
   std::filesystem::remove_all(dir);
 }
