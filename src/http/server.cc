@@ -367,6 +367,9 @@ asio::awaitable<void> HttpServer::Serve(beast::tcp_stream stream) {
     stream.socket().non_blocking(true, ec);
   }
   beast::flat_buffer buffer;
+  // Room for a typical request in one read (Beast would start with 512 bytes: a chat request
+  // then takes two reads and a scheduler round); larger requests grow the buffer.
+  buffer.reserve(4096);
   std::string head;  // a response's status line and fields, reused across requests
   bool first = true;
   while (!stopping_) {
