@@ -2,6 +2,7 @@
 
 #include <sodium.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <vector>
@@ -34,20 +35,25 @@ std::string RandomToken(size_t bytes) {
 }
 
 std::string CorrelationId() {
+  // URL-safe characters in ASCII order, so that ids sort by their time prefix.
   static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+      "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz";
   thread_local uint64_t state = [] {
     InitCrypto();
     uint64_t seed = 0;
     randombytes_buf(&seed, sizeof(seed));
     return seed;
   }();
-  uint64_t a = SplitMix64(state);
-  const uint64_t b = SplitMix64(state);
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count();
   std::string out(16, '\0');
-  for (int i = 0; i < 10; ++i, a >>= 6) out[i] = kAlphabet[a & 63];  // 60 bits of a
-  uint64_t c = b;
-  for (int i = 10; i < 16; ++i, c >>= 6) out[i] = kAlphabet[c & 63];  // 36 bits of b
+  // 42 bits of milliseconds (until the year 2109), most significant first: the usage table's
+  // unique index on request ids then grows at its end instead of at random pages.
+  uint64_t t = static_cast<uint64_t>(ms);
+  for (int i = 6; i >= 0; --i, t >>= 6) out[i] = kAlphabet[t & 63];
+  uint64_t r = SplitMix64(state);
+  for (int i = 7; i < 16; ++i, r >>= 6) out[i] = kAlphabet[r & 63];  // 54 random bits
   return out;
 }
 

@@ -14,10 +14,10 @@ void InitCrypto();
 // `bytes` random bytes from the OS CSPRNG, encoded as URL-safe base64 without padding.
 std::string RandomToken(size_t bytes);
 
-// A 16-character URL-safe identifier for correlation (request ids): 96 bits from a per-thread
-// SplitMix64 stream seeded once per thread from the CSPRNG. No system call per id, unlike
-// RandomToken; unique in practice but predictable to anyone who sees many of them, so never a
-// secret.
+// A 16-character URL-safe identifier for correlation (request ids): the time in milliseconds
+// (7 characters, so ids sort by time) and 54 bits from a per-thread SplitMix64 stream seeded once
+// per thread from the CSPRNG. No system call per id, unlike RandomToken; unique in practice but
+// predictable to anyone who sees many of them, so never a secret.
 std::string CorrelationId();
 
 // Lowercase hex SHA-256 of `data`. Used for high-entropy secrets (API keys, worker tokens), where a

@@ -1,6 +1,7 @@
 #include "common/crypto.h"
 
 #include <cctype>
+#include <chrono>
 #include <set>
 #include <string>
 #include <thread>
@@ -41,6 +42,15 @@ TEST(CryptoTest, CorrelationIdsAreUrlSafeAndUniqueAcrossThreads) {
     }
   }
   EXPECT_EQ(seen.size(), 2u * kPerThread);
+}
+
+TEST(CryptoTest, CorrelationIdsSortByTime) {
+  // A time prefix keeps the usage table's index on request ids append-only.
+  const std::string first = CorrelationId();
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  const std::string second = CorrelationId();
+  EXPECT_LT(first, second);
+  EXPECT_LT(first.substr(0, 7), second.substr(0, 7));
 }
 
 TEST(CryptoTest, PasswordHashVerifies) {
