@@ -77,8 +77,9 @@ class UsageMeter {
 
  private:
   void Run();
-  // Writes queued records until the queue is empty or the sink fails. Requires !mu_ on entry.
-  Status Drain();
+  // Writes queued records until the queue is empty (or, with whole_batches_only, holds less than
+  // a batch) or the sink fails. Requires !mu_ on entry.
+  Status Drain(bool whole_batches_only = false);
 
   UsageSink& sink_;
   const UsageMeterOptions options_;

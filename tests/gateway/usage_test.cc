@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -71,6 +72,31 @@ TEST(UsageMeterTest, StopFlushesEverythingInBatches) {
   EXPECT_EQ(meter.queued(), 0u);
   EXPECT_EQ(sink.records.front().request_id, "r0");
   EXPECT_EQ(sink.records.back().request_id, "r999");
+}
+
+TEST(UsageMeterTest, WritesWholeBatchesUnderLoadAndTheRestOnTheInterval) {
+  MemorySink sink;
+  UsageMeterOptions o;
+  o.batch_size = 100;
+  o.flush_interval = std::chrono::milliseconds(300);
+  UsageMeter meter(sink, o);
+  meter.Start();
+  for (int i = 0; i < 250; ++i)
+    ASSERT_TRUE(meter.Record(Rec("r" + std::to_string(i), 1, "m", 1, 1)));
+  // The two full batches go at once; the 50 after them wait for the interval, not trickling out
+  // in small writes.
+  for (int i = 0; i < 100 && meter.written() < 200; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  EXPECT_EQ(meter.written(), 200u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  EXPECT_EQ(meter.written(), 250u);
+  {
+    std::lock_guard lock(sink.mu);
+    EXPECT_EQ(sink.writes, 3);
+    EXPECT_EQ(sink.records.back().request_id, "r249");
+  }
+  meter.Stop();
 }
 
 TEST(UsageMeterTest, BoundedQueueDropsInsteadOfBlocking) {
