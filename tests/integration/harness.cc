@@ -1,10 +1,7 @@
 #include "integration/harness.h"
 
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -12,6 +9,10 @@
 #include <fstream>
 #include <random>
 #include <thread>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 
 namespace segma::testing {
 
@@ -29,8 +30,7 @@ std::string SegmaBinary() { return BuildDir() + "/src/cli/segma"; }
 
 TempDir::TempDir() {
   std::random_device rd;
-  path_ = BuildDir() + "/test-tmp/" + std::to_string(getpid()) +
-          "-" + std::to_string(rd());
+  path_ = BuildDir() + "/test-tmp/" + std::to_string(getpid()) + "-" + std::to_string(rd());
   std::filesystem::create_directories(path_);
 }
 
@@ -106,9 +106,10 @@ bool WaitUntil(const std::function<bool()>& pred, std::chrono::milliseconds time
   return pred();
 }
 
-http::ClientResponse Api::Call(boost::beast::http::verb method, const std::string& path,
-                               const std::optional<json::value>& body,
-                               const std::vector<std::pair<std::string, std::string>>& headers) const {
+http::ClientResponse Api::Call(
+    boost::beast::http::verb method, const std::string& path,
+    const std::optional<json::value>& body,
+    const std::vector<std::pair<std::string, std::string>>& headers) const {
   http::ClientRequest req;
   req.method = method;
   req.url = base + path;
@@ -135,6 +136,27 @@ json::object Api::Obj(const http::ClientResponse& r) {
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+std::string StartSegma(const std::string& data_dir, uint16_t port,
+                       const std::string& admin_password, const std::string& log_path,
+                       std::unique_ptr<Process>& server, Api& api) {
+  server = std::make_unique<Process>(
+      std::vector<std::string>{SegmaBinary(), "start", "--no-demo", "--data-dir", data_dir,
+                               "--address", "127.0.0.1", "--port", std::to_string(port),
+                               "--fake-gpus", "1xH100:80", "--heartbeat-interval", "0.2"},
+      std::map<std::string, std::string>{{"SEGMA_BOOTSTRAP_PASSWORD", admin_password}}, log_path);
+  api.base = "http://127.0.0.1:" + std::to_string(port);
+  if (!WaitUntil([&] { return api.Get("/healthz").status == 200; }, std::chrono::seconds(30))) {
+    return "segma start did not answer /healthz within 30 s; its log:\n" + server->Log();
+  }
+  auto login =
+      api.Post("/v2/auth/login", json::object{{"username", "admin"}, {"password", admin_password}});
+  if (login.status != 200) {
+    return "admin login failed: " + std::to_string(login.status) + " " + login.body;
+  }
+  api.token = std::string(Api::Obj(login).at("token").as_string());
+  return "";
 }
 
 }  // namespace segma::testing

@@ -2,14 +2,15 @@
 
 // Helpers for integration tests that run the real `segma` binary on loopback.
 
-#include <sys/types.h>
-
 #include <chrono>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include <sys/types.h>
 
 #include "common/json.h"
 #include "http/client.h"
@@ -60,9 +61,10 @@ struct Api {
   std::string base;  // http://127.0.0.1:PORT
   std::string token;
 
-  http::ClientResponse Call(boost::beast::http::verb method, const std::string& path,
-                            const std::optional<json::value>& body = std::nullopt,
-                            const std::vector<std::pair<std::string, std::string>>& headers = {}) const;
+  http::ClientResponse Call(
+      boost::beast::http::verb method, const std::string& path,
+      const std::optional<json::value>& body = std::nullopt,
+      const std::vector<std::pair<std::string, std::string>>& headers = {}) const;
   http::ClientResponse Get(const std::string& path) const {
     return Call(boost::beast::http::verb::get, path);
   }
@@ -72,6 +74,14 @@ struct Api {
   // The response body as a JSON object (empty object if it is not one).
   static json::object Obj(const http::ClientResponse& r);
 };
+
+// Starts `segma start --no-demo` (data in `data_dir`, on 127.0.0.1:`port`, one fake H100,
+// heartbeats every 0.2 s, `admin_password` for the bootstrap admin, output to `log_path`) into
+// `server`, waits for /healthz and logs `api` in as the admin. Returns "" on success, else what
+// failed (use: ASSERT_EQ(StartSegma(...), "")).
+std::string StartSegma(const std::string& data_dir, uint16_t port,
+                       const std::string& admin_password, const std::string& log_path,
+                       std::unique_ptr<Process>& server, Api& api);
 
 // Reads the whole file (empty if missing).
 std::string ReadFile(const std::string& path);

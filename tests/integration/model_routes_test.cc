@@ -25,19 +25,9 @@ class ModelRoutesTest : public ::testing::Test {
  protected:
   void SetUp() override {
     port_ = FreePort();
-    server_ = std::make_unique<Process>(
-        std::vector<std::string>{SegmaBinary(), "start", "--no-demo", "--data-dir", data(),
-                                 "--address", "127.0.0.1", "--port", std::to_string(port_),
-                                 "--fake-gpus", "1xH100:80", "--heartbeat-interval", "0.2"},
-        std::map<std::string, std::string>{{"SEGMA_BOOTSTRAP_PASSWORD", "routes-admin-pw"}},
-        dir_.path() + "/server.log");
-    api_.base = "http://127.0.0.1:" + std::to_string(port_);
-    ASSERT_TRUE(
-        WaitUntil([&] { return api_.Get("/healthz").status == 200; }, std::chrono::seconds(30)));
-    auto login = api_.Post("/v2/auth/login",
-                           json::object{{"username", "admin"}, {"password", "routes-admin-pw"}});
-    ASSERT_EQ(login.status, 200u) << login.body;
-    api_.token = std::string(Api::Obj(login).at("token").as_string());
+    ASSERT_EQ(
+        StartSegma(data(), port_, "routes-admin-pw", dir_.path() + "/server.log", server_, api_),
+        "");
   }
 
   void TearDown() override {
