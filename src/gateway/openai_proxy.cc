@@ -302,58 +302,50 @@ namespace {
 // gateway always does) add it to every chunk; a client that did not ask must get the chunks the
 // engine would have sent it, which have no usage member at all. A "usage" inside a string value
 // is escaped (\"usage\") and never matches.
+constexpr std::string_view kUsageKey = "\"usage\"";
+
+size_t SkipSpaces(std::string_view s, size_t i) {
+  while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n')) ++i;
+  return i;
+}
+
+// Where the value of the "usage" member whose key starts at `key` begins, or npos if no ':'
+// follows the key (the text was not a member name).
+size_t UsageValueAt(std::string_view event, size_t key) {
+  const size_t colon = SkipSpaces(event, key + kUsageKey.size());
+  if (colon >= event.size() || event[colon] != ':') return std::string_view::npos;
+  return SkipSpaces(event, colon + 1);
+}
+
 void AppendWithoutNullUsage(std::string_view event, std::string& out) {
-  constexpr std::string_view kKey = "\"usage\"";
-  const size_t key = event.find(kKey);
-  if (key == std::string_view::npos) {
-    out.append(event);
-    return;
-  }
-  auto skip_spaces = [&](size_t i) {
-    while (i < event.size() && event[i] == ' ') ++i;
-    return i;
-  };
-  size_t i = skip_spaces(key + kKey.size());
-  if (i >= event.size() || event[i] != ':') {
-    out.append(event);
-    return;
-  }
-  i = skip_spaces(i + 1);
-  if (event.substr(i, 4) != "null") {
+  const size_t key = event.find(kUsageKey);
+  const size_t value = key == std::string_view::npos ? key : UsageValueAt(event, key);
+  if (value == std::string_view::npos || event.substr(value, 4) != "null") {
     out.append(event);
     return;
   }
   size_t begin = key;
-  size_t end = i + 4;
+  size_t end = value + 4;
   size_t before = key;
   while (before > 0 && event[before - 1] == ' ') --before;
   if (before > 0 && event[before - 1] == ',') {
     begin = before - 1;  // `,"usage":null` (the usual place: the last member)
   } else {
-    end = skip_spaces(end);  // `{"usage":null,` (first member)
-    if (end < event.size() && event[end] == ',') end = skip_spaces(end + 1);
+    end = SkipSpaces(event, end);  // `{"usage":null,` (first member)
+    if (end < event.size() && event[end] == ',') end = SkipSpaces(event, end + 1);
   }
   out.append(event.substr(0, begin));
   out.append(event.substr(end));
 }
 
-}  // namespace
-
-namespace {
-
 // True if a "usage" member in `event` has a value other than null. Engines asked for
 // include_usage put "usage":null in every chunk; only the last one carries numbers, and only
 // events that pass this check are parsed.
 bool HasUsageValue(std::string_view event) {
-  constexpr std::string_view kKey = "\"usage\"";
-  auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
-  for (size_t at = event.find(kKey); at != std::string_view::npos; at = event.find(kKey, at + 1)) {
-    size_t i = at + kKey.size();
-    while (i < event.size() && is_space(event[i])) ++i;
-    if (i >= event.size() || event[i] != ':') continue;
-    ++i;
-    while (i < event.size() && is_space(event[i])) ++i;
-    if (event.substr(i, 4) != "null") return true;
+  for (size_t key = event.find(kUsageKey); key != std::string_view::npos;
+       key = event.find(kUsageKey, key + 1)) {
+    const size_t value = UsageValueAt(event, key);
+    if (value != std::string_view::npos && event.substr(value, 4) != "null") return true;
   }
   return false;
 }

@@ -21,6 +21,8 @@
 #include <boost/beast/ssl.hpp>
 #include <sys/socket.h>
 
+#include "http/write_all.h"
+
 namespace segma::http {
 
 namespace asio = boost::asio;
@@ -335,29 +337,17 @@ auto Io(Conn& c, F f) -> decltype(f(c.sock)) {
   return f(c.sock);
 }
 
-// Sends `head` then `body`. A plain connection's socket (non-blocking) takes them at once when
-// it can, so the completion costs no trip through the scheduler; the rest, if the socket buffer
-// is full, is written asynchronously.
+// Sends `head` then `body`: on a plain connection (non-blocking) with WriteAll, so that a request
+// the socket takes at once costs no trip through the scheduler.
 asio::awaitable<boost::system::error_code> Send(Conn* conn, std::string_view head,
                                                 std::string_view body) {
   Conn& c = *conn;
-  std::array<asio::const_buffer, 2> bufs{asio::buffer(head), asio::buffer(body)};
+  const std::array<asio::const_buffer, 2> bufs{asio::buffer(head), asio::buffer(body)};
   if (c.tls) {
     auto [ec, n] = co_await asio::async_write(*c.tls, bufs, kUseTuple);
     co_return ec;
   }
-  boost::system::error_code ec;
-  const size_t n = c.sock.write_some(bufs, ec);
-  if (ec && ec != asio::error::would_block && ec != asio::error::try_again) co_return ec;
-  if (n == head.size() + body.size()) co_return boost::system::error_code();
-  if (n < head.size()) {
-    bufs[0] = asio::buffer(head.substr(n));
-  } else {
-    bufs[0] = asio::const_buffer();
-    bufs[1] = asio::buffer(body.substr(n - head.size()));
-  }
-  auto [wec, wn] = co_await asio::async_write(c.sock, bufs, kUseTuple);
-  co_return wec;
+  co_return co_await WriteAll(c.sock, bufs);
 }
 
 bool ValidHeaderText(std::string_view s) {

@@ -19,6 +19,7 @@
 
 #include "common/crypto.h"
 #include "common/logging.h"
+#include "http/write_all.h"
 
 namespace segma::http {
 
@@ -49,21 +50,6 @@ bool IsQuietPath(std::string_view path) {
 
 using SteadyClock = std::chrono::steady_clock;
 constexpr auto kSweepEvery = std::chrono::milliseconds(250);
-
-// Writes all of `buffers`: synchronously while the socket (in non-blocking mode) takes them, and
-// only the rest, if any, through the reactor. A write that Asio completes at once is still
-// handed back through the scheduler (one more round, one more epoll_wait); a small response nearly
-// always fits the socket buffer, so the synchronous attempt saves that round.
-template <typename Buffers>
-asio::awaitable<boost::system::error_code> WriteAll(tcp::socket& socket, const Buffers& buffers) {
-  boost::system::error_code ec;
-  const size_t n = asio::write(socket, buffers, ec);
-  if (ec != asio::error::would_block && ec != asio::error::try_again) co_return ec;
-  beast::buffers_suffix<Buffers> rest(buffers);
-  rest.consume(n);
-  auto [aec, an] = co_await asio::async_write(socket, rest, kUseTuple);
-  co_return aec;
-}
 
 // "HTTP/1.1 200 OK\r\n" and the fields, as Beast's serializer writes them.
 void AppendHead(const bhttp::response_header<>& head, std::string& out) {
