@@ -10,6 +10,7 @@
 #include "api/gateway_sync.h"
 #include "common/crypto.h"
 #include "common/logging.h"
+#include "http/io_loop.h"
 #include "store/sqlite/sqlite_store.h"
 
 namespace segma::api {
@@ -171,8 +172,10 @@ void ServerApp::Run() {
     Shutdown();
   });
   std::vector<std::thread> threads;
-  for (int i = 1; i < config_.io_threads; ++i) threads.emplace_back([this] { ioc_.run(); });
-  ioc_.run();
+  for (int i = 1; i < config_.io_threads; ++i) {
+    threads.emplace_back([this] { http::RunIoContext(ioc_, config_.busy_poll); });
+  }
+  http::RunIoContext(ioc_, config_.busy_poll);
   for (auto& t : threads) t.join();
 }
 

@@ -21,6 +21,7 @@
 #include "common/json.h"
 #include "common/logging.h"
 #include "gateway/replica.h"
+#include "http/io_loop.h"
 #include "store/sqlite/sqlite_store.h"
 #include "worker/agent.h"
 #include "worker/gpu/fake_gpu_probe.h"
@@ -48,7 +49,8 @@ struct Flags {
   std::vector<std::string> labels;
   std::vector<std::string> engine_dirs;
   bool no_demo = false;  // start only
-  int io_threads = 0;    // server/start; 0: one per core this process may run on
+  int io_threads = 0;    // server/start/gateway; 0: one per core this process may run on
+  int busy_poll_us = 100;
   // model files
   std::string model_cache_dir;
   std::string hf_endpoint = "https://huggingface.co";
@@ -58,6 +60,22 @@ struct Flags {
   std::string ca_file;
   int max_parallel_downloads = 4;
 };
+
+// The HTTP serving threads of server, start and gateway.
+void AddIoFlags(CLI::App* cmd, Flags& f) {
+  cmd->add_option("--io-threads", f.io_threads,
+                  "Threads serving HTTP (API and gateway); 0: one per core the process may run "
+                  "on (its CPU affinity), like nginx's worker_processes auto")
+      ->envname("SEGMA_IO_THREADS")
+      ->check(CLI::Range(0, 256))
+      ->capture_default_str();
+  cmd->add_option("--busy-poll-us", f.busy_poll_us,
+                  "Microseconds an HTTP thread keeps polling after its last work before it "
+                  "sleeps: spares a wake-up per request at low load (ADR 0018); 0: off")
+      ->envname("SEGMA_BUSY_POLL_US")
+      ->check(CLI::Range(0, 100000))
+      ->capture_default_str();
+}
 
 void AddServerFlags(CLI::App* cmd, Flags& f, uint16_t default_port) {
   f.port = default_port;
@@ -79,12 +97,7 @@ void AddServerFlags(CLI::App* cmd, Flags& f, uint16_t default_port) {
       ->envname("SEGMA_GATEWAY_ROUTING")
       ->check(CLI::IsMember({"affinity", "least-outstanding", "round-robin"}))
       ->capture_default_str();
-  cmd->add_option("--io-threads", f.io_threads,
-                  "Threads serving HTTP (API and gateway); 0: one per core the process may run "
-                  "on (its CPU affinity), like nginx's worker_processes auto")
-      ->envname("SEGMA_IO_THREADS")
-      ->check(CLI::Range(0, 256))
-      ->capture_default_str();
+  AddIoFlags(cmd, f);
 }
 
 void AddWorkerFlags(CLI::App* cmd, Flags& f, bool standalone) {
@@ -216,6 +229,7 @@ int RunServer(const Flags& f, bool with_worker) {
   config.heartbeat_grace = std::chrono::seconds(f.heartbeat_grace_s);
   config.reschedule_grace = std::chrono::seconds(f.reschedule_grace_s);
   config.io_threads = f.io_threads > 0 ? f.io_threads : UsableCores();
+  config.busy_poll = std::chrono::microseconds(f.busy_poll_us);
   config.routing_policy = segma::gateway::ParseRoutingPolicy(f.gateway_routing)
                               .value_or(segma::gateway::RoutingPolicy::kAffinity);
   if (const char* pw = std::getenv("SEGMA_BOOTSTRAP_PASSWORD"); pw != nullptr && *pw != '\0') {
@@ -387,9 +401,12 @@ int RunGateway(const Flags& f) {
       ioc.stop();
     });
   });
+  const auto busy_poll = std::chrono::microseconds(f.busy_poll_us);
   std::vector<std::thread> more;
-  for (int i = 1; i < io_threads; ++i) more.emplace_back([&] { ioc.run(); });
-  ioc.run();
+  for (int i = 1; i < io_threads; ++i) {
+    more.emplace_back([&] { segma::http::RunIoContext(ioc, busy_poll); });
+  }
+  segma::http::RunIoContext(ioc, busy_poll);
   for (auto& t : more) t.join();
   gw.Stop();  // writes every usage record to the server
   follower.Stop();
@@ -443,12 +460,7 @@ int main(int argc, char** argv) {
   gateway->add_option("--address", gateway_flags.address, "Listen address")
       ->envname("SEGMA_ADDRESS");
   gateway->add_option("--port", gateway_flags.port, "Listen port")->envname("SEGMA_PORT");
-  gateway
-      ->add_option("--io-threads", gateway_flags.io_threads,
-                   "Threads serving HTTP; 0: one per core this process may run on")
-      ->envname("SEGMA_IO_THREADS")
-      ->check(CLI::Range(0, 256))
-      ->capture_default_str();
+  AddIoFlags(gateway, gateway_flags);
   gateway->callback([&] {
     segma::SetLogLevel(log_level);
     std::exit(RunGateway(gateway_flags));
