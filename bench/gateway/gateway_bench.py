@@ -5,13 +5,21 @@
 
 In one run on one machine, against one `segma engine-sim --speed 0` (answers at once) deployed
 through segma's REST API: direct to the engine; nginx (Debian, 1 worker, proxy_buffering off);
-segma's gateway with auth, limits and metering on; Portkey (@portkey-ai/gateway@1.15.2, a
+segma's gateway with auth, limits and metering on, with its defaults and with
+`--busy-poll-us 100` (a second `segma start` with its own engine-sim; ADR 0018); Portkey (@portkey-ai/gateway@1.15.2, a
 routing proxy with no keys or budgets). The engine and the load generator (`segma bench load`)
 share core 0; each proxy gets core 1 alone (segma's process also holds its idle control plane
 and worker). Reports ratios, so the shared, noisy machine matters less.
+
+The concurrency-1 latencies are measured in rounds that alternate between the peers (a short
+block of each per round, the order rotated every round) and pooled per peer: the host's noise
+drifts over minutes, and a peer measured in one long block could get a quiet or a loud spell to
+itself. Throughput at c=16 is one 10 s block per peer.
 """
 
 import argparse
+import json
+import math
 import os
 import platform
 import shutil
@@ -24,6 +32,7 @@ from segma_stack import Stack, run_load, wait  # noqa: E402
 
 NGINX_PORT = 18081
 PORTKEY_PORT = 18787
+BUSY_PORT = 18083
 CORE_LOAD = ["taskset", "-c", "0"]
 CORE_PROXY = ["taskset", "-c", "1"]
 
@@ -88,6 +97,16 @@ def fmt_ms(v):
     return f"{v:.3f}"
 
 
+def percentiles(values_s):
+    """p50 and p99 in ms by nearest rank, as `segma bench load` computes them."""
+    v = sorted(values_s)
+    if not v:
+        return {"p50": 0.0, "p99": 0.0}
+    def rank(q):
+        return v[min(max(math.ceil(q * len(v)), 1), len(v)) - 1] * 1000
+    return {"p50": rank(0.50), "p99": rank(0.99), "count": len(v)}
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--segma", required=True)
@@ -100,26 +119,35 @@ def main():
     args.prefix = CORE_PROXY
     q = args.quick
     st = Stack(args)
+    # The same with its HTTP thread polling 100 µs after work (ADR 0018), on the same core.
+    busy_args = argparse.Namespace(**vars(args))
+    busy_args.work = os.path.join(args.work, "busy-poll")
+    busy_args.extra = ["--busy-poll-us", "100"]
+    st_busy = Stack(busy_args, port=BUSY_PORT)
     st.start()
     procs = []
     try:
         idle_rss = rss_kib(st.proc.pid)
+        st_busy.start()
         # Limits on, for real: every request is checked and charged against the key's and the
         # project's windows (set high enough never to refuse).
         high = {"requests_per_minute": 100_000_000, "tokens_per_minute": 10_000_000_000,
                 "max_concurrent": 100_000, "tokens_per_day": 10**12, "tokens_per_month": 10**13}
-        st.api.ok("PATCH", f"/v2/api-keys/{st.key_id}", {"limits": high})
-        st.api.ok("PATCH", f"/v2/projects/{st.project}", {"limits": high})
         sim = {"backend": "simulator", "source": {"type": "simulated", "params_b": 8},
                "backend_parameters": ["--speed", "0", "--threads", "1"]}
+        for stack in (st, st_busy):
+            stack.api.ok("PATCH", f"/v2/api-keys/{stack.key_id}", {"limits": high})
+            stack.api.ok("PATCH", f"/v2/projects/{stack.project}", {"limits": high})
         _, inst = st.deploy("sim", body=sim, timeout=120)
+        # Its own engine-sim, started the same way: a segma process drives only engines it runs.
+        st_busy.deploy("sim", body=sim, timeout=120)
         paced = {"backend": "simulator", "source": {"type": "simulated", "params_b": 8},
                  "max_concurrent_sequences": 1024, "context_length": 512,
                  "backend_parameters": ["--ttft-ms", "20", "--decode-ms-per-token", "10",
                                         "--load-slowdown", "0", "--threads", "1"]}
         _, paced_inst = st.deploy("sim-paced", body=paced, timeout=120)
         # The engines inherited segma's core; move them to the load generator's.
-        for pid in st.engine_pids().values():
+        for pid in list(st.engine_pids().values()) + list(st_busy.engine_pids().values()):
             subprocess.run(["taskset", "-a", "-pc", "0", str(pid)], stdout=subprocess.DEVNULL)
         engine = f"http://127.0.0.1:{inst['port']}"
         procs.append(start_nginx(args.work, inst["port"]))
@@ -133,6 +161,7 @@ def main():
             ("direct", engine, None, []),
             ("nginx", f"http://127.0.0.1:{NGINX_PORT}", None, []),
             ("segma", st.api.base, st.key, []),
+            ("segma --busy-poll-us 100", st_busy.api.base, st_busy.key, []),
             ("portkey", f"http://127.0.0.1:{PORTKEY_PORT}", None, portkey_headers),
         ]
 
@@ -140,17 +169,32 @@ def main():
             return run_load(args, url, "sim", c, n, key=key, tag=name, prefix=CORE_LOAD,
                             extra=extra + kw.pop("more", []), **kw)
 
+        # c=1: ROUNDS rounds; in each, one block of every peer (non-streamed, then streamed).
+        rounds = 2 if q else 10
+        pooled = {name: {"latency_s": [], "ttft_s": []} for name, *_ in peers}
+        errors_by_peer = {name: 0 for name, *_ in peers}
+        samples = os.path.join(args.work, "samples.json")
+        for r in range(rounds):
+            for name, url, key, extra in peers[r % len(peers):] + peers[:r % len(peers)]:
+                slow = name == "portkey"
+                n_lat, n_ttft = (100, 50) if slow else (500, 250) if q else (2000, 500)
+                if slow and not q:
+                    n_lat, n_ttft = 200, 100
+                for stream, n in ((False, n_lat), (True, n_ttft)):
+                    block = load(name, url, key, extra + ([] if stream else ["--no-stream"]), 1,
+                                 n, max_tokens=16, words=32, warmup=20 if slow else 100,
+                                 more=["--samples", samples])
+                    errors_by_peer[name] += block["errors"]
+                    with open(samples) as f:
+                        got = json.load(f)
+                    pooled[name]["ttft_s" if stream else "latency_s"] += \
+                        got["ttft_s" if stream else "latency_s"]
         rows = {}
         for name, url, key, extra in peers:
-            slow = name == "portkey"
-            n_lat = (200 if q else 2000) if slow else (1000 if q else 20000)
-            lat = load(name, url, key, extra + ["--no-stream"], 1, n_lat, max_tokens=16,
-                       words=32, warmup=200)
             thr = load(name, url, key, extra + ["--no-stream"], 16, 0, max_tokens=16, words=32,
                        warmup=32, more=["--duration", "2" if q else "10"])
-            n_ttft = (100 if q else 1000) if slow else (500 if q else 5000)
-            ttft = load(name, url, key, extra, 1, n_ttft, max_tokens=16, words=32, warmup=100)
-            rows[name] = (lat, thr, ttft)
+            rows[name] = (percentiles(pooled[name]["latency_s"]), thr,
+                          percentiles(pooled[name]["ttft_s"]))
         busy_rss = rss_kib(st.proc.pid)
 
         streams = {}
@@ -174,28 +218,33 @@ def main():
             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores "
             f"(`{open('/proc/cpuinfo').read().split('model name')[1].split(':')[1].splitlines()[0].strip()}`), "
             f"load average before the run {os.getloadavg()[0]:.1f}. Engine: `segma engine-sim "
-            f"--speed 0` (core 0, with the load generator); each proxy alone on core 1.",
+            f"--speed 0` (core 0, with the load generator); each proxy alone on core 1. "
+            f"c=1 columns: {rounds} rounds alternating between the peers, pooled "
+            f"({rows['direct'][0]['count']} requests and {rows['direct'][2]['count']} streams per "
+            f"peer, Portkey {rows['portkey'][0]['count']} and {rows['portkey'][2]['count']}).",
             "",
             "| path | c=1 p50 ms | c=1 p99 ms | added p50 µs | added p99 µs | c=16 req/s | "
             "vs nginx | stream TTFT p50 ms | TTFT p99 ms | added TTFT p99 µs | errors |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
         n_thr = rows["nginx"][1]["requests_per_s"]
         for name, (lat, thr, ttft) in rows.items():
-            added50 = (lat["latency_ms"]["p50"] - d_lat["latency_ms"]["p50"]) * 1000
-            added99 = (lat["latency_ms"]["p99"] - d_lat["latency_ms"]["p99"]) * 1000
-            added_ttft = (ttft["ttft_ms"]["p99"] - d_ttft["ttft_ms"]["p99"]) * 1000
-            errors = lat["errors"] + thr["errors"] + ttft["errors"]
+            added50 = (lat["p50"] - d_lat["p50"]) * 1000
+            added99 = (lat["p99"] - d_lat["p99"]) * 1000
+            added_ttft = (ttft["p99"] - d_ttft["p99"]) * 1000
+            errors = errors_by_peer[name] + thr["errors"]
             lines.append(
-                f"| {name} | {fmt_ms(lat['latency_ms']['p50'])} | {fmt_ms(lat['latency_ms']['p99'])} "
+                f"| {name} | {fmt_ms(lat['p50'])} | {fmt_ms(lat['p99'])} "
                 f"| {'-' if name == 'direct' else f'{added50:.0f}'} "
                 f"| {'-' if name == 'direct' else f'{added99:.0f}'} "
                 f"| {thr['requests_per_s']:.0f} | {thr['requests_per_s'] / n_thr:.2f} "
-                f"| {fmt_ms(ttft['ttft_ms']['p50'])} | {fmt_ms(ttft['ttft_ms']['p99'])} "
+                f"| {fmt_ms(ttft['p50'])} | {fmt_ms(ttft['p99'])} "
                 f"| {'-' if name == 'direct' else f'{added_ttft:.0f}'} | {errors} |")
         s_thr = rows["segma"][1]["requests_per_s"]
+        b_thr = rows["segma --busy-poll-us 100"][1]["requests_per_s"]
         p_thr = rows["portkey"][1]["requests_per_s"]
         lines += ["",
-                  f"segma/nginx throughput at c=16: {s_thr / n_thr:.2f}; segma/Portkey: "
+                  f"Throughput at c=16, segma/nginx: {s_thr / n_thr:.2f} (with busy polling "
+                  f"{b_thr / n_thr:.2f}); segma/Portkey: "
                   + (f"{s_thr / p_thr:.1f}x." if p_thr > 0 else "Portkey answered nothing."),
                   "",
                   "512 concurrent streams (engine-sim 20 ms TTFT, 10 ms/token, 64 tokens each):",
@@ -222,6 +271,7 @@ def main():
         for proc in procs:
             proc.terminate()
         st.stop()
+        st_busy.stop()
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ struct ServerConfig {
   std::string address = "0.0.0.0";
   uint16_t port = 8080;
   int io_threads = 2;
-  // How long an I/O thread polls after its last work before it sleeps (http::RunIoContext).
-  std::chrono::microseconds busy_poll{100};
+  // How long an I/O thread polls after its work before it sleeps (http::RunIoContext); 0: off.
+  std::chrono::microseconds busy_poll{0};
   int blocking_threads = 4;
   // A worker is NOT_READY after this long without a heartbeat.
   std::chrono::seconds heartbeat_grace{60};

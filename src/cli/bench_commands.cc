@@ -16,6 +16,7 @@ struct LoadFlags {
   std::string endpoint = "chat";
   bool no_stream = false;
   std::string json_path;
+  std::string samples_path;
   bool fail_on_error = false;
   std::vector<std::string> headers;  // "Name: value"
 };
@@ -57,6 +58,18 @@ int RunLoad(LoadFlags& f) {
         std::cerr << "segma bench load: cannot write " << f.json_path << "\n";
         return 2;
       }
+    }
+  }
+  if (!f.samples_path.empty()) {
+    boost::json::object samples{
+        {"latency_s", boost::json::array(report->latency_values.begin(),
+                                         report->latency_values.end())},
+        {"ttft_s", boost::json::array(report->ttft_values.begin(), report->ttft_values.end())}};
+    std::ofstream out(f.samples_path, std::ios::trunc);
+    out << boost::json::serialize(samples) << "\n";
+    if (!out) {
+      std::cerr << "segma bench load: cannot write " << f.samples_path << "\n";
+      return 2;
     }
   }
   return f.fail_on_error && report->errors > 0 ? 1 : 0;
@@ -118,6 +131,8 @@ void AddBenchCommands(CLI::App& app) {
   load->add_option("--seed", o.seed, "Prompt seed")->capture_default_str();
   load->add_option("--json", f.json_path,
                    "Append the report as one JSON line to FILE (- : stdout)");
+  load->add_option("--samples", f.samples_path,
+                   "Write every answered request's latency and TTFT (seconds) to FILE as JSON");
   load->add_flag("--fail-on-error", f.fail_on_error, "Exit 1 when any request failed");
   load->callback([] { std::exit(RunLoad(f)); });
 }

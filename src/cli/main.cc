@@ -50,7 +50,7 @@ struct Flags {
   std::vector<std::string> engine_dirs;
   bool no_demo = false;  // start only
   int io_threads = 0;    // server/start/gateway; 0: one per core this process may run on
-  int busy_poll_us = 100;
+  int busy_poll_us = 0;   // off unless the HTTP threads have cores of their own
   // model files
   std::string model_cache_dir;
   std::string hf_endpoint = "https://huggingface.co";
@@ -70,8 +70,9 @@ void AddIoFlags(CLI::App* cmd, Flags& f) {
       ->check(CLI::Range(0, 256))
       ->capture_default_str();
   cmd->add_option("--busy-poll-us", f.busy_poll_us,
-                  "Microseconds an HTTP thread keeps polling after its last work before it "
-                  "sleeps: spares a wake-up per request at low load (ADR 0018); 0: off")
+                  "Microseconds an HTTP thread keeps polling after its work before it sleeps, "
+                  "sparing a wake-up per request; only for HTTP threads with cores of their own "
+                  "(it takes CPU from anything sharing them; ADR 0018). 0: off")
       ->envname("SEGMA_BUSY_POLL_US")
       ->check(CLI::Range(0, 100000))
       ->capture_default_str();

@@ -345,6 +345,8 @@ class Runner {
       r.requests_per_s = static_cast<double>(r.ok) / r.wall_s;
       r.output_tokens_per_s = static_cast<double>(r.completion_tokens) / r.wall_s;
     }
+    r.latency_values = latency;
+    r.ttft_values = ttft;
     r.latency = loadgen::Summarize(latency);
     r.ttft = loadgen::Summarize(ttft);
     r.itl = loadgen::Summarize(itl);

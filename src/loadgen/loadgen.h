@@ -72,6 +72,10 @@ struct Report {
   double requests_per_s = 0;
   Distribution latency;                // end to end
   Distribution ttft;                   // first token event (streaming) or the whole answer
+  // The same per answered request, in seconds and in the order the answers came: pooling runs
+  // that alternate between peers needs the values, not their percentiles (bench/gateway).
+  std::vector<double> latency_values;
+  std::vector<double> ttft_values;
   Distribution itl;                    // gaps between token events
   Distribution tokens_per_s_per_user;  // per request: (completion tokens − 1) / decode time
   int64_t completion_tokens = 0;       // from usage when reported, else token events

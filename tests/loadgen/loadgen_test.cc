@@ -1,5 +1,6 @@
 #include "loadgen/loadgen.h"
 
+#include <algorithm>
 #include <set>
 
 #include <gtest/gtest.h>
@@ -81,6 +82,15 @@ TEST(RunTest, MeasuresStreamsAgainstAFakeEngine) {
   EXPECT_EQ(r->itl.count, 20 * 4);
   EXPECT_GE(r->itl.p50, 0.0015);
   EXPECT_GT(r->tokens_per_s_per_user.p50, 0);
+  // The raw values behind the percentiles, one per answered request.
+  ASSERT_EQ(r->latency_values.size(), 20u);
+  ASSERT_EQ(r->ttft_values.size(), 20u);
+  for (size_t i = 0; i < 20; ++i) {
+    EXPECT_GE(r->ttft_values[i], 0.019);
+    EXPECT_LT(r->ttft_values[i], r->latency_values[i]);
+  }
+  EXPECT_EQ(*std::max_element(r->latency_values.begin(), r->latency_values.end()),
+            r->latency.max);
 }
 
 TEST(RunTest, CountsRefusalsAndUnreachableEngines) {
