@@ -6,7 +6,6 @@
 #include <dirent.h>
 #include <signal.h>
 
-#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <thread>
@@ -47,20 +46,10 @@ class EnginesTest : public ::testing::Test {
  protected:
   void SetUp() override {
     port_ = FreePort();
-    server_ = std::make_unique<Process>(
-        std::vector<std::string>{SegmaBinary(), "start", "--no-demo", "--data-dir",
-                                 dir_.path() + "/data", "--address", "127.0.0.1", "--port",
-                                 std::to_string(port_), "--fake-gpus", "1xH100:80",
-                                 "--heartbeat-interval", "0.2", "--engine-ready-timeout", "3"},
-        std::map<std::string, std::string>{{"SEGMA_BOOTSTRAP_PASSWORD", "engines-admin-pw"}},
-        dir_.path() + "/server.log");
-    api_.base = "http://127.0.0.1:" + std::to_string(port_);
-    ASSERT_TRUE(
-        WaitUntil([&] { return api_.Get("/healthz").status == 200; }, std::chrono::seconds(30)));
-    auto login = api_.Post("/v2/auth/login",
-                           json::object{{"username", "admin"}, {"password", "engines-admin-pw"}});
-    ASSERT_EQ(login.status, 200u) << login.body;
-    api_.token = std::string(Api::Obj(login).at("token").as_string());
+    ASSERT_EQ(
+        StartSegma(dir_.path() + "/data", port_, "engines-admin-pw", dir_.path() + "/server.log",
+                   server_, api_, {"--engine-ready-timeout", "3"}),
+        "");
     auto p = api_.Post("/v2/projects", json::object{{"name", "engines"}});
     ASSERT_EQ(p.status, 201u) << p.body;
     project_id_ = Api::Obj(p).at("id").as_int64();
@@ -68,14 +57,7 @@ class EnginesTest : public ::testing::Test {
 
   void TearDown() override {
     if (server_) server_->Signal(SIGKILL);
-    std::error_code ec;
-    for (const auto& e :
-         std::filesystem::directory_iterator(dir_.path() + "/data/worker/engines", ec)) {
-      auto v = ParseJson(ReadFile(e.path()));
-      if (v.ok() && v->is_object() && v->as_object().contains("pid")) {
-        ::kill(-static_cast<int>(v->at("pid").as_int64()), SIGKILL);
-      }
-    }
+    KillEngines(dir_.path() + "/data/worker/engines");
     for (int pgid : watched_groups_) ::kill(-pgid, SIGKILL);
   }
 
@@ -95,11 +77,7 @@ class EnginesTest : public ::testing::Test {
     ASSERT_EQ(r.status, 201u) << r.body;
   }
 
-  json::object Instance(int64_t model_id) {
-    auto list = Api::Obj(api_.Get("/v2/model-instances?model_id=" + std::to_string(model_id)));
-    if (!list.contains("items") || list.at("items").as_array().empty()) return {};
-    return list.at("items").as_array()[0].as_object();
-  }
+  json::object Instance(int64_t model_id) { return FirstInstance(api_, model_id); }
 
   std::string Field(int64_t model_id, const char* key) {
     json::object i = Instance(model_id);
@@ -107,10 +85,8 @@ class EnginesTest : public ::testing::Test {
   }
 
   int EnginePid(int64_t instance_id) {
-    auto v = ParseJson(ReadFile(dir_.path() + "/data/worker/engines/instance-" +
-                                std::to_string(instance_id) + ".json"));
-    if (!v.ok() || !v->is_object() || !v->as_object().contains("pid")) return 0;
-    return static_cast<int>(v->at("pid").as_int64());
+    return StateFilePid(dir_.path() + "/data/worker/engines/instance-" +
+                        std::to_string(instance_id) + ".json");
   }
 
   TempDir dir_;

@@ -42,33 +42,17 @@ class DeployTest : public ::testing::Test {
   // adopts them): whatever a test left running is killed here.
   void TearDown() override {
     if (server_) server_->Signal(SIGKILL);
-    std::error_code ec;
-    for (const auto& e :
-         std::filesystem::directory_iterator(dir_.path() + "/data/worker/engines", ec)) {
-      auto v = ParseJson(ReadFile(e.path()));
-      if (v.ok() && v->is_object() && v->as_object().contains("pid")) {
-        ::kill(-static_cast<int>(v->at("pid").as_int64()), SIGKILL);
-      }
-    }
+    KillEngines(dir_.path() + "/data/worker/engines");
   }
 
-  json::object Instance(int64_t model_id) {
-    auto list = Api::Obj(api_.Get("/v2/model-instances?model_id=" + std::to_string(model_id)));
-    if (!list.contains("items") || list.at("items").as_array().empty()) return {};
-    return list.at("items").as_array()[0].as_object();
-  }
+  json::object Instance(int64_t model_id) { return FirstInstance(api_, model_id); }
 
-  std::string State(int64_t model_id) {
-    json::object i = Instance(model_id);
-    return i.contains("state") ? std::string(i.at("state").as_string()) : "";
-  }
+  std::string State(int64_t model_id) { return InstanceState(api_, model_id); }
 
   // The engine's pid from the supervisor's state file.
   int EnginePid(int64_t instance_id) {
-    auto v = ParseJson(ReadFile(dir_.path() + "/data/worker/engines/instance-" +
-                                std::to_string(instance_id) + ".json"));
-    if (!v.ok() || !v->is_object() || !v->as_object().contains("pid")) return 0;
-    return static_cast<int>(v->at("pid").as_int64());
+    return StateFilePid(dir_.path() + "/data/worker/engines/instance-" +
+                        std::to_string(instance_id) + ".json");
   }
 
   TempDir dir_;

@@ -38,13 +38,7 @@ class FirstRunTest : public ::testing::Test {
 
   void TearDown() override {
     if (server_) server_->Signal(SIGKILL);
-    std::error_code ec;
-    for (const auto& e : std::filesystem::directory_iterator(data() + "/worker/engines", ec)) {
-      auto v = ParseJson(ReadFile(e.path()));
-      if (v.ok() && v->is_object() && v->as_object().contains("pid")) {
-        ::kill(-static_cast<int>(v->at("pid").as_int64()), SIGKILL);
-      }
-    }
+    KillEngines(data() + "/worker/engines");
   }
 
   static int64_t Total(const http::ClientResponse& r) {

@@ -8,7 +8,6 @@
 
 #include <chrono>
 #include <ctime>
-#include <filesystem>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -37,14 +36,7 @@ class GatewayLimitsTest : public ::testing::Test {
   // Engines run in their own process groups and outlive segma by design: kill what is left.
   void TearDown() override {
     if (server_) server_->Signal(SIGKILL);
-    std::error_code ec;
-    for (const auto& e :
-         std::filesystem::directory_iterator(dir_.path() + "/data/worker/engines", ec)) {
-      auto v = ParseJson(ReadFile(e.path()));
-      if (v.ok() && v->is_object() && v->as_object().contains("pid")) {
-        ::kill(-static_cast<int>(v->at("pid").as_int64()), SIGKILL);
-      }
-    }
+    KillEngines(dir_.path() + "/data/worker/engines");
   }
 
   int64_t Project(const std::string& name) {
@@ -63,12 +55,7 @@ class GatewayLimitsTest : public ::testing::Test {
     return Api::Obj(m).at("id").as_int64();
   }
 
-  bool Running(int64_t model_id) {
-    auto list = Api::Obj(api_.Get("/v2/model-instances?model_id=" + std::to_string(model_id)));
-    if (!list.contains("items") || list.at("items").as_array().empty()) return false;
-    const json::object& i = list.at("items").as_array()[0].as_object();
-    return i.at("state").as_string() == "RUNNING";
-  }
+  bool Running(int64_t model_id) { return InstanceState(api_, model_id) == "RUNNING"; }
 
   // Creates an inference key; returns (id, secret).
   std::pair<int64_t, std::string> Key(int64_t project, const std::string& name,

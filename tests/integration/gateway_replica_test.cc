@@ -8,8 +8,6 @@
 
 #include <signal.h>
 
-#include <filesystem>
-
 #include <gtest/gtest.h>
 
 #include "integration/harness.h"
@@ -34,13 +32,7 @@ class GatewayReplicaTest : public ::testing::Test {
   void TearDown() override {
     if (replica_) replica_->Signal(SIGKILL);
     if (server_) server_->Signal(SIGKILL);
-    std::error_code ec;
-    for (const auto& e : std::filesystem::directory_iterator(data() + "/worker/engines", ec)) {
-      auto v = ParseJson(ReadFile(e.path()));
-      if (v.ok() && v->is_object() && v->as_object().contains("pid")) {
-        ::kill(-static_cast<int>(v->at("pid").as_int64()), SIGKILL);
-      }
-    }
+    KillEngines(data() + "/worker/engines");
   }
 
   std::unique_ptr<Process> StartReplica(const std::string& token, uint16_t port) {

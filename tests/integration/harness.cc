@@ -140,11 +140,16 @@ std::string ReadFile(const std::string& path) {
 
 std::string StartSegma(const std::string& data_dir, uint16_t port,
                        const std::string& admin_password, const std::string& log_path,
-                       std::unique_ptr<Process>& server, Api& api) {
+                       std::unique_ptr<Process>& server, Api& api,
+                       const std::vector<std::string>& extra_flags) {
+  std::vector<std::string> args{SegmaBinary(), "start",     "--no-demo",
+                                "--data-dir",  data_dir,    "--address",
+                                "127.0.0.1",   "--port",    std::to_string(port),
+                                "--fake-gpus", "1xH100:80", "--heartbeat-interval",
+                                "0.2"};
+  args.insert(args.end(), extra_flags.begin(), extra_flags.end());
   server = std::make_unique<Process>(
-      std::vector<std::string>{SegmaBinary(), "start", "--no-demo", "--data-dir", data_dir,
-                               "--address", "127.0.0.1", "--port", std::to_string(port),
-                               "--fake-gpus", "1xH100:80", "--heartbeat-interval", "0.2"},
+      std::move(args),
       std::map<std::string, std::string>{{"SEGMA_BOOTSTRAP_PASSWORD", admin_password}}, log_path);
   api.base = "http://127.0.0.1:" + std::to_string(port);
   if (!WaitUntil([&] { return api.Get("/healthz").status == 200; }, std::chrono::seconds(30))) {
@@ -157,6 +162,35 @@ std::string StartSegma(const std::string& data_dir, uint16_t port,
   }
   api.token = std::string(Api::Obj(login).at("token").as_string());
   return "";
+}
+
+json::object FirstInstance(const Api& api, int64_t model_id) {
+  json::object list = Api::Obj(api.Get("/v2/model-instances?model_id=" + std::to_string(model_id)));
+  if (!list.contains("items") || !list.at("items").is_array() ||
+      list.at("items").as_array().empty()) {
+    return {};
+  }
+  return list.at("items").as_array()[0].as_object();
+}
+
+std::string InstanceState(const Api& api, int64_t model_id) {
+  json::object instance = FirstInstance(api, model_id);
+  return instance.contains("state") && instance.at("state").is_string()
+             ? std::string(instance.at("state").as_string())
+             : "";
+}
+
+int StateFilePid(const std::string& path) {
+  auto v = ParseJson(ReadFile(path));
+  if (!v.ok() || !v->is_object() || !v->as_object().contains("pid")) return 0;
+  return static_cast<int>(v->at("pid").as_int64());
+}
+
+void KillEngines(const std::string& engines_dir) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(engines_dir, ec)) {
+    if (const int pid = StateFilePid(e.path()); pid > 0) ::kill(-pid, SIGKILL);
+  }
 }
 
 }  // namespace segma::testing

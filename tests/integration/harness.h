@@ -79,9 +79,23 @@ struct Api {
 // heartbeats every 0.2 s, `admin_password` for the bootstrap admin, output to `log_path`) into
 // `server`, waits for /healthz and logs `api` in as the admin. Returns "" on success, else what
 // failed (use: ASSERT_EQ(StartSegma(...), "")).
+// `extra_flags` are appended to the command line.
 std::string StartSegma(const std::string& data_dir, uint16_t port,
                        const std::string& admin_password, const std::string& log_path,
-                       std::unique_ptr<Process>& server, Api& api);
+                       std::unique_ptr<Process>& server, Api& api,
+                       const std::vector<std::string>& extra_flags = {});
+
+// The model's first instance (GET /v2/model-instances?model_id=), or an empty object.
+json::object FirstInstance(const Api& api, int64_t model_id);
+// That instance's state ("RUNNING", ...), or "" while the model has none.
+std::string InstanceState(const Api& api, int64_t model_id);
+
+// The "pid" of a supervisor state file (<worker data dir>/engines/<name>.json), 0 if none.
+int StateFilePid(const std::string& path);
+// Kills the process group of every engine with a state file in `engines_dir` (<worker data
+// dir>/engines). Engines outlive segma by design (a restarted worker adopts them), so a test's
+// TearDown kills what it left running.
+void KillEngines(const std::string& engines_dir);
 
 // Reads the whole file (empty if missing).
 std::string ReadFile(const std::string& path);

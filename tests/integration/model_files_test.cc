@@ -60,13 +60,7 @@ class ModelFilesTest : public ::testing::Test {
 
   void TearDown() override {
     if (server_) server_->Signal(SIGKILL);
-    std::error_code ec;
-    for (const auto& e : fs::directory_iterator(dir_.path() + "/data/worker/engines", ec)) {
-      auto v = ParseJson(ReadFile(e.path()));
-      if (v.ok() && v->is_object() && v->as_object().contains("pid")) {
-        ::kill(-static_cast<int>(v->at("pid").as_int64()), SIGKILL);
-      }
-    }
+    KillEngines(dir_.path() + "/data/worker/engines");
   }
 
   std::string MakeTinyGguf() {
@@ -89,16 +83,9 @@ class ModelFilesTest : public ::testing::Test {
     return Api::Obj(created).contains("id") ? Api::Obj(created).at("id").as_int64() : 0;
   }
 
-  json::object Instance(int64_t model_id) {
-    auto list = Api::Obj(api_.Get("/v2/model-instances?model_id=" + std::to_string(model_id)));
-    if (!list.contains("items") || list.at("items").as_array().empty()) return {};
-    return list.at("items").as_array()[0].as_object();
-  }
+  json::object Instance(int64_t model_id) { return FirstInstance(api_, model_id); }
 
-  std::string State(int64_t model_id) {
-    json::object i = Instance(model_id);
-    return i.contains("state") ? std::string(i.at("state").as_string()) : "";
-  }
+  std::string State(int64_t model_id) { return InstanceState(api_, model_id); }
 
   json::array Files() {
     auto list = Api::Obj(api_.Get("/v2/model-files"));

@@ -8,7 +8,6 @@
 
 #include <signal.h>
 
-#include <filesystem>
 #include <map>
 
 #include <fmt/format.h>
@@ -34,13 +33,7 @@ class ModelRoutesTest : public ::testing::Test {
     if (replica_) replica_->Signal(SIGKILL);
     if (server_) server_->Signal(SIGKILL);
     // The engines run in their own process groups.
-    std::error_code ec;
-    for (const auto& e : std::filesystem::directory_iterator(data() + "/worker/engines", ec)) {
-      auto v = ParseJson(ReadFile(e.path()));
-      if (v.ok() && v->is_object() && v->as_object().contains("pid")) {
-        ::kill(-static_cast<int>(v->at("pid").as_int64()), SIGKILL);
-      }
-    }
+    KillEngines(data() + "/worker/engines");
   }
 
   int64_t Project(const std::string& name) {
@@ -71,11 +64,7 @@ class ModelRoutesTest : public ::testing::Test {
         json::object{{"name", name}, {"project_id", project}, {"targets", std::move(t)}});
   }
 
-  bool Running(int64_t model_id) {
-    auto list = Api::Obj(api_.Get("/v2/model-instances?model_id=" + std::to_string(model_id)));
-    if (!list.contains("items") || list.at("items").as_array().empty()) return false;
-    return list.at("items").as_array()[0].at("state").as_string() == "RUNNING";
-  }
+  bool Running(int64_t model_id) { return InstanceState(api_, model_id) == "RUNNING"; }
 
   // One chat completion for `model`; returns the HTTP status and the answering engine's name.
   static std::pair<unsigned, std::string> Chat(const Api& gw, const std::string& model) {

@@ -102,11 +102,7 @@ class OpenAiSdkTest : public ::testing::Test {
     return std::string(Api::Obj(k).at("secret").as_string());
   }
 
-  json::object Instance(int64_t model_id) {
-    auto list = Api::Obj(api_.Get("/v2/model-instances?model_id=" + std::to_string(model_id)));
-    if (!list.contains("items") || list.at("items").as_array().empty()) return {};
-    return list.at("items").as_array()[0].as_object();
-  }
+  json::object Instance(int64_t model_id) { return FirstInstance(api_, model_id); }
 
   bool Running(int64_t model_id) {
     json::object i = Instance(model_id);

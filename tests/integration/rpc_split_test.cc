@@ -99,35 +99,18 @@ class RpcSplitTest : public ::testing::Test {
   void TearDown() override {
     for (auto& [name, w] : workers_) w->Signal(SIGKILL);
     if (server_) server_->Signal(SIGKILL);
-    for (const char* name : {"worker-a", "worker-b"}) {
-      std::error_code ec;
-      for (const auto& e : std::filesystem::directory_iterator(WorkerDir(name) + "/engines", ec)) {
-        auto v = ParseJson(ReadFile(e.path()));
-        if (v.ok() && v->is_object() && v->as_object().contains("pid")) {
-          ::kill(-static_cast<int>(v->at("pid").as_int64()), SIGKILL);
-        }
-      }
-    }
+    for (const char* name : {"worker-a", "worker-b"}) KillEngines(WorkerDir(name) + "/engines");
   }
 
   std::string WorkerDir(const std::string& name) const { return dir_.path() + "/" + name; }
 
-  json::object Instance(int64_t model_id) {
-    auto list = Api::Obj(api_.Get("/v2/model-instances?model_id=" + std::to_string(model_id)));
-    if (!list.contains("items") || list.at("items").as_array().empty()) return {};
-    return list.at("items").as_array()[0].as_object();
-  }
+  json::object Instance(int64_t model_id) { return FirstInstance(api_, model_id); }
 
-  std::string State(int64_t model_id) {
-    json::object i = Instance(model_id);
-    return i.contains("state") ? std::string(i.at("state").as_string()) : "";
-  }
+  std::string State(int64_t model_id) { return InstanceState(api_, model_id); }
 
   // pid from a supervisor state file ("instance-<id>" or "rpc-server-<id>") of a worker.
   int StatePid(const std::string& worker, const std::string& file) {
-    auto v = ParseJson(ReadFile(WorkerDir(worker) + "/engines/" + file + ".json"));
-    if (!v.ok() || !v->is_object() || !v->as_object().contains("pid")) return 0;
-    return static_cast<int>(v->at("pid").as_int64());
+    return StateFilePid(WorkerDir(worker) + "/engines/" + file + ".json");
   }
 
   std::string Logs() {
