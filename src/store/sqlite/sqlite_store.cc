@@ -129,6 +129,13 @@ class Stmt {
     if (!r.ok()) return r.status();
     return OkStatus();
   }
+  // Run(), but a broken UNIQUE constraint (a taken name) is kAlreadyExists with `message`
+  // instead of SQLite's text.
+  Status RunOrAlreadyExists(std::string message) {
+    Status st = Run();
+    if (st.code() == StatusCode::kAlreadyExists) return AlreadyExistsError(std::move(message));
+    return st;
+  }
 
   int64_t ColInt(int i) const { return sqlite3_column_int64(stmt_, i); }
   bool ColBool(int i) const { return ColInt(i) != 0; }
@@ -371,6 +378,24 @@ struct ListQuery {
   std::vector<std::string_view> search_columns;
   std::vector<std::string> where = {};  // fixed SQL fragments with '?' placeholders
   std::vector<std::variant<int64_t, std::string>> args = {};
+
+  // Keeps the rows whose `column` (a fixed SQL expression) equals `value`.
+  void WhereEquals(std::string_view column, std::variant<int64_t, std::string> value) {
+    where.push_back(fmt::format("{} = ?", column));
+    args.push_back(std::move(value));
+  }
+  // Keeps the rows whose `project_column` names a project that `user_id` is a member of.
+  void WhereMemberOf(std::string_view project_column, int64_t user_id) {
+    where.push_back(fmt::format("{} IN (SELECT project_id FROM project_members WHERE user_id = ?)",
+                                project_column));
+    args.emplace_back(user_id);
+  }
+  // For resources that belong to a project: the project_id and member_user_id filters of
+  // `options`, on `project_column`.
+  void WhereInProjectScope(std::string_view project_column, const ListOptions& options) {
+    if (options.project_id) WhereEquals(project_column, *options.project_id);
+    if (options.member_user_id) WhereMemberOf(project_column, *options.member_user_id);
+  }
 };
 
 std::string LikePattern(std::string_view q) {
@@ -853,6 +878,8 @@ class SqliteStore final : public Store {
   // All private helpers require mu_ held.
   Result<Stmt> Prepare(std::string_view sql);
   Status Exec(std::string_view sql);
+  // Runs a statement with one integer parameter that returns no rows.
+  Status Exec(std::string_view sql, int64_t arg);
   Result<int> CurrentVersion();
 
   // Runs `fn` inside BEGIN IMMEDIATE … COMMIT; rolls back if `fn` or the commit fails. Events
@@ -890,6 +917,27 @@ class SqliteStore final : public Store {
   template <typename T, typename Decode>
   Result<ListResult<T>> RunList(ListQuery q, const ListOptions& options, Decode decode);
 
+  // In one transaction: loads row `id` with `load`, stamps updated_at, lets `change` edit it
+  // (change(row, events) may fail, or queue events of its own), writes it with `write` and
+  // queues `event`'s kUpdated.
+  template <typename T, typename Change>
+  Result<T> UpdateRow(int64_t id, Result<T> (SqliteStore::*load)(int64_t),
+                      Status (SqliteStore::*write)(const T&), Event (*event)(Event::Type, const T&),
+                      Change&& change) {
+    std::lock_guard lock(mu_);
+    T row;
+    std::vector<Event> events;
+    RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+      ASSIGN_OR_RETURN(row, (this->*load)(id));
+      row.updated_at = clock_.Now();
+      RETURN_IF_ERROR(change(row, events));
+      RETURN_IF_ERROR((this->*write)(row));
+      events.push_back(event(Event::Type::kUpdated, row));
+      return OkStatus();
+    }));
+    return row;
+  }
+
   Result<User> LoadUser(int64_t id) {
     return LoadOne<User>(fmt::format("SELECT {} FROM users WHERE id = ?", kUserCols), id,
                          Ok<User, DecodeUser>, fmt::format("user {} not found", id));
@@ -911,6 +959,11 @@ class SqliteStore final : public Store {
                            DecodeWorker, fmt::format("worker {} not found", id));
   }
   Result<ProjectMember> LoadMember(int64_t project_id, int64_t user_id);
+  // The memberships whose `column` (user_id or project_id) equals `value`.
+  Result<std::vector<ProjectMember>> LoadMembersWhere(std::string_view column, int64_t value);
+  // Deletes the API keys and memberships whose `column` (user_id or project_id) equals `value`,
+  // queuing kDeleted for the keys, then for the memberships.
+  Status DeleteKeysAndMembersOf(std::string_view column, int64_t value, std::vector<Event>& events);
   // Collects every row of a query with one integer parameter.
   template <typename T, typename Decode>
   Result<std::vector<T>> LoadAll(std::string_view sql, int64_t arg, Decode decode);
@@ -918,6 +971,9 @@ class SqliteStore final : public Store {
   Status WriteUser(const User& u);
   Status WriteProject(const Project& p);
   Status WriteCluster(const Cluster& c);
+  // Makes every default cluster but `keep_id` a non-default one updated at `at`, queuing
+  // kUpdated for each.
+  Status UnsetOtherDefaultClusters(int64_t keep_id, Timestamp at, std::vector<Event>& events);
   Status WriteWorker(const Worker& w);
   Result<types::Model> LoadModel(int64_t id);
   Result<types::ModelInstance> LoadInstance(int64_t id);
@@ -952,6 +1008,12 @@ Result<Stmt> SqliteStore::Prepare(std::string_view sql) {
 
 Status SqliteStore::Exec(std::string_view sql) {
   ASSIGN_OR_RETURN(Stmt s, Prepare(sql));
+  return s.Run();
+}
+
+Status SqliteStore::Exec(std::string_view sql, int64_t arg) {
+  ASSIGN_OR_RETURN(Stmt s, Prepare(sql));
+  s.Int(arg);
   return s.Run();
 }
 
@@ -1087,11 +1149,7 @@ Status SqliteStore::WriteUser(const User& u) {
                                    "updated_at = ? WHERE id = ?"));
   s.Text(u.username).Text(u.full_name).Bool(u.is_admin).Bool(u.is_active).Text(u.password_hash);
   s.Bool(u.require_password_change).Time(u.updated_at).Int(u.id);
-  Status st = s.Run();
-  if (st.code() == StatusCode::kAlreadyExists) {
-    return AlreadyExistsError(fmt::format("user '{}' already exists", u.username));
-  }
-  return st;
+  return s.RunOrAlreadyExists(fmt::format("user '{}' already exists", u.username));
 }
 
 Result<User> SqliteStore::CreateUser(const User& user) {
@@ -1105,11 +1163,7 @@ Result<User> SqliteStore::CreateUser(const User& user) {
                                      "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"));
     s.Text(u.username).Text(u.full_name).Bool(u.is_admin).Bool(u.is_active).Text(u.password_hash);
     s.Bool(u.require_password_change).Time(u.created_at).Time(u.updated_at);
-    Status st = s.Run();
-    if (st.code() == StatusCode::kAlreadyExists) {
-      return AlreadyExistsError(fmt::format("user '{}' already exists", u.username));
-    }
-    RETURN_IF_ERROR(st);
+    RETURN_IF_ERROR(s.RunOrAlreadyExists(fmt::format("user '{}' already exists", u.username)));
     u.id = sqlite3_last_insert_rowid(db_);
     events.push_back(UserEvent(Event::Type::kCreated, u));
     return OkStatus();
@@ -1139,23 +1193,16 @@ Result<ListResult<User>> SqliteStore::ListUsers(const ListOptions& options) {
 }
 
 Result<User> SqliteStore::UpdateUser(int64_t id, const UserPatch& patch) {
-  std::lock_guard lock(mu_);
-  User u;
-  std::vector<Event> events;
-  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
-    ASSIGN_OR_RETURN(u, LoadUser(id));
+  auto change = [&](User& u, std::vector<Event>&) -> Status {
     if (patch.username) u.username = *patch.username;
     if (patch.full_name) u.full_name = *patch.full_name;
     if (patch.is_admin) u.is_admin = *patch.is_admin;
     if (patch.is_active) u.is_active = *patch.is_active;
     if (patch.password_hash) u.password_hash = *patch.password_hash;
     if (patch.require_password_change) u.require_password_change = *patch.require_password_change;
-    u.updated_at = clock_.Now();
-    RETURN_IF_ERROR(WriteUser(u));
-    events.push_back(UserEvent(Event::Type::kUpdated, u));
     return OkStatus();
-  }));
-  return u;
+  };
+  return UpdateRow(id, &SqliteStore::LoadUser, &SqliteStore::WriteUser, UserEvent, change);
 }
 
 Status SqliteStore::DeleteUser(int64_t id) {
@@ -1163,23 +1210,9 @@ Status SqliteStore::DeleteUser(int64_t id) {
   std::vector<Event> events;
   return Transaction(events, [&]() -> Status {
     ASSIGN_OR_RETURN(User u, LoadUser(id));
-    ASSIGN_OR_RETURN(
-        std::vector<ApiKey> keys,
-        LoadAll<ApiKey>(fmt::format("SELECT {} FROM api_keys WHERE user_id = ?", kApiKeyCols), id,
-                        DecodeApiKey));
-    ASSIGN_OR_RETURN(std::vector<ProjectMember> members,
-                     LoadAll<ProjectMember>(fmt::format("SELECT {} FROM {} WHERE m.user_id = ?",
-                                                        kMemberCols, kMemberFrom),
-                                            id, DecodeMember));
-    for (std::string_view sql :
-         {"DELETE FROM api_keys WHERE user_id = ?", "DELETE FROM project_members WHERE user_id = ?",
-          "DELETE FROM sessions WHERE user_id = ?", "DELETE FROM users WHERE id = ?"}) {
-      ASSIGN_OR_RETURN(Stmt s, Prepare(sql));
-      s.Int(id);
-      RETURN_IF_ERROR(s.Run());
-    }
-    for (const auto& k : keys) events.push_back(ApiKeyEvent(Event::Type::kDeleted, k));
-    for (const auto& m : members) events.push_back(MemberEvent(Event::Type::kDeleted, m));
+    RETURN_IF_ERROR(DeleteKeysAndMembersOf("user_id", id, events));
+    RETURN_IF_ERROR(Exec("DELETE FROM sessions WHERE user_id = ?", id));
+    RETURN_IF_ERROR(Exec("DELETE FROM users WHERE id = ?", id));
     events.push_back(UserEvent(Event::Type::kDeleted, u));
     return OkStatus();
   });
@@ -1255,11 +1288,7 @@ Status SqliteStore::WriteProject(const Project& p) {
                            "WHERE id = ?"));
   s.Text(p.name).Text(p.description).OptDouble(p.max_gpus).OptDouble(p.max_vram_gib);
   s.OptInt(p.max_instances).Time(p.updated_at).Limits(p.limits).Int(p.id);
-  Status st = s.Run();
-  if (st.code() == StatusCode::kAlreadyExists) {
-    return AlreadyExistsError(fmt::format("project '{}' already exists", p.name));
-  }
-  return st;
+  return s.RunOrAlreadyExists(fmt::format("project '{}' already exists", p.name));
 }
 
 Result<Project> SqliteStore::CreateProject(const Project& project) {
@@ -1273,11 +1302,7 @@ Result<Project> SqliteStore::CreateProject(const Project& project) {
                                      "limits) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"));
     s.Text(p.name).Text(p.description).OptDouble(p.max_gpus).OptDouble(p.max_vram_gib);
     s.OptInt(p.max_instances).Time(p.created_at).Time(p.updated_at).Limits(p.limits);
-    Status st = s.Run();
-    if (st.code() == StatusCode::kAlreadyExists) {
-      return AlreadyExistsError(fmt::format("project '{}' already exists", p.name));
-    }
-    RETURN_IF_ERROR(st);
+    RETURN_IF_ERROR(s.RunOrAlreadyExists(fmt::format("project '{}' already exists", p.name)));
     p.id = sqlite3_last_insert_rowid(db_);
     events.push_back(ProjectEvent(Event::Type::kCreated, p));
     return OkStatus();
@@ -1302,31 +1327,21 @@ Result<ListResult<Project>> SqliteStore::ListProjects(const ListOptions& options
                         {"created_at", "created_at"},
                         {"updated_at", "updated_at"}},
               .search_columns = {"name"}};
-  if (options.member_user_id) {
-    q.where.emplace_back("id IN (SELECT project_id FROM project_members WHERE user_id = ?)");
-    q.args.emplace_back(*options.member_user_id);
-  }
+  if (options.member_user_id) q.WhereMemberOf("id", *options.member_user_id);
   return RunList<Project>(std::move(q), options, DecodeProject);
 }
 
 Result<Project> SqliteStore::UpdateProject(int64_t id, const ProjectPatch& patch) {
-  std::lock_guard lock(mu_);
-  Project p;
-  std::vector<Event> events;
-  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
-    ASSIGN_OR_RETURN(p, LoadProject(id));
+  auto change = [&](Project& p, std::vector<Event>&) -> Status {
     if (patch.name) p.name = *patch.name;
     if (patch.description) p.description = *patch.description;
     if (patch.max_gpus) p.max_gpus = *patch.max_gpus;
     if (patch.max_vram_gib) p.max_vram_gib = *patch.max_vram_gib;
     if (patch.max_instances) p.max_instances = *patch.max_instances;
     if (patch.limits) p.limits = patch.limits->ApplyTo(p.limits);
-    p.updated_at = clock_.Now();
-    RETURN_IF_ERROR(WriteProject(p));
-    events.push_back(ProjectEvent(Event::Type::kUpdated, p));
     return OkStatus();
-  }));
-  return p;
+  };
+  return UpdateRow(id, &SqliteStore::LoadProject, &SqliteStore::WriteProject, ProjectEvent, change);
 }
 
 Status SqliteStore::DeleteProject(int64_t id) {
@@ -1334,43 +1349,20 @@ Status SqliteStore::DeleteProject(int64_t id) {
   std::vector<Event> events;
   return Transaction(events, [&]() -> Status {
     ASSIGN_OR_RETURN(Project p, LoadProject(id));
-    ASSIGN_OR_RETURN(
-        std::vector<ApiKey> keys,
-        LoadAll<ApiKey>(fmt::format("SELECT {} FROM api_keys WHERE project_id = ?", kApiKeyCols),
-                        id, DecodeApiKey));
-    ASSIGN_OR_RETURN(std::vector<ProjectMember> members,
-                     LoadAll<ProjectMember>(fmt::format("SELECT {} FROM {} WHERE m.project_id = ?",
-                                                        kMemberCols, kMemberFrom),
-                                            id, DecodeMember));
-    // Children explicitly, not only through ON DELETE CASCADE: the events above must match what
-    // is removed, and later resources (models) join this list.
+    // Children explicitly, not only through ON DELETE CASCADE: the events must match what is
+    // removed.
     ASSIGN_OR_RETURN(std::vector<types::Model> models,
                      LoadAll<types::Model>(
                          fmt::format("SELECT {} FROM models m WHERE m.project_id = ?", kModelCols),
                          id, DecodeModel));
     ASSIGN_OR_RETURN(std::vector<types::ModelRoute> routes, SqliteRoutesOfProject(db_, id));
-    {
-      ASSIGN_OR_RETURN(Stmt s, Prepare("DELETE FROM model_routes WHERE project_id = ?"));
-      s.Int(id);
-      RETURN_IF_ERROR(s.Run());
-    }
+    RETURN_IF_ERROR(Exec("DELETE FROM model_routes WHERE project_id = ?", id));
     for (const auto& r : routes) events.push_back(RouteEvent(Event::Type::kDeleted, r));
     RETURN_IF_ERROR(DeleteInstancesOf("project_id", id, events));
-    {
-      ASSIGN_OR_RETURN(Stmt s, Prepare("DELETE FROM models WHERE project_id = ?"));
-      s.Int(id);
-      RETURN_IF_ERROR(s.Run());
-    }
+    RETURN_IF_ERROR(Exec("DELETE FROM models WHERE project_id = ?", id));
     for (const auto& m : models) events.push_back(ModelEvent(Event::Type::kDeleted, m));
-    for (std::string_view sql : {"DELETE FROM api_keys WHERE project_id = ?",
-                                 "DELETE FROM project_members WHERE project_id = ?",
-                                 "DELETE FROM projects WHERE id = ?"}) {
-      ASSIGN_OR_RETURN(Stmt s, Prepare(sql));
-      s.Int(id);
-      RETURN_IF_ERROR(s.Run());
-    }
-    for (const auto& k : keys) events.push_back(ApiKeyEvent(Event::Type::kDeleted, k));
-    for (const auto& m : members) events.push_back(MemberEvent(Event::Type::kDeleted, m));
+    RETURN_IF_ERROR(DeleteKeysAndMembersOf("project_id", id, events));
+    RETURN_IF_ERROR(Exec("DELETE FROM projects WHERE id = ?", id));
     events.push_back(ProjectEvent(Event::Type::kDeleted, p));
     return OkStatus();
   });
@@ -1390,6 +1382,27 @@ Result<ProjectMember> SqliteStore::LoadMember(int64_t project_id, int64_t user_i
   return DecodeMember(s);
 }
 
+Result<std::vector<ProjectMember>> SqliteStore::LoadMembersWhere(std::string_view column,
+                                                                 int64_t value) {
+  return LoadAll<ProjectMember>(
+      fmt::format("SELECT {} FROM {} WHERE m.{} = ?", kMemberCols, kMemberFrom, column), value,
+      DecodeMember);
+}
+
+Status SqliteStore::DeleteKeysAndMembersOf(std::string_view column, int64_t value,
+                                           std::vector<Event>& events) {
+  ASSIGN_OR_RETURN(
+      std::vector<ApiKey> keys,
+      LoadAll<ApiKey>(fmt::format("SELECT {} FROM api_keys WHERE {} = ?", kApiKeyCols, column),
+                      value, DecodeApiKey));
+  ASSIGN_OR_RETURN(std::vector<ProjectMember> members, LoadMembersWhere(column, value));
+  RETURN_IF_ERROR(Exec(fmt::format("DELETE FROM api_keys WHERE {} = ?", column), value));
+  RETURN_IF_ERROR(Exec(fmt::format("DELETE FROM project_members WHERE {} = ?", column), value));
+  for (const auto& k : keys) events.push_back(ApiKeyEvent(Event::Type::kDeleted, k));
+  for (const auto& m : members) events.push_back(MemberEvent(Event::Type::kDeleted, m));
+  return OkStatus();
+}
+
 Result<ProjectMember> SqliteStore::AddProjectMember(int64_t project_id, int64_t user_id,
                                                     types::ProjectRole role) {
   std::lock_guard lock(mu_);
@@ -1401,12 +1414,8 @@ Result<ProjectMember> SqliteStore::AddProjectMember(int64_t project_id, int64_t 
     ASSIGN_OR_RETURN(Stmt s, Prepare("INSERT INTO project_members (project_id, user_id, role, "
                                      "created_at) VALUES (?, ?, ?, ?)"));
     s.Int(project_id).Int(user_id).Text(types::ProjectRoleName(role)).Time(clock_.Now());
-    Status st = s.Run();
-    if (st.code() == StatusCode::kAlreadyExists) {
-      return AlreadyExistsError(
-          fmt::format("user {} is already a member of project {}", user_id, project_id));
-    }
-    RETURN_IF_ERROR(st);
+    RETURN_IF_ERROR(s.RunOrAlreadyExists(
+        fmt::format("user {} is already a member of project {}", user_id, project_id)));
     ASSIGN_OR_RETURN(m, LoadMember(project_id, user_id));
     events.push_back(MemberEvent(Event::Type::kCreated, m));
     return OkStatus();
@@ -1459,21 +1468,14 @@ Result<ListResult<ProjectMember>> SqliteStore::ListProjectMembers(const ListOpti
                         {"role", "m.role"},
                         {"created_at", "m.created_at"}},
               .search_columns = {"u.username"}};
-  q.where.emplace_back("m.project_id = ?");
-  q.args.emplace_back(*options.project_id);
-  if (options.user_id) {
-    q.where.emplace_back("m.user_id = ?");
-    q.args.emplace_back(*options.user_id);
-  }
+  q.WhereEquals("m.project_id", *options.project_id);
+  if (options.user_id) q.WhereEquals("m.user_id", *options.user_id);
   return RunList<ProjectMember>(std::move(q), options, DecodeMember);
 }
 
 Result<std::map<int64_t, types::ProjectRole>> SqliteStore::GetProjectRoles(int64_t user_id) {
   std::lock_guard lock(mu_);
-  ASSIGN_OR_RETURN(std::vector<ProjectMember> members,
-                   LoadAll<ProjectMember>(fmt::format("SELECT {} FROM {} WHERE m.user_id = ?",
-                                                      kMemberCols, kMemberFrom),
-                                          user_id, DecodeMember));
+  ASSIGN_OR_RETURN(std::vector<ProjectMember> members, LoadMembersWhere("user_id", user_id));
   std::map<int64_t, types::ProjectRole> roles;
   for (const auto& m : members) roles[m.project_id] = m.role;
   return roles;
@@ -1501,12 +1503,8 @@ Result<ApiKey> SqliteStore::CreateApiKey(const ApiKey& key) {
     }
     s.Text(k.prefix).Text(k.secret_hash).OptTime(k.expires_at).OptTime(k.revoked_at);
     s.OptTime(k.last_used_at).Time(k.created_at).Limits(k.limits);
-    Status st = s.Run();
-    if (st.code() == StatusCode::kAlreadyExists) {
-      return AlreadyExistsError(
-          fmt::format("API key '{}' already exists in project {}", k.name, k.project_id));
-    }
-    RETURN_IF_ERROR(st);
+    RETURN_IF_ERROR(s.RunOrAlreadyExists(
+        fmt::format("API key '{}' already exists in project {}", k.name, k.project_id)));
     k.id = sqlite3_last_insert_rowid(db_);
     events.push_back(ApiKeyEvent(Event::Type::kCreated, k));
     return OkStatus();
@@ -1532,19 +1530,8 @@ Result<ListResult<ApiKey>> SqliteStore::ListApiKeys(const ListOptions& options) 
                         {"expires_at", "expires_at"},
                         {"last_used_at", "last_used_at"}},
               .search_columns = {"name"}};
-  if (options.project_id) {
-    q.where.emplace_back("project_id = ?");
-    q.args.emplace_back(*options.project_id);
-  }
-  if (options.user_id) {
-    q.where.emplace_back("user_id = ?");
-    q.args.emplace_back(*options.user_id);
-  }
-  if (options.member_user_id) {
-    q.where.emplace_back(
-        "project_id IN (SELECT project_id FROM project_members WHERE user_id = ?)");
-    q.args.emplace_back(*options.member_user_id);
-  }
+  q.WhereInProjectScope("project_id", options);
+  if (options.user_id) q.WhereEquals("user_id", *options.user_id);
   return RunList<ApiKey>(std::move(q), options, DecodeApiKey);
 }
 
@@ -1586,9 +1573,7 @@ Status SqliteStore::DeleteApiKey(int64_t id) {
   std::vector<Event> events;
   return Transaction(events, [&]() -> Status {
     ASSIGN_OR_RETURN(ApiKey k, LoadApiKey(id));
-    ASSIGN_OR_RETURN(Stmt s, Prepare("DELETE FROM api_keys WHERE id = ?"));
-    s.Int(id);
-    RETURN_IF_ERROR(s.Run());
+    RETURN_IF_ERROR(Exec("DELETE FROM api_keys WHERE id = ?", id));
     last_touch_ms_.erase(id);
     events.push_back(ApiKeyEvent(Event::Type::kDeleted, k));
     return OkStatus();
@@ -1615,11 +1600,7 @@ Status SqliteStore::WriteCluster(const Cluster& c) {
                                    "registration_token = ?, updated_at = ? WHERE id = ?"));
   s.Text(c.name).Text(c.description).Bool(c.is_default).Text(c.registration_token);
   s.Time(c.updated_at).Int(c.id);
-  Status st = s.Run();
-  if (st.code() == StatusCode::kAlreadyExists) {
-    return AlreadyExistsError(fmt::format("cluster '{}' already exists", c.name));
-  }
-  return st;
+  return s.RunOrAlreadyExists(fmt::format("cluster '{}' already exists", c.name));
 }
 
 Result<Cluster> SqliteStore::CreateCluster(const Cluster& cluster) {
@@ -1633,30 +1614,32 @@ Result<Cluster> SqliteStore::CreateCluster(const Cluster& cluster) {
                                      "?, ?, ?, ?)"));
     s.Text(c.name).Text(c.description).Bool(false).Text(c.registration_token);
     s.Time(c.created_at).Time(c.updated_at);
-    Status st = s.Run();
-    if (st.code() == StatusCode::kAlreadyExists) {
-      return AlreadyExistsError(fmt::format("cluster '{}' already exists", c.name));
-    }
-    RETURN_IF_ERROR(st);
+    RETURN_IF_ERROR(s.RunOrAlreadyExists(fmt::format("cluster '{}' already exists", c.name)));
     c.id = sqlite3_last_insert_rowid(db_);
     if (c.is_default) {
-      ASSIGN_OR_RETURN(std::vector<Cluster> previous,
-                       LoadAll<Cluster>(fmt::format("SELECT {} FROM clusters WHERE is_default = 1 "
-                                                    "AND id <> ?",
-                                                    kClusterCols),
-                                        c.id, Ok<Cluster, DecodeCluster>));
-      for (Cluster& p : previous) {
-        p.is_default = false;
-        p.updated_at = c.updated_at;
-        RETURN_IF_ERROR(WriteCluster(p));
-        events.push_back(ClusterEvent(Event::Type::kUpdated, p));
-      }
+      RETURN_IF_ERROR(UnsetOtherDefaultClusters(c.id, c.updated_at, events));
       RETURN_IF_ERROR(WriteCluster(c));
     }
     events.insert(events.begin(), ClusterEvent(Event::Type::kCreated, c));
     return OkStatus();
   }));
   return c;
+}
+
+Status SqliteStore::UnsetOtherDefaultClusters(int64_t keep_id, Timestamp at,
+                                              std::vector<Event>& events) {
+  ASSIGN_OR_RETURN(
+      std::vector<Cluster> previous,
+      LoadAll<Cluster>(
+          fmt::format("SELECT {} FROM clusters WHERE is_default = 1 AND id <> ?", kClusterCols),
+          keep_id, Ok<Cluster, DecodeCluster>));
+  for (Cluster& p : previous) {
+    p.is_default = false;
+    p.updated_at = at;
+    RETURN_IF_ERROR(WriteCluster(p));
+    events.push_back(ClusterEvent(Event::Type::kUpdated, p));
+  }
+  return OkStatus();
 }
 
 Result<Cluster> SqliteStore::GetDefaultCluster() {
@@ -1680,34 +1663,17 @@ Result<ListResult<Cluster>> SqliteStore::ListClusters(const ListOptions& options
 }
 
 Result<Cluster> SqliteStore::UpdateCluster(int64_t id, const ClusterPatch& patch) {
-  std::lock_guard lock(mu_);
-  Cluster c;
-  std::vector<Event> events;
-  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
-    ASSIGN_OR_RETURN(c, LoadCluster(id));
+  auto change = [&](Cluster& c, std::vector<Event>& events) -> Status {
     if (patch.name) c.name = *patch.name;
     if (patch.description) c.description = *patch.description;
     if (patch.registration_token) c.registration_token = *patch.registration_token;
-    c.updated_at = clock_.Now();
     if (patch.is_default && *patch.is_default && !c.is_default) {
-      ASSIGN_OR_RETURN(std::vector<Cluster> previous,
-                       LoadAll<Cluster>(fmt::format("SELECT {} FROM clusters WHERE is_default = 1 "
-                                                    "AND id <> ?",
-                                                    kClusterCols),
-                                        id, Ok<Cluster, DecodeCluster>));
-      for (Cluster& p : previous) {
-        p.is_default = false;
-        p.updated_at = c.updated_at;
-        RETURN_IF_ERROR(WriteCluster(p));
-        events.push_back(ClusterEvent(Event::Type::kUpdated, p));
-      }
+      RETURN_IF_ERROR(UnsetOtherDefaultClusters(id, c.updated_at, events));
     }
     if (patch.is_default) c.is_default = *patch.is_default;
-    RETURN_IF_ERROR(WriteCluster(c));
-    events.push_back(ClusterEvent(Event::Type::kUpdated, c));
     return OkStatus();
-  }));
-  return c;
+  };
+  return UpdateRow(id, &SqliteStore::LoadCluster, &SqliteStore::WriteCluster, ClusterEvent, change);
 }
 
 Status SqliteStore::DeleteCluster(int64_t id) {
@@ -1724,9 +1690,7 @@ Status SqliteStore::DeleteCluster(int64_t id) {
             fmt::format("cluster {} still has {} workers", id, count.ColInt(0)));
       }
     }
-    ASSIGN_OR_RETURN(Stmt s, Prepare("DELETE FROM clusters WHERE id = ?"));
-    s.Int(id);
-    RETURN_IF_ERROR(s.Run());
+    RETURN_IF_ERROR(Exec("DELETE FROM clusters WHERE id = ?", id));
     events.push_back(ClusterEvent(Event::Type::kDeleted, c));
     return OkStatus();
   });
@@ -1743,12 +1707,8 @@ Status SqliteStore::WriteWorker(const Worker& w) {
   s.Text(EncodeLabels(w.labels)).Bool(w.maintenance).Text(w.maintenance_message);
   s.Text(ToJsonString(types::ToJson(w.status))).Text(w.address).Int(w.port).Text(w.token_hash);
   s.OptTime(w.last_heartbeat_at).Time(w.updated_at).Int(w.id);
-  Status st = s.Run();
-  if (st.code() == StatusCode::kAlreadyExists) {
-    return AlreadyExistsError(
-        fmt::format("worker '{}' already exists in cluster {}", w.name, w.cluster_id));
-  }
-  return st;
+  return s.RunOrAlreadyExists(
+      fmt::format("worker '{}' already exists in cluster {}", w.name, w.cluster_id));
 }
 
 Result<Worker> SqliteStore::UpsertWorkerByName(int64_t cluster_id, const std::string& name,
@@ -1796,11 +1756,7 @@ Result<Worker> SqliteStore::UpsertWorkerByName(int64_t cluster_id, const std::st
     s.Text(EncodeLabels(w.labels)).Bool(w.maintenance).Text(w.maintenance_message);
     s.Text(ToJsonString(types::ToJson(w.status))).Text(w.address).Int(w.port).Text(w.token_hash);
     s.OptTime(w.last_heartbeat_at).Time(w.created_at).Time(w.updated_at);
-    Status st = s.Run();
-    if (st.code() == StatusCode::kAlreadyExists) {
-      return AlreadyExistsError(fmt::format("worker '{}' already exists", name));
-    }
-    RETURN_IF_ERROR(st);
+    RETURN_IF_ERROR(s.RunOrAlreadyExists(fmt::format("worker '{}' already exists", name)));
     w.id = sqlite3_last_insert_rowid(db_);
     events.push_back(WorkerEvent(Event::Type::kCreated, w));
     return OkStatus();
@@ -1827,19 +1783,12 @@ Result<ListResult<Worker>> SqliteStore::ListWorkers(const ListOptions& options) 
                         {"updated_at", "updated_at"},
                         {"last_heartbeat_at", "last_heartbeat_at"}},
               .search_columns = {"name"}};
-  if (options.cluster_id) {
-    q.where.emplace_back("cluster_id = ?");
-    q.args.emplace_back(*options.cluster_id);
-  }
+  if (options.cluster_id) q.WhereEquals("cluster_id", *options.cluster_id);
   return RunList<Worker>(std::move(q), options, DecodeWorker);
 }
 
 Result<Worker> SqliteStore::UpdateWorker(int64_t id, const WorkerPatch& patch) {
-  std::lock_guard lock(mu_);
-  Worker w;
-  std::vector<Event> events;
-  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
-    ASSIGN_OR_RETURN(w, LoadWorker(id));
+  auto change = [&](Worker& w, std::vector<Event>&) -> Status {
     if (patch.labels) w.labels = *patch.labels;
     if (patch.maintenance_message) w.maintenance_message = *patch.maintenance_message;
     if (patch.maintenance && *patch.maintenance != w.maintenance) {
@@ -1853,50 +1802,33 @@ Result<Worker> SqliteStore::UpdateWorker(int64_t id, const WorkerPatch& patch) {
       }
       w.state_message.clear();
     }
-    w.updated_at = clock_.Now();
-    RETURN_IF_ERROR(WriteWorker(w));
-    events.push_back(WorkerEvent(Event::Type::kUpdated, w));
     return OkStatus();
-  }));
-  return w;
+  };
+  return UpdateRow(id, &SqliteStore::LoadWorker, &SqliteStore::WriteWorker, WorkerEvent, change);
 }
 
 Result<Worker> SqliteStore::RecordHeartbeat(int64_t id, const types::WorkerStatus& status,
                                             Timestamp at) {
-  std::lock_guard lock(mu_);
-  Worker w;
-  std::vector<Event> events;
-  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
-    ASSIGN_OR_RETURN(w, LoadWorker(id));
+  auto change = [&](Worker& w, std::vector<Event>&) -> Status {
     w.status = status;
     w.last_heartbeat_at = at;
     if (!w.maintenance) {
       w.state = types::WorkerState::kReady;
       w.state_message.clear();
     }
-    w.updated_at = clock_.Now();
-    RETURN_IF_ERROR(WriteWorker(w));
-    events.push_back(WorkerEvent(Event::Type::kUpdated, w));
     return OkStatus();
-  }));
-  return w;
+  };
+  return UpdateRow(id, &SqliteStore::LoadWorker, &SqliteStore::WriteWorker, WorkerEvent, change);
 }
 
 Result<Worker> SqliteStore::SetWorkerState(int64_t id, types::WorkerState state,
                                            const std::string& message) {
-  std::lock_guard lock(mu_);
-  Worker w;
-  std::vector<Event> events;
-  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
-    ASSIGN_OR_RETURN(w, LoadWorker(id));
+  auto change = [&](Worker& w, std::vector<Event>&) -> Status {
     w.state = state;
     w.state_message = message;
-    w.updated_at = clock_.Now();
-    RETURN_IF_ERROR(WriteWorker(w));
-    events.push_back(WorkerEvent(Event::Type::kUpdated, w));
     return OkStatus();
-  }));
-  return w;
+  };
+  return UpdateRow(id, &SqliteStore::LoadWorker, &SqliteStore::WriteWorker, WorkerEvent, change);
 }
 
 Result<std::vector<Worker>> SqliteStore::MarkStaleWorkersNotReady(Timestamp heartbeat_before,
@@ -1930,9 +1862,7 @@ Status SqliteStore::DeleteWorker(int64_t id) {
   std::vector<Event> events;
   return Transaction(events, [&]() -> Status {
     ASSIGN_OR_RETURN(Worker w, LoadWorker(id));
-    ASSIGN_OR_RETURN(Stmt s, Prepare("DELETE FROM workers WHERE id = ?"));
-    s.Int(id);
-    RETURN_IF_ERROR(s.Run());
+    RETURN_IF_ERROR(Exec("DELETE FROM workers WHERE id = ?", id));
     events.push_back(WorkerEvent(Event::Type::kDeleted, w));
     return OkStatus();
   });
@@ -1972,10 +1902,7 @@ Status SqliteStore::DeleteInstancesOf(std::string_view column, int64_t value,
                        fmt::format("SELECT {} FROM model_instances WHERE {} = ? ORDER BY id",
                                    kInstanceCols, column),
                        value, DecodeInstance));
-  ASSIGN_OR_RETURN(Stmt s,
-                   Prepare(fmt::format("DELETE FROM model_instances WHERE {} = ?", column)));
-  s.Int(value);
-  RETURN_IF_ERROR(s.Run());
+  RETURN_IF_ERROR(Exec(fmt::format("DELETE FROM model_instances WHERE {} = ?", column), value));
   for (const auto& i : instances) events.push_back(InstanceEvent(Event::Type::kDeleted, i));
   return OkStatus();
 }
@@ -1994,12 +1921,8 @@ Result<types::Model> SqliteStore::CreateModel(const types::Model& model) {
                                      "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)"));
     s.Int(m.project_id).Text(m.name).Int(m.replicas).Text(EncodeModelSpec(m));
     s.Time(m.created_at).Time(m.updated_at);
-    Status st = s.Run();
-    if (st.code() == StatusCode::kAlreadyExists) {
-      return AlreadyExistsError(
-          fmt::format("model '{}' already exists in project {}", m.name, m.project_id));
-    }
-    RETURN_IF_ERROR(st);
+    RETURN_IF_ERROR(s.RunOrAlreadyExists(
+        fmt::format("model '{}' already exists in project {}", m.name, m.project_id)));
     m.id = sqlite3_last_insert_rowid(db_);
     events.push_back(ModelEvent(Event::Type::kCreated, m));
     return OkStatus();
@@ -2037,15 +1960,7 @@ Result<ListResult<types::Model>> SqliteStore::ListModels(const ListOptions& opti
                         {"created_at", "m.created_at"},
                         {"updated_at", "m.updated_at"}},
               .search_columns = {"m.name"}};
-  if (options.project_id) {
-    q.where.emplace_back("m.project_id = ?");
-    q.args.emplace_back(*options.project_id);
-  }
-  if (options.member_user_id) {
-    q.where.emplace_back(
-        "m.project_id IN (SELECT project_id FROM project_members WHERE user_id = ?)");
-    q.args.emplace_back(*options.member_user_id);
-  }
+  q.WhereInProjectScope("m.project_id", options);
   return RunList<types::Model>(std::move(q), options, DecodeModel);
 }
 
@@ -2065,12 +1980,8 @@ Result<types::Model> SqliteStore::UpdateModel(const types::Model& model) {
     ASSIGN_OR_RETURN(Stmt s, Prepare("UPDATE models SET name = ?, replicas = ?, spec = ?, "
                                      "updated_at = ? WHERE id = ?"));
     s.Text(m.name).Int(m.replicas).Text(EncodeModelSpec(m)).Time(m.updated_at).Int(m.id);
-    Status st = s.Run();
-    if (st.code() == StatusCode::kAlreadyExists) {
-      return AlreadyExistsError(
-          fmt::format("model '{}' already exists in project {}", m.name, m.project_id));
-    }
-    RETURN_IF_ERROR(st);
+    RETURN_IF_ERROR(s.RunOrAlreadyExists(
+        fmt::format("model '{}' already exists in project {}", m.name, m.project_id)));
     events.push_back(ModelEvent(Event::Type::kUpdated, m));
     return OkStatus();
   }));
@@ -2084,9 +1995,7 @@ Status SqliteStore::DeleteModel(int64_t id) {
     ASSIGN_OR_RETURN(types::Model m, LoadModel(id));
     ASSIGN_OR_RETURN(std::vector<int64_t> routes, SqliteRoutesOfModel(db_, id));
     RETURN_IF_ERROR(DeleteInstancesOf("model_id", id, events));
-    ASSIGN_OR_RETURN(Stmt s, Prepare("DELETE FROM models WHERE id = ?"));
-    s.Int(id);
-    RETURN_IF_ERROR(s.Run());
+    RETURN_IF_ERROR(Exec("DELETE FROM models WHERE id = ?", id));
     events.push_back(ModelEvent(Event::Type::kDeleted, m));
     // Its route targets went with ON DELETE CASCADE.
     return RouteEventsAfterModelDelete(routes, events);
@@ -2140,19 +2049,8 @@ Result<ListResult<types::ModelInstance>> SqliteStore::ListModelInstances(
                         {"created_at", "created_at"},
                         {"updated_at", "updated_at"}},
               .search_columns = {"name"}};
-  if (options.project_id) {
-    q.where.emplace_back("project_id = ?");
-    q.args.emplace_back(*options.project_id);
-  }
-  if (options.member_user_id) {
-    q.where.emplace_back(
-        "project_id IN (SELECT project_id FROM project_members WHERE user_id = ?)");
-    q.args.emplace_back(*options.member_user_id);
-  }
-  if (filter.model_id) {
-    q.where.emplace_back("model_id = ?");
-    q.args.emplace_back(*filter.model_id);
-  }
+  q.WhereInProjectScope("project_id", options);
+  if (filter.model_id) q.WhereEquals("model_id", *filter.model_id);
   if (filter.worker_id) {
     // Subordinate workers live in the distributed_servers JSON; a LIKE on the serialized id is
     // exact because the key and the closing comma or brace delimit it.
@@ -2167,55 +2065,46 @@ Result<ListResult<types::ModelInstance>> SqliteStore::ListModelInstances(
     q.args.emplace_back(fmt::format("%\"worker_id\":{},%", *filter.distributed_worker_id));
     q.args.emplace_back(fmt::format("%\"worker_id\":{}}}%", *filter.distributed_worker_id));
   }
-  if (filter.state) {
-    q.where.emplace_back("state = ?");
-    q.args.emplace_back(std::string(types::InstanceStateName(*filter.state)));
-  }
+  if (filter.state) q.WhereEquals("state", std::string(types::InstanceStateName(*filter.state)));
   return RunList<types::ModelInstance>(std::move(q), options, DecodeInstance);
 }
 
 Result<types::ModelInstance> SqliteStore::UpdateModelInstance(int64_t id,
                                                               const ModelInstancePatch& patch) {
-  std::lock_guard lock(mu_);
-  types::ModelInstance i;
-  std::vector<Event> events;
-  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
-    ASSIGN_OR_RETURN(i, LoadInstance(id));
-    if (patch.if_state_in && std::find(patch.if_state_in->begin(), patch.if_state_in->end(),
-                                       i.state) == patch.if_state_in->end()) {
-      return AbortedError(fmt::format("model instance {} is {}, not in the expected state", id,
-                                      types::InstanceStateName(i.state)));
-    }
-    if (patch.state) i.state = *patch.state;
-    if (patch.state_message) i.state_message = *patch.state_message;
-    if (patch.worker_id) i.worker_id = *patch.worker_id;
-    if (patch.worker_name) i.worker_name = *patch.worker_name;
-    if (patch.gpu_indexes) i.gpu_indexes = *patch.gpu_indexes;
-    if (patch.claim) i.claim = *patch.claim;
-    if (patch.distributed_servers) i.distributed_servers = *patch.distributed_servers;
-    if (const auto& report = patch.distributed_server_status) {
-      auto d = std::find_if(i.distributed_servers.begin(), i.distributed_servers.end(),
-                            [&](const auto& e) { return e.worker_id == report->worker_id; });
-      if (d == i.distributed_servers.end()) {
-        return NotFoundError(fmt::format("model instance {} has no distributed server on worker {}",
-                                         id, report->worker_id));
-      }
-      d->address = report->address;
-      d->port = report->port;
-      d->state = report->state;
-      d->state_message = report->state_message;
-      d->restart_count = report->restart_count;
-    }
-    if (patch.port) i.port = *patch.port;
-    if (patch.restart_count) i.restart_count = *patch.restart_count;
-    if (patch.last_restart_at) i.last_restart_at = *patch.last_restart_at;
-    if (patch.unschedulable_reasons) i.unschedulable_reasons = *patch.unschedulable_reasons;
-    i.updated_at = clock_.Now();
-    RETURN_IF_ERROR(WriteInstance(i));
-    events.push_back(InstanceEvent(Event::Type::kUpdated, i));
-    return OkStatus();
-  }));
-  return i;
+  return UpdateRow(
+      id, &SqliteStore::LoadInstance, &SqliteStore::WriteInstance, InstanceEvent,
+      [&](types::ModelInstance& i, std::vector<Event>&) -> Status {
+        if (patch.if_state_in && std::find(patch.if_state_in->begin(), patch.if_state_in->end(),
+                                           i.state) == patch.if_state_in->end()) {
+          return AbortedError(fmt::format("model instance {} is {}, not in the expected state", id,
+                                          types::InstanceStateName(i.state)));
+        }
+        if (patch.state) i.state = *patch.state;
+        if (patch.state_message) i.state_message = *patch.state_message;
+        if (patch.worker_id) i.worker_id = *patch.worker_id;
+        if (patch.worker_name) i.worker_name = *patch.worker_name;
+        if (patch.gpu_indexes) i.gpu_indexes = *patch.gpu_indexes;
+        if (patch.claim) i.claim = *patch.claim;
+        if (patch.distributed_servers) i.distributed_servers = *patch.distributed_servers;
+        if (const auto& report = patch.distributed_server_status) {
+          auto d = std::find_if(i.distributed_servers.begin(), i.distributed_servers.end(),
+                                [&](const auto& e) { return e.worker_id == report->worker_id; });
+          if (d == i.distributed_servers.end()) {
+            return NotFoundError(fmt::format(
+                "model instance {} has no distributed server on worker {}", id, report->worker_id));
+          }
+          d->address = report->address;
+          d->port = report->port;
+          d->state = report->state;
+          d->state_message = report->state_message;
+          d->restart_count = report->restart_count;
+        }
+        if (patch.port) i.port = *patch.port;
+        if (patch.restart_count) i.restart_count = *patch.restart_count;
+        if (patch.last_restart_at) i.last_restart_at = *patch.last_restart_at;
+        if (patch.unschedulable_reasons) i.unschedulable_reasons = *patch.unschedulable_reasons;
+        return OkStatus();
+      });
 }
 
 Status SqliteStore::DeleteModelInstance(int64_t id) {
@@ -2223,9 +2112,7 @@ Status SqliteStore::DeleteModelInstance(int64_t id) {
   std::vector<Event> events;
   return Transaction(events, [&]() -> Status {
     ASSIGN_OR_RETURN(types::ModelInstance i, LoadInstance(id));
-    ASSIGN_OR_RETURN(Stmt s, Prepare("DELETE FROM model_instances WHERE id = ?"));
-    s.Int(id);
-    RETURN_IF_ERROR(s.Run());
+    RETURN_IF_ERROR(Exec("DELETE FROM model_instances WHERE id = ?", id));
     events.push_back(InstanceEvent(Event::Type::kDeleted, i));
     return OkStatus();
   });
@@ -2340,11 +2227,7 @@ Result<BackendRecord> SqliteStore::CreateBackend(const BackendRecord& backend) {
     ASSIGN_OR_RETURN(Stmt s, Prepare("INSERT INTO backends (name, spec, created_at, updated_at) "
                                      "VALUES (?, ?, ?, ?)"));
     s.Text(b.name).Text(b.spec).Time(b.created_at).Time(b.updated_at);
-    Status st = s.Run();
-    if (st.code() == StatusCode::kAlreadyExists) {
-      return AlreadyExistsError(fmt::format("backend '{}' already exists", b.name));
-    }
-    RETURN_IF_ERROR(st);
+    RETURN_IF_ERROR(s.RunOrAlreadyExists(fmt::format("backend '{}' already exists", b.name)));
     b.id = sqlite3_last_insert_rowid(db_);
     events.push_back(BackendEvent(Event::Type::kCreated, b));
     return OkStatus();
@@ -2400,9 +2283,7 @@ Status SqliteStore::DeleteBackend(const std::string& name) {
   return Transaction(events, [&]() -> Status {
     ASSIGN_OR_RETURN(BackendRecord old, LoadBackend(name));
     RETURN_IF_ERROR(CheckBackendUnused(name, std::nullopt));
-    ASSIGN_OR_RETURN(Stmt s, Prepare("DELETE FROM backends WHERE id = ?"));
-    s.Int(old.id);
-    RETURN_IF_ERROR(s.Run());
+    RETURN_IF_ERROR(Exec("DELETE FROM backends WHERE id = ?", old.id));
     events.push_back(BackendEvent(Event::Type::kDeleted, old));
     return OkStatus();
   });
