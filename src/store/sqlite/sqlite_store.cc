@@ -917,6 +917,21 @@ class SqliteStore final : public Store {
   template <typename T, typename Decode>
   Result<ListResult<T>> RunList(ListQuery q, const ListOptions& options, Decode decode);
 
+  // In one transaction: runs `insert` (insert(row) makes its checks, stamps and binds the row and
+  // runs the INSERT), takes the new row's id and queues `event`'s kCreated.
+  template <typename T, typename Insert>
+  Result<T> InsertRow(T row, Event (*event)(Event::Type, const T&), Insert&& insert) {
+    std::lock_guard lock(mu_);
+    std::vector<Event> events;
+    RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+      RETURN_IF_ERROR(insert(row));
+      row.id = sqlite3_last_insert_rowid(db_);
+      events.push_back(event(Event::Type::kCreated, row));
+      return OkStatus();
+    }));
+    return row;
+  }
+
   // In one transaction: loads row `id` with `load`, stamps updated_at, lets `change` edit it
   // (change(row, events) may fail, or queue events of its own), writes it with `write` and
   // queues `event`'s kUpdated.
@@ -1153,22 +1168,16 @@ Status SqliteStore::WriteUser(const User& u) {
 }
 
 Result<User> SqliteStore::CreateUser(const User& user) {
-  std::lock_guard lock(mu_);
-  User u = user;
-  u.created_at = u.updated_at = clock_.Now();
-  std::vector<Event> events;
-  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+  auto insert = [&](User& u) -> Status {
+    u.created_at = u.updated_at = clock_.Now();
     ASSIGN_OR_RETURN(Stmt s, Prepare("INSERT INTO users (username, full_name, is_admin, is_active, "
                                      "password_hash, require_password_change, created_at, "
                                      "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"));
     s.Text(u.username).Text(u.full_name).Bool(u.is_admin).Bool(u.is_active).Text(u.password_hash);
     s.Bool(u.require_password_change).Time(u.created_at).Time(u.updated_at);
-    RETURN_IF_ERROR(s.RunOrAlreadyExists(fmt::format("user '{}' already exists", u.username)));
-    u.id = sqlite3_last_insert_rowid(db_);
-    events.push_back(UserEvent(Event::Type::kCreated, u));
-    return OkStatus();
-  }));
-  return u;
+    return s.RunOrAlreadyExists(fmt::format("user '{}' already exists", u.username));
+  };
+  return InsertRow(user, UserEvent, insert);
 }
 
 Result<User> SqliteStore::GetUserByUsername(const std::string& username) {
@@ -1292,22 +1301,16 @@ Status SqliteStore::WriteProject(const Project& p) {
 }
 
 Result<Project> SqliteStore::CreateProject(const Project& project) {
-  std::lock_guard lock(mu_);
-  Project p = project;
-  p.created_at = p.updated_at = clock_.Now();
-  std::vector<Event> events;
-  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+  auto insert = [&](Project& p) -> Status {
+    p.created_at = p.updated_at = clock_.Now();
     ASSIGN_OR_RETURN(Stmt s, Prepare("INSERT INTO projects (name, description, max_gpus, "
                                      "max_vram_gib, max_instances, created_at, updated_at, "
                                      "limits) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"));
     s.Text(p.name).Text(p.description).OptDouble(p.max_gpus).OptDouble(p.max_vram_gib);
     s.OptInt(p.max_instances).Time(p.created_at).Time(p.updated_at).Limits(p.limits);
-    RETURN_IF_ERROR(s.RunOrAlreadyExists(fmt::format("project '{}' already exists", p.name)));
-    p.id = sqlite3_last_insert_rowid(db_);
-    events.push_back(ProjectEvent(Event::Type::kCreated, p));
-    return OkStatus();
-  }));
-  return p;
+    return s.RunOrAlreadyExists(fmt::format("project '{}' already exists", p.name));
+  };
+  return InsertRow(project, ProjectEvent, insert);
 }
 
 Result<Project> SqliteStore::GetProjectByName(const std::string& name) {
@@ -1484,11 +1487,8 @@ Result<std::map<int64_t, types::ProjectRole>> SqliteStore::GetProjectRoles(int64
 // ---- API keys ----------------------------------------------------------------------------------
 
 Result<ApiKey> SqliteStore::CreateApiKey(const ApiKey& key) {
-  std::lock_guard lock(mu_);
-  ApiKey k = key;
-  k.created_at = clock_.Now();
-  std::vector<Event> events;
-  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+  auto insert = [&](ApiKey& k) -> Status {
+    k.created_at = clock_.Now();
     RETURN_IF_ERROR(ToStatus(LoadProject(k.project_id)));
     RETURN_IF_ERROR(ToStatus(LoadUser(k.user_id)));
     ASSIGN_OR_RETURN(Stmt s, Prepare("INSERT INTO api_keys (name, project_id, user_id, scope, "
@@ -1503,13 +1503,10 @@ Result<ApiKey> SqliteStore::CreateApiKey(const ApiKey& key) {
     }
     s.Text(k.prefix).Text(k.secret_hash).OptTime(k.expires_at).OptTime(k.revoked_at);
     s.OptTime(k.last_used_at).Time(k.created_at).Limits(k.limits);
-    RETURN_IF_ERROR(s.RunOrAlreadyExists(
-        fmt::format("API key '{}' already exists in project {}", k.name, k.project_id)));
-    k.id = sqlite3_last_insert_rowid(db_);
-    events.push_back(ApiKeyEvent(Event::Type::kCreated, k));
-    return OkStatus();
-  }));
-  return k;
+    return s.RunOrAlreadyExists(
+        fmt::format("API key '{}' already exists in project {}", k.name, k.project_id));
+  };
+  return InsertRow(key, ApiKeyEvent, insert);
 }
 
 Result<ApiKey> SqliteStore::GetApiKeyByHash(const std::string& secret_hash) {
@@ -1909,25 +1906,19 @@ Status SqliteStore::DeleteInstancesOf(std::string_view column, int64_t value,
 
 Result<types::Model> SqliteStore::CreateModel(const types::Model& model) {
   RETURN_IF_ERROR(types::ValidateModel(model));
-  std::lock_guard lock(mu_);
-  types::Model m = model;
-  m.created_at = m.updated_at = clock_.Now();
-  m.ready_replicas = 0;
-  std::vector<Event> events;
-  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+  auto insert = [&](types::Model& m) -> Status {
+    m.created_at = m.updated_at = clock_.Now();
+    m.ready_replicas = 0;
     RETURN_IF_ERROR(LoadProject(m.project_id).status());
     RETURN_IF_ERROR(SqliteCheckNoRouteNamed(db_, m.project_id, m.name));
     ASSIGN_OR_RETURN(Stmt s, Prepare("INSERT INTO models (project_id, name, replicas, spec, "
                                      "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)"));
     s.Int(m.project_id).Text(m.name).Int(m.replicas).Text(EncodeModelSpec(m));
     s.Time(m.created_at).Time(m.updated_at);
-    RETURN_IF_ERROR(s.RunOrAlreadyExists(
-        fmt::format("model '{}' already exists in project {}", m.name, m.project_id)));
-    m.id = sqlite3_last_insert_rowid(db_);
-    events.push_back(ModelEvent(Event::Type::kCreated, m));
-    return OkStatus();
-  }));
-  return m;
+    return s.RunOrAlreadyExists(
+        fmt::format("model '{}' already exists in project {}", m.name, m.project_id));
+  };
+  return InsertRow(model, ModelEvent, insert);
 }
 
 Result<types::Model> SqliteStore::GetModel(int64_t id) {
@@ -2004,11 +1995,8 @@ Status SqliteStore::DeleteModel(int64_t id) {
 
 Result<types::ModelInstance> SqliteStore::CreateModelInstance(
     const types::ModelInstance& instance) {
-  std::lock_guard lock(mu_);
-  types::ModelInstance i = instance;
-  i.created_at = i.updated_at = clock_.Now();
-  std::vector<Event> events;
-  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+  auto insert = [&](types::ModelInstance& i) -> Status {
+    i.created_at = i.updated_at = clock_.Now();
     ASSIGN_OR_RETURN(types::Model m, LoadModel(i.model_id));
     i.project_id = m.project_id;
     ASSIGN_OR_RETURN(
@@ -2022,12 +2010,9 @@ Result<types::ModelInstance> SqliteStore::CreateModelInstance(
     s.Text(EncodeIntArray(i.gpu_indexes)).Int(i.port).Text(ToJsonString(types::ToJson(i.claim)));
     s.Text(EncodeServers(i.distributed_servers)).Int(i.restart_count).OptTime(i.last_restart_at);
     s.Text(EncodeLabels(i.unschedulable_reasons)).Time(i.created_at).Time(i.updated_at);
-    RETURN_IF_ERROR(s.Run());
-    i.id = sqlite3_last_insert_rowid(db_);
-    events.push_back(InstanceEvent(Event::Type::kCreated, i));
-    return OkStatus();
-  }));
-  return i;
+    return s.Run();
+  };
+  return InsertRow(instance, InstanceEvent, insert);
 }
 
 Result<types::ModelInstance> SqliteStore::GetModelInstance(int64_t id) {
@@ -2219,20 +2204,14 @@ Result<BackendRecord> SqliteStore::CreateBackend(const BackendRecord& backend) {
   if (auto spec = ParseJson(backend.spec); !spec.ok() || !spec->is_object()) {
     return InvalidArgumentError("backend spec must be a JSON object");
   }
-  std::lock_guard lock(mu_);
-  BackendRecord b = backend;
-  b.created_at = b.updated_at = clock_.Now();
-  std::vector<Event> events;
-  RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+  auto insert = [&](BackendRecord& b) -> Status {
+    b.created_at = b.updated_at = clock_.Now();
     ASSIGN_OR_RETURN(Stmt s, Prepare("INSERT INTO backends (name, spec, created_at, updated_at) "
                                      "VALUES (?, ?, ?, ?)"));
     s.Text(b.name).Text(b.spec).Time(b.created_at).Time(b.updated_at);
-    RETURN_IF_ERROR(s.RunOrAlreadyExists(fmt::format("backend '{}' already exists", b.name)));
-    b.id = sqlite3_last_insert_rowid(db_);
-    events.push_back(BackendEvent(Event::Type::kCreated, b));
-    return OkStatus();
-  }));
-  return b;
+    return s.RunOrAlreadyExists(fmt::format("backend '{}' already exists", b.name));
+  };
+  return InsertRow(backend, BackendEvent, insert);
 }
 
 Result<BackendRecord> SqliteStore::GetBackend(const std::string& name) {
