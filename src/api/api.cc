@@ -1,6 +1,7 @@
 #include "api/api.h"
 
 #include <charconv>
+#include <set>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -34,6 +35,34 @@ Status ApiContext::Authorize(auth::Action a, auth::Resource r, std::optional<int
 
 JsonReader ApiContext::Body(json::object& storage) const {
   return JsonReader::FromBody(http.req.body(), storage);
+}
+
+Result<json::object> ApiContext::BodyObject() const {
+  Result<json::value> v = ParseJson(http.req.body());
+  if (!v.ok() || !v->is_object()) return InvalidArgumentError("body must be a JSON object");
+  return std::move(v->as_object());
+}
+
+Result<int64_t> SelfWorker(const ApiContext& c) {
+  if (!c.principal.worker_id) return PermissionDeniedError("this route needs a worker token");
+  return *c.principal.worker_id;
+}
+
+Result<bool> ScopeToReadableProjects(ApiContext& c, store::ListOptions& o) {
+  if (o.project_id) {
+    RETURN_IF_ERROR(c.AuthorizeProject(*o.project_id));
+    return true;
+  }
+  RETURN_IF_ERROR(c.Authorize(auth::Action::kRead, c.resource, std::nullopt));
+  std::optional<std::set<int64_t>> readable = auth::ReadableProjects(c.principal);
+  if (!readable) return true;  // platform admin
+  if (readable->empty()) return false;
+  if (c.principal.api_key) {
+    o.project_id = *readable->begin();  // a key reads its own project only
+  } else {
+    o.member_user_id = c.principal.user_id;
+  }
+  return true;
 }
 
 Result<std::optional<int64_t>> QueryInt(const http::RequestContext& ctx, const std::string& key) {
@@ -74,6 +103,11 @@ http::Response ListJson(json::array items, int64_t total, const store::ListOptio
 
 http::Response ObjectResponse(const json::object& o, status st) {
   return http::Response::Json(st, o);
+}
+
+Result<http::Response> NoContentResponse(const Status& s) {
+  if (!s.ok()) return s;
+  return http::Response::NoContent();
 }
 
 namespace {

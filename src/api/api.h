@@ -75,6 +75,9 @@ class ApiContext {
   bool authorized() const { return authorized_; }
   // The request body as one JSON object, strictly read (see JsonReader).
   JsonReader Body(json::object& storage) const;
+  // The request body as one JSON object, as sent, for codecs that read it themselves.
+  // kInvalidArgument "body must be a JSON object" for anything else.
+  Result<json::object> BodyObject() const;
 
  private:
   bool authorized_ = false;
@@ -120,8 +123,71 @@ http::Response ListResponse(const store::ListResult<T>& list, const store::ListO
 }
 http::Response ObjectResponse(const json::object& o,
                               http::bhttp::status status = http::bhttp::status::ok);
+// `row` (a store or service result) as its JSON object, or its error as it is.
+template <typename T>
+Result<http::Response> RowResponse(const Result<T>& row,
+                                   http::bhttp::status status = http::bhttp::status::ok) {
+  if (!row.ok()) return row.status();
+  return ObjectResponse(types::ToJson(*row), status);
+}
+// ListResponse of a store result, or its error as it is.
+template <typename T>
+Result<http::Response> ListResponse(const Result<store::ListResult<T>>& list,
+                                    const store::ListOptions& options) {
+  if (!list.ok()) return list.status();
+  return ListResponse(*list, options);
+}
+// 204 No Content, or `s` when it is an error.
+Result<http::Response> NoContentResponse(const Status& s);
 // Parses an optional integer query parameter.
 Result<std::optional<int64_t>> QueryInt(const http::RequestContext& ctx, const std::string& key);
+
+// The row that the path's {id} names, read with `get` (e.g. &store::Store::GetCluster):
+// kInvalidArgument for a malformed id, else what `get` returns (kNotFound, kUnavailable).
+template <typename T>
+Result<T> RowById(ApiContext& c, Result<T> (store::Store::*get)(int64_t)) {
+  ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
+  return (c.s.store.*get)(id);
+}
+// The same for a row that belongs to a project (it has a project_id), once the route's action is
+// authorized in that project: kPermissionDenied otherwise.
+template <typename T>
+Result<T> ProjectRowById(ApiContext& c, Result<T> (store::Store::*get)(int64_t)) {
+  ASSIGN_OR_RETURN(T row, RowById(c, get));
+  RETURN_IF_ERROR(c.AuthorizeProject(row.project_id));
+  return row;
+}
+// A new row of a project from the request body, read with `from_json` (e.g.
+// types::ModelFromJson), once the route's action is authorized in its project: kInvalidArgument
+// for a bad body or a missing project_id, kPermissionDenied.
+template <typename T>
+Result<T> ProjectRowFromBody(ApiContext& c, Result<T> (*from_json)(const json::object&)) {
+  ASSIGN_OR_RETURN(json::object body, c.BodyObject());
+  ASSIGN_OR_RETURN(T row, from_json(body));
+  if (row.project_id <= 0) return InvalidArgumentError("project_id is required");
+  RETURN_IF_ERROR(c.AuthorizeProject(row.project_id));
+  return row;
+}
+
+// Narrows `o`, a list of this route's (project-scoped) resource, to what the principal may read:
+// the project of `o.project_id` when set (authorized there), else the principal's projects.
+// Returns false when the principal may read no project at all (the list is empty).
+Result<bool> ScopeToReadableProjects(ApiContext& c, store::ListOptions& o);
+// GET of a project-scoped list with ?project_id= and the query's paging, read with `list`
+// (e.g. &store::Store::ListModels) over the projects the principal may read.
+template <typename T>
+Result<http::Response> ProjectListResponse(
+    ApiContext& c, Result<store::ListResult<T>> (store::Store::*list)(const store::ListOptions&)) {
+  ASSIGN_OR_RETURN(store::ListOptions o, ListOptionsFromQuery(c.http));
+  ASSIGN_OR_RETURN(o.project_id, QueryInt(c.http, "project_id"));
+  ASSIGN_OR_RETURN(bool any, ScopeToReadableProjects(c, o));
+  if (!any) return ListJson(json::array(), 0, o);
+  return ListResponse((c.s.store.*list)(o), o);
+}
+
+// The id of the calling worker; kPermissionDenied "this route needs a worker token" for any
+// other caller.
+Result<int64_t> SelfWorker(const ApiContext& c);
 
 // The backend `name` as deployments see it: a built-in one with the versions users added to it,
 // or a custom one (POST /v2/backends). kNotFound "backend 'x' not found ..."; kInternal when a

@@ -79,8 +79,7 @@ Result<Response> Me(ApiContext& c) {
 
 Result<Response> ListUsers(ApiContext& c) {
   ASSIGN_OR_RETURN(store::ListOptions o, ListOptionsFromQuery(c.http));
-  ASSIGN_OR_RETURN(auto list, c.s.store.ListUsers(o));
-  return ListResponse(list, o);
+  return ListResponse(c.s.store.ListUsers(o), o);
 }
 
 Result<Response> CreateUser(ApiContext& c) {
@@ -94,15 +93,10 @@ Result<Response> CreateUser(ApiContext& c) {
   u.require_password_change = r.OptionalBool("require_password_change").value_or(false);
   RETURN_IF_ERROR(r.Finish());
   if (u.full_name.size() > 256) return InvalidArgumentError("full_name is too long");
-  ASSIGN_OR_RETURN(types::User user, c.s.identity.CreateUser(u));
-  return ObjectResponse(types::ToJson(user), status::created);
+  return RowResponse(c.s.identity.CreateUser(u), status::created);
 }
 
-Result<Response> GetUser(ApiContext& c) {
-  ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
-  ASSIGN_OR_RETURN(types::User user, c.s.store.GetUser(id));
-  return ObjectResponse(types::ToJson(user));
-}
+Result<Response> GetUser(ApiContext& c) { return RowResponse(RowById(c, &store::Store::GetUser)); }
 
 Result<Response> UpdateUser(ApiContext& c) {
   ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
@@ -143,8 +137,7 @@ Result<Response> DeleteUser(ApiContext& c) {
     ASSIGN_OR_RETURN(int64_t admins, c.s.store.CountActiveAdmins());
     if (admins <= 1) return FailedPreconditionError("cannot delete the last active admin");
   }
-  RETURN_IF_ERROR(c.s.store.DeleteUser(id));
-  return Response::NoContent();
+  return NoContentResponse(c.s.store.DeleteUser(id));
 }
 
 // ---- projects -----------------------------------------------------------------------------------
@@ -206,8 +199,7 @@ Result<Response> ListProjects(ApiContext& c) {
     }
     o.member_user_id = c.principal.user_id;
   }
-  ASSIGN_OR_RETURN(auto list, c.s.store.ListProjects(o));
-  return ListResponse(list, o);
+  return ListResponse(c.s.store.ListProjects(o), o);
 }
 
 Result<Response> CreateProject(ApiContext& c) {
@@ -225,16 +217,14 @@ Result<Response> CreateProject(ApiContext& c) {
   if (fields.max_gpus) p.max_gpus = *fields.max_gpus;
   if (fields.max_vram_gib) p.max_vram_gib = *fields.max_vram_gib;
   if (fields.max_instances) p.max_instances = *fields.max_instances;
-  ASSIGN_OR_RETURN(types::Project created, c.s.store.CreateProject(p));
-  return ObjectResponse(types::ToJson(created), status::created);
+  return RowResponse(c.s.store.CreateProject(p), status::created);
 }
 
 Result<Response> GetProject(ApiContext& c) {
   ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
   // Authorize before looking up, so that non-members cannot probe which ids exist.
   RETURN_IF_ERROR(c.AuthorizeProject(id));
-  ASSIGN_OR_RETURN(types::Project p, c.s.store.GetProject(id));
-  return ObjectResponse(types::ToJson(p));
+  return RowResponse(c.s.store.GetProject(id));
 }
 
 Result<Response> UpdateProject(ApiContext& c) {
@@ -252,15 +242,13 @@ Result<Response> UpdateProject(ApiContext& c) {
   if (patch.limits && !c.principal.is_admin) {
     return PermissionDeniedError("only administrators may change a project's limits");
   }
-  ASSIGN_OR_RETURN(types::Project p, c.s.store.UpdateProject(id, patch));
-  return ObjectResponse(types::ToJson(p));
+  return RowResponse(c.s.store.UpdateProject(id, patch));
 }
 
 Result<Response> DeleteProject(ApiContext& c) {
   ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
   RETURN_IF_ERROR(c.AuthorizeProject(id));
-  RETURN_IF_ERROR(c.s.store.DeleteProject(id));
-  return Response::NoContent();
+  return NoContentResponse(c.s.store.DeleteProject(id));
 }
 
 // ---- project members ----------------------------------------------------------------------------
@@ -270,8 +258,7 @@ Result<Response> ListMembers(ApiContext& c) {
   RETURN_IF_ERROR(c.AuthorizeProject(id));
   ASSIGN_OR_RETURN(store::ListOptions o, ListOptionsFromQuery(c.http));
   o.project_id = id;
-  ASSIGN_OR_RETURN(auto list, c.s.store.ListProjectMembers(o));
-  return ListResponse(list, o);
+  return ListResponse(c.s.store.ListProjectMembers(o), o);
 }
 
 Result<types::ProjectRole> ReadRole(JsonReader& r) {
@@ -301,8 +288,7 @@ Result<Response> AddMember(ApiContext& c) {
     ASSIGN_OR_RETURN(types::User u, c.s.store.GetUserByUsername(*username));
     user_id = u.id;
   }
-  ASSIGN_OR_RETURN(types::ProjectMember m, c.s.store.AddProjectMember(project_id, *user_id, role));
-  return ObjectResponse(types::ToJson(m), status::created);
+  return RowResponse(c.s.store.AddProjectMember(project_id, *user_id, role), status::created);
 }
 
 Result<Response> UpdateMember(ApiContext& c) {
@@ -313,17 +299,14 @@ Result<Response> UpdateMember(ApiContext& c) {
   JsonReader r = c.Body(storage);
   ASSIGN_OR_RETURN(types::ProjectRole role, ReadRole(r));
   RETURN_IF_ERROR(r.Finish());
-  ASSIGN_OR_RETURN(types::ProjectMember m,
-                   c.s.store.UpdateProjectMember(project_id, user_id, role));
-  return ObjectResponse(types::ToJson(m));
+  return RowResponse(c.s.store.UpdateProjectMember(project_id, user_id, role));
 }
 
 Result<Response> RemoveMember(ApiContext& c) {
   ASSIGN_OR_RETURN(int64_t project_id, c.http.IdParam());
   ASSIGN_OR_RETURN(int64_t user_id, c.http.IdParam("user_id"));
   RETURN_IF_ERROR(c.AuthorizeProject(project_id));
-  RETURN_IF_ERROR(c.s.store.RemoveProjectMember(project_id, user_id));
-  return Response::NoContent();
+  return NoContentResponse(c.s.store.RemoveProjectMember(project_id, user_id));
 }
 
 // ---- API keys -----------------------------------------------------------------------------------
@@ -337,8 +320,7 @@ Result<Response> ListApiKeys(ApiContext& c) {
   } else {
     RETURN_IF_ERROR(c.Authorize(Action::kRead, Resource::kApiKeys, std::nullopt));
   }
-  ASSIGN_OR_RETURN(auto list, c.s.api_keys.List(c.principal, o));
-  return ListResponse(list, o);
+  return ListResponse(c.s.api_keys.List(c.principal, o), o);
 }
 
 Result<Response> CreateApiKey(ApiContext& c) {
@@ -379,32 +361,29 @@ Result<Response> CreateApiKey(ApiContext& c) {
   return ObjectResponse(body, status::created);
 }
 
-Result<Response> GetApiKey(ApiContext& c) {
+// The key the path's {id} names, once the route's action is authorized on it.
+Result<types::ApiKey> AuthorizedApiKey(ApiContext& c) {
   ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
   ASSIGN_OR_RETURN(types::ApiKey key, c.s.api_keys.Get(c.principal, id));
   RETURN_IF_ERROR(c.AuthorizeProject(key.project_id, key.user_id));
-  return ObjectResponse(types::ToJson(key));
+  return key;
 }
 
+Result<Response> GetApiKey(ApiContext& c) { return RowResponse(AuthorizedApiKey(c)); }
+
 Result<Response> UpdateApiKey(ApiContext& c) {
-  ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
-  ASSIGN_OR_RETURN(types::ApiKey key, c.s.api_keys.Get(c.principal, id));
-  RETURN_IF_ERROR(c.AuthorizeProject(key.project_id, key.user_id));
+  ASSIGN_OR_RETURN(types::ApiKey key, AuthorizedApiKey(c));
   json::object storage;
   JsonReader r = c.Body(storage);
   store::ApiKeyPatch patch;
   RETURN_IF_ERROR(ReadLimits(r, storage, patch.limits));
   RETURN_IF_ERROR(r.Finish());
-  ASSIGN_OR_RETURN(types::ApiKey updated, c.s.api_keys.Update(c.principal, id, patch));
-  return ObjectResponse(types::ToJson(updated));
+  return RowResponse(c.s.api_keys.Update(c.principal, key.id, patch));
 }
 
 Result<Response> RevokeApiKey(ApiContext& c) {
-  ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
-  ASSIGN_OR_RETURN(types::ApiKey key, c.s.api_keys.Get(c.principal, id));
-  RETURN_IF_ERROR(c.AuthorizeProject(key.project_id, key.user_id));
-  ASSIGN_OR_RETURN(types::ApiKey revoked, c.s.api_keys.Revoke(c.principal, id));
-  return ObjectResponse(types::ToJson(revoked));
+  ASSIGN_OR_RETURN(types::ApiKey key, AuthorizedApiKey(c));
+  return RowResponse(c.s.api_keys.Revoke(c.principal, key.id));
 }
 
 }  // namespace

@@ -36,8 +36,7 @@ Result<std::map<std::string, std::string>> ReadLabels(JsonReader& r) {
 
 Result<Response> ListClusters(ApiContext& c) {
   ASSIGN_OR_RETURN(store::ListOptions o, ListOptionsFromQuery(c.http));
-  ASSIGN_OR_RETURN(auto list, c.s.store.ListClusters(o));
-  return ListResponse(list, o);
+  return ListResponse(c.s.store.ListClusters(o), o);
 }
 
 Result<Response> CreateCluster(ApiContext& c) {
@@ -50,14 +49,11 @@ Result<Response> CreateCluster(ApiContext& c) {
   RETURN_IF_ERROR(r.Finish());
   RETURN_IF_ERROR(auth::ValidateName("cluster", cluster.name));
   cluster.registration_token = "segma_ct_" + RandomToken(24);
-  ASSIGN_OR_RETURN(types::Cluster created, c.s.store.CreateCluster(cluster));
-  return ObjectResponse(types::ToJson(created), status::created);
+  return RowResponse(c.s.store.CreateCluster(cluster), status::created);
 }
 
 Result<Response> GetCluster(ApiContext& c) {
-  ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
-  ASSIGN_OR_RETURN(types::Cluster cluster, c.s.store.GetCluster(id));
-  return ObjectResponse(types::ToJson(cluster));
+  return RowResponse(RowById(c, &store::Store::GetCluster));
 }
 
 Result<Response> UpdateCluster(ApiContext& c) {
@@ -70,22 +66,19 @@ Result<Response> UpdateCluster(ApiContext& c) {
   patch.is_default = r.OptionalBool("is_default");
   RETURN_IF_ERROR(r.Finish());
   if (patch.name) RETURN_IF_ERROR(auth::ValidateName("cluster", *patch.name));
-  ASSIGN_OR_RETURN(types::Cluster cluster, c.s.store.UpdateCluster(id, patch));
-  return ObjectResponse(types::ToJson(cluster));
+  return RowResponse(c.s.store.UpdateCluster(id, patch));
 }
 
 Result<Response> RotateRegistrationToken(ApiContext& c) {
   ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
   store::ClusterPatch patch;
   patch.registration_token = "segma_ct_" + RandomToken(24);
-  ASSIGN_OR_RETURN(types::Cluster cluster, c.s.store.UpdateCluster(id, patch));
-  return ObjectResponse(types::ToJson(cluster));
+  return RowResponse(c.s.store.UpdateCluster(id, patch));
 }
 
 Result<Response> DeleteCluster(ApiContext& c) {
   ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
-  RETURN_IF_ERROR(c.s.store.DeleteCluster(id));
-  return Response::NoContent();
+  return NoContentResponse(c.s.store.DeleteCluster(id));
 }
 
 // ---- workers ------------------------------------------------------------------------------------
@@ -132,14 +125,11 @@ Result<Response> Heartbeat(ApiContext& c) {
 Result<Response> ListWorkers(ApiContext& c) {
   ASSIGN_OR_RETURN(store::ListOptions o, ListOptionsFromQuery(c.http));
   ASSIGN_OR_RETURN(o.cluster_id, QueryInt(c.http, "cluster_id"));
-  ASSIGN_OR_RETURN(auto list, c.s.store.ListWorkers(o));
-  return ListResponse(list, o);
+  return ListResponse(c.s.store.ListWorkers(o), o);
 }
 
 Result<Response> GetWorker(ApiContext& c) {
-  ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
-  ASSIGN_OR_RETURN(types::Worker w, c.s.store.GetWorker(id));
-  return ObjectResponse(types::ToJson(w));
+  return RowResponse(RowById(c, &store::Store::GetWorker));
 }
 
 Result<Response> UpdateWorker(ApiContext& c) {
@@ -156,14 +146,12 @@ Result<Response> UpdateWorker(ApiContext& c) {
   if (patch.maintenance_message && patch.maintenance_message->size() > 1024) {
     return InvalidArgumentError("maintenance_message must be at most 1024 characters");
   }
-  ASSIGN_OR_RETURN(types::Worker w, c.s.store.UpdateWorker(id, patch));
-  return ObjectResponse(types::ToJson(w));
+  return RowResponse(c.s.store.UpdateWorker(id, patch));
 }
 
 Result<Response> DeleteWorker(ApiContext& c) {
   ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
-  RETURN_IF_ERROR(c.s.store.DeleteWorker(id));
-  return Response::NoContent();
+  return NoContentResponse(c.s.store.DeleteWorker(id));
 }
 
 // ---- GPUs ---------------------------------------------------------------------------------------
@@ -237,12 +225,6 @@ Result<std::string> NameParam(const ApiContext& c, const std::string& key) {
     return InvalidArgumentError(key + " is required");
   }
   return it->second;
-}
-
-Result<json::object> BodyObject(const ApiContext& c) {
-  Result<json::value> v = ParseJson(c.http.req.body());
-  if (!v.ok() || !v->is_object()) return InvalidArgumentError("body must be a JSON object");
-  return std::move(v->as_object());
 }
 
 // Parses one version's JSON (the shape of a value of "versions") of backend `name`, with the
@@ -360,7 +342,7 @@ Status RefuseBuiltIn(const std::string& name, std::string_view what) {
 }
 
 Result<Response> CreateBackend(ApiContext& c) {
-  ASSIGN_OR_RETURN(json::object body, BodyObject(c));
+  ASSIGN_OR_RETURN(json::object body, c.BodyObject());
   ASSIGN_OR_RETURN(engines::Backend b, engines::BackendFromJson(body));
   if (engines::FindBuiltInBackend(b.name) != nullptr) {
     return AlreadyExistsError(
@@ -389,7 +371,7 @@ std::vector<std::string> RemovedVersions(const engines::Backend& before,
 Result<Response> UpdateBackend(ApiContext& c) {
   ASSIGN_OR_RETURN(std::string name, NameParam(c, "name"));
   if (engines::FindBuiltInBackend(name) != nullptr) return RefuseBuiltIn(name, "changed");
-  ASSIGN_OR_RETURN(json::object body, BodyObject(c));
+  ASSIGN_OR_RETURN(json::object body, c.BodyObject());
   ASSIGN_OR_RETURN(store::BackendRecord row, c.s.store.GetBackend(name));
   ASSIGN_OR_RETURN(engines::Backend current, ParseStoredBackend(row));
   json::object merged = engines::ToJson(current);
@@ -416,15 +398,14 @@ Result<Response> UpdateBackend(ApiContext& c) {
 Result<Response> DeleteBackend(ApiContext& c) {
   ASSIGN_OR_RETURN(std::string name, NameParam(c, "name"));
   if (engines::FindBuiltInBackend(name) != nullptr) return RefuseBuiltIn(name, "deleted");
-  RETURN_IF_ERROR(c.s.store.DeleteBackend(name));
-  return Response::NoContent();
+  return NoContentResponse(c.s.store.DeleteBackend(name));
 }
 
 // POST /v2/backends/{name}/versions {"version": "v2", "command": [...], ...}: a version added
 // to a custom or a built-in backend.
 Result<Response> AddBackendVersion(ApiContext& c) {
   ASSIGN_OR_RETURN(std::string name, NameParam(c, "name"));
-  ASSIGN_OR_RETURN(json::object body, BodyObject(c));
+  ASSIGN_OR_RETURN(json::object body, c.BodyObject());
   auto v = body.find("version");
   if (v == body.end() || !v->value().is_string() || v->value().as_string().empty()) {
     return InvalidArgumentError("version is required (a string)");
@@ -491,8 +472,7 @@ Result<Response> DeleteBackendVersion(ApiContext& c) {
     current.versions.erase(version);
     row.spec = ToJsonString(engines::ToJson(current));
   }
-  RETURN_IF_ERROR(c.s.store.UpdateBackend(row, {version}).status());
-  return Response::NoContent();
+  return NoContentResponse(c.s.store.UpdateBackend(row, {version}).status());
 }
 
 }  // namespace

@@ -20,15 +20,12 @@ using http::bhttp::verb;
 Result<Response> ListModelFiles(ApiContext& c) {
   ASSIGN_OR_RETURN(store::ListOptions o, ListOptionsFromQuery(c.http));
   ASSIGN_OR_RETURN(std::optional<int64_t> worker_id, QueryInt(c.http, "worker_id"));
-  ASSIGN_OR_RETURN(auto list, c.s.store.ListModelFiles(o, worker_id));
-  return ListResponse(list, o);
+  return ListResponse(c.s.store.ListModelFiles(o, worker_id), o);
 }
 
 // GET /v2/model-files/{id}
 Result<Response> GetModelFile(ApiContext& c) {
-  ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
-  ASSIGN_OR_RETURN(types::ModelFile f, c.s.store.GetModelFile(id));
-  return ObjectResponse(types::ToJson(f));
+  return RowResponse(RowById(c, &store::Store::GetModelFile));
 }
 
 // The first instance on the file's worker whose model has the file's source, if any.
@@ -62,15 +59,9 @@ Result<Response> DeleteModelFile(ApiContext& c) {
   if (f.state == types::ModelFileState::kDeleting) {
     return ObjectResponse(types::ToJson(f), http::bhttp::status::accepted);
   }
-  ASSIGN_OR_RETURN(types::ModelFile updated,
-                   c.s.store.SetModelFileState(id, types::ModelFileState::kDeleting,
-                                               "waiting for the worker to remove the files"));
-  return ObjectResponse(types::ToJson(updated), http::bhttp::status::accepted);
-}
-
-Result<int64_t> SelfWorker(const ApiContext& c) {
-  if (!c.principal.worker_id) return PermissionDeniedError("this route needs a worker token");
-  return *c.principal.worker_id;
+  return RowResponse(c.s.store.SetModelFileState(id, types::ModelFileState::kDeleting,
+                                                 "waiting for the worker to remove the files"),
+                     http::bhttp::status::accepted);
 }
 
 // PUT /v2/worker/model-files {"source","backend","local_path","state","state_message",
@@ -105,16 +96,14 @@ Result<Response> ReportModelFile(ApiContext& c) {
     return InvalidArgumentError("size_bytes and downloaded_bytes must be >= 0");
   }
   if (f.state_message.size() > 4096) f.state_message.resize(4096);
-  ASSIGN_OR_RETURN(types::ModelFile out, c.s.store.UpsertModelFile(f));
-  return ObjectResponse(types::ToJson(out));
+  return RowResponse(c.s.store.UpsertModelFile(f));
 }
 
 // GET /v2/worker/model-files: this worker's rows (to find those marked for deletion).
 Result<Response> ListOwnModelFiles(ApiContext& c) {
   ASSIGN_OR_RETURN(int64_t self, SelfWorker(c));
   ASSIGN_OR_RETURN(store::ListOptions o, ListOptionsFromQuery(c.http));
-  ASSIGN_OR_RETURN(auto list, c.s.store.ListModelFiles(o, self));
-  return ListResponse(list, o);
+  return ListResponse(c.s.store.ListModelFiles(o, self), o);
 }
 
 // DELETE /v2/worker/model-files/{id}: the worker removed the files.
@@ -125,8 +114,7 @@ Result<Response> DeleteOwnModelFile(ApiContext& c) {
   if (f.worker_id != self) {
     return NotFoundError(fmt::format("model file {} not found on this worker", id));
   }
-  RETURN_IF_ERROR(c.s.store.DeleteModelFile(id));
-  return Response::NoContent();
+  return NoContentResponse(c.s.store.DeleteModelFile(id));
 }
 
 }  // namespace

@@ -2,7 +2,6 @@
 // Project-scoped: every handler authorizes against the project of the row it acts on.
 
 #include <filesystem>
-#include <set>
 
 #include <fmt/format.h>
 
@@ -23,31 +22,6 @@ using http::bhttp::verb;
 
 constexpr int64_t kMaxLogTail = 100'000;
 
-Result<json::object> BodyObject(const ApiContext& c) {
-  Result<json::value> v = ParseJson(c.http.req.body());
-  if (!v.ok() || !v->is_object()) return InvalidArgumentError("body must be a JSON object");
-  return std::move(v->as_object());
-}
-
-// Narrows a list without a project filter to what the principal may read.
-// Returns false when the principal may read no project at all.
-Result<bool> ScopeList(ApiContext& c, Resource resource, store::ListOptions& o) {
-  if (o.project_id) {
-    RETURN_IF_ERROR(c.AuthorizeProject(*o.project_id));
-    return true;
-  }
-  RETURN_IF_ERROR(c.Authorize(Action::kRead, resource, std::nullopt));
-  std::optional<std::set<int64_t>> readable = auth::ReadableProjects(c.principal);
-  if (!readable) return true;  // platform admin
-  if (readable->empty()) return false;
-  if (c.principal.api_key) {
-    o.project_id = *readable->begin();  // a key reads its own project only
-  } else {
-    o.member_user_id = c.principal.user_id;
-  }
-  return true;
-}
-
 // A GGUF file the server can read must parse: a corrupt one is refused at once rather than left
 // to fail on a worker. A path the server cannot see may still exist on the workers: not checked.
 Status CheckModelFiles(const types::Model& m) {
@@ -65,10 +39,7 @@ Status CheckModelFiles(const types::Model& m) {
 
 // Parses a POST body into a model of an existing project the caller may write to.
 Result<types::Model> ModelFromBody(ApiContext& c) {
-  ASSIGN_OR_RETURN(json::object body, BodyObject(c));
-  ASSIGN_OR_RETURN(types::Model m, types::ModelFromJson(body));
-  if (m.project_id <= 0) return InvalidArgumentError("project_id is required");
-  RETURN_IF_ERROR(c.AuthorizeProject(m.project_id));
+  ASSIGN_OR_RETURN(types::Model m, ProjectRowFromBody(c, types::ModelFromJson));
   RETURN_IF_ERROR(CheckModelBackend(c.s.store, m));
   RETURN_IF_ERROR(CheckModelFiles(m));
   return m;
@@ -77,50 +48,34 @@ Result<types::Model> ModelFromBody(ApiContext& c) {
 // ---- models -------------------------------------------------------------------------------------
 
 Result<Response> ListModels(ApiContext& c) {
-  ASSIGN_OR_RETURN(store::ListOptions o, ListOptionsFromQuery(c.http));
-  ASSIGN_OR_RETURN(o.project_id, QueryInt(c.http, "project_id"));
-  ASSIGN_OR_RETURN(bool any, ScopeList(c, Resource::kModels, o));
-  if (!any) return ListJson(json::array(), 0, o);
-  ASSIGN_OR_RETURN(auto list, c.s.store.ListModels(o));
-  return ListResponse(list, o);
+  return ProjectListResponse(c, &store::Store::ListModels);
 }
 
 Result<Response> CreateModel(ApiContext& c) {
   ASSIGN_OR_RETURN(types::Model m, ModelFromBody(c));
   RETURN_IF_ERROR(c.s.store.GetProject(m.project_id).status());
-  ASSIGN_OR_RETURN(types::Model created, c.s.store.CreateModel(m));
-  return ObjectResponse(types::ToJson(created), status::created);
-}
-
-Result<types::Model> AuthorizedModel(ApiContext& c) {
-  ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
-  ASSIGN_OR_RETURN(types::Model m, c.s.store.GetModel(id));
-  RETURN_IF_ERROR(c.AuthorizeProject(m.project_id));
-  return m;
+  return RowResponse(c.s.store.CreateModel(m), status::created);
 }
 
 Result<Response> GetModel(ApiContext& c) {
-  ASSIGN_OR_RETURN(types::Model m, AuthorizedModel(c));
-  return ObjectResponse(types::ToJson(m));
+  return RowResponse(ProjectRowById(c, &store::Store::GetModel));
 }
 
 Result<Response> UpdateModel(ApiContext& c) {
-  ASSIGN_OR_RETURN(types::Model current, AuthorizedModel(c));
-  ASSIGN_OR_RETURN(json::object body, BodyObject(c));
+  ASSIGN_OR_RETURN(types::Model current, ProjectRowById(c, &store::Store::GetModel));
+  ASSIGN_OR_RETURN(json::object body, c.BodyObject());
   ASSIGN_OR_RETURN(types::Model patched, types::PatchModelFromJson(current, body));
   patched.id = current.id;
   if (patched.backend != current.backend || patched.backend_version != current.backend_version) {
     RETURN_IF_ERROR(CheckModelBackend(c.s.store, patched));
   }
   if (!(patched.source == current.source)) RETURN_IF_ERROR(CheckModelFiles(patched));
-  ASSIGN_OR_RETURN(types::Model updated, c.s.store.UpdateModel(patched));
-  return ObjectResponse(types::ToJson(updated));
+  return RowResponse(c.s.store.UpdateModel(patched));
 }
 
 Result<Response> DeleteModel(ApiContext& c) {
-  ASSIGN_OR_RETURN(types::Model m, AuthorizedModel(c));
-  RETURN_IF_ERROR(c.s.store.DeleteModel(m.id));
-  return Response::NoContent();
+  ASSIGN_OR_RETURN(types::Model m, ProjectRowById(c, &store::Store::GetModel));
+  return NoContentResponse(c.s.store.DeleteModel(m.id));
 }
 
 // ---- model instances ----------------------------------------------------------------------------
@@ -140,22 +95,13 @@ Result<Response> ListInstances(ApiContext& c) {
     ASSIGN_OR_RETURN(types::Model m, c.s.store.GetModel(*f.model_id));
     o.project_id = m.project_id;
   }
-  ASSIGN_OR_RETURN(bool any, ScopeList(c, Resource::kModelInstances, o));
+  ASSIGN_OR_RETURN(bool any, ScopeToReadableProjects(c, o));
   if (!any) return ListJson(json::array(), 0, o);
-  ASSIGN_OR_RETURN(auto list, c.s.store.ListModelInstances(o, f));
-  return ListResponse(list, o);
-}
-
-Result<types::ModelInstance> AuthorizedInstance(ApiContext& c) {
-  ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
-  ASSIGN_OR_RETURN(types::ModelInstance i, c.s.store.GetModelInstance(id));
-  RETURN_IF_ERROR(c.AuthorizeProject(i.project_id));
-  return i;
+  return ListResponse(c.s.store.ListModelInstances(o, f), o);
 }
 
 Result<Response> GetInstance(ApiContext& c) {
-  ASSIGN_OR_RETURN(types::ModelInstance i, AuthorizedInstance(c));
-  return ObjectResponse(types::ToJson(i));
+  return RowResponse(ProjectRowById(c, &store::Store::GetModelInstance));
 }
 
 // GET /v2/model-instances/{id}/logs?tail=N&follow=true: the engine's log, read from the worker's
@@ -163,7 +109,7 @@ Result<Response> GetInstance(ApiContext& c) {
 // cannot be reached is a 503 before any byte is sent; with follow, the stream then continues
 // from where that read ended until the client leaves or the worker ends it (instance gone).
 Result<Response> InstanceLogs(ApiContext& c) {
-  ASSIGN_OR_RETURN(types::ModelInstance i, AuthorizedInstance(c));
+  ASSIGN_OR_RETURN(types::ModelInstance i, ProjectRowById(c, &store::Store::GetModelInstance));
   ASSIGN_OR_RETURN(std::optional<int64_t> tail, QueryInt(c.http, "tail"));
   if (tail && (*tail < 0 || *tail > kMaxLogTail)) {
     return InvalidArgumentError(fmt::format("tail must be 0-{}", kMaxLogTail));
@@ -224,9 +170,8 @@ Result<Response> InstanceLogs(ApiContext& c) {
 
 // Replica sync creates a replacement, placed afresh.
 Result<Response> DeleteInstance(ApiContext& c) {
-  ASSIGN_OR_RETURN(types::ModelInstance i, AuthorizedInstance(c));
-  RETURN_IF_ERROR(c.s.store.DeleteModelInstance(i.id));
-  return Response::NoContent();
+  ASSIGN_OR_RETURN(types::ModelInstance i, ProjectRowById(c, &store::Store::GetModelInstance));
+  return NoContentResponse(c.s.store.DeleteModelInstance(i.id));
 }
 
 // ---- evaluations (dry run) ----------------------------------------------------------------------

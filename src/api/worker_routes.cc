@@ -38,11 +38,6 @@ bool AssignedTo(const types::ModelInstance& i, int64_t worker_id) {
   return false;
 }
 
-Result<int64_t> SelfWorker(const ApiContext& c) {
-  if (!c.principal.worker_id) return PermissionDeniedError("this route needs a worker token");
-  return *c.principal.worker_id;
-}
-
 // GET /v2/worker/instances[?watch=true]&worker_id=<own id> | &distributed_worker_id=<own id>
 // worker_id: the instances whose engine runs here (the list also has those this worker serves as
 // a distributed server, watch events only the former); distributed_worker_id: only those this
@@ -68,8 +63,7 @@ Result<Response> ListOwnInstances(ApiContext& c) {
   } else {
     filter.distributed_worker_id = self;
   }
-  ASSIGN_OR_RETURN(auto list, c.s.store.ListModelInstances(o, filter));
-  return ListResponse(list, o);
+  return ListResponse(c.s.store.ListModelInstances(o, filter), o);
 }
 
 // GET /v2/worker/models/{id}: a model that has an instance on this worker, with the definition
@@ -153,8 +147,7 @@ Result<Response> ReportInstance(ApiContext& c) {
     if (restart_count) report.restart_count = static_cast<int>(*restart_count);
     patch.distributed_server_status = std::move(report);
     patch.if_state_in = live;
-    ASSIGN_OR_RETURN(types::ModelInstance updated, c.s.store.UpdateModelInstance(id, patch));
-    return ObjectResponse(types::ToJson(updated));
+    return RowResponse(c.s.store.UpdateModelInstance(id, patch));
   }
   if (state) {
     patch.state = *state;
@@ -168,8 +161,7 @@ Result<Response> ReportInstance(ApiContext& c) {
       patch.last_restart_at = c.s.clock.Now();
     }
   }
-  ASSIGN_OR_RETURN(types::ModelInstance updated, c.s.store.UpdateModelInstance(id, patch));
-  return ObjectResponse(types::ToJson(updated));
+  return RowResponse(c.s.store.UpdateModelInstance(id, patch));
 }
 
 }  // namespace
