@@ -168,6 +168,16 @@ Result<T> ProjectRowFromBody(ApiContext& c, Result<T> (*from_json)(const json::o
   RETURN_IF_ERROR(c.AuthorizeProject(row.project_id));
   return row;
 }
+// `current` with the request body applied by `patch_from_json` (e.g. types::PatchModelFromJson),
+// keeping its id: kInvalidArgument for a bad body or field.
+template <typename T>
+Result<T> PatchedFromBody(const ApiContext& c, const T& current,
+                          Result<T> (*patch_from_json)(const T&, const json::object&)) {
+  ASSIGN_OR_RETURN(json::object body, c.BodyObject());
+  ASSIGN_OR_RETURN(T patched, patch_from_json(current, body));
+  patched.id = current.id;
+  return patched;
+}
 
 // Narrows `o`, a list of this route's (project-scoped) resource, to what the principal may read:
 // the project of `o.project_id` when set (authorized there), else the principal's projects.

@@ -63,9 +63,7 @@ Result<Response> GetModel(ApiContext& c) {
 
 Result<Response> UpdateModel(ApiContext& c) {
   ASSIGN_OR_RETURN(types::Model current, ProjectRowById(c, &store::Store::GetModel));
-  ASSIGN_OR_RETURN(json::object body, c.BodyObject());
-  ASSIGN_OR_RETURN(types::Model patched, types::PatchModelFromJson(current, body));
-  patched.id = current.id;
+  ASSIGN_OR_RETURN(types::Model patched, PatchedFromBody(c, current, types::PatchModelFromJson));
   if (patched.backend != current.backend || patched.backend_version != current.backend_version) {
     RETURN_IF_ERROR(CheckModelBackend(c.s.store, patched));
   }

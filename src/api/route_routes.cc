@@ -32,9 +32,8 @@ Result<Response> GetRoute(ApiContext& c) {
 
 Result<Response> UpdateRoute(ApiContext& c) {
   ASSIGN_OR_RETURN(types::ModelRoute current, ProjectRowById(c, &store::Store::GetModelRoute));
-  ASSIGN_OR_RETURN(json::object body, c.BodyObject());
-  ASSIGN_OR_RETURN(types::ModelRoute patched, types::PatchModelRouteFromJson(current, body));
-  patched.id = current.id;
+  ASSIGN_OR_RETURN(types::ModelRoute patched,
+                   PatchedFromBody(c, current, types::PatchModelRouteFromJson));
   return RowResponse(c.s.store.UpdateModelRoute(patched));
 }
 

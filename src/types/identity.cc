@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "types/json_codec.h"
+
 namespace segma::types {
 
 namespace {
@@ -93,10 +95,8 @@ std::string_view ProjectRoleName(ProjectRole r) {
 }
 
 std::optional<ProjectRole> ParseProjectRole(std::string_view s) {
-  for (ProjectRole r : {ProjectRole::kViewer, ProjectRole::kMember, ProjectRole::kProjectAdmin}) {
-    if (ProjectRoleName(r) == s) return r;
-  }
-  return std::nullopt;
+  return ParseByName(s, {ProjectRole::kViewer, ProjectRole::kMember, ProjectRole::kProjectAdmin},
+                     ProjectRoleName);
 }
 
 std::string_view ApiKeyScopeName(ApiKeyScope s) {
@@ -112,10 +112,8 @@ std::string_view ApiKeyScopeName(ApiKeyScope s) {
 }
 
 std::optional<ApiKeyScope> ParseApiKeyScope(std::string_view s) {
-  for (ApiKeyScope v : {ApiKeyScope::kInference, ApiKeyScope::kManagement, ApiKeyScope::kAll}) {
-    if (ApiKeyScopeName(v) == s) return v;
-  }
-  return std::nullopt;
+  return ParseByName(s, {ApiKeyScope::kInference, ApiKeyScope::kManagement, ApiKeyScope::kAll},
+                     ApiKeyScopeName);
 }
 
 json::object ToJson(const User& u) {

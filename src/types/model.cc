@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "types/json_codec.h"
+
 namespace segma::types {
 
 namespace {
@@ -269,11 +271,10 @@ std::string_view SourceTypeName(SourceType t) {
 }
 
 std::optional<SourceType> ParseSourceType(std::string_view s) {
-  for (SourceType t : {SourceType::kLocalPath, SourceType::kHuggingFace, SourceType::kModelScope,
-                       SourceType::kSimulated}) {
-    if (SourceTypeName(t) == s) return t;
-  }
-  return std::nullopt;
+  return ParseByName(s,
+                     {SourceType::kLocalPath, SourceType::kHuggingFace, SourceType::kModelScope,
+                      SourceType::kSimulated},
+                     SourceTypeName);
 }
 
 std::string SourceKey(const ModelSource& s) {
@@ -304,11 +305,10 @@ std::string_view ModelCategoryName(ModelCategory c) {
 }
 
 std::optional<ModelCategory> ParseModelCategory(std::string_view s) {
-  for (ModelCategory c : {ModelCategory::kLlm, ModelCategory::kEmbedding, ModelCategory::kReranker,
-                          ModelCategory::kSpeechToText}) {
-    if (ModelCategoryName(c) == s) return c;
-  }
-  return std::nullopt;
+  return ParseByName(s,
+                     {ModelCategory::kLlm, ModelCategory::kEmbedding, ModelCategory::kReranker,
+                      ModelCategory::kSpeechToText},
+                     ModelCategoryName);
 }
 
 std::string_view PlacementStrategyName(PlacementStrategy p) {
@@ -316,9 +316,8 @@ std::string_view PlacementStrategyName(PlacementStrategy p) {
 }
 
 std::optional<PlacementStrategy> ParsePlacementStrategy(std::string_view s) {
-  if (s == "spread") return PlacementStrategy::kSpread;
-  if (s == "binpack") return PlacementStrategy::kBinpack;
-  return std::nullopt;
+  return ParseByName(s, {PlacementStrategy::kSpread, PlacementStrategy::kBinpack},
+                     PlacementStrategyName);
 }
 
 std::string_view InstanceStateName(InstanceState s) {
@@ -344,13 +343,12 @@ std::string_view InstanceStateName(InstanceState s) {
 }
 
 std::optional<InstanceState> ParseInstanceState(std::string_view s) {
-  for (InstanceState st :
-       {InstanceState::kPending, InstanceState::kScheduled, InstanceState::kDownloading,
-        InstanceState::kStarting, InstanceState::kRunning, InstanceState::kError,
-        InstanceState::kUnschedulable, InstanceState::kStopping}) {
-    if (InstanceStateName(st) == s) return st;
-  }
-  return std::nullopt;
+  return ParseByName(
+      s,
+      {InstanceState::kPending, InstanceState::kScheduled, InstanceState::kDownloading,
+       InstanceState::kStarting, InstanceState::kRunning, InstanceState::kError,
+       InstanceState::kUnschedulable, InstanceState::kStopping},
+      InstanceStateName);
 }
 
 json::object ToJson(const ModelSource& s) {
@@ -529,23 +527,11 @@ Status ValidateModel(const Model& m) {
 }
 
 Result<Model> ModelFromJson(const json::object& o) {
-  JsonReader r(o);
-  Model m;
-  if (r.OptionalValue("name") == nullptr) r.Fail("name", "is required");
-  if (r.OptionalValue("source") == nullptr) r.Fail("source", "is required");
-  ReadModelFields(r, m, /*is_patch=*/false);
-  RETURN_IF_ERROR(r.Finish());
-  RETURN_IF_ERROR(ValidateModel(m));
-  return m;
+  return NewFromJson<Model>(o, {"name", "source"}, ReadModelFields, ValidateModel);
 }
 
 Result<Model> PatchModelFromJson(const Model& current, const json::object& patch) {
-  JsonReader r(patch);
-  Model m = current;
-  ReadModelFields(r, m, /*is_patch=*/true);
-  RETURN_IF_ERROR(r.Finish());
-  RETURN_IF_ERROR(ValidateModel(m));
-  return m;
+  return PatchedFromJson(current, patch, ReadModelFields, ValidateModel);
 }
 
 }  // namespace segma::types

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "types/json_codec.h"
+
 namespace segma::types {
 
 std::string_view ModelFileStateName(ModelFileState s) {
@@ -19,11 +21,10 @@ std::string_view ModelFileStateName(ModelFileState s) {
 }
 
 std::optional<ModelFileState> ParseModelFileState(std::string_view s) {
-  for (ModelFileState st : {ModelFileState::kDownloading, ModelFileState::kReady,
-                            ModelFileState::kError, ModelFileState::kDeleting}) {
-    if (ModelFileStateName(st) == s) return st;
-  }
-  return std::nullopt;
+  return ParseByName(s,
+                     {ModelFileState::kDownloading, ModelFileState::kReady, ModelFileState::kError,
+                      ModelFileState::kDeleting},
+                     ModelFileStateName);
 }
 
 json::object ToJson(const ModelFile& f) {

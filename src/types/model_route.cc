@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "types/json_codec.h"
+
 namespace segma::types {
 
 namespace {
@@ -118,23 +120,11 @@ Status ValidateModelRoute(const ModelRoute& r) {
 }
 
 Result<ModelRoute> ModelRouteFromJson(const json::object& o) {
-  JsonReader r(o);
-  ModelRoute m;
-  if (r.OptionalValue("name") == nullptr) r.Fail("name", "is required");
-  if (r.OptionalValue("targets") == nullptr) r.Fail("targets", "is required");
-  ReadRouteFields(r, m, /*is_patch=*/false);
-  RETURN_IF_ERROR(r.Finish());
-  RETURN_IF_ERROR(ValidateModelRoute(m));
-  return m;
+  return NewFromJson<ModelRoute>(o, {"name", "targets"}, ReadRouteFields, ValidateModelRoute);
 }
 
 Result<ModelRoute> PatchModelRouteFromJson(const ModelRoute& current, const json::object& patch) {
-  JsonReader r(patch);
-  ModelRoute m = current;
-  ReadRouteFields(r, m, /*is_patch=*/true);
-  RETURN_IF_ERROR(r.Finish());
-  RETURN_IF_ERROR(ValidateModelRoute(m));
-  return m;
+  return PatchedFromJson(current, patch, ReadRouteFields, ValidateModelRoute);
 }
 
 }  // namespace segma::types

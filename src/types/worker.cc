@@ -6,6 +6,8 @@
 
 #include <fmt/format.h>
 
+#include "types/json_codec.h"
+
 namespace segma::types {
 
 std::string_view WorkerStateName(WorkerState s) {
@@ -25,11 +27,10 @@ std::string_view WorkerStateName(WorkerState s) {
 }
 
 std::optional<WorkerState> ParseWorkerState(std::string_view s) {
-  for (WorkerState w : {WorkerState::kRegistering, WorkerState::kReady, WorkerState::kNotReady,
-                        WorkerState::kUnreachable, WorkerState::kMaintenance}) {
-    if (WorkerStateName(w) == s) return w;
-  }
-  return std::nullopt;
+  return ParseByName(s,
+                     {WorkerState::kRegistering, WorkerState::kReady, WorkerState::kNotReady,
+                      WorkerState::kUnreachable, WorkerState::kMaintenance},
+                     WorkerStateName);
 }
 
 namespace {

@@ -246,6 +246,13 @@ TEST_F(ModelRoutesApiTest, GatewayListsTheRouteForKeysOfItsProjectOnly) {
   };
   ASSERT_TRUE(WaitUntil([&] { return has(team_key, "smart"); }, std::chrono::seconds(5)));
   EXPECT_TRUE(has(team_key, "a"));
+  // The gateway learns of keys on its own (the key table), apart from routes: wait for the other
+  // key too, or its requests below would be 401 rather than what the route table decides.
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return Api{base_, other_key}.Get("/v1/models").status == 200;
+      },
+      std::chrono::seconds(5)));
   EXPECT_FALSE(has(other_key, "smart"));
   // Another project's key does not see it: 404 as for any unknown model.
   Api other_gw{base_, other_key};
