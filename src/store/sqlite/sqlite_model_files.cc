@@ -103,31 +103,14 @@ Result<types::ModelFile> SqliteUpsertModelFile(sqlite3* db, const types::ModelFi
 
 Result<ListResult<types::ModelFile>> SqliteListModelFiles(sqlite3* db, const ListOptions& options,
                                                           std::optional<int64_t> worker_id) {
-  if (options.page < 1) return InvalidArgumentError("page must be at least 1");
-  if (options.per_page < 1) return InvalidArgumentError("per_page must be at least 1");
-  std::string sort = options.sort;
-  const bool descending = !sort.empty() && sort.front() == '-';
-  if (descending) sort.erase(0, 1);
-  if (sort.empty()) sort = "id";
-  static const char* const kSortable[] = {"id",         "worker_id",  "state",
-                                          "size_bytes", "created_at", "updated_at"};
-  if (std::find(std::begin(kSortable), std::end(kSortable), sort) == std::end(kSortable)) {
-    return InvalidArgumentError(
-        "sort must be one of id, worker_id, state, size_bytes, created_at, updated_at");
-  }
+  ASSIGN_OR_RETURN(SqlitePage page, SqlitePageOf(options, {"id", "worker_id", "state", "size_bytes",
+                                                           "created_at", "updated_at"}));
   std::string where = " WHERE 1 = 1";
   if (worker_id) where += " AND f.worker_id = ?1";
   if (!options.q.empty()) where += " AND lower(f.source_key) LIKE ?2 ESCAPE '\\'";
   auto bind = [&](sqlite3_stmt* s) {
     if (worker_id) sqlite3_bind_int64(s, 1, *worker_id);
-    if (!options.q.empty()) {
-      std::string p = "%";
-      for (char c : options.q) {
-        if (c == '%' || c == '_' || c == '\\') p.push_back('\\');
-        p.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
-      }
-      SqliteBindText(s, 2, p + "%");
-    }
+    if (!options.q.empty()) SqliteBindText(s, 2, SqliteLikePattern(options.q));
   };
   ListResult<types::ModelFile> out;
   ASSIGN_OR_RETURN(StmtPtr count,
@@ -135,12 +118,12 @@ Result<ListResult<types::ModelFile>> SqliteListModelFiles(sqlite3* db, const Lis
   bind(count.get());
   if (sqlite3_step(count.get()) != SQLITE_ROW) return Error(db, "count model files");
   out.total = sqlite3_column_int64(count.get(), 0);
-  const int64_t per_page = std::min(options.per_page, ListOptions::kMaxPerPage);
-  ASSIGN_OR_RETURN(StmtPtr s,
-                   Prepare(db, fmt::format("SELECT {} FROM {}{} ORDER BY f.{} {}, f.id LIMIT {} "
-                                           "OFFSET {}",
-                                           kCols, kFrom, where, sort, descending ? "DESC" : "ASC",
-                                           per_page, (options.page - 1) * per_page)));
+  ASSIGN_OR_RETURN(
+      StmtPtr s,
+      Prepare(db, fmt::format("SELECT {} FROM {}{} ORDER BY f.{} {}, f.id LIMIT {} "
+                              "OFFSET {}",
+                              kCols, kFrom, where, page.sort, page.descending ? "DESC" : "ASC",
+                              page.limit, page.offset)));
   bind(s.get());
   for (;;) {
     const int rc = sqlite3_step(s.get());

@@ -1,7 +1,6 @@
 #include "store/sqlite/sqlite_model_routes.h"
 
 #include <algorithm>
-#include <cctype>
 #include <memory>
 #include <optional>
 
@@ -101,16 +100,8 @@ Result<types::ModelRoute> SqliteGetModelRoute(sqlite3* db, int64_t id) {
 
 Result<ListResult<types::ModelRoute>> SqliteListModelRoutes(sqlite3* db,
                                                             const ListOptions& options) {
-  if (options.page < 1) return InvalidArgumentError("page must be at least 1");
-  if (options.per_page < 1) return InvalidArgumentError("per_page must be at least 1");
-  std::string sort = options.sort;
-  const bool descending = !sort.empty() && sort.front() == '-';
-  if (descending) sort.erase(0, 1);
-  if (sort.empty()) sort = "id";
-  static const char* const kSortable[] = {"id", "name", "created_at", "updated_at"};
-  if (std::find(std::begin(kSortable), std::end(kSortable), sort) == std::end(kSortable)) {
-    return InvalidArgumentError("sort must be one of id, name, created_at, updated_at");
-  }
+  ASSIGN_OR_RETURN(SqlitePage page,
+                   SqlitePageOf(options, {"id", "name", "created_at", "updated_at"}));
   std::string where = " WHERE 1 = 1";
   if (options.project_id) where += " AND r.project_id = ?1";
   if (options.member_user_id) {
@@ -120,14 +111,7 @@ Result<ListResult<types::ModelRoute>> SqliteListModelRoutes(sqlite3* db,
   auto bind = [&](sqlite3_stmt* s) {
     if (options.project_id) sqlite3_bind_int64(s, 1, *options.project_id);
     if (options.member_user_id) sqlite3_bind_int64(s, 2, *options.member_user_id);
-    if (!options.q.empty()) {
-      std::string p = "%";
-      for (char c : options.q) {
-        if (c == '%' || c == '_' || c == '\\') p.push_back('\\');
-        p.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
-      }
-      SqliteBindText(s, 3, p + "%");
-    }
+    if (!options.q.empty()) SqliteBindText(s, 3, SqliteLikePattern(options.q));
   };
   ListResult<types::ModelRoute> out;
   {
@@ -137,13 +121,13 @@ Result<ListResult<types::ModelRoute>> SqliteListModelRoutes(sqlite3* db,
     if (sqlite3_step(count.get()) != SQLITE_ROW) return Error(db, "count model routes");
     out.total = sqlite3_column_int64(count.get(), 0);
   }
-  const int64_t per_page = std::min(options.per_page, ListOptions::kMaxPerPage);
   {
     ASSIGN_OR_RETURN(
-        StmtPtr s, Prepare(db, fmt::format("SELECT {} FROM model_routes r{} ORDER BY r.{} {}, r.id "
-                                           "LIMIT {} OFFSET {}",
-                                           kCols, where, sort, descending ? "DESC" : "ASC",
-                                           per_page, (options.page - 1) * per_page)));
+        StmtPtr s,
+        Prepare(db, fmt::format("SELECT {} FROM model_routes r{} ORDER BY r.{} {}, r.id "
+                                "LIMIT {} OFFSET {}",
+                                kCols, where, page.sort, page.descending ? "DESC" : "ASC",
+                                page.limit, page.offset)));
     bind(s.get());
     for (;;) {
       const int rc = sqlite3_step(s.get());

@@ -23,6 +23,7 @@
 #include "store/sqlite/sqlite_model_files.h"
 #include "store/sqlite/sqlite_model_routes.h"
 #include "store/sqlite/sqlite_usage.h"
+#include "store/sqlite/sqlite_util.h"
 
 namespace segma::store {
 
@@ -397,16 +398,6 @@ struct ListQuery {
     if (options.member_user_id) WhereMemberOf(project_column, *options.member_user_id);
   }
 };
-
-std::string LikePattern(std::string_view q) {
-  std::string p = "%";
-  for (char c : q) {
-    if (c == '%' || c == '_' || c == '\\') p += '\\';
-    p += static_cast<char>((c >= 'A' && c <= 'Z') ? c - 'A' + 'a' : c);
-  }
-  p += '%';
-  return p;
-}
 
 Event MakeEvent(std::string resource, Event::Type type, int64_t id,
                 std::optional<int64_t> project_id, json::object data) {
@@ -1126,7 +1117,7 @@ Result<ListResult<T>> SqliteStore::RunList(ListQuery q, const ListOptions& optio
     std::vector<std::string> ors;
     for (std::string_view col : q.search_columns) {
       ors.push_back(fmt::format("LOWER({}) LIKE ? ESCAPE '\\'", col));
-      q.args.emplace_back(LikePattern(options.q));
+      q.args.emplace_back(SqliteLikePattern(options.q));
     }
     q.where.push_back(fmt::format("({})", fmt::join(ors, " OR ")));
   }

@@ -1,5 +1,7 @@
 #include "store/sqlite/sqlite_util.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 namespace segma::store {
@@ -37,6 +39,33 @@ std::string SqliteColumnText(sqlite3_stmt* s, int i) {
   return p ? std::string(reinterpret_cast<const char*>(p),
                          static_cast<size_t>(sqlite3_column_bytes(s, i)))
            : std::string();
+}
+
+Result<SqlitePage> SqlitePageOf(const ListOptions& options,
+                                std::initializer_list<std::string_view> sortable) {
+  if (options.page < 1) return InvalidArgumentError("page must be at least 1");
+  if (options.per_page < 1) return InvalidArgumentError("per_page must be at least 1");
+  SqlitePage page;
+  page.sort = options.sort;
+  page.descending = !page.sort.empty() && page.sort.front() == '-';
+  if (page.descending) page.sort.erase(0, 1);
+  if (page.sort.empty()) page.sort = "id";
+  if (std::find(sortable.begin(), sortable.end(), page.sort) == sortable.end()) {
+    return InvalidArgumentError(fmt::format("sort must be one of {}", fmt::join(sortable, ", ")));
+  }
+  page.limit = std::min<int64_t>(options.per_page, ListOptions::kMaxPerPage);
+  page.offset = (static_cast<int64_t>(options.page) - 1) * page.limit;
+  return page;
+}
+
+std::string SqliteLikePattern(std::string_view q) {
+  std::string p = "%";
+  for (char c : q) {
+    if (c == '%' || c == '_' || c == '\\') p += '\\';
+    p += static_cast<char>((c >= 'A' && c <= 'Z') ? c - 'A' + 'a' : c);
+  }
+  p += '%';
+  return p;
 }
 
 }  // namespace segma::store

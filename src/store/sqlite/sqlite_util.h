@@ -4,11 +4,14 @@
 
 #include <sqlite3.h>
 
+#include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <string_view>
 
 #include "common/status.h"
+#include "store/store.h"
 
 namespace segma::store {
 
@@ -26,5 +29,22 @@ void SqliteBindText(sqlite3_stmt* s, int i, std::string_view v);
 
 // Column `i` of the current row as a string ("" for NULL).
 std::string SqliteColumnText(sqlite3_stmt* s, int i);
+
+// The page and order of a list request, checked against a resource's sortable fields.
+struct SqlitePage {
+  std::string sort;  // one of the sortable fields; "id" when the request names none
+  bool descending = false;
+  int64_t limit = 0;  // per_page, clamped to ListOptions::kMaxPerPage
+  int64_t offset = 0;
+};
+
+// kInvalidArgument when page or per_page is below 1, or when the sort field is not one of
+// `sortable` ("sort must be one of <sortable>").
+Result<SqlitePage> SqlitePageOf(const ListOptions& options,
+                                std::initializer_list<std::string_view> sortable);
+
+// The pattern for `LOWER(column) LIKE ? ESCAPE '\'` that matches rows containing `q`: "%q%" with q
+// lower-cased (ASCII letters) and its %, _ and \ escaped.
+std::string SqliteLikePattern(std::string_view q);
 
 }  // namespace segma::store
