@@ -866,7 +866,58 @@ class SqliteStore final : public Store {
     bus_.Publish(e);
   }
 
-  // All private helpers require mu_ held.
+  // Takes mu_. In one transaction: runs `insert` (insert(row) makes its checks, stamps and binds
+  // the row and runs the INSERT), takes the new row's id and queues `event`'s kCreated.
+  template <typename T, typename Insert>
+  Result<T> InsertRow(T row, Event (*event)(Event::Type, const T&), Insert&& insert) {
+    std::lock_guard lock(mu_);
+    std::vector<Event> events;
+    RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+      RETURN_IF_ERROR(insert(row));
+      row.id = sqlite3_last_insert_rowid(db_);
+      events.push_back(event(Event::Type::kCreated, row));
+      return OkStatus();
+    }));
+    return row;
+  }
+
+  // Takes mu_. In one transaction: loads row `id` with `load`, stamps updated_at, lets `change`
+  // edit it (change(row, events) may fail, or queue events of its own), writes it with `write` and
+  // queues `event`'s kUpdated.
+  template <typename T, typename Change>
+  Result<T> UpdateRow(int64_t id, Result<T> (SqliteStore::*load)(int64_t),
+                      Status (SqliteStore::*write)(const T&), Event (*event)(Event::Type, const T&),
+                      Change&& change) {
+    std::lock_guard lock(mu_);
+    T row;
+    std::vector<Event> events;
+    RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
+      ASSIGN_OR_RETURN(row, (this->*load)(id));
+      row.updated_at = clock_.Now();
+      RETURN_IF_ERROR(change(row, events));
+      RETURN_IF_ERROR((this->*write)(row));
+      events.push_back(event(Event::Type::kUpdated, row));
+      return OkStatus();
+    }));
+    return row;
+  }
+
+  // Takes mu_. In one transaction: loads row `id` with `load` (kNotFound when there is none),
+  // runs `delete_sql` with the id and queues `event`'s kDeleted.
+  template <typename T>
+  Status DeleteRow(int64_t id, Result<T> (SqliteStore::*load)(int64_t), std::string_view delete_sql,
+                   Event (*event)(Event::Type, const T&)) {
+    std::lock_guard lock(mu_);
+    std::vector<Event> events;
+    return Transaction(events, [&]() -> Status {
+      ASSIGN_OR_RETURN(T row, (this->*load)(id));
+      RETURN_IF_ERROR(Exec(delete_sql, id));
+      events.push_back(event(Event::Type::kDeleted, row));
+      return OkStatus();
+    });
+  }
+
+  // The private helpers below require mu_ held.
   Result<Stmt> Prepare(std::string_view sql);
   Status Exec(std::string_view sql);
   // Runs a statement with one integer parameter that returns no rows.
@@ -907,42 +958,6 @@ class SqliteStore final : public Store {
 
   template <typename T, typename Decode>
   Result<ListResult<T>> RunList(ListQuery q, const ListOptions& options, Decode decode);
-
-  // In one transaction: runs `insert` (insert(row) makes its checks, stamps and binds the row and
-  // runs the INSERT), takes the new row's id and queues `event`'s kCreated.
-  template <typename T, typename Insert>
-  Result<T> InsertRow(T row, Event (*event)(Event::Type, const T&), Insert&& insert) {
-    std::lock_guard lock(mu_);
-    std::vector<Event> events;
-    RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
-      RETURN_IF_ERROR(insert(row));
-      row.id = sqlite3_last_insert_rowid(db_);
-      events.push_back(event(Event::Type::kCreated, row));
-      return OkStatus();
-    }));
-    return row;
-  }
-
-  // In one transaction: loads row `id` with `load`, stamps updated_at, lets `change` edit it
-  // (change(row, events) may fail, or queue events of its own), writes it with `write` and
-  // queues `event`'s kUpdated.
-  template <typename T, typename Change>
-  Result<T> UpdateRow(int64_t id, Result<T> (SqliteStore::*load)(int64_t),
-                      Status (SqliteStore::*write)(const T&), Event (*event)(Event::Type, const T&),
-                      Change&& change) {
-    std::lock_guard lock(mu_);
-    T row;
-    std::vector<Event> events;
-    RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
-      ASSIGN_OR_RETURN(row, (this->*load)(id));
-      row.updated_at = clock_.Now();
-      RETURN_IF_ERROR(change(row, events));
-      RETURN_IF_ERROR((this->*write)(row));
-      events.push_back(event(Event::Type::kUpdated, row));
-      return OkStatus();
-    }));
-    return row;
-  }
 
   Result<User> LoadUser(int64_t id) {
     return LoadOne<User>(fmt::format("SELECT {} FROM users WHERE id = ?", kUserCols), id,
@@ -1846,14 +1861,7 @@ Result<std::vector<Worker>> SqliteStore::MarkStaleWorkersNotReady(Timestamp hear
 }
 
 Status SqliteStore::DeleteWorker(int64_t id) {
-  std::lock_guard lock(mu_);
-  std::vector<Event> events;
-  return Transaction(events, [&]() -> Status {
-    ASSIGN_OR_RETURN(Worker w, LoadWorker(id));
-    RETURN_IF_ERROR(Exec("DELETE FROM workers WHERE id = ?", id));
-    events.push_back(WorkerEvent(Event::Type::kDeleted, w));
-    return OkStatus();
-  });
+  return DeleteRow(id, &SqliteStore::LoadWorker, "DELETE FROM workers WHERE id = ?", WorkerEvent);
 }
 
 // ---- models and model instances ---------------------------------------------------------------
@@ -2047,51 +2055,45 @@ Result<ListResult<types::ModelInstance>> SqliteStore::ListModelInstances(
 
 Result<types::ModelInstance> SqliteStore::UpdateModelInstance(int64_t id,
                                                               const ModelInstancePatch& patch) {
-  return UpdateRow(
-      id, &SqliteStore::LoadInstance, &SqliteStore::WriteInstance, InstanceEvent,
-      [&](types::ModelInstance& i, std::vector<Event>&) -> Status {
-        if (patch.if_state_in && std::find(patch.if_state_in->begin(), patch.if_state_in->end(),
-                                           i.state) == patch.if_state_in->end()) {
-          return AbortedError(fmt::format("model instance {} is {}, not in the expected state", id,
-                                          types::InstanceStateName(i.state)));
-        }
-        if (patch.state) i.state = *patch.state;
-        if (patch.state_message) i.state_message = *patch.state_message;
-        if (patch.worker_id) i.worker_id = *patch.worker_id;
-        if (patch.worker_name) i.worker_name = *patch.worker_name;
-        if (patch.gpu_indexes) i.gpu_indexes = *patch.gpu_indexes;
-        if (patch.claim) i.claim = *patch.claim;
-        if (patch.distributed_servers) i.distributed_servers = *patch.distributed_servers;
-        if (const auto& report = patch.distributed_server_status) {
-          auto d = std::find_if(i.distributed_servers.begin(), i.distributed_servers.end(),
-                                [&](const auto& e) { return e.worker_id == report->worker_id; });
-          if (d == i.distributed_servers.end()) {
-            return NotFoundError(fmt::format(
-                "model instance {} has no distributed server on worker {}", id, report->worker_id));
-          }
-          d->address = report->address;
-          d->port = report->port;
-          d->state = report->state;
-          d->state_message = report->state_message;
-          d->restart_count = report->restart_count;
-        }
-        if (patch.port) i.port = *patch.port;
-        if (patch.restart_count) i.restart_count = *patch.restart_count;
-        if (patch.last_restart_at) i.last_restart_at = *patch.last_restart_at;
-        if (patch.unschedulable_reasons) i.unschedulable_reasons = *patch.unschedulable_reasons;
-        return OkStatus();
-      });
+  auto change = [&](types::ModelInstance& i, std::vector<Event>&) -> Status {
+    if (patch.if_state_in && std::find(patch.if_state_in->begin(), patch.if_state_in->end(),
+                                       i.state) == patch.if_state_in->end()) {
+      return AbortedError(fmt::format("model instance {} is {}, not in the expected state", id,
+                                      types::InstanceStateName(i.state)));
+    }
+    if (patch.state) i.state = *patch.state;
+    if (patch.state_message) i.state_message = *patch.state_message;
+    if (patch.worker_id) i.worker_id = *patch.worker_id;
+    if (patch.worker_name) i.worker_name = *patch.worker_name;
+    if (patch.gpu_indexes) i.gpu_indexes = *patch.gpu_indexes;
+    if (patch.claim) i.claim = *patch.claim;
+    if (patch.distributed_servers) i.distributed_servers = *patch.distributed_servers;
+    if (const auto& report = patch.distributed_server_status) {
+      auto d = std::find_if(i.distributed_servers.begin(), i.distributed_servers.end(),
+                            [&](const auto& e) { return e.worker_id == report->worker_id; });
+      if (d == i.distributed_servers.end()) {
+        return NotFoundError(fmt::format("model instance {} has no distributed server on worker {}",
+                                         id, report->worker_id));
+      }
+      d->address = report->address;
+      d->port = report->port;
+      d->state = report->state;
+      d->state_message = report->state_message;
+      d->restart_count = report->restart_count;
+    }
+    if (patch.port) i.port = *patch.port;
+    if (patch.restart_count) i.restart_count = *patch.restart_count;
+    if (patch.last_restart_at) i.last_restart_at = *patch.last_restart_at;
+    if (patch.unschedulable_reasons) i.unschedulable_reasons = *patch.unschedulable_reasons;
+    return OkStatus();
+  };
+  return UpdateRow(id, &SqliteStore::LoadInstance, &SqliteStore::WriteInstance, InstanceEvent,
+                   change);
 }
 
 Status SqliteStore::DeleteModelInstance(int64_t id) {
-  std::lock_guard lock(mu_);
-  std::vector<Event> events;
-  return Transaction(events, [&]() -> Status {
-    ASSIGN_OR_RETURN(types::ModelInstance i, LoadInstance(id));
-    RETURN_IF_ERROR(Exec("DELETE FROM model_instances WHERE id = ?", id));
-    events.push_back(InstanceEvent(Event::Type::kDeleted, i));
-    return OkStatus();
-  });
+  return DeleteRow(id, &SqliteStore::LoadInstance, "DELETE FROM model_instances WHERE id = ?",
+                   InstanceEvent);
 }
 
 // Creates the database file with mode 0600 before SQLite does (SQLite would use 0644 minus the
