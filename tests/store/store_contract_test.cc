@@ -90,6 +90,13 @@ class StoreContractTest : public ::testing::TestWithParam<StoreFactory> {
     EXPECT_TRUE(r.ok()) << r.status().ToString();
     return r.ok() ? *r : Cluster{};
   }
+  // Instance `name` of model `model_id`; the store fills in the rest (project, PENDING).
+  Result<types::ModelInstance> CreateInstance(int64_t model_id, const std::string& name) {
+    types::ModelInstance i;
+    i.model_id = model_id;
+    i.name = name;
+    return store_->CreateModelInstance(i);
+  }
 
   FakeClock clock_;
   EventBus bus_;
@@ -768,18 +775,13 @@ TEST_P(StoreContractTest, InstanceCrudPatchAndFilters) {
   Project p = MakeProject("p");
   auto m = store_->CreateModel(SimModel("chat", p.id));
   ASSERT_TRUE(m.ok());
-  types::ModelInstance i;
-  i.model_id = m->id;
-  i.name = "chat-1";
-  auto a = store_->CreateModelInstance(i);
+  auto a = CreateInstance(m->id, "chat-1");
   ASSERT_TRUE(a.ok()) << a.status().ToString();
   EXPECT_EQ(a->project_id, p.id);  // from the model
   EXPECT_EQ(a->state, types::InstanceState::kPending);
-  i.name = "chat-2";
-  auto b = store_->CreateModelInstance(i);
+  auto b = CreateInstance(m->id, "chat-2");
   ASSERT_TRUE(b.ok());
-  i.model_id = 999;
-  EXPECT_EQ(store_->CreateModelInstance(i).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(CreateInstance(999, "chat-2").status().code(), StatusCode::kNotFound);
   Drain();
 
   ModelInstancePatch place;
@@ -853,10 +855,7 @@ TEST_P(StoreContractTest, DistributedServerStatusPatchesOnlyItsEntry) {
   Project p = MakeProject("p");
   auto m = store_->CreateModel(SimModel("split", p.id));
   ASSERT_TRUE(m.ok());
-  types::ModelInstance i;
-  i.model_id = m->id;
-  i.name = "split-1";
-  auto a = store_->CreateModelInstance(i);
+  auto a = CreateInstance(m->id, "split-1");
   ASSERT_TRUE(a.ok()) << a.status().ToString();
   ModelInstancePatch place;
   place.state = types::InstanceState::kStarting;
@@ -921,15 +920,9 @@ TEST_P(StoreContractTest, ModelDeleteCascadesToInstancesWithEvents) {
   auto m = store_->CreateModel(SimModel("chat", p.id, 2));
   auto keep = store_->CreateModel(SimModel("keep", p.id));
   ASSERT_TRUE(m.ok() && keep.ok());
-  types::ModelInstance i;
-  i.model_id = m->id;
-  i.name = "chat-1";
-  auto i1 = store_->CreateModelInstance(i);
-  i.name = "chat-2";
-  auto i2 = store_->CreateModelInstance(i);
-  i.model_id = keep->id;
-  i.name = "keep-1";
-  auto i3 = store_->CreateModelInstance(i);
+  auto i1 = CreateInstance(m->id, "chat-1");
+  auto i2 = CreateInstance(m->id, "chat-2");
+  auto i3 = CreateInstance(keep->id, "keep-1");
   ASSERT_TRUE(i1.ok() && i2.ok() && i3.ok());
   Drain();
   ASSERT_TRUE(store_->DeleteModel(m->id).ok());
@@ -954,10 +947,7 @@ TEST_P(StoreContractTest, ReadyReplicasCountsRunningInstances) {
   Project p = MakeProject("p");
   auto m = store_->CreateModel(SimModel("chat", p.id, 2));
   ASSERT_TRUE(m.ok());
-  types::ModelInstance i;
-  i.model_id = m->id;
-  i.name = "chat-1";
-  auto a = store_->CreateModelInstance(i);
+  auto a = CreateInstance(m->id, "chat-1");
   ASSERT_TRUE(a.ok());
   EXPECT_EQ(store_->GetModel(m->id)->ready_replicas, 0);
   ModelInstancePatch running;
