@@ -943,6 +943,59 @@ TEST_P(StoreContractTest, ModelDeleteCascadesToInstancesWithEvents) {
   EXPECT_EQ(store_->GetModelInstance(i3->id).status().code(), StatusCode::kNotFound);
 }
 
+// Model files list with their own page/sort/search code: sort both ways, paging, a search that
+// ignores case and takes '_' literally, the worker filter, and refused pages and sorts.
+TEST_P(StoreContractTest, ModelFileListsSortSearchAndPage) {
+  Cluster c = MakeCluster("c");
+  auto w = store_->UpsertWorkerByName(c.id, "w1", "127.0.0.1", 7000, "tok", {});
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  for (auto [repo, size] :
+       {std::pair<const char*, int64_t>{"Org/Alpha", 30}, {"org/beta_1", 10}, {"org/gamma", 20}}) {
+    types::ModelFile f;
+    f.worker_id = w->id;
+    f.source.type = types::SourceType::kHuggingFace;
+    f.source.repo = repo;
+    f.source.revision = "main";
+    f.source_key = repo;
+    f.size_bytes = size;
+    auto r = store_->UpsertModelFile(f);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+  }
+  ListOptions o;
+  o.sort = "-size_bytes";
+  o.per_page = 1;
+  o.page = 2;
+  auto list = store_->ListModelFiles(o, w->id);
+  ASSERT_TRUE(list.ok()) << list.status().ToString();
+  EXPECT_EQ(list->total, 3);
+  ASSERT_EQ(list->items.size(), 1u);
+  EXPECT_EQ(list->items[0].source_key, "org/gamma");
+  o.sort = "size_bytes";
+  EXPECT_EQ(store_->ListModelFiles(o, w->id)->items.at(0).source_key, "org/gamma");
+  o.page = 1;
+  EXPECT_EQ(store_->ListModelFiles(o, w->id)->items.at(0).source_key, "org/beta_1");
+
+  o = ListOptions();
+  o.q = "ALPHA";
+  list = store_->ListModelFiles(o, std::nullopt);
+  ASSERT_TRUE(list.ok()) << list.status().ToString();
+  ASSERT_EQ(list->total, 1);
+  EXPECT_EQ(list->items[0].source_key, "Org/Alpha");
+  o.q = "_";  // not a wildcard
+  EXPECT_EQ(store_->ListModelFiles(o, std::nullopt)->total, 1);
+  EXPECT_EQ(store_->ListModelFiles(ListOptions(), w->id + 1)->total, 0);
+
+  o = ListOptions();
+  o.sort = "source_key; DROP TABLE model_files";
+  auto bad = store_->ListModelFiles(o, std::nullopt);
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad.status().message(),
+            "sort must be one of id, worker_id, state, size_bytes, created_at, updated_at");
+  o = ListOptions();
+  o.page = 0;
+  EXPECT_EQ(store_->ListModelFiles(o, std::nullopt).status().code(), StatusCode::kInvalidArgument);
+}
+
 TEST_P(StoreContractTest, ReadyReplicasCountsRunningInstances) {
   Project p = MakeProject("p");
   auto m = store_->CreateModel(SimModel("chat", p.id, 2));

@@ -116,14 +116,9 @@ Result<ListResult<types::ModelFile>> SqliteListModelFiles(sqlite3* db, const Lis
   ASSIGN_OR_RETURN(StmtPtr count,
                    Prepare(db, fmt::format("SELECT COUNT(*) FROM {}{}", kFrom, where)));
   bind(count.get());
-  if (sqlite3_step(count.get()) != SQLITE_ROW) return Error(db, "count model files");
-  out.total = sqlite3_column_int64(count.get(), 0);
-  ASSIGN_OR_RETURN(
-      StmtPtr s,
-      Prepare(db, fmt::format("SELECT {} FROM {}{} ORDER BY f.{} {}, f.id LIMIT {} "
-                              "OFFSET {}",
-                              kCols, kFrom, where, page.sort, page.descending ? "DESC" : "ASC",
-                              page.limit, page.offset)));
+  ASSIGN_OR_RETURN(out.total, SqliteCount(db, count.get(), "count model files"));
+  ASSIGN_OR_RETURN(StmtPtr s, Prepare(db, fmt::format("SELECT {} FROM {}{}{}", kCols, kFrom, where,
+                                                      page.OrderAndLimit("f"))));
   bind(s.get());
   for (;;) {
     const int rc = sqlite3_step(s.get());

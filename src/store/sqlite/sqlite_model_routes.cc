@@ -118,16 +118,11 @@ Result<ListResult<types::ModelRoute>> SqliteListModelRoutes(sqlite3* db,
     ASSIGN_OR_RETURN(StmtPtr count,
                      Prepare(db, fmt::format("SELECT COUNT(*) FROM model_routes r{}", where)));
     bind(count.get());
-    if (sqlite3_step(count.get()) != SQLITE_ROW) return Error(db, "count model routes");
-    out.total = sqlite3_column_int64(count.get(), 0);
+    ASSIGN_OR_RETURN(out.total, SqliteCount(db, count.get(), "count model routes"));
   }
   {
-    ASSIGN_OR_RETURN(
-        StmtPtr s,
-        Prepare(db, fmt::format("SELECT {} FROM model_routes r{} ORDER BY r.{} {}, r.id "
-                                "LIMIT {} OFFSET {}",
-                                kCols, where, page.sort, page.descending ? "DESC" : "ASC",
-                                page.limit, page.offset)));
+    ASSIGN_OR_RETURN(StmtPtr s, Prepare(db, fmt::format("SELECT {} FROM model_routes r{}{}", kCols,
+                                                        where, page.OrderAndLimit("r"))));
     bind(s.get());
     for (;;) {
       const int rc = sqlite3_step(s.get());

@@ -58,6 +58,16 @@ Result<SqlitePage> SqlitePageOf(const ListOptions& options,
   return page;
 }
 
+std::string SqlitePage::OrderAndLimit(std::string_view alias) const {
+  return fmt::format(" ORDER BY {0}.{1} {2}, {0}.id LIMIT {3} OFFSET {4}", alias, sort,
+                     descending ? "DESC" : "ASC", limit, offset);
+}
+
+Result<int64_t> SqliteCount(sqlite3* db, sqlite3_stmt* s, std::string_view what) {
+  if (sqlite3_step(s) != SQLITE_ROW) return SqliteError(db, what);
+  return sqlite3_column_int64(s, 0);
+}
+
 std::string SqliteLikePattern(std::string_view q) {
   std::string p = "%";
   for (char c : q) {

@@ -36,12 +36,18 @@ struct SqlitePage {
   bool descending = false;
   int64_t limit = 0;  // per_page, clamped to ListOptions::kMaxPerPage
   int64_t offset = 0;
+
+  // " ORDER BY <alias>.<sort> ASC|DESC, <alias>.id LIMIT <limit> OFFSET <offset>" (ties by id).
+  std::string OrderAndLimit(std::string_view alias) const;
 };
 
 // kInvalidArgument when page or per_page is below 1, or when the sort field is not one of
 // `sortable` ("sort must be one of <sortable>").
 Result<SqlitePage> SqlitePageOf(const ListOptions& options,
                                 std::initializer_list<std::string_view> sortable);
+
+// Steps `s`, a bound SELECT COUNT(*), and returns the count; on failure SqliteError(db, what).
+Result<int64_t> SqliteCount(sqlite3* db, sqlite3_stmt* s, std::string_view what);
 
 // The pattern for `LOWER(column) LIKE ? ESCAPE '\'` that matches rows containing `q`: "%q%" with q
 // lower-cased (ASCII letters) and its %, _ and \ escaped.
