@@ -101,6 +101,16 @@ http::Response ListJson(json::array items, int64_t total, const store::ListOptio
   return http::Response::Json(status::ok, body);
 }
 
+http::Response PageOfListJson(json::array all, const store::ListOptions& options) {
+  const size_t first =
+      static_cast<size_t>(options.page - 1) * static_cast<size_t>(options.per_page);
+  json::array page;
+  for (size_t i = first; i < all.size() && i < first + static_cast<size_t>(options.per_page); ++i) {
+    page.push_back(std::move(all[i]));
+  }
+  return ListJson(std::move(page), static_cast<int64_t>(all.size()), options);
+}
+
 http::Response ObjectResponse(const json::object& o, status st) {
   return http::Response::Json(st, o);
 }

@@ -114,6 +114,8 @@ void InstallProbes(http::Router& router, Services& services, metrics::Registry& 
 Result<store::ListOptions> ListOptionsFromQuery(const http::RequestContext& ctx);
 // {"items":[…],"pagination":{"page","per_page","total"}}
 http::Response ListJson(json::array items, int64_t total, const store::ListOptions& options);
+// ListJson of the page of `all` that `options` asks for (for lists built in memory).
+http::Response PageOfListJson(json::array all, const store::ListOptions& options);
 template <typename T>
 http::Response ListResponse(const store::ListResult<T>& list, const store::ListOptions& options) {
   json::array items;

@@ -210,11 +210,7 @@ Result<Response> ListGpus(ApiContext& c) {
     if (static_cast<int64_t>(all.page) * all.per_page >= workers.total) break;
     ++all.page;
   }
-  const int64_t total = static_cast<int64_t>(gpus.size());
-  const size_t begin = static_cast<size_t>(o.page - 1) * o.per_page;
-  json::array page;
-  for (size_t i = begin; i < gpus.size() && i < begin + o.per_page; ++i) page.push_back(gpus[i]);
-  return ListJson(std::move(page), total, o);
+  return PageOfListJson(std::move(gpus), o);
 }
 
 // ---- backends -----------------------------------------------------------------------------------
@@ -318,12 +314,7 @@ Result<Response> ListBackends(ApiContext& c) {
                    [](unsigned char ch) { return std::tolower(ch); });
     if (q.empty() || name.find(q) != std::string::npos) matching.push_back(std::move(v));
   }
-  json::array page;
-  const size_t first = static_cast<size_t>(o.page - 1) * static_cast<size_t>(o.per_page);
-  for (size_t i = first; i < matching.size() && i < first + static_cast<size_t>(o.per_page); ++i) {
-    page.push_back(matching[i]);
-  }
-  return ListJson(std::move(page), static_cast<int64_t>(matching.size()), o);
+  return PageOfListJson(std::move(matching), o);
 }
 
 Result<Response> GetBackend(ApiContext& c) {

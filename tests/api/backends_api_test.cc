@@ -70,6 +70,28 @@ TEST_F(BackendsApiTest, BuiltInsAreListedAndReadOnly) {
   EXPECT_EQ(admin_.Get("/v2/backends/nope").status, 404u);
 }
 
+TEST_F(BackendsApiTest, ListPagesAndSearches) {
+  auto names_of = [&](const std::string& query, int64_t* total) {
+    auto r = admin_.Get("/v2/backends" + query);
+    EXPECT_EQ(r.status, 200u) << r.body;
+    const json::object o = Api::Obj(r);
+    *total = o.at("pagination").at("total").as_int64();
+    std::vector<std::string> names;
+    for (const auto& item : o.at("items").as_array())
+      names.emplace_back(item.at("name").as_string());
+    return names;
+  };
+  int64_t total = 0;
+  EXPECT_EQ(names_of("?page=2&per_page=2", &total),
+            (std::vector<std::string>{"sglang", "tensorrt-llm"}));
+  EXPECT_EQ(total, 5);
+  EXPECT_EQ(names_of("?page=3&per_page=2", &total), (std::vector<std::string>{"simulator"}));
+  EXPECT_EQ(names_of("?page=4&per_page=2", &total), std::vector<std::string>{});
+  EXPECT_EQ(total, 5);
+  EXPECT_EQ(names_of("?q=LLaMA", &total), (std::vector<std::string>{"llama.cpp"}));
+  EXPECT_EQ(total, 1);
+}
+
 TEST_F(BackendsApiTest, CustomBackendLifecycle) {
   auto created = admin_.Post("/v2/backends", Custom("my-engine"));
   ASSERT_EQ(created.status, 201u) << created.body;
