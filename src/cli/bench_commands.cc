@@ -62,8 +62,8 @@ int RunLoad(LoadFlags& f) {
   }
   if (!f.samples_path.empty()) {
     boost::json::object samples{
-        {"latency_s", boost::json::array(report->latency_values.begin(),
-                                         report->latency_values.end())},
+        {"latency_s",
+         boost::json::array(report->latency_values.begin(), report->latency_values.end())},
         {"ttft_s", boost::json::array(report->ttft_values.begin(), report->ttft_values.end())}};
     std::ofstream out(f.samples_path, std::ios::trunc);
     out << boost::json::serialize(samples) << "\n";

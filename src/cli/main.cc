@@ -50,7 +50,7 @@ struct Flags {
   std::vector<std::string> engine_dirs;
   bool no_demo = false;  // start only
   int io_threads = 0;    // server/start/gateway; 0: one per core this process may run on
-  int busy_poll_us = 0;   // off unless the HTTP threads have cores of their own
+  int busy_poll_us = 0;  // off unless the HTTP threads have cores of their own
   // model files
   std::string model_cache_dir;
   std::string hf_endpoint = "https://huggingface.co";

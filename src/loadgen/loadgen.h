@@ -70,8 +70,8 @@ struct Report {
   std::map<std::string, int64_t> by_status;  // "200", "429", "connect", "timeout", …
   double wall_s = 0;  // first recorded request sent → last recorded answer read
   double requests_per_s = 0;
-  Distribution latency;                // end to end
-  Distribution ttft;                   // first token event (streaming) or the whole answer
+  Distribution latency;  // end to end
+  Distribution ttft;     // first token event (streaming) or the whole answer
   // The same per answered request, in seconds and in the order the answers came: pooling runs
   // that alternate between peers needs the values, not their percentiles (bench/gateway).
   std::vector<double> latency_values;

@@ -75,7 +75,9 @@ TEST_P(IoLoopTest, ServesSeveralThreadsAtOnce) {
 }
 
 INSTANTIATE_TEST_SUITE_P(BusyPoll, IoLoopTest, ::testing::Values(0us, 100us, 20000us),
-                         [](const auto& info) { return std::to_string(info.param.count()) + "us"; });
+                         [](const auto& info) {
+                           return std::to_string(info.param.count()) + "us";
+                         });
 
 // The thread's CPU time between a handler and a timer that fires a second later tells whether
 // it polled (the window costs CPU) and whether it then slept (an endless poll would cost most of

@@ -89,8 +89,7 @@ TEST(RunTest, MeasuresStreamsAgainstAFakeEngine) {
     EXPECT_GE(r->ttft_values[i], 0.019);
     EXPECT_LT(r->ttft_values[i], r->latency_values[i]);
   }
-  EXPECT_EQ(*std::max_element(r->latency_values.begin(), r->latency_values.end()),
-            r->latency.max);
+  EXPECT_EQ(*std::max_element(r->latency_values.begin(), r->latency_values.end()), r->latency.max);
 }
 
 TEST(RunTest, CountsRefusalsAndUnreachableEngines) {
