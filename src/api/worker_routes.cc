@@ -16,20 +16,6 @@ using auth::Resource;
 using http::Response;
 using http::bhttp::verb;
 
-// States a worker may report: what its supervisor observes. Scheduling states belong to the
-// server's controllers.
-bool WorkerMayReport(types::InstanceState s) {
-  switch (s) {
-    case types::InstanceState::kDownloading:
-    case types::InstanceState::kStarting:
-    case types::InstanceState::kRunning:
-    case types::InstanceState::kError:
-      return true;
-    default:
-      return false;
-  }
-}
-
 bool AssignedTo(const types::ModelInstance& i, int64_t worker_id) {
   if (i.worker_id == worker_id) return true;
   for (const auto& d : i.distributed_servers) {
@@ -114,7 +100,7 @@ Result<Response> ReportInstance(ApiContext& c) {
   std::optional<types::InstanceState> state;
   if (state_name) {
     state = types::ParseInstanceState(*state_name);
-    if (!state || !WorkerMayReport(*state)) {
+    if (!state || !types::IsWorkerReportedState(*state)) {
       return InvalidArgumentError("state must be one of DOWNLOADING, STARTING, RUNNING, ERROR");
     }
   }

@@ -351,6 +351,18 @@ std::optional<InstanceState> ParseInstanceState(std::string_view s) {
       InstanceStateName);
 }
 
+bool IsWorkerReportedState(InstanceState s) {
+  switch (s) {
+    case InstanceState::kDownloading:
+    case InstanceState::kStarting:
+    case InstanceState::kRunning:
+    case InstanceState::kError:
+      return true;
+    default:
+      return false;
+  }
+}
+
 json::object ToJson(const ModelSource& s) {
   json::object o;
   o["type"] = SourceTypeName(s.type);

@@ -112,6 +112,9 @@ enum class InstanceState {
 };
 std::string_view InstanceStateName(InstanceState s);  // "PENDING", ...
 std::optional<InstanceState> ParseInstanceState(std::string_view s);
+// The states a worker's engine supervisor observes and reports (DOWNLOADING, STARTING, RUNNING,
+// ERROR); the others belong to the server's controllers.
+bool IsWorkerReportedState(InstanceState s);
 
 // What an instance reserves. Bytes throughout.
 struct ResourceClaim {

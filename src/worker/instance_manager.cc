@@ -176,17 +176,9 @@ std::string RpcIncarnation(const types::ModelInstance& inst) {
   return out;
 }
 
+// An instance this worker should be running: placed here, or in a state its supervisor reports.
 bool Live(types::InstanceState s) {
-  switch (s) {
-    case types::InstanceState::kScheduled:
-    case types::InstanceState::kDownloading:
-    case types::InstanceState::kStarting:
-    case types::InstanceState::kRunning:
-    case types::InstanceState::kError:
-      return true;
-    default:
-      return false;
-  }
+  return s == types::InstanceState::kScheduled || types::IsWorkerReportedState(s);
 }
 
 std::string SelfDir() {

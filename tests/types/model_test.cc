@@ -177,6 +177,15 @@ TEST(StateNamesTest, RoundTrip) {
     EXPECT_EQ(ParseInstanceState(InstanceStateName(s)), s);
   }
   EXPECT_EQ(ParseInstanceState("running"), std::nullopt);
+  // What a worker may report is what its supervisor observes, never a scheduling state.
+  for (InstanceState s : {InstanceState::kDownloading, InstanceState::kStarting,
+                          InstanceState::kRunning, InstanceState::kError}) {
+    EXPECT_TRUE(IsWorkerReportedState(s)) << InstanceStateName(s);
+  }
+  for (InstanceState s : {InstanceState::kPending, InstanceState::kScheduled,
+                          InstanceState::kUnschedulable, InstanceState::kStopping}) {
+    EXPECT_FALSE(IsWorkerReportedState(s)) << InstanceStateName(s);
+  }
   ModelSource hf;
   hf.type = SourceType::kHuggingFace;
   hf.repo = "a/b";
