@@ -171,12 +171,7 @@ void ServerApp::Run() {
     Logger("server")->info("signal {}: shutting down", sig);
     Shutdown();
   });
-  std::vector<std::thread> threads;
-  for (int i = 1; i < config_.io_threads; ++i) {
-    threads.emplace_back([this] { http::RunIoContext(ioc_, config_.busy_poll); });
-  }
-  http::RunIoContext(ioc_, config_.busy_poll);
-  for (auto& t : threads) t.join();
+  http::RunIoThreads(ioc_, config_.io_threads, config_.busy_poll);
 }
 
 void ServerApp::QueueRouteRebuild() {

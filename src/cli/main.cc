@@ -402,13 +402,7 @@ int RunGateway(const Flags& f) {
       ioc.stop();
     });
   });
-  const auto busy_poll = std::chrono::microseconds(f.busy_poll_us);
-  std::vector<std::thread> more;
-  for (int i = 1; i < io_threads; ++i) {
-    more.emplace_back([&] { segma::http::RunIoContext(ioc, busy_poll); });
-  }
-  segma::http::RunIoContext(ioc, busy_poll);
-  for (auto& t : more) t.join();
+  segma::http::RunIoThreads(ioc, io_threads, std::chrono::microseconds(f.busy_poll_us));
   gw.Stop();  // writes every usage record to the server
   follower.Stop();
   Logger("gateway")->info("gateway replica stopped; usage flushed");

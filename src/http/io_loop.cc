@@ -1,5 +1,8 @@
 #include "http/io_loop.h"
 
+#include <thread>
+#include <vector>
+
 namespace segma::http {
 
 void RunIoContext(boost::asio::io_context& ioc, std::chrono::microseconds busy_poll) {
@@ -19,6 +22,13 @@ void RunIoContext(boost::asio::io_context& ioc, std::chrono::microseconds busy_p
       spin_until = Clock::now() + busy_poll;
     }
   }
+}
+
+void RunIoThreads(boost::asio::io_context& ioc, int threads, std::chrono::microseconds busy_poll) {
+  std::vector<std::thread> more;
+  for (int i = 1; i < threads; ++i) more.emplace_back([&] { RunIoContext(ioc, busy_poll); });
+  RunIoContext(ioc, busy_poll);
+  for (auto& t : more) t.join();
 }
 
 }  // namespace segma::http

@@ -65,12 +65,13 @@ TEST_P(IoLoopTest, ServesSeveralThreadsAtOnce) {
   asio::io_context ioc(4);
   auto guard = asio::make_work_guard(ioc);
   std::atomic<int> ran{0};
-  std::vector<std::thread> threads;
-  for (int i = 0; i < 4; ++i) threads.emplace_back([&] { RunIoContext(ioc, GetParam()); });
-  for (int i = 0; i < 1000; ++i) asio::post(ioc, [&ran] { ++ran; });
-  while (ran.load() < 1000) std::this_thread::sleep_for(1ms);
-  ioc.stop();
-  for (auto& t : threads) t.join();
+  std::thread poster([&] {
+    for (int i = 0; i < 1000; ++i) asio::post(ioc, [&ran] { ++ran; });
+    while (ran.load() < 1000) std::this_thread::sleep_for(1ms);
+    ioc.stop();
+  });
+  RunIoThreads(ioc, 4, GetParam());  // returns once all four threads have returned
+  poster.join();
   EXPECT_EQ(ran.load(), 1000);
 }
 
