@@ -33,6 +33,9 @@ from segma_stack import Stack, run_load, wait  # noqa: E402
 NGINX_PORT = 18081
 PORTKEY_PORT = 18787
 BUSY_PORT = 18083
+# Requests and streams per peer in each c=1 round, by (quick run, Portkey).
+BLOCK = {(False, False): (2000, 500), (False, True): (200, 100),
+         (True, False): (500, 250), (True, True): (100, 50)}
 CORE_LOAD = ["taskset", "-c", "0"]
 CORE_PROXY = ["taskset", "-c", "1"]
 
@@ -177,9 +180,7 @@ def main():
         for r in range(rounds):
             for name, url, key, extra in peers[r % len(peers):] + peers[:r % len(peers)]:
                 slow = name == "portkey"
-                n_lat, n_ttft = (100, 50) if slow else (500, 250) if q else (2000, 500)
-                if slow and not q:
-                    n_lat, n_ttft = 200, 100
+                n_lat, n_ttft = BLOCK[(q, slow)]
                 for stream, n in ((False, n_lat), (True, n_ttft)):
                     block = load(name, url, key, extra + ([] if stream else ["--no-stream"]), 1,
                                  n, max_tokens=16, words=32, warmup=20 if slow else 100,
