@@ -7,9 +7,16 @@ In one run on one machine, against one `segma engine-sim --speed 0` (answers at 
 through segma's REST API: direct to the engine; nginx (Debian, 1 worker, proxy_buffering off);
 segma's gateway with auth, limits and metering on, with its defaults and with
 `--busy-poll-us 100` (a second `segma start` with its own engine-sim; ADR 0018); Portkey (@portkey-ai/gateway@1.15.2, a
-routing proxy with no keys or budgets). The engine and the load generator (`segma bench load`)
-share core 0; each proxy gets core 1 alone (segma's process also holds its idle control plane
-and worker). Reports ratios, so the shared, noisy machine matters less.
+routing proxy with no keys or budgets). Reports ratios, so the shared, noisy machine matters less.
+
+Cores (defaults for this 2-core machine; --load-core, --proxy-core, --engine-cores): the load
+generator (`segma bench load`) on core 0, each proxy on core 1 (segma's process also holds its
+idle control plane and worker). The c=1 rounds run in two layouts:
+- engines on core 0, with the load generator. A direct request then never leaves core 0, while
+  a proxied one crosses between the cores four times, each crossing waking a halted vCPU.
+- engines on core 1, with the proxy. Direct and proxied requests then cross the same two times,
+  and the difference is the proxy's own work.
+Throughput at c=16 and the 512 streams use the first layout.
 
 The concurrency-1 latencies are measured in rounds that alternate between the peers (a short
 block of each per round, the order rotated every round) and pooled per peer: the host's noise
@@ -36,13 +43,15 @@ BUSY_PORT = 18083
 # Requests and streams per peer in each c=1 round, by (quick run, Portkey).
 BLOCK = {(False, False): (2000, 500), (False, True): (200, 100),
          (True, False): (500, 250), (True, True): (100, 50)}
+# Cores (taskset), set from the command line in main().
 CORE_LOAD = ["taskset", "-c", "0"]
 CORE_PROXY = ["taskset", "-c", "1"]
 
 NGINX_CONF = """worker_processes 1; daemon off; pid {work}/nginx.pid; error_log {work}/nginx.err;
 events {{ worker_connections 4096; }}
 http {{ access_log off; client_body_temp_path {work}/nginx-body;
-  proxy_temp_path {work}/nginx-proxy;
+  proxy_temp_path {work}/nginx-proxy; fastcgi_temp_path {work}/nginx-fastcgi;
+  uwsgi_temp_path {work}/nginx-uwsgi; scgi_temp_path {work}/nginx-scgi;
   upstream up {{ server 127.0.0.1:{engine}; keepalive 64; }}
   server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://up;
     proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }} }} }}
@@ -63,6 +72,34 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def rss_by_mapping(pid, top=4):
+    """The `top` largest contributors to RSS, KiB by mapped file (anonymous memory as "[anon]")."""
+    totals, name = {}, "[anon]"
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+                name = os.path.basename(fields[5]) if len(fields) > 5 else "[anon]"
+            elif fields[0] == "Rss:":
+                totals[name] = totals.get(name, 0) + int(fields[1])
+    return sorted(totals.items(), key=lambda kv: -kv[1])[:top]
+
+
+def usage_meter(base):
+    """segma's usage records: {"written": n, "dropped": n, "queued": n} from its /metrics."""
+    import urllib.request
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as res:
+        text = res.read().decode()
+    out = {}
+    for line in text.splitlines():
+        for key, prefix in (("written", 'segma_gateway_usage_records_total{outcome="written"} '),
+                            ("dropped", 'segma_gateway_usage_records_total{outcome="dropped"} '),
+                            ("queued", "segma_gateway_usage_queued_records ")):
+            if line.startswith(prefix):
+                out[key] = int(float(line[len(prefix):]))
+    return out
 
 
 def start_nginx(work, engine_port):
@@ -118,7 +155,16 @@ def main():
     p.add_argument("--portkey-dir", required=True)
     p.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
     p.add_argument("--soak", type=int, default=0, help="seconds of c=16 load with RSS samples")
+    p.add_argument("--load-core", default="0", help="core of the load generator")
+    p.add_argument("--proxy-core", default="1", help="core of each proxy (one at a time is busy)")
+    p.add_argument("--engine-cores", default="0,1",
+                   help="cores the engines are moved to for the c=1 rounds, one layout each; "
+                        "c=16 and the 512 streams use the first")
     args = p.parse_args()
+    global CORE_LOAD, CORE_PROXY
+    CORE_LOAD = ["taskset", "-c", args.load_core]
+    CORE_PROXY = ["taskset", "-c", args.proxy_core]
+    engine_cores = args.engine_cores.split(",")
     args.prefix = CORE_PROXY
     q = args.quick
     st = Stack(args)
@@ -131,6 +177,7 @@ def main():
     procs = []
     try:
         idle_rss = rss_kib(st.proc.pid)
+        idle_maps = rss_by_mapping(st.proc.pid)
         st_busy.start()
         # Limits on, for real: every request is checked and charged against the key's and the
         # project's windows (set high enough never to refuse).
@@ -149,9 +196,12 @@ def main():
                  "backend_parameters": ["--ttft-ms", "20", "--decode-ms-per-token", "10",
                                         "--load-slowdown", "0", "--threads", "1"]}
         _, paced_inst = st.deploy("sim-paced", body=paced, timeout=120)
-        # The engines inherited segma's core; move them to the load generator's.
-        for pid in list(st.engine_pids().values()) + list(st_busy.engine_pids().values()):
-            subprocess.run(["taskset", "-a", "-pc", "0", str(pid)], stdout=subprocess.DEVNULL)
+        # The engines inherited segma's core; each layout moves them to its own.
+        engine_pids = list(st.engine_pids().values()) + list(st_busy.engine_pids().values())
+
+        def move_engines(core):
+            for pid in engine_pids:
+                subprocess.run(["taskset", "-a", "-pc", core, str(pid)], stdout=subprocess.DEVNULL)
         engine = f"http://127.0.0.1:{inst['port']}"
         procs.append(start_nginx(args.work, inst["port"]))
         procs.append(start_portkey(args.work, args.portkey_dir))
@@ -172,12 +222,15 @@ def main():
             return run_load(args, url, "sim", c, n, key=key, tag=name, prefix=CORE_LOAD,
                             extra=extra + kw.pop("more", []), **kw)
 
-        # c=1: ROUNDS rounds; in each, one block of every peer (non-streamed, then streamed).
+        # c=1: ROUNDS rounds; in each, for each layout, one block of every peer (non-streamed,
+        # then streamed).
         rounds = 2 if q else 10
-        pooled = {name: {"latency_s": [], "ttft_s": []} for name, *_ in peers}
+        pooled = {(core, name): {"latency_s": [], "ttft_s": []}
+                  for core in engine_cores for name, *_ in peers}
         errors_by_peer = {name: 0 for name, *_ in peers}
         samples = os.path.join(args.work, "samples.json")
-        for r in range(rounds):
+        for r, core in ((r, core) for r in range(rounds) for core in engine_cores):
+            move_engines(core)
             for name, url, key, extra in peers[r % len(peers):] + peers[:r % len(peers)]:
                 slow = name == "portkey"
                 n_lat, n_ttft = BLOCK[(q, slow)]
@@ -188,14 +241,17 @@ def main():
                     errors_by_peer[name] += block["errors"]
                     with open(samples) as f:
                         got = json.load(f)
-                    pooled[name]["ttft_s" if stream else "latency_s"] += \
+                    pooled[(core, name)]["ttft_s" if stream else "latency_s"] += \
                         got["ttft_s" if stream else "latency_s"]
+        move_engines(engine_cores[0])
         rows = {}
         for name, url, key, extra in peers:
             thr = load(name, url, key, extra + ["--no-stream"], 16, 0, max_tokens=16, words=32,
                        warmup=32, more=["--duration", "2" if q else "10"])
-            rows[name] = (percentiles(pooled[name]["latency_s"]), thr,
-                          percentiles(pooled[name]["ttft_s"]))
+            rows[name] = (percentiles(pooled[(engine_cores[0], name)]["latency_s"]), thr,
+                          percentiles(pooled[(engine_cores[0], name)]["ttft_s"]))
+            if name == "segma":
+                after_c16 = usage_meter(st.api.base)
         busy_rss = rss_kib(st.proc.pid)
 
         streams = {}
@@ -219,7 +275,8 @@ def main():
             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores "
             f"(`{open('/proc/cpuinfo').read().split('model name')[1].split(':')[1].splitlines()[0].strip()}`), "
             f"load average before the run {os.getloadavg()[0]:.1f}. Engine: `segma engine-sim "
-            f"--speed 0` (core 0, with the load generator); each proxy alone on core 1. "
+            f"--speed 0` on core {engine_cores[0]}; load generator on core {args.load_core}; "
+            f"each proxy on core {args.proxy_core}. "
             f"c=1 columns: {rounds} rounds alternating between the peers, pooled "
             f"({rows['direct'][0]['count']} requests and {rows['direct'][2]['count']} streams per "
             f"peer, Portkey {rows['portkey'][0]['count']} and {rows['portkey'][2]['count']}).",
@@ -240,6 +297,22 @@ def main():
                 f"| {thr['requests_per_s']:.0f} | {thr['requests_per_s'] / n_thr:.2f} "
                 f"| {fmt_ms(ttft['p50'])} | {fmt_ms(ttft['p99'])} "
                 f"| {'-' if name == 'direct' else f'{added_ttft:.0f}'} | {errors} |")
+        # The other layouts: c=1 only.
+        for core in engine_cores[1:]:
+            d = {k: percentiles(pooled[(core, "direct")][k]) for k in ("latency_s", "ttft_s")}
+            lines += ["", f"c=1 with the engines on core {core} (same rounds, interleaved):", "",
+                      "| path | c=1 p50 ms | c=1 p99 ms | added p50 µs | added p99 µs | "
+                      "TTFT p99 ms | added TTFT p99 µs |", "|---|---|---|---|---|---|---|"]
+            for name, *_ in peers:
+                lat = percentiles(pooled[(core, name)]["latency_s"])
+                ttft = percentiles(pooled[(core, name)]["ttft_s"])
+                def added(v, ref):
+                    return "-" if name == "direct" else f"{(v - ref) * 1000:.0f}"
+                lines.append(
+                    f"| {name} | {fmt_ms(lat['p50'])} | {fmt_ms(lat['p99'])} "
+                    f"| {added(lat['p50'], d['latency_s']['p50'])} "
+                    f"| {added(lat['p99'], d['latency_s']['p99'])} | {fmt_ms(ttft['p99'])} "
+                    f"| {added(ttft['p99'], d['ttft_s']['p99'])} |")
         s_thr = rows["segma"][1]["requests_per_s"]
         b_thr = rows["segma --busy-poll-us 100"][1]["requests_per_s"]
         p_thr = rows["portkey"][1]["requests_per_s"]
@@ -256,9 +329,15 @@ def main():
                 f"{r['token_event_mismatch']} with lost chunks (token events ≠ usage), "
                 f"{r['stalls']} gaps > 1 s, max gap {r['max_gap_ms']:.0f} ms, TTFT p99 "
                 f"{r['ttft_ms']['p99']:.1f} ms, ITL p99 {r['itl_ms']['p99']:.1f} ms")
+        time.sleep(2)
+        usage = usage_meter(st.api.base)
+        lines += ["", f"segma's usage records (its /metrics): {after_c16['queued']} queued at the "
+                  f"end of its c=16 block; after the runs {usage['written']} written, "
+                  f"{usage['dropped']} dropped, {usage['queued']} queued."]
         lines += ["", f"segma process RSS (server + gateway + worker, SQLite): idle "
                   f"{idle_rss / 1024:.1f} MiB after start, {busy_rss / 1024:.1f} MiB after the "
-                  f"runs above."]
+                  f"runs above. Largest parts at idle: "
+                  + ", ".join(f"{n} {kib / 1024:.1f} MiB" for n, kib in idle_maps) + "."]
         if soak:
             lines += ["", "Soak (c=16 through segma, RSS sampled every 30 s): " + ", ".join(
                 f"{t}s {rss / 1024:.1f} MiB {rps:.0f} req/s" for t, rss, rps, _ in soak),

@@ -28,7 +28,7 @@ Gateway::Gateway(boost::asio::any_io_executor executor, store::Store& store, Eve
       table_limits_(keys_),
       limiter_(limits != nullptr ? *limits : table_limits_, clock),
       balancer_(options.balancer),
-      usage_(SinkOr(usage_sink, own_sink_, store), options.usage),
+      usage_(SinkOr(usage_sink, own_sink_, store), options.usage, &registry),
       client_(std::move(executor), options.max_idle_upstream_connections_per_host),
       proxy_(OpenAiProxy::Deps{keys_, limiter_, balancer_, usage_, client_, registry, clock},
              options.proxy) {}

@@ -193,6 +193,7 @@ Status KeyTable::Apply(const std::set<int64_t>& key_ids, const std::set<int64_t>
 }
 
 void KeyTable::Run() {
+  NameThread("segma-keys");
   LowerThreadPriority();
   auto log = Logger("gateway");
   auto next_reload = std::chrono::steady_clock::now() + options_.full_reload_every;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "common/logging.h"
+#include "common/thread.h"
 #include "http/client.h"
 
 namespace segma::gateway {
@@ -356,6 +357,7 @@ void ReplicaFollower::Stop() {
 }
 
 void ReplicaFollower::Run() {
+  NameThread("segma-follow");
   auto log = Logger("gateway");
   while (!stopping_) {
     Status s = Poll();

@@ -2,13 +2,29 @@
 
 #include <map>
 
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+
 #include "common/logging.h"
 #include "common/thread.h"
 
 namespace segma::gateway {
 
-UsageMeter::UsageMeter(UsageSink& sink, UsageMeterOptions options)
-    : sink_(sink), options_(options) {}
+UsageMeter::UsageMeter(UsageSink& sink, UsageMeterOptions options, metrics::Registry* registry)
+    : sink_(sink), options_(options) {
+  if (registry == nullptr) return;
+  auto& records = prometheus::BuildCounter()
+                      .Name("segma_gateway_usage_records_total")
+                      .Help("Usage records written to the store, or dropped on a full queue")
+                      .Register(registry->prometheus());
+  written_metric_ = &records.Add({{"outcome", "written"}});
+  dropped_metric_ = &records.Add({{"outcome", "dropped"}});
+  queued_metric_ = &prometheus::BuildGauge()
+                        .Name("segma_gateway_usage_queued_records")
+                        .Help("Usage records waiting for the writer")
+                        .Register(registry->prometheus())
+                        .Add({});
+}
 
 UsageMeter::~UsageMeter() { Stop(); }
 
@@ -23,14 +39,16 @@ bool UsageMeter::Record(store::UsageRecord record) {
   std::lock_guard lock(mu_);
   if (queue_.size() >= options_.capacity) {
     ++dropped_;
+    if (dropped_metric_ != nullptr) dropped_metric_->Increment();
     return false;
   }
   queue_.push_back(std::move(record));
+  if (queued_metric_ != nullptr) queued_metric_->Increment();
   if (queue_.size() >= options_.batch_size) cv_.notify_one();
   return true;
 }
 
-Status UsageMeter::Drain(bool whole_batches_only) {
+Status UsageMeter::Drain(bool whole_batches_only, BackgroundScheduling* sched) {
   std::lock_guard write(write_mu_);
   std::vector<store::UsageRecord> batch;
   for (;;) {
@@ -38,6 +56,13 @@ Status UsageMeter::Drain(bool whole_batches_only) {
       std::lock_guard lock(mu_);
       if (queue_.empty()) return OkStatus();
       if (whole_batches_only && queue_.size() < options_.batch_size) return OkStatus();
+      if (sched != nullptr) {
+        if (queue_.size() >= options_.catch_up_at) {
+          sched->Busy();
+        } else {
+          sched->Idle();
+        }
+      }
       const size_t n = std::min(queue_.size(), options_.batch_size);
       batch.assign(std::make_move_iterator(queue_.begin()),
                    std::make_move_iterator(queue_.begin() + static_cast<std::ptrdiff_t>(n)));
@@ -52,11 +77,16 @@ Status UsageMeter::Drain(bool whole_batches_only) {
       return s;
     }
     written_ += batch.size();
+    if (written_metric_ != nullptr) {
+      written_metric_->Increment(static_cast<double>(batch.size()));
+      queued_metric_->Set(static_cast<double>(queue_.size()));
+    }
   }
 }
 
 void UsageMeter::Run() {
-  LowerThreadPriority();
+  NameThread("segma-usage");
+  BackgroundScheduling sched;
   auto log = Logger("gateway");
   bool failing = false;
   for (;;) {
@@ -71,7 +101,7 @@ void UsageMeter::Run() {
     // the interval). Draining every remainder as it trickles in made many small transactions,
     // each rewriting the same last pages of the table and its indexes: about one page written
     // per record instead of one per ~20.
-    Status s = Drain(/*whole_batches_only=*/full && !failing);
+    Status s = Drain(/*whole_batches_only=*/full && !failing, &sched);
     if (!s.ok() && !failing) log->warn("usage sink failed, will retry: {}", s.ToString());
     failing = !s.ok();
   }
@@ -99,6 +129,10 @@ void UsageMeter::Stop() {
       Logger("gateway")->error("usage sink still failing at shutdown; {} records lost: {}",
                                queue_.size(), s.ToString());
       dropped_ += queue_.size();
+      if (dropped_metric_ != nullptr) {
+        dropped_metric_->Increment(static_cast<double>(queue_.size()));
+        queued_metric_->Set(0);
+      }
       queue_.clear();
       break;
     }

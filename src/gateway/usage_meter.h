@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "common/status.h"
+#include "common/thread.h"
+#include "metrics/registry.h"
 #include "store/store.h"
 
 namespace segma::gateway {
@@ -46,6 +48,10 @@ struct UsageMeterOptions {
   size_t capacity = 100'000;  // records queued at most; beyond that Record() drops and counts
   size_t batch_size = 500;    // records per sink write (bounded statement/transaction size)
   std::chrono::milliseconds flush_interval{1000};
+  // The writer runs in SCHED_IDLE (ADR 0019) while fewer records than this are queued, so that it
+  // never delays a request; from this many on, in SCHED_OTHER, so that a saturated core cannot
+  // starve it until the queue overflows.
+  size_t catch_up_at = 2'000;
   std::chrono::milliseconds retry_backoff{500};
   // Stop() gives up writing after this long with the sink still failing (the records are then
   // lost and counted in dropped()).
@@ -55,7 +61,10 @@ struct UsageMeterOptions {
 // Thread-safe. `sink` must outlive the meter.
 class UsageMeter {
  public:
-  explicit UsageMeter(UsageSink& sink, UsageMeterOptions options = {});
+  // With `registry`, keeps segma_gateway_usage_records_total{outcome="written"|"dropped"} and
+  // segma_gateway_usage_queued_records current: a dropped record is a request nobody is billed for.
+  explicit UsageMeter(UsageSink& sink, UsageMeterOptions options = {},
+                      metrics::Registry* registry = nullptr);
   ~UsageMeter();  // Stop()
   UsageMeter(const UsageMeter&) = delete;
   UsageMeter& operator=(const UsageMeter&) = delete;
@@ -78,8 +87,9 @@ class UsageMeter {
  private:
   void Run();
   // Writes queued records until the queue is empty (or, with whole_batches_only, holds less than
-  // a batch) or the sink fails. Requires !mu_ on entry.
-  Status Drain(bool whole_batches_only = false);
+  // a batch) or the sink fails. With `sched`, sets it before each batch by the queue's length
+  // (the writer thread's). Requires !mu_ on entry.
+  Status Drain(bool whole_batches_only = false, BackgroundScheduling* sched = nullptr);
 
   UsageSink& sink_;
   const UsageMeterOptions options_;
@@ -89,7 +99,11 @@ class UsageMeter {
   bool stopping_ = false;                 // guarded by mu_
   uint64_t written_ = 0;                  // guarded by mu_
   uint64_t dropped_ = 0;                  // guarded by mu_
-  std::mutex write_mu_;                   // one sink write at a time
+  // The metrics (all or none): updated under mu_.
+  prometheus::Counter* written_metric_ = nullptr;
+  prometheus::Counter* dropped_metric_ = nullptr;
+  prometheus::Gauge* queued_metric_ = nullptr;
+  std::mutex write_mu_;  // one sink write at a time
   std::thread thread_;
 };
 

@@ -3,6 +3,8 @@
 #include <thread>
 #include <vector>
 
+#include "common/thread.h"
+
 namespace segma::http {
 
 void RunIoContext(boost::asio::io_context& ioc, std::chrono::microseconds busy_poll) {
@@ -26,7 +28,12 @@ void RunIoContext(boost::asio::io_context& ioc, std::chrono::microseconds busy_p
 
 void RunIoThreads(boost::asio::io_context& ioc, int threads, std::chrono::microseconds busy_poll) {
   std::vector<std::thread> more;
-  for (int i = 1; i < threads; ++i) more.emplace_back([&] { RunIoContext(ioc, busy_poll); });
+  for (int i = 1; i < threads; ++i) {
+    more.emplace_back([&] {
+      NameThread("segma-io");  // not the caller: the main thread's name is the process's
+      RunIoContext(ioc, busy_poll);
+    });
+  }
   RunIoContext(ioc, busy_poll);
   for (auto& t : more) t.join();
 }

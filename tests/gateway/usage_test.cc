@@ -1,3 +1,4 @@
+#include <sched.h>
 #include <sqlite3.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include "common/event_bus.h"
+#include "common/thread.h"
 #include "gateway/openai_proxy.h"
 #include "gateway/usage_meter.h"
 #include "store/sqlite/sqlite_store.h"
@@ -99,16 +101,62 @@ TEST(UsageMeterTest, WritesWholeBatchesUnderLoadAndTheRestOnTheInterval) {
   meter.Stop();
 }
 
+// Records the scheduling policy of the thread that writes each batch.
+class PolicySink : public MemorySink {
+ public:
+  Status Write(const std::vector<store::UsageRecord>& batch) override {
+    {
+      std::lock_guard lock(mu);
+      policies.push_back(::sched_getscheduler(0));
+    }
+    return MemorySink::Write(batch);
+  }
+  std::vector<int> policies;
+};
+
+TEST(UsageMeterTest, WriterYieldsTheCoreUntilItFallsBehind) {
+  PolicySink sink;
+  UsageMeterOptions o;
+  o.batch_size = 10;
+  o.catch_up_at = 30;
+  UsageMeter meter(sink, o);
+  for (int i = 0; i < 40; ++i) ASSERT_TRUE(meter.Record(Rec(std::to_string(i), 1, "m", 1, 1)));
+  meter.Start();
+  for (int i = 0; i < 500 && meter.written() < 40; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  ASSERT_EQ(meter.written(), 40u);
+  // 40 and 30 queued: behind, so a fair share; 20 and 10: only what no one else wants (where the
+  // process may leave SCHED_IDLE again, ADR 0019).
+  const int idle = CanLeaveSchedIdle() ? SCHED_IDLE : SCHED_OTHER;
+  {
+    std::lock_guard lock(sink.mu);
+    EXPECT_EQ(sink.policies, (std::vector<int>{SCHED_OTHER, SCHED_OTHER, idle, idle}));
+  }
+  meter.Stop();
+}
+
 TEST(UsageMeterTest, BoundedQueueDropsInsteadOfBlocking) {
   MemorySink sink;
   UsageMeterOptions o;
   o.capacity = 10;
-  UsageMeter meter(sink, o);  // not started: nothing drains
+  metrics::Registry registry;
+  UsageMeter meter(sink, o, &registry);  // not started: nothing drains
   for (int i = 0; i < 15; ++i) (void)meter.Record(Rec(std::to_string(i), 1, "m", 1, 1));
   EXPECT_EQ(meter.queued(), 10u);
   EXPECT_EQ(meter.dropped(), 5u);
+  std::string text = registry.Serialize();
+  EXPECT_NE(text.find("segma_gateway_usage_records_total{outcome=\"dropped\"} 5"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("segma_gateway_usage_queued_records 10"), std::string::npos) << text;
   EXPECT_TRUE(meter.Flush().ok());
   EXPECT_EQ(sink.records.size(), 10u);
+  text = registry.Serialize();
+  EXPECT_NE(text.find("segma_gateway_usage_records_total{outcome=\"written\"} 10"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("segma_gateway_usage_queued_records 0"), std::string::npos) << text;
 }
 
 TEST(UsageMeterTest, FailingSinkIsRetriedWithoutLoss) {

@@ -25,6 +25,7 @@
 
 #include "common/json.h"
 #include "common/logging.h"
+#include "common/thread.h"
 
 extern char** environ;
 
@@ -323,7 +324,10 @@ Result<std::unique_ptr<Supervisor>> Supervisor::Create(SupervisorOptions options
     }
   }
   std::unique_ptr<Supervisor> s(new Supervisor(std::move(options), clock, std::move(callback)));
-  s->thread_ = std::thread([p = s.get()] { p->Loop(); });
+  s->thread_ = std::thread([p = s.get()] {
+    NameThread("segma-engine");
+    p->Loop();
+  });
   return s;
 }
 

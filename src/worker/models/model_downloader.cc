@@ -23,6 +23,7 @@
 #include "common/crypto.h"
 #include "common/json.h"
 #include "common/logging.h"
+#include "common/thread.h"
 
 namespace segma::worker::models {
 
@@ -202,6 +203,7 @@ struct ModelDownloader::FetchState {
 ModelDownloader::ModelDownloader(DownloaderConfig config) : config_(std::move(config)) {
   client_ = std::make_unique<http::HttpClient>(ioc_.get_executor(), 16, config_.tls);
   thread_ = std::thread([this] {
+    NameThread("segma-download");
     auto guard = asio::make_work_guard(ioc_);
     ioc_.run();
   });
