@@ -111,6 +111,19 @@ class Stack:
                 pass
         return out
 
+    def usage_records(self):
+        """The gateway's usage records from /metrics: {"written", "dropped", "queued"}."""
+        with urllib.request.urlopen(self.api.base + "/metrics", timeout=10) as res:
+            text = res.read().decode()
+        out = {}
+        for line in text.splitlines():
+            for key, prefix in (("written", 'segma_gateway_usage_records_total{outcome="written"} '),
+                                ("dropped", 'segma_gateway_usage_records_total{outcome="dropped"} '),
+                                ("queued", "segma_gateway_usage_queued_records ")):
+                if line.startswith(prefix):
+                    out[key] = int(float(line[len(prefix):]))
+        return out
+
     def gpus(self):
         return self.api.ok("GET", "/v2/gpus")["items"]
 

@@ -87,21 +87,6 @@ def rss_by_mapping(pid, top=4):
     return sorted(totals.items(), key=lambda kv: -kv[1])[:top]
 
 
-def usage_meter(base):
-    """segma's usage records: {"written": n, "dropped": n, "queued": n} from its /metrics."""
-    import urllib.request
-    with urllib.request.urlopen(base + "/metrics", timeout=10) as res:
-        text = res.read().decode()
-    out = {}
-    for line in text.splitlines():
-        for key, prefix in (("written", 'segma_gateway_usage_records_total{outcome="written"} '),
-                            ("dropped", 'segma_gateway_usage_records_total{outcome="dropped"} '),
-                            ("queued", "segma_gateway_usage_queued_records ")):
-            if line.startswith(prefix):
-                out[key] = int(float(line[len(prefix):]))
-    return out
-
-
 def start_nginx(work, engine_port):
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     os.makedirs(os.path.join(work, "nginx-body"), exist_ok=True)
@@ -251,7 +236,7 @@ def main():
             rows[name] = (percentiles(pooled[(engine_cores[0], name)]["latency_s"]), thr,
                           percentiles(pooled[(engine_cores[0], name)]["ttft_s"]))
             if name == "segma":
-                after_c16 = usage_meter(st.api.base)
+                after_c16 = st.usage_records()
         busy_rss = rss_kib(st.proc.pid)
 
         streams = {}
@@ -330,7 +315,7 @@ def main():
                 f"{r['stalls']} gaps > 1 s, max gap {r['max_gap_ms']:.0f} ms, TTFT p99 "
                 f"{r['ttft_ms']['p99']:.1f} ms, ITL p99 {r['itl_ms']['p99']:.1f} ms")
         time.sleep(2)
-        usage = usage_meter(st.api.base)
+        usage = st.usage_records()
         lines += ["", f"segma's usage records (its /metrics): {after_c16['queued']} queued at the "
                   f"end of its c=16 block; after the runs {usage['written']} written, "
                   f"{usage['dropped']} dropped, {usage['queued']} queued."]

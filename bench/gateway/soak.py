@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Gateway soak: `segma start` (Release, pinned to core 1) with a `segma engine-sim --speed 0`
 deployment; `segma bench load` runs c=16 for 30 s at a time through the gateway, alternating whole
-answers and streams, for SECONDS; the server's RSS is sampled after every round.
+answers and streams, for SECONDS; the server's RSS and its usage records (queued/written/dropped)
+are sampled after every round.
 
     python3 bench/gateway/soak.py --segma build/release/src/cli/segma --seconds 600
 """
@@ -40,8 +41,9 @@ def main():
         st.deploy("sim", body=sim, timeout=120)
         for pid in st.engine_pids().values():
             subprocess.run(["taskset", "-a", "-pc", "0", str(pid)], stdout=subprocess.DEVNULL)
-        print("t_s rss_kib mode req_s errors", flush=True)
-        print(0, rss_kib(st.proc.pid), "-", 0, 0, flush=True)
+        # usage: the gateway's usage records after each round, queued/written/dropped.
+        print("t_s rss_kib mode req_s errors usage", flush=True)
+        print(0, rss_kib(st.proc.pid), "-", 0, 0, "-", flush=True)
         t0, i = time.time(), 0
         while time.time() - t0 < args.seconds:
             stream = i % 2 == 1
@@ -52,8 +54,10 @@ def main():
                 cmd.append("--no-stream")
             out = subprocess.run(cmd, capture_output=True, text=True).stdout
             r = json.loads(out.strip().splitlines()[-1])
+            u = st.usage_records()
             print(round(time.time() - t0), rss_kib(st.proc.pid), "stream" if stream else "whole",
-                  round(r["requests_per_s"]), r["errors"], flush=True)
+                  round(r["requests_per_s"]), r["errors"],
+                  f"{u['queued']}/{u['written']}/{u['dropped']}", flush=True)
     finally:
         st.stop()
 
