@@ -537,7 +537,11 @@ asio::awaitable<http::Response> OpenAiProxy::Forward(http::RequestContext& ctx, 
   // Only the fields the gateway needs are read from the body.
   const std::string& body = ctx.req.body();
   RequestFacts facts;
-  json::object parsed;
+  // The body's DOM lives in the coroutine frame: its ~12 nodes of a typical chat request come
+  // from this buffer instead of one allocation each (larger bodies spill to the heap).
+  unsigned char dom_buffer[4096];
+  json::monotonic_resource dom_memory(dom_buffer, sizeof(dom_buffer));
+  json::object parsed(&dom_memory);
   const bool multipart = endpoint == Endpoint::kTranscriptions;
   std::string content_type(ctx.req[bhttp::field::content_type]);
   if (multipart) {
@@ -548,7 +552,7 @@ asio::awaitable<http::Response> OpenAiProxy::Forward(http::RequestContext& ctx, 
     facts.model = std::move(*model);
   } else {
     boost::system::error_code ec;
-    json::value v = json::parse(body, ec);
+    json::value v = json::parse(body, ec, &dom_memory);
     if (ec) {
       co_return call->Fail(InvalidArgumentError(
           fmt::format("the request body is not valid JSON: {}", ec.message())));

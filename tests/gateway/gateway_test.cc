@@ -498,6 +498,29 @@ TEST_F(GatewayTest, StreamingIsByteIdenticalToDirect) {
   EXPECT_EQ(rows[0].errors, 0);
 }
 
+TEST_F(GatewayTest, LargeStreamedRequestReachesTheEngineWhole) {
+  // 200 messages of 1 KiB: the body's DOM outgrows the gateway's in-frame buffer, and the
+  // gateway adds stream_options to it before it goes upstream.
+  FakeModelServer up;
+  StartGateway();
+  Route({up.base_url()});
+  json::array messages;
+  for (int i = 0; i < 200; ++i) {
+    messages.push_back(
+        json::object{{"role", i % 2 == 0 ? "user" : "assistant"},
+                     {"content", fmt::format("{:04} {}", i, std::string(1019, 'x'))}});
+  }
+  const json::object request{{"model", "m"}, {"stream", true}, {"messages", messages}};
+  auto r = http::StreamSync(Post("/v1/chat/completions", json::serialize(request), key_),
+                            [](std::string_view) { return true; });
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->status, 200u);
+  json::value sent = json::parse(up.last_body());
+  ASSERT_TRUE(sent.is_object());
+  EXPECT_EQ(sent.at("messages"), request.at("messages"));
+  EXPECT_EQ(sent.at("stream_options").at("include_usage"), true);
+}
+
 TEST_F(GatewayTest, ClientDisconnectCancelsUpstream) {
   FakeModelOptions fo;
   fo.chunks = 200;
