@@ -16,11 +16,11 @@ constexpr int kBackgroundNice = 10;
 
 id_t ThisThreadId() { return static_cast<id_t>(::syscall(SYS_gettid)); }
 
-// With pid 0, sched_setscheduler changes the calling thread only (Linux).
-bool SetPolicy(int policy) {
+// On Linux sched_setscheduler takes a thread id and changes that thread only (0: the caller).
+bool SetPolicy(id_t tid, int policy) {
   sched_param param{};
   param.sched_priority = 0;
-  return ::sched_setscheduler(0, policy, &param) == 0;
+  return ::sched_setscheduler(static_cast<pid_t>(tid), policy, &param) == 0;
 }
 
 }  // namespace
@@ -29,7 +29,7 @@ bool SetPolicy(int policy) {
 // test put it in and then ends.
 bool CanLeaveSchedIdle() {
   bool ok = false;
-  std::thread probe([&ok] { ok = SetPolicy(SCHED_IDLE) && SetPolicy(SCHED_OTHER); });
+  std::thread probe([&ok] { ok = SetPolicy(0, SCHED_IDLE) && SetPolicy(0, SCHED_OTHER); });
   probe.join();
   return ok;
 }
@@ -48,7 +48,7 @@ void LowerThreadPriority() {
 }
 
 BackgroundScheduling::BackgroundScheduling()
-    : can_idle_([] {
+    : tid_(ThisThreadId()), can_idle_([] {
         static const bool can = CanLeaveSchedIdle();
         return can;
       }()) {
@@ -58,11 +58,11 @@ BackgroundScheduling::BackgroundScheduling()
 
 void BackgroundScheduling::Idle() {
   if (idle_ || !can_idle_) return;
-  idle_ = SetPolicy(SCHED_IDLE);
+  idle_ = SetPolicy(tid_, SCHED_IDLE);
 }
 
 void BackgroundScheduling::Busy() {
-  if (idle_ && SetPolicy(SCHED_OTHER)) idle_ = false;
+  if (idle_ && SetPolicy(tid_, SCHED_OTHER)) idle_ = false;
 }
 
 }  // namespace segma

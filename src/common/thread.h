@@ -1,5 +1,7 @@
 #pragma once
 
+#include <sys/types.h>
+
 namespace segma {
 
 // Names the calling thread, as `top -H`, `ps -L` and gdb show it. Linux keeps the first 15
@@ -13,7 +15,8 @@ void NameThread(const char* name);
 void LowerThreadPriority();
 
 // The scheduling of a background thread that must still keep up with the work others give it,
-// such as the usage writer (ADR 0019). Applies to the calling thread only.
+// such as the usage writer (ADR 0019). Applies to the thread that constructed it, only; Idle() and
+// Busy() may be called from any thread, one call at a time (not thread-safe).
 //
 // Idle() puts it in SCHED_IDLE: it runs only when its cores have nothing else to run, and a thread
 // serving a request preempts it at once. Even nice +10 does not: the serving thread then waits
@@ -29,7 +32,8 @@ bool CanLeaveSchedIdle();
 
 class BackgroundScheduling {
  public:
-  // Calls Busy(). The first construction in a process calls CanLeaveSchedIdle() (once).
+  // For the calling thread; calls Busy(). The first construction in a process calls
+  // CanLeaveSchedIdle() (once).
   BackgroundScheduling();
 
   void Idle();
@@ -39,6 +43,7 @@ class BackgroundScheduling {
   bool can_idle() const { return can_idle_; }
 
  private:
+  const id_t tid_;
   const bool can_idle_;
   bool idle_ = false;
 };

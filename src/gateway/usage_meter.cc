@@ -44,6 +44,8 @@ bool UsageMeter::Record(store::UsageRecord record) {
   }
   queue_.push_back(std::move(record));
   if (queued_metric_ != nullptr) queued_metric_->Increment();
+  // Busy() is a no-op unless the writer is idle: one system call per fall behind.
+  if (writer_sched_ != nullptr && queue_.size() >= options_.catch_up_at) writer_sched_->Busy();
   if (queue_.size() >= options_.batch_size) cv_.notify_one();
   return true;
 }
@@ -87,6 +89,10 @@ Status UsageMeter::Drain(bool whole_batches_only, BackgroundScheduling* sched) {
 void UsageMeter::Run() {
   NameThread("segma-usage");
   BackgroundScheduling sched;
+  {
+    std::lock_guard lock(mu_);
+    writer_sched_ = &sched;
+  }
   auto log = Logger("gateway");
   bool failing = false;
   for (;;) {
@@ -95,7 +101,10 @@ void UsageMeter::Run() {
       std::unique_lock lock(mu_);
       full = cv_.wait_for(lock, failing ? options_.retry_backoff : options_.flush_interval,
                           [this] { return stopping_ || queue_.size() >= options_.batch_size; });
-      if (stopping_) return;  // Stop() drains on its own thread
+      if (stopping_) {
+        writer_sched_ = nullptr;
+        return;  // Stop() drains on its own thread
+      }
     }
     // Woken by a full batch: write whole batches only, and leave the rest for the next one (or
     // the interval). Draining every remainder as it trickles in made many small transactions,

@@ -50,7 +50,8 @@ struct UsageMeterOptions {
   std::chrono::milliseconds flush_interval{1000};
   // The writer runs in SCHED_IDLE (ADR 0019) while fewer records than this are queued, so that it
   // never delays a request; from this many on, in SCHED_OTHER, so that a saturated core cannot
-  // starve it until the queue overflows.
+  // starve it until the queue overflows. The Record() that reaches this many switches it, even in
+  // the middle of a batch that the idle policy had stalled.
   size_t catch_up_at = 2'000;
   std::chrono::milliseconds retry_backoff{500};
   // Stop() gives up writing after this long with the sink still failing (the records are then
@@ -103,6 +104,8 @@ class UsageMeter {
   prometheus::Counter* written_metric_ = nullptr;
   prometheus::Counter* dropped_metric_ = nullptr;
   prometheus::Gauge* queued_metric_ = nullptr;
+  // The writer thread's scheduling while it runs (else null), guarded by mu_.
+  BackgroundScheduling* writer_sched_ = nullptr;
   std::mutex write_mu_;  // one sink write at a time
   std::thread thread_;
 };

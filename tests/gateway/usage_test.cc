@@ -3,13 +3,16 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdio>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <sys/syscall.h>
 
 #include "common/event_bus.h"
 #include "common/thread.h"
@@ -134,6 +137,60 @@ TEST(UsageMeterTest, WriterYieldsTheCoreUntilItFallsBehind) {
     EXPECT_EQ(sink.policies, (std::vector<int>{SCHED_OTHER, SCHED_OTHER, idle, idle}));
   }
   meter.Stop();
+}
+
+// Holds the first write until released, as a writer starved in SCHED_IDLE would stall.
+class StallingSink : public MemorySink {
+ public:
+  Status Write(const std::vector<store::UsageRecord>& batch) override {
+    std::unique_lock lock(stall_mu);
+    if (!writer_tid) {
+      writer_tid = static_cast<pid_t>(::syscall(SYS_gettid));
+      stall_cv.notify_all();
+      stall_cv.wait(lock, [this] { return released; });
+    }
+    lock.unlock();
+    return MemorySink::Write(batch);
+  }
+  pid_t WaitForWriter() {
+    std::unique_lock lock(stall_mu);
+    stall_cv.wait(lock, [this] { return writer_tid.has_value(); });
+    return *writer_tid;
+  }
+  void Release() {
+    std::lock_guard lock(stall_mu);
+    released = true;
+    stall_cv.notify_all();
+  }
+  std::mutex stall_mu;
+  std::condition_variable stall_cv;
+  std::optional<pid_t> writer_tid;
+  bool released = false;
+};
+
+TEST(UsageMeterTest, FallingBehindRaisesAStalledWriterAtOnce) {
+  if (!CanLeaveSchedIdle()) GTEST_SKIP() << "this process may not leave SCHED_IDLE";
+  StallingSink sink;
+  UsageMeterOptions o;
+  o.batch_size = 10;
+  o.catch_up_at = 30;
+  UsageMeter meter(sink, o);
+  meter.Start();
+  for (int i = 0; i < 10; ++i)
+    ASSERT_TRUE(meter.Record(Rec("a" + std::to_string(i), 1, "m", 1, 1)));
+  const pid_t writer = sink.WaitForWriter();
+  // Keeping up: the first batch is written in SCHED_IDLE, here stalled.
+  EXPECT_EQ(::sched_getscheduler(writer), SCHED_IDLE);
+  for (int i = 0; i < 29; ++i)
+    ASSERT_TRUE(meter.Record(Rec("b" + std::to_string(i), 1, "m", 1, 1)));
+  EXPECT_EQ(::sched_getscheduler(writer), SCHED_IDLE);
+  // The 30th record queued behind the stalled batch raises the writer in the middle of it.
+  ASSERT_TRUE(meter.Record(Rec("b29", 1, "m", 1, 1)));
+  EXPECT_EQ(::sched_getscheduler(writer), SCHED_OTHER);
+  sink.Release();
+  meter.Stop();
+  EXPECT_EQ(sink.records.size(), 40u);
+  EXPECT_EQ(meter.dropped(), 0u);
 }
 
 TEST(UsageMeterTest, BoundedQueueDropsInsteadOfBlocking) {
