@@ -52,7 +52,6 @@ BackgroundScheduling::BackgroundScheduling()
         static const bool can = CanLeaveSchedIdle();
         return can;
       }()) {
-  idle_ = true;  // so that Busy() sets the policy whatever the thread had before
   Busy();
 }
 

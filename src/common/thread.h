@@ -19,9 +19,9 @@ void LowerThreadPriority();
 // Busy() may be called from any thread, one call at a time (not thread-safe).
 //
 // Idle() puts it in SCHED_IDLE: it runs only when its cores have nothing else to run, and a thread
-// serving a request preempts it at once. Even nice +10 does not: the serving thread then waits
-// while a 3 ms batch write runs to the end of its slice. Busy() puts it back in SCHED_OTHER at the
-// nice value it had (normally 0): a fair share of a saturated core, so it catches up.
+// serving a request preempts it at once. At nice +10 it is not preempted at once: the scheduler
+// lets it run on for its slice while the serving thread waits. Busy() puts it back in SCHED_OTHER
+// at the nice value it had (normally 0): a fair share of a saturated core, so it catches up.
 //
 // Linux lets a thread leave SCHED_IDLE only with CAP_SYS_NICE or a RLIMIT_NICE that allows its nice
 // value. Without either, Idle() does nothing: a thread that could not get back out might never
@@ -45,7 +45,7 @@ class BackgroundScheduling {
  private:
   const id_t tid_;
   const bool can_idle_;
-  bool idle_ = false;
+  bool idle_ = true;  // so that the constructor's Busy() sets the policy, whatever it was
 };
 
 }  // namespace segma
