@@ -15,6 +15,15 @@ MiB = 1024 * 1024
 PASSWORD = "bench-admin-password"
 
 
+def rss_kib(pid):
+    """Resident memory of process `pid`, KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 class Api:
     def __init__(self, base):
         self.base = base

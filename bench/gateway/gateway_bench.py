@@ -35,7 +35,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
-from segma_stack import Stack, run_load, wait  # noqa: E402
+from segma_stack import Stack, rss_kib, run_load, wait  # noqa: E402
 
 NGINX_PORT = 18081
 PORTKEY_PORT = 18787
@@ -64,14 +64,6 @@ globalThis.fetch = async (...a) => { const r = await f(...a);
   return new Response(r.body, {status: r.status, statusText: r.statusText,
                                headers: new Headers(r.headers)}); };
 """
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def rss_by_mapping(pid, top=4):
@@ -120,6 +112,11 @@ def http_ok(url):
 
 def fmt_ms(v):
     return f"{v:.3f}"
+
+
+def added_us(name, v_ms, direct_ms):
+    """What `name` adds to the direct path, in µs ("-" for direct itself)."""
+    return "-" if name == "direct" else f"{(v_ms - direct_ms) * 1000:.0f}"
 
 
 def percentiles(values_s):
@@ -271,17 +268,14 @@ def main():
             "|---|---|---|---|---|---|---|---|---|---|---|"]
         n_thr = rows["nginx"][1]["requests_per_s"]
         for name, (lat, thr, ttft) in rows.items():
-            added50 = (lat["p50"] - d_lat["p50"]) * 1000
-            added99 = (lat["p99"] - d_lat["p99"]) * 1000
-            added_ttft = (ttft["p99"] - d_ttft["p99"]) * 1000
             errors = errors_by_peer[name] + thr["errors"]
             lines.append(
                 f"| {name} | {fmt_ms(lat['p50'])} | {fmt_ms(lat['p99'])} "
-                f"| {'-' if name == 'direct' else f'{added50:.0f}'} "
-                f"| {'-' if name == 'direct' else f'{added99:.0f}'} "
+                f"| {added_us(name, lat['p50'], d_lat['p50'])} "
+                f"| {added_us(name, lat['p99'], d_lat['p99'])} "
                 f"| {thr['requests_per_s']:.0f} | {thr['requests_per_s'] / n_thr:.2f} "
                 f"| {fmt_ms(ttft['p50'])} | {fmt_ms(ttft['p99'])} "
-                f"| {'-' if name == 'direct' else f'{added_ttft:.0f}'} | {errors} |")
+                f"| {added_us(name, ttft['p99'], d_ttft['p99'])} | {errors} |")
         # The other layouts: c=1 only.
         for core in engine_cores[1:]:
             d = {k: percentiles(pooled[(core, "direct")][k]) for k in ("latency_s", "ttft_s")}
@@ -291,13 +285,11 @@ def main():
             for name, *_ in peers:
                 lat = percentiles(pooled[(core, name)]["latency_s"])
                 ttft = percentiles(pooled[(core, name)]["ttft_s"])
-                def added(v, ref):
-                    return "-" if name == "direct" else f"{(v - ref) * 1000:.0f}"
                 lines.append(
                     f"| {name} | {fmt_ms(lat['p50'])} | {fmt_ms(lat['p99'])} "
-                    f"| {added(lat['p50'], d['latency_s']['p50'])} "
-                    f"| {added(lat['p99'], d['latency_s']['p99'])} | {fmt_ms(ttft['p99'])} "
-                    f"| {added(ttft['p99'], d['ttft_s']['p99'])} |")
+                    f"| {added_us(name, lat['p50'], d['latency_s']['p50'])} "
+                    f"| {added_us(name, lat['p99'], d['latency_s']['p99'])} "
+                    f"| {fmt_ms(ttft['p99'])} | {added_us(name, ttft['p99'], d['ttft_s']['p99'])} |")
         s_thr = rows["segma"][1]["requests_per_s"]
         b_thr = rows["segma --busy-poll-us 100"][1]["requests_per_s"]
         p_thr = rows["portkey"][1]["requests_per_s"]

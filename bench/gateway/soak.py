@@ -15,14 +15,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "common"))
-from segma_stack import Stack  # noqa: E402
-
-
-def rss_kib(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+from segma_stack import Stack, rss_kib  # noqa: E402
 
 
 def main():

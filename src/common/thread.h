@@ -14,6 +14,10 @@ void NameThread(const char* name);
 // Best effort: a failure is ignored (the thread keeps its priority).
 void LowerThreadPriority();
 
+// Whether a thread of the calling process may enter SCHED_IDLE and leave it again (Linux: with
+// CAP_SYS_NICE or a large enough RLIMIT_NICE). Tried on a throwaway thread.
+bool CanLeaveSchedIdle();
+
 // The scheduling of a background thread that must still keep up with the work others give it,
 // such as the usage writer (ADR 0019). Applies to the thread that constructed it, only; Idle() and
 // Busy() may be called from any thread, one call at a time (not thread-safe).
@@ -25,11 +29,7 @@ void LowerThreadPriority();
 //
 // Linux lets a thread leave SCHED_IDLE only with CAP_SYS_NICE or a RLIMIT_NICE that allows its nice
 // value. Without either, Idle() does nothing: a thread that could not get back out might never
-// catch up.
-//
-// CanLeaveSchedIdle() answers that for the calling process, by trying on a throwaway thread.
-bool CanLeaveSchedIdle();
-
+// catch up (CanLeaveSchedIdle()).
 class BackgroundScheduling {
  public:
   // For the calling thread; calls Busy(). The first construction in a process calls
