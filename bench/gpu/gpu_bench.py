@@ -3,12 +3,17 @@
 
   gpu_bench.py compare-inventory PROBE_JSON NVIDIA_SMI_CSV
   gpu_bench.py serve|share|multi --segma BIN --work DIR --out DIR --engine-dir DIR --model-file F
+  gpu_bench.py tune --plan NAME --segma BIN --work DIR --out DIR --engine-dir DIR --model-file F
 
 serve: `segma start` on the real GPU, one deployment of the 8B model through the REST API, then
 `segma bench load` at 1..128 concurrent streaming users, straight to the engine and through the
 gateway (same prompts shape, distinct prompts). share: a second deployment on the same GPU, both
 serving, the worker's reported VRAM against nvidia-smi. multi: with 2+ GPUs, the links the worker
 reports and a tensor-split deployment on two GPUs next to a one-GPU deployment.
+tune: segma's llama.cpp choices (issue 14) on one model file, against llama.cpp's own defaults and
+variants passed as backend_parameters, at 1..128 users; every deployment's engine log is checked
+for the devices it used and "offloaded N/N layers to GPU" (the run fails otherwise), and each row
+gives the share of the card's memory bandwidth that reading the weights once per step takes.
 Each writes a markdown section and the raw JSON to --out.
 """
 
@@ -16,12 +21,13 @@ import argparse
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
-from segma_stack import MiB, Stack  # noqa: E402
+from segma_stack import MiB, Stack, wait  # noqa: E402
 # A dry run of the scripts on a CPU machine with the tiny test model (bench/gpu/README.md).
 QUICK = os.environ.get("SEGMA_GPU_BENCH_QUICK") == "1"
 # Extra `segma bench load` flags of every run (e.g. ["--endpoint", "completions"]). Chat works:
@@ -106,8 +112,8 @@ def serve(args):
         gpus = st.gpus()
         # Enough slots and context for the largest run: 128 users x (prompt + 256 tokens).
         # context_length is per sequence: llama.cpp gets -c 2048 x 128 slots.
-        model, inst = (st.deploy("llama-8b", ctx=512, parallel=4) if QUICK else
-                       st.deploy("llama-8b", ctx=2048, parallel=128))
+        model, inst = (deploy_checked(st, "llama-8b", ctx=512, parallel=4) if QUICK else
+                       deploy_checked(st, "llama-8b", ctx=2048, parallel=128))
         direct = f"http://127.0.0.1:{inst['port']}"
         gateway = st.api.base
         lines = [
@@ -161,8 +167,8 @@ def share(args):
         body = {"backend": "llama.cpp", "placement_strategy": "binpack",
                 "source": {"type": "local_path", "path": args.model_file},
                 "context_length": 4096, "max_concurrent_sequences": 8}
-        a_model, a = st.deploy("llama-8b-a", body=body)
-        b_model, b = st.deploy("llama-8b-b", body=body)
+        a_model, a = deploy_checked(st, "llama-8b-a", body=body)
+        b_model, b = deploy_checked(st, "llama-8b-b", body=body)
         for name in ["llama-8b-a", "llama-8b-b"]:
             r = st.load(st.api.base, name, 4, 8, key=st.key, max_tokens=64, tag=f"share-{name}",
                         extra=ENDPOINT_FLAGS)
@@ -201,8 +207,9 @@ def multi(args):
         if len(gpus) < 2:
             write(args, "multi.md", f"multi: {len(gpus)} GPU, nothing to do\n")
             return
-        tp_model, tp = st.deploy("llama-8b-tp2", ctx=4096, parallel=8, gpus_per_replica=2)
-        one_model, one = st.deploy("llama-8b-one", ctx=4096, parallel=8)
+        tp_model, tp = deploy_checked(st, "llama-8b-tp2", ctx=4096, parallel=8,
+                                      gpus_per_replica=2)
+        one_model, one = deploy_checked(st, "llama-8b-one", ctx=4096, parallel=8)
         results = []
         for name in ["llama-8b-tp2", "llama-8b-one"]:
             results.append(st.load(st.api.base, name, 8, 16, key=st.key, max_tokens=128,
@@ -226,18 +233,138 @@ def multi(args):
         st.stop()
 
 
+# ---------------------------------------------------------------------------------------------
+# tune: segma's engine choices against llama.cpp's defaults.
+
+# Vendor datasheet memory bandwidth, bytes/s, by a substring of the NVML name.
+PEAK_BANDWIDTH = [("H200", 4.8e12), ("H100 NVL", 3.9e12), ("H100", 3.35e12),
+                  ("RTX PRO 6000", 1.79e12), ("A100", 2.0e12), ("L40S", 0.864e12)]
+
+# llama.cpp's own defaults for what segma chooses on a GPU (flash attention auto, -b 2048 -ub 512),
+# restored through backend_parameters: llama.cpp takes the last value of a repeated flag.
+LLAMA_DEFAULTS = ["-fa", "auto", "-b", "2048", "-ub", "512"]
+
+# plan → (model label, [(variant, backend_parameters, max_concurrent_sequences,
+#                        [(users, requests, paths)])]). llama.cpp's --parallel is
+# max_concurrent_sequences: each deployment is sized for the users it serves.
+G, D = ("gateway",), ("direct", "gateway")
+PLANS = {
+    "quick": ("tiny", [("segma", [], 4, [(1, 2, D), (4, 4, G)]),
+                       ("llama.cpp defaults", LLAMA_DEFAULTS, 4, [(4, 4, G)])]),
+    "8b-q8_0": ("Llama-3.1-8B layout, q8_0", [
+        ("segma, 32 sequences", [], 32, [(1, 4, G), (8, 16, G), (16, 32, G), (32, 64, D)]),
+        ("llama.cpp defaults, 32 sequences", LLAMA_DEFAULTS, 32, [(32, 64, G)]),
+        ("segma, 64 sequences", [], 64, [(64, 128, G)])]),
+    "8b-f16": ("Llama-3.1-8B layout, f16", [
+        ("segma, 32 sequences", [], 32, [(1, 4, G), (32, 64, G)])]),
+    "32b-q8_0": ("32B layout (Qwen2.5-32B dimensions), q8_0", [
+        ("segma, 32 sequences", [], 32, [(1, 4, G), (16, 32, G), (32, 64, G)])]),
+}
+
+
+def peak_bandwidth(gpu_name):
+    for key, bw in PEAK_BANDWIDTH:
+        if key in gpu_name:
+            return bw
+    return 0.0
+
+
+def engine_facts(st, inst):
+    """What llama.cpp itself reported for `inst`: its argv, the devices it used and the layers it
+    offloaded. Raises unless every layer went to the GPU (issue 14's -ngl regression)."""
+    pid = st.engine_pids().get(inst["id"])
+    argv = open(f"/proc/{pid}/cmdline").read().split("\0")[:-1] if pid else []
+    log = open(os.path.join(st.data, "worker", "logs", f"instance-{inst['id']}.log")).read()
+    layers = re.search(r"offloaded (\d+)/(\d+) layers to GPU", log)
+    devices = sorted(set(re.findall(r"using device (\S+) \(([^)]*)\)", log)))
+    flash = re.search(r"flash_attn\s*=\s*(\S+)", log)
+    ubatch = re.search(r"n_ubatch\s*=\s*(\d+)", log)
+    facts = {"argv": argv, "devices": devices,
+             "layers": f"{layers.group(1)}/{layers.group(2)}" if layers else "?",
+             "flash_attn": flash.group(1) if flash else "?",
+             "n_ubatch": ubatch.group(1) if ubatch else "?"}
+    if not QUICK and (not layers or layers.group(1) != layers.group(2) or not devices):
+        raise RuntimeError(f"instance {inst['id']}: not every layer on the GPU: {facts}")
+    return facts
+
+
+def deploy_checked(st, name, **kw):
+    """st.deploy, then the engine's own log checked (engine_facts), kept in inst["engine"]."""
+    model, inst = st.deploy(name, **kw)
+    inst["engine"] = engine_facts(st, inst)
+    return model, inst
+
+
+def undeploy(st, model):
+    st.api.ok("DELETE", f"/v2/models/{model['id']}")
+    wait(lambda: not st.engine_pids(), 120, f"{model['name']}'s engine stopped")
+
+
+def tune(args):
+    label, variants = PLANS[args.plan]
+    st = Stack(args)
+    st.start()
+    path = os.path.join(args.out, f"tune-{args.plan}.md")
+    try:
+        gpu = st.gpus()[0]
+        peak = peak_bandwidth(gpu["name"])
+        size = os.path.getsize(args.model_file)
+        head = [f"### {label} ({size / 1e9:.1f} GB), {gpu['name']}", "",
+                f"`gpu_bench.py tune --plan {args.plan}`. Streaming chat completions, 128 output "
+                "tokens each (`ignore_eos`), distinct prompts of 200 words (~260 tokens), "
+                "`segma bench load`. BW = tok/s per user (p50) × weight bytes ÷ the card's "
+                f"datasheet bandwidth ({peak / 1e12:.2f} TB/s): the share of it that reading "
+                "the weights once per decoding step takes.", ""]
+        rows = ["| config | users | path | requests | TTFT p50 ms | TTFT p95 ms | ITL p50 ms | "
+                "tok/s per user p50 | tok/s per user min | total tok/s | BW | errors |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        engines = []
+        for variant, params, sequences, loads in variants:
+            body = {"backend": "llama.cpp",
+                    "source": {"type": "local_path", "path": args.model_file},
+                    "context_length": 512 if QUICK else 2048,
+                    "max_concurrent_sequences": sequences,
+                    "backend_parameters": params}
+            name = "tune-" + re.sub(r"[^a-z0-9]+", "-", variant.lower()).strip("-")
+            model, inst = deploy_checked(st, name, body=body)
+            facts = inst["engine"]
+            engines.append(f"- {variant}: RUNNING after {inst['seconds_to_running']} s; llama.cpp "
+                           f"reported {facts['layers']} layers on the GPU, devices "
+                           f"{facts['devices']}, flash_attn {facts['flash_attn']}, n_ubatch "
+                           f"{facts['n_ubatch']}; argv `{' '.join(facts['argv'][1:])}`")
+            for users, n, paths in loads:
+                for p in paths:
+                    url = f"http://127.0.0.1:{inst['port']}" if p == "direct" else st.api.base
+                    r = st.load(url, name, users, n, key=None if p == "direct" else st.key,
+                                tag=f"tune-{args.plan}-{name}-{p}-c{users}",
+                                max_tokens=16 if QUICK else 128, extra=ENDPOINT_FLAGS)
+                    tps = r["tokens_per_s_per_user"]
+                    bw = f"{tps['p50'] * size / peak:.0%}" if peak else "-"
+                    rows.append(
+                        f"| {variant} | {users} | {p} | {r['ok']} | {r['ttft_ms']['p50']:.0f} | "
+                        f"{r['ttft_ms']['p95']:.0f} | {r['itl_ms']['p50']:.2f} | "
+                        f"{tps['p50']:.1f} | {tps['min']:.1f} | {r['output_tokens_per_s']:.0f} | "
+                        f"{bw} | {r['errors']} |")
+                    write(args, f"tune-{args.plan}.md", "\n".join(head + rows + [""] + engines))
+            undeploy(st, model)
+        write(args, f"tune-{args.plan}.md", "\n".join(head + rows + [""] + engines) + "\n")
+    finally:
+        st.stop()
+
+
 def main():
     if len(sys.argv) >= 2 and sys.argv[1] == "compare-inventory":
         return compare_inventory(sys.argv[2], sys.argv[3])
     p = argparse.ArgumentParser()
-    p.add_argument("phase", choices=["serve", "share", "multi"])
+    p.add_argument("phase", choices=["serve", "share", "multi", "tune"])
+    p.add_argument("--plan", choices=sorted(PLANS), default="quick")
     p.add_argument("--segma", required=True)
     p.add_argument("--work", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--engine-dir", required=True)
     p.add_argument("--model-file", required=True)
     args = p.parse_args()
-    {"serve": serve, "share": share, "multi": multi}[args.phase](args)
+    {"serve": serve, "share": share, "multi": multi, "tune": tune}[args.phase](args)
     return 0
 
 

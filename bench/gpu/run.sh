@@ -7,6 +7,12 @@
 #     build      llama-server + ggml-rpc-server with CUDA for the card's architecture
 #     inventory  `segma probe` (NVML) against nvidia-smi, kept as a fixture
 #     model      a random-weight Llama-3.1-8B-shaped GGUF (q8_0) written by `segma model make-test`
+#     model-f16  the same layout in f16; model-32b: a 32B layout (Qwen2.5-32B dimensions) in q8_0
+#     tune-8b-q8_0, tune-8b-f16, tune-32b-q8_0
+#                segma's llama.cpp choices against llama.cpp's defaults (gpu_bench.py tune), each
+#                deployment's engine log checked for "offloaded N/N layers to GPU"
+#     save-build the CUDA build of llama.cpp as $OUT/llama-build.tar.gz.NN (15 MiB parts), which
+#                a later run carries in .device/ instead of building again
 #     serve      segma start on the real GPU → deploy through the API → 1..128 users, direct and
 #                through the gateway (bench/gpu/gpu_bench.py)
 #     share      two deployments on one GPU through VRAM claims; reported VRAM against NVML
@@ -31,7 +37,9 @@ unpack() {
     mkdir -p "$WORK/segma"
     tar -xzf .device/segma-linux-x86_64.tar.gz -C "$WORK/segma" --strip-components=1
   fi
-  if [[ ! -f $WORK/llama-src/CMakeLists.txt ]]; then
+  # A carried build needs only the vocabulary of the source (call it with a llama-src.tar.gz
+  # holding just models/ggml-vocab-llama-bpe.gguf to stay under the device's upload limit).
+  if [[ ! -f $WORK/llama-src/CMakeLists.txt && ! -f $WORK/llama-src/models/ggml-vocab-llama-bpe.gguf ]]; then
     mkdir -p "$WORK/llama-src"
     tar -xzf .device/llama-src.tar.gz -C "$WORK/llama-src"
   fi
@@ -41,6 +49,15 @@ unpack() {
 
 phase_build() {
   if [[ -x $WORK/llama-build/bin/llama-server ]]; then log "build: cached"; return; fi
+  if compgen -G ".device/llama-build.tar.gz.*" >/dev/null; then
+    mkdir -p "$WORK/llama-build"
+    cat .device/llama-build.tar.gz.* | tar -xz -C "$WORK/llama-build"
+    if "$WORK/llama-build/bin/llama-server" --version >/dev/null 2>&1; then
+      log "build: carried in .device/"
+      return
+    fi
+    rm -rf "$WORK/llama-build"
+  fi
   local cc
   cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d '. ')
   log "build: llama.cpp with CUDA for sm_${cc} on $(nproc) cores"
@@ -67,13 +84,29 @@ phase_inventory() {
     | tee "$OUT/inventory.md" >&2
 }
 
-phase_model() {
-  if [[ -f $WORK/llama-8b-q8_0.gguf ]]; then log "model: cached"; return; fi
-  log "model: writing a Llama-3.1-8B-shaped q8_0 GGUF"
+# make_model FILE SHAPE TYPE
+make_model() {
+  if [[ -f $WORK/$1 ]]; then log "model $1: cached"; return; fi
+  log "model: writing $1 ($2, $3)"
   local t0=$SECONDS
-  "$SEGMA" model make-test --shape 8b --type q8_0 --out "$WORK/llama-8b-q8_0.gguf" \
+  "$SEGMA" model make-test --shape "$2" --type "$3" --out "$WORK/$1.part" \
     --vocab "$WORK/llama-src/models/ggml-vocab-llama-bpe.gguf" | tee -a "$OUT/run.log" >&2
-  log "model: done in $((SECONDS - t0)) s"
+  mv "$WORK/$1.part" "$WORK/$1"
+  log "model $1: done in $((SECONDS - t0)) s"
+}
+
+phase_model() { make_model llama-8b-q8_0.gguf 8b q8_0; }
+
+phase_save_build() {
+  (cd "$WORK/llama-build" && tar -c bin/llama-server bin/ggml-rpc-server bin/*.so* 2>/dev/null) |
+    gzip -6 | split -b 15M -d - "$OUT/llama-build.tar.gz."
+  ls -la "$OUT"/llama-build.tar.gz.* >&2
+}
+
+phase_tune() {
+  log "tune $1: bench/gpu/gpu_bench.py tune --plan $1"
+  python3 bench/gpu/gpu_bench.py tune --plan "$1" --segma "$SEGMA" --work "$WORK" --out "$OUT" \
+    --engine-dir "$WORK/llama-build/bin" --model-file "$WORK/$2"
 }
 
 phase_stack() {
@@ -88,7 +121,13 @@ for phase in "${phases[@]}"; do
     build) phase_build ;;
     inventory) phase_inventory ;;
     model) phase_model ;;
+    model-f16) make_model llama-8b-f16.gguf 8b f16 ;;
+    model-32b) make_model llama-32b-q8_0.gguf 32b q8_0 ;;
     serve|share|multi) phase_stack "$phase" ;;
+    tune-8b-q8_0) phase_tune 8b-q8_0 llama-8b-q8_0.gguf ;;
+    tune-8b-f16) phase_tune 8b-f16 llama-8b-f16.gguf ;;
+    tune-32b-q8_0) phase_tune 32b-q8_0 llama-32b-q8_0.gguf ;;
+    save-build) phase_save_build ;;
     *) echo "unknown phase $phase" >&2; exit 2 ;;
   esac
 done

@@ -250,7 +250,7 @@ void AddSimCommands(CLI::App& app) {
   CLI::App* make = model->add_subcommand(
       "make-test", "Write a random-weight llama GGUF with a real vocabulary (offline smoke tests)");
   make->add_option("--out", make_flags.out, "Output file")->required();
-  make->add_option("--shape", make_flags.shape, "tiny|7b|8b")->capture_default_str();
+  make->add_option("--shape", make_flags.shape, "tiny|7b|8b|32b")->capture_default_str();
   make->add_option("--type", make_flags.type, "Weight type: f16|q8_0|bf16|f32")
       ->capture_default_str();
   make->add_option("--vocab", make_flags.vocab,

@@ -57,7 +57,7 @@ Result<scheduler::Requirement> EstimateAdapter::ForGpuLayers(int gpu_layers) con
   if (estimate_.n_layers <= 0) {
     return FailedPreconditionError("layer count unknown: no partial offload");
   }
-  const int64_t n = std::clamp<int64_t>(gpu_layers, 0, estimate_.n_layers);
+  const int64_t n = std::clamp<int64_t>(gpu_layers, 0, total_layers());
   scheduler::Requirement r;
   r.vram_per_gpu = n == 0 ? 0 : static_cast<int64_t>(estimate_.VramWithGpuLayers(n));
   r.ram = static_cast<int64_t>(estimate_.RamWithGpuLayers(n));
@@ -67,7 +67,7 @@ Result<scheduler::Requirement> EstimateAdapter::ForGpuLayers(int gpu_layers) con
 int EstimateAdapter::MaxGpuLayers(int64_t vram) const {
   if (vram <= 0) return 0;
   const int64_t n = estimate_.MaxGpuLayers(static_cast<uint64_t>(vram));
-  return static_cast<int>(std::clamp<int64_t>(n, 0, estimate_.n_layers));
+  return static_cast<int>(std::clamp<int64_t>(n, 0, total_layers()));
 }
 
 int64_t EstimateAdapter::layer_bytes() const {

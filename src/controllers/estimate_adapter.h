@@ -29,7 +29,11 @@ class EstimateAdapter final : public scheduler::ResourceEstimator {
   // llama.cpp -ngl on one GPU; `gpu_layers` is clamped to [0, total_layers()].
   Result<scheduler::Requirement> ForGpuLayers(int gpu_layers) const override;
   int MaxGpuLayers(int64_t vram) const override;
-  int total_layers() const override { return static_cast<int>(estimate_.n_layers); }
+  // llama.cpp's own count: the repeating blocks plus the output layer (-ngl n_layers + 1 is a
+  // whole offload; -ngl n_layers leaves one block on the CPU).
+  int total_layers() const override {
+    return estimate_.n_layers > 0 ? static_cast<int>(estimate_.n_layers) + 1 : 0;
+  }
   int64_t layer_bytes() const override;
   int attention_heads() const override { return attention_heads_; }
 

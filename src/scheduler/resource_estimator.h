@@ -43,7 +43,9 @@ class ResourceEstimator {
   // The most layers (0 … total_layers()) whose ForGpuLayers fits in `vram` bytes.
   virtual int MaxGpuLayers(int64_t vram) const;
 
-  // Repeating blocks; 0 when unknown (then partial offload is not offered).
+  // The layers partial offload counts in; 0 when unknown (then partial offload is not offered).
+  // For a GGUF this is llama.cpp's own count (blocks + the output layer), so a claim's
+  // offload_layers is the -ngl value the engine is given.
   virtual int total_layers() const = 0;
   // Bytes of one block's weights (what moves between GPU and RAM per layer).
   virtual int64_t layer_bytes() const = 0;

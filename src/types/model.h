@@ -120,8 +120,9 @@ bool IsWorkerReportedState(InstanceState s);
 struct ResourceClaim {
   std::map<int, int64_t> vram;  // GPU index → bytes on that GPU
   int64_t ram = 0;
-  // Layers on the GPU(s) (llama.cpp -ngl) out of total_layers; offload_layers < total_layers means
-  // the rest run from RAM. Both 0 when unknown or not layer-based.
+  // Layers on the GPU(s) (llama.cpp -ngl) out of total_layers, in llama.cpp's own count (blocks
+  // plus the output layer); offload_layers < total_layers means the rest run from RAM. Both 0
+  // when unknown or not layer-based.
   int offload_layers = 0;
   int total_layers = 0;
   std::vector<double> tensor_split;  // per GPU of gpu_indexes, proportions (llama.cpp -ts)

@@ -259,19 +259,20 @@ bool ResourceEstimate::Fits(int tp_size, uint64_t gpu_total_bytes) const {
 uint64_t ResourceEstimate::VramWithGpuLayers(int64_t n_gpu_layers) const {
   const int64_t n = std::clamp<int64_t>(n_gpu_layers, 0, n_layers + 1);
   if (n == 0) return 0;
-  const uint64_t gpu_layers = static_cast<uint64_t>(std::min(n, n_layers));
+  // llama.cpp offloads the output layer first, then the last n - 1 blocks.
+  const uint64_t gpu_blocks = static_cast<uint64_t>(n - 1);
   const uint64_t kv_per_layer = kv_cache_bytes / static_cast<uint64_t>(n_layers);
-  return gpu_layers * (layer_weight_bytes + kv_per_layer) + (n > n_layers ? output_head_bytes : 0) +
-         compute_bytes + overhead_bytes;
+  return gpu_blocks * (layer_weight_bytes + kv_per_layer) + output_head_bytes + compute_bytes +
+         overhead_bytes;
 }
 
 uint64_t ResourceEstimate::RamWithGpuLayers(int64_t n_gpu_layers) const {
   const int64_t n = std::clamp<int64_t>(n_gpu_layers, 0, n_layers + 1);
-  const uint64_t cpu_layers = static_cast<uint64_t>(n_layers - std::min(n, n_layers));
+  const uint64_t cpu_blocks = static_cast<uint64_t>(n_layers - std::max<int64_t>(n - 1, 0));
   const uint64_t kv_per_layer = kv_cache_bytes / static_cast<uint64_t>(n_layers);
   uint64_t ram =
-      kLlamaCppRamBase + input_embedding_bytes + cpu_layers * (layer_weight_bytes + kv_per_layer);
-  if (n <= n_layers) ram += output_head_bytes + compute_bytes;  // the CPU runs part of the graph
+      kLlamaCppRamBase + input_embedding_bytes + cpu_blocks * (layer_weight_bytes + kv_per_layer);
+  if (n == 0) ram += output_head_bytes + compute_bytes;  // the CPU runs the whole graph
   return ram;
 }
 

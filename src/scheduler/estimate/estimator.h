@@ -85,8 +85,10 @@ struct ResourceEstimate {
   // Whether the need fits (for vLLM-style engines: inside the fraction of the GPU).
   bool Fits(int tp_size, uint64_t gpu_total_bytes) const;
 
-  // llama.cpp partial offload (-ngl n) on one GPU: the last n of n_layers blocks on the GPU, the
-  // output head too when n > n_layers. n is clamped to [0, n_layers + 1]; n = 0 is CPU only.
+  // llama.cpp partial offload (-ngl n) on one GPU, in llama.cpp's own count of n_layers + 1
+  // layers: n >= 1 puts the output layer on the GPU and the last n - 1 blocks with it (as
+  // llama-model.cpp's load_tensors assigns them); n = n_layers + 1 is everything, n = 0 is CPU
+  // only. n is clamped to [0, n_layers + 1].
   uint64_t VramWithGpuLayers(int64_t n_gpu_layers) const;
   uint64_t RamWithGpuLayers(int64_t n_gpu_layers) const;
   // The most layers (0 … n_layers + 1) whose VramWithGpuLayers fits in `vram_bytes`.

@@ -140,11 +140,13 @@ uint32_t FileType(GgmlType t) {
 Result<TestModelSize> ParseTestModelSize(std::string_view name) {
   if (name == "tiny") return TestModelSize::kTiny;
   if (name == "7b" || name == "8b") return TestModelSize::k8B;
-  return InvalidArgumentError(fmt::format("unknown test model size '{}' (tiny, 7b, 8b)", name));
+  if (name == "32b") return TestModelSize::k32B;
+  return InvalidArgumentError(fmt::format("unknown test model size '{}' (tiny, 7b, 8b, 32b)", name));
 }
 
 TestModelDims DimsFor(TestModelSize size) {
   if (size == TestModelSize::k8B) return {4096, 32, 32, 8, 14336, 131072, 500000.0f};
+  if (size == TestModelSize::k32B) return {5120, 64, 40, 8, 27648, 131072, 1000000.0f};
   return {256, 2, 4, 2, 512, 2048, 10000.0f};
 }
 
@@ -173,7 +175,9 @@ Result<GgufWriter> BuildTestModel(const TestModelOptions& o) {
   w.SetMetadata("general.architecture", GgufValue::String("llama"));
   w.SetMetadata(
       "general.name",
-      GgufValue::String(o.size == TestModelSize::kTiny ? "segma-test-tiny" : "segma-test-8b"));
+      GgufValue::String(o.size == TestModelSize::kTiny  ? "segma-test-tiny"
+                        : o.size == TestModelSize::k8B ? "segma-test-8b"
+                                                       : "segma-test-32b"));
   w.SetMetadata("general.file_type", GgufValue::Uint32(FileType(o.type)));
   if (o.type == GgmlType::kQ8_0)
     w.SetMetadata("general.quantization_version", GgufValue::Uint32(2));

@@ -15,9 +15,11 @@ namespace segma::estimate {
 enum class TestModelSize {
   kTiny,  // n_embd 256, 2 layers, 4 heads, 2 KV heads, ff 512 (~35 MB with a 32k vocab, f16)
   k8B,    // Llama-3.1-8B layout: 32 layers, 4096 embd, 32 heads, 8 KV heads, ff 14336
+  k32B,   // a 32B-class layout (Qwen2.5-32B's dimensions as a llama model): 64 layers, 5120
+          // embd, 40 heads, 8 KV heads, ff 27648; 32.5 B parameters with a 128k vocabulary
 };
 
-// "tiny", "7b" or "8b" (7b is the same Llama-3.1-8B layout). kInvalidArgument otherwise.
+// "tiny", "7b" or "8b" (7b is the same Llama-3.1-8B layout), "32b". kInvalidArgument otherwise.
 Result<TestModelSize> ParseTestModelSize(std::string_view name);
 
 struct TestModelDims {

@@ -17,6 +17,8 @@ constexpr std::string_view kShellOperators[] = {";", "|",  "||", "&",    "&&", "
                                                 "<", "<<", "2>", "2>&1", "`",  "$("};
 constexpr size_t kMaxParameterBytes = 4096;
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+// llama.cpp's logical and physical batch on a GPU (-b, -ub): its defaults are 2048 and 512.
+constexpr int kGpuBatchTokens = 1024;
 
 // Variables that carry a platform-owned value; a backend parameter may not override the flag
 // that a template binds to one of them (the port is what the supervisor probes, the model path
@@ -170,6 +172,19 @@ std::string JoinInts(const std::vector<int>& v) {
   return Join(parts, ",");
 }
 
+// llama.cpp's -ngl for `claim` on `gpus` GPUs. A whole offload is 999, which llama.cpp caps at
+// its own count of n_layer + 1 (the output layer counts as a layer: -ngl n_layer leaves a block
+// on the CPU, and every decoding step crosses to it). A partial offload is the claim's count,
+// which the estimator keeps in llama.cpp's terms (ResourceEstimate::VramWithGpuLayers). With no
+// layer count the claim is whole too.
+std::string LlamaCppGpuLayers(const types::ResourceClaim& claim, int gpus) {
+  if (gpus == 0) return "0";
+  if (claim.total_layers > 0 && claim.offload_layers < claim.total_layers) {
+    return std::to_string(claim.offload_layers);
+  }
+  return "999";
+}
+
 Vars MakeVars(const types::Model& model, const types::ModelInstance& instance,
               const std::vector<int>& gpu_indexes, const types::ResourceClaim& claim,
               const LaunchContext& ctx) {
@@ -213,12 +228,14 @@ Vars MakeVars(const types::Model& model, const types::ModelInstance& instance,
     }
     if (kv_fraction) v["kv_cache_free_gpu_memory_fraction"] = FormatFraction(*kv_fraction);
   }
-  if (gpus == 0) {
-    v["n_gpu_layers"] = "0";
-  } else if (claim.total_layers > 0) {
-    v["n_gpu_layers"] = std::to_string(claim.offload_layers);
-  } else {
-    v["n_gpu_layers"] = "999";  // all layers: llama.cpp caps it at the model's count
+  v["n_gpu_layers"] = LlamaCppGpuLayers(claim, gpus);
+  if (gpus > 0) {
+    // What segma chooses for a GPU engine (docs/engines.md, measured in docs/benchmarks.md):
+    // flash attention always (the estimator sizes compute buffers for it), and one physical
+    // batch per logical one so a step's prompt tokens run as one kernel sequence.
+    v["flash_attn"] = "on";
+    v["batch_size"] = std::to_string(kGpuBatchTokens);
+    v["ubatch_size"] = std::to_string(kGpuBatchTokens);
   }
   if (gpus > 1 && claim.tensor_split.size() == gpu_indexes.size()) {
     std::vector<std::string> parts;
@@ -364,7 +381,12 @@ std::vector<Backend> MakeBuiltIns() {
         {When("total_ctx_size", {"-c", "{{total_ctx_size}}"}),
          When("parallel", {"--parallel", "{{parallel}}"}), Arg("-ngl"), Arg("{{n_gpu_layers}}"),
          When("tensor_split", {"-ts", "{{tensor_split}}"}),
-         When("rpc_servers", {"--rpc", "{{rpc_servers}}"}), Arg("--metrics"), Arg("--no-webui")});
+         When("flash_attn", {"-fa", "{{flash_attn}}"}),
+         When("ubatch_size", {"-b", "{{batch_size}}", "-ub", "{{ubatch_size}}"}),
+         When("rpc_servers", {"--rpc", "{{rpc_servers}}"}), Arg("--metrics"), Arg("--no-webui"),
+         // Verbosity 4 ("trace") lets the library's own lines through: the devices it used and
+         // "offloaded N/N layers to GPU", which the tests and bench/gpu read from its log.
+         Arg("-lv"), Arg("4")});
     v.distributed_server_command = Args({"ggml-rpc-server", "-H", "{{host}}", "-p", "{{port}}"});
     v.notes = "llama.cpp built from the source in node-llama-cpp 3.21.1 (scripts/build-llama)";
     b.versions["3.21.1"] = std::move(v);
@@ -549,6 +571,9 @@ const std::vector<std::string>& TemplateVariables() {
                                                  "kv_cache_free_gpu_memory_fraction",
                                                  "n_gpu_layers",
                                                  "tensor_split",
+                                                 "flash_attn",
+                                                 "batch_size",
+                                                 "ubatch_size",
                                                  "rpc_servers",
                                                  "extended_kv_cache",
                                                  "kv_cache_ram_gib",

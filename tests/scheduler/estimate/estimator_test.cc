@@ -111,6 +111,14 @@ TEST(EstimatorTest, LlamaCppPartialOffload) {
     prev_vram = e.VramWithGpuLayers(n);
     prev_ram = e.RamWithGpuLayers(n);
   }
+  // llama.cpp's own count (llama-model.cpp load_tensors): -ngl 1 is the output layer alone,
+  // each further layer one more block, -ngl 32 leaves one block (and its cache) on the CPU.
+  const uint64_t block = e.layer_weight_bytes + e.kv_cache_bytes / 32;
+  EXPECT_EQ(e.VramWithGpuLayers(1), e.output_head_bytes + e.compute_bytes + e.overhead_bytes);
+  EXPECT_EQ(e.VramWithGpuLayers(33) - e.VramWithGpuLayers(32), block);
+  EXPECT_EQ(e.RamWithGpuLayers(32), e.ram_bytes + block);
+  EXPECT_EQ(e.RamWithGpuLayers(0),
+            e.RamWithGpuLayers(1) + e.output_head_bytes + e.compute_bytes);
   // bf16 8B on an 8 GiB card: about a third of the layers (each ~0.44 GB + 32 MiB of KV).
   const int64_t n = e.MaxGpuLayers(8 * kGiB);
   EXPECT_GE(n, 10);

@@ -322,6 +322,37 @@ TEST(TestModelTest, EightBLayoutMatchesLlama31_8B) {
   EXPECT_EQ(shape->weight_bytes, 2 * 8030261248u + 2 * 4096 * 65);  // norms are f32
 }
 
+// The larger shape of the GPU benchmark (bench/gpu, issue 14): a 32B class that fits one H200 in
+// q8_0 with room for its KV cache.
+TEST(TestModelTest, ThirtyTwoBLayoutHasQwen25_32BDimensions) {
+  const auto vocab = testing::LlamaCppDir() / "src" / "models" / "ggml-vocab-llama-bpe.gguf";
+  if (!std::filesystem::exists(vocab)) GTEST_SKIP() << "no llama.cpp vocab file";
+  TestModelOptions o{.path = "",
+                     .vocab_path = vocab.string(),
+                     .size = *ParseTestModelSize("32b"),
+                     .type = GgmlType::kQ8_0};
+  auto w = BuildTestModel(o);
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  std::vector<uint8_t> header;
+  Status s = w->Write(testing::PatternFill, [&](std::span<const uint8_t> b) {
+    header.assign(b.begin(), b.end());
+    return CancelledError("header only");
+  });
+  ASSERT_EQ(s.code(), StatusCode::kCancelled);
+  auto f = ParseGguf(header, {.require_tensor_data = false});
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  auto shape = ShapeFromGguf(*f);
+  ASSERT_TRUE(shape.ok()) << shape.status().ToString();
+  EXPECT_EQ(shape->n_layers, 64);
+  EXPECT_EQ(shape->hidden_size, 5120);
+  EXPECT_EQ(shape->n_heads, 40);
+  EXPECT_EQ(shape->n_kv_heads, 8);
+  EXPECT_EQ(shape->head_dim, 128);
+  EXPECT_NEAR(static_cast<double>(shape->parameter_count) / 1e9, 32.5, 0.1);
+  // q8_0: 34 bytes per 32 weights; fits a 141 GB H200 with most of it left for the cache.
+  EXPECT_NEAR(static_cast<double>(shape->weight_bytes) / 1e9, 34.6, 0.2);
+}
+
 TEST(TestModelTest, F16WeightsAreSmallAndFinite) {
   if (!std::filesystem::exists(testing::VocabPath())) GTEST_SKIP() << "no llama.cpp vocab file";
   const std::string path = ::testing::TempDir() + "/segma_tiny_f16.gguf";

@@ -1,5 +1,7 @@
 #include "worker/engines/backend.h"
 
+#include <algorithm>
+
 #include <gtest/gtest.h>
 
 namespace segma::engines {
@@ -59,10 +61,31 @@ TEST(RenderLaunchTest, LlamaCppSingleGpu) {
   LaunchContext ctx = MakeContext("/var/lib/segma/models/qwen2.5-0.5b-q8_0.gguf", 40001);
   ctx.binary_dir = "/var/cache/segma/llama.cpp-3.21.1/build/bin";
   LaunchSpec s = MustRender(BuiltIn("llama.cpp"), m, i, ctx);
-  EXPECT_EQ(s.argv, (Argv{"/var/cache/segma/llama.cpp-3.21.1/build/bin/llama-server", "-m",
-                          "/var/lib/segma/models/qwen2.5-0.5b-q8_0.gguf", "--host", "0.0.0.0",
-                          "--port", "40001", "--alias", "qwen2.5-0.5b", "-c", "32768", "--parallel",
-                          "4", "-ngl", "25", "--metrics", "--no-webui"}));  // 8192 per slot
+  EXPECT_EQ(s.argv, (Argv{"/var/cache/segma/llama.cpp-3.21.1/build/bin/llama-server",
+                          "-m",
+                          "/var/lib/segma/models/qwen2.5-0.5b-q8_0.gguf",
+                          "--host",
+                          "0.0.0.0",
+                          "--port",
+                          "40001",
+                          "--alias",
+                          "qwen2.5-0.5b",
+                          "-c",
+                          "32768",
+                          "--parallel",
+                          "4",
+                          "-ngl",
+                          "999",
+                          "-fa",
+                          "on",
+                          "-b",
+                          "1024",
+                          "-ub",
+                          "1024",
+                          "--metrics",
+                          "--no-webui",
+                          "-lv",
+                          "4"}));  // 8192 per slot
   EXPECT_EQ(s.env, (Env{{"CUDA_VISIBLE_DEVICES", "1"}}));
   EXPECT_EQ(s.health_path, "/health");
 }
@@ -72,10 +95,31 @@ TEST(RenderLaunchTest, LlamaCppCpuOnly) {
   types::ModelInstance i = MakeInstance({}, 0);
   i.claim.ram = 2 * kGiB;
   LaunchSpec s = MustRender(BuiltIn("llama.cpp"), m, i, MakeContext("/m/tiny.gguf", 40002));
-  EXPECT_EQ(s.argv, (Argv{"llama-server", "-m", "/m/tiny.gguf", "--host", "0.0.0.0", "--port",
-                          "40002", "--alias", "tiny", "-ngl", "0", "--metrics", "--no-webui"}));
+  EXPECT_EQ(s.argv,
+            (Argv{"llama-server", "-m", "/m/tiny.gguf", "--host", "0.0.0.0", "--port", "40002",
+                  "--alias", "tiny", "-ngl", "0", "--metrics", "--no-webui", "-lv", "4"}));
   // An empty CUDA_VISIBLE_DEVICES hides every GPU from the engine.
   EXPECT_EQ(s.env, (Env{{"CUDA_VISIBLE_DEVICES", ""}}));
+}
+
+// llama.cpp counts the output layer as a layer: a model of n blocks loads n + 1 layers, and
+// -ngl n leaves one block on the CPU (a quarter to a half of the speed on an H200, issue 14).
+// A whole claim renders every layer, a partial one its count in llama.cpp's terms; the engine's
+// own "offloaded N/N layers" is checked by DeployTest and by bench/gpu on a real GPU.
+TEST(RenderLaunchTest, LlamaCppGpuLayersInLlamaCppsOwnCount) {
+  types::Model m = MakeModel("llama-8b");
+  auto ngl = [&](int offload, int total) {
+    types::ModelInstance i = MakeInstance({0}, 10 * kGiB);
+    i.claim.offload_layers = offload;
+    i.claim.total_layers = total;
+    LaunchSpec s = MustRender(BuiltIn("llama.cpp"), m, i, MakeContext("/m/8b.gguf", 40001));
+    auto it = std::find(s.argv.begin(), s.argv.end(), "-ngl");
+    return it == s.argv.end() || it + 1 == s.argv.end() ? std::string() : *(it + 1);
+  };
+  EXPECT_EQ(ngl(33, 33), "999");  // 32 blocks + output: all of them
+  EXPECT_EQ(ngl(32, 32), "999");  // a claim that counted blocks only is whole too
+  EXPECT_EQ(ngl(0, 0), "999");    // no layer count: whole
+  EXPECT_EQ(ngl(20, 33), "20");   // partial: the output layer and the last 19 blocks
 }
 
 TEST(RenderLaunchTest, LlamaCppTwoGpusWithTensorSplit) {
@@ -85,9 +129,14 @@ TEST(RenderLaunchTest, LlamaCppTwoGpusWithTensorSplit) {
   i.claim.total_layers = 33;
   i.claim.tensor_split = {0.6, 0.4};
   LaunchSpec s = MustRender(BuiltIn("llama.cpp"), m, i, MakeContext("/m/mistral.gguf", 40003));
-  EXPECT_EQ(s.argv, (Argv{"llama-server", "-m", "/m/mistral.gguf", "--host", "0.0.0.0", "--port",
-                          "40003", "--alias", "mistral-7b", "-ngl", "30", "-ts", "0.6,0.4",
-                          "--metrics", "--no-webui"}));
+  EXPECT_EQ(s.argv, (Argv{"llama-server", "-m",        "/m/mistral.gguf",
+                          "--host",       "0.0.0.0",   "--port",
+                          "40003",        "--alias",   "mistral-7b",
+                          "-ngl",         "30",        "-ts",
+                          "0.6,0.4",      "-fa",       "on",
+                          "-b",           "1024",      "-ub",
+                          "1024",         "--metrics", "--no-webui",
+                          "-lv",          "4"}));
   EXPECT_EQ(s.env.at("CUDA_VISIBLE_DEVICES"), "0,1");
 }
 
@@ -106,10 +155,31 @@ TEST(RenderLaunchTest, LlamaCppAcrossWorkersWithRpcServers) {
   LaunchContext ctx = MakeContext("/m/llama-70b-q4.gguf", 40004);
   ctx.rpc_servers = {"10.0.0.12:50052", "10.0.0.13:50052"};
   LaunchSpec s = MustRender(BuiltIn("llama.cpp"), m, i, ctx);
-  EXPECT_EQ(s.argv,
-            (Argv{"llama-server", "-m", "/m/llama-70b-q4.gguf", "--host", "0.0.0.0", "--port",
-                  "40004", "--alias", "llama-3.1-70b-q4", "-c", "4096", "-ngl", "81", "--rpc",
-                  "10.0.0.12:50052,10.0.0.13:50052", "--metrics", "--no-webui"}));
+  EXPECT_EQ(s.argv, (Argv{"llama-server",
+                          "-m",
+                          "/m/llama-70b-q4.gguf",
+                          "--host",
+                          "0.0.0.0",
+                          "--port",
+                          "40004",
+                          "--alias",
+                          "llama-3.1-70b-q4",
+                          "-c",
+                          "4096",
+                          "-ngl",
+                          "999",
+                          "-fa",
+                          "on",
+                          "-b",
+                          "1024",
+                          "-ub",
+                          "1024",
+                          "--rpc",
+                          "10.0.0.12:50052,10.0.0.13:50052",
+                          "--metrics",
+                          "--no-webui",
+                          "-lv",
+                          "4"}));
 
   // The subordinate worker's side.
   LaunchContext sub;
@@ -164,9 +234,29 @@ TEST(RenderLaunchTest, RpcEndpointsComeFromTheReportedDistributedServers) {
   LaunchContext ctx = MakeContext("/m/split.gguf", 40004);
   ctx.rpc_servers = *endpoints;
   LaunchSpec s = MustRender(BuiltIn("llama.cpp"), m, i, ctx);
-  EXPECT_EQ(s.argv, (Argv{"llama-server", "-m", "/m/split.gguf", "--host", "0.0.0.0", "--port",
-                          "40004", "--alias", "split", "-ngl", "24", "--rpc",
-                          "10.0.0.12:40123,10.0.0.13:40200", "--metrics", "--no-webui"}));
+  EXPECT_EQ(s.argv, (Argv{"llama-server",
+                          "-m",
+                          "/m/split.gguf",
+                          "--host",
+                          "0.0.0.0",
+                          "--port",
+                          "40004",
+                          "--alias",
+                          "split",
+                          "-ngl",
+                          "999",
+                          "-fa",
+                          "on",
+                          "-b",
+                          "1024",
+                          "-ub",
+                          "1024",
+                          "--rpc",
+                          "10.0.0.12:40123,10.0.0.13:40200",
+                          "--metrics",
+                          "--no-webui",
+                          "-lv",
+                          "4"}));
 
   // worker-b's side: its rpc-server on the port it reported.
   LaunchContext sub;
