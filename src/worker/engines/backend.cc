@@ -17,8 +17,6 @@ constexpr std::string_view kShellOperators[] = {";", "|",  "||", "&",    "&&", "
                                                 "<", "<<", "2>", "2>&1", "`",  "$("};
 constexpr size_t kMaxParameterBytes = 4096;
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
-// llama.cpp's logical and physical batch on a GPU (-b, -ub): its defaults are 2048 and 512.
-constexpr int kGpuBatchTokens = 1024;
 
 // Variables that carry a platform-owned value; a backend parameter may not override the flag
 // that a template binds to one of them (the port is what the supervisor probes, the model path
@@ -230,12 +228,10 @@ Vars MakeVars(const types::Model& model, const types::ModelInstance& instance,
   }
   v["n_gpu_layers"] = LlamaCppGpuLayers(claim, gpus);
   if (gpus > 0) {
-    // What segma chooses for a GPU engine (docs/engines.md, measured in docs/benchmarks.md):
-    // flash attention always (the estimator sizes compute buffers for it), and one physical
-    // batch per logical one so a step's prompt tokens run as one kernel sequence.
+    // Flash attention on every GPU engine: the estimator sizes compute buffers for it. Batch
+    // sizes stay llama.cpp's (-b 2048 -ub 512): -b/-ub 1024 was slower at 32 users on an H200
+    // (docs/benchmarks.md "Engine choices on one H200").
     v["flash_attn"] = "on";
-    v["batch_size"] = std::to_string(kGpuBatchTokens);
-    v["ubatch_size"] = std::to_string(kGpuBatchTokens);
   }
   if (gpus > 1 && claim.tensor_split.size() == gpu_indexes.size()) {
     std::vector<std::string> parts;
@@ -382,7 +378,6 @@ std::vector<Backend> MakeBuiltIns() {
          When("parallel", {"--parallel", "{{parallel}}"}), Arg("-ngl"), Arg("{{n_gpu_layers}}"),
          When("tensor_split", {"-ts", "{{tensor_split}}"}),
          When("flash_attn", {"-fa", "{{flash_attn}}"}),
-         When("ubatch_size", {"-b", "{{batch_size}}", "-ub", "{{ubatch_size}}"}),
          When("rpc_servers", {"--rpc", "{{rpc_servers}}"}), Arg("--metrics"), Arg("--no-webui"),
          // Verbosity 4 ("trace") lets the library's own lines through: the devices it used and
          // "offloaded N/N layers to GPU", which the tests and bench/gpu read from its log.
@@ -572,8 +567,6 @@ const std::vector<std::string>& TemplateVariables() {
                                                  "n_gpu_layers",
                                                  "tensor_split",
                                                  "flash_attn",
-                                                 "batch_size",
-                                                 "ubatch_size",
                                                  "rpc_servers",
                                                  "extended_kv_cache",
                                                  "kv_cache_ram_gib",

@@ -78,10 +78,6 @@ TEST(RenderLaunchTest, LlamaCppSingleGpu) {
                           "999",
                           "-fa",
                           "on",
-                          "-b",
-                          "1024",
-                          "-ub",
-                          "1024",
                           "--metrics",
                           "--no-webui",
                           "-lv",
@@ -129,14 +125,9 @@ TEST(RenderLaunchTest, LlamaCppTwoGpusWithTensorSplit) {
   i.claim.total_layers = 33;
   i.claim.tensor_split = {0.6, 0.4};
   LaunchSpec s = MustRender(BuiltIn("llama.cpp"), m, i, MakeContext("/m/mistral.gguf", 40003));
-  EXPECT_EQ(s.argv, (Argv{"llama-server", "-m",        "/m/mistral.gguf",
-                          "--host",       "0.0.0.0",   "--port",
-                          "40003",        "--alias",   "mistral-7b",
-                          "-ngl",         "30",        "-ts",
-                          "0.6,0.4",      "-fa",       "on",
-                          "-b",           "1024",      "-ub",
-                          "1024",         "--metrics", "--no-webui",
-                          "-lv",          "4"}));
+  EXPECT_EQ(s.argv, (Argv{"llama-server", "-m", "/m/mistral.gguf", "--host", "0.0.0.0", "--port",
+                          "40003", "--alias", "mistral-7b", "-ngl", "30", "-ts", "0.6,0.4", "-fa",
+                          "on", "--metrics", "--no-webui", "-lv", "4"}));
   EXPECT_EQ(s.env.at("CUDA_VISIBLE_DEVICES"), "0,1");
 }
 
@@ -170,10 +161,6 @@ TEST(RenderLaunchTest, LlamaCppAcrossWorkersWithRpcServers) {
                           "999",
                           "-fa",
                           "on",
-                          "-b",
-                          "1024",
-                          "-ub",
-                          "1024",
                           "--rpc",
                           "10.0.0.12:50052,10.0.0.13:50052",
                           "--metrics",
@@ -234,29 +221,10 @@ TEST(RenderLaunchTest, RpcEndpointsComeFromTheReportedDistributedServers) {
   LaunchContext ctx = MakeContext("/m/split.gguf", 40004);
   ctx.rpc_servers = *endpoints;
   LaunchSpec s = MustRender(BuiltIn("llama.cpp"), m, i, ctx);
-  EXPECT_EQ(s.argv, (Argv{"llama-server",
-                          "-m",
-                          "/m/split.gguf",
-                          "--host",
-                          "0.0.0.0",
-                          "--port",
-                          "40004",
-                          "--alias",
-                          "split",
-                          "-ngl",
-                          "999",
-                          "-fa",
-                          "on",
-                          "-b",
-                          "1024",
-                          "-ub",
-                          "1024",
-                          "--rpc",
-                          "10.0.0.12:40123,10.0.0.13:40200",
-                          "--metrics",
-                          "--no-webui",
-                          "-lv",
-                          "4"}));
+  EXPECT_EQ(s.argv,
+            (Argv{"llama-server", "-m", "/m/split.gguf", "--host", "0.0.0.0", "--port", "40004",
+                  "--alias", "split", "-ngl", "999", "-fa", "on", "--rpc",
+                  "10.0.0.12:40123,10.0.0.13:40200", "--metrics", "--no-webui", "-lv", "4"}));
 
   // worker-b's side: its rpc-server on the port it reported.
   LaunchContext sub;
