@@ -304,7 +304,6 @@ def tune(args):
     label, variants = PLANS[args.plan]
     st = Stack(args)
     st.start()
-    path = os.path.join(args.out, f"tune-{args.plan}.md")
     try:
         gpu = st.gpus()[0]
         peak = peak_bandwidth(gpu["name"])

@@ -91,8 +91,8 @@ TEST_F(DeployTest, TinyGgufOnLlamaServerStreamsRestartsStopsAndIsAdopted) {
   // What llama.cpp itself did with segma's -ngl: the tiny model's 2 blocks and its output layer
   // are 3 layers in llama.cpp's count, and all of them were asked for (-ngl 2 would have left
   // a block on the CPU; issue 14).
-  const std::string engine_log = ReadFile(dir_.path() + "/data/worker/logs/instance-" +
-                                          std::to_string(instance_id) + ".log");
+  const std::string engine_log =
+      ReadFile(dir_.path() + "/data/worker/logs/instance-" + std::to_string(instance_id) + ".log");
   EXPECT_NE(engine_log.find("offloaded 3/3 layers to GPU"), std::string::npos) << engine_log;
 
   // Real streamed tokens from the engine.

@@ -272,7 +272,8 @@ uint64_t ResourceEstimate::RamWithGpuLayers(int64_t n_gpu_layers) const {
   const uint64_t kv_per_layer = kv_cache_bytes / static_cast<uint64_t>(n_layers);
   uint64_t ram =
       kLlamaCppRamBase + input_embedding_bytes + cpu_blocks * (layer_weight_bytes + kv_per_layer);
-  if (n == 0) ram += output_head_bytes + compute_bytes;  // the CPU runs the whole graph
+  if (cpu_blocks > 0) ram += compute_bytes;  // the CPU runs the blocks left on it
+  if (n == 0) ram += output_head_bytes;
   return ram;
 }
 

@@ -141,7 +141,8 @@ Result<TestModelSize> ParseTestModelSize(std::string_view name) {
   if (name == "tiny") return TestModelSize::kTiny;
   if (name == "7b" || name == "8b") return TestModelSize::k8B;
   if (name == "32b") return TestModelSize::k32B;
-  return InvalidArgumentError(fmt::format("unknown test model size '{}' (tiny, 7b, 8b, 32b)", name));
+  return InvalidArgumentError(
+      fmt::format("unknown test model size '{}' (tiny, 7b, 8b, 32b)", name));
 }
 
 TestModelDims DimsFor(TestModelSize size) {
@@ -173,11 +174,10 @@ Result<GgufWriter> BuildTestModel(const TestModelOptions& o) {
 
   GgufWriter w;
   w.SetMetadata("general.architecture", GgufValue::String("llama"));
-  w.SetMetadata(
-      "general.name",
-      GgufValue::String(o.size == TestModelSize::kTiny  ? "segma-test-tiny"
-                        : o.size == TestModelSize::k8B ? "segma-test-8b"
-                                                       : "segma-test-32b"));
+  w.SetMetadata("general.name",
+                GgufValue::String(o.size == TestModelSize::kTiny ? "segma-test-tiny"
+                                  : o.size == TestModelSize::k8B ? "segma-test-8b"
+                                                                 : "segma-test-32b"));
   w.SetMetadata("general.file_type", GgufValue::Uint32(FileType(o.type)));
   if (o.type == GgmlType::kQ8_0)
     w.SetMetadata("general.quantization_version", GgufValue::Uint32(2));

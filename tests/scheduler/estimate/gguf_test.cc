@@ -295,22 +295,26 @@ TEST(TestModelTest, WritesTinyLlamaThatReadsBack) {
                                      2 * shape->layer_weight_bytes);
 }
 
+// The shape of the test model `o` would write, from its header alone: the sink stops the writer
+// before any tensor data is generated.
+Result<ModelShape> HeaderShape(const TestModelOptions& o) {
+  ASSIGN_OR_RETURN(GgufWriter w, BuildTestModel(o));
+  std::vector<uint8_t> header;
+  Status s = w.Write(testing::PatternFill, [&](std::span<const uint8_t> b) {
+    header.assign(b.begin(), b.end());
+    return CancelledError("header only");
+  });
+  if (s.code() != StatusCode::kCancelled)
+    return InternalError("writer did not stop: " + s.ToString());
+  ASSIGN_OR_RETURN(GgufFile f, ParseGguf(header, {.require_tensor_data = false}));
+  return ShapeFromGguf(f);
+}
+
 TEST(TestModelTest, EightBLayoutMatchesLlama31_8B) {
   const auto vocab = testing::LlamaCppDir() / "src" / "models" / "ggml-vocab-llama-bpe.gguf";
   if (!std::filesystem::exists(vocab)) GTEST_SKIP() << "no llama.cpp vocab file";
   TestModelOptions o{.path = "", .vocab_path = vocab.string(), .size = TestModelSize::k8B};
-  auto w = BuildTestModel(o);
-  ASSERT_TRUE(w.ok()) << w.status().ToString();
-  // Capture only the header: the sink stops the writer before any tensor data is generated.
-  std::vector<uint8_t> header;
-  Status s = w->Write(testing::PatternFill, [&](std::span<const uint8_t> b) {
-    header.assign(b.begin(), b.end());
-    return CancelledError("header only");
-  });
-  ASSERT_EQ(s.code(), StatusCode::kCancelled);
-  auto f = ParseGguf(header, {.require_tensor_data = false});
-  ASSERT_TRUE(f.ok()) << f.status().ToString();
-  auto shape = ShapeFromGguf(*f);
+  Result<ModelShape> shape = HeaderShape(o);
   ASSERT_TRUE(shape.ok()) << shape.status().ToString();
   EXPECT_EQ(shape->n_layers, 32);
   EXPECT_EQ(shape->hidden_size, 4096);
@@ -331,17 +335,7 @@ TEST(TestModelTest, ThirtyTwoBLayoutHasQwen25_32BDimensions) {
                      .vocab_path = vocab.string(),
                      .size = *ParseTestModelSize("32b"),
                      .type = GgmlType::kQ8_0};
-  auto w = BuildTestModel(o);
-  ASSERT_TRUE(w.ok()) << w.status().ToString();
-  std::vector<uint8_t> header;
-  Status s = w->Write(testing::PatternFill, [&](std::span<const uint8_t> b) {
-    header.assign(b.begin(), b.end());
-    return CancelledError("header only");
-  });
-  ASSERT_EQ(s.code(), StatusCode::kCancelled);
-  auto f = ParseGguf(header, {.require_tensor_data = false});
-  ASSERT_TRUE(f.ok()) << f.status().ToString();
-  auto shape = ShapeFromGguf(*f);
+  Result<ModelShape> shape = HeaderShape(o);
   ASSERT_TRUE(shape.ok()) << shape.status().ToString();
   EXPECT_EQ(shape->n_layers, 64);
   EXPECT_EQ(shape->hidden_size, 5120);
