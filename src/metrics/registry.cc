@@ -4,9 +4,17 @@
 
 namespace segma::metrics {
 
+void Registry::AddCollector(Collector collector) {
+  std::lock_guard lock(mu_);
+  collectors_.push_back(std::move(collector));
+}
+
 std::string Registry::Serialize() const {
   prometheus::TextSerializer serializer;
-  return serializer.Serialize(registry_->Collect());
+  std::string out = serializer.Serialize(registry_->Collect());
+  std::lock_guard lock(mu_);
+  for (const Collector& c : collectors_) c(out);
+  return out;
 }
 
 const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
