@@ -437,6 +437,20 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error")
       ->envname("SEGMA_LOG_LEVEL");
+  // The long-running commands log as text or as JSON lines (one object per line, for Loki).
+  std::string log_format = "text";
+  const auto add_log_format = [&log_format](CLI::App* cmd) {
+    cmd->add_option("--log-format", log_format,
+                    "text, or json: one JSON object per line (time, level, component, message, "
+                    "request_id and ids)")
+        ->envname("SEGMA_LOG_FORMAT")
+        ->check(CLI::IsMember({"text", "json"}))
+        ->capture_default_str();
+  };
+  const auto apply_logging = [&log_level, &log_format] {
+    segma::SetLogLevel(log_level);
+    if (segma::Status s = segma::SetLogFormat(log_format); !s.ok()) std::exit(Die(s));
+  };
 
   // Each command has its own flag values (their defaults differ, e.g. the port).
   Flags start_flags, server_flags, worker_flags;
@@ -447,15 +461,17 @@ int main(int argc, char** argv) {
       ->add_flag("--no-demo", start_flags.no_demo,
                  "Do not create the demo project, simulated chat model and API key")
       ->envname("SEGMA_NO_DEMO");
+  add_log_format(start);
   start->callback([&] {
-    segma::SetLogLevel(log_level);
+    apply_logging();
     std::exit(RunServer(start_flags, /*with_worker=*/true));
   });
 
   CLI::App* server = app.add_subcommand("server", "Control plane: REST /v2, gateway /v1");
   AddServerFlags(server, server_flags, 8080);
+  add_log_format(server);
   server->callback([&] {
-    segma::SetLogLevel(log_level);
+    apply_logging();
     std::exit(RunServer(server_flags, /*with_worker=*/false));
   });
 
@@ -475,16 +491,18 @@ int main(int argc, char** argv) {
       ->envname("SEGMA_ADDRESS");
   gateway->add_option("--port", gateway_flags.port, "Listen port")->envname("SEGMA_PORT");
   AddIoFlags(gateway, gateway_flags);
+  add_log_format(gateway);
   gateway->callback([&] {
-    segma::SetLogLevel(log_level);
+    apply_logging();
     std::exit(RunGateway(gateway_flags));
   });
 
   CLI::App* worker = app.add_subcommand("worker", "Agent on a GPU node");
   worker_flags.port = 10150;
   AddWorkerFlags(worker, worker_flags, /*standalone=*/true);
+  add_log_format(worker);
   worker->callback([&] {
-    segma::SetLogLevel(log_level);
+    apply_logging();
     std::exit(RunWorker(worker_flags));
   });
 
