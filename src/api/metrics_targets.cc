@@ -36,10 +36,9 @@ json::array MetricsTargets(std::string_view server_address,
   for (const types::Worker& w : workers) {
     by_id.emplace(w.id, &w);
     if (w.port <= 0 || w.address.empty()) continue;
-    out.emplace_back(Group(fmt::format("{}:{}", w.address, w.port),
-                           {{"segma_role", "worker"},
-                            {"worker", w.name},
-                            {"worker_id", std::to_string(w.id)}}));
+    out.emplace_back(
+        Group(fmt::format("{}:{}", w.address, w.port),
+              {{"segma_role", "worker"}, {"worker", w.name}, {"worker_id", std::to_string(w.id)}}));
   }
   for (const types::ModelInstance& i : instances) {
     if (i.state != types::InstanceState::kRunning || i.port <= 0) continue;
@@ -71,21 +70,22 @@ void InstallMetricsTargets(http::Router& router, store::Store& store, asio::thre
         if (auto h = ctx.req.find(http::bhttp::field::host); h != ctx.req.end()) {
           host = std::string(h->value());
         }
-        http::Response res = co_await http::RunBlocking(blocking, [&store, &host]() -> http::Response {
-          Result<std::vector<types::Worker>> workers = controllers::ListAllWorkers(store);
-          if (!workers.ok()) return http::Response::Error(workers.status());
-          store::ModelInstanceFilter running;
-          running.state = types::InstanceState::kRunning;
-          Result<std::vector<types::ModelInstance>> instances =
-              controllers::ListAllInstances(store, running);
-          if (!instances.ok()) return http::Response::Error(instances.status());
-          Result<std::vector<types::Model>> models = controllers::ListAllModels(store);
-          if (!models.ok()) return http::Response::Error(models.status());
-          std::map<int64_t, types::Model> by_id;
-          for (types::Model& m : *models) by_id.emplace(m.id, std::move(m));
-          return http::Response::Json(http::bhttp::status::ok,
-                                      MetricsTargets(host, *workers, *instances, by_id));
-        });
+        http::Response res =
+            co_await http::RunBlocking(blocking, [&store, &host]() -> http::Response {
+              Result<std::vector<types::Worker>> workers = controllers::ListAllWorkers(store);
+              if (!workers.ok()) return http::Response::Error(workers.status());
+              store::ModelInstanceFilter running;
+              running.state = types::InstanceState::kRunning;
+              Result<std::vector<types::ModelInstance>> instances =
+                  controllers::ListAllInstances(store, running);
+              if (!instances.ok()) return http::Response::Error(instances.status());
+              Result<std::vector<types::Model>> models = controllers::ListAllModels(store);
+              if (!models.ok()) return http::Response::Error(models.status());
+              std::map<int64_t, types::Model> by_id;
+              for (types::Model& m : *models) by_id.emplace(m.id, std::move(m));
+              return http::Response::Json(http::bhttp::status::ok,
+                                          MetricsTargets(host, *workers, *instances, by_id));
+            });
         co_return res;
       });
 }

@@ -15,9 +15,9 @@ constexpr types::WorkerState kWorkerStates[] = {
     types::WorkerState::kRegistering, types::WorkerState::kReady, types::WorkerState::kNotReady,
     types::WorkerState::kUnreachable, types::WorkerState::kMaintenance};
 constexpr types::InstanceState kInstanceStates[] = {
-    types::InstanceState::kPending,  types::InstanceState::kScheduled,
-    types::InstanceState::kDownloading, types::InstanceState::kStarting,
-    types::InstanceState::kRunning,  types::InstanceState::kError,
+    types::InstanceState::kPending,       types::InstanceState::kScheduled,
+    types::InstanceState::kDownloading,   types::InstanceState::kStarting,
+    types::InstanceState::kRunning,       types::InstanceState::kError,
     types::InstanceState::kUnschedulable, types::InstanceState::kStopping};
 
 }  // namespace
@@ -26,8 +26,9 @@ ServerMetrics::ServerMetrics(metrics::Registry& registry) {
   auto& r = registry.prometheus();
   pass_seconds_ = &prometheus::BuildHistogram()
                        .Name("segma_controller_pass_duration_seconds")
-                       .Help("Duration of one pass of the controllers (liveness, rescheduling, "
-                             "replica sync, placement)")
+                       .Help(
+                           "Duration of one pass of the controllers (liveness, rescheduling, "
+                           "replica sync, placement)")
                        .Register(r)
                        .Add({}, metrics::LatencyBuckets());
   auto& decisions = prometheus::BuildCounter()
@@ -38,13 +39,15 @@ ServerMetrics::ServerMetrics(metrics::Registry& registry) {
   unschedulable_ = &decisions.Add({{"outcome", "unschedulable"}});
   rejections_ = &prometheus::BuildCounter()
                      .Name("segma_scheduler_rejections_total")
-                     .Help("Workers rejected by a scheduling filter in decisions that placed "
-                           "nothing, by filter")
+                     .Help(
+                         "Workers rejected by a scheduling filter in decisions that placed "
+                         "nothing, by filter")
                      .Register(r);
   store_queries_ = &prometheus::BuildHistogram()
                         .Name("segma_store_query_duration_seconds")
-                        .Help("Latency of the store's list queries the server runs for its "
-                              "controllers and metrics, by query")
+                        .Help(
+                            "Latency of the store's list queries the server runs for its "
+                            "controllers and metrics, by query")
                         .Register(r);
   for (const char* filter : {"worker_state", "vram", "gpu_type", "labels", "quota"}) {
     rejection_counters_[filter] = &rejections_->Add({{"filter", filter}});

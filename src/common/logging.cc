@@ -138,9 +138,9 @@ std::string JsonLogLine(std::chrono::system_clock::time_point time, std::string_
   gmtime_r(&secs, &tm);
   std::string out;
   out.reserve(text.size() + 128);
-  fmt::format_to(std::back_inserter(out), "{{\"time\":\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z\"",
-                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                 ms);
+  fmt::format_to(std::back_inserter(out),
+                 "{{\"time\":\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z\"", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
   out += ",\"level\":";
   AppendJsonString(out, level);
   out += ",\"component\":";

@@ -79,8 +79,8 @@ struct OpenAiProxy::ModelMetrics {
     Project& p = projects[project_id];
     const std::string project = std::to_string(project_id);
     if (p.prompt_tokens == nullptr) {
-      p.prompt_tokens =
-          &families->project_tokens->Add({{"project", project}, {"model", model}, {"type", "prompt"}});
+      p.prompt_tokens = &families->project_tokens->Add(
+          {{"project", project}, {"model", model}, {"type", "prompt"}});
       p.completion_tokens = &families->project_tokens->Add(
           {{"project", project}, {"model", model}, {"type", "completion"}});
       p.rate_limited = &families->rate_limited->Add({{"project", project}, {"model", model}});
@@ -138,29 +138,34 @@ OpenAiProxy::OpenAiProxy(Deps deps, ProxyOptions options)
                                       .Name("segma_gateway_completion_tokens_total")
                                       .Help("Completion tokens reported by engines")
                                       .Register(r);
-  families_->project_requests = &prometheus::BuildCounter()
-                                     .Name("segma_gateway_project_requests_total")
-                                     .Help("Finished gateway requests, by project, model and status")
-                                     .Register(r);
+  families_->project_requests =
+      &prometheus::BuildCounter()
+           .Name("segma_gateway_project_requests_total")
+           .Help("Finished gateway requests, by project, model and status")
+           .Register(r);
   families_->project_tokens = &prometheus::BuildCounter()
                                    .Name("segma_gateway_project_tokens_total")
-                                   .Help("Tokens reported by engines, by project, model and type "
-                                         "(prompt, completion)")
+                                   .Help(
+                                       "Tokens reported by engines, by project, model and type "
+                                       "(prompt, completion)")
                                    .Register(r);
   families_->rate_limited = &prometheus::BuildCounter()
                                  .Name("segma_gateway_rate_limited_total")
-                                 .Help("Requests refused by the gateway's limits (429), by project "
-                                       "and model")
+                                 .Help(
+                                     "Requests refused by the gateway's limits (429), by project "
+                                     "and model")
                                  .Register(r);
   families_->retries = &prometheus::BuildCounter()
                             .Name("segma_gateway_retries_total")
-                            .Help("Upstream attempts after a request's first (another replica "
-                                  "after a failure), by model")
+                            .Help(
+                                "Upstream attempts after a request's first (another replica "
+                                "after a failure), by model")
                             .Register(r);
   families_->failovers = &prometheus::BuildCounter()
                               .Name("segma_gateway_failovers_total")
-                              .Help("Requests answered by another replica after the first failed, "
-                                    "by model")
+                              .Help(
+                                  "Requests answered by another replica after the first failed, "
+                                  "by model")
                               .Register(r);
   routes_.store(std::make_shared<const RouteTable>());
 }

@@ -876,7 +876,8 @@ Decision Run::Explain() {
       "", "", "cluster", "gpu_type", "labels", "worker_state", "backend", "vram", "ram", "quota"};
   static_assert(std::size(kFilterNames) == static_cast<size_t>(Why::kQuota) + 1);
   for (size_t i = 0; i < std::size(kFilterNames); ++i) {
-    if (counts[i] > 0 && !kFilterNames[i].empty()) d.rejections[std::string(kFilterNames[i])] = counts[i];
+    if (counts[i] > 0 && !kFilterNames[i].empty())
+      d.rejections[std::string(kFilterNames[i])] = counts[i];
   }
   std::vector<std::string> parts;
   auto add = [&](Why why, const std::string& text) {

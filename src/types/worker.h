@@ -85,8 +85,9 @@ json::object ToJson(const WorkerStatus& s);
 // index, uuid, name and memory_total; every other field is optional and keeps its default.
 // Ranges: memory and power >= 0, memory_used and memory_used_external <= memory_total,
 // utilization 0-100, 0 <= index <= kMaxGpuIndex, strings <= kMaxGpuStringLength, link values
-// "nvlink" | "pcie", clocks 0-100000 MHz (omitted from ToJson when 0). WorkerStatus additionally checks at most kMaxGpuDevices GPUs with unique
-// indices and uuids, used <= total for host memory and disk, and gpu_source in
+// "nvlink" | "pcie", clocks 0-100000 MHz (omitted from ToJson when 0). WorkerStatus additionally
+// checks at most kMaxGpuDevices GPUs with unique indices and uuids, used <= total for host memory
+// and disk, and gpu_source in
 // {"", "nvml", "fake", "none"}.
 Result<GpuDevice> GpuDeviceFromJson(const json::object& o, const std::string& path = "");
 Result<WorkerStatus> WorkerStatusFromJson(const json::object& o, const std::string& path = "");

@@ -51,8 +51,7 @@ constexpr Mapping kMappings[] = {
     {"sglang:token_usage", "segma_engine_kv_cache_usage_ratio", Kind::kGauge, kKvHelp},
     {"llamacpp:kv_cache_usage_ratio", "segma_engine_kv_cache_usage_ratio", Kind::kGauge, kKvHelp},
     {"vllm:prompt_tokens_total", "segma_engine_prompt_tokens_total", Kind::kCounter, kPromptHelp},
-    {"sglang:prompt_tokens_total", "segma_engine_prompt_tokens_total", Kind::kCounter,
-     kPromptHelp},
+    {"sglang:prompt_tokens_total", "segma_engine_prompt_tokens_total", Kind::kCounter, kPromptHelp},
     {"llamacpp:prompt_tokens_total", "segma_engine_prompt_tokens_total", Kind::kCounter,
      kPromptHelp},
     {"vllm:generation_tokens_total", "segma_engine_generation_tokens_total", Kind::kCounter,
@@ -276,14 +275,16 @@ void WorkerMetrics::Render(std::string& out) const {
       for (size_t i = 0; i < status_.gpus.size(); ++i) {
         const types::GpuDevice& g = status_.gpus[i];
         auto claimed = claimed_.find(g.index);
-        w.Sample(f.name, gpu_labels[i], f.value(g, claimed == claimed_.end() ? 0 : claimed->second));
+        w.Sample(f.name, gpu_labels[i],
+                 f.value(g, claimed == claimed_.end() ? 0 : claimed->second));
       }
     }
   }
 
   // ---- the host ----
   const LabelPairs host{{"Hostname", hostname_}};
-  w.Family("segma_worker_info", "gauge", "Always 1: the worker and where its GPU numbers come from");
+  w.Family("segma_worker_info", "gauge",
+           "Always 1: the worker and where its GPU numbers come from");
   w.Sample("segma_worker_info",
            {{"Hostname", hostname_},
             {"gpu_source", status_.gpu_source},
@@ -293,7 +294,8 @@ void WorkerMetrics::Render(std::string& out) const {
   w.Sample("segma_worker_gpus", host, static_cast<double>(status_.gpus.size()));
   w.Family("segma_worker_disk_total_bytes", "gauge", "Size of the file system of the data dir");
   w.Sample("segma_worker_disk_total_bytes", host, static_cast<double>(status_.disk_total));
-  w.Family("segma_worker_disk_used_bytes", "gauge", "Used space of the file system of the data dir");
+  w.Family("segma_worker_disk_used_bytes", "gauge",
+           "Used space of the file system of the data dir");
   w.Sample("segma_worker_disk_used_bytes", host, static_cast<double>(status_.disk_used));
   w.Family("segma_worker_memory_total_bytes", "gauge", "Host memory");
   w.Sample("segma_worker_memory_total_bytes", host, static_cast<double>(status_.memory_total));
@@ -313,7 +315,8 @@ void WorkerMetrics::Render(std::string& out) const {
     auto it = labels_.find(id);
     if (it != labels_.end()) return EngineLabelPairs(it->second);
     EngineLabels anonymous;
-    anonymous.instance = id > 0 ? fmt::format("instance-{}", id) : fmt::format("rpc-server-{}", -id);
+    anonymous.instance =
+        id > 0 ? fmt::format("instance-{}", id) : fmt::format("rpc-server-{}", -id);
     return EngineLabelPairs(anonymous);
   };
   w.Family("segma_engine_restarts_total", "counter",

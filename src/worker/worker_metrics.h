@@ -78,11 +78,11 @@ class WorkerMetrics {
   };
   const std::string hostname_;
   mutable std::mutex mu_;
-  types::WorkerStatus status_;                     // guarded by mu_
-  std::map<int, int64_t> claimed_;                 // guarded by mu_
-  std::vector<engines::EngineStatus> engines_;     // guarded by mu_
-  std::map<int64_t, EngineLabels> labels_;         // guarded by mu_
-  std::map<int64_t, Scrape> scrapes_;              // guarded by mu_
+  types::WorkerStatus status_;                  // guarded by mu_
+  std::map<int, int64_t> claimed_;              // guarded by mu_
+  std::vector<engines::EngineStatus> engines_;  // guarded by mu_
+  std::map<int64_t, EngineLabels> labels_;      // guarded by mu_
+  std::map<int64_t, Scrape> scrapes_;           // guarded by mu_
 };
 
 }  // namespace segma::worker

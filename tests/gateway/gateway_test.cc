@@ -257,15 +257,19 @@ TEST_F(GatewayTest, RateLimitAnswers429WithRetryAfter) {
   // Per project: what was refused by the limits, and every finished request by status.
   const std::string project = std::to_string(project_.id);
   EXPECT_TRUE(WaitFor([&] {
-    return SampleValue(registry_.Serialize(), "segma_gateway_project_requests_total{code=\"200\","
-                                              "model=\"m\",project=\"" + project + "\"}") == 3;
+    return SampleValue(registry_.Serialize(),
+                       "segma_gateway_project_requests_total{code=\"200\","
+                       "model=\"m\",project=\"" +
+                           project + "\"}") == 3;
   })) << registry_.Serialize();
   const std::string text = registry_.Serialize();
-  EXPECT_EQ(SampleValue(text, "segma_gateway_rate_limited_total{model=\"m\",project=\"" +
-                                  project + "\"}"),
+  EXPECT_EQ(SampleValue(
+                text, "segma_gateway_rate_limited_total{model=\"m\",project=\"" + project + "\"}"),
             1);
-  EXPECT_EQ(SampleValue(text, "segma_gateway_project_requests_total{code=\"429\",model=\"m\","
-                              "project=\"" + project + "\"}"),
+  EXPECT_EQ(SampleValue(text,
+                        "segma_gateway_project_requests_total{code=\"429\",model=\"m\","
+                        "project=\"" +
+                            project + "\"}"),
             1);
   EXPECT_GT(SampleValue(text, "segma_gateway_project_tokens_total{model=\"m\",project=\"" +
                                   project + "\",type=\"completion\"}"),

@@ -112,8 +112,8 @@ class ObservabilityTest : public ::testing::Test {
     ASSERT_TRUE(std::filesystem::exists("/usr/bin/prometheus"))
         << "Debian's prometheus package is required (scripts/bootstrap installs it)";
     port_ = FreePort();
-    ASSERT_EQ(StartSegma(data(), port_, "obs-admin-pw", dir_.path() + "/server.log", server_,
-                         api_, {"--engine-metrics-interval", "0.5", "--log-format", "json"}),
+    ASSERT_EQ(StartSegma(data(), port_, "obs-admin-pw", dir_.path() + "/server.log", server_, api_,
+                         {"--engine-metrics-interval", "0.5", "--log-format", "json"}),
               "");
   }
 
@@ -172,9 +172,9 @@ TEST_F(ObservabilityTest, EveryDashboardQueryReturnsSeriesFromARealPrometheus) {
                                    {"source", json::object{{"type", "simulated"}, {"params_b", 1}}},
                                    {"replicas", 1}});
     ASSERT_EQ(m.status, 201u) << m.body;
-    auto k = api_.Post("/v2/api-keys", json::object{{"name", name},
-                                                    {"project_id", project},
-                                                    {"scope", "inference"}});
+    auto k =
+        api_.Post("/v2/api-keys",
+                  json::object{{"name", name}, {"project_id", project}, {"scope", "inference"}});
     ASSERT_EQ(k.status, 201u) << k.body;
     secrets.emplace_back(Api::Obj(k).at("secret").as_string());
     models.push_back(name);
@@ -184,8 +184,8 @@ TEST_F(ObservabilityTest, EveryDashboardQueryReturnsSeriesFromARealPrometheus) {
     return gw.Post("/v1/chat/completions",
                    json::object{{"model", models[i]},
                                 {"max_tokens", 4},
-                                {"messages", json::array{json::object{{"role", "user"},
-                                                                      {"content", "hi"}}}}})
+                                {"messages",
+                                 json::array{json::object{{"role", "user"}, {"content", "hi"}}}}})
                .status == 200;
   };
   ASSERT_TRUE(WaitUntil([&] { return chat_ok(0) && chat_ok(1); }, std::chrono::seconds(90)))
@@ -214,7 +214,8 @@ TEST_F(ObservabilityTest, EveryDashboardQueryReturnsSeriesFromARealPrometheus) {
   const std::string token_file = dir_.path() + "/metrics_token";
   std::ofstream(token_file) << token << "\n";
   const std::string config = dir_.path() + "/prometheus.yml";
-  std::ofstream(config) << fmt::format(R"(global:
+  std::ofstream(config) << fmt::format(
+      R"(global:
   scrape_interval: 1s
   evaluation_interval: 1s
 rule_files:
@@ -233,9 +234,8 @@ scrape_configs:
         regex: engine
         action: drop
 )",
-                                       fmt::arg("rules", SourceDir() +
-                                                             "/deploy/prometheus/rules/segma.rules.yml"),
-                                       fmt::arg("base", api_.base), fmt::arg("token", token_file));
+      fmt::arg("rules", SourceDir() + "/deploy/prometheus/rules/segma.rules.yml"),
+      fmt::arg("base", api_.base), fmt::arg("token", token_file));
   const uint16_t prom_port = FreePort();
   prom_base_ = fmt::format("http://127.0.0.1:{}", prom_port);
   prometheus_ = std::make_unique<Process>(
@@ -248,18 +248,18 @@ scrape_configs:
   // Load on both deployments for the whole evaluation (it is killed in TearDown).
   load_ = std::make_unique<Process>(
       std::vector<std::string>{SegmaBinary(), "bench", "load", "--url", api_.base, "--key",
-                               secrets[0], "--model", models[0], "--concurrency", "2",
-                               "--duration", "120", "--max-tokens", "16"},
+                               secrets[0], "--model", models[0], "--concurrency", "2", "--duration",
+                               "120", "--max-tokens", "16"},
       std::map<std::string, std::string>{}, dir_.path() + "/load.log");
   auto load2 = std::make_unique<Process>(
       std::vector<std::string>{SegmaBinary(), "bench", "load", "--url", api_.base, "--key",
-                               secrets[1], "--model", models[1], "--concurrency", "1",
-                               "--duration", "120", "--max-tokens", "8"},
+                               secrets[1], "--model", models[1], "--concurrency", "1", "--duration",
+                               "120", "--max-tokens", "8"},
       std::map<std::string, std::string>{}, dir_.path() + "/load2.log");
 
   // Both targets (server, worker) up.
-  ASSERT_TRUE(WaitUntil([&] { return Series("up{job=\"segma\"} == 1") == 2; },
-                        std::chrono::seconds(60)))
+  ASSERT_TRUE(
+      WaitUntil([&] { return Series("up{job=\"segma\"} == 1") == 2; }, std::chrono::seconds(60)))
       << "Prometheus did not scrape the server and the worker; its log:\n"
       << prometheus_->Log() << "\ntargets: " << targets.body;
 
@@ -271,8 +271,8 @@ scrape_configs:
     for (const Dashboard& d : dashboards) {
       std::map<std::string, std::string> values;
       for (const auto& [name, lm] : d.variables) {
-        json::value v = Prom(fmt::format("/api/v1/label/{}/values?match[]={}", lm.first,
-                                         UrlEncode(lm.second)));
+        json::value v =
+            Prom(fmt::format("/api/v1/label/{}/values?match[]={}", lm.first, UrlEncode(lm.second)));
         if (!v.is_array() || v.as_array().empty()) {
           failing.push_back(fmt::format("{}: variable ${} has no values", d.file, name));
           continue;
@@ -300,10 +300,9 @@ scrape_configs:
   std::printf("%zu dashboard queries over %zu dashboards returned series\n", queries,
               dashboards.size());
 
-  // The fake GPUs move: utilization of the claimed GPU takes several values over 10 s.
-  EXPECT_GE(Series("count_values(\"v\", DCGM_FI_DEV_GPU_UTIL) or vector(0)"), 1);
-  json::value changes = Prom("/api/v1/query?query=" +
-                             UrlEncode("max(changes(DCGM_FI_DEV_GPU_UTIL[10s]))"));
+  // The fake GPUs move: the utilization Prometheus scraped changed within the last 10 s.
+  json::value changes =
+      Prom("/api/v1/query?query=" + UrlEncode("max(changes(DCGM_FI_DEV_GPU_UTIL[10s]))"));
   ASSERT_TRUE(changes.is_object());
   const auto& result = changes.as_object().at("result").as_array();
   ASSERT_FALSE(result.empty());

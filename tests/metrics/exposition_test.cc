@@ -28,8 +28,7 @@ TEST(ExpositionTest, ParsesFamiliesLabelsAndHistograms) {
   EXPECT_EQ(f[0].type, "gauge");
   EXPECT_EQ(f[0].help, "Number of requests.");
   ASSERT_EQ(f[0].samples.size(), 1u);
-  EXPECT_EQ(f[0].samples[0].labels,
-            (LabelPairs{{"model_name", "a \"b\""}, {"engine", "0"}}));
+  EXPECT_EQ(f[0].samples[0].labels, (LabelPairs{{"model_name", "a \"b\""}, {"engine", "0"}}));
   EXPECT_EQ(f[0].samples[0].value, 3);
   EXPECT_EQ(f[1].type, "histogram");
   ASSERT_EQ(f[1].samples.size(), 4u);

@@ -201,7 +201,8 @@ TEST(WorkerMetricsTest, RendersGpusUnderDcgmNamesAndEnginesWithTheirLabels) {
   std::string text;
   m.Render(text);
   const Values v = Flatten(text);
-  const std::string gpu0 = "Hostname=gpu-node-1,UUID=GPU-0,device=nvidia0,gpu=0,modelName=NVIDIA H200 NVL,";
+  const std::string gpu0 =
+      "Hostname=gpu-node-1,UUID=GPU-0,device=nvidia0,gpu=0,modelName=NVIDIA H200 NVL,";
   EXPECT_EQ(v.at("DCGM_FI_DEV_GPU_UTIL{" + gpu0 + "}"), 55);
   EXPECT_EQ(v.at("DCGM_FI_DEV_FB_USED{" + gpu0 + "}"), 70 * 1024);
   EXPECT_EQ(v.at("DCGM_FI_DEV_FB_FREE{" + gpu0 + "}"), 71 * 1024);
