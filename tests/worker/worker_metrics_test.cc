@@ -115,6 +115,15 @@ std::string Join(const ScrapedEngine& e) {
 
 const std::string kOurs = "backend=vllm,deployment=chat,instance=chat-1,project=7,";
 
+// The Flatten key of `name` with the labels of engine chat-1 and `extra`.
+std::string Key(const std::string& name, std::map<std::string, std::string> extra) {
+  extra.insert(
+      {{"backend", "vllm"}, {"deployment", "chat"}, {"instance", "chat-1"}, {"project", "7"}});
+  std::string key = name + "{";
+  for (const auto& [k, v] : extra) key += k + "=" + v + ",";
+  return key + "}";
+}
+
 TEST(RelabelEngineMetricsTest, NormalisesVllmAndKeepsRawSeriesWithOurLabels) {
   const Values v = Flatten(Join(RelabelEngineMetrics(kVllmText, Labels("chat-1", "vllm"))));
   EXPECT_EQ(v.at("segma_engine_requests_running{" + kOurs + "}"), 3);
@@ -122,15 +131,15 @@ TEST(RelabelEngineMetricsTest, NormalisesVllmAndKeepsRawSeriesWithOurLabels) {
   EXPECT_EQ(v.at("segma_engine_kv_cache_usage_ratio{" + kOurs + "}"), 0.25);
   EXPECT_EQ(v.at("segma_engine_prompt_tokens_total{" + kOurs + "}"), 120);  // both label sets
   EXPECT_EQ(v.at("segma_engine_generation_tokens_total{" + kOurs + "}"), 400);
-  EXPECT_EQ(v.at("segma_engine_time_to_first_token_seconds_bucket{" + kOurs + "le=0.1,}"), 2);
-  EXPECT_EQ(v.at("segma_engine_time_to_first_token_seconds_bucket{" + kOurs + "le=+Inf,}"), 5);
+  EXPECT_EQ(v.at(Key("segma_engine_time_to_first_token_seconds_bucket", {{"le", "0.1"}})), 2);
+  EXPECT_EQ(v.at(Key("segma_engine_time_to_first_token_seconds_bucket", {{"le", "+Inf"}})), 5);
   EXPECT_EQ(v.at("segma_engine_time_to_first_token_seconds_sum{" + kOurs + "}"), 2.5);
   EXPECT_EQ(v.at("segma_engine_time_to_first_token_seconds_count{" + kOurs + "}"), 5);
   // vLLM's current inter-token histogram wins over the older per-output-token one.
   EXPECT_EQ(v.at("segma_engine_inter_token_latency_seconds_count{" + kOurs + "}"), 40);
   // Raw: the engine's labels and ours.
-  EXPECT_EQ(v.at("vllm:num_requests_running{" + kOurs + "model_name=chat,}"), 3);
-  EXPECT_EQ(v.at("vllm:prompt_tokens_total{" + kOurs + "model_name=chat-lora,}"), 20);
+  EXPECT_EQ(v.at(Key("vllm:num_requests_running", {{"model_name", "chat"}})), 3);
+  EXPECT_EQ(v.at(Key("vllm:prompt_tokens_total", {{"model_name", "chat-lora"}})), 20);
 }
 
 TEST(RelabelEngineMetricsTest, NormalisesLlamaCppAndSglang) {

@@ -163,9 +163,6 @@ TEST(NoGpuProbeTest, ReportsNothing) {
   EXPECT_EQ(probe.driver_version(), "");
 }
 
-}  // namespace
-}  // namespace segma::gpu
-
 // Dashboards over simulated GPUs must show live lines: busy GPUs move within a plausible band,
 // with clocks, and claimed memory shows up as used.
 TEST(FakeGpuProbeTest, ClaimedGpusReportMovingPlausibleTelemetry) {
@@ -190,3 +187,6 @@ TEST(FakeGpuProbeTest, ClaimedGpusReportMovingPlausibleTelemetry) {
   probe.SetClaimedMemory({});
   EXPECT_EQ(probe.Probe().value()[1].memory_used, 0);
 }
+
+}  // namespace
+}  // namespace segma::gpu
