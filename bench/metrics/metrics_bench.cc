@@ -67,6 +67,23 @@ std::string VllmLikeText(int seed) {
   return out;
 }
 
+// GPU `g` of an 8 x H200 node, busy.
+types::GpuDevice H200(int g) {
+  types::GpuDevice d;
+  d.index = g;
+  d.uuid = fmt::format("GPU-5a1b2c3d-0000-1111-2222-33334444{:04}", g);
+  d.name = "NVIDIA H200";
+  d.memory_total = 141 * kGiB;
+  d.memory_used = 90 * kGiB;
+  d.utilization = 60;
+  d.temperature = 55;
+  d.power = 500;
+  d.power_limit = 700;
+  d.sm_clock = 1980;
+  d.memory_clock = 2619;
+  return d;
+}
+
 worker::EngineLabels Labels(int i) {
   worker::EngineLabels l;
   l.instance = fmt::format("deployment-{}-x{:04}", i % 4, i);
@@ -84,19 +101,7 @@ void BM_WorkerMetrics8Gpus16Engines(benchmark::State& state) {
   types::WorkerStatus st;
   std::map<int, int64_t> claimed;
   for (int g = 0; g < 8; ++g) {
-    types::GpuDevice d;
-    d.index = g;
-    d.uuid = fmt::format("GPU-5a1b2c3d-0000-1111-2222-33334444{:04}", g);
-    d.name = "NVIDIA H200";
-    d.memory_total = 141 * kGiB;
-    d.memory_used = 90 * kGiB;
-    d.utilization = 60;
-    d.temperature = 55;
-    d.power = 500;
-    d.power_limit = 700;
-    d.sm_clock = 1980;
-    d.memory_clock = 2619;
-    st.gpus.push_back(d);
+    st.gpus.push_back(H200(g));
     claimed[g] = 88 * kGiB;
   }
   m.SetStatus(st, claimed);
@@ -160,14 +165,7 @@ void BM_HttpSd1000Workers(benchmark::State& state) {
   model.replicas = 1;
   const int64_t model_id = store->CreateModel(model).value().id;
   types::WorkerStatus st;
-  for (int g = 0; g < 8; ++g) {
-    types::GpuDevice d;
-    d.index = g;
-    d.uuid = fmt::format("GPU-{:04}", g);
-    d.name = "NVIDIA H200";
-    d.memory_total = 141 * kGiB;
-    st.gpus.push_back(d);
-  }
+  for (int g = 0; g < 8; ++g) st.gpus.push_back(H200(g));
   for (int w = 0; w < 1000; ++w) {
     const types::Worker wk = store
                                  ->UpsertWorkerByName(cluster, fmt::format("gpu-{:04}", w),
