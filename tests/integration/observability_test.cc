@@ -203,7 +203,9 @@ TEST_F(ObservabilityTest, EveryDashboardQueryReturnsSeriesFromARealPrometheus) {
   ASSERT_EQ(targets.status, 200u) << targets.body;
   std::multiset<std::string> roles;
   boost::system::error_code ec;
-  for (const json::value& g : json::parse(targets.body, ec).as_array()) {
+  const json::value groups = json::parse(targets.body, ec);
+  ASSERT_TRUE(!ec && groups.is_array()) << targets.body;
+  for (const json::value& g : groups.as_array()) {
     roles.insert(std::string(g.at("labels").at("segma_role").as_string()));
   }
   EXPECT_EQ(roles.count("server"), 1u) << targets.body;
@@ -271,8 +273,8 @@ scrape_configs:
     for (const Dashboard& d : dashboards) {
       std::map<std::string, std::string> values;
       for (const auto& [name, lm] : d.variables) {
-        json::value v =
-            Prom(fmt::format("/api/v1/label/{}/values?match[]={}", lm.first, UrlEncode(lm.second)));
+        json::value v = Prom(
+            fmt::format("/api/v1/label/{}/values?match%5B%5D={}", lm.first, UrlEncode(lm.second)));
         if (!v.is_array() || v.as_array().empty()) {
           failing.push_back(fmt::format("{}: variable ${} has no values", d.file, name));
           continue;
