@@ -191,7 +191,8 @@ void BM_HttpSd1000Workers(benchmark::State& state) {
     running.state = types::InstanceState::kRunning;
     auto instances = controllers::ListAllInstances(*store, running).value();
     std::map<int64_t, types::Model> models;
-    for (types::Model& m : controllers::ListAllModels(*store).value()) models.emplace(m.id, m);
+    std::vector<types::Model> all_models = controllers::ListAllModels(*store).value();
+    for (types::Model& m : all_models) models.emplace(m.id, std::move(m));
     const std::string body =
         json::serialize(api::MetricsTargets("server:8080", workers, instances, models));
     bytes = body.size();

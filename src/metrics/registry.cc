@@ -12,8 +12,12 @@ void Registry::AddCollector(Collector collector) {
 std::string Registry::Serialize() const {
   prometheus::TextSerializer serializer;
   std::string out = serializer.Serialize(registry_->Collect());
-  std::lock_guard lock(mu_);
-  for (const Collector& c : collectors_) c(out);
+  out.reserve(last_size_.load(std::memory_order_relaxed) + 4096);
+  {
+    std::lock_guard lock(mu_);
+    for (const Collector& c : collectors_) c(out);
+  }
+  last_size_.store(out.size(), std::memory_order_relaxed);
   return out;
 }
 

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -35,6 +36,9 @@ class Registry {
   std::shared_ptr<prometheus::Registry> registry_;
   mutable std::mutex mu_;
   std::vector<Collector> collectors_;  // guarded by mu_
+  // The size of the last exposition: the next one reserves it at once instead of growing (and
+  // copying, and faulting pages in) as the collectors append ~1 MB.
+  mutable std::atomic<size_t> last_size_{0};
 };
 
 // Histogram buckets for request latencies, in seconds (100 µs .. 60 s).

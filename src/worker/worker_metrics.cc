@@ -340,9 +340,14 @@ void WorkerMetrics::Render(std::string& out) const {
 
   // ---- the engines' own series: each family once, with every engine's samples ----
   std::map<std::string_view, std::vector<const ScrapedFamily*>> families;
+  size_t bytes = 0;
   for (const auto& [id, s] : scrapes_) {
-    for (const auto& [name, f] : s.families) families[name].push_back(&f);
+    for (const auto& [name, f] : s.families) {
+      families[name].push_back(&f);
+      bytes += f.samples.size();
+    }
   }
+  out.reserve(out.size() + bytes + families.size() * 256);
   for (const auto& [name, parts] : families) {
     w.Family(name, parts.front()->type, parts.front()->help);
     for (const ScrapedFamily* f : parts) out += f->samples;
