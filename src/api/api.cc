@@ -7,6 +7,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "api/server_metrics.h"
 #include "common/crypto.h"
 #include "common/logging.h"
 #include "http/server.h"
@@ -163,8 +164,20 @@ http::Response Watch(const Route& route, Services& services, http::RequestContex
   }
   return http::Response::Stream(
       "text/event-stream",
-      [sub, filters, principal, resource = route.resource,
-       initial = std::move(initial)](http::ResponseStream& out) -> asio::awaitable<void> {
+      [sub, filters, principal, resource = route.resource, initial = std::move(initial),
+       metrics = services.metrics](http::ResponseStream& out) -> asio::awaitable<void> {
+        // Counted while the stream runs, whichever way it ends.
+        struct Open {
+          ServerMetrics* m;
+          explicit Open(ServerMetrics* metrics) : m(metrics) {
+            if (m != nullptr) m->WatchOpened();
+          }
+          ~Open() {
+            if (m != nullptr) m->WatchClosed();
+          }
+          Open(const Open&) = delete;
+          Open& operator=(const Open&) = delete;
+        } open(metrics);
         auto executor = co_await asio::this_coro::executor;
         auto wake = std::make_shared<asio::steady_timer>(executor);
         sub->SetNotifier([weak = std::weak_ptr<asio::steady_timer>(wake), executor] {

@@ -38,6 +38,8 @@ struct ApiOptions {
 std::string WorkerProxyToken(const std::string& key, const std::string& token_hash);
 
 // What handlers work with. All references outlive the router.
+class ServerMetrics;
+
 struct Services {
   store::Store& store;
   EventBus& bus;
@@ -47,6 +49,7 @@ struct Services {
   const Clock& clock;
   boost::asio::thread_pool& blocking;  // handlers run here: they may block on the store
   ApiOptions options;
+  ServerMetrics* metrics = nullptr;  // counts watch streams when set
 };
 
 // How a route's access is decided.

@@ -39,7 +39,10 @@ http::Response Unauthorized() {
 }  // namespace
 
 Result<std::string> LoadOrCreateGatewayToken(const std::string& data_dir) {
-  const std::string path = data_dir + "/gateway_token";
+  return LoadOrCreateTokenFile(data_dir + "/gateway_token", "segma_gw_");
+}
+
+Result<std::string> LoadOrCreateTokenFile(const std::string& path, std::string_view prefix) {
   for (int attempt = 0; attempt < 2; ++attempt) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd >= 0) {
@@ -58,7 +61,7 @@ Result<std::string> LoadOrCreateGatewayToken(const std::string& data_dir) {
     if (errno != ENOENT) {
       return UnavailableError(fmt::format("cannot open {}: {}", path, std::strerror(errno)));
     }
-    const std::string token = "segma_gw_" + RandomToken(24);
+    const std::string token = std::string(prefix) + RandomToken(24);
     const int out = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (out < 0) {
       if (errno == EEXIST) continue;  // another process made it first: read theirs

@@ -23,6 +23,11 @@ namespace segma::api {
 // Reads <data_dir>/gateway_token, creating it (random, mode 0600) when missing.
 Result<std::string> LoadOrCreateGatewayToken(const std::string& data_dir);
 
+// Reads the token in `path` (trailing newlines dropped), creating the file with `prefix` and a
+// random part (mode 0600) when it is missing. kFailedPrecondition when the file is readable by
+// group or others or holds fewer than 16 characters; kUnavailable when it cannot be read or made.
+Result<std::string> LoadOrCreateTokenFile(const std::string& path, std::string_view prefix);
+
 // Adds the two endpoints. Everything passed must outlive the router's use.
 void InstallGatewaySync(http::Router& router, gateway::Gateway& gateway, store::Store& store,
                         boost::asio::thread_pool& blocking, std::string token);

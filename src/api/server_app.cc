@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "api/gateway_sync.h"
+#include "api/metrics_targets.h"
 #include "common/crypto.h"
 #include "common/logging.h"
 #include "http/io_loop.h"
@@ -71,9 +72,11 @@ Status ServerApp::Init() {
   ASSIGN_OR_RETURN(initial_password_,
                    identity_->BootstrapAdmin(config_.data_dir, config_.bootstrap_password));
 
+  server_metrics_ = std::make_unique<ServerMetrics>(metrics_);
   services_ = std::make_unique<Services>(
       Services{*store_, bus_, *identity_, *api_keys_, *worker_tokens_, clock_, blocking_,
-               ApiOptions{config_.data_dir, false, HmacSha256(signing_key, "segma worker proxy")}});
+               ApiOptions{config_.data_dir, false, HmacSha256(signing_key, "segma worker proxy")},
+               server_metrics_.get()});
   InstallProbes(router_, *services_, metrics_);
   Install(router_, *services_, ControlPlaneRoutes());
   gateway::GatewayOptions gateway_options;
@@ -85,6 +88,9 @@ Status ServerApp::Init() {
   // Stand-alone `segma gateway` replicas follow this gateway's state (ADR 0009).
   ASSIGN_OR_RETURN(std::string gateway_token, LoadOrCreateGatewayToken(config_.data_dir));
   InstallGatewaySync(router_, *gateway_, *store_, blocking_, std::move(gateway_token));
+  ASSIGN_OR_RETURN(std::string metrics_token,
+                   LoadMetricsToken(config_.data_dir, config_.metrics_token_file));
+  InstallMetricsTargets(router_, *store_, blocking_, std::move(metrics_token));
   return OkStatus();
 }
 
@@ -123,11 +129,16 @@ Status ServerApp::RunControllersOnce() {
     while (sub->TryPop()) {
     }
   }
+  const auto start = std::chrono::steady_clock::now();
   RETURN_IF_ERROR(liveness_->Reconcile().status());
   RETURN_IF_ERROR(rescheduler_->Reconcile().status());
   RETURN_IF_ERROR(replica_sync_->Reconcile().status());
-  RETURN_IF_ERROR(instance_scheduler_->Reconcile().status());
-  return OkStatus();
+  ASSIGN_OR_RETURN(controllers::InstanceScheduler::PassResult pass,
+                   instance_scheduler_->Reconcile());
+  server_metrics_->ObservePass(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), pass);
+  // The counts the metrics show, as of this pass.
+  return server_metrics_->Refresh(*store_);
 }
 
 void ServerApp::TriggerControllers() {

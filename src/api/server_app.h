@@ -12,6 +12,7 @@
 #include <boost/asio/thread_pool.hpp>
 
 #include "api/api.h"
+#include "api/server_metrics.h"
 #include "controllers/instance_scheduler.h"
 #include "controllers/replica_sync.h"
 #include "controllers/rescheduler.h"
@@ -39,6 +40,9 @@ struct ServerConfig {
   // models, instances and workers; this sweep catches the rest (e.g. grace periods expiring).
   std::chrono::seconds controller_sweep{10};
   std::optional<std::string> bootstrap_password;  // SEGMA_BOOTSTRAP_PASSWORD
+  // The token of GET /v2/metrics/targets (Prometheus http_sd): this file, or
+  // <data_dir>/metrics_token when empty; created when missing (--metrics-token-file).
+  std::string metrics_token_file;
   http::ServerOptions http;
   // How the gateway picks a replica (--gateway-routing).
   gateway::RoutingPolicy routing_policy = gateway::RoutingPolicy::kAffinity;
@@ -94,6 +98,7 @@ class ServerApp {
   boost::asio::io_context ioc_;
   boost::asio::thread_pool blocking_;
   metrics::Registry metrics_;
+  std::unique_ptr<ServerMetrics> server_metrics_;
   EventBus bus_;
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<auth::IdentityService> identity_;

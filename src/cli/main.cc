@@ -38,6 +38,7 @@ struct Flags {
   int heartbeat_grace_s = 60;
   int reschedule_grace_s = 300;
   std::string gateway_routing = "affinity";
+  std::string metrics_token_file;
   // worker
   std::string server_url;
   std::string token;
@@ -45,6 +46,7 @@ struct Flags {
   std::string advertise_address;
   std::string fake_gpus;
   double heartbeat_interval_s = 10;
+  double engine_metrics_interval_s = 10;
   int engine_ready_timeout_s = 600;
   std::vector<std::string> labels;
   std::vector<std::string> engine_dirs;
@@ -98,6 +100,11 @@ void AddServerFlags(CLI::App* cmd, Flags& f, uint16_t default_port) {
       ->envname("SEGMA_GATEWAY_ROUTING")
       ->check(CLI::IsMember({"affinity", "least-outstanding", "round-robin"}))
       ->capture_default_str();
+  cmd->add_option("--metrics-token-file", f.metrics_token_file,
+                  "File with the token Prometheus presents to GET /v2/metrics/targets (mode "
+                  "600; created with a random token when missing). Default: "
+                  "<data-dir>/metrics_token")
+      ->envname("SEGMA_METRICS_TOKEN_FILE");
   AddIoFlags(cmd, f);
 }
 
@@ -124,6 +131,12 @@ void AddWorkerFlags(CLI::App* cmd, Flags& f, bool standalone) {
   cmd->add_option("--heartbeat-interval", f.heartbeat_interval_s, "Seconds between heartbeats")
       ->envname("SEGMA_HEARTBEAT_INTERVAL")
       ->check(CLI::Range(0.05, 3600.0));
+  cmd->add_option("--engine-metrics-interval", f.engine_metrics_interval_s,
+                  "Seconds between scrapes of the engines' own /metrics (re-exported on the "
+                  "worker's /metrics); 0: never")
+      ->envname("SEGMA_ENGINE_METRICS_INTERVAL")
+      ->check(CLI::Range(0.0, 3600.0))
+      ->capture_default_str();
   cmd->add_option("--label", f.labels, "Worker label k=v (repeatable)")->envname("SEGMA_LABELS");
   cmd->add_option("--engine-ready-timeout", f.engine_ready_timeout_s,
                   "Seconds an engine may take from start to its first healthy answer before it is "
@@ -186,6 +199,8 @@ segma::worker::AgentConfig AgentConfigFrom(const Flags& f) {
   c.heartbeat_interval =
       std::chrono::milliseconds(static_cast<int64_t>(f.heartbeat_interval_s * 1000));
   c.engine_ready_timeout = std::chrono::seconds(f.engine_ready_timeout_s);
+  c.engine_metrics_interval =
+      std::chrono::milliseconds(static_cast<int64_t>(f.engine_metrics_interval_s * 1000));
   // llama.cpp as `scripts/build-llama` caches it, unless told otherwise.
   const std::string cached_llama = "/var/cache/segma/llama.cpp-3.21.1/build/bin";
   if (std::filesystem::exists(cached_llama + "/llama-server")) {
@@ -231,6 +246,7 @@ int RunServer(const Flags& f, bool with_worker) {
   config.reschedule_grace = std::chrono::seconds(f.reschedule_grace_s);
   config.io_threads = f.io_threads > 0 ? f.io_threads : UsableCores();
   config.busy_poll = std::chrono::microseconds(f.busy_poll_us);
+  config.metrics_token_file = f.metrics_token_file;
   config.routing_policy = segma::gateway::ParseRoutingPolicy(f.gateway_routing)
                               .value_or(segma::gateway::RoutingPolicy::kAffinity);
   if (const char* pw = std::getenv("SEGMA_BOOTSTRAP_PASSWORD"); pw != nullptr && *pw != '\0') {
@@ -247,6 +263,9 @@ int RunServer(const Flags& f, bool with_worker) {
   Logger("server")->info("segma {} listening on {}:{} (data dir {})",
                          with_worker ? "start" : "server", config.address, *port, config.data_dir);
 
+  // The embedded worker has its own /metrics (its port), as a stand-alone worker would: one
+  // Prometheus target per role, whatever the layout.
+  segma::metrics::Registry worker_registry;
   std::unique_ptr<segma::worker::WorkerAgent> agent;
   if (with_worker) {
     segma::Result<std::string> token = (*app)->DefaultRegistrationToken();
@@ -266,7 +285,7 @@ int RunServer(const Flags& f, bool with_worker) {
                                              ac.name.empty() ? "embedded" : ac.name);
     if (!probe.ok()) return Die(probe.status());
     agent = std::make_unique<segma::worker::WorkerAgent>((*app)->io(), ac, std::move(*probe),
-                                                         (*app)->metrics());
+                                                         worker_registry);
     segma::Result<uint16_t> wport = agent->Start();
     if (!wport.ok()) return Die(wport.status());
   }
@@ -418,6 +437,20 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error")
       ->envname("SEGMA_LOG_LEVEL");
+  // The long-running commands log as text or as JSON lines (one object per line, for Loki).
+  std::string log_format = "text";
+  const auto add_log_format = [&log_format](CLI::App* cmd) {
+    cmd->add_option("--log-format", log_format,
+                    "text, or json: one JSON object per line (time, level, component, message, "
+                    "request_id and ids)")
+        ->envname("SEGMA_LOG_FORMAT")
+        ->check(CLI::IsMember({"text", "json"}))
+        ->capture_default_str();
+  };
+  const auto apply_logging = [&log_level, &log_format] {
+    segma::SetLogLevel(log_level);
+    if (segma::Status s = segma::SetLogFormat(log_format); !s.ok()) std::exit(Die(s));
+  };
 
   // Each command has its own flag values (their defaults differ, e.g. the port).
   Flags start_flags, server_flags, worker_flags;
@@ -428,15 +461,17 @@ int main(int argc, char** argv) {
       ->add_flag("--no-demo", start_flags.no_demo,
                  "Do not create the demo project, simulated chat model and API key")
       ->envname("SEGMA_NO_DEMO");
+  add_log_format(start);
   start->callback([&] {
-    segma::SetLogLevel(log_level);
+    apply_logging();
     std::exit(RunServer(start_flags, /*with_worker=*/true));
   });
 
   CLI::App* server = app.add_subcommand("server", "Control plane: REST /v2, gateway /v1");
   AddServerFlags(server, server_flags, 8080);
+  add_log_format(server);
   server->callback([&] {
-    segma::SetLogLevel(log_level);
+    apply_logging();
     std::exit(RunServer(server_flags, /*with_worker=*/false));
   });
 
@@ -456,16 +491,18 @@ int main(int argc, char** argv) {
       ->envname("SEGMA_ADDRESS");
   gateway->add_option("--port", gateway_flags.port, "Listen port")->envname("SEGMA_PORT");
   AddIoFlags(gateway, gateway_flags);
+  add_log_format(gateway);
   gateway->callback([&] {
-    segma::SetLogLevel(log_level);
+    apply_logging();
     std::exit(RunGateway(gateway_flags));
   });
 
   CLI::App* worker = app.add_subcommand("worker", "Agent on a GPU node");
   worker_flags.port = 10150;
   AddWorkerFlags(worker, worker_flags, /*standalone=*/true);
+  add_log_format(worker);
   worker->callback([&] {
-    segma::SetLogLevel(log_level);
+    apply_logging();
     std::exit(RunWorker(worker_flags));
   });
 

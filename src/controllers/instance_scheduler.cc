@@ -62,6 +62,7 @@ Result<InstanceScheduler::PassResult> InstanceScheduler::Reconcile() {
       ++result.placed;
     } else {
       ++result.unschedulable;
+      for (const auto& [filter, n] : d.rejections) result.rejections[filter] += n;
       if (inst.state == types::InstanceState::kUnschedulable && inst.state_message == d.summary &&
           inst.unschedulable_reasons == d.reasons) {
         continue;

@@ -1,6 +1,8 @@
 #pragma once
 
+#include <map>
 #include <mutex>
+#include <string>
 
 #include "common/status.h"
 #include "scheduler/scheduler.h"
@@ -25,6 +27,9 @@ class InstanceScheduler {
   struct PassResult {
     int placed = 0;
     int unschedulable = 0;
+    // Over the pass's decisions that placed nothing: filter → workers it rejected
+    // (scheduler::Decision::rejections summed).
+    std::map<std::string, int> rejections;
   };
   // One pass. kUnavailable from the store.
   Result<PassResult> Reconcile();

@@ -32,6 +32,11 @@ struct OpenAiProxy::Families {
   prometheus::Family<prometheus::Histogram>* overhead;
   prometheus::Family<prometheus::Counter>* prompt_tokens;
   prometheus::Family<prometheus::Counter>* completion_tokens;
+  prometheus::Family<prometheus::Counter>* project_requests;
+  prometheus::Family<prometheus::Counter>* project_tokens;
+  prometheus::Family<prometheus::Counter>* rate_limited;
+  prometheus::Family<prometheus::Counter>* retries;
+  prometheus::Family<prometheus::Counter>* failovers;
 };
 
 struct OpenAiProxy::ModelMetrics {
@@ -45,8 +50,18 @@ struct OpenAiProxy::ModelMetrics {
   prometheus::Histogram* overhead;
   prometheus::Counter* prompt_tokens;
   prometheus::Counter* completion_tokens;
+  prometheus::Counter* retries;
+  prometheus::Counter* failovers;
   std::mutex mu;
   std::unordered_map<int, prometheus::Counter*> errors;  // guarded by mu
+  // Per project: requests by status code, tokens, rate-limited requests. Guarded by mu.
+  struct Project {
+    std::unordered_map<int, prometheus::Counter*> requests;
+    prometheus::Counter* prompt_tokens = nullptr;
+    prometheus::Counter* completion_tokens = nullptr;
+    prometheus::Counter* rate_limited = nullptr;
+  };
+  std::unordered_map<int64_t, Project> projects;
 
   void Error(int status) {
     std::lock_guard lock(mu);
@@ -55,6 +70,32 @@ struct OpenAiProxy::ModelMetrics {
       c = &families->errors->Add({{"model", model}, {"code", std::to_string(status)}});
     }
     c->Increment();
+  }
+
+  // One finished request of project `project_id`.
+  void ProjectRequest(int64_t project_id, int status, bool rate_limited,
+                      const store::UsageRecord* usage) {
+    std::lock_guard lock(mu);
+    Project& p = projects[project_id];
+    const std::string project = std::to_string(project_id);
+    if (p.prompt_tokens == nullptr) {
+      p.prompt_tokens = &families->project_tokens->Add(
+          {{"project", project}, {"model", model}, {"type", "prompt"}});
+      p.completion_tokens = &families->project_tokens->Add(
+          {{"project", project}, {"model", model}, {"type", "completion"}});
+      p.rate_limited = &families->rate_limited->Add({{"project", project}, {"model", model}});
+    }
+    auto& c = p.requests[status];
+    if (c == nullptr) {
+      c = &families->project_requests->Add(
+          {{"project", project}, {"model", model}, {"code", std::to_string(status)}});
+    }
+    c->Increment();
+    if (rate_limited) p.rate_limited->Increment();
+    if (usage != nullptr) {
+      p.prompt_tokens->Increment(static_cast<double>(usage->prompt_tokens));
+      p.completion_tokens->Increment(static_cast<double>(usage->completion_tokens));
+    }
   }
 };
 
@@ -97,6 +138,35 @@ OpenAiProxy::OpenAiProxy(Deps deps, ProxyOptions options)
                                       .Name("segma_gateway_completion_tokens_total")
                                       .Help("Completion tokens reported by engines")
                                       .Register(r);
+  families_->project_requests =
+      &prometheus::BuildCounter()
+           .Name("segma_gateway_project_requests_total")
+           .Help("Finished gateway requests, by project, model and status")
+           .Register(r);
+  families_->project_tokens = &prometheus::BuildCounter()
+                                   .Name("segma_gateway_project_tokens_total")
+                                   .Help(
+                                       "Tokens reported by engines, by project, model and type "
+                                       "(prompt, completion)")
+                                   .Register(r);
+  families_->rate_limited = &prometheus::BuildCounter()
+                                 .Name("segma_gateway_rate_limited_total")
+                                 .Help(
+                                     "Requests refused by the gateway's limits (429), by project "
+                                     "and model")
+                                 .Register(r);
+  families_->retries = &prometheus::BuildCounter()
+                            .Name("segma_gateway_retries_total")
+                            .Help(
+                                "Upstream attempts after a request's first (another replica "
+                                "after a failure), by model")
+                            .Register(r);
+  families_->failovers = &prometheus::BuildCounter()
+                              .Name("segma_gateway_failovers_total")
+                              .Help(
+                                  "Requests answered by another replica after the first failed, "
+                                  "by model")
+                              .Register(r);
   routes_.store(std::make_shared<const RouteTable>());
 }
 
@@ -124,6 +194,8 @@ OpenAiProxy::ModelMetrics& OpenAiProxy::MetricsFor(std::string_view model) {
     m.overhead = &families_->overhead->Add(labels, metrics::LatencyBuckets());
     m.prompt_tokens = &families_->prompt_tokens->Add(labels);
     m.completion_tokens = &families_->completion_tokens->Add(labels);
+    m.retries = &families_->retries->Add(labels);
+    m.failovers = &families_->failovers->Add(labels);
   }
   return *slot;
 }
@@ -436,6 +508,8 @@ struct OpenAiProxy::Call {
   SteadyClock::time_point last_piece;
   SteadyClock::duration upstream_wait{0};
   int status = 0;
+  int attempts = 0;           // upstream attempts (replicas tried)
+  bool rate_limited = false;  // refused by the limits
 
   ~Call() {
     const auto end = SteadyClock::now();
@@ -447,6 +521,14 @@ struct OpenAiProxy::Call {
       if (has_usage) {
         metrics->prompt_tokens->Increment(static_cast<double>(usage.prompt_tokens));
         metrics->completion_tokens->Increment(static_cast<double>(usage.completion_tokens));
+      }
+      if (attempts > 1) {
+        metrics->retries->Increment(attempts - 1);
+        if (status > 0 && status < 400) metrics->failovers->Increment();
+      }
+      if (key != nullptr) {
+        metrics->ProjectRequest(key->project_id, status, rate_limited,
+                                has_usage ? &usage : nullptr);
       }
     }
     // Without reported usage (client gone, upstream failure) the reservation stands: it is the
@@ -584,6 +666,7 @@ asio::awaitable<http::Response> OpenAiProxy::Forward(http::RequestContext& ctx, 
                                           : options_.default_reserved_tokens_no_generation);
   auto admitted = deps_.limiter.Admit(k.id, k.project_id, reserve);
   if (auto* rej = std::get_if<Rejection>(&admitted)) {
+    call->rate_limited = true;
     http::Response res = call->Fail(rej->status);
     res.msg.set(bhttp::field::retry_after, std::to_string(rej->retry_after.count()));
     co_return res;
@@ -609,6 +692,7 @@ asio::awaitable<http::Response> OpenAiProxy::Forward(http::RequestContext& ctx, 
       const Replica* replica = deps_.balancer.Pick(dep, hints, deps_.clock.Now(), tried);
       if (replica == nullptr) break;
       ++attempts;
+      call->attempts = attempts;
       tried.push_back(replica->instance_id);
       Balancer::Begin(*replica);
 

@@ -45,7 +45,7 @@ ErrorStyle StyleForPath(std::string_view path) {
 // Probes and scrapes are frequent and uninteresting: they are logged at debug level only.
 bool IsQuietPath(std::string_view path) {
   return path == "/healthz" || path == "/readyz" || path == "/metrics" ||
-         path == "/v2/worker-heartbeat";
+         path == "/v2/worker-heartbeat" || path == "/v2/metrics/targets";
 }
 
 using SteadyClock = std::chrono::steady_clock;

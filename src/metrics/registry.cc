@@ -4,9 +4,21 @@
 
 namespace segma::metrics {
 
+void Registry::AddCollector(Collector collector) {
+  std::lock_guard lock(mu_);
+  collectors_.push_back(std::move(collector));
+}
+
 std::string Registry::Serialize() const {
   prometheus::TextSerializer serializer;
-  return serializer.Serialize(registry_->Collect());
+  std::string out = serializer.Serialize(registry_->Collect());
+  out.reserve(last_size_.load(std::memory_order_relaxed) + 4096);
+  {
+    std::lock_guard lock(mu_);
+    for (const Collector& c : collectors_) c(out);
+  }
+  last_size_.store(out.size(), std::memory_order_relaxed);
+  return out;
 }
 
 const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {

@@ -872,6 +872,13 @@ Decision Run::Explain() {
     if (why == Why::kNoVram) best_free = std::max(best_free, x_.best_free[w]);
     d.reasons[s_.worker(w).name] = ReasonFor(w);
   }
+  static constexpr std::string_view kFilterNames[] = {
+      "", "", "cluster", "gpu_type", "labels", "worker_state", "backend", "vram", "ram", "quota"};
+  static_assert(std::size(kFilterNames) == static_cast<size_t>(Why::kQuota) + 1);
+  for (size_t i = 0; i < std::size(kFilterNames); ++i) {
+    if (counts[i] > 0 && !kFilterNames[i].empty())
+      d.rejections[std::string(kFilterNames[i])] = counts[i];
+  }
   std::vector<std::string> parts;
   auto add = [&](Why why, const std::string& text) {
     if (counts[static_cast<int>(why)] > 0) {

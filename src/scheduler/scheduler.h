@@ -59,6 +59,9 @@ struct Decision {
   Placement placement;  // meaningful when placed
   // worker name → why it was not used; filled when not placed (every worker that was rejected).
   std::map<std::string, std::string> reasons;
+  // Filter → how many workers it rejected, when not placed; filters: "cluster", "gpu_type",
+  // "labels", "worker_state", "backend", "vram", "ram", "quota" (for metrics).
+  std::map<std::string, int> rejections;
   // One line: "placed on w1 GPU 0 (single_gpu, 21.5 GiB)" or "0/5 workers fit: 3 lacked VRAM
   // (need 40.2 GiB, best has 20.1 GiB free), 2 NOT_READY".
   std::string summary;

@@ -37,6 +37,7 @@ namespace {
 
 constexpr double kMaxTemperature = 300;  // degrees C; sensors report far less, this rejects junk
 constexpr double kMaxPower = 100000;     // watts per device
+constexpr double kMaxClockMhz = 100000;
 constexpr int kMaxCpuCount = 1 << 16;
 
 // Validation helpers record the first problem on the reader, so errors carry the field path.
@@ -141,6 +142,8 @@ json::object ToJson(const GpuDevice& g) {
   o["temperature"] = g.temperature;
   o["power"] = g.power;
   o["power_limit"] = g.power_limit;
+  if (g.sm_clock > 0) o["sm_clock"] = g.sm_clock;
+  if (g.memory_clock > 0) o["memory_clock"] = g.memory_clock;
   o["simulated"] = g.simulated;
   o["mig_enabled"] = g.mig_enabled;
   if (g.parent_index) o["parent_index"] = *g.parent_index;
@@ -212,6 +215,10 @@ Result<GpuDevice> GpuDeviceFromJson(const json::object& o, const std::string& pa
   CheckRange(r, "power", g.power, 0, kMaxPower);
   g.power_limit = r.OptionalDouble("power_limit").value_or(0);
   CheckRange(r, "power_limit", g.power_limit, 0, kMaxPower);
+  g.sm_clock = r.OptionalDouble("sm_clock").value_or(0);
+  CheckRange(r, "sm_clock", g.sm_clock, 0, kMaxClockMhz);
+  g.memory_clock = r.OptionalDouble("memory_clock").value_or(0);
+  CheckRange(r, "memory_clock", g.memory_clock, 0, kMaxClockMhz);
   g.simulated = r.OptionalBool("simulated").value_or(false);
   g.mig_enabled = r.OptionalBool("mig_enabled").value_or(false);
   if (std::optional<int64_t> parent = r.OptionalInt("parent_index")) {

@@ -34,6 +34,8 @@ struct GpuDevice {
   double temperature = 0;   // degrees C
   double power = 0;         // watts drawn now
   double power_limit = 0;   // watts
+  double sm_clock = 0;      // MHz now (SM); 0 when unknown
+  double memory_clock = 0;  // MHz now (memory); 0 when unknown
   bool simulated = false;
   bool mig_enabled = false;
   std::optional<int> parent_index;  // for a MIG device: the index of its physical GPU
@@ -83,8 +85,9 @@ json::object ToJson(const WorkerStatus& s);
 // index, uuid, name and memory_total; every other field is optional and keeps its default.
 // Ranges: memory and power >= 0, memory_used and memory_used_external <= memory_total,
 // utilization 0-100, 0 <= index <= kMaxGpuIndex, strings <= kMaxGpuStringLength, link values
-// "nvlink" | "pcie". WorkerStatus additionally checks at most kMaxGpuDevices GPUs with unique
-// indices and uuids, used <= total for host memory and disk, and gpu_source in
+// "nvlink" | "pcie", clocks 0-100000 MHz (omitted from ToJson when 0). WorkerStatus additionally
+// checks at most kMaxGpuDevices GPUs with unique indices and uuids, used <= total for host memory
+// and disk, and gpu_source in
 // {"", "nvml", "fake", "none"}.
 Result<GpuDevice> GpuDeviceFromJson(const json::object& o, const std::string& path = "");
 Result<WorkerStatus> WorkerStatusFromJson(const json::object& o, const std::string& path = "");

@@ -45,6 +45,7 @@ WorkerAgent::WorkerAgent(asio::io_context& ioc, AgentConfig config,
       gpu_probe_(std::move(gpu_probe)),
       host_probe_(config_.data_dir),
       registry_(registry),
+      metrics_(config_.name.empty() ? HostName() : config_.name),
       client_(ioc.get_executor()) {
   if (config_.name.empty()) config_.name = HostName();
 }
@@ -73,6 +74,7 @@ Result<uint16_t> WorkerAgent::Start() {
               [this](http::RequestContext& ctx) -> asio::awaitable<http::Response> {
                 co_return ServeLog(ctx);
               });
+  registry_.AddCollector([this](std::string& out) { metrics_.Render(out); });
   http::ServerOptions opts;
   opts.name = "worker";
   server_ = std::make_unique<http::HttpServer>(ioc_, router_, registry_, opts);
@@ -94,6 +96,11 @@ Result<uint16_t> WorkerAgent::Start() {
   asio::co_spawn(ioc_, Loop(), [](std::exception_ptr e) {
     if (e) Logger("worker")->error("worker loop ended by an exception");
   });
+  if (config_.engine_metrics_interval.count() > 0) {
+    asio::co_spawn(ioc_, ScrapeEngines(), [](std::exception_ptr e) {
+      if (e) Logger("worker")->error("engine metrics scraper ended by an exception");
+    });
+  }
   return bound_port_;
 }
 
@@ -161,6 +168,59 @@ asio::awaitable<Status> WorkerAgent::Register() {
   co_return OkStatus();
 }
 
+std::map<int, int64_t> WorkerAgent::UpdateEngineMetrics() {
+  std::map<int, int64_t> claimed;
+  engines::Supervisor* sup = instances_ ? instances_->supervisor() : nullptr;
+  if (sup == nullptr) return claimed;
+  std::vector<engines::EngineStatus> engines = sup->List();
+  std::map<int64_t, InstanceManager::EngineInfo> infos = instances_->EngineInfos();
+  std::map<int64_t, EngineLabels> labels;
+  for (const engines::EngineStatus& e : engines) {
+    auto info = infos.find(e.instance_id);
+    if (info == infos.end()) continue;
+    labels.emplace(e.instance_id, info->second.labels);
+    for (const auto& [gpu, bytes] : info->second.vram) claimed[gpu] += bytes;
+  }
+  metrics_.SetEngines(std::move(engines), std::move(labels));
+  return claimed;
+}
+
+// Every engine_metrics_interval: GET /metrics of each RUNNING engine that has metrics, one at a
+// time (a slow engine delays only the next scrape, never a request), parsed on the probe thread.
+asio::awaitable<void> WorkerAgent::ScrapeEngines() {
+  while (!stopping_) {
+    co_await Sleep(config_.engine_metrics_interval);
+    engines::Supervisor* sup = instances_ ? instances_->supervisor() : nullptr;
+    if (stopping_ || sup == nullptr) continue;
+    UpdateEngineMetrics();
+    const std::map<int64_t, InstanceManager::EngineInfo> infos = instances_->EngineInfos();
+    for (const engines::EngineStatus& e : sup->List()) {
+      if (e.state != engines::EngineState::kRunning || e.port <= 0) continue;
+      auto info = infos.find(e.instance_id);
+      if (info == infos.end() || info->second.labels.format == engines::MetricsFormat::kNone) {
+        continue;
+      }
+      http::ClientRequest req;
+      req.url = fmt::format("http://127.0.0.1:{}/metrics", e.port);
+      req.timeout = std::chrono::milliseconds(2000);
+      const auto start = std::chrono::steady_clock::now();
+      Result<http::ClientResponse> res = co_await client_.Fetch(std::move(req));
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (!res.ok() || res->status != 200) {
+        metrics_.SetScrape(e.instance_id, false, {}, seconds);
+        continue;
+      }
+      // The lambda captures references only (see SendHeartbeat on g++ 12 and temporaries).
+      const std::string body = std::move(res->body);
+      const EngineLabels labels = info->second.labels;
+      ScrapedEngine families = co_await http::RunBlocking(
+          probe_pool_, [&body, &labels] { return RelabelEngineMetrics(body, labels); });
+      metrics_.SetScrape(e.instance_id, true, std::move(families), seconds);
+    }
+  }
+}
+
 asio::awaitable<Status> WorkerAgent::SendHeartbeat() {
   // Set here, not captured by the lambda: g++ 12 destroys non-trivial temporaries of a co_await
   // expression twice (a captured vector was a double free). The probe is thread-safe.
@@ -169,6 +229,8 @@ asio::awaitable<Status> WorkerAgent::SendHeartbeat() {
     for (pid_t pid : instances_->supervisor()->ManagedPids()) managed.push_back(pid);
     gpu_probe_->SetManagedPids(std::move(managed));
   }
+  const std::map<int, int64_t> claimed = UpdateEngineMetrics();
+  gpu_probe_->SetClaimedMemory(claimed);
   Result<types::WorkerStatus> status =
       co_await http::RunBlocking(probe_pool_, [this]() -> Result<types::WorkerStatus> {
         ASSIGN_OR_RETURN(types::WorkerStatus st, host_probe_.Probe());
@@ -179,9 +241,11 @@ asio::awaitable<Status> WorkerAgent::SendHeartbeat() {
           Logger("worker")->warn("GPU inventory failed: {}", gpus.status().ToString());
         }
         st.gpu_source = std::string(gpu_probe_->source());
+        st.driver_version = gpu_probe_->driver_version();
         return st;
       });
   CO_RETURN_IF_ERROR(status.status());
+  metrics_.SetStatus(*status, claimed);
   http::ClientRequest req;
   req.method = verb::post;
   req.url = config_.server_url + "/v2/worker-heartbeat";

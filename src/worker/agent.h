@@ -17,6 +17,7 @@
 #include "worker/gpu/gpu_probe.h"
 #include "worker/gpu/host_probe.h"
 #include "worker/instance_manager.h"
+#include "worker/worker_metrics.h"
 
 namespace segma::worker {
 
@@ -39,6 +40,9 @@ struct AgentConfig {
   std::chrono::seconds engine_ready_timeout{600};
   // Where engines listen and the gateway reaches them.
   std::string engine_host = "127.0.0.1";
+  // How often the worker scrapes the /metrics of its RUNNING engines (re-exported on its own
+  // /metrics); 0: never.
+  std::chrono::milliseconds engine_metrics_interval{10'000};
   // Model files: cache directory ("" = <data_dir>/models), hub endpoints and tokens, CA file,
   // parallel downloads.
   models::DownloaderConfig downloads;
@@ -46,7 +50,9 @@ struct AgentConfig {
 
 // The agent on a GPU node: registers with the server (cluster token → its own worker token),
 // sends heartbeats with host and GPU status, re-registers when the server forgets it, and serves
-// /healthz and /metrics on its own port.
+// /healthz and /metrics on its own port. /metrics has the GPUs (DCGM names), the engines and the
+// engines' own metrics, scraped every engine_metrics_interval (worker_metrics.h), all from the
+// latest heartbeat and scrape: a Prometheus scrape costs no probe and no engine request.
 // Runs on the given io_context; Start/Stop from any thread. Must outlive the io_context's run().
 class WorkerAgent {
  public:
@@ -69,12 +75,16 @@ class WorkerAgent {
   boost::asio::awaitable<Status> Register();
   boost::asio::awaitable<Status> SendHeartbeat();
   http::Response ServeLog(http::RequestContext& ctx);
+  // The engines and their labels, for the metrics; the VRAM they claim per GPU index.
+  std::map<int, int64_t> UpdateEngineMetrics();
+  boost::asio::awaitable<void> ScrapeEngines();
 
   boost::asio::io_context& ioc_;
   AgentConfig config_;
   std::unique_ptr<gpu::GpuProbe> gpu_probe_;
   gpu::HostProbe host_probe_;
   metrics::Registry& registry_;
+  WorkerMetrics metrics_;
   boost::asio::thread_pool probe_pool_{1};  // NVML and /proc reads block
   std::unique_ptr<InstanceManager> instances_;
   http::HttpClient client_;

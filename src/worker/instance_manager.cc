@@ -650,6 +650,17 @@ asio::awaitable<Result<engines::EngineSpec>> InstanceManager::SpecFor(
   std::string backend_name;
   CO_ASSIGN_OR_RETURN(const engines::Backend* backend,
                       BackendFor(model, ctx.model_path, backend_name));
+  {
+    EngineInfo info;
+    info.labels.instance = inst.name;
+    info.labels.deployment = model.name;
+    info.labels.project = std::to_string(inst.project_id);
+    info.labels.backend = backend_name;
+    info.labels.format = backend->metrics_format;
+    info.vram = inst.claim.vram;
+    std::lock_guard lock(info_mu_);
+    engine_info_[inst.id] = std::move(info);
+  }
   // Multi-worker llama.cpp: the rpc-servers of the other workers (Apply waits for them).
   CO_ASSIGN_OR_RETURN(ctx.rpc_servers, engines::DistributedServerEndpoints(inst));
   ctx.host = config_.engine_host;
@@ -739,6 +750,11 @@ asio::awaitable<void> InstanceManager::Report(int64_t instance_id, json::object 
     Logger("worker")->warn("reporting instance {} failed: {}", instance_id,
                            r.ok() ? r->body.substr(0, 200) : r.status().ToString());
   }
+}
+
+std::map<int64_t, InstanceManager::EngineInfo> InstanceManager::EngineInfos() const {
+  std::lock_guard lock(info_mu_);
+  return engine_info_;
 }
 
 void InstanceManager::OnEngineState(const engines::EngineStatus& s) {

@@ -3,6 +3,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 
@@ -14,6 +15,7 @@
 #include "worker/engines/supervisor.h"
 #include "worker/gpu/gpu_probe.h"
 #include "worker/model_files.h"
+#include "worker/worker_metrics.h"
 
 namespace segma::worker {
 
@@ -62,6 +64,15 @@ class InstanceManager {
   void Stop(bool stop_engines);
 
   engines::Supervisor* supervisor() { return supervisor_.get(); }
+
+  // What this worker knows of each engine it started (or adopted) since it began: its labels
+  // for metrics and the VRAM it claims per GPU index. Entries of engines gone since may remain
+  // (pair with the supervisor's List()). Thread-safe.
+  struct EngineInfo {
+    EngineLabels labels;
+    std::map<int, int64_t> vram;
+  };
+  std::map<int64_t, EngineInfo> EngineInfos() const;
 
  private:
   // Which instances a follow loop handles: those whose engine runs here, or those this worker
@@ -128,6 +139,8 @@ class InstanceManager {
   std::deque<std::pair<int64_t, json::object>> reports_;
   bool reporting_ = false;
   std::map<int64_t, std::string> last_reported_;  // instance id → last state sent
+  mutable std::mutex info_mu_;
+  std::map<int64_t, EngineInfo> engine_info_;  // guarded by info_mu_
 };
 
 }  // namespace segma::worker

@@ -229,6 +229,13 @@ TEST_F(GatewayTest, ErrorsUseOpenAiFormatAndStatus) {
   EXPECT_EQ(up.requests(), 1);  // no refused request reached the engine
 }
 
+// The value of the sample `series` (name and labels exactly as written) in `text`, -1 if absent.
+double SampleValue(const std::string& text, const std::string& series) {
+  const size_t at = text.find(series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + series.size() + 1));
+}
+
 TEST_F(GatewayTest, RateLimitAnswers429WithRetryAfter) {
   FakeModelServer up;
   StartGateway();
@@ -247,6 +254,26 @@ TEST_F(GatewayTest, RateLimitAnswers429WithRetryAfter) {
   EXPECT_GE(std::stoi(r.Header("retry-after")), 1);
   clock_.Advance(std::chrono::minutes(1));
   EXPECT_EQ(Call("/v1/chat/completions", kChat, key_).status, 200u);
+  // Per project: what was refused by the limits, and every finished request by status.
+  const std::string project = std::to_string(project_.id);
+  EXPECT_TRUE(WaitFor([&] {
+    return SampleValue(registry_.Serialize(),
+                       "segma_gateway_project_requests_total{code=\"200\","
+                       "model=\"m\",project=\"" +
+                           project + "\"}") == 3;
+  })) << registry_.Serialize();
+  const std::string text = registry_.Serialize();
+  EXPECT_EQ(SampleValue(
+                text, "segma_gateway_rate_limited_total{model=\"m\",project=\"" + project + "\"}"),
+            1);
+  EXPECT_EQ(SampleValue(text,
+                        "segma_gateway_project_requests_total{code=\"429\",model=\"m\","
+                        "project=\"" +
+                            project + "\"}"),
+            1);
+  EXPECT_GT(SampleValue(text, "segma_gateway_project_tokens_total{model=\"m\",project=\"" +
+                                  project + "\",type=\"completion\"}"),
+            0);
 }
 
 // Limits stored with keys and projects (ADR 0013), applied from the key table's memory.
@@ -571,6 +598,11 @@ TEST_F(GatewayTest, FailsOverBeforeTheFirstByte) {
   EXPECT_EQ(good.requests(), 20);
   // Passive health: the broken replica was ejected after two failures, not tried 20 times.
   EXPECT_EQ(broken.requests(), 2);
+  // Requests answered after a failed attempt count as failed over; every extra attempt as a retry.
+  const std::string text = registry_.Serialize();
+  const double failovers = SampleValue(text, "segma_gateway_failovers_total{model=\"m\"}");
+  EXPECT_GE(failovers, 2) << text;
+  EXPECT_GE(SampleValue(text, "segma_gateway_retries_total{model=\"m\"}"), failovers) << text;
 
   // Every replica failing: the engine's 5xx is passed on.
   good.set_fail_status(503);

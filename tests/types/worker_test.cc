@@ -22,6 +22,8 @@ GpuDevice SampleGpu(int index) {
   g.temperature = 45;
   g.power = 250.5;
   g.power_limit = 600;
+  g.sm_clock = 1755;
+  g.memory_clock = 2619;
   g.links = {{index == 0 ? 1 : 0, "nvlink"}, {7, "pcie"}};
   g.processes = {{.pid = 4242, .memory_used = 40 * kGiB, .managed = true},
                  {.pid = 77, .memory_used = 3 * kGiB, .managed = false}};
@@ -87,6 +89,8 @@ void ExpectSameGpu(const GpuDevice& a, const GpuDevice& b) {
   EXPECT_DOUBLE_EQ(a.temperature, b.temperature);
   EXPECT_DOUBLE_EQ(a.power, b.power);
   EXPECT_DOUBLE_EQ(a.power_limit, b.power_limit);
+  EXPECT_DOUBLE_EQ(a.sm_clock, b.sm_clock);
+  EXPECT_DOUBLE_EQ(a.memory_clock, b.memory_clock);
   EXPECT_EQ(a.simulated, b.simulated);
   EXPECT_EQ(a.mig_enabled, b.mig_enabled);
   EXPECT_EQ(a.parent_index, b.parent_index);
@@ -208,6 +212,7 @@ TEST(WorkerCodecTest, RejectsOutOfRangeGpuValues) {
   ExpectGpuError(GpuWith("utilization", "-1"), "utilization must be between 0 and 100");
   ExpectGpuError(GpuWith("power", "-3"), "power must be between 0 and 100000");
   ExpectGpuError(GpuWith("temperature", "1e9"), "temperature must be between -300 and 300");
+  ExpectGpuError(GpuWith("sm_clock", "-1"), "sm_clock must be between 0 and 100000");
   ExpectGpuError(GpuWith("uuid", R"("")"), "uuid must not be empty");
   ExpectGpuError(GpuWith("name", '"' + std::string(200, 'a') + '"'),
                  "name must be at most 128 characters");

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <cmath>
 #include <utility>
 
 #include <fmt/format.h>
@@ -139,6 +140,20 @@ double PowerLimitFor(std::string_view display_name) {
   return 600;
 }
 
+// Highest SM clock and the memory clock of a GPU, MHz (nvidia-smi -q -d CLOCK of real boards).
+std::pair<double, double> ClocksFor(std::string_view display_name) {
+  for (const std::string& t : UpperTokens(display_name)) {
+    if (t == "H100" || t == "H200" || t == "GH200") return {1980, 2619};
+    if (t == "B200") return {1965, 3996};
+    if (t == "A100") return {1410, 1593};
+    if (t == "RTX") return {2617, 14001};
+    if (t == "L40S" || t == "L40" || t == "L4") return {2520, 9001};
+  }
+  return {1980, 2619};
+}
+
+constexpr double kIdleSmClock = 345;
+
 }  // namespace
 
 Result<std::vector<FakeGpuSpec>> ParseFakeGpuSpec(std::string_view spec) {
@@ -260,18 +275,33 @@ Status FakeGpuProbe::SetExternalMemory(int index, int64_t bytes) {
   return OkStatus();
 }
 
+void FakeGpuProbe::SetClaimedMemory(const std::map<int, int64_t>& bytes) {
+  std::lock_guard lock(mu_);
+  for (Slot& slot : slots_) {
+    auto it = bytes.find(slot.device.index);
+    const int64_t want = it == bytes.end() ? 0 : std::max<int64_t>(it->second, 0);
+    slot.managed_used = std::min(want, slot.device.memory_total - slot.external_used);
+  }
+}
+
 Result<std::vector<types::GpuDevice>> FakeGpuProbe::Probe() {
   std::lock_guard lock(mu_);
+  const double step = static_cast<double>(probes_++);
   std::vector<types::GpuDevice> out;
   out.reserve(slots_.size());
   for (const Slot& slot : slots_) {
     types::GpuDevice g = slot.device;
     g.memory_used = slot.managed_used + slot.external_used;
     g.memory_used_external = slot.external_used;
-    // A loaded engine keeps its GPU busy in this simulation; an idle one sits near 0%.
-    g.utilization = slot.managed_used > 0 ? 35 : 0;
-    g.temperature = 32 + g.utilization * 0.5;
+    // A loaded engine keeps its GPU busy in this simulation (25-65%, moving); an idle one sits
+    // near 0%. GPUs of one worker move out of phase.
+    const double wave = std::sin(0.9 * step + 1.3 * g.index);
+    g.utilization = slot.managed_used > 0 ? 45 + 20 * wave : 1.5 + 1.5 * wave;
+    g.temperature = 32 + g.utilization * 0.5 + 1.5 * std::sin(0.37 * step + g.index);
     g.power = SimulatedPower(g.power_limit, g.utilization);
+    const auto [max_sm, mem] = ClocksFor(g.name);
+    g.sm_clock = std::round(kIdleSmClock + (max_sm - kIdleSmClock) * g.utilization / 100);
+    g.memory_clock = mem;
     out.push_back(std::move(g));
   }
   return out;

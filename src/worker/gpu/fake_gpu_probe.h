@@ -48,8 +48,11 @@ std::string KnownComputeCapability(std::string_view display_name);
 // "GPU-fake-<hash of seed and index>", so workers with different seeds (use the worker name)
 // report different GPUs and the same worker the same ones across restarts. Every GPU of a group
 // whose name contains H100 or H200 has an NVLink to the other GPUs of its group; all other pairs
-// are "pcie". memory_used is what SetUsedMemory set (0 at start); utilization, temperature and
-// power follow memory use plausibly.
+// are "pcie". memory_used is what SetUsedMemory (or SetClaimedMemory) set (0 at start);
+// utilization, temperature, power and SM clock follow memory use plausibly and move from one
+// Probe() to the next (a busy GPU between about 25% and 65%, an idle one below 3%), so that
+// dashboards over simulated GPUs show live lines; they depend only on the number of Probe()
+// calls, never on a clock.
 //
 // Thread-safe.
 class FakeGpuProbe final : public GpuProbe {
@@ -70,6 +73,9 @@ class FakeGpuProbe final : public GpuProbe {
 
   // gpu::GpuProbe
   Result<std::vector<types::GpuDevice>> Probe() override;
+  // Sets each GPU's engine memory to its claim (0 for GPUs not named), capped at what the GPU has
+  // beside its external memory.
+  void SetClaimedMemory(const std::map<int, int64_t>& bytes) override;
   std::string_view source() const override { return "fake"; }
 
  private:
@@ -82,6 +88,7 @@ class FakeGpuProbe final : public GpuProbe {
 
   mutable std::mutex mu_;
   std::vector<Slot> slots_;  // guarded by mu_
+  uint64_t probes_ = 0;      // Probe() calls so far; guarded by mu_
 };
 
 }  // namespace segma::gpu

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -42,6 +44,11 @@ class GpuProbe {
   // every other compute process's is memory_used_external. Probes that cannot see processes
   // ignore it.
   virtual void SetManagedPids(std::vector<int> pids) { (void)pids; }
+
+  // The VRAM the engines segma runs here claim: GPU index → bytes. A simulated probe reports it
+  // as those engines' memory use (simulated engines allocate nothing); real probes measure
+  // memory and ignore it.
+  virtual void SetClaimedMemory(const std::map<int, int64_t>& bytes) { (void)bytes; }
 };
 
 // The probe of a machine without usable NVIDIA GPUs: always an empty inventory.

@@ -37,6 +37,8 @@ constexpr Return kErrorGpuIsLost = 15;
 constexpr unsigned kMigEnable = 1;       // NVML_DEVICE_MIG_ENABLE
 constexpr unsigned kFeatureEnabled = 1;  // NVML_FEATURE_ENABLED
 constexpr int kTemperatureGpu = 0;       // NVML_TEMPERATURE_GPU
+constexpr int kClockSm = 1;              // NVML_CLOCK_SM
+constexpr int kClockMem = 2;             // NVML_CLOCK_MEM
 constexpr unsigned kMaxNvLinks = 18;     // NVML_NVLINK_MAX_LINKS (Hopper/Blackwell)
 constexpr unsigned kBufferSize = 96;     // NVML_DEVICE_{NAME,UUID}_V2_BUFFER_SIZE
 constexpr unsigned long long kValueNotAvailable = ~0ULL;  // NVML_VALUE_NOT_AVAILABLE
@@ -97,6 +99,7 @@ struct Api {
   Return (*get_temperature)(Device, int, unsigned*) = nullptr;
   Return (*get_power_usage)(Device, unsigned*) = nullptr;
   Return (*get_enforced_power_limit)(Device, unsigned*) = nullptr;
+  Return (*get_clock_info)(Device, int, unsigned*) = nullptr;
   Return (*get_cuda_compute_capability)(Device, int*, int*) = nullptr;
   Return (*get_mig_mode)(Device, unsigned*, unsigned*) = nullptr;
   Return (*get_max_mig_device_count)(Device, unsigned*) = nullptr;
@@ -330,6 +333,12 @@ std::optional<DeviceError> ReadTelemetry(const Api& api, Device dev, types::GpuD
   if (api.get_enforced_power_limit != nullptr && ok(api.get_enforced_power_limit(dev, &value))) {
     g.power_limit = value / 1000.0;  // mW
   }
+  if (api.get_clock_info != nullptr && ok(api.get_clock_info(dev, nv::kClockSm, &value))) {
+    g.sm_clock = value;
+  }
+  if (api.get_clock_info != nullptr && ok(api.get_clock_info(dev, nv::kClockMem, &value))) {
+    g.memory_clock = value;
+  }
   int major = 0;
   int minor = 0;
   if (api.get_cuda_compute_capability != nullptr &&
@@ -431,6 +440,7 @@ Result<std::unique_ptr<NvmlGpuProbe>> NvmlGpuProbe::Open(const std::string& libr
   Resolve(library, api->get_temperature, {"nvmlDeviceGetTemperature"});
   Resolve(library, api->get_power_usage, {"nvmlDeviceGetPowerUsage"});
   Resolve(library, api->get_enforced_power_limit, {"nvmlDeviceGetEnforcedPowerLimit"});
+  Resolve(library, api->get_clock_info, {"nvmlDeviceGetClockInfo"});
   Resolve(library, api->get_cuda_compute_capability, {"nvmlDeviceGetCudaComputeCapability"});
   Resolve(library, api->get_mig_mode, {"nvmlDeviceGetMigMode"});
   Resolve(library, api->get_max_mig_device_count, {"nvmlDeviceGetMaxMigDeviceCount"});

@@ -22,10 +22,11 @@ struct Api;  // the dlsym'ed NVML entry points, defined in nvml_gpu_probe.cc
 //
 // Per device it reports name, uuid, compute capability, memory (nvmlDeviceGetMemoryInfo_v2, else
 // v1; memory_used = total - free, so driver-reserved memory counts as used), utilization,
-// temperature, power and enforced power limit (watts), MIG devices (see GpuProbe for the
-// convention), links between whole GPUs ("nvlink" when an active NVLink reaches the peer directly
-// or through a shared NVSwitch, else "pcie" when NVML knows a common PCIe ancestor), and
-// memory_used_external: the memory of compute processes whose PID is not in SetManagedPids().
+// temperature, power and enforced power limit (watts), SM and memory clocks (MHz), MIG devices (see
+// GpuProbe for the convention), links between whole GPUs ("nvlink" when an active NVLink reaches
+// the peer directly or through a shared NVSwitch, else "pcie" when NVML knows a common PCIe
+// ancestor), and memory_used_external: the memory of compute processes whose PID is not in
+// SetManagedPids().
 //
 // Devices NVML cannot open (NO_PERMISSION, GPU_IS_LOST, ...) are skipped with a warning logged
 // once per device and error. Optional NVML functions that are missing or unsupported leave their

@@ -163,5 +163,30 @@ TEST(NoGpuProbeTest, ReportsNothing) {
   EXPECT_EQ(probe.driver_version(), "");
 }
 
+// Dashboards over simulated GPUs must show live lines: busy GPUs move within a plausible band,
+// with clocks, and claimed memory shows up as used.
+TEST(FakeGpuProbeTest, ClaimedGpusReportMovingPlausibleTelemetry) {
+  FakeGpuProbe probe({{2, "H200-NVL", 141}}, "w");
+  probe.SetClaimedMemory({{1, 70 * kGiB}});
+  std::set<double> utilizations;
+  for (int i = 0; i < 10; ++i) {
+    const std::vector<types::GpuDevice> gpus = probe.Probe().value();
+    EXPECT_EQ(gpus[0].memory_used, 0);
+    EXPECT_EQ(gpus[1].memory_used, 70 * kGiB);
+    EXPECT_LT(gpus[0].utilization, 3.01);
+    EXPECT_GE(gpus[1].utilization, 25);
+    EXPECT_LE(gpus[1].utilization, 65);
+    EXPECT_GT(gpus[1].temperature, gpus[0].temperature);
+    EXPECT_GT(gpus[1].sm_clock, gpus[0].sm_clock);
+    EXPECT_GE(gpus[0].sm_clock, 345);
+    EXPECT_DOUBLE_EQ(gpus[1].memory_clock, 2619);
+    EXPECT_LE(gpus[1].power, gpus[1].power_limit);
+    utilizations.insert(gpus[1].utilization);
+  }
+  EXPECT_GE(utilizations.size(), 5u);  // it moves
+  probe.SetClaimedMemory({});
+  EXPECT_EQ(probe.Probe().value()[1].memory_used, 0);
+}
+
 }  // namespace
 }  // namespace segma::gpu

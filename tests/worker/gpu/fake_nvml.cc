@@ -239,6 +239,12 @@ Return nvmlDeviceGetEnforcedPowerLimit(void* d, unsigned* mw) {
   *mw = 600000;
   return kSuccess;
 }
+Return nvmlDeviceGetClockInfo(void* d, int type, unsigned* mhz) {
+  if (d == nullptr || mhz == nullptr || IsMig(d)) return kNotSupported;
+  if (type != 1 && type != 2) return kInvalidArgument;
+  *mhz = type == 1 ? 1755 : 2619;  // NVML_CLOCK_SM, NVML_CLOCK_MEM
+  return kSuccess;
+}
 Return nvmlDeviceGetCudaComputeCapability(void* d, int* major, int* minor) {
   if (d == nullptr || major == nullptr || minor == nullptr) return kInvalidArgument;
   *major = 9;

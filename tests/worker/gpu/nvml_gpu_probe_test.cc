@@ -72,6 +72,8 @@ TEST(NvmlGpuProbeTest, ReportsFakeDriverInventory) {
   EXPECT_DOUBLE_EQ(g0.temperature, 45);
   EXPECT_DOUBLE_EQ(g0.power, 250.5);  // mW → W
   EXPECT_DOUBLE_EQ(g0.power_limit, 600);
+  EXPECT_DOUBLE_EQ(g0.sm_clock, 1755);
+  EXPECT_DOUBLE_EQ(g0.memory_clock, 2619);
   EXPECT_FALSE(g0.simulated);
   EXPECT_FALSE(g0.mig_enabled);
   EXPECT_FALSE(g0.parent_index.has_value());
