@@ -9,6 +9,7 @@
 
 #include "api/gateway_sync.h"
 #include "common/crypto.h"
+#include "console/console.h"
 #include "common/logging.h"
 #include "http/io_loop.h"
 #include "store/sqlite/sqlite_store.h"
@@ -85,6 +86,8 @@ Status ServerApp::Init() {
   // Stand-alone `segma gateway` replicas follow this gateway's state (ADR 0009).
   ASSIGN_OR_RETURN(std::string gateway_token, LoadOrCreateGatewayToken(config_.data_dir));
   InstallGatewaySync(router_, *gateway_, *store_, blocking_, std::move(gateway_token));
+  // The web console answers every other GET (docs/console.md).
+  console::Install(router_);
   return OkStatus();
 }
 
