@@ -182,8 +182,8 @@ std::string DemoInstructions(const DemoState& state, const std::string& base_url
   if (console::EmbeddedAssets().empty()) {
     out += "Console: not built into this binary (node and npm were missing at build time).\n";
   } else {
-    out += fmt::format(
-        "Console: {}/ (sign in as admin with the password above; docs/console.md)\n", base_url);
+    out += fmt::format("Console: {}/ (sign in as admin with the password above; docs/console.md)\n",
+                       base_url);
   }
   std::string key = "$SEGMA_API_KEY";
   if (state.secret) {

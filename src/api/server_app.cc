@@ -9,8 +9,8 @@
 
 #include "api/gateway_sync.h"
 #include "common/crypto.h"
-#include "console/console.h"
 #include "common/logging.h"
+#include "console/console.h"
 #include "http/io_loop.h"
 #include "store/sqlite/sqlite_store.h"
 

@@ -32,7 +32,7 @@ http::Response FileResponse(const Asset& a) {
 }  // namespace
 
 const std::vector<std::string>& ReservedPrefixes() {
-  static const std::vector<std::string> kReserved = {"/v1",     "/v2",      "/metrics",
+  static const std::vector<std::string> kReserved = {"/v1",      "/v2",     "/metrics",
                                                      "/healthz", "/readyz", "/internal"};
   return kReserved;
 }

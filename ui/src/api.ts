@@ -234,3 +234,15 @@ export interface UsageRow {
   cached_tokens: number;
   [k: string]: unknown;
 }
+
+// A failed form submission as {field: message}: the field the server's message names (mapped by
+// `field` onto the form's own names), else "form".
+export function fieldErrors(e: unknown, field: (f: string) => string = (f) => f): Record<string, string> {
+  if (e instanceof ApiError) return { [e.field ? field(e.field) : 'form']: e.message };
+  return { form: e instanceof Error ? e.message : String(e) };
+}
+
+// The message of `errors` that belongs to none of the form's `fields` (shown above the buttons).
+export function formError(errors: Record<string, string>, fields: readonly string[]): string | undefined {
+  return Object.entries(errors).find(([k]) => !fields.includes(k))?.[1];
+}

@@ -1,7 +1,7 @@
-import { useMemo, useState } from 'react';
+import { useEffect, useMemo, useState } from 'react';
 import { Alert, Button, Code, CopyButton, Group, Modal, NumberInput, Select, Stack, TextInput } from '@mantine/core';
 import { useQuery, useQueryClient } from '@tanstack/react-query';
-import { api, ApiError, listAll, type ApiKey } from '../api';
+import { api, fieldErrors, formError, listAll, type ApiKey } from '../api';
 import { usePermissions } from '../auth';
 import { ErrorAlert, PageHeader, StateBadge, VirtualTable } from '../components';
 import { rfc3339, useProjects } from '../hooks';
@@ -19,6 +19,9 @@ function CreateKey({ onDone }: { onDone: (k: ApiKey) => void }) {
   const [days, setDays] = useState<number | string>('');
   const [rpm, setRpm] = useState<number | string>('');
   const [errors, setErrors] = useState<Record<string, string>>({});
+  useEffect(() => {
+    if (!projectId && writable[0]) setProjectId(String(writable[0].id));
+  }, [projectId, writable]);
   const submit = async (e: React.FormEvent) => {
     e.preventDefault();
     setErrors({});
@@ -30,14 +33,10 @@ function CreateKey({ onDone }: { onDone: (k: ApiKey) => void }) {
     try {
       onDone(await api<ApiKey>('POST', '/v2/api-keys', body));
     } catch (err) {
-      if (err instanceof ApiError) {
-        const f = err.field ?? 'form';
-        setErrors({ [f.startsWith('limits') ? 'limits' : f]: err.message });
-      } else setErrors({ form: String(err) });
+      setErrors(fieldErrors(err, (f) => (f.startsWith('limits') ? 'limits' : f)));
     }
   };
-  const known = ['name', 'project_id', 'scope', 'allowed_models', 'expires_at', 'limits'];
-  const other = Object.entries(errors).find(([k]) => !known.includes(k));
+  const other = formError(errors, ['name', 'project_id', 'scope', 'allowed_models', 'expires_at', 'limits']);
   return (
     <form onSubmit={submit}>
       <Stack>
@@ -47,7 +46,7 @@ function CreateKey({ onDone }: { onDone: (k: ApiKey) => void }) {
         <TextInput label={t('keys.allowedModels')} value={models} onChange={(e) => setModels(e.currentTarget.value)} error={errors.allowed_models} />
         <NumberInput label={t('keys.expiresDays')} value={days} onChange={setDays} min={1} error={errors.expires_at} />
         <NumberInput label={t('keys.rpm')} value={rpm} onChange={setRpm} error={errors.limits} />
-        {other && <Alert color="red" role="alert">{other[1]}</Alert>}
+        {other && <Alert color="red" role="alert">{other}</Alert>}
         <Group justify="flex-end">
           <Button type="submit" data-testid="key-create">
             {t('common.create')}

@@ -1,4 +1,4 @@
-import { useMemo, useState } from 'react';
+import { useEffect, useMemo, useState } from 'react';
 import { Link, useNavigate } from 'react-router-dom';
 import {
   Accordion,
@@ -19,7 +19,7 @@ import {
   TextInput,
 } from '@mantine/core';
 import { useQuery } from '@tanstack/react-query';
-import { api, ApiError, listAll, useWatch, type Evaluation, type Model } from '../api';
+import { api, fieldErrors, formError, listAll, useWatch, type Evaluation, type Model } from '../api';
 import { usePermissions } from '../auth';
 import { PageHeader, parsePairs, StateBadge, VirtualTable } from '../components';
 import { useProjects } from '../hooks';
@@ -82,14 +82,14 @@ function body(f: Form) {
   return b;
 }
 
-// Which form field a server message is about ("source.path must be absolute" → "path").
-function fieldOf(e: ApiError): string {
-  const f = e.field ?? '';
+// The form field a server message is about ("source.path must be absolute" → "path").
+function fieldOf(f: string): string {
   if (f.startsWith('source.')) return f.slice(7);
   if (f.startsWith('gpu_selector')) return 'gpus_per_replica';
   if (f === 'distributed_inference_across_workers') return 'distributed';
-  return f || 'form';
+  return f;
 }
+const FIELDS = ['project_id', 'name', 'type', 'path', 'repo', 'file', 'params_b', 'backend', 'backend_version', 'replicas', 'placement_strategy', 'gpu_type', 'worker_selector', 'gpus_per_replica', 'cpu_offloading', 'distributed', 'context_length', 'max_concurrent_sequences', 'extended_kv_cache', 'env', 'backend_parameters'];
 
 function EvaluationView({ ev }: { ev: Evaluation }) {
   const { t, bytes } = useI18n();
@@ -183,6 +183,10 @@ function CreateForm({ onClose }: { onClose: () => void }) {
   });
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [ev, setEv] = useState<Evaluation>();
+  // The projects may arrive after the form opened: default to the first writable one.
+  useEffect(() => {
+    if (!f.project_id && writable[0]) setF((old) => ({ ...old, project_id: String(writable[0].id) }));
+  }, [f.project_id, writable]);
   const [busy, setBusy] = useState<'check' | 'create'>();
   const set = <K extends keyof Form>(k: K, v: Form[K]) => {
     setF((old) => ({ ...old, [k]: v }));
@@ -200,15 +204,13 @@ function CreateForm({ onClose }: { onClose: () => void }) {
         navigate(`/deployments/${m.id}`);
       }
     } catch (e) {
-      if (e instanceof ApiError) setErrors({ [fieldOf(e)]: e.message });
-      else setErrors({ form: String(e) });
+      setErrors(fieldErrors(e, fieldOf));
     } finally {
       setBusy(undefined);
     }
   };
   const err = (k: string) => errors[k];
-  const known = new Set(['project_id', 'name', 'type', 'path', 'repo', 'file', 'params_b', 'backend', 'backend_version', 'replicas', 'placement_strategy', 'gpu_type', 'worker_selector', 'gpus_per_replica', 'cpu_offloading', 'distributed', 'context_length', 'max_concurrent_sequences', 'extended_kv_cache', 'env', 'backend_parameters']);
-  const other = Object.entries(errors).find(([k]) => !known.has(k));
+  const other = formError(errors, FIELDS);
   return (
     <Stack>
       <SimpleGrid cols={{ base: 1, sm: 2 }}>
@@ -263,7 +265,7 @@ function CreateForm({ onClose }: { onClose: () => void }) {
       </Accordion>
       {other && (
         <Alert color="red" role="alert">
-          {other[1]}
+          {other}
         </Alert>
       )}
       {ev ? <EvaluationView ev={ev} /> : <Text size="sm" c="dimmed">{t('deploy.checkFirst')}</Text>}

@@ -1,7 +1,7 @@
 import { useState } from 'react';
 import { Alert, Button, Group, Modal, NumberInput, Select, Stack, Table, Text, TextInput } from '@mantine/core';
 import { useQuery, useQueryClient } from '@tanstack/react-query';
-import { api, ApiError, listAll, type Project } from '../api';
+import { api, ApiError, fieldErrors, formError, listAll, type Project } from '../api';
 import { usePermissions } from '../auth';
 import { PageHeader, VirtualTable } from '../components';
 import { useProjects } from '../hooks';
@@ -80,10 +80,10 @@ function CreateProject({ onDone }: { onDone: () => void }) {
       await api('POST', '/v2/projects', body);
       onDone();
     } catch (err) {
-      setErrors(err instanceof ApiError ? { [err.field ?? 'form']: err.message } : { form: String(err) });
+      setErrors(fieldErrors(err));
     }
   };
-  const other = Object.entries(errors).find(([k]) => !['name', 'description', 'max_gpus', 'max_vram_gib', 'max_instances'].includes(k));
+  const other = formError(errors, ['name', 'description', 'max_gpus', 'max_vram_gib', 'max_instances']);
   return (
     <form onSubmit={submit}>
       <Stack>
@@ -92,7 +92,7 @@ function CreateProject({ onDone }: { onDone: () => void }) {
         <NumberInput label={t('projects.maxGpus')} value={maxGpus} onChange={setMaxGpus} error={errors.max_gpus} data-testid="project-max-gpus" />
         <NumberInput label={t('projects.maxVram')} value={maxVram} onChange={setMaxVram} error={errors.max_vram_gib} />
         <NumberInput label={t('projects.maxInstances')} value={maxInstances} onChange={setMaxInstances} error={errors.max_instances} />
-        {other && <Alert color="red">{other[1]}</Alert>}
+        {other && <Alert color="red">{other}</Alert>}
         <Group justify="flex-end">
           <Button type="submit" data-testid="project-create">{t('common.create')}</Button>
         </Group>

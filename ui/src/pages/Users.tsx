@@ -1,7 +1,7 @@
 import { useState } from 'react';
 import { Alert, Button, Checkbox, Group, Modal, PasswordInput, Stack, TextInput } from '@mantine/core';
 import { useQuery, useQueryClient } from '@tanstack/react-query';
-import { api, ApiError, listAll, type User } from '../api';
+import { api, fieldErrors, formError, listAll, type User } from '../api';
 import { PageHeader, VirtualTable } from '../components';
 import { useI18n } from '../i18n';
 
@@ -16,10 +16,10 @@ function CreateUser({ onDone }: { onDone: () => void }) {
       await api('POST', '/v2/users', f);
       onDone();
     } catch (err) {
-      setErrors(err instanceof ApiError ? { [err.field ?? 'form']: err.message } : { form: String(err) });
+      setErrors(fieldErrors(err));
     }
   };
-  const other = Object.entries(errors).find(([k]) => !['username', 'password', 'full_name'].includes(k));
+  const other = formError(errors, ['username', 'password', 'full_name']);
   return (
     <form onSubmit={submit}>
       <Stack>
@@ -28,7 +28,7 @@ function CreateUser({ onDone }: { onDone: () => void }) {
         <TextInput label={t('users.fullName')} value={f.full_name} onChange={(e) => setF({ ...f, full_name: e.currentTarget.value })} error={errors.full_name} />
         <Checkbox label={t('users.admin')} checked={f.is_admin} onChange={(e) => setF({ ...f, is_admin: e.currentTarget.checked })} />
         <Checkbox label={t('users.requireChange')} checked={f.require_password_change} onChange={(e) => setF({ ...f, require_password_change: e.currentTarget.checked })} />
-        {other && <Alert color="red">{other[1]}</Alert>}
+        {other && <Alert color="red">{other}</Alert>}
         <Group justify="flex-end">
           <Button type="submit" data-testid="user-create">{t('common.create')}</Button>
         </Group>
