@@ -8,14 +8,14 @@ import {
   Loader,
   Menu,
   NavLink as MantineNavLink,
-  SegmentedControl,
   Text,
   UnstyledButton,
 } from '@mantine/core';
 import { useQueryClient } from '@tanstack/react-query';
 import { api } from './api';
 import { useMe, usePermissions } from './auth';
-import { LOCALES, useI18n, type Locale, type MessageKey } from './i18n';
+import { LanguageSwitch } from './components';
+import { useI18n, type MessageKey } from './i18n';
 import { Login } from './pages/Login';
 import { ChangePassword } from './pages/ChangePassword';
 
@@ -45,20 +45,6 @@ const NAV: { to: string; key: MessageKey; admin?: boolean }[] = [
   { to: '/projects', key: 'nav.projects' },
   { to: '/users', key: 'nav.users', admin: true },
 ];
-
-export function LanguageSwitch() {
-  const { locale, setLocale, t } = useI18n();
-  return (
-    <SegmentedControl
-      size="xs"
-      aria-label={t('language')}
-      value={locale}
-      onChange={(v) => setLocale(v as Locale)}
-      data={LOCALES}
-      data-testid="language"
-    />
-  );
-}
 
 function Loading() {
   const { t } = useI18n();
@@ -134,9 +120,7 @@ function Shell({ children }: { children: ReactNode }) {
         ))}
       </AppShell.Navbar>
       <AppShell.Main>
-        <main>
-          <Suspense fallback={<Loading />}>{children}</Suspense>
-        </main>
+        <Suspense fallback={<Loading />}>{children}</Suspense>
       </AppShell.Main>
     </AppShell>
   );

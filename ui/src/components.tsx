@@ -1,10 +1,24 @@
 // Small pieces every page uses.
 import { useRef, type ReactNode } from 'react';
-import { Alert, Badge, Group, Paper, Text, Title } from '@mantine/core';
+import { Alert, Badge, Group, Paper, SegmentedControl, Text, Title } from '@mantine/core';
 import { useVirtualizer } from '@tanstack/react-virtual';
 import { ApiError } from './api';
-import { formatBytes, useI18n } from './i18n';
+import { formatBytes, LOCALES, useI18n, type Locale } from './i18n';
 import type { Gpu } from './api';
+
+export function LanguageSwitch() {
+  const { locale, setLocale, t } = useI18n();
+  return (
+    <SegmentedControl
+      size="xs"
+      aria-label={t('language')}
+      value={locale}
+      onChange={(v) => setLocale(v as Locale)}
+      data={LOCALES}
+      data-testid="language"
+    />
+  );
+}
 
 export function PageHeader({ title, children }: { title: string; children?: ReactNode }) {
   return (
@@ -41,15 +55,40 @@ const STATE_COLORS: Record<string, string> = {
   DOWNLOADING: 'blue',
   downloading: 'blue',
   STARTING: 'cyan',
+  STOPPED: 'gray',
+  UNHEALTHY: 'orange',
   REGISTERING: 'gray',
   deleting: 'gray',
 };
 
-export function StateBadge({ state }: { state: string }) {
+// Text colours dark enough for WCAG AA (4.5:1) on each light badge background; Mantine's own
+// shades 6-8 of green, red, orange, yellow, cyan and teal are not.
+const DARK_TEXT: Record<string, string> = {
+  green: '#1e6b2f',
+  red: '#a61e1e',
+  orange: '#8f4300',
+  yellow: '#6e5200',
+  cyan: '#0a5f6d',
+  teal: '#0a6650',
+  blue: '#165a99',
+  indigo: '#3048b8',
+  gray: '#43494f',
+};
+
+// A small coloured label that stays readable.
+export function Tag({ color, children, ...rest }: { color: string; children: ReactNode; [k: `data-${string}`]: string | undefined }) {
   return (
-    <Badge color={STATE_COLORS[state] ?? 'gray'} variant="light" data-state={state}>
-      {state}
+    <Badge color={color} variant="light" c={DARK_TEXT[color] ?? DARK_TEXT.gray} {...rest}>
+      {children}
     </Badge>
+  );
+}
+
+export function StateBadge({ state, label }: { state: string; label?: string }) {
+  return (
+    <Tag color={STATE_COLORS[state] ?? 'gray'} data-state={state}>
+      {label ?? state}
+    </Tag>
   );
 }
 
@@ -67,7 +106,7 @@ export function StatCard({ label, value, testId }: { label: string; value: React
 }
 
 // One bar for a GPU's memory: allocated by segma's claims, used outside segma, free.
-export function VramBar({ gpu }: { gpu: Gpu }) {
+export function VramBar({ gpu, compact = false }: { gpu: Gpu; compact?: boolean }) {
   const { t, locale } = useI18n();
   const total = Math.max(gpu.memory_total, 1);
   const allocated = Math.min(gpu.memory_allocated, total);
@@ -85,6 +124,11 @@ export function VramBar({ gpu }: { gpu: Gpu }) {
         <div style={{ width: pct(allocated), background: 'var(--mantine-color-indigo-6)' }} title={t('gpu.allocated')} />
         <div style={{ width: pct(external), background: 'var(--mantine-color-orange-5)' }} title={t('gpu.external')} />
       </div>
+      {compact ? (
+        <Text size="xs" mt={4} truncate>
+          {t('gpu.allocated')} {b(allocated)} · {t('gpu.external')} {b(external)} · {t('gpu.free')} {b(free)} / {b(gpu.memory_total)}
+        </Text>
+      ) : (
       <Group gap="md" mt={4} wrap="wrap">
         <Text size="xs" data-testid="vram-allocated" data-bytes={gpu.memory_allocated}>
           <span style={{ color: 'var(--mantine-color-indigo-7)' }}>■</span> {t('gpu.allocated')}: {b(gpu.memory_allocated)}
@@ -102,6 +146,7 @@ export function VramBar({ gpu }: { gpu: Gpu }) {
           {t('common.total')}: {b(gpu.memory_total)}
         </Text>
       </Group>
+      )}
     </div>
   );
 }
@@ -141,20 +186,28 @@ export function VirtualTable<T>({
   return (
     <Paper withBorder className="scroll-x" data-testid={testId}>
       <div role="table" aria-label={label} aria-rowcount={rows.length + 1} style={{ minWidth: 640 }}>
-        <div role="row" style={{ display: 'grid', gridTemplateColumns: template, borderBottom: '1px solid var(--mantine-color-gray-3)', background: 'var(--mantine-color-gray-0)' }}>
-          {columns.map((c) => (
-            <div role="columnheader" key={c.key} style={{ padding: '8px 10px', fontWeight: 600, fontSize: 13 }}>
-              {c.header}
-            </div>
-          ))}
+        <div role="rowgroup">
+          <div role="row" style={{ display: 'grid', gridTemplateColumns: template, borderBottom: '1px solid var(--mantine-color-gray-3)', background: 'var(--mantine-color-gray-0)' }}>
+            {columns.map((c) => (
+              <div role="columnheader" key={c.key} style={{ padding: '8px 10px', fontWeight: 600, fontSize: 13 }}>
+                {c.header}
+              </div>
+            ))}
+          </div>
         </div>
         {rows.length === 0 ? (
           <Text p="md" c="dimmed" size="sm">
             {t('common.empty')}
           </Text>
         ) : (
-          <div ref={parent} style={{ height: bodyHeight, overflowY: 'auto', contain: 'strict' }}>
-            <div style={{ height: v.getTotalSize(), position: 'relative' }}>
+          <div
+            ref={parent}
+            role="rowgroup"
+            // A list taller than its box scrolls: keyboard users reach it with Tab.
+            tabIndex={rows.length * rowHeight > height ? 0 : undefined}
+            style={{ height: bodyHeight, overflowY: 'auto', contain: 'strict' }}
+          >
+            <div role="presentation" style={{ height: v.getTotalSize(), position: 'relative' }}>
               {v.getVirtualItems().map((item) => {
                 const row = rows[item.index];
                 return (

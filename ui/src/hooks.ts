@@ -1,6 +1,6 @@
-import { useEffect, useRef } from 'react';
+import { useEffect, useMemo, useRef } from 'react';
 import { useQuery, useQueryClient } from '@tanstack/react-query';
-import { api, listAll, useWatch, type Gpu, type Project, type UsageRow, type Worker } from './api';
+import { api, listAll, useWatch, type Gpu, type Instance, type Model, type Project, type UsageRow, type Worker } from './api';
 
 export const rfc3339 = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
 
@@ -49,4 +49,24 @@ export function daysAgo(n: number): Date {
   }
   d.setMinutes(0, 0, 0);
   return new Date(d.getTime() - n * 86400_000);
+}
+
+// Deployments with their ready replicas live: the model rows' ready_replicas is counted when a
+// model is read, and instance changes emit no model event, so the count comes from the instances'
+// own watch stream.
+export function useDeployments(projectId?: number) {
+  const q = projectId ? `?project_id=${projectId}` : '';
+  const models = useWatch<Model>(`/v2/models${q}`);
+  const instances = useWatch<Instance>(`/v2/model-instances${q}`);
+  const items = useMemo(() => {
+    const running = new Map<number, number>();
+    for (const i of instances.items) if (i.state === 'RUNNING') running.set(i.model_id, (running.get(i.model_id) ?? 0) + 1);
+    return models.items.map((m) => ({ ...m, ready_replicas: running.get(m.id) ?? 0 }));
+  }, [models.items, instances.items]);
+  return { items, instances: instances.items, connected: models.connected && instances.connected };
+}
+
+export function deploymentState(m: Model): string {
+  if (m.replicas === 0) return 'STOPPED';
+  return m.ready_replicas >= m.replicas ? 'READY' : 'PENDING';
 }

@@ -13,6 +13,8 @@ const queryClient = new QueryClient({
 });
 const theme = createTheme({
   primaryColor: 'indigo',
+  // Shade 8 keeps text on light badges and white text on filled buttons above WCAG AA contrast.
+  primaryShade: 8,
   fontFamily:
     'system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans TC", "PingFang TC", "Microsoft JhengHei", sans-serif',
 });

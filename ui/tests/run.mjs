@@ -230,7 +230,7 @@ async function deployThroughTheForm(page, lang) {
   await page.locator('[data-testid=instances-table] [role=row] button').first().click();
   const logView = page.getByTestId('log-view');
   await logView.waitFor();
-  await page.waitForFunction(() => (document.querySelector('[data-testid=log-view]')?.textContent ?? '').split('\n').length > 2, null, { timeout: T });
+  await page.locator('[data-testid=log-view][data-has-log=true]').waitFor({ timeout: T });
   await page.keyboard.press('Escape');
   return name;
 }
@@ -286,13 +286,15 @@ async function keysCreateUseRevoke(page, lang) {
   await page.reload();
   await page.getByTestId('keys-table').waitFor();
   check(!(await page.content()).includes(secret), 'the secret is shown again');
-  // Use it like any OpenAI client would.
-  const chat = await fetch(`${base}/v1/chat/completions`, {
-    method: 'POST',
-    headers: { Authorization: `Bearer ${secret}`, 'Content-Type': 'application/json' },
-    body: JSON.stringify({ model: 'demo-chat', max_tokens: 8, messages: [{ role: 'user', content: 'hi' }] }),
-  });
-  check(chat.status === 200, `the new key cannot chat: ${chat.status}`);
+  // Use it like any OpenAI client would (the gateway learns of a new key within a second).
+  await poll('the new key to chat', async () => {
+    const chat = await fetch(`${base}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${secret}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ model: 'demo-chat', max_tokens: 8, messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    return chat.status === 200;
+  }, 10_000);
   const keys = (await call('GET', '/v2/api-keys?per_page=500', undefined, adminToken)).body.items;
   const key = keys.find((k) => secret.startsWith(k.prefix) && k.name === `key-${lang.toLowerCase()}`);
   check(key, 'the key is not listed');
@@ -306,8 +308,8 @@ async function keysCreateUseRevoke(page, lang) {
   await page.goto(base + '/api-keys');
   await page.locator(`[data-row-key="${key.id}"] [data-testid=key-revoke]`).click();
   await page.locator(`[data-row-key="${key.id}"] [data-state="${TEXT[lang].revoked}"]`).waitFor({ timeout: T });
-  const after = await fetch(`${base}/v1/models`, { headers: { Authorization: `Bearer ${secret}` } });
-  check(after.status === 401, `a revoked key still works: ${after.status}`);
+  await poll('the revoked key to be refused', async () =>
+    (await fetch(`${base}/v1/models`, { headers: { Authorization: `Bearer ${secret}` } })).status === 401, 10_000);
 }
 
 async function viewerSeesNoControls(page, lang) {

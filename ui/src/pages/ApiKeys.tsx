@@ -48,7 +48,7 @@ function CreateKey({ onDone }: { onDone: (k: ApiKey) => void }) {
         <NumberInput label={t('keys.rpm')} value={rpm} onChange={setRpm} error={errors.limits} />
         {other && <Alert color="red" role="alert">{other}</Alert>}
         <Group justify="flex-end">
-          <Button type="submit" data-testid="key-create">
+          <Button type="submit" disabled={!projectId} data-testid="key-create">
             {t('common.create')}
           </Button>
         </Group>
@@ -106,7 +106,7 @@ export default function ApiKeys() {
             width: 100,
             render: (k) =>
               !k.revoked_at && perms.can('member', k.project_id) ? (
-                <Button size="compact-xs" color="red" variant="light" onClick={() => revoke(k)} data-testid="key-revoke">
+                <Button size="compact-xs" color="red" variant="light" c="#a61e1e" onClick={() => revoke(k)} data-testid="key-revoke">
                   {t('keys.revoke')}
                 </Button>
               ) : null,

@@ -1,7 +1,7 @@
-import { Badge, Stack } from '@mantine/core';
+import { Stack } from '@mantine/core';
 import { useQuery } from '@tanstack/react-query';
 import { listAll } from '../api';
-import { ErrorAlert, PageHeader, VirtualTable } from '../components';
+import { ErrorAlert, PageHeader, Tag, VirtualTable } from '../components';
 import { useI18n } from '../i18n';
 
 interface Backend {
@@ -27,7 +27,7 @@ export default function Backends() {
         rowKey={(b) => b.name}
         columns={[
           { key: 'name', header: t('common.name'), render: (b) => <b>{b.name}</b> },
-          { key: 'kind', header: t('common.state'), width: 110, render: (b) => <Badge variant="light" color={b.built_in ? 'indigo' : 'teal'}>{b.built_in ? t('backends.builtIn') : t('backends.custom')}</Badge> },
+          { key: 'kind', header: t('common.state'), width: 110, render: (b) => <Tag color={b.built_in ? 'indigo' : 'teal'}>{b.built_in ? t('backends.builtIn') : t('backends.custom')}</Tag> },
           { key: 'versions', header: t('backends.versions'), render: versions },
           { key: 'default', header: t('backends.default'), render: (b) => b.default_version || '—' },
           { key: 'formats', header: t('backends.formats'), render: (b) => (b.model_formats ?? []).join(', ') || '—' },

@@ -1,8 +1,8 @@
 import { useMemo } from 'react';
-import { Badge, Group, Paper, SimpleGrid, Stack, Table, Text, Title } from '@mantine/core';
-import { useWatch, type Model, type UsageRow } from '../api';
-import { PageHeader, StatCard, VramBar } from '../components';
-import { daysAgo, useProjects, useUsage, useWorkersAndGpus } from '../hooks';
+import { Group, Paper, SimpleGrid, Stack, Table, Text, Title } from '@mantine/core';
+import { type UsageRow } from '../api';
+import { PageHeader, StatCard, StateBadge, VramBar } from '../components';
+import { daysAgo, deploymentState, useDeployments, useProjects, useUsage, useWorkersAndGpus } from '../hooks';
 import { useI18n } from '../i18n';
 
 function countBy<T>(items: T[], key: (t: T) => string): [string, number][] {
@@ -45,7 +45,7 @@ function Top({ title, rows, name }: { title: string; rows: UsageRow[]; name: (k:
 export default function Dashboard() {
   const { t, num } = useI18n();
   const { workers, gpus } = useWorkersAndGpus();
-  const models = useWatch<Model>('/v2/models');
+  const models = useDeployments();
   const projects = useProjects();
   const today = useUsage('project', daysAgo(0));
   const week = useUsage('project', daysAgo(7));
@@ -55,7 +55,7 @@ export default function Dashboard() {
     const m = new Map((projects.data ?? []).map((p) => [String(p.id), p.name]));
     return (k: string) => m.get(k) ?? k;
   }, [projects.data]);
-  const deployStates = countBy(models.items, (m) => (m.ready_replicas >= m.replicas ? (m.replicas === 0 ? 'STOPPED' : 'READY') : 'PENDING'));
+  const deployStates = countBy(models.items, deploymentState);
   return (
     <Stack>
       <PageHeader title={t('dash.title')} />
@@ -64,9 +64,7 @@ export default function Dashboard() {
           <Group gap={6}>
             {num(workers.items.length)}
             {countBy(workers.items, (w) => w.state).map(([s, n]) => (
-              <Badge key={s} variant="light" color={s === 'READY' ? 'green' : s === 'NOT_READY' ? 'red' : 'gray'}>
-                {s} {n}
-              </Badge>
+              <StateBadge key={s} state={s} label={`${s} ${n}`} />
             ))}
           </Group>
         } />
@@ -75,9 +73,7 @@ export default function Dashboard() {
           <Group gap={6}>
             {num(models.items.length)}
             {deployStates.map(([s, n]) => (
-              <Badge key={s} variant="light" color={s === 'READY' ? 'green' : 'gray'}>
-                {s} {n}
-              </Badge>
+              <StateBadge key={s} state={s} label={`${s} ${n}`} />
             ))}
           </Group>
         } />

@@ -47,7 +47,7 @@ function LogViewer({ instance, onClose }: { instance: Instance; onClose: () => v
       <Stack>
         <Checkbox label={t('deploy.follow')} checked={follow} onChange={(e) => setFollow(e.currentTarget.checked)} />
         {error && <Alert color="red">{error}</Alert>}
-        <pre ref={pre} className="log-view mono" data-testid="log-view" tabIndex={0}>
+        <pre ref={pre} className="log-view mono" data-testid="log-view" data-has-log={text ? 'true' : 'false'} tabIndex={0}>
           {text || t('deploy.noLog')}
         </pre>
       </Stack>
@@ -63,8 +63,10 @@ export default function DeploymentDetail() {
   const qc = useQueryClient();
   const model = useQuery({ queryKey: ['model', id], queryFn: () => api<Model>('GET', `/v2/models/${id}`) });
   const models = useWatch<Model>(model.data ? `/v2/models?project_id=${model.data.project_id}` : null);
-  const live = models.items.find((m) => String(m.id) === id) ?? model.data;
   const instances = useWatch<Instance>(`/v2/model-instances?model_id=${id}`);
+  // ready_replicas is counted when the model is read; the instances' stream keeps it live.
+  const row = models.items.find((m) => String(m.id) === id) ?? model.data;
+  const live = row && { ...row, ready_replicas: instances.items.filter((i) => i.state === 'RUNNING').length };
   const [replicas, setReplicas] = useState<number | string>('');
   const [scaleError, setScaleError] = useState<string>();
   const [confirm, setConfirm] = useState(false);
@@ -98,7 +100,7 @@ export default function DeploymentDetail() {
     <Stack>
       <PageHeader title={live.name}>
         {canEdit && (
-          <Button color="red" variant="light" onClick={() => setConfirm(true)} data-testid="deploy-delete">
+          <Button color="red" variant="light" c="#a61e1e" onClick={() => setConfirm(true)} data-testid="deploy-delete">
             {t('common.delete')}
           </Button>
         )}
@@ -143,13 +145,13 @@ export default function DeploymentDetail() {
         testId="instances-table"
         columns={[
           { key: 'name', header: t('common.name'), render: (i) => i.name },
-          { key: 'state', header: t('common.state'), width: 150, render: (i) => <StateBadge state={i.state} /> },
+          { key: 'state', header: t('common.state'), width: 170, render: (i) => <StateBadge state={i.state} /> },
           { key: 'worker', header: t('common.worker'), render: (i) => i.worker_name || '—' },
           { key: 'gpus', header: t('deploy.gpus'), width: 80, render: (i) => i.gpu_indexes.join(', ') || '—' },
           { key: 'vram', header: t('gpu.vram'), width: 110, render: (i) => { const c = (i as unknown as { claim?: { vram?: Record<string, number> } }).claim; return c?.vram ? bytes(Object.values(c.vram).reduce((a, b) => a + b, 0)) : '—'; } },
           { key: 'port', header: t('deploy.port'), width: 80, render: (i) => i.port || '—' },
           { key: 'restarts', header: t('deploy.restarts'), width: 90, render: (i) => i.restart_count },
-          { key: 'msg', header: t('deploy.message'), render: (i) => <span title={i.state_message}>{i.state_message || '—'}</span> },
+          { key: 'msg', header: t('deploy.message'), width: 'minmax(160px, 2fr)', render: (i) => <span title={i.state_message}>{i.state_message || '—'}</span> },
           { key: 'created', header: t('common.created'), render: (i) => date(i.created_at) },
           { key: 'logs', header: t('deploy.logs'), width: 90, render: (i) => <Button size="compact-xs" variant="light" onClick={() => setLogOf(i)} disabled={!i.worker_id}>{t('deploy.logs')}</Button> },
         ]}
@@ -161,7 +163,7 @@ export default function DeploymentDetail() {
           <Button variant="default" onClick={() => setConfirm(false)}>
             {t('common.cancel')}
           </Button>
-          <Button color="red" onClick={remove} data-testid="deploy-delete-confirm">
+          <Button color="red.9" onClick={remove} data-testid="deploy-delete-confirm">
             {t('common.delete')}
           </Button>
         </Group>

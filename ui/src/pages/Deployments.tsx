@@ -19,10 +19,10 @@ import {
   TextInput,
 } from '@mantine/core';
 import { useQuery } from '@tanstack/react-query';
-import { api, fieldErrors, formError, listAll, useWatch, type Evaluation, type Model } from '../api';
+import { api, fieldErrors, formError, listAll, type Evaluation, type Model } from '../api';
 import { usePermissions } from '../auth';
 import { PageHeader, parsePairs, StateBadge, VirtualTable } from '../components';
-import { useProjects } from '../hooks';
+import { deploymentState, useDeployments, useProjects } from '../hooks';
 import { useI18n } from '../i18n';
 
 interface Form {
@@ -273,7 +273,7 @@ function CreateForm({ onClose }: { onClose: () => void }) {
         <Button variant="default" onClick={onClose}>
           {t('common.cancel')}
         </Button>
-        <Button variant="light" onClick={() => run('check')} loading={busy === 'check'} data-testid="deploy-check">
+        <Button variant="light" onClick={() => run('check')} loading={busy === 'check'} disabled={!f.project_id} data-testid="deploy-check">
           {t('deploy.check')}
         </Button>
         <Button onClick={() => run('create')} loading={busy === 'create'} disabled={!ev?.fits} data-testid="deploy-create">
@@ -287,7 +287,7 @@ function CreateForm({ onClose }: { onClose: () => void }) {
 export default function Deployments() {
   const { t, date } = useI18n();
   const perms = usePermissions();
-  const models = useWatch<Model>('/v2/models');
+  const models = useDeployments();
   const projects = useProjects();
   const [creating, setCreating] = useState(false);
   const projectName = useMemo(() => new Map((projects.data ?? []).map((p) => [p.id, p.name])), [projects.data]);
@@ -310,7 +310,7 @@ export default function Deployments() {
           { key: 'name', header: t('common.name'), render: (m) => <Anchor component={Link} to={`/deployments/${m.id}`}>{m.name}</Anchor> },
           { key: 'project', header: t('common.project'), render: (m) => projectName.get(m.project_id) ?? m.project_id },
           { key: 'ready', header: `${t('deploy.ready')} / ${t('deploy.replicas')}`, width: 130, render: (m) => <span data-testid="ready">{`${m.ready_replicas} / ${m.replicas}`}</span> },
-          { key: 'state', header: t('common.state'), width: 120, render: (m) => <StateBadge state={m.replicas > 0 && m.ready_replicas >= m.replicas ? 'READY' : m.replicas === 0 ? 'STOPPED' : 'PENDING'} /> },
+          { key: 'state', header: t('common.state'), width: 120, render: (m) => <StateBadge state={deploymentState(m)} /> },
           { key: 'source', header: t('deploy.source'), render: (m) => m.source.path ?? m.source.repo ?? `${m.source.type} ${m.source.params_b ?? ''}B` },
           { key: 'backend', header: t('deploy.backend'), width: 120, render: (m) => m.backend || t('deploy.backendAuto') },
           { key: 'created', header: t('common.created'), render: (m) => date(m.created_at) },

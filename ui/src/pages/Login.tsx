@@ -2,7 +2,7 @@ import { useState } from 'react';
 import { Alert, Button, Center, Group, Paper, PasswordInput, Stack, Text, TextInput, Title } from '@mantine/core';
 import { useQueryClient } from '@tanstack/react-query';
 import { api, ApiError, type User } from '../api';
-import { LanguageSwitch } from '../App';
+import { LanguageSwitch } from '../components';
 import { useI18n } from '../i18n';
 
 export function Login() {

@@ -1,7 +1,7 @@
 import { lazy, Suspense, useMemo, useRef, useState } from 'react';
-import { Alert, Badge, Button, Checkbox, Group, NumberInput, Paper, PasswordInput, SegmentedControl, Select, SimpleGrid, Stack, Text, Textarea, TextInput } from '@mantine/core';
+import { Alert, Button, Checkbox, Group, NumberInput, Paper, PasswordInput, SegmentedControl, Select, SimpleGrid, Stack, Text, Textarea, TextInput } from '@mantine/core';
 import { api, ApiError, useWatch, type ApiKey, type Model } from '../api';
-import { PageHeader } from '../components';
+import { PageHeader, Tag } from '../components';
 import { rfc3339, useProjects } from '../hooks';
 import { useI18n } from '../i18n';
 
@@ -45,12 +45,20 @@ async function streamChat(
   let text = '';
   let chunks = 0;
   let usageTokens: number | undefined;
-  const res = await fetch('/v1/chat/completions', {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${key}` },
-    body: JSON.stringify({ ...body, stream: true, stream_options: { include_usage: true } }),
-    signal,
-  });
+  const send = () =>
+    fetch('/v1/chat/completions', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${key}` },
+      body: JSON.stringify({ ...body, stream: true, stream_options: { include_usage: true } }),
+      signal,
+    });
+  let res = await send();
+  // A key created a moment ago reaches the gateway within a second (its key table follows the
+  // store's events): retry a 401 a few times before reporting it.
+  for (let i = 0; res.status === 401 && i < 10; i++) {
+    await new Promise((r) => setTimeout(r, 200));
+    res = await send();
+  }
   if (!res.ok) {
     const e = await res.json().catch(() => ({}));
     throw new Error(e?.error?.message ?? res.statusText);
@@ -99,9 +107,9 @@ function AnswerView({ a, label }: { a?: Answer; label: string }) {
           {label}
         </Text>
         <Group gap={6}>
-          {a.ttftMs !== undefined && <Badge variant="light" data-testid="ttft">{t('play.ttft')}: {num(a.ttftMs)} ms</Badge>}
-          {a.tokensPerS !== undefined && <Badge variant="light" color="green" data-testid="tps">{t('play.tps')}: {num(a.tokensPerS, 1)}</Badge>}
-          {a.tokens !== undefined && <Badge variant="light" color="gray">{t('play.tokens')}: {num(a.tokens)}</Badge>}
+          {a.ttftMs !== undefined && <Tag color="indigo" data-testid="ttft">{t('play.ttft')}: {num(a.ttftMs)} ms</Tag>}
+          {a.tokensPerS !== undefined && <Tag color="green" data-testid="tps">{t('play.tps')}: {num(a.tokensPerS, 1)}</Tag>}
+          {a.tokens !== undefined && <Tag color="gray">{t('play.tokens')}: {num(a.tokens)}</Tag>}
         </Group>
       </Group>
       {a.error ? (

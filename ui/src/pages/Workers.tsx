@@ -82,7 +82,7 @@ export default function Workers() {
           {
             key: 'actions',
             header: t('common.actions'),
-            width: 250,
+            width: 290,
             render: (w: Worker) => (
               <Group gap={4} wrap="nowrap">
                 <Button size="compact-xs" variant="light" onClick={() => toggleMaintenance(w)}>
@@ -100,9 +100,9 @@ export default function Workers() {
   const gpuColumns = [
     { key: 'id', header: t('gpu.id'), width: 150, render: (g: Gpu) => `${g.worker_name}:${g.index}` },
     { key: 'name', header: t('common.name'), render: (g: Gpu) => g.name },
-    { key: 'vram', header: t('gpu.vram'), width: 'minmax(320px, 2fr)', render: (g: Gpu) => <VramBar gpu={g} /> },
+    { key: 'vram', header: t('gpu.vram'), width: 'minmax(360px, 3fr)', render: (g: Gpu) => <VramBar gpu={g} compact /> },
     { key: 'util', header: t('gpu.utilization'), width: 90, render: (g: Gpu) => `${num(g.utilization)}%` },
-    { key: 'temp', header: t('gpu.temperature'), width: 90, render: (g: Gpu) => `${num(g.temperature)}°C` },
+    { key: 'temp', header: t('gpu.temperature'), width: 110, render: (g: Gpu) => `${num(g.temperature)}°C` },
     { key: 'power', header: t('gpu.power'), width: 90, render: (g: Gpu) => `${num(g.power)} W` },
     { key: 'procs', header: t('gpu.processes'), width: 90, render: (g: Gpu) => num(g.processes?.length ?? 0) },
   ];
@@ -114,7 +114,7 @@ export default function Workers() {
       <Title order={2} size="h3">
         {t('workers.gpusTitle')}
       </Title>
-      <VirtualTable label={t('workers.gpusTitle')} rows={gpus} columns={gpuColumns} rowKey={(g) => g.id} rowHeight={64} height={560} testId="gpus-table" />
+      <VirtualTable label={t('workers.gpusTitle')} rows={gpus} columns={gpuColumns} rowKey={(g) => g.id} rowHeight={56} height={560} testId="gpus-table" />
       {editing && <LabelsEditor worker={editing} onClose={() => setEditing(undefined)} />}
     </Stack>
   );
