@@ -43,10 +43,13 @@ if (url) {
   const ctx = await browser.newContext({ viewport: { width: 1440, height: 900 } });
   const page = await ctx.newPage();
   await page.goto(url + '/');
-  await page.locator('input[name=username]').fill(opt('--user', 'admin'));
-  await page.locator('input[name=password]').fill(opt('--password', ''));
-  await page.locator('button[type=submit]').click();
-  await page.locator('nav').waitFor();
+  await page.locator('nav, input[name=username]').first().waitFor();
+  if ((await page.locator('input[name=username]').count()) > 0) {
+    await page.locator('input[name=username]').fill(opt('--user', 'admin'));
+    await page.locator('input[name=password]').fill(opt('--password', ''));
+    await page.locator('button[type=submit]').click();
+    await page.locator('nav').waitFor();
+  }
   const measure = async () => {
     const p = await ctx.newPage();
     await p.goto(url + '/');
