@@ -1,5 +1,5 @@
 import { lazy, Suspense, useState, type ReactNode } from 'react';
-import { Navigate, NavLink, Route, Routes, useLocation } from 'react-router-dom';
+import { Navigate, NavLink, Route, Routes, useLocation, useNavigate } from 'react-router-dom';
 import {
   AppShell,
   Burger,
@@ -62,12 +62,15 @@ function Shell({ children }: { children: ReactNode }) {
   const [opened, setOpened] = useState(false);
   const qc = useQueryClient();
   const location = useLocation();
+  const navigate = useNavigate();
   const signOut = async () => {
     try {
       await api('POST', '/v2/auth/logout');
     } finally {
-      qc.clear();
+      // Forget everything the session saw; the observers of "me" switch to the sign-in page.
+      qc.removeQueries({ predicate: (q) => q.queryKey[0] !== 'me' });
       qc.setQueryData(['me'], null);
+      navigate('/');
     }
   };
   return (
