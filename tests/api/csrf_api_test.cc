@@ -14,8 +14,8 @@ using segma::testing::Api;
 class CsrfApiTest : public ApiServerTest {
  protected:
   bool ProjectExists(const std::string& name) {
-    auto list = admin_.Get("/v2/projects?q=" + name);
-    for (const auto& p : Api::Obj(list).at("items").as_array()) {
+    const json::object list = Api::Obj(admin_.Get("/v2/projects?q=" + name));
+    for (const auto& p : list.at("items").as_array()) {
       if (p.as_object().at("name").as_string() == name) return true;
     }
     return false;
