@@ -239,6 +239,9 @@ void Install(http::Router& router, Services& services, const std::vector<Route>&
                   if (!token) {
                     return http::Response::Error(UnauthenticatedError("authentication required"));
                   }
+                  if (Status csrf = ctx.CheckCsrf(); !csrf.ok()) {
+                    return http::Response::Error(csrf);
+                  }
                   Result<auth::Principal> p = services.identity.Authenticate(*token);
                   if (!p.ok()) return http::Response::Error(p.status());
                   principal = std::move(p).value();

@@ -12,6 +12,7 @@
 
 #include "common/crypto.h"
 #include "common/logging.h"
+#include "console/console.h"
 #include "types/model.h"
 
 namespace segma::api {
@@ -178,6 +179,12 @@ std::string DemoInstructions(const DemoState& state, const std::string& base_url
       "\nsegma is ready. Demo: project \"{}\", simulated chat model \"{}\" RUNNING "
       "(segma engine-sim).\n",
       o.project, o.model);
+  if (console::EmbeddedAssets().empty()) {
+    out += "Console: not built into this binary (node and npm were missing at build time).\n";
+  } else {
+    out += fmt::format("Console: {}/ (sign in as admin with the password above; docs/console.md)\n",
+                       base_url);
+  }
   std::string key = "$SEGMA_API_KEY";
   if (state.secret) {
     key = *state.secret;
@@ -197,9 +204,9 @@ std::string DemoInstructions(const DemoState& state, const std::string& base_url
       "-H 'Content-Type: application/json' -d '{{\"model\":\"{}\",\"stream\":true,"
       "\"max_tokens\":16,\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'\n\n"
       "Any OpenAI client works the same way: base URL {}/v1, the key above as API key.\n"
-      "REST API: {}/v2 (docs/api.md). Console: not built yet; this server will serve it at {}/.\n"
+      "REST API: {}/v2 (docs/api.md).\n"
       "Start without the demo: --no-demo.\n",
-      base_url, key, o.model, base_url, base_url, base_url);
+      base_url, key, o.model, base_url, base_url);
   return out;
 }
 

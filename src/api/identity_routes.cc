@@ -4,6 +4,7 @@
 
 #include "api/api.h"
 #include "auth/validation.h"
+#include "common/crypto.h"
 
 namespace segma::api {
 
@@ -15,11 +16,16 @@ using http::Response;
 using http::bhttp::status;
 using http::bhttp::verb;
 
-constexpr std::string_view kCookieName = "segma_session";
-
-std::string SessionCookie(const std::string& token, int64_t max_age_s, bool secure) {
-  return fmt::format("{}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}", kCookieName, token,
-                     max_age_s, secure ? "; Secure" : "");
+// The session (HttpOnly: no script reads it) and the CSRF token beside it, which the console's
+// script reads and echoes as X-CSRF-Token on every state-changing call (RequestContext::CheckCsrf).
+void SetSessionCookies(Response& res, const std::string& token, int64_t max_age_s, bool secure) {
+  const std::string csrf = token.empty() ? "" : RandomToken(24);
+  res.msg.insert(http::bhttp::field::set_cookie,
+                 fmt::format("segma_session={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+                             token, max_age_s, secure ? "; Secure" : ""));
+  res.msg.insert(http::bhttp::field::set_cookie,
+                 fmt::format("segma_csrf={}; Path=/; SameSite=Strict; Max-Age={}{}", csrf,
+                             max_age_s, secure ? "; Secure" : ""));
 }
 
 // ---- auth ---------------------------------------------------------------------------------------
@@ -37,9 +43,7 @@ Result<Response> Login(ApiContext& c) {
   Response res = ObjectResponse(body);
   const auto max_age =
       std::chrono::duration_cast<std::chrono::seconds>(login.expires_at - c.s.clock.Now()).count();
-  res.msg.set(
-      http::bhttp::field::set_cookie,
-      SessionCookie(login.token, std::max<int64_t>(0, max_age), c.s.options.secure_cookies));
+  SetSessionCookies(res, login.token, std::max<int64_t>(0, max_age), c.s.options.secure_cookies);
   return res;
 }
 
@@ -49,7 +53,7 @@ Result<Response> Logout(ApiContext& c) {
   }
   RETURN_IF_ERROR(c.s.identity.Logout(c.http.BearerToken().value_or("")));
   Response res = Response::NoContent();
-  res.msg.set(http::bhttp::field::set_cookie, SessionCookie("", 0, c.s.options.secure_cookies));
+  SetSessionCookies(res, "", 0, c.s.options.secure_cookies);
   return res;
 }
 

@@ -11,6 +11,7 @@
 #include "api/metrics_targets.h"
 #include "common/crypto.h"
 #include "common/logging.h"
+#include "console/console.h"
 #include "http/io_loop.h"
 #include "store/sqlite/sqlite_store.h"
 
@@ -91,6 +92,8 @@ Status ServerApp::Init() {
   ASSIGN_OR_RETURN(std::string metrics_token,
                    LoadMetricsToken(config_.data_dir, config_.metrics_token_file));
   InstallMetricsTargets(router_, *store_, blocking_, std::move(metrics_token));
+  // The web console answers every other GET (docs/console.md).
+  console::Install(router_);
   return OkStatus();
 }
 

@@ -188,6 +188,9 @@ Result<std::optional<std::string>> IdentityService::BootstrapAdmin(
     u.full_name = "Administrator";
     u.is_admin = true;
     u.is_active = true;
+    // A generated password was printed to a terminal and saved in a file: the console makes the
+    // admin replace it at the first sign-in. One the operator chose (the environment) is kept.
+    u.require_password_change = !env_password;
     u.password_hash = std::move(*hash);
     created = store_.CreateUser(u);
   }

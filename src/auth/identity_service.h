@@ -57,7 +57,8 @@ class IdentityService {
   // Creates user "admin" (is_admin) if no active admin exists. Its password is `env_password`
   // (SEGMA_BOOTSTRAP_PASSWORD) when given, else a random one written to
   // `<data_dir>/initial_admin_password` (mode 0600, created exclusively; never overwritten).
-  // Returns the password that was set, so main can print it once; nullopt when an admin already
+  // A generated password must be changed at the first sign-in (require_password_change). Returns
+  // the password that was set, so main can print it once; nullopt when an admin already
   // existed (nothing is changed). kInvalidArgument if `env_password` is too short;
   // kAlreadyExists if a non-admin user named "admin" exists; kUnavailable on file or store errors
   // (the user is not created if the password file cannot be written).

@@ -428,7 +428,9 @@ void CopyHeaders(const Message& m, ClientResponse& out) {
   for (const auto& f : m) {
     std::string name(f.name_string());
     for (char& c : name) c = AsciiLower(c);
-    out.headers.insert_or_assign(std::move(name), std::string(f.value()));
+    // A repeated field (two Set-Cookie lines, say) is kept whole: its values joined by ", ".
+    auto [it, inserted] = out.headers.try_emplace(std::move(name), std::string(f.value()));
+    if (!inserted) it->second.append(", ").append(f.value());
   }
 }
 

@@ -2,6 +2,8 @@
 
 #include <charconv>
 
+#include "common/crypto.h"
+
 namespace segma::http {
 
 namespace {
@@ -107,24 +109,46 @@ std::optional<std::string> RequestContext::BearerToken() const {
     }
     return std::nullopt;  // another scheme: treated as no credential
   }
+  return Cookie("segma_session");
+}
+
+std::optional<std::string> RequestContext::Cookie(std::string_view name) const {
   auto cookie = req.find(bhttp::field::cookie);
   if (cookie == req.end()) return std::nullopt;
   std::string_view c = cookie->value();
-  constexpr std::string_view kName = "segma_session=";
   size_t pos = 0;
   while (pos < c.size()) {
     while (pos < c.size() && (c[pos] == ' ' || c[pos] == ';')) ++pos;
-    if (c.substr(pos, kName.size()) == kName) {
-      size_t end = c.find(';', pos);
-      return std::string(c.substr(pos + kName.size(), end == std::string_view::npos
-                                                          ? std::string_view::npos
-                                                          : end - pos - kName.size()));
+    if (c.substr(pos, name.size()) == name && c.substr(pos + name.size(), 1) == "=") {
+      const size_t start = pos + name.size() + 1;
+      const size_t end = c.find(';', start);
+      return std::string(
+          c.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start));
     }
     size_t next = c.find(';', pos);
     if (next == std::string_view::npos) break;
     pos = next + 1;
   }
   return std::nullopt;
+}
+
+Status RequestContext::CheckCsrf() const {
+  const bhttp::verb m = req.method();
+  if (m == bhttp::verb::get || m == bhttp::verb::head || m == bhttp::verb::options) {
+    return OkStatus();
+  }
+  if (req.find(bhttp::field::authorization) != req.end() || !Cookie("segma_session")) {
+    return OkStatus();  // not a cookie session: nothing a browser sends on its own
+  }
+  const std::optional<std::string> cookie = Cookie("segma_csrf");
+  auto header = req.find("X-CSRF-Token");
+  if (!cookie || cookie->empty() || header == req.end() ||
+      !ConstantTimeEquals(header->value(), *cookie)) {
+    return PermissionDeniedError(
+        "a request authenticated by the session cookie needs header X-CSRF-Token equal to the "
+        "segma_csrf cookie");
+  }
+  return OkStatus();
 }
 
 Result<int64_t> RequestContext::IdParam(const std::string& name) const {

@@ -72,6 +72,14 @@ struct RequestContext {
   std::optional<std::string> Query(const std::string& key) const;
   // The bearer token from "Authorization: Bearer …", else the session cookie (segma_session).
   std::optional<std::string> BearerToken() const;
+  // The value of cookie `name` in the Cookie header, if present.
+  std::optional<std::string> Cookie(std::string_view name) const;
+  // The CSRF defence of cookie sessions: a request with a method other than GET, HEAD or OPTIONS
+  // whose credential is the session cookie (no Authorization header) must carry header
+  // X-CSRF-Token equal to its segma_csrf cookie (set beside the session cookie at login, readable
+  // by the console's script, never by another site's). kPermissionDenied otherwise; OK for
+  // everything else, Bearer calls included.
+  Status CheckCsrf() const;
   // Parses path parameter `name` as a positive integer id; kInvalidArgument otherwise.
   Result<int64_t> IdParam(const std::string& name = "id") const;
 };

@@ -1,5 +1,7 @@
 #include "http/router.h"
 
+#include <algorithm>
+
 namespace segma::http {
 
 namespace {
@@ -35,6 +37,11 @@ void Router::Add(bhttp::verb method, std::string pattern, Handler handler) {
     }
   }
   routes_.push_back(Route{method, std::move(pattern), std::move(handler), std::move(segments)});
+}
+
+void Router::SetFallback(Handler handler, std::vector<std::string> reserved) {
+  fallback_ = Route{bhttp::verb::get, "fallback", std::move(handler), {}};
+  reserved_ = std::move(reserved);
 }
 
 bool Router::MatchSegments(const Route& route, std::string_view path,
@@ -84,6 +91,16 @@ Router::MatchResult Router::Match(bhttp::verb method, std::string_view path, Req
   }
   for (const Route& r : routes_) {
     if (MatchSegments(r, path, segs, nullptr)) return MatchResult::kMethodNotAllowed;
+  }
+  if (fallback_ && method == bhttp::verb::get &&
+      std::none_of(reserved_.begin(), reserved_.end(), [path](const std::string& prefix) {
+        return path.starts_with(prefix) &&
+               (path.size() == prefix.size() || path[prefix.size()] == '/');
+      })) {
+    ctx.path_params.clear();
+    ctx.route = fallback_->pattern;
+    route = &*fallback_;
+    return MatchResult::kFound;
   }
   return MatchResult::kNotFound;
 }

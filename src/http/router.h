@@ -1,6 +1,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,10 @@ class Router {
   };
 
   void Add(bhttp::verb method, std::string pattern, Handler handler);
+  // Answers the GET requests that no route matches, except those whose path is one of
+  // `reserved` or lies below one ("/v2" covers "/v2" and "/v2/x", not "/v2x"): those keep the
+  // server's own 404. For a single-page app served beside an API (the console).
+  void SetFallback(Handler handler, std::vector<std::string> reserved);
 
   enum class MatchResult { kFound, kNotFound, kMethodNotAllowed };
   // On kFound sets `route` and fills ctx.path_params and ctx.route.
@@ -42,6 +47,8 @@ class Router {
                             const std::vector<std::string_view>& segs,
                             std::map<std::string, std::string>* params);
   std::vector<Route> routes_;
+  std::optional<Route> fallback_;
+  std::vector<std::string> reserved_;
 };
 
 }  // namespace segma::http

@@ -27,6 +27,7 @@ TEST_F(IdentityServiceTest, BootstrapWithEnvPassword) {
   auto login = identity_->Login("admin", "from-the-env");
   ASSERT_TRUE(login.ok()) << login.status().ToString();
   EXPECT_TRUE(login->user.is_admin);
+  EXPECT_FALSE(login->user.require_password_change);  // the operator chose it
 
   auto again = identity_->BootstrapAdmin(data_dir_, std::string("something-else"));
   ASSERT_TRUE(again.ok());
@@ -50,7 +51,10 @@ TEST_F(IdentityServiceTest, BootstrapRandomPasswordFileWrittenOnce) {
   ASSERT_EQ(stat(PasswordFile().c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   EXPECT_EQ(ReadFile(PasswordFile()), password + "\n");
-  EXPECT_TRUE(identity_->Login("admin", password).ok());
+  auto login = identity_->Login("admin", password);
+  ASSERT_TRUE(login.ok()) << login.status().ToString();
+  // A printed password: the console makes the admin choose a new one first.
+  EXPECT_TRUE(login->user.require_password_change);
 
   // Restart: a new store and service on the same data directory.
   OpenStore();
@@ -68,6 +72,7 @@ TEST_F(IdentityServiceTest, BootstrapRandomPasswordFileWrittenOnce) {
       identity_->ChangePassword(store_->GetUserByUsername("admin")->id, password, "a-new-password")
           .ok());
   EXPECT_FALSE(std::filesystem::exists(PasswordFile()));
+  EXPECT_FALSE(store_->GetUserByUsername("admin")->require_password_change);
 }
 
 TEST_F(IdentityServiceTest, LoginAndAuthenticate) {

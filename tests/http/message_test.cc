@@ -38,5 +38,34 @@ TEST(RequestContextTest, BearerFromHeaderOrCookie) {
   EXPECT_FALSE(ctx.BearerToken());
 }
 
+TEST(RequestContextTest, CookieByExactName) {
+  Request req;
+  RequestContext ctx{req, {}, {}, {}, {}, {}, {}};
+  req.set(bhttp::field::cookie, "segma_csrf_x=1; segma_csrf=tok; a=");
+  EXPECT_EQ(ctx.Cookie("segma_csrf"), "tok");
+  EXPECT_EQ(ctx.Cookie("a"), "");
+  EXPECT_FALSE(ctx.Cookie("segma"));
+}
+
+TEST(RequestContextTest, CookieSessionsNeedTheCsrfHeaderToChangeAnything) {
+  Request req;
+  RequestContext ctx{req, {}, {}, {}, {}, {}, {}};
+  req.method(bhttp::verb::post);
+  EXPECT_TRUE(ctx.CheckCsrf().ok());  // no credential at all: the route decides
+  req.set(bhttp::field::cookie, "segma_session=s1; segma_csrf=c1");
+  EXPECT_EQ(ctx.CheckCsrf().code(), StatusCode::kPermissionDenied);  // a cross-site form post
+  req.set("X-CSRF-Token", "c2");
+  EXPECT_EQ(ctx.CheckCsrf().code(), StatusCode::kPermissionDenied);
+  req.set("X-CSRF-Token", "c1");
+  EXPECT_TRUE(ctx.CheckCsrf().ok());
+  req.erase("X-CSRF-Token");
+  req.method(bhttp::verb::get);
+  EXPECT_TRUE(ctx.CheckCsrf().ok());
+  req.method(bhttp::verb::delete_);
+  EXPECT_EQ(ctx.CheckCsrf().code(), StatusCode::kPermissionDenied);
+  req.set(bhttp::field::authorization, "Bearer sk-segma-xyz");  // API clients are unchanged
+  EXPECT_TRUE(ctx.CheckCsrf().ok());
+}
+
 }  // namespace
 }  // namespace segma::http

@@ -48,6 +48,22 @@ TEST_F(RouterTest, DistinguishesUnknownPathsFromWrongMethods) {
   EXPECT_EQ(Match(bhttp::verb::get, ""), Router::MatchResult::kNotFound);
 }
 
+TEST_F(RouterTest, FallbackAnswersUnmatchedGetsOutsideReservedPrefixes) {
+  router_.SetFallback(Noop(), {"/v2", "/healthz"});
+  EXPECT_EQ(Match(bhttp::verb::get, "/"), Router::MatchResult::kFound);
+  EXPECT_EQ(ctx_.route, "fallback");
+  EXPECT_EQ(Match(bhttp::verb::get, "/deployments/3"), Router::MatchResult::kFound);
+  EXPECT_EQ(Match(bhttp::verb::get, "/v2x"), Router::MatchResult::kFound);
+  // Reserved paths and everything below them keep their 404; other methods are never served.
+  EXPECT_EQ(Match(bhttp::verb::get, "/v2"), Router::MatchResult::kNotFound);
+  EXPECT_EQ(Match(bhttp::verb::get, "/v2/nothing"), Router::MatchResult::kNotFound);
+  EXPECT_EQ(Match(bhttp::verb::get, "/healthz/x"), Router::MatchResult::kNotFound);
+  EXPECT_EQ(Match(bhttp::verb::post, "/deployments"), Router::MatchResult::kNotFound);
+  // Real routes still win.
+  EXPECT_EQ(Match(bhttp::verb::get, "/v2/models"), Router::MatchResult::kFound);
+  EXPECT_EQ(ctx_.route, "/v2/models");
+}
+
 TEST_F(RouterTest, IdParamRejectsNonPositiveAndGarbage) {
   ctx_.path_params["id"] = "12";
   EXPECT_EQ(*ctx_.IdParam(), 12);

@@ -38,7 +38,10 @@ class FoundationTest : public ::testing::Test {
                            json::object{{"username", "admin"}, {"password", kAdminPassword}});
     ASSERT_EQ(login.status, 200u) << login.body;
     api_.token = std::string(Api::Obj(login).at("token").as_string());
-    EXPECT_NE(login.Header("set-cookie").find("HttpOnly"), std::string::npos);
+    const std::string cookies = login.Header("set-cookie");
+    EXPECT_TRUE(cookies.starts_with("segma_session=" + api_.token + "; Path=/; HttpOnly"))
+        << cookies;
+    EXPECT_NE(cookies.find("segma_csrf="), std::string::npos) << cookies;
   }
 
   std::unique_ptr<Process> StartWorker(const std::string& name, const std::string& gpus) {

@@ -1,0 +1,78 @@
+#!/usr/bin/env node
+// The console's two performance bars (issue 15): the initial JavaScript (gzip) and the dashboard's
+// time to interactive on loopback, measured with the browser's own performance timing.
+//   node bench/ui/run.mjs                      # bundle size of ui/dist only
+//   node bench/ui/run.mjs --url http://127.0.0.1:8080 --user admin --password PW [--runs 10]
+// Time to interactive here: from navigation start to the moment the dashboard shows every GPU
+// card (data loaded and rendered), measured in the page with performance.now(); also reported:
+// domInteractive and the first contentful paint. Each run is a fresh page with a warm HTTP cache
+// (as a returning user), after one cold run that is reported separately.
+import fs from 'node:fs';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../ui');
+const args = process.argv.slice(2);
+const opt = (n, d) => (args.includes(n) ? args[args.indexOf(n) + 1] : d);
+
+// Initial JS: the entry script and the chunks index.html preloads.
+const dist = path.join(root, 'dist');
+const html = fs.readFileSync(path.join(dist, 'index.html'), 'utf8');
+const initial = [...html.matchAll(/(?:src|href)="(\/assets\/[^"]+\.js)"/g)].map((m) => m[1]);
+let gz = 0;
+let raw = 0;
+for (const f of initial) {
+  const b = fs.readFileSync(path.join(dist, f));
+  raw += b.length;
+  gz += zlib.gzipSync(b, { level: 9 }).length;
+}
+const all = fs.readdirSync(path.join(dist, 'assets')).filter((f) => f.endsWith('.js'));
+const allGz = all.reduce((a, f) => a + zlib.gzipSync(fs.readFileSync(path.join(dist, 'assets', f)), { level: 9 }).length, 0);
+console.log(`initial JS: ${initial.length} files, ${(raw / 1024).toFixed(1)} KiB raw, ${(gz / 1024).toFixed(1)} KiB gzip (bar: 250 KB)`);
+console.log(`all JS: ${all.length} files, ${(allGz / 1024).toFixed(1)} KiB gzip`);
+if (gz > 250 * 1000) process.exitCode = 1;
+
+const url = opt('--url');
+if (url) {
+  const require = createRequire(path.join(root, 'package.json'));
+  const { chromium } = require('playwright-core');
+  const runs = Number(opt('--runs', '10'));
+  const browser = await chromium.launch({ executablePath: process.env.SEGMA_CHROMIUM ?? '/usr/bin/chromium', args: ['--no-sandbox'] });
+  const ctx = await browser.newContext({ viewport: { width: 1440, height: 900 } });
+  const page = await ctx.newPage();
+  await page.goto(url + '/');
+  await page.locator('nav, input[name=username]').first().waitFor();
+  if ((await page.locator('input[name=username]').count()) > 0) {
+    await page.locator('input[name=username]').fill(opt('--user', 'admin'));
+    await page.locator('input[name=password]').fill(opt('--password', ''));
+    await page.locator('button[type=submit]').click();
+    await page.locator('nav').waitFor();
+  }
+  const measure = async () => {
+    const p = await ctx.newPage();
+    await p.goto(url + '/');
+    await p.waitForFunction(() => document.querySelectorAll('[data-testid=gpu-card]').length > 0, null, { timeout: 30_000 });
+    const t = await p.evaluate(() => {
+      const nav = performance.getEntriesByType('navigation')[0];
+      const fcp = performance.getEntriesByName('first-contentful-paint')[0];
+      return { ready: performance.now(), domInteractive: nav.domInteractive, fcp: fcp?.startTime ?? NaN };
+    });
+    await p.close();
+    return t;
+  };
+  const cold = await measure();
+  const times = [];
+  for (let i = 0; i < runs; i++) times.push(await measure());
+  const med = (k) => {
+    const v = times.map((t) => t[k]).sort((a, b) => a - b);
+    return v[Math.floor(v.length / 2)];
+  };
+  const max = (k) => Math.max(...times.map((t) => t[k]));
+  console.log(`dashboard, first load: GPUs shown at ${cold.ready.toFixed(0)} ms (domInteractive ${cold.domInteractive.toFixed(0)} ms)`);
+  console.log(`dashboard, ${runs} loads: GPUs shown median ${med('ready').toFixed(0)} ms, max ${max('ready').toFixed(0)} ms; ` +
+    `domInteractive median ${med('domInteractive').toFixed(0)} ms; first contentful paint median ${med('fcp').toFixed(0)} ms (bar: < 1000 ms)`);
+  if (med('ready') >= 1000) process.exitCode = 1;
+  await browser.close();
+}
