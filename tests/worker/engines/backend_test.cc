@@ -637,7 +637,7 @@ TEST(CustomBackendTest, RejectsBadTemplates) {
       "metrics_format must be one of none, vllm, llama.cpp, sglang");
   EXPECT_EQ(
       BackendError(R"({"name":"x","model_formats":["onnx"],"versions":{"1":{"command":["a"]}}})"),
-      "model_formats: unknown format 'onnx' (gguf, safetensors)");
+      "model_formats: unknown format 'onnx' (gguf, safetensors, tensorrt-engine)");
   EXPECT_EQ(BackendError(R"({"name":"x","shell":"bash","versions":{"1":{"command":["a"]}}})"),
             "unknown field 'shell'");
   EXPECT_EQ(BackendError(R"({"name":"a/b","versions":{"1":{"command":["a"]}}})"),
