@@ -439,7 +439,9 @@ TEST_F(ModelsApiTest, EvaluationShowsTheEngineChoiceAndWhy) {
 
   // A checkpoint directory the server can read goes to vLLM, and is estimated as vLLM (its
   // fraction of the GPU).
-  const std::string dir = dir_.path() + "/Llama-3.1-8B";
+  const std::string dir =
+      std::filesystem::weakly_canonical(std::filesystem::absolute(dir_.path())).string() +
+      "/Llama-3.1-8B";
   std::filesystem::create_directories(dir);
   std::ofstream(dir + "/config.json") << R"({"architectures": ["LlamaForCausalLM"],
       "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
