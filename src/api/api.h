@@ -208,8 +208,24 @@ Result<int64_t> SelfWorker(const ApiContext& c);
 // or a custom one (POST /v2/backends). kNotFound "backend 'x' not found ..."; kInternal when a
 // stored definition no longer parses; kUnavailable from the store.
 Result<engines::Backend> ResolveBackend(store::Store& store, const std::string& name);
-// kInvalidArgument when model `m` names a backend (or backend version) that does not exist.
-Status CheckModelBackend(store::Store& store, const types::Model& m);
+// The backends of `store` (ResolveBackend) as engine choice and the scheduler see them
+// (engines::ProfileOf). Thread-safe as the store is.
+class StoreBackendCatalog final : public types::BackendCatalog {
+ public:
+  explicit StoreBackendCatalog(store::Store& store) : store_(store) {}
+  // types::BackendCatalog
+  Result<types::BackendProfile> Find(const std::string& name) const override;
+
+ private:
+  store::Store& store_;
+};
+
+// Model `m`'s engine as POST and PATCH /v2/models check it (types::ChooseEngine, then
+// types::CheckEngineFits): kInvalidArgument when it names a backend (or backend version) that
+// does not exist, when the backend does not read the model's format ("source: ...") and when
+// distributed_inference_across_workers asks for a backend version that has no distributed
+// command. Returns the choice.
+Result<types::EngineChoice> CheckModelBackend(store::Store& store, const types::Model& m);
 
 // Route tables of each handler file; ControlPlaneRoutes concatenates them.
 std::vector<Route> IdentityRoutes();

@@ -7,6 +7,7 @@
 #include "auth/validation.h"
 #include "common/crypto.h"
 #include "controllers/cluster_state.h"
+#include "controllers/estimate_adapter.h"
 #include "worker/engines/backend.h"
 
 namespace segma::api {
@@ -487,21 +488,17 @@ Result<engines::Backend> ResolveBackend(store::Store& store, const std::string& 
   return ParseStoredBackend(*row);
 }
 
-Status CheckModelBackend(store::Store& store, const types::Model& m) {
-  if (m.backend.empty()) return OkStatus();
-  Result<engines::Backend> b = ResolveBackend(store, m.backend);
-  if (!b.ok()) {
-    if (b.status().code() != StatusCode::kNotFound) return b.status();
-    return InvalidArgumentError(fmt::format(
-        "backend '{}' does not exist (GET /v2/backends lists the backends)", m.backend));
-  }
-  if (!m.backend_version.empty() && !b->versions.count(m.backend_version)) {
-    std::string known;
-    for (const auto& [k, v] : b->versions) known += (known.empty() ? "" : ", ") + k;
-    return InvalidArgumentError(fmt::format("backend '{}' has no version '{}' (versions: {})",
-                                            m.backend, m.backend_version, known));
-  }
-  return OkStatus();
+Result<types::BackendProfile> StoreBackendCatalog::Find(const std::string& name) const {
+  ASSIGN_OR_RETURN(engines::Backend b, ResolveBackend(store_, name));
+  return engines::ProfileOf(b);
+}
+
+Result<types::EngineChoice> CheckModelBackend(store::Store& store, const types::Model& m) {
+  ASSIGN_OR_RETURN(
+      types::EngineChoice choice,
+      types::ChooseEngine(m, controllers::FormatOnServer(m), StoreBackendCatalog(store)));
+  RETURN_IF_ERROR(types::CheckEngineFits(m, choice));
+  return choice;
 }
 
 std::vector<Route> InfraRoutes() {

@@ -24,14 +24,15 @@ constexpr int64_t kMaxLogTail = 100'000;
 
 // A GGUF file the server can read must parse: a corrupt one is refused at once rather than left
 // to fail on a worker. A path the server cannot see may still exist on the workers: not checked.
-Status CheckModelFiles(const types::Model& m) {
+Status CheckModelFiles(const types::Model& m, const types::EngineChoice& engine) {
   const types::ModelSource& src = m.source;
   std::error_code ec;
-  if (src.type != types::SourceType::kLocalPath || !src.path.ends_with(".gguf") ||
+  if (src.type != types::SourceType::kLocalPath || engine.format != types::ModelFormat::kGguf ||
       !std::filesystem::is_regular_file(src.path, ec)) {
     return OkStatus();
   }
-  Result<std::unique_ptr<controllers::EstimateAdapter>> est = controllers::EstimatorForModel(m);
+  Result<std::unique_ptr<controllers::EstimateAdapter>> est =
+      controllers::EstimatorForModel(m, engine);
   if (est.ok()) return OkStatus();
   return InvalidArgumentError(fmt::format("source.path {} is not a usable GGUF file: {}", src.path,
                                           est.status().message()));
@@ -40,8 +41,8 @@ Status CheckModelFiles(const types::Model& m) {
 // Parses a POST body into a model of an existing project the caller may write to.
 Result<types::Model> ModelFromBody(ApiContext& c) {
   ASSIGN_OR_RETURN(types::Model m, ProjectRowFromBody(c, types::ModelFromJson));
-  RETURN_IF_ERROR(CheckModelBackend(c.s.store, m));
-  RETURN_IF_ERROR(CheckModelFiles(m));
+  ASSIGN_OR_RETURN(types::EngineChoice engine, CheckModelBackend(c.s.store, m));
+  RETURN_IF_ERROR(CheckModelFiles(m, engine));
   return m;
 }
 
@@ -64,10 +65,10 @@ Result<Response> GetModel(ApiContext& c) {
 Result<Response> UpdateModel(ApiContext& c) {
   ASSIGN_OR_RETURN(types::Model current, ProjectRowById(c, &store::Store::GetModel));
   ASSIGN_OR_RETURN(types::Model patched, PatchedFromBody(c, current, types::PatchModelFromJson));
-  if (patched.backend != current.backend || patched.backend_version != current.backend_version) {
-    RETURN_IF_ERROR(CheckModelBackend(c.s.store, patched));
-  }
-  if (!(patched.source == current.source)) RETURN_IF_ERROR(CheckModelFiles(patched));
+  // The engine is checked whole on every patch: a new source, backend or
+  // distributed_inference_across_workers can each make it unfit.
+  ASSIGN_OR_RETURN(types::EngineChoice engine, CheckModelBackend(c.s.store, patched));
+  if (!(patched.source == current.source)) RETURN_IF_ERROR(CheckModelFiles(patched, engine));
   return RowResponse(c.s.store.UpdateModel(patched));
 }
 
@@ -212,10 +213,21 @@ Result<Response> EvaluateModel(ApiContext& c) {
   ASSIGN_OR_RETURN(scheduler::QuotaUsage usage,
                    controllers::LoadQuotaUsage(c.s.store, m.project_id, state));
   scheduler::Scheduler scheduler;
-  scheduler::Decision d = controllers::DecideForModel(scheduler, state, m, usage);
+  std::optional<types::EngineChoice> engine;
+  scheduler::Decision d = controllers::DecideForModel(scheduler, state, m, usage,
+                                                      StoreBackendCatalog(c.s.store), &engine);
   json::object reasons;
   for (const auto& [worker, why] : d.reasons) reasons[worker] = why;
   json::object body{{"fits", d.placed}, {"summary", d.summary}, {"reasons", std::move(reasons)}};
+  if (engine) {
+    body["engine"] = json::object{{"backend", engine->backend},
+                                  {"backend_version", engine->version},
+                                  {"format", std::string(types::ModelFormatName(engine->format))},
+                                  {"automatic", engine->automatic},
+                                  {"reason", engine->reason}};
+  } else {
+    body["engine"] = nullptr;
+  }
   if (d.placed) {
     body["placement"] = PlacementJson(d.placement);
     body["claim"] = types::ToJson(controllers::ClaimOf(d.placement));

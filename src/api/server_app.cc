@@ -56,7 +56,9 @@ Status ServerApp::Init() {
   reschedule.max_at_once = config_.reschedule_max_at_once;
   rescheduler_ = std::make_unique<controllers::Rescheduler>(*store_, clock_, reschedule);
   replica_sync_ = std::make_unique<controllers::ReplicaSync>(*store_);
-  instance_scheduler_ = std::make_unique<controllers::InstanceScheduler>(*store_);
+  backend_catalog_ = std::make_unique<StoreBackendCatalog>(*store_);
+  instance_scheduler_ =
+      std::make_unique<controllers::InstanceScheduler>(*store_, *backend_catalog_);
 
   // The default cluster, with its registration token, exists from the first start on.
   Result<types::Cluster> cluster = store_->GetDefaultCluster();

@@ -117,6 +117,7 @@ class ServerApp {
   std::atomic<bool> shutting_down_{false};
   std::unique_ptr<controllers::Rescheduler> rescheduler_;
   std::unique_ptr<controllers::ReplicaSync> replica_sync_;
+  std::unique_ptr<StoreBackendCatalog> backend_catalog_;  // before the scheduler that uses it
   std::unique_ptr<controllers::InstanceScheduler> instance_scheduler_;
   std::mutex controllers_mu_;  // one pass at a time
   std::atomic<bool> controllers_queued_{false};

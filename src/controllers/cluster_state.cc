@@ -124,14 +124,46 @@ Result<scheduler::QuotaUsage> LoadQuotaUsage(store::Store& store, int64_t projec
 }
 
 scheduler::Decision DecideForModel(scheduler::Scheduler& scheduler, const ClusterState& state,
-                                   const types::Model& model, const scheduler::QuotaUsage& usage) {
-  Result<std::unique_ptr<EstimateAdapter>> estimator = EstimatorForModel(model);
+                                   const types::Model& model, const scheduler::QuotaUsage& usage,
+                                   const types::BackendCatalog& catalog,
+                                   std::optional<types::EngineChoice>* engine) {
+  scheduler::Decision d;
+  Result<types::EngineChoice> choice = types::ChooseEngine(model, FormatOnServer(model), catalog);
+  if (!choice.ok()) {
+    d.summary = std::string(choice.status().message());
+    return d;
+  }
+  if (engine != nullptr) *engine = *choice;
+  Result<std::unique_ptr<EstimateAdapter>> estimator = EstimatorForModel(model, *choice);
   if (!estimator.ok()) {
-    scheduler::Decision d;
     d.summary = std::string(estimator.status().message());
     return d;
   }
-  return scheduler.Decide(state.snapshot, model, **estimator, usage);
+  d = scheduler.Decide(state.snapshot, model, **estimator, usage, &*choice);
+  if (d.placed) SetLaunchInputs((*estimator)->resource_estimate(), d.placement);
+  return d;
+}
+
+void SetLaunchInputs(const estimate::ResourceEstimate& est, scheduler::Placement& p) {
+  auto bytes = [](uint64_t b) { return static_cast<int64_t>(b); };
+  p.kv_cache_bytes = bytes(est.kv_cache_bytes);
+  p.weight_bytes_per_gpu = 0;
+  const int gpus = p.tensor_parallel_size;
+  if (p.kind == scheduler::PlacementKind::kCpuOnly || gpus <= 0) return;
+  if (p.kind == scheduler::PlacementKind::kPartialOffload) {
+    p.weight_bytes_per_gpu = bytes(est.layer_weight_bytes) * p.offload_layers;
+    return;
+  }
+  p.weight_bytes_per_gpu = bytes(est.weight_bytes) / gpus;
+  if (est.gpu_memory_fraction > 0) {
+    const int64_t need = bytes(est.vram_per_gpu(gpus));
+    auto add = [&](const std::map<int, int64_t>& vram) {
+      for (const auto& [index, claim] : vram)
+        p.kv_cache_bytes += std::max<int64_t>(0, claim - need);
+    };
+    add(p.vram);
+    for (const scheduler::WorkerPlacement& s : p.subordinates) add(s.vram);
+  }
 }
 
 types::ResourceClaim ClaimOf(const scheduler::Placement& p) {

@@ -7,12 +7,15 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <vector>
 
 #include "common/status.h"
 #include "scheduler/cluster_snapshot.h"
+#include "scheduler/estimate/estimator.h"
 #include "scheduler/scheduler.h"
 #include "store/store.h"
+#include "types/engine_choice.h"
 
 namespace segma::controllers {
 
@@ -49,12 +52,23 @@ void AddUsage(const types::ModelInstance& i, const scheduler::ClusterSnapshot& s
 Result<scheduler::QuotaUsage> LoadQuotaUsage(store::Store& store, int64_t project_id,
                                              const ClusterState& state);
 
-// The decision for one new instance of `model` on `state`: estimates (EstimatorForModel), then
-// Scheduler::Decide. When the model cannot be estimated the decision is "not placed" with the
-// estimate's error as summary and no per-worker reasons. Used by the scheduler controller and by
-// the dry run: the same code path.
+// The decision for one new instance of `model` on `state`: chooses its engine
+// (types::ChooseEngine over `catalog`, with the format FormatOnServer sees), estimates
+// (EstimatorForModel), then Scheduler::Decide with that engine; a placement gets its launch
+// inputs (SetLaunchInputs). When no engine can be chosen or the model cannot be estimated, the
+// decision is "not placed" with that error as summary and no per-worker reasons. `engine`, when
+// not null, receives the choice (unset when there is none). Used by the scheduler controller and
+// by the dry run: the same code path.
 scheduler::Decision DecideForModel(scheduler::Scheduler& scheduler, const ClusterState& state,
-                                   const types::Model& model, const scheduler::QuotaUsage& usage);
+                                   const types::Model& model, const scheduler::QuotaUsage& usage,
+                                   const types::BackendCatalog& catalog,
+                                   std::optional<types::EngineChoice>* engine = nullptr);
+
+// Fills the placement's launch inputs from the estimate it was decided with:
+// weight_bytes_per_gpu = weights / GPUs (the layers on the GPU for a partial offload, 0 on CPU
+// only) and kv_cache_bytes = the estimate's KV cache plus, for engines that fill a fixed share
+// of each GPU (vLLM, SGLang), what their claims hold beyond the need: that share goes to KV cache.
+void SetLaunchInputs(const estimate::ResourceEstimate& est, scheduler::Placement& placement);
 
 // The claim an instance placed by `p` would hold (as ApplyToInstance writes it).
 types::ResourceClaim ClaimOf(const scheduler::Placement& p);

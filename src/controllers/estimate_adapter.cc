@@ -14,10 +14,6 @@ namespace segma::controllers {
 
 namespace {
 
-bool EndsWith(std::string_view s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
-}
-
 Result<estimate::ModelShape> ShapeFromDirectory(const std::string& dir) {
   namespace fs = std::filesystem;
   ASSIGN_OR_RETURN(estimate::ModelConfig config, estimate::ReadModelConfig(dir + "/config.json"));
@@ -76,25 +72,27 @@ int64_t EstimateAdapter::layer_bytes() const {
                               estimate_.kv_cache_bytes / estimate_.n_layers);
 }
 
-Result<std::unique_ptr<EstimateAdapter>> EstimatorForModel(const types::Model& model) {
+types::ModelFormat FormatOnServer(const types::Model& model) {
+  return types::FormatOf(
+      model.source, model.source.type == types::SourceType::kLocalPath ? model.source.path : "");
+}
+
+Result<std::unique_ptr<EstimateAdapter>> EstimatorForModel(const types::Model& model,
+                                                           const types::EngineChoice& engine) {
   namespace fs = std::filesystem;
   const types::ModelSource& src = model.source;
+  const bool local = src.type == types::SourceType::kLocalPath;
   estimate::ModelShape shape;
-  std::optional<estimate::Engine> fallback_engine;
   if (src.type == types::SourceType::kSimulated) {
     ASSIGN_OR_RETURN(shape, estimate::FromParamsB(src.params_b));
-    fallback_engine = estimate::Engine::kSimulator;
-  } else if (src.type == types::SourceType::kLocalPath && EndsWith(src.path, ".gguf")) {
+  } else if (local && engine.format == types::ModelFormat::kGguf) {
     estimate::GgufParseOptions options;
     options.require_tensor_data = false;
     ASSIGN_OR_RETURN(estimate::GgufFile gguf, estimate::ReadGgufFile(src.path, options));
     ASSIGN_OR_RETURN(shape, estimate::ShapeFromGguf(gguf));
-    fallback_engine = estimate::Engine::kLlamaCpp;
-  } else if (std::error_code ec; src.type == types::SourceType::kLocalPath &&
-                                 fs::is_directory(src.path, ec) &&
+  } else if (std::error_code ec; local && engine.format == types::ModelFormat::kSafetensors &&
                                  fs::exists(src.path + "/config.json", ec)) {
     ASSIGN_OR_RETURN(shape, ShapeFromDirectory(src.path));
-    fallback_engine = estimate::Engine::kVllm;
   } else if (src.params_b > 0) {
     ASSIGN_OR_RETURN(shape, estimate::FromParamsB(src.params_b));
   } else {
@@ -102,11 +100,13 @@ Result<std::unique_ptr<EstimateAdapter>> EstimatorForModel(const types::Model& m
         "cannot estimate resources before the model files are available");
   }
   estimate::EstimateOptions options;
-  Result<estimate::Engine> engine = estimate::ParseEngine(model.backend);
-  if (engine.ok()) {
-    options.engine = *engine;
+  if (Result<estimate::Engine> e = estimate::ParseEngine(engine.backend); e.ok()) {
+    options.engine = *e;
+  } else if (src.type == types::SourceType::kSimulated) {
+    options.engine = estimate::Engine::kSimulator;
   } else {
-    options.engine = fallback_engine.value_or(estimate::Engine::kLlamaCpp);
+    options.engine = engine.format == types::ModelFormat::kGguf ? estimate::Engine::kLlamaCpp
+                                                                : estimate::Engine::kVllm;
   }
   options.context_length = model.context_length;
   options.parallel = std::max(1, model.max_concurrent_sequences);

@@ -8,6 +8,7 @@
 #include "common/status.h"
 #include "scheduler/estimate/estimator.h"
 #include "scheduler/resource_estimator.h"
+#include "types/engine_choice.h"
 #include "types/model.h"
 
 namespace segma::controllers {
@@ -42,19 +43,26 @@ class EstimateAdapter final : public scheduler::ResourceEstimator {
   const int attention_heads_;
 };
 
-// The estimator for `model`, from the first source of shape that applies:
+// The format of `model`'s files as the server sees them: a local_path source's own files when
+// the server can read them, otherwise what the source names (types::FormatOf). Stats files.
+types::ModelFormat FormatOnServer(const types::Model& model);
+
+// The estimator for `model` served by `engine` (types::ChooseEngine), from the first source of
+// shape that applies:
 //  - source simulated: estimate::FromParamsB(source.params_b);
-//  - source local_path ending in ".gguf" and readable by the server: the GGUF header;
-//  - source local_path naming a directory with config.json (and *.safetensors or a sharded
-//    model.safetensors.index.json, headers only): the config;
+//  - a GGUF local_path (engine.format gguf): the GGUF header, which must be readable;
+//  - a checkpoint directory (engine.format safetensors, with config.json and *.safetensors or a
+//    sharded model.safetensors.index.json, headers only): the config;
 //  - any source with source.params_b > 0: that parameter count;
 //  - otherwise kFailedPrecondition "cannot estimate resources before the model files are
 //    available" (hub sources before their download).
-// The engine is the model's backend; empty or custom backends are estimated as llama.cpp for
-// GGUF files, vLLM for config directories and the simulator for simulated sources. Context
-// length and max_concurrent_sequences (parallel) come from the model.
+// The estimate is for engine.backend; a custom backend has no estimate of its own and is
+// estimated as the engine segma would choose for the format (llama.cpp for GGUF, the simulator
+// for simulated sources, vLLM otherwise). Context length and max_concurrent_sequences
+// (parallel) come from the model.
 // Reads files (headers only): call it on a blocking thread. Errors of unreadable or malformed
 // files are returned as they are (kInvalidArgument, kNotFound).
-Result<std::unique_ptr<EstimateAdapter>> EstimatorForModel(const types::Model& model);
+Result<std::unique_ptr<EstimateAdapter>> EstimatorForModel(const types::Model& model,
+                                                           const types::EngineChoice& engine);
 
 }  // namespace segma::controllers

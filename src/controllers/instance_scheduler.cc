@@ -29,7 +29,7 @@ Result<InstanceScheduler::PassResult> InstanceScheduler::Reconcile() {
       if (!u.ok()) continue;  // project deleted meanwhile
       uit = usage.emplace(model.project_id, *u).first;
     }
-    scheduler::Decision d = DecideForModel(scheduler_, state, model, uit->second);
+    scheduler::Decision d = DecideForModel(scheduler_, state, model, uit->second, catalog_);
     store::ModelInstancePatch patch;
     patch.if_state_in = std::vector<types::InstanceState>{inst.state};
     if (d.placed) {

@@ -7,6 +7,7 @@
 #include "common/status.h"
 #include "scheduler/scheduler.h"
 #include "store/store.h"
+#include "types/engine_choice.h"
 
 namespace segma::controllers {
 
@@ -21,8 +22,10 @@ namespace segma::controllers {
 // deleted or moved meanwhile is skipped. Thread-safe: passes are serialised.
 class InstanceScheduler {
  public:
-  explicit InstanceScheduler(store::Store& store, scheduler::SchedulerOptions options = {})
-      : store_(store), scheduler_(options) {}
+  // `catalog` (the backends, built-in and user-defined) outlives the controller.
+  InstanceScheduler(store::Store& store, const types::BackendCatalog& catalog,
+                    scheduler::SchedulerOptions options = {})
+      : store_(store), catalog_(catalog), scheduler_(options) {}
 
   struct PassResult {
     int placed = 0;
@@ -36,6 +39,7 @@ class InstanceScheduler {
 
  private:
   store::Store& store_;
+  const types::BackendCatalog& catalog_;
   std::mutex mu_;
   scheduler::Scheduler scheduler_;  // guarded by mu_
 };

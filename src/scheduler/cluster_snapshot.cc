@@ -6,25 +6,9 @@
 
 #include <fmt/format.h>
 
+#include "types/engine_choice.h"
+
 namespace segma::scheduler {
-
-namespace {
-
-int ParseCc10(std::string_view cc) {
-  size_t dot = cc.find('.');
-  if (cc.empty() || dot == 0 || dot == std::string_view::npos || dot + 1 >= cc.size()) return -1;
-  int major = 0;
-  for (char c : cc.substr(0, dot)) {
-    if (c < '0' || c > '9') return -1;
-    major = major * 10 + (c - '0');
-    if (major > 99) return -1;
-  }
-  char minor = cc[dot + 1];
-  if (minor < '0' || minor > '9') return -1;
-  return major * 10 + (minor - '0');
-}
-
-}  // namespace
 
 Status ClusterSnapshot::AddWorker(WorkerInfo worker) {
   if (worker_by_id_.count(worker.id) != 0) {
@@ -58,7 +42,7 @@ Status ClusterSnapshot::AddWorker(WorkerInfo worker) {
     unit_gpu_pos_.push_back(static_cast<int>(pos));
     unit_index_.push_back(g.index);
     unit_name_id_.push_back(it->second);
-    unit_cc10_.push_back(ParseCc10(g.compute_capability));
+    unit_cc10_.push_back(types::ComputeCapability10(g.compute_capability));
     unit_is_mig_.push_back(g.parent_index.has_value() ? 1 : 0);
     unit_vendor_.push_back(g.vendor == "nvidia" ? GpuVendor::kNvidia
                            : g.vendor == "amd"  ? GpuVendor::kAmd

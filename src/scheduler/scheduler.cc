@@ -12,8 +12,7 @@ namespace {
 
 constexpr double kEpsilon = 1e-9;
 
-// Which hardware an engine runs on. Minimum compute capabilities: llama.cpp's CUDA build (5.0),
-// vLLM (7.0), SGLang (7.5), TensorRT-LLM (8.0).
+// Which hardware the model's engine runs on, from its backend's profile (types::ChooseEngine).
 struct BackendRule {
   bool nvidia = true;
   bool amd = true;
@@ -22,28 +21,44 @@ struct BackendRule {
   bool cpu = false;
   bool partial_offload = false;
   bool distributed = true;
-  std::string_view needs;
+  std::string name;   // for reasons: "vllm", "the automatic backend"
+  std::string needs;  // types::HardwareNeeds
+  // Why the backend cannot read the model's files (types::ReadsFormat); empty when it can.
+  std::string format_problem;
 };
 
-BackendRule RuleFor(std::string_view backend) {
-  if (backend == "vllm") {
-    return {true,  true,  false, 70,
-            false, false, true,  "an NVIDIA GPU with compute capability >= 7.0 or an AMD GPU"};
+BackendRule RuleFor(const types::Model& m, const types::EngineChoice* engine) {
+  if (engine == nullptr) {
+    return {true,
+            true,
+            true,
+            0,
+            true,
+            true,
+            true,
+            m.backend.empty() ? "the automatic backend" : m.backend,
+            "a GPU or an x86_64/aarch64 CPU",
+            ""};
   }
-  if (backend == "sglang") {
-    return {true,  true,  false, 75,
-            false, false, true,  "an NVIDIA GPU with compute capability >= 7.5 or an AMD GPU"};
-  }
-  if (backend == "tensorrt-llm") {
-    return {true,  false, false, 80,
-            false, false, true,  "an NVIDIA GPU with compute capability >= 8.0"};
-  }
-  if (backend.empty() || backend == "llama.cpp" || backend == "simulator") {
-    return {true, true, true, backend == "simulator" ? 0 : 50,
-            true, true, true, "a GPU (NVIDIA: compute capability >= 5.0) or an x86_64/aarch64 CPU"};
-  }
-  // Custom backends: we cannot know; any device, no partial offload, no multi-worker.
-  return {true, true, true, 0, true, false, false, "a GPU or a CPU"};
+  const types::BackendProfile& p = engine->profile;
+  auto allows = [&](std::string_view vendor) {
+    return p.gpu_vendors.empty() ||
+           std::find(p.gpu_vendors.begin(), p.gpu_vendors.end(), vendor) != p.gpu_vendors.end();
+  };
+  const bool other = p.gpu_vendors.empty() ||
+                     std::any_of(p.gpu_vendors.begin(), p.gpu_vendors.end(),
+                                 [](const std::string& v) { return v != "nvidia" && v != "amd"; });
+  Status reads = types::ReadsFormat(p, engine->format);
+  return {allows("nvidia"),
+          allows("amd"),
+          other,
+          std::max(0, types::ComputeCapability10(p.min_compute_capability)),
+          p.cpu_supported,
+          p.partial_offload,
+          types::RunsAcrossWorkers(p, engine->version),
+          engine->backend,
+          types::HardwareNeeds(p),
+          reads.ok() ? "" : std::string(reads.message())};
 }
 
 bool CpuArchOk(std::string_view arch) {
@@ -145,8 +160,8 @@ namespace {
 class Run {
  public:
   Run(const ClusterSnapshot& s, const types::Model& m, const ResourceEstimator& est,
-      const QuotaUsage& quota, const SchedulerOptions& options, const ScorerChain& chain,
-      Scheduler::Scratch& scratch)
+      const QuotaUsage& quota, const types::EngineChoice* engine, const SchedulerOptions& options,
+      const ScorerChain& chain, Scheduler::Scratch& scratch)
       : s_(s),
         m_(m),
         est_(est),
@@ -155,7 +170,7 @@ class Run {
         chain_(chain),
         x_(scratch),
         ctx_(s, m, scratch.model_on_worker, scratch.model_on_unit, scratch.has_files),
-        rule_(RuleFor(m.backend)) {}
+        rule_(RuleFor(m, engine)) {}
 
   Decision Go();
 
@@ -308,6 +323,7 @@ Why Run::Filter(int w, bool& all_units_ok) {
     if (it == wi.labels.end() || it->second != v) return Why::kLabels;
   }
   if (wi.state != types::WorkerState::kReady) return Why::kStatus;
+  if (!rule_.format_problem.empty()) return Why::kBackend;
   if (!any_ok) {
     const bool cpu_ok = m_.cpu_offloading && rule_.cpu && CpuArchOk(wi.arch) && !gpu_constraints_;
     if (!cpu_ok) return Why::kBackend;
@@ -807,7 +823,10 @@ std::string Run::ReasonFor(int w) const {
     case Why::kStatus:
       return fmt::format("worker is {}", types::WorkerStateName(wi.state));
     case Why::kBackend: {
-      const std::string backend = m_.backend.empty() ? "the automatic backend" : m_.backend;
+      const std::string& backend = rule_.name;
+      if (!rule_.format_problem.empty()) {
+        return fmt::format("cannot run {}: {}", backend, rule_.format_problem);
+      }
       if (s_.units_begin(w) == s_.units_end(w)) {
         return fmt::format("cannot run {}: no GPU (needs {})", backend, rule_.needs);
       }
@@ -889,8 +908,7 @@ Decision Run::Explain() {
   add(Why::kGpuMatch, "had no matching GPU");
   add(Why::kLabels, "didn't match worker_selector");
   for (const auto& [state, n] : states) parts.push_back(fmt::format("{} {}", n, state));
-  add(Why::kBackend,
-      fmt::format("cannot run {}", m_.backend.empty() ? "the automatic backend" : m_.backend));
+  add(Why::kBackend, fmt::format("cannot run {}", rule_.name));
   if (!estimate_error_.empty()) {
     add(Why::kNoVram, fmt::format("cannot be used ({})", estimate_error_));
   } else if (need_single_ >= 0) {
@@ -934,17 +952,19 @@ void Scheduler::SetScorers(types::PlacementStrategy strategy, ScorerChain chain)
 }
 
 Decision Scheduler::Decide(const ClusterSnapshot& snapshot, const types::Model& model,
-                           const ResourceEstimator& estimator, const QuotaUsage& quota) {
+                           const ResourceEstimator& estimator, const QuotaUsage& quota,
+                           const types::EngineChoice* engine) {
   const ScorerChain& chain =
       model.placement_strategy == types::PlacementStrategy::kBinpack ? binpack_ : spread_;
-  Run run(snapshot, model, estimator, quota, options_, chain, *scratch_);
+  Run run(snapshot, model, estimator, quota, engine, options_, chain, *scratch_);
   return run.Go();
 }
 
 Decision Decide(const ClusterSnapshot& snapshot, const types::Model& model,
-                const ResourceEstimator& estimator, const QuotaUsage& quota) {
+                const ResourceEstimator& estimator, const QuotaUsage& quota,
+                const types::EngineChoice* engine) {
   Scheduler scheduler;
-  return scheduler.Decide(snapshot, model, estimator, quota);
+  return scheduler.Decide(snapshot, model, estimator, quota, engine);
 }
 
 double GpuEquivalents(const Placement& p, const ClusterSnapshot& snapshot) {
@@ -974,6 +994,8 @@ void ApplyToInstance(const Placement& p, types::ModelInstance& instance) {
   instance.claim.ram = p.ram;
   instance.claim.offload_layers = p.offload_layers;
   instance.claim.total_layers = p.total_layers;
+  instance.claim.kv_cache_bytes = p.kv_cache_bytes;
+  instance.claim.weight_bytes_per_gpu = p.weight_bytes_per_gpu;
   if (p.gpu_indexes.size() > 1) {
     int64_t sum = 0;
     for (const auto& [index, bytes] : p.vram) sum += bytes;

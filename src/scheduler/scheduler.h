@@ -13,6 +13,7 @@
 #include "scheduler/cluster_snapshot.h"
 #include "scheduler/resource_estimator.h"
 #include "scheduler/scorer.h"
+#include "types/engine_choice.h"
 #include "types/model.h"
 
 namespace segma::scheduler {
@@ -52,6 +53,11 @@ struct Placement {
   int tensor_parallel_size = 0;  // GPUs over all workers; 0 for CPU only
   std::vector<WorkerPlacement> subordinates;
   double score = 0;
+  // Launch inputs the engine's command needs (types::ResourceClaim's fields of the same names);
+  // the scheduler leaves them 0 and the caller that holds the estimate fills them
+  // (controllers::DecideForModel).
+  int64_t kv_cache_bytes = 0;
+  int64_t weight_bytes_per_gpu = 0;
 };
 
 struct Decision {
@@ -97,8 +103,14 @@ class Scheduler {
   // fit. Candidates, first kind that fits: one GPU, several GPUs of one worker, several workers
   // (distributed_inference_across_workers), partial CPU offload (cpu_offloading), CPU only
   // (cpu_offloading). Quotas reject candidates that would exceed them. Deterministic.
+  // `engine` is the backend chosen for the model (types::ChooseEngine): its profile decides which
+  // GPUs (vendor, compute capability) and CPUs qualify, whether it reads the model's format (if
+  // not, every worker gets that reason), whether partial offload is offered and whether several
+  // workers may be combined (only versions with a distributed command). nullptr: any hardware,
+  // any format, partial offload and several workers allowed.
   Decision Decide(const ClusterSnapshot& snapshot, const types::Model& model,
-                  const ResourceEstimator& estimator, const QuotaUsage& quota);
+                  const ResourceEstimator& estimator, const QuotaUsage& quota,
+                  const types::EngineChoice* engine = nullptr);
 
   // Per-decision buffers, reused; defined in scheduler.cc.
   struct Scratch;
@@ -112,7 +124,8 @@ class Scheduler {
 
 // One-shot convenience with default options (allocates its scratch; prefer a Scheduler).
 Decision Decide(const ClusterSnapshot& snapshot, const types::Model& model,
-                const ResourceEstimator& estimator, const QuotaUsage& quota);
+                const ResourceEstimator& estimator, const QuotaUsage& quota,
+                const types::EngineChoice* engine = nullptr);
 
 // GPU-equivalents (Σ claim / GPU total) of a placement on `snapshot`.
 double GpuEquivalents(const Placement& p, const ClusterSnapshot& snapshot);

@@ -1,6 +1,8 @@
 #include "types/model.h"
 
 #include <algorithm>
+#include <charconv>
+#include <climits>
 #include <set>
 
 #include <fmt/format.h>
@@ -444,7 +446,53 @@ json::object ToJson(const ResourceClaim& c) {
                       {"ram", c.ram},
                       {"offload_layers", c.offload_layers},
                       {"total_layers", c.total_layers},
-                      {"tensor_split", std::move(split)}};
+                      {"tensor_split", std::move(split)},
+                      {"kv_cache_bytes", c.kv_cache_bytes},
+                      {"weight_bytes_per_gpu", c.weight_bytes_per_gpu}};
+}
+
+Result<ResourceClaim> ResourceClaimFromJson(const json::object& o, const std::string& path) {
+  ResourceClaim c;
+  auto bad = [&](std::string_view key, std::string_view want) {
+    return InvalidArgumentError(fmt::format("{}.{} must be {}", path, key, want));
+  };
+  auto size = [&](std::string_view key, int64_t& out) -> Status {
+    const json::value* v = o.if_contains(key);
+    if (v == nullptr || v->is_null()) return OkStatus();
+    if (!v->is_int64() || v->as_int64() < 0) return bad(key, "an integer >= 0");
+    out = v->as_int64();
+    return OkStatus();
+  };
+  if (const json::value* vram = o.if_contains("vram"); vram != nullptr) {
+    if (!vram->is_object()) return bad("vram", "an object of GPU index -> bytes");
+    for (const auto& [k, bytes] : vram->as_object()) {
+      int index = -1;
+      const auto [end, ec] = std::from_chars(k.data(), k.data() + k.size(), index);
+      if (ec != std::errc() || end != k.data() + k.size() || index < 0 || !bytes.is_int64() ||
+          bytes.as_int64() < 0) {
+        return bad("vram", "an object of GPU index -> bytes");
+      }
+      c.vram[index] = bytes.as_int64();
+    }
+  }
+  int64_t offload = 0;
+  int64_t total = 0;
+  RETURN_IF_ERROR(size("ram", c.ram));
+  RETURN_IF_ERROR(size("offload_layers", offload));
+  RETURN_IF_ERROR(size("total_layers", total));
+  RETURN_IF_ERROR(size("kv_cache_bytes", c.kv_cache_bytes));
+  RETURN_IF_ERROR(size("weight_bytes_per_gpu", c.weight_bytes_per_gpu));
+  if (offload > INT32_MAX || total > INT32_MAX) return bad("offload_layers", "a layer count");
+  c.offload_layers = static_cast<int>(offload);
+  c.total_layers = static_cast<int>(total);
+  if (const json::value* split = o.if_contains("tensor_split"); split != nullptr) {
+    if (!split->is_array()) return bad("tensor_split", "an array of numbers");
+    for (const json::value& d : split->as_array()) {
+      if (!d.is_number()) return bad("tensor_split", "an array of numbers");
+      c.tensor_split.push_back(d.to_number<double>());
+    }
+  }
+  return c;
 }
 
 json::object ToJson(const ModelInstance& i) {

@@ -126,6 +126,11 @@ struct ResourceClaim {
   int offload_layers = 0;
   int total_layers = 0;
   std::vector<double> tensor_split;  // per GPU of gpu_indexes, proportions (llama.cpp -ts)
+  // What the engine's command is sized from (engines::LaunchContext): the KV cache it will hold
+  // on its GPUs, all of them together (for vLLM and SGLang, everything their memory fraction
+  // leaves after weights), and the model weights on each GPU. 0 = unknown.
+  int64_t kv_cache_bytes = 0;
+  int64_t weight_bytes_per_gpu = 0;
 
   friend bool operator==(const ResourceClaim&, const ResourceClaim&) = default;
 };
@@ -174,6 +179,10 @@ struct ModelInstance {
 json::object ToJson(const ModelSource& s);
 json::object ToJson(const Model& m);
 json::object ToJson(const ResourceClaim& c);
+// Parses a claim as ToJson writes it. Every field is optional; wrong types and negative sizes
+// are kInvalidArgument naming the field under `path`.
+Result<ResourceClaim> ResourceClaimFromJson(const json::object& o,
+                                            const std::string& path = "claim");
 json::object ToJson(const ModelInstance& i);
 
 // Parses the body of `POST /v2/models` (and `POST /v2/model-evaluations`) strictly: unknown

@@ -50,23 +50,13 @@ std::vector<int> IntsField(const json::object& o, std::string_view key) {
   return out;
 }
 
+// The server writes claims with types::ToJson; one it cannot have written is ignored (logged).
 types::ResourceClaim ClaimFromJson(const json::object& c) {
-  types::ResourceClaim claim;
-  if (auto v = c.find("vram"); v != c.end() && v->value().is_object()) {
-    for (const auto& kv : v->value().as_object()) {
-      if (kv.value().is_int64()) claim.vram[std::atoi(kv.key().data())] = kv.value().as_int64();
-    }
-  }
-  claim.ram = IntField(c, "ram");
-  // Partial offload (-ngl) and the split between GPUs (-ts) come from the claim too.
-  claim.offload_layers = static_cast<int>(IntField(c, "offload_layers"));
-  claim.total_layers = static_cast<int>(IntField(c, "total_layers"));
-  if (auto v = c.find("tensor_split"); v != c.end() && v->value().is_array()) {
-    for (const json::value& d : v->value().as_array()) {
-      if (d.is_number()) claim.tensor_split.push_back(d.to_number<double>());
-    }
-  }
-  return claim;
+  Result<types::ResourceClaim> claim = types::ResourceClaimFromJson(c);
+  if (claim.ok()) return std::move(claim).value();
+  Logger("worker")->warn("ignoring a malformed claim from the server: {}",
+                         claim.status().message());
+  return {};
 }
 
 // The fields of an instance the worker acts on, from the server's JSON view (lenient: the server
@@ -647,16 +637,15 @@ asio::awaitable<Result<engines::EngineSpec>> InstanceManager::SpecFor(
       break;
     }
   }
-  std::string backend_name;
-  CO_ASSIGN_OR_RETURN(const engines::Backend* backend,
-                      BackendFor(model, ctx.model_path, backend_name));
+  CO_ASSIGN_OR_RETURN(ChosenBackend chosen, BackendFor(model, ctx.model_path, inst.gpu_indexes));
+  const std::string& backend_name = chosen.choice.backend;
   {
     EngineInfo info;
     info.labels.instance = inst.name;
     info.labels.deployment = model.name;
     info.labels.project = std::to_string(inst.project_id);
     info.labels.backend = backend_name;
-    info.labels.format = backend->metrics_format;
+    info.labels.format = chosen.backend->metrics_format;
     info.vram = inst.claim.vram;
     std::lock_guard lock(info_mu_);
     engine_info_[inst.id] = std::move(info);
@@ -677,9 +666,13 @@ asio::awaitable<Result<engines::EngineSpec>> InstanceManager::SpecFor(
     }
   }
   if (inst.gpu_indexes.empty()) ctx.gpu_type = "CPU";
+  // Sized by the server's estimate when it placed the instance (0 when it had none).
+  ctx.kv_cache_bytes = inst.claim.kv_cache_bytes;
+  ctx.weight_bytes_per_gpu = inst.claim.weight_bytes_per_gpu;
   ctx.working_dir = config_.data_dir;
-  CO_ASSIGN_OR_RETURN(engines::LaunchSpec launch,
-                      engines::RenderLaunch(*backend, model.backend_version, model, inst, ctx));
+  CO_ASSIGN_OR_RETURN(
+      engines::LaunchSpec launch,
+      engines::RenderLaunch(*chosen.backend, chosen.choice.version, model, inst, ctx));
   engines::EngineSpec spec;
   spec.instance_id = inst.id;
   spec.name = inst.name;
@@ -697,8 +690,8 @@ asio::awaitable<Result<engines::EngineSpec>> InstanceManager::DistributedSpecFor
   CO_ASSIGN_OR_RETURN(types::Model model, co_await ModelFor(inst, /*refresh=*/true));
   // The rpc-server receives the weights from llama-server: no model files here.
   std::string path = model.source.type == types::SourceType::kLocalPath ? model.source.path : "";
-  std::string backend_name;
-  CO_ASSIGN_OR_RETURN(const engines::Backend* backend, BackendFor(model, path, backend_name));
+  CO_ASSIGN_OR_RETURN(ChosenBackend chosen, BackendFor(model, path, entry.gpu_indexes));
+  const std::string& backend_name = chosen.choice.backend;
   engines::LaunchContext ctx;
   ctx.host = config_.engine_host;
   ctx.port = port;
@@ -710,8 +703,8 @@ asio::awaitable<Result<engines::EngineSpec>> InstanceManager::DistributedSpecFor
   }
   ctx.working_dir = config_.data_dir;
   CO_ASSIGN_OR_RETURN(engines::LaunchSpec launch,
-                      engines::RenderDistributedServerLaunch(*backend, model.backend_version, model,
-                                                             inst, entry, ctx));
+                      engines::RenderDistributedServerLaunch(*chosen.backend, chosen.choice.version,
+                                                             model, inst, entry, ctx));
   engines::EngineSpec spec;
   spec.instance_id = -inst.id;
   spec.name = inst.name + "-rpc";
@@ -723,21 +716,33 @@ asio::awaitable<Result<engines::EngineSpec>> InstanceManager::DistributedSpecFor
   co_return spec;
 }
 
-Result<const engines::Backend*> InstanceManager::BackendFor(const types::Model& model,
-                                                            const std::string& model_path,
-                                                            std::string& backend_name) const {
-  backend_name = model.backend;
-  if (backend_name.empty()) {
-    backend_name = model.source.type == types::SourceType::kSimulated ? "simulator"
-                   : model_path.ends_with(".gguf")                    ? "llama.cpp"
-                                                                      : "vllm";
-  }
-  const engines::Backend* backend = engines::FindBuiltInBackend(backend_name);
+Result<InstanceManager::ChosenBackend> InstanceManager::BackendFor(
+    const types::Model& model, const std::string& model_path,
+    const std::vector<int>& gpu_indexes) const {
+  const engines::Backend* extra = nullptr;
   if (auto def = backend_definitions_.find(model.id); def != backend_definitions_.end()) {
-    backend = &def->second;
+    extra = &def->second;
   }
-  if (backend == nullptr) return NotFoundError("unknown backend '" + backend_name + "'");
-  return backend;
+  std::optional<types::EngineHardware> hardware;
+  if (Result<std::vector<types::GpuDevice>> gpus = gpus_.Probe(); gpus.ok()) {
+    hardware.emplace();
+    for (const types::GpuDevice& g : *gpus) {
+      if (std::find(gpu_indexes.begin(), gpu_indexes.end(), g.index) != gpu_indexes.end()) {
+        hardware->gpus.push_back(g);
+      }
+    }
+  }
+  ChosenBackend out;
+  ASSIGN_OR_RETURN(out.choice, types::ChooseEngine(model, types::FormatOf(model.source, model_path),
+                                                   engines::BackendDefinitions(extra), hardware));
+  RETURN_IF_ERROR(types::CheckEngineFits(model, out.choice));
+  out.backend = extra != nullptr && extra->name == out.choice.backend
+                    ? extra
+                    : engines::FindBuiltInBackend(out.choice.backend);
+  if (out.backend == nullptr) {
+    return NotFoundError("unknown backend '" + out.choice.backend + "'");
+  }
+  return out;
 }
 
 asio::awaitable<void> InstanceManager::Report(int64_t instance_id, json::object body) {

@@ -90,10 +90,15 @@ class InstanceManager {
   boost::asio::awaitable<Result<engines::EngineSpec>> DistributedSpecFor(
       const types::ModelInstance& inst, const types::DistributedServer& entry, int port,
       int restart_count);
-  // The backend that runs `model` (whose local files are at `model_path`, "" if none).
-  Result<const engines::Backend*> BackendFor(const types::Model& model,
-                                             const std::string& model_path,
-                                             std::string& backend_name) const;
+  // The backend that runs `model` (whose local files are at `model_path`, "" if none) on
+  // `gpu_indexes` of this worker (none: the CPU), as types::ChooseEngine decides it, with the
+  // version to render.
+  struct ChosenBackend {
+    const engines::Backend* backend = nullptr;
+    types::EngineChoice choice;
+  };
+  Result<ChosenBackend> BackendFor(const types::Model& model, const std::string& model_path,
+                                   const std::vector<int>& gpu_indexes) const;
   // Stops the engine of `id` and waits until it is gone (so that it can be started again).
   boost::asio::awaitable<void> StopAndWait(int64_t id);
   // The model (and custom backend definition) of `inst`, from the server unless cached; `refresh`

@@ -4,6 +4,8 @@
 // after a change, which serialises with them, so what it then reads is settled.
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <set>
 #include <thread>
 
@@ -418,6 +420,109 @@ TEST_F(ModelsApiTest, DeletingAnInstanceReplacesItAndDeletingTheModelRemovesAll)
   EXPECT_EQ(admin_.Get(fmt::format("/v2/models/{}", model)).status, 404u);
   auto all = Api::Obj(admin_.Get("/v2/model-instances"));
   EXPECT_EQ(all.at("pagination").at("total").as_int64(), 0);
+}
+
+// One decision names the engine, and the dry run shows it with the reason.
+TEST_F(ModelsApiTest, EvaluationShowsTheEngineChoiceAndWhy) {
+  AddWorker("w", {FakeGpu{}});
+  json::object body = ModelBody("sim", 8);
+  body.erase("backend");
+  auto eval = Evaluate(body);
+  ASSERT_TRUE(eval.at("fits").as_bool()) << json::serialize(eval);
+  EXPECT_EQ(eval.at("engine"), (json::object{{"backend", "simulator"},
+                                             {"backend_version", "builtin"},
+                                             {"format", "unknown"},
+                                             {"automatic", true},
+                                             {"reason",
+                                              "automatic: a simulated model runs on segma's "
+                                              "simulated engine"}}));
+
+  // A checkpoint directory the server can read goes to vLLM, and is estimated as vLLM (its
+  // fraction of the GPU).
+  const std::string dir =
+      std::filesystem::weakly_canonical(std::filesystem::absolute(dir_.path())).string() +
+      "/Llama-3.1-8B";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/config.json") << R"({"architectures": ["LlamaForCausalLM"],
+      "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+      "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256,
+      "max_position_embeddings": 8192, "torch_dtype": "bfloat16"})";
+  body = ModelBody("ckpt", 0);
+  body.erase("backend");
+  body["source"] = json::object{{"type", "local_path"}, {"path", dir}};
+  eval = Evaluate(body);
+  ASSERT_TRUE(eval.at("fits").as_bool()) << json::serialize(eval);
+  EXPECT_EQ(eval.at("engine").at("backend"), "vllm");
+  EXPECT_EQ(eval.at("engine").at("format"), "safetensors");
+  EXPECT_NE(std::string(eval.at("engine").at("reason").as_string()).find("safetensors checkpoint"),
+            std::string::npos)
+      << eval.at("engine");
+  EXPECT_EQ(eval.at("claim").at("vram").at("0").as_int64(),
+            static_cast<int64_t>(0.9 * 80 * kGiB));  // vLLM's default share
+}
+
+// A GGUF goes only to backends that read GGUF; a model that asks otherwise is refused with why.
+TEST_F(ModelsApiTest, BackendMustReadTheModelsFormat) {
+  json::object body = ModelBody("gguf-on-sglang", 0);
+  body["backend"] = "sglang";
+  body["source"] = json::object{{"type", "local_path"}, {"path", "/models/llama-8b.Q8_0.gguf"}};
+  for (const char* route : {"/v2/models", "/v2/model-evaluations"}) {
+    auto r = admin_.Post(route, body);
+    EXPECT_EQ(r.status, 400u) << route << " " << r.body;
+    EXPECT_NE(r.body.find("source: backend sglang cannot serve a GGUF file (sglang reads "
+                          "safetensors, not gguf)"),
+              std::string::npos)
+        << r.body;
+  }
+  body["backend"] = "llama.cpp";
+  auto created = admin_.Post("/v2/models", body);
+  ASSERT_EQ(created.status, 201u) << created.body;
+  // Switching the backend later is checked the same way.
+  auto patched =
+      admin_.Call(verb::patch, fmt::format("/v2/models/{}", Api::Obj(created).at("id").as_int64()),
+                  json::object{{"backend", "tensorrt-llm"}});
+  EXPECT_EQ(patched.status, 400u) << patched.body;
+  EXPECT_NE(patched.body.find("tensorrt-llm reads safetensors, not gguf"), std::string::npos)
+      << patched.body;
+}
+
+// Only a backend version with a distributed command may span workers.
+TEST_F(ModelsApiTest, AcrossWorkersOnlyForBackendsThatDefineHow) {
+  json::object body = ModelBody("vllm-split", 8);
+  body["backend"] = "vllm";
+  body["distributed_inference_across_workers"] = true;
+  auto r = admin_.Post("/v2/models", body);
+  EXPECT_EQ(r.status, 400u) << r.body;
+  EXPECT_NE(r.body.find("distributed_inference_across_workers: backend vllm (version 0.11.0) "
+                        "cannot run across workers: it has no distributed_server_command"),
+            std::string::npos)
+      << r.body;
+  body["distributed_inference_across_workers"] = false;
+  auto created = admin_.Post("/v2/models", body);
+  ASSERT_EQ(created.status, 201u) << created.body;
+  auto patched =
+      admin_.Call(verb::patch, fmt::format("/v2/models/{}", Api::Obj(created).at("id").as_int64()),
+                  json::object{{"distributed_inference_across_workers", true}});
+  EXPECT_EQ(patched.status, 400u) << patched.body;
+  EXPECT_NE(patched.body.find("distributed_inference_across_workers"), std::string::npos);
+
+  body = ModelBody("llama-split", 0);
+  body["backend"] = "llama.cpp";
+  body["source"] = json::object{{"type", "local_path"}, {"path", "/models/llama-70b.gguf"}};
+  body["distributed_inference_across_workers"] = true;
+  EXPECT_EQ(admin_.Post("/v2/models", body).status, 201u);
+}
+
+// The placement carries what the engine's command is sized from, to the worker.
+TEST_F(ModelsApiTest, ClaimCarriesTheLaunchInputs) {
+  AddWorker("w", {FakeGpu{}});
+  auto inst = OnlyInstance(Deploy(ModelBody("sized", 8)));
+  ASSERT_EQ(State(inst), "SCHEDULED") << json::serialize(inst);
+  const json::object& claim = inst.at("claim").as_object();
+  // 8 B parameters of bf16 on one GPU, and a KV cache.
+  EXPECT_GT(claim.at("weight_bytes_per_gpu").as_int64(), 14 * kGiB) << json::serialize(claim);
+  EXPECT_LT(claim.at("weight_bytes_per_gpu").as_int64(), 17 * kGiB) << json::serialize(claim);
+  EXPECT_GT(claim.at("kv_cache_bytes").as_int64(), 0) << json::serialize(claim);
 }
 
 TEST_F(ModelsApiTest, BadInputAndDuplicates) {

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "controllers/cluster_state.h"
+
 namespace segma::controllers {
 namespace {
 
@@ -17,8 +19,24 @@ types::Model Simulated(double params_b, std::string backend = "") {
   return m;
 }
 
+// The engine choice the controllers make for `m` (the built-in backends' names; the profile is
+// not read by the estimator).
+types::EngineChoice Chosen(const types::Model& m) {
+  types::EngineChoice c;
+  c.format = FormatOnServer(m);
+  c.backend = !m.backend.empty()                               ? m.backend
+              : m.source.type == types::SourceType::kSimulated ? "simulator"
+              : c.format == types::ModelFormat::kGguf          ? "llama.cpp"
+                                                               : "vllm";
+  return c;
+}
+
+Result<std::unique_ptr<EstimateAdapter>> Estimate(const types::Model& m) {
+  return EstimatorForModel(m, Chosen(m));
+}
+
 TEST(EstimateAdapterTest, SimulatedModelFromParameterCount) {
-  auto est = EstimatorForModel(Simulated(8));
+  auto est = Estimate(Simulated(8));
   ASSERT_TRUE(est.ok()) << est.status().ToString();
   auto one = (*est)->ForGpus(1);
   ASSERT_TRUE(one.ok());
@@ -33,7 +51,7 @@ TEST(EstimateAdapterTest, SimulatedModelFromParameterCount) {
 }
 
 TEST(EstimateAdapterTest, VllmTakesItsFraction) {
-  auto est = EstimatorForModel(Simulated(8, "vllm"));
+  auto est = Estimate(Simulated(8, "vllm"));
   ASSERT_TRUE(est.ok()) << est.status().ToString();
   auto r = (*est)->ForGpus(1);
   ASSERT_TRUE(r.ok());
@@ -41,7 +59,7 @@ TEST(EstimateAdapterTest, VllmTakesItsFraction) {
 }
 
 TEST(EstimateAdapterTest, PartialOffloadIsClampedToTheLayers) {
-  auto est = EstimatorForModel(Simulated(8, "llama.cpp"));
+  auto est = Estimate(Simulated(8, "llama.cpp"));
   ASSERT_TRUE(est.ok());
   const int layers = (*est)->total_layers();
   ASSERT_GT(layers, 0);
@@ -63,7 +81,7 @@ TEST(EstimateAdapterTest, HubModelBeforeDownloadCannotBeEstimated) {
   m.source = {};
   m.source.type = types::SourceType::kHuggingFace;
   m.source.repo = "org/name";
-  auto est = EstimatorForModel(m);
+  auto est = Estimate(m);
   EXPECT_EQ(est.status().code(), StatusCode::kFailedPrecondition);
   EXPECT_EQ(est.status().message(),
             "cannot estimate resources before the model files are available");
@@ -74,7 +92,55 @@ TEST(EstimateAdapterTest, MissingLocalFileIsAnError) {
   m.source = {};
   m.source.type = types::SourceType::kLocalPath;
   m.source.path = "/nonexistent/model.gguf";
-  EXPECT_FALSE(EstimatorForModel(m).ok());
+  EXPECT_FALSE(Estimate(m).ok());
+}
+
+// The launch inputs the worker renders from (LaunchContext::kv_cache_bytes and
+// weight_bytes_per_gpu) come with the placement.
+TEST(SetLaunchInputsTest, FractionEnginesFillTheirShareWithKvCache) {
+  auto est = Estimate(Simulated(8, "vllm"));
+  ASSERT_TRUE(est.ok());
+  const estimate::ResourceEstimate& e = (*est)->resource_estimate();
+  ASSERT_GT(e.kv_cache_bytes, 0u);
+  scheduler::Placement p;
+  p.kind = scheduler::PlacementKind::kMultiGpu;
+  p.gpu_indexes = {0, 1};
+  p.tensor_parallel_size = 2;
+  const int64_t need = static_cast<int64_t>(e.vram_per_gpu(2));
+  p.vram = {{0, need + 10 * kGiB}, {1, need + 10 * kGiB}};  // what 0.9 of the GPU leaves
+  SetLaunchInputs(e, p);
+  EXPECT_EQ(p.weight_bytes_per_gpu, static_cast<int64_t>(e.weight_bytes) / 2);
+  EXPECT_EQ(p.kv_cache_bytes, static_cast<int64_t>(e.kv_cache_bytes) + 20 * kGiB);
+
+  types::ModelInstance i;
+  scheduler::ApplyToInstance(p, i);
+  EXPECT_EQ(i.claim.kv_cache_bytes, p.kv_cache_bytes);
+  EXPECT_EQ(i.claim.weight_bytes_per_gpu, p.weight_bytes_per_gpu);
+}
+
+TEST(SetLaunchInputsTest, EnginesThatAllocateWhatTheyNeed) {
+  auto est = Estimate(Simulated(8, "llama.cpp"));
+  ASSERT_TRUE(est.ok());
+  const estimate::ResourceEstimate& e = (*est)->resource_estimate();
+  scheduler::Placement p;
+  p.kind = scheduler::PlacementKind::kSingleGpu;
+  p.gpu_indexes = {0};
+  p.tensor_parallel_size = 1;
+  p.vram = {{0, 60 * kGiB}};  // more than the need: not KV cache for llama.cpp
+  SetLaunchInputs(e, p);
+  EXPECT_EQ(p.kv_cache_bytes, static_cast<int64_t>(e.kv_cache_bytes));
+  EXPECT_EQ(p.weight_bytes_per_gpu, static_cast<int64_t>(e.weight_bytes));
+
+  p.kind = scheduler::PlacementKind::kPartialOffload;
+  p.offload_layers = 10;
+  SetLaunchInputs(e, p);
+  EXPECT_EQ(p.weight_bytes_per_gpu, static_cast<int64_t>(e.layer_weight_bytes) * 10);
+
+  p = {};
+  p.kind = scheduler::PlacementKind::kCpuOnly;
+  SetLaunchInputs(e, p);
+  EXPECT_EQ(p.weight_bytes_per_gpu, 0);
+  EXPECT_EQ(p.kv_cache_bytes, static_cast<int64_t>(e.kv_cache_bytes));
 }
 
 }  // namespace

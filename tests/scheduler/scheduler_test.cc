@@ -76,9 +76,37 @@ SchedulerOptions NoHeadroom() {
 }
 
 Decision Place(const ClusterSnapshot& s, const types::Model& m, const ResourceEstimator& e,
-               const QuotaUsage& q = {}) {
+               const QuotaUsage& q = {}, const types::EngineChoice* engine = nullptr) {
   Scheduler scheduler(NoHeadroom());
-  return scheduler.Decide(s, m, e, q);
+  return scheduler.Decide(s, m, e, q, engine);
+}
+
+// An engine choice with the built-in backends' profiles (engines::ProfileOf of them; the engines
+// tests check that they match).
+types::EngineChoice Engine(const std::string& backend,
+                           types::ModelFormat format = types::ModelFormat::kUnknown) {
+  types::EngineChoice c;
+  c.backend = backend;
+  c.version = "1";
+  c.format = format;
+  types::BackendProfile& p = c.profile;
+  p.name = backend;
+  p.default_version = "1";
+  p.versions = {"1"};
+  if (backend == "llama.cpp") {
+    p.distributed_versions = {"1"};
+    p.model_formats = {"gguf"};
+    p.cpu_supported = p.partial_offload = true;
+  } else if (backend == "vllm") {
+    p.model_formats = {"safetensors", "gguf"};
+    p.gpu_vendors = {"nvidia", "amd"};
+    p.min_compute_capability = "7.0";
+  } else if (backend == "sglang") {
+    p.model_formats = {"safetensors"};
+    p.gpu_vendors = {"nvidia", "amd"};
+    p.min_compute_capability = "7.5";
+  }
+  return c;
 }
 
 void Claim(ClusterSnapshot& s, int64_t instance, int64_t model, int64_t worker,
@@ -117,7 +145,8 @@ TEST(FilterTest, EachFilterRejectsWithItsReason) {
   m.gpu_type = "h100";  // case-insensitive substring
   m.worker_selector = {{"zone", "a"}};
   m.backend = "vllm";
-  Decision d = Place(s, m, TestEstimator(40));
+  const types::EngineChoice vllm = Engine("vllm");
+  Decision d = Place(s, m, TestEstimator(40), {}, &vllm);
   ASSERT_FALSE(d.placed);
   EXPECT_EQ(d.reasons.at("w1"), "in cluster 2, the model is for cluster 1");
   EXPECT_EQ(d.reasons.at("w2"), "no GPU matches gpu_type \"h100\" (has NVIDIA L4)");
@@ -211,6 +240,69 @@ TEST(PlacementOrderTest, MultiWorkerOnlyWhenAllowed) {
   ASSERT_EQ(d.placement.subordinates.size(), 1u);
   EXPECT_EQ(d.placement.subordinates[0].worker_name, "w2");
   EXPECT_EQ(d.placement.tensor_parallel_size, 2);
+}
+
+// Only a backend version with a distributed command spans workers (llama.cpp's rpc-server);
+// vLLM has none, so a model too big for one worker's GPUs is not placed rather than placed on
+// workers where the engine cannot start.
+TEST(PlacementOrderTest, MultiWorkerOnlyForBackendsThatDefineHow) {
+  ClusterSnapshot s;
+  ASSERT_TRUE(s.AddWorker(Worker(1, 1, 40)).ok());
+  ASSERT_TRUE(s.AddWorker(Worker(2, 1, 40)).ok());
+  types::Model m = MakeModel(1);
+  m.distributed_inference_across_workers = true;
+  m.backend = "vllm";
+  const types::EngineChoice vllm = Engine("vllm");
+  Decision d = Place(s, m, TestEstimator(60), {}, &vllm);
+  EXPECT_FALSE(d.placed) << d.summary;
+  EXPECT_EQ(d.summary, "0/2 workers fit: 2 lacked VRAM (need 60.0 GiB, best has 40.0 GiB free)");
+  m.backend = "llama.cpp";
+  const types::EngineChoice llama = Engine("llama.cpp", types::ModelFormat::kGguf);
+  d = Place(s, m, TestEstimator(60), {}, &llama);
+  ASSERT_TRUE(d.placed) << d.summary;
+  EXPECT_EQ(d.placement.kind, PlacementKind::kMultiWorker);
+}
+
+// The filter reads formats: a GGUF goes only to a backend that reads GGUF, and every worker says
+// why not otherwise.
+TEST(FilterTest, BackendMustReadTheModelsFormat) {
+  ClusterSnapshot s;
+  ASSERT_TRUE(s.AddWorker(Worker(1, 1)).ok());
+  ASSERT_TRUE(s.AddWorker(Worker(2, 1)).ok());
+  types::Model m = MakeModel(1);
+  m.backend = "sglang";
+  const types::EngineChoice gguf_on_sglang = Engine("sglang", types::ModelFormat::kGguf);
+  Decision d = Place(s, m, TestEstimator(10), {}, &gguf_on_sglang);
+  ASSERT_FALSE(d.placed);
+  EXPECT_EQ(d.reasons.at("w1"), "cannot run sglang: sglang reads safetensors, not gguf");
+  EXPECT_EQ(d.reasons.at("w2"), "cannot run sglang: sglang reads safetensors, not gguf");
+  EXPECT_EQ(d.summary, "0/2 workers fit: 2 cannot run sglang");
+  const types::EngineChoice ckpt_on_sglang = Engine("sglang", types::ModelFormat::kSafetensors);
+  EXPECT_TRUE(Place(s, m, TestEstimator(10), {}, &ckpt_on_sglang).placed);
+}
+
+// An automatic choice of vLLM (a safetensors checkpoint) is placed by vLLM's rules: no CPU, no
+// partial offload, even with cpu_offloading; the worker would otherwise launch vLLM on a CPU.
+TEST(FilterTest, AutomaticVllmIsNeverPlacedOnACpu) {
+  ClusterSnapshot s;
+  ASSERT_TRUE(s.AddWorker(Worker(1, 0)).ok());
+  ASSERT_TRUE(s.AddWorker(Worker(2, 1, 16)).ok());
+  types::Model m = MakeModel(1);
+  m.backend = "";
+  m.cpu_offloading = true;
+  types::EngineChoice vllm = Engine("vllm", types::ModelFormat::kSafetensors);
+  vllm.automatic = true;
+  Decision d = Place(s, m, TestEstimator(20), {}, &vllm);
+  ASSERT_FALSE(d.placed) << d.summary;
+  EXPECT_EQ(d.reasons.at("w1"),
+            "cannot run vllm: no GPU (needs an NVIDIA GPU with compute capability >= 7.0 or an "
+            "AMD GPU)");
+  EXPECT_THAT(d.reasons.at("w2"), HasSubstr("insufficient VRAM"));
+  // llama.cpp (a GGUF) may use both.
+  const types::EngineChoice llama = Engine("llama.cpp", types::ModelFormat::kGguf);
+  d = Place(s, m, TestEstimator(20), {}, &llama);
+  ASSERT_TRUE(d.placed) << d.summary;
+  EXPECT_EQ(d.placement.kind, PlacementKind::kPartialOffload);
 }
 
 TEST(PlacementOrderTest, MultiWorkerBeforeOffloadBeforeCpu) {

@@ -169,6 +169,34 @@ TEST(ModelInstanceToJsonTest, WritesStateClaimAndTimes) {
   EXPECT_TRUE(o.at("last_restart_at").is_null());
 }
 
+// The launch inputs travel with the claim from the scheduler to the worker (and the store).
+TEST(ResourceClaimJsonTest, RoundTripsWithTheLaunchInputs) {
+  ResourceClaim c;
+  c.vram = {{0, 70LL << 30}, {3, 71LL << 30}};
+  c.ram = 5LL << 30;
+  c.offload_layers = 33;
+  c.total_layers = 32;
+  c.tensor_split = {0.5, 0.5};
+  c.kv_cache_bytes = 51LL << 30;
+  c.weight_bytes_per_gpu = 8LL << 30;
+  json::object o = ToJson(c);
+  EXPECT_EQ(o.at("kv_cache_bytes").as_int64(), 51LL << 30);
+  EXPECT_EQ(o.at("weight_bytes_per_gpu").as_int64(), 8LL << 30);
+  Result<ResourceClaim> back = ResourceClaimFromJson(o);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(*back, c);
+  // Claims written before the launch inputs existed still parse, as unknown (0).
+  o.erase("kv_cache_bytes");
+  EXPECT_EQ(ResourceClaimFromJson(o)->kv_cache_bytes, 0);
+  o["weight_bytes_per_gpu"] = -1;
+  EXPECT_EQ(ResourceClaimFromJson(o).status().message(),
+            "claim.weight_bytes_per_gpu must be an integer >= 0");
+  o["weight_bytes_per_gpu"] = 0;
+  o["vram"] = json::object{{"x", 1}};
+  EXPECT_EQ(ResourceClaimFromJson(o).status().message(),
+            "claim.vram must be an object of GPU index -> bytes");
+}
+
 TEST(StateNamesTest, RoundTrip) {
   for (InstanceState s :
        {InstanceState::kPending, InstanceState::kScheduled, InstanceState::kDownloading,

@@ -515,27 +515,9 @@ bool DecodeIntArray(const json::value& v, std::vector<int>& out) {
 
 bool DecodeClaim(const json::value& v, types::ResourceClaim& c) {
   if (!v.is_object()) return false;
-  const json::object& o = v.as_object();
-  if (const auto* vram = o.if_contains("vram")) {
-    if (!vram->is_object()) return false;
-    for (const auto& [k, bytes] : vram->as_object()) {
-      if (!bytes.is_int64()) return false;
-      c.vram[std::stoi(std::string(k))] = bytes.as_int64();
-    }
-  }
-  if (const auto* x = o.if_contains("ram"); x && x->is_int64()) c.ram = x->as_int64();
-  if (const auto* x = o.if_contains("offload_layers"); x && x->is_int64()) {
-    c.offload_layers = static_cast<int>(x->as_int64());
-  }
-  if (const auto* x = o.if_contains("total_layers"); x && x->is_int64()) {
-    c.total_layers = static_cast<int>(x->as_int64());
-  }
-  if (const auto* x = o.if_contains("tensor_split"); x && x->is_array()) {
-    for (const json::value& d : x->as_array()) {
-      if (!d.is_number()) return false;
-      c.tensor_split.push_back(d.to_number<double>());
-    }
-  }
+  Result<types::ResourceClaim> claim = types::ResourceClaimFromJson(v.as_object());
+  if (!claim.ok()) return false;
+  c = std::move(claim).value();
   return true;
 }
 

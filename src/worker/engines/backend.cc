@@ -10,7 +10,6 @@
 namespace segma::engines {
 namespace {
 
-constexpr std::string_view kModelFormats[] = {"gguf", "safetensors"};
 constexpr std::string_view kGpuVendors[] = {
     "nvidia", "amd", "intel", "ascend", "hygon", "moorethreads", "iluvatar", "metax", "cambricon"};
 constexpr std::string_view kShellOperators[] = {";", "|",  "||", "&",    "&&", ">", ">>",
@@ -448,7 +447,8 @@ std::vector<Backend> MakeBuiltIns() {
     BackendVersion v;
     v.command = Concat(
         Args({"trtllm-serve", "{{model_path}}", "--host", "{{host}}", "--port", "{{port}}",
-              "--backend", "pytorch", "--tp_size", "{{tensor_parallel_size}}"}),
+              "--served_model_name", "{{model_name}}", "--backend", "pytorch", "--tp_size",
+              "{{tensor_parallel_size}}"}),
         {When("ctx_size", {"--max_seq_len", "{{ctx_size}}"}),
          When("parallel", {"--max_batch_size", "{{parallel}}"}),
          When("kv_cache_free_gpu_memory_fraction",
@@ -716,9 +716,9 @@ Status ValidateBackend(const Backend& b) {
     return InvalidArgumentError("health_path must start with '/'");
   }
   for (const std::string& f : b.model_formats) {
-    if (!OneOf(f, kModelFormats)) {
-      return InvalidArgumentError(
-          fmt::format("model_formats: unknown format '{}' (gguf, safetensors)", f));
+    if (!types::ParseModelFormat(f)) {
+      return InvalidArgumentError(fmt::format(
+          "model_formats: unknown format '{}' (gguf, safetensors, tensorrt-engine)", f));
     }
   }
   for (const std::string& vendor : b.gpu_vendors) {
@@ -826,6 +826,32 @@ Result<LaunchSpec> RenderDistributedServerLaunch(const Backend& backend, std::st
   }
   return Render(backend, *ver, ver->distributed_server_command, model, instance, server.gpu_indexes,
                 server.claim, ctx, /*append_parameters=*/false);
+}
+
+types::BackendProfile ProfileOf(const Backend& b) {
+  types::BackendProfile p;
+  p.name = b.name;
+  p.default_version = b.default_version;
+  for (const auto& [name, v] : b.versions) {
+    p.versions.push_back(name);
+    if (!v.distributed_server_command.empty()) p.distributed_versions.push_back(name);
+    for (const TemplateGroup& g : v.command) {
+      for (const std::string& a : g.args) {
+        if (MentionsVariable(a, "n_gpu_layers")) p.partial_offload = true;
+      }
+    }
+  }
+  p.model_formats = b.model_formats;
+  p.gpu_vendors = b.gpu_vendors;
+  p.min_compute_capability = b.min_compute_capability;
+  p.cpu_supported = b.cpu_supported;
+  return p;
+}
+
+Result<types::BackendProfile> BackendDefinitions::Find(const std::string& name) const {
+  if (extra_ != nullptr && extra_->name == name) return ProfileOf(*extra_);
+  if (const Backend* b = FindBuiltInBackend(name)) return ProfileOf(*b);
+  return NotFoundError(fmt::format("unknown backend '{}'", name));
 }
 
 }  // namespace segma::engines

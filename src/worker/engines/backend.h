@@ -14,6 +14,7 @@
 
 #include "common/json.h"
 #include "common/status.h"
+#include "types/engine_choice.h"
 #include "types/model.h"
 
 namespace segma::engines {
@@ -58,11 +59,13 @@ struct BackendVersion {
 struct Backend {
   std::string name;  // 1-64 of [A-Za-z0-9._-]
   std::map<std::string, BackendVersion> versions;
-  std::string default_version;             // a key of `versions`
-  std::string health_path = "/health";     // GET → 200 when ready
-  std::vector<std::string> model_formats;  // "gguf", "safetensors"; empty = any (simulator)
-  std::vector<std::string> gpu_vendors;    // "nvidia", "amd", ...; empty = any
-  std::string min_compute_capability;      // "8.0"; empty = none (NVIDIA only)
+  std::string default_version;          // a key of `versions`
+  std::string health_path = "/health";  // GET → 200 when ready
+  // types::ModelFormatName values ("gguf", "safetensors", "tensorrt-engine"); empty = any
+  // (simulator). Engine choice and the scheduler send only these formats to the backend.
+  std::vector<std::string> model_formats;
+  std::vector<std::string> gpu_vendors;  // "nvidia", "amd", ...; empty = any
+  std::string min_compute_capability;    // "8.0"; empty = none (NVIDIA only)
   bool cpu_supported = false;
   MetricsFormat metrics_format = MetricsFormat::kNone;
   bool built_in = false;
@@ -91,6 +94,24 @@ Result<Backend> BackendFromJson(const json::object& o);
 
 // Checks the invariants BackendFromJson enforces (for backends built in code).
 Status ValidateBackend(const Backend& b);
+
+// What engine choice and the scheduler need of `b`: its formats and hardware, the versions that
+// have a distributed_server_command, and whether a version's command renders {{n_gpu_layers}}
+// (partial offload).
+types::BackendProfile ProfileOf(const Backend& b);
+
+// The built-in backends, plus `extra` (a user-defined backend, or a built-in one with versions
+// users added, which then replaces the built-in of its name). Not owning: `extra` must outlive
+// the catalog.
+class BackendDefinitions final : public types::BackendCatalog {
+ public:
+  explicit BackendDefinitions(const Backend* extra = nullptr) : extra_(extra) {}
+  // types::BackendCatalog
+  Result<types::BackendProfile> Find(const std::string& name) const override;
+
+ private:
+  const Backend* extra_;
+};
 
 // Checks a deployment's backend_parameters: each one becomes one argv element as is (engines are
 // exec'd directly, never through a shell). kInvalidArgument for an empty parameter, control

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 namespace segma::engines {
@@ -329,10 +330,10 @@ TEST(RenderLaunchTest, TensorRtLlm) {
   LaunchContext ctx = MakeContext("/models/Llama-3.3-70B-Instruct", 40030);
   ctx.weight_bytes_per_gpu = 16 * kGiB;  // (64 - 16) / (80 - 16) = 0.75 of the free memory
   LaunchSpec s = MustRender(BuiltIn("tensorrt-llm"), m, i, ctx);
-  EXPECT_EQ(s.argv,
-            (Argv{"trtllm-serve", "/models/Llama-3.3-70B-Instruct", "--host", "0.0.0.0", "--port",
-                  "40030", "--backend", "pytorch", "--tp_size", "4", "--max_seq_len", "8192",
-                  "--max_batch_size", "32", "--kv_cache_free_gpu_memory_fraction", "0.75"}));
+  EXPECT_EQ(s.argv, (Argv{"trtllm-serve", "/models/Llama-3.3-70B-Instruct", "--host", "0.0.0.0",
+                          "--port", "40030", "--served_model_name", "llama-3.3-70b", "--backend",
+                          "pytorch", "--tp_size", "4", "--max_seq_len", "8192", "--max_batch_size",
+                          "32", "--kv_cache_free_gpu_memory_fraction", "0.75"}));
   EXPECT_EQ(s.env.at("CUDA_VISIBLE_DEVICES"), "0,1,2,3");
 }
 
@@ -348,6 +349,238 @@ TEST(RenderLaunchTest, Simulator) {
   EXPECT_EQ(s.argv, (Argv{"segma", "engine-sim", "--host", "0.0.0.0", "--port", "40040", "--model",
                           "sim-8b", "--tp", "1", "--params-b", "8", "--gpu", "H100",
                           "--max-model-len", "8192"}));
+}
+
+// ---- every built-in backend, every model format, with and without the extended KV cache ------
+
+// One launch as the worker does it: the engine chosen by types::ChooseEngine for the model's
+// format, the launch inputs from the claim the scheduler wrote (kv_cache_bytes,
+// weight_bytes_per_gpu), then RenderLaunch.
+struct MatrixCase {
+  std::string backend;
+  types::ModelSource source;
+  std::string model_path;  // where the worker has the files
+  types::ModelFormat format;
+  bool extended_kv_cache;
+  Argv argv;
+  Env env;
+};
+
+types::ModelSource Local(std::string path) {
+  types::ModelSource s;
+  s.type = types::SourceType::kLocalPath;
+  s.path = std::move(path);
+  return s;
+}
+
+types::ModelSource Hub(std::string repo, std::string file = "") {
+  types::ModelSource s;
+  s.type = types::SourceType::kHuggingFace;
+  s.repo = std::move(repo);
+  s.revision = "main";
+  s.file = std::move(file);
+  return s;
+}
+
+Result<LaunchSpec> LaunchAsTheWorkerDoes(const MatrixCase& c) {
+  types::Model m;
+  m.id = 7;
+  m.name = "llama-8b";
+  m.source = c.source;
+  m.backend = c.backend;
+  m.context_length = 8192;
+  m.max_concurrent_sequences = 16;
+  if (c.extended_kv_cache) {
+    m.extended_kv_cache.enabled = true;
+    m.extended_kv_cache.ram_ratio = 2;
+  }
+  ASSIGN_OR_RETURN(types::EngineChoice choice,
+                   types::ChooseEngine(m, c.format, BackendDefinitions()));
+  RETURN_IF_ERROR(types::CheckEngineFits(m, choice));
+  types::ModelInstance i = MakeInstance({0}, 72 * kGiB);  // 0.90 of 80 GiB
+  i.claim.offload_layers = 32;
+  i.claim.total_layers = 32;
+  i.claim.kv_cache_bytes = 16 * kGiB;
+  i.claim.weight_bytes_per_gpu = 15 * kGiB;
+  LaunchContext ctx = MakeContext(c.model_path, 41000);
+  ctx.kv_cache_bytes = i.claim.kv_cache_bytes;
+  ctx.weight_bytes_per_gpu = i.claim.weight_bytes_per_gpu;
+  return RenderLaunch(BuiltIn(choice.backend), choice.version, m, i, ctx);
+}
+
+const std::string kGguf = "/models/Llama-3.1-8B-Instruct-Q8_0.gguf";
+const std::string kCheckpoint = "/models/Llama-3.1-8B-Instruct";
+const std::string kHubDir = "/data/models/huggingface/meta-llama/Llama-3.1-8B-Instruct/main";
+const std::string kHubGguf =
+    "/data/models/huggingface/bartowski/Llama-3.1-8B-Instruct-GGUF/main/"
+    "Llama-3.1-8B-Instruct-Q8_0.gguf";
+
+Argv LlamaCpp(const std::string& path) {
+  return {"llama-server", "-m",      path,       "--host",    "0.0.0.0",   "--port",
+          "41000",        "--alias", "llama-8b", "-c",        "131072",    "--parallel",
+          "16",           "-ngl",    "32",       "--metrics", "--no-webui"};
+}
+Argv Vllm(const std::string& path, bool lmcache) {
+  Argv a{"vllm",     "serve",
+         path,       "--host",
+         "0.0.0.0",  "--port",
+         "41000",    "--served-model-name",
+         "llama-8b", "--tensor-parallel-size",
+         "1",        "--gpu-memory-utilization",
+         "0.90",     "--max-model-len",
+         "8192",     "--max-num-seqs",
+         "16"};
+  if (lmcache) {
+    a.push_back("--kv-transfer-config");
+    a.push_back(R"({"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"})");
+  }
+  return a;
+}
+Argv Sglang(const std::string& path, bool hicache) {
+  Argv a{"python3",
+         "-m",
+         "sglang.launch_server",
+         "--model-path",
+         path,
+         "--served-model-name",
+         "llama-8b",
+         "--host",
+         "0.0.0.0",
+         "--port",
+         "41000",
+         "--tp-size",
+         "1",
+         "--mem-fraction-static",
+         "0.90",
+         "--context-length",
+         "8192",
+         "--max-running-requests",
+         "16"};
+  if (hicache) {
+    for (const char* x : {"--enable-hierarchical-cache", "--hicache-ratio", "2"}) a.push_back(x);
+  }
+  a.push_back("--enable-metrics");
+  return a;
+}
+Argv TensorRtLlm(const std::string& path) {
+  // KV fraction: (72 - 15) / (80 - 15) GiB of what the weights leave = 0.87.
+  return {"trtllm-serve",
+          path,
+          "--host",
+          "0.0.0.0",
+          "--port",
+          "41000",
+          "--served_model_name",
+          "llama-8b",
+          "--backend",
+          "pytorch",
+          "--tp_size",
+          "1",
+          "--max_seq_len",
+          "8192",
+          "--max_batch_size",
+          "16",
+          "--kv_cache_free_gpu_memory_fraction",
+          "0.87"};
+}
+
+const Env kGpu0{{"CUDA_VISIBLE_DEVICES", "0"}};
+// LMCache's RAM cache: ram_ratio 2 x the 16 GiB GPU KV cache of the claim.
+const Env kLmcache{{"CUDA_VISIBLE_DEVICES", "0"},
+                   {"LMCACHE_LOCAL_CPU", "True"},
+                   {"LMCACHE_MAX_LOCAL_CPU_SIZE", "32"}};
+
+std::vector<MatrixCase> Matrix() {
+  using F = types::ModelFormat;
+  std::vector<MatrixCase> cases;
+  for (bool kv : {false, true}) {
+    // llama.cpp has no RAM tier for its KV cache: the extended cache changes nothing.
+    cases.push_back({"llama.cpp", Local(kGguf), kGguf, F::kGguf, kv, LlamaCpp(kGguf), kGpu0});
+    cases.push_back({"llama.cpp", Hub("bartowski/Llama-3.1-8B-Instruct-GGUF"), kHubGguf, F::kGguf,
+                     kv, LlamaCpp(kHubGguf), kGpu0});
+    cases.push_back(
+        {"vllm", Local(kGguf), kGguf, F::kGguf, kv, Vllm(kGguf, kv), kv ? kLmcache : kGpu0});
+    cases.push_back({"vllm", Local(kCheckpoint), kCheckpoint, F::kSafetensors, kv,
+                     Vllm(kCheckpoint, kv), kv ? kLmcache : kGpu0});
+    cases.push_back({"vllm", Hub("meta-llama/Llama-3.1-8B-Instruct"), kHubDir, F::kSafetensors, kv,
+                     Vllm(kHubDir, kv), kv ? kLmcache : kGpu0});
+    cases.push_back({"sglang", Local(kCheckpoint), kCheckpoint, F::kSafetensors, kv,
+                     Sglang(kCheckpoint, kv), kGpu0});
+    cases.push_back({"sglang", Hub("meta-llama/Llama-3.1-8B-Instruct"), kHubDir, F::kSafetensors,
+                     kv, Sglang(kHubDir, kv), kGpu0});
+    cases.push_back({"tensorrt-llm", Local(kCheckpoint), kCheckpoint, F::kSafetensors, kv,
+                     TensorRtLlm(kCheckpoint), kGpu0});
+    cases.push_back({"tensorrt-llm", Hub("meta-llama/Llama-3.1-8B-Instruct"), kHubDir,
+                     F::kSafetensors, kv, TensorRtLlm(kHubDir), kGpu0});
+    // The automatic choice: the same command lines as naming the backend.
+    cases.push_back({"", Local(kGguf), kGguf, F::kGguf, kv, LlamaCpp(kGguf), kGpu0});
+    cases.push_back({"", Local(kCheckpoint), kCheckpoint, F::kSafetensors, kv,
+                     Vllm(kCheckpoint, kv), kv ? kLmcache : kGpu0});
+    cases.push_back({"", Hub("meta-llama/Llama-3.1-8B-Instruct"), kHubDir, F::kSafetensors, kv,
+                     Vllm(kHubDir, kv), kv ? kLmcache : kGpu0});
+  }
+  return cases;
+}
+
+TEST(BuiltInCommandLinesTest, EveryBackendEveryFormatWithAndWithoutExtendedKvCache) {
+  for (const MatrixCase& c : Matrix()) {
+    SCOPED_TRACE(fmt::format("backend '{}' on {} ({}), extended KV cache {}", c.backend,
+                             c.model_path, types::ModelFormatName(c.format), c.extended_kv_cache));
+    Result<LaunchSpec> s = LaunchAsTheWorkerDoes(c);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    EXPECT_EQ(s->argv, c.argv);
+    EXPECT_EQ(s->env, c.env);
+  }
+}
+
+// The pairs the matrix leaves out are refused before any command is rendered, saying why.
+TEST(BuiltInCommandLinesTest, FormatsABackendDoesNotReadAreRefused) {
+  using F = types::ModelFormat;
+  struct Refused {
+    std::string backend;
+    types::ModelSource source;
+    F format;
+    std::string why;
+  };
+  for (const Refused& r : std::vector<Refused>{
+           {"llama.cpp", Local(kCheckpoint), F::kSafetensors,
+            "llama.cpp reads gguf, not safetensors"},
+           {"sglang", Local(kGguf), F::kGguf, "sglang reads safetensors, not gguf"},
+           {"tensorrt-llm", Local(kGguf), F::kGguf, "tensorrt-llm reads safetensors, not gguf"},
+           {"vllm", Local("/models/engines"), F::kTensorRtEngine,
+            "vllm reads safetensors or gguf, not tensorrt-engine"},
+           {"", Local("/models/engines"), F::kTensorRtEngine,
+            "no built-in backend serves a TensorRT engine directory"}}) {
+    MatrixCase c{r.backend, r.source, r.source.path, r.format, false, {}, {}};
+    Result<LaunchSpec> s = LaunchAsTheWorkerDoes(c);
+    EXPECT_EQ(s.status().code(), StatusCode::kInvalidArgument) << r.backend;
+    EXPECT_NE(s.status().message().find(r.why), std::string::npos) << s.status().message();
+  }
+}
+
+// What engine choice and the scheduler know of the built-in backends.
+TEST(ProfileOfTest, BuiltInBackends) {
+  types::BackendProfile llama = ProfileOf(BuiltIn("llama.cpp"));
+  EXPECT_EQ(llama.model_formats, std::vector<std::string>{"gguf"});
+  EXPECT_EQ(llama.distributed_versions, std::vector<std::string>{"3.21.1"});
+  EXPECT_TRUE(llama.cpu_supported);
+  EXPECT_TRUE(llama.partial_offload);
+  for (const char* name : {"vllm", "sglang", "tensorrt-llm", "simulator"}) {
+    types::BackendProfile p = ProfileOf(BuiltIn(name));
+    EXPECT_TRUE(p.distributed_versions.empty()) << name << ": no distributed command";
+    EXPECT_FALSE(p.partial_offload) << name;
+    EXPECT_EQ(p.versions, std::vector<std::string>{p.default_version}) << name;
+  }
+  EXPECT_EQ(ProfileOf(BuiltIn("vllm")).min_compute_capability, "7.0");
+  EXPECT_EQ(ProfileOf(BuiltIn("tensorrt-llm")).gpu_vendors, std::vector<std::string>{"nvidia"});
+
+  // A definition the server sent replaces the built-in of its name.
+  Backend mine = BuiltIn("vllm");
+  mine.versions["0.12.0"] = mine.versions.begin()->second;
+  BackendDefinitions with(&mine);
+  EXPECT_EQ(with.Find("vllm")->versions, (std::vector<std::string>{"0.11.0", "0.12.0"}));
+  EXPECT_EQ(with.Find("sglang")->name, "sglang");
+  EXPECT_EQ(with.Find("tgi").status().code(), StatusCode::kNotFound);
 }
 
 Result<Backend> ParseBackend(std::string_view text) {
@@ -462,7 +695,7 @@ TEST(CustomBackendTest, RejectsBadTemplates) {
       "metrics_format must be one of none, vllm, llama.cpp, sglang");
   EXPECT_EQ(
       BackendError(R"({"name":"x","model_formats":["onnx"],"versions":{"1":{"command":["a"]}}})"),
-      "model_formats: unknown format 'onnx' (gguf, safetensors)");
+      "model_formats: unknown format 'onnx' (gguf, safetensors, tensorrt-engine)");
   EXPECT_EQ(BackendError(R"({"name":"x","shell":"bash","versions":{"1":{"command":["a"]}}})"),
             "unknown field 'shell'");
   EXPECT_EQ(BackendError(R"({"name":"a/b","versions":{"1":{"command":["a"]}}})"),
