@@ -13,6 +13,7 @@
 
 #include "common/json.h"
 #include "worker/engines/supervisor.h"
+#include "worker/engines/engine_test_util.h"
 
 namespace segma::engines {
 namespace {
@@ -20,20 +21,7 @@ namespace {
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 
-template <typename Pred>
-bool WaitUntil(Pred pred, std::chrono::milliseconds timeout = 15s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return pred();
-}
 
 // A real engine (the fake engine under a supervisor without a guard), and a guard on a fake
 // clock looking at it: every decision is taken at a time the test sets.

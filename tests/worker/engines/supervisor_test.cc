@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 
 #include "scheduler/estimate/test_model.h"
+#include "worker/engines/engine_test_util.h"
 
 namespace segma::engines {
 namespace {
@@ -26,10 +27,6 @@ namespace fs = std::filesystem;
 constexpr char kLlamaBin[] = "/var/cache/segma/llama.cpp-3.21.1/build/bin";
 constexpr char kVocab[] = "/var/cache/segma/llama.cpp-3.21.1/src/models/ggml-vocab-llama-spm.gguf";
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 
 bool Alive(pid_t pid) { return ProcessStartTicks(pid).has_value(); }
 
@@ -69,15 +66,6 @@ std::vector<pid_t> GroupMembers(pid_t pgid) {
   return out;
 }
 
-template <typename Pred>
-bool WaitUntil(Pred pred, std::chrono::milliseconds timeout = 15s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return pred();
-}
 
 // True if nothing listens on or holds `port` (a bind without SO_REUSEADDR succeeds).
 bool PortIsFree(int port) {
@@ -592,6 +580,9 @@ TEST_F(SupervisorTest, RealLlamaServer) {
   mo.vocab_path = kVocab;
   ASSERT_TRUE(estimate::WriteTestModel(mo).ok());
 
+  options_.liveness_period = 200ms;
+  options_.liveness_timeout = 1s;
+  options_.liveness_failures = 2;
   Supervisor& s = Make();
   types::Model model;
   model.name = "tiny";
@@ -616,6 +607,8 @@ TEST_F(SupervisorTest, RealLlamaServer) {
   spec.name = instance.name;
   spec.port = *port;
   spec.launch = *launch;
+  spec.liveness_path = "/v1/models";
+  spec.restart_on_error = false;
   spec.ready_timeout = 120s;
   ASSERT_TRUE(s.Start(spec).ok());
   ASSERT_TRUE(WaitUntil([&] { return !InState(s, 20, EngineState::kStarting); }, 120s));
@@ -628,6 +621,15 @@ TEST_F(SupervisorTest, RealLlamaServer) {
   EXPECT_TRUE(res.starts_with("HTTP/1.1 200")) << res;
   EXPECT_NE(res.find("\"choices\""), std::string::npos) << res;
   EXPECT_NE(res.find("\"completion_tokens\""), std::string::npos) << res;
+  // Its HTTP threads answer the liveness check (health and model list) between requests.
+  EXPECT_TRUE(InState(s, 20, EngineState::kRunning));
+
+  // A stopped llama-server is found hung and stopped.
+  ::kill(pid, SIGSTOP);
+  ASSERT_TRUE(WaitUntil([&] { return InState(s, 20, EngineState::kError); }, 30s));
+  EXPECT_TRUE(s.Get(20)->message.starts_with("liveness check failed: GET /health: "))
+      << s.Get(20)->message;
+  ASSERT_TRUE(WaitUntil([&] { return !Alive(pid); }, 30s));
 
   s.StopAll();
   EXPECT_FALSE(Alive(pid));
