@@ -21,7 +21,10 @@ Result<std::string> RegisterForToken(const AgentConfig& config) {
   http::ClientRequest req;
   req.method = verb::post;
   req.url = config.server_url + "/v2/workers";
-  req.Bearer(config.registration_token).JsonBody(RegistrationBody(config, config.port));
+  // The worker is not listening: its port here only fills the record until it registers again
+  // with the port it binds (0, "any", is not a port the server accepts).
+  const uint16_t port = config.port > 0 ? config.port : AgentConfig{}.port;
+  req.Bearer(config.registration_token).JsonBody(RegistrationBody(config, port));
   ASSIGN_OR_RETURN(http::ClientResponse res, http::FetchSync(std::move(req)));
   if (res.status != 201) {
     return UnavailableError(

@@ -146,6 +146,13 @@ class EngineHealthTest : public ::testing::Test {
            });
   }
 
+  // The port in the engine's state file, 0 if none.
+  int EnginePort(int64_t instance_id) {
+    Result<json::value> v =
+        ParseJson(ReadFile(engines_dir_ + "/instance-" + std::to_string(instance_id) + ".json"));
+    return v.ok() && v->is_object() ? static_cast<int>(Int(v->as_object(), "port")) : 0;
+  }
+
   int EnginePid(int64_t instance_id) {
     return StateFilePid(engines_dir_ + "/instance-" + std::to_string(instance_id) + ".json");
   }
@@ -269,16 +276,34 @@ TEST_F(EngineHealthTest, StoppingSegmaStartStopsItsEnginesUnlessKept) {
   EXPECT_EQ(EnginePid(id), 0) << "no state file left";
 
   // --keep-engines (an upgrade): the engine outlives segma start and the next start adopts it.
+  // (The instance still reads RUNNING from before: wait for the new engine's own report.)
   StartSegmaWith({"--keep-engines"});
-  ASSERT_TRUE(WaitUntil([&] { return AllRunning(model, 1); }, seconds(60))) << Logs();
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return server_->Log().find("engine for instance " + std::to_string(id) + " (") !=
+                   std::string::npos &&
+               server_->Log().find("is healthy on port") != std::string::npos &&
+               AllRunning(model, 1) &&
+               Int(Instances(api_, model)[0].as_object(), "port") == EnginePort(id);
+      },
+      seconds(60)))
+      << Logs();
   const int kept = EnginePid(id);
   ASSERT_GT(kept, 0);
   server_->Signal(SIGTERM);
   ASSERT_TRUE(server_->Wait(seconds(40)).has_value());
   EXPECT_TRUE(Alive(kept)) << "kept for the next start";
   StartSegmaWith({});
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return server_->Log().find("adopted the running engine of instance " +
+                                   std::to_string(id)) != std::string::npos;
+      },
+      seconds(60)))
+      << Logs();
   ASSERT_TRUE(WaitUntil([&] { return AllRunning(model, 1); }, seconds(60))) << Logs();
   EXPECT_EQ(EnginePid(id), kept) << "adopted, not started again";
+  EXPECT_TRUE(Alive(kept));
 }
 
 TEST_F(EngineHealthTest, EngineOfAWorkerKilledForGoodStopsAfterTheGrace) {

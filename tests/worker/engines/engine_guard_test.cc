@@ -12,16 +12,14 @@
 #include <gtest/gtest.h>
 
 #include "common/json.h"
-#include "worker/engines/supervisor.h"
 #include "worker/engines/engine_test_util.h"
+#include "worker/engines/supervisor.h"
 
 namespace segma::engines {
 namespace {
 
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
-
-
 
 // A real engine (the fake engine under a supervisor without a guard), and a guard on a fake
 // clock looking at it: every decision is taken at a time the test sets.

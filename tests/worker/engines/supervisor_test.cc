@@ -27,7 +27,6 @@ namespace fs = std::filesystem;
 constexpr char kLlamaBin[] = "/var/cache/segma/llama.cpp-3.21.1/build/bin";
 constexpr char kVocab[] = "/var/cache/segma/llama.cpp-3.21.1/src/models/ggml-vocab-llama-spm.gguf";
 
-
 bool Alive(pid_t pid) { return ProcessStartTicks(pid).has_value(); }
 
 // Children of this test process that are zombies (exited, never reaped).
@@ -65,7 +64,6 @@ std::vector<pid_t> GroupMembers(pid_t pgid) {
   }
   return out;
 }
-
 
 // True if nothing listens on or holds `port` (a bind without SO_REUSEADDR succeeds).
 bool PortIsFree(int port) {
