@@ -14,6 +14,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "api/demo.h"
+#include "api/embedded_worker.h"
 #include "api/server_app.h"
 #include "cli/bench_commands.h"
 #include "cli/ctl.h"
@@ -341,7 +342,17 @@ int RunServer(const Flags& f, bool with_worker) {
   if (demo.joinable()) demo.join();
   // A foreground `segma start` takes its engines with it, unless they are kept for the next
   // start to adopt (an upgrade).
-  if (agent) agent->Stop(/*stop_engines=*/!f.keep_engines);
+  if (agent) {
+    agent->Stop(/*stop_engines=*/!f.keep_engines);
+    if (!f.keep_engines && agent->worker_id() > 0) {
+      segma::Result<int> marked = segma::api::MarkEnginesStopped(
+          (*app)->store(), agent->worker_id(), "engine stopped with segma start");
+      if (!marked.ok()) {
+        Logger("server")->warn("instances of the stopped engines not marked: {}",
+                               marked.status().ToString());
+      }
+    }
+  }
   return 0;
 }
 
