@@ -728,6 +728,18 @@ void Supervisor::Loop() {
 }
 
 void Supervisor::RunProbe(ProbeJob& p) {
+  if (p.liveness && p.health_path.empty()) {
+    // A server without HTTP (llama.cpp's rpc-server): connecting again and again would fill the
+    // listen backlog of a server that serves one client at a time (ggml-rpc listens with a backlog
+    // of 1 and its llama-server stays connected). Its listener must still be its own.
+    if (Status owner = CheckPortOwner(p.port, p.pid); !owner.ok()) {
+      p.stranger = owner.code() == StatusCode::kFailedPrecondition;
+      p.failure = owner.message();
+      return;
+    }
+    p.passed = true;
+    return;
+  }
   const std::string what = p.health_path.empty() ? "connect" : fmt::format("GET {}", p.health_path);
   std::string error;
   int code = ProbeHttp(p.port, p.health_path, p.timeout, &error);
