@@ -564,29 +564,18 @@ int main(int argc, char** argv) {
     std::exit(RunProbe(probe_fake_gpus, probe_dir));
   });
 
-  segma::engines::EngineGuardOptions guard;
-  int64_t guard_pid = 0, guard_grace_ms = 300'000, guard_stop_ms = 15'000, guard_check_ms = 1000;
   CLI::App* engine_guard = app.add_subcommand(
       "engine-guard",
       "Started by the worker beside each engine: stops the engine when no worker process has "
-      "owned it for the orphan grace (docs/adr/0030-engine-guard.md)");
-  engine_guard->add_option("--state-file", guard.state_file, "The engine's state file")->required();
-  engine_guard->add_option("--engine-pid", guard_pid, "The engine's pid (= its process group)")
-      ->required()
-      ->check(CLI::Range(int64_t{2}, int64_t{1} << 31));
-  engine_guard
-      ->add_option("--engine-start-ticks", guard.engine_start_ticks,
-                   "The engine's start time (/proc/<pid>/stat field 22)")
-      ->required();
-  engine_guard->add_option("--orphan-grace-ms", guard_grace_ms)->check(CLI::PositiveNumber);
-  engine_guard->add_option("--stop-grace-ms", guard_stop_ms)->check(CLI::PositiveNumber);
-  engine_guard->add_option("--check-interval-ms", guard_check_ms)->check(CLI::PositiveNumber);
+      "owned it for the orphan grace (docs/adr/0030-engine-guard.md). Flags: --state-file, "
+      "--engine-pid, --engine-start-ticks, --orphan-grace-ms, --stop-grace-ms, "
+      "--check-interval-ms");
+  engine_guard->prefix_command();  // its flags are ParseEngineGuardArgs's
   engine_guard->callback([&] {
-    guard.engine_pid = static_cast<pid_t>(guard_pid);
-    guard.orphan_grace = std::chrono::milliseconds(guard_grace_ms);
-    guard.stop_grace = std::chrono::milliseconds(guard_stop_ms);
-    guard.check_interval = std::chrono::milliseconds(guard_check_ms);
-    std::exit(segma::engines::RunEngineGuard(guard, segma::SystemClock::Get(), std::cerr));
+    segma::Result<segma::engines::EngineGuardOptions> guard =
+        segma::engines::ParseEngineGuardArgs(engine_guard->remaining());
+    if (!guard.ok()) std::exit(Die(guard.status()));
+    std::exit(segma::engines::RunEngineGuard(*guard, segma::SystemClock::Get(), std::cerr));
   });
 
   segma::cli::AddCtlCommands(app);

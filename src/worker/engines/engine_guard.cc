@@ -3,6 +3,8 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -147,6 +149,57 @@ int RunEngineGuard(const EngineGuardOptions& options, Clock& clock, std::ostream
         return 0;
     }
   }
+}
+
+Result<EngineGuardOptions> ParseEngineGuardArgs(const std::vector<std::string>& args) {
+  EngineGuardOptions o;
+  bool has_pid = false, has_ticks = false;
+  for (size_t i = 0; i < args.size(); i += 2) {
+    const std::string& flag = args[i];
+    if (i + 1 >= args.size()) return InvalidArgumentError(flag + " needs a value");
+    const std::string& value = args[i + 1];
+    if (flag == "--state-file") {
+      o.state_file = value;
+      continue;
+    }
+    char* end = nullptr;
+    const unsigned long long n = std::strtoull(value.c_str(), &end, 10);
+    if (value.empty() || *end != '\0') {
+      return InvalidArgumentError(fmt::format("{} must be a number, got '{}'", flag, value));
+    }
+    if (flag == "--engine-pid") {
+      o.engine_pid = static_cast<pid_t>(n);
+      has_pid = n > 1;
+    } else if (flag == "--engine-start-ticks") {
+      o.engine_start_ticks = n;
+      has_ticks = true;
+    } else if (flag == "--orphan-grace-ms") {
+      o.orphan_grace = std::chrono::milliseconds(n);
+    } else if (flag == "--stop-grace-ms") {
+      o.stop_grace = std::chrono::milliseconds(n);
+    } else if (flag == "--check-interval-ms") {
+      o.check_interval = std::chrono::milliseconds(std::max<unsigned long long>(n, 1));
+    } else {
+      return InvalidArgumentError("unknown flag " + flag);
+    }
+  }
+  if (o.state_file.empty()) return InvalidArgumentError("--state-file is required");
+  if (!has_pid) return InvalidArgumentError("--engine-pid (> 1) is required");
+  if (!has_ticks) return InvalidArgumentError("--engine-start-ticks is required");
+  return o;
+}
+
+std::vector<std::string> EngineGuardCommand(std::vector<std::string> prefix,
+                                            const EngineGuardOptions& o) {
+  for (std::string a : {std::string("--state-file"), o.state_file, std::string("--engine-pid"),
+                        std::to_string(o.engine_pid), std::string("--engine-start-ticks"),
+                        std::to_string(o.engine_start_ticks), std::string("--orphan-grace-ms"),
+                        std::to_string(o.orphan_grace.count()), std::string("--stop-grace-ms"),
+                        std::to_string(o.stop_grace.count()), std::string("--check-interval-ms"),
+                        std::to_string(o.check_interval.count())}) {
+    prefix.push_back(std::move(a));
+  }
+  return prefix;
 }
 
 }  // namespace segma::engines

@@ -13,10 +13,12 @@
 #include <optional>
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include <sys/types.h>
 
 #include "common/clock.h"
+#include "common/status.h"
 
 namespace segma::engines {
 
@@ -67,5 +69,15 @@ class EngineGuard {
 // and SIGHUP (a stop of the engine's group must not end the guard before the engine). Writes its
 // decisions to `log` (the engine's log). Returns the process's exit code (0).
 int RunEngineGuard(const EngineGuardOptions& options, Clock& clock, std::ostream& log);
+
+// `segma engine-guard` after its name: --state-file PATH --engine-pid N --engine-start-ticks T
+// [--orphan-grace-ms N] [--stop-grace-ms N] [--check-interval-ms N], each flag followed by its
+// value. kInvalidArgument naming the flag for anything else or a missing required flag.
+Result<EngineGuardOptions> ParseEngineGuardArgs(const std::vector<std::string>& args);
+
+// The command line the supervisor starts beside an engine: `prefix` (the guard executable and
+// its subcommand) followed by the flags ParseEngineGuardArgs reads.
+std::vector<std::string> EngineGuardCommand(std::vector<std::string> prefix,
+                                            const EngineGuardOptions& options);
 
 }  // namespace segma::engines

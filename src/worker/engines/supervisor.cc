@@ -26,6 +26,7 @@
 #include "common/json.h"
 #include "common/logging.h"
 #include "common/thread.h"
+#include "worker/engines/engine_guard.h"
 
 extern char** environ;
 
@@ -597,16 +598,14 @@ void Supervisor::Spawn(Engine& e, std::vector<EngineStatus>& events) {
 
 void Supervisor::SpawnGuard(Engine& e) {
   if (options_.guard_command.empty()) return;
-  std::vector<std::string> argv = options_.guard_command;
-  for (std::string a :
-       {std::string("--state-file"), StatePath(e.spec.instance_id), std::string("--engine-pid"),
-        std::to_string(e.pid), std::string("--engine-start-ticks"), std::to_string(e.start_ticks),
-        std::string("--orphan-grace-ms"), std::to_string(options_.orphan_grace.count()),
-        std::string("--stop-grace-ms"), std::to_string(options_.stop_grace.count()),
-        std::string("--check-interval-ms"),
-        std::to_string(options_.guard_check_interval.count())}) {
-    argv.push_back(std::move(a));
-  }
+  EngineGuardOptions guard;
+  guard.state_file = StatePath(e.spec.instance_id);
+  guard.engine_pid = e.pid;
+  guard.engine_start_ticks = e.start_ticks;
+  guard.orphan_grace = options_.orphan_grace;
+  guard.stop_grace = options_.stop_grace;
+  guard.check_interval = options_.guard_check_interval;
+  const std::vector<std::string> argv = EngineGuardCommand(options_.guard_command, guard);
   const int log_fd = ::open(e.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log_fd < 0) {
     Logger("worker")->error("cannot open engine log {} for its guard: {}", e.log_path,
