@@ -238,9 +238,9 @@ TEST_F(GuardedEngineTest, EngineOfAWorkerKilledForGoodStopsAfterTheGrace) {
   EXPECT_NE(Log().find("no worker adopted engine " + std::to_string(engine_) + " within 1 s"),
             std::string::npos)
       << Log();
-  EXPECT_FALSE(fs::exists(dir_ + "/engines/instance-1.json")) << "its state file is gone too";
   ASSERT_TRUE(WaitUntil([&] { return ProcessGroupMembers(engine_).empty(); }))
       << "the guard ends with its engine";
+  EXPECT_FALSE(fs::exists(dir_ + "/engines/instance-1.json")) << "its state file is gone too";
 }
 
 TEST_F(GuardedEngineTest, WorkerRestartedWithinTheGraceAdoptsTheEngine) {
