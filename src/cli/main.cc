@@ -14,6 +14,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "api/demo.h"
+#include "api/embedded_worker.h"
 #include "api/server_app.h"
 #include "cli/bench_commands.h"
 #include "cli/ctl.h"
@@ -24,6 +25,8 @@
 #include "http/io_loop.h"
 #include "store/sqlite/sqlite_store.h"
 #include "worker/agent.h"
+#include "worker/drain.h"
+#include "worker/engines/engine_guard.h"
 #include "worker/gpu/fake_gpu_probe.h"
 #include "worker/gpu/host_probe.h"
 
@@ -48,6 +51,12 @@ struct Flags {
   double heartbeat_interval_s = 10;
   double engine_metrics_interval_s = 10;
   int engine_ready_timeout_s = 600;
+  double engine_liveness_period_s = 2;
+  double engine_liveness_timeout_s = 2;
+  int engine_liveness_failures = 3;
+  double engine_orphan_grace_s = 300;
+  bool keep_engines = false;  // start only
+  bool drain = false;         // worker only
   std::vector<std::string> labels;
   std::vector<std::string> engine_dirs;
   bool no_demo = false;  // start only
@@ -143,6 +152,29 @@ void AddWorkerFlags(CLI::App* cmd, Flags& f, bool standalone) {
                   "an ERROR (and restarted)")
       ->envname("SEGMA_ENGINE_READY_TIMEOUT")
       ->check(CLI::Range(1, 86400));
+  cmd->add_option("--engine-liveness-period", f.engine_liveness_period_s,
+                  "Seconds between liveness checks of a RUNNING engine (its health path, GET "
+                  "/v1/models, and that the port's listener is the engine's)")
+      ->envname("SEGMA_ENGINE_LIVENESS_PERIOD")
+      ->check(CLI::Range(0.05, 3600.0))
+      ->capture_default_str();
+  cmd->add_option("--engine-liveness-timeout", f.engine_liveness_timeout_s,
+                  "Seconds each request of a liveness check may take")
+      ->envname("SEGMA_ENGINE_LIVENESS_TIMEOUT")
+      ->check(CLI::Range(0.05, 3600.0))
+      ->capture_default_str();
+  cmd->add_option("--engine-liveness-failures", f.engine_liveness_failures,
+                  "Failed liveness checks in a row after which an engine is hung: out of rotation, "
+                  "stopped and restarted with the backoff (0: no liveness checks)")
+      ->envname("SEGMA_ENGINE_LIVENESS_FAILURES")
+      ->check(CLI::Range(0, 1000))
+      ->capture_default_str();
+  cmd->add_option("--engine-orphan-grace", f.engine_orphan_grace_s,
+                  "Seconds an engine keeps running without a live worker process (for a "
+                  "restarted worker to adopt it) before its guard stops it")
+      ->envname("SEGMA_ENGINE_ORPHAN_GRACE")
+      ->check(CLI::Range(0.05, 30.0 * 86400))
+      ->capture_default_str();
   cmd->add_option("--engine-dir", f.engine_dirs,
                   "Directory of a backend's executables, BACKEND=DIR (repeatable), e.g. "
                   "llama.cpp=/opt/llama.cpp/bin")
@@ -199,8 +231,16 @@ segma::worker::AgentConfig AgentConfigFrom(const Flags& f) {
   c.heartbeat_interval =
       std::chrono::milliseconds(static_cast<int64_t>(f.heartbeat_interval_s * 1000));
   c.engine_ready_timeout = std::chrono::seconds(f.engine_ready_timeout_s);
-  c.engine_metrics_interval =
-      std::chrono::milliseconds(static_cast<int64_t>(f.engine_metrics_interval_s * 1000));
+  auto ms = [](double s) { return std::chrono::milliseconds(static_cast<int64_t>(s * 1000)); };
+  c.engine_metrics_interval = ms(f.engine_metrics_interval_s);
+  c.engine_liveness_period = ms(f.engine_liveness_period_s);
+  c.engine_liveness_timeout = ms(f.engine_liveness_timeout_s);
+  c.engine_liveness_failures = f.engine_liveness_failures;
+  c.engine_orphan_grace = ms(f.engine_orphan_grace_s);
+  // Each engine's guard is this very binary (docs/adr/0030-engine-guard.md).
+  std::error_code self_ec;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", self_ec);
+  if (!self_ec) c.engine_guard_command = {self.string(), "engine-guard"};
   // llama.cpp as `scripts/build-llama` caches it, unless told otherwise.
   const std::string cached_llama = "/var/cache/segma/llama.cpp-3.21.1/build/bin";
   if (std::filesystem::exists(cached_llama + "/llama-server")) {
@@ -318,7 +358,19 @@ int RunServer(const Flags& f, bool with_worker) {
   (*app)->Run();
   stopping = true;
   if (demo.joinable()) demo.join();
-  if (agent) agent->Stop();
+  // A foreground `segma start` takes its engines with it, unless they are kept for the next
+  // start to adopt (an upgrade).
+  if (agent) {
+    agent->Stop(/*stop_engines=*/!f.keep_engines);
+    if (!f.keep_engines && agent->worker_id() > 0) {
+      segma::Result<int> marked = segma::api::MarkEnginesStopped(
+          (*app)->store(), agent->worker_id(), "engine stopped with segma start");
+      if (!marked.ok()) {
+        Logger("server")->warn("instances of the stopped engines not marked: {}",
+                               marked.status().ToString());
+      }
+    }
+  }
   return 0;
 }
 
@@ -339,11 +391,32 @@ int RunProbe(const std::string& fake_gpus, const std::string& data_dir) {
   return 0;
 }
 
+// `segma worker --drain`: stops the engines a stopped worker left in its data dir, one line each.
+int RunDrain(const segma::worker::AgentConfig& ac) {
+  auto drained = segma::worker::DrainEngines(ac, segma::SystemClock::Get());
+  if (!drained.ok()) return Die(drained.status());
+  if (drained->empty()) std::cout << "no engines running in " << ac.data_dir << "\n";
+  bool all_ok = true;
+  for (const segma::worker::DrainedEngine& d : *drained) {
+    const bool rpc = d.instance_id < 0;
+    std::cout << (rpc ? "rpc-server of instance " : "instance ")
+              << (rpc ? -d.instance_id : d.instance_id) << " (" << d.name << "): engine pid "
+              << d.pid << " on port " << d.port << (d.stopped ? " stopped" : " NOT stopped")
+              << "; server "
+              << (d.report.empty() ? "told (ERROR: stopped by segma worker --drain)"
+                                   : "not told: " + d.report)
+              << "\n";
+    all_ok = all_ok && d.stopped && d.report.empty();
+  }
+  return all_ok ? 0 : 1;
+}
+
 int RunWorker(const Flags& f) {
   segma::worker::AgentConfig ac = AgentConfigFrom(f);
   auto labels = ParseLabels(f.labels);
   if (!labels.ok()) return Die(labels.status());
   ac.labels = *labels;
+  if (f.drain) return RunDrain(ac);
   auto probe = segma::worker::MakeGpuProbe(f.fake_gpus, /*demo_fallback=*/false,
                                            ac.name.empty() ? "worker" : ac.name);
   if (!probe.ok()) return Die(probe.status());
@@ -462,6 +535,12 @@ int main(int argc, char** argv) {
                  "Do not create the demo project, simulated chat model and API key")
       ->envname("SEGMA_NO_DEMO");
   add_log_format(start);
+  start
+      ->add_flag("--keep-engines", start_flags.keep_engines,
+                 "On SIGINT/SIGTERM leave the engines running for the next start on this data dir "
+                 "to adopt (an upgrade); their guards stop them if none does within "
+                 "--engine-orphan-grace")
+      ->envname("SEGMA_KEEP_ENGINES");
   start->callback([&] {
     apply_logging();
     std::exit(RunServer(start_flags, /*with_worker=*/true));
@@ -501,6 +580,9 @@ int main(int argc, char** argv) {
   worker_flags.port = 10150;
   AddWorkerFlags(worker, worker_flags, /*standalone=*/true);
   add_log_format(worker);
+  worker->add_flag("--drain", worker_flags.drain,
+                   "Stop every engine a stopped worker left running in --data-dir, report each "
+                   "instance to the server (ERROR: stopped by segma worker --drain), and exit");
   worker->callback([&] {
     apply_logging();
     std::exit(RunWorker(worker_flags));
@@ -516,6 +598,20 @@ int main(int argc, char** argv) {
   probe->callback([&] {
     segma::SetLogLevel(log_level);
     std::exit(RunProbe(probe_fake_gpus, probe_dir));
+  });
+
+  CLI::App* engine_guard = app.add_subcommand(
+      "engine-guard",
+      "Started by the worker beside each engine: stops the engine when no worker process has "
+      "owned it for the orphan grace (docs/adr/0030-engine-guard.md). Flags: --state-file, "
+      "--engine-pid, --engine-start-ticks, --orphan-grace-ms, --stop-grace-ms, "
+      "--check-interval-ms");
+  engine_guard->prefix_command();  // its flags are ParseEngineGuardArgs's
+  engine_guard->callback([&] {
+    segma::Result<segma::engines::EngineGuardOptions> guard =
+        segma::engines::ParseEngineGuardArgs(engine_guard->remaining());
+    if (!guard.ok()) std::exit(Die(guard.status()));
+    std::exit(segma::engines::RunEngineGuard(*guard, segma::SystemClock::Get(), std::cerr));
   });
 
   segma::cli::AddCtlCommands(app);

@@ -126,6 +126,14 @@ void AddEngineSim(CLI::App& app, EngineSimFlags& f, TimingOverrides& o) {
   cmd->add_option("--drop-rate", fo.drop_rate,
                   "Fraction of streams whose connection drops mid-stream")
       ->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--hang-after-ms", fo.hang_after_ms,
+                  "Hang this long after listening: no request gets an answer from then on "
+                  "(negative: never)")
+      ->check(CLI::Range(-1.0, 1e9));
+  cmd->add_option("--hang-scope", fo.hang_scope,
+                  "What the hang stops: all (/health too) or inference (all but /health)")
+      ->check(CLI::IsMember({"all", "inference"}))
+      ->capture_default_str();
   cmd->add_option("--embedding-dim", f.config.embedding_dim, "Embedding vector size")
       ->capture_default_str()
       ->check(CLI::Range(1, 65536));

@@ -299,6 +299,8 @@ struct EngineSim::Shared {
 
   const EngineSimConfig config;
   std::atomic<uint64_t> next_id{1};
+  // Set by the hang fault (--hang-after-ms): requests that arrive from then on get no answer.
+  std::atomic<bool> hung{false};
 
   prometheus::Gauge* running;
   prometheus::Gauge* waiting;
@@ -611,8 +613,18 @@ asio::awaitable<void> InjectedDelay(const Shared& s) {
   co_await timer.async_wait(kUseTuple);
 }
 
+// The hang fault: parks a request for good once the engine is hung (/health too when the scope is
+// "all"). The connection stays open and silent, as with a deadlocked engine.
+asio::awaitable<void> HangIfHung(const Shared& s, bool health) {
+  if (!s.hung.load() || (health && s.config.failures.hang_scope != "all")) co_return;
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  timer.expires_at(asio::steady_timer::time_point::max());
+  co_await timer.async_wait(kUseTuple);
+}
+
 asio::awaitable<http::Response> HandleGeneration(std::shared_ptr<Shared> s,
                                                  http::RequestContext& ctx, bool chat) {
+  co_await HangIfHung(*s, /*health=*/false);
   const auto arrival = SteadyClock::now();
   Result<Job> job = chat ? ParseChat(*s, ctx.req.body()) : ParseCompletion(*s, ctx.req.body());
   if (!job.ok()) co_return OpenAiError(job.status());
@@ -647,6 +659,7 @@ std::vector<float> EmbeddingOf(std::string_view text, int dim) {
 
 asio::awaitable<http::Response> HandleEmbeddings(std::shared_ptr<Shared> s,
                                                  http::RequestContext& ctx) {
+  co_await HangIfHung(*s, /*health=*/false);
   const auto arrival = SteadyClock::now();
   json::object storage;
   JsonReader r = JsonReader::FromBody(ctx.req.body(), storage);
@@ -747,7 +760,8 @@ void EngineSim::AddRoutes() {
   router_.Add(verb::post, "/v1/embeddings",
               [s](http::RequestContext& ctx) { return HandleEmbeddings(s, ctx); });
   router_.Add(verb::get, "/v1/models",
-              [this](http::RequestContext&) -> asio::awaitable<http::Response> {
+              [this, s](http::RequestContext&) -> asio::awaitable<http::Response> {
+                co_await HangIfHung(*s, /*health=*/false);
                 json::object model{{"id", config_.model},
                                    {"object", "model"},
                                    {"created", UnixSeconds()},
@@ -758,11 +772,13 @@ void EngineSim::AddRoutes() {
                 co_return http::Response::Json(
                     status::ok, json::object{{"object", "list"}, {"data", json::array{model}}});
               });
-  router_.Add(verb::get, "/health", [](http::RequestContext&) -> asio::awaitable<http::Response> {
+  router_.Add(verb::get, "/health", [s](http::RequestContext&) -> asio::awaitable<http::Response> {
+    co_await HangIfHung(*s, /*health=*/true);
     co_return http::Response::Text(status::ok, "");
   });
   router_.Add(verb::get, "/metrics",
-              [this](http::RequestContext&) -> asio::awaitable<http::Response> {
+              [this, s](http::RequestContext&) -> asio::awaitable<http::Response> {
+                co_await HangIfHung(*s, /*health=*/false);
                 co_return http::Response::Text(status::ok, registry_.Serialize(),
                                                "text/plain; version=0.0.4; charset=utf-8");
               });
@@ -775,10 +791,23 @@ Result<uint16_t> EngineSim::Start() {
   // Long generations are legitimate: a stalled *write* still ends after write_timeout.
   opts.idle_timeout = std::chrono::seconds(300);
   server_ = std::make_unique<http::HttpServer>(ioc_, router_, registry_, opts);
-  return server_->Listen(config_.address, config_.port);
+  Result<uint16_t> port = server_->Listen(config_.address, config_.port);
+  if (port.ok() && config_.failures.hang_after_ms >= 0) {
+    hang_timer_ = std::make_unique<asio::steady_timer>(
+        ioc_, Micros(static_cast<int64_t>(config_.failures.hang_after_ms * 1000)));
+    hang_timer_->async_wait([s = shared_](boost::system::error_code ec) {
+      if (ec) return;
+      s->hung = true;
+      Logger("engine-sim")
+          ->warn("hang fault: no request ({}) is answered from now on",
+                 s->config.failures.hang_scope == "all" ? "/health included" : "but /health");
+    });
+  }
+  return port;
 }
 
 void EngineSim::Stop() {
+  if (hang_timer_) hang_timer_->cancel();
   if (server_) server_->Stop();
 }
 

@@ -5,6 +5,7 @@
 #include <string>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "common/status.h"
 #include "http/router.h"
@@ -18,6 +19,12 @@ struct FailureOptions {
   double error_rate = 0;  // fraction of requests answered 500 before any work
   double delay_ms = 0;    // extra delay before every /v1 request is handled
   double drop_rate = 0;   // fraction of streams whose connection is dropped mid-stream
+  // The hang fault: this long after it starts listening the engine stops answering: requests
+  // arriving from then on wait for ever on an open connection. Negative: never.
+  double hang_after_ms = -1;
+  // "all": every endpoint hangs, /health too (a deadlocked process); "inference": all but /health
+  // (an engine whose health endpoint outlives its stuck inference loop).
+  std::string hang_scope = "all";
 };
 
 struct EngineSimConfig {
@@ -65,6 +72,7 @@ class EngineSim {
   std::shared_ptr<Shared> shared_;
   http::Router router_;
   std::unique_ptr<http::HttpServer> server_;
+  std::unique_ptr<boost::asio::steady_timer> hang_timer_;  // the hang fault's start
 };
 
 }  // namespace segma::sim

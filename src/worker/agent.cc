@@ -87,6 +87,11 @@ Result<uint16_t> WorkerAgent::Start() {
   ic.port_min = config_.engine_port_min;
   ic.port_max = config_.engine_port_max;
   ic.ready_timeout = config_.engine_ready_timeout;
+  ic.liveness_period = config_.engine_liveness_period;
+  ic.liveness_timeout = config_.engine_liveness_timeout;
+  ic.liveness_failures = config_.engine_liveness_failures;
+  ic.guard_command = config_.engine_guard_command;
+  ic.orphan_grace = config_.engine_orphan_grace;
   ic.downloads = config_.downloads;
   // A file size limit (ulimit -f) must fail a model download's write() with EFBIG, as a full disk
   // fails it with ENOSPC, instead of killing the worker with SIGXFSZ.
@@ -138,12 +143,17 @@ asio::awaitable<void> WorkerAgent::Loop() {
   }
 }
 
-asio::awaitable<Status> WorkerAgent::Register() {
-  json::object body{{"name", config_.name}, {"port", bound_port_}};
-  if (!config_.advertise_address.empty()) body["address"] = config_.advertise_address;
+json::object RegistrationBody(const AgentConfig& config, uint16_t port) {
+  json::object body{{"name", config.name.empty() ? HostName() : config.name}, {"port", port}};
+  if (!config.advertise_address.empty()) body["address"] = config.advertise_address;
   json::object labels;
-  for (const auto& [k, v] : config_.labels) labels[k] = v;
+  for (const auto& [k, v] : config.labels) labels[k] = v;
   body["labels"] = std::move(labels);
+  return body;
+}
+
+asio::awaitable<Status> WorkerAgent::Register() {
+  json::object body = RegistrationBody(config_, bound_port_);
   http::ClientRequest req;
   req.method = verb::post;
   req.url = config_.server_url + "/v2/workers";

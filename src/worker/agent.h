@@ -43,6 +43,15 @@ struct AgentConfig {
   // How often the worker scrapes the /metrics of its RUNNING engines (re-exported on its own
   // /metrics); 0: never.
   std::chrono::milliseconds engine_metrics_interval{10'000};
+  // Liveness of RUNNING engines (engines::SupervisorOptions): period, timeout of each request,
+  // failed checks in a row that make an engine hung (0: no liveness checks).
+  std::chrono::milliseconds engine_liveness_period{2000};
+  std::chrono::milliseconds engine_liveness_timeout{2000};
+  int engine_liveness_failures = 3;
+  // The guard started with each engine ({"/path/to/segma", "engine-guard"}; empty: none) and how
+  // long an engine may stay without a live worker before it stops itself.
+  std::vector<std::string> engine_guard_command;
+  std::chrono::milliseconds engine_orphan_grace{std::chrono::minutes(5)};
   // Model files: cache directory ("" = <data_dir>/models), hub endpoints and tokens, CA file,
   // parallel downloads.
   models::DownloaderConfig downloads;
@@ -97,6 +106,9 @@ class WorkerAgent {
   std::atomic<bool> stopping_{false};
   uint16_t bound_port_ = 0;
 };
+
+// The body of `POST /v2/workers` (registration) for this worker listening on `port`.
+json::object RegistrationBody(const AgentConfig& config, uint16_t port);
 
 // Picks the GPU inventory: `fake_spec` when given; else NVML when a driver is present; else the
 // documented demo pool when `demo_fallback` (segma start), else no GPUs. Logs which.

@@ -196,6 +196,11 @@ Status InstanceManager::Init() {
   opts.data_dir = config_.data_dir;
   opts.port_min = config_.port_min;
   opts.port_max = config_.port_max;
+  opts.liveness_period = config_.liveness_period;
+  opts.liveness_timeout = config_.liveness_timeout;
+  opts.liveness_failures = config_.liveness_failures;
+  opts.guard_command = config_.guard_command;
+  opts.orphan_grace = config_.orphan_grace;
   models::DownloaderConfig downloads = config_.downloads;
   if (downloads.cache_dir.empty()) downloads.cache_dir = config_.data_dir + "/models";
   files_ = std::make_unique<ModelFiles>(ioc_, std::move(downloads), config_.server_url);
@@ -678,6 +683,10 @@ asio::awaitable<Result<engines::EngineSpec>> InstanceManager::SpecFor(
   spec.name = inst.name;
   spec.launch = std::move(launch);
   spec.port = port;
+  // The liveness check's real request: the OpenAI model list the gateway relies on, answered by
+  // each built-in engine's HTTP server without taking a batch slot, so that a busy engine is never
+  // mistaken for a hung one. A custom backend need not serve it: its health path only.
+  if (backend->built_in) spec.liveness_path = "/v1/models";
   spec.restart_on_error = model.restart_on_error;
   spec.restart_count = inst.restart_count;
   spec.ready_timeout = config_.ready_timeout;

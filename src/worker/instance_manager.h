@@ -29,6 +29,12 @@ struct InstanceManagerConfig {
   int port_min = 40000;
   int port_max = 40999;
   std::chrono::seconds ready_timeout{600};  // EngineSpec::ready_timeout
+  // Liveness checks and the engine guard (engines::SupervisorOptions).
+  std::chrono::milliseconds liveness_period{2000};
+  std::chrono::milliseconds liveness_timeout{2000};
+  int liveness_failures = 3;
+  std::vector<std::string> guard_command;
+  std::chrono::milliseconds orphan_grace{std::chrono::minutes(5)};
   // Model files: the cache (cache_dir "" = <data_dir>/models), hub endpoints, tokens, TLS.
   models::DownloaderConfig downloads;
   // How often the worker looks for model files an admin asked to delete.

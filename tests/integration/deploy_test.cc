@@ -23,11 +23,12 @@ const char kLlamaBin[] = "/var/cache/segma/llama.cpp-3.21.1/build/bin/llama-serv
 
 class DeployTest : public ::testing::Test {
  protected:
+  // --keep-engines: a SIGTERM'd segma start leaves its engines for the next start to adopt.
   void StartServer() {
-    ASSERT_EQ(
-        StartSegma(dir_.path() + "/data", port_, "deploy-admin-pw",
-                   dir_.path() + "/server-" + std::to_string(++starts_) + ".log", server_, api_),
-        "");
+    ASSERT_EQ(StartSegma(dir_.path() + "/data", port_, "deploy-admin-pw",
+                         dir_.path() + "/server-" + std::to_string(++starts_) + ".log", server_,
+                         api_, {"--keep-engines"}),
+              "");
   }
 
   void SetUp() override {
@@ -129,7 +130,8 @@ TEST_F(DeployTest, TinyGgufOnLlamaServerStreamsRestartsStopsAndIsAdopted) {
   const int restarted_pid = EnginePid(instance_id);
   EXPECT_NE(restarted_pid, pid);
 
-  // Restart segma itself: the engine is adopted (same process), not duplicated or orphaned.
+  // Restart segma itself (--keep-engines): the engine is adopted (same process), not duplicated
+  // or orphaned.
   server_->Signal(SIGTERM);
   ASSERT_TRUE(server_->Wait(std::chrono::seconds(30)).has_value());
   EXPECT_EQ(::kill(restarted_pid, 0), 0) << "the engine outlives the worker process";

@@ -26,6 +26,7 @@
 #include "common/json.h"
 #include "common/logging.h"
 #include "common/thread.h"
+#include "worker/engines/engine_guard.h"
 
 extern char** environ;
 
@@ -33,30 +34,6 @@ namespace segma::engines {
 namespace {
 
 constexpr std::string_view kLogMarker = "--- segma: ";
-
-struct ProcInfo {
-  uint64_t start_ticks = 0;
-  char state = '?';
-};
-
-// Fields of /proc/<pid>/stat after the command (which may contain spaces and parentheses).
-std::optional<ProcInfo> ReadProc(pid_t pid) {
-  std::ifstream in(fmt::format("/proc/{}/stat", pid));
-  if (!in) return std::nullopt;
-  std::string line;
-  std::getline(in, line);
-  const size_t close = line.rfind(')');
-  if (close == std::string::npos) return std::nullopt;
-  std::istringstream rest(line.substr(close + 1));
-  ProcInfo info;
-  rest >> info.state;
-  // Fields 4..21 (ppid .. itrealvalue), then 22: starttime.
-  std::string skip;
-  for (int i = 4; i <= 21; ++i) rest >> skip;
-  rest >> info.start_ticks;
-  if (!rest) return std::nullopt;
-  return info;
-}
 
 uint64_t Fnv1a(std::string_view s, uint64_t h = 1469598103934665603ull) {
   for (unsigned char c : s) {
@@ -189,6 +166,49 @@ bool PortFree(int port) {
   return ok;
 }
 
+// posix_spawn of `exe` with stdin /dev/null, stdout and stderr to `log_fd`, no other inherited
+// descriptor, default signal handling, in process group `pgroup` (0: a new one of its own).
+// Returns posix_spawn's error (0 on success).
+int SpawnProcess(const std::string& exe, std::vector<std::string> argv_strings,
+                 std::vector<std::string> env_strings, int log_fd, const std::string& working_dir,
+                 pid_t pgroup, pid_t* pid) {
+  std::vector<char*> envp;
+  for (std::string& s : env_strings) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::vector<char*> argv;
+  for (std::string& s : argv_strings) argv.push_back(s.data());
+  argv.push_back(nullptr);
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, log_fd, 1);
+  posix_spawn_file_actions_adddup2(&actions, log_fd, 2);
+  if (!working_dir.empty()) posix_spawn_file_actions_addchdir_np(&actions, working_dir.c_str());
+  // Sockets and files of the worker (its HTTP port!) must not leak into engines that may
+  // outlive it.
+  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none;
+  sigemptyset(&none);
+  sigset_t defaults;
+  sigemptyset(&defaults);
+  for (int sig : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR1, SIGUSR2, SIGALRM}) {
+    sigaddset(&defaults, sig);
+  }
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  // Its own process group (or the engine's, for its guard): stop signals reach all of it.
+  posix_spawnattr_setpgroup(&attr, pgroup);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  const int rc = ::posix_spawn(pid, exe.c_str(), &actions, &attr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  return rc;
+}
+
 std::string ToJsonText(const json::object& o) { return ToJsonString(json::value(o)); }
 
 }  // namespace
@@ -213,6 +233,12 @@ struct Supervisor::Engine {
   int consecutive_failures = 0;
   std::string fingerprint;
   std::string log_path;
+  Timestamp started_at{};  // for the state file: when the process was spawned (kept on adoption)
+  // Liveness (RUNNING only): when the next check is due, failed checks in a row.
+  Timestamp next_liveness_at{};
+  int liveness_failed = 0;
+  bool failure_reported = false;  // ERROR already reported (a hang): the exit only cleans up
+  pid_t guard_pid = 0;            // our child, in the engine's process group; 0 = none
 };
 
 std::string_view EngineStateName(EngineState s) {
@@ -229,15 +255,14 @@ std::string_view EngineStateName(EngineState s) {
   return "?";
 }
 
-std::optional<uint64_t> ProcessStartTicks(pid_t pid) {
-  std::optional<ProcInfo> info = ReadProc(pid);
-  if (!info || info->state == 'Z' || info->state == 'X') return std::nullopt;
-  return info->start_ticks;
-}
-
-int ProbeHttp(int port, const std::string& path, std::chrono::milliseconds timeout) {
+int ProbeHttp(int port, const std::string& path, std::chrono::milliseconds timeout,
+              std::string* error) {
+  auto failed = [error](std::string why) {
+    if (error != nullptr) *error = std::move(why);
+    return 0;
+  };
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) return 0;
+  if (fd < 0) return failed(fmt::format("cannot open a socket: {}", std::strerror(errno)));
   struct Closer {
     int fd;
     ~Closer() { ::close(fd); }
@@ -255,11 +280,14 @@ int ProbeHttp(int port, const std::string& path, std::chrono::milliseconds timeo
     pollfd p{fd, events, 0};
     return ::poll(&p, 1, static_cast<int>(left.count())) == 1 && (p.revents & events) != 0;
   };
+  const std::string no_answer = fmt::format("no answer within {} ms", timeout.count());
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    if (errno != EINPROGRESS || !wait(POLLOUT)) return 0;
+    if (errno != EINPROGRESS) return failed(std::strerror(errno));
+    if (!wait(POLLOUT)) return failed(no_answer);
     int err = 0;
     socklen_t len = sizeof(err);
-    if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) return 0;
+    if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) return failed(no_answer);
+    if (err != 0) return failed(std::strerror(err));
   }
   if (path.empty()) return 200;
   const std::string req =
@@ -270,9 +298,9 @@ int ProbeHttp(int port, const std::string& path, std::chrono::milliseconds timeo
     if (n > 0) {
       sent += static_cast<size_t>(n);
     } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      if (!wait(POLLOUT)) return 0;
+      if (!wait(POLLOUT)) return failed(no_answer);
     } else {
-      return 0;
+      return failed(std::strerror(errno));
     }
   }
   std::string head;
@@ -282,23 +310,29 @@ int ProbeHttp(int port, const std::string& path, std::chrono::milliseconds timeo
     if (n > 0) {
       head.append(buf, static_cast<size_t>(n));
     } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      if (!wait(POLLIN)) return 0;
+      if (!wait(POLLIN)) return failed(no_answer);
     } else {
       break;
     }
   }
   // "HTTP/1.1 200 OK"
-  if (!head.starts_with("HTTP/1.") || head.size() < 12) return 0;
+  if (!head.starts_with("HTTP/1.") || head.size() < 12) {
+    return failed(head.empty() ? "connection closed without an answer" : "not an HTTP answer");
+  }
   int code = 0;
   for (size_t i = 9; i < 12; ++i) {
-    if (head[i] < '0' || head[i] > '9') return 0;
+    if (head[i] < '0' || head[i] > '9') return failed("not an HTTP answer");
     code = code * 10 + (head[i] - '0');
   }
   return code;
 }
 
 Supervisor::Supervisor(SupervisorOptions options, Clock& clock, StateCallback callback)
-    : options_(std::move(options)), clock_(clock), callback_(std::move(callback)) {
+    : options_(std::move(options)),
+      clock_(clock),
+      callback_(std::move(callback)),
+      self_pid_(::getpid()),
+      self_start_ticks_(ProcessStartTicks(::getpid()).value_or(0)) {
   // Workers on one host share the port range: each starts its search at its own place, so two
   // of them rarely pick the same free port while an engine has yet to bind it.
   const uint64_t seed =
@@ -439,13 +473,15 @@ void Supervisor::StopAll() {
   }
 }
 
-void Supervisor::Terminate(Engine& e, Timestamp now) {
+void Supervisor::Terminate(Engine& e, Timestamp now, std::chrono::milliseconds grace) {
   if (e.pid == 0 || e.terminating) return;
   e.terminating = true;
-  e.kill_at = now + options_.stop_grace;
+  e.kill_at = now + grace;
   // An adopted engine is not our child: make sure the pid still names it.
   if (e.adopted && ProcessStartTicks(e.pid) != e.start_ticks) return;
   ::kill(-e.pid, SIGTERM);
+  // A stopped process (SIGSTOP, a debugger) acts on SIGTERM only once it runs again.
+  ::kill(-e.pid, SIGCONT);
 }
 
 void Supervisor::WriteStateFile(const Engine& e) {
@@ -456,9 +492,13 @@ void Supervisor::WriteStateFile(const Engine& e) {
   o["pgid"] = e.pid;
   o["port"] = e.spec.port;
   o["start_ticks"] = e.start_ticks;
-  o["started_at"] = FormatRfc3339(e.spawned_at);
+  o["started_at"] = FormatRfc3339(e.started_at);
   o["fingerprint"] = e.fingerprint;
   o["restart_count"] = e.spec.restart_count;
+  // The worker process that owns the engine now; its guard stops the engine when no live owner
+  // has been recorded for the orphan grace.
+  o["worker_pid"] = self_pid_;
+  o["worker_start_ticks"] = self_start_ticks_;
   const std::string path = StatePath(e.spec.instance_id);
   const std::string tmp = path + ".tmp";
   {
@@ -531,41 +571,8 @@ void Supervisor::Spawn(Engine& e, std::vector<EngineStatus>& events) {
 
   std::vector<std::string> env_strings;
   for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
-  std::vector<char*> envp;
-  for (std::string& s : env_strings) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  std::vector<std::string> argv_strings = l.argv;
-  std::vector<char*> argv;
-  for (std::string& s : argv_strings) argv.push_back(s.data());
-  argv.push_back(nullptr);
-
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, log_fd, 1);
-  posix_spawn_file_actions_adddup2(&actions, log_fd, 2);
-  if (!l.working_dir.empty()) posix_spawn_file_actions_addchdir_np(&actions, l.working_dir.c_str());
-  // Sockets and files of the worker (its HTTP port!) must not leak into engines that may
-  // outlive it.
-  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t none;
-  sigemptyset(&none);
-  sigset_t defaults;
-  sigemptyset(&defaults);
-  for (int sig : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR1, SIGUSR2, SIGALRM}) {
-    sigaddset(&defaults, sig);
-  }
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &defaults);
-  posix_spawnattr_setpgroup(&attr, 0);  // its own process group: stop signals reach all of it
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   pid_t pid = 0;
-  const int rc = ::posix_spawn(&pid, exe->c_str(), &actions, &attr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
+  const int rc = SpawnProcess(*exe, l.argv, env_strings, log_fd, l.working_dir, 0, &pid);
   ::close(log_fd);
   if (rc != 0) {
     if (rc == ENOENT || rc == EACCES || rc == ENOEXEC) {
@@ -576,13 +583,48 @@ void Supervisor::Spawn(Engine& e, std::vector<EngineStatus>& events) {
   e.pid = pid;
   e.start_ticks = ProcessStartTicks(pid).value_or(0);
   e.spawned_at = now;
+  e.started_at = now;
   e.state = EngineState::kStarting;
   e.message.clear();
   e.permanent_error = false;
+  e.failure_reported = false;
+  e.liveness_failed = 0;
   WriteStateFile(e);
+  SpawnGuard(e);
   Logger("worker")->info("engine for instance {} ({}) started: pid {}, port {}: {}",
                          e.spec.instance_id, e.spec.name, pid, e.spec.port, cmdline);
   events.push_back(StatusOf(e));
+}
+
+void Supervisor::SpawnGuard(Engine& e) {
+  if (options_.guard_command.empty()) return;
+  EngineGuardOptions guard;
+  guard.state_file = StatePath(e.spec.instance_id);
+  guard.engine_pid = e.pid;
+  guard.engine_start_ticks = e.start_ticks;
+  guard.orphan_grace = options_.orphan_grace;
+  guard.stop_grace = options_.stop_grace;
+  guard.check_interval = options_.guard_check_interval;
+  const std::vector<std::string> argv = EngineGuardCommand(options_.guard_command, guard);
+  const int log_fd = ::open(e.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (log_fd < 0) {
+    Logger("worker")->error("cannot open engine log {} for its guard: {}", e.log_path,
+                            std::strerror(errno));
+    return;
+  }
+  std::vector<std::string> env;
+  for (const auto& [k, v] : MergedEnvironment({})) env.push_back(k + "=" + v);
+  pid_t pid = 0;
+  // In the engine's process group: whatever stops the group stops the guard too.
+  const int rc = SpawnProcess(argv[0], argv, env, log_fd, "", e.pid, &pid);
+  ::close(log_fd);
+  if (rc != 0) {
+    // The engine runs unguarded: it is still stopped by this worker, or adopted by the next.
+    Logger("worker")->error("cannot start the guard of engine {} (instance {}): {}", e.pid,
+                            e.spec.instance_id, std::strerror(rc));
+    return;
+  }
+  e.guard_pid = pid;
 }
 
 void Supervisor::CheckExit(Engine& e, std::vector<EngineStatus>& events) {
@@ -594,7 +636,15 @@ void Supervisor::CheckExit(Engine& e, std::vector<EngineStatus>& events) {
     ::kill(-e.pid, SIGKILL);
     int status = 0;
     ::waitpid(e.pid, &status, 0);
+    // Its guard was in the group: our child too, reaped here (SIGKILL is not delayed).
+    if (e.guard_pid != 0) ::waitpid(e.guard_pid, nullptr, 0);
+    e.guard_pid = 0;
     return OnExited(e, DescribeWaitStatus(status), events);
+  }
+  if (e.guard_pid != 0 && ::waitpid(e.guard_pid, nullptr, WNOHANG) == e.guard_pid) {
+    Logger("worker")->warn("the guard of engine {} (instance {}) exited; see {}", e.pid,
+                           e.spec.instance_id, e.log_path);
+    e.guard_pid = 0;
   }
   if (rc == 0) return;  // our child, still running
   // Not our child (adopted after a worker restart): watch /proc.
@@ -613,14 +663,26 @@ void Supervisor::OnExited(Engine& e, const std::string& how, std::vector<EngineS
   std::error_code ec;
   std::filesystem::remove(StatePath(e.spec.instance_id), ec);
   if (e.removing) return;  // Tick forgets it and reports STOPPED
+  if (e.failure_reported) {
+    // A hung engine: ERROR and its restart were decided when it was found hung.
+    e.failure_reported = false;
+    return;
+  }
+  std::string message = e.pending_error.empty()
+                            ? WithTail(how, e.log_path, options_.error_tail_lines)
+                            : e.pending_error;
+  e.pending_error.clear();
+  Fail(e, std::move(message), now, events);
+}
+
+void Supervisor::Fail(Engine& e, std::string message, Timestamp now,
+                      std::vector<EngineStatus>& events) {
   if (e.running_since && now - *e.running_since >= options_.backoff_reset_after) {
     e.consecutive_failures = 0;
   }
   e.running_since.reset();
   e.state = EngineState::kError;
-  e.message = e.pending_error.empty() ? WithTail(how, e.log_path, options_.error_tail_lines)
-                                      : e.pending_error;
-  e.pending_error.clear();
+  e.message = std::move(message);
   if (e.spec.restart_on_error) {
     auto delay = options_.backoff_base;
     for (int i = 0; i < e.consecutive_failures && delay < options_.backoff_max; ++i) delay *= 2;
@@ -641,21 +703,17 @@ void Supervisor::Loop() {
     std::vector<ProbeJob> probes;
     Tick(events, probes);
     lock.unlock();
-    for (ProbeJob& p : probes) p.code = ProbeHttp(p.port, p.path, options_.probe_timeout);
-    lock.lock();
-    const Timestamp now = clock_.Now();
-    for (const ProbeJob& p : probes) {
-      auto it = engines_.find(p.instance_id);
-      if (it == engines_.end() || p.code != 200) continue;
-      Engine& e = *it->second;
-      if (e.pid != p.pid || e.state != EngineState::kStarting || e.terminating) continue;
-      e.state = EngineState::kRunning;
-      e.message.clear();
-      e.running_since = now;
-      Logger("worker")->info("engine for instance {} ({}) is healthy on port {}",
-                             e.spec.instance_id, e.spec.name, e.spec.port);
-      events.push_back(StatusOf(e));
+    // Side by side: a hung engine costs one timeout per tick, not one per engine.
+    if (probes.size() == 1) {
+      RunProbe(probes[0]);
+    } else if (probes.size() > 1) {
+      std::vector<std::thread> threads;
+      threads.reserve(probes.size());
+      for (ProbeJob& p : probes) threads.emplace_back([&p] { RunProbe(p); });
+      for (std::thread& t : threads) t.join();
     }
+    lock.lock();
+    for (const ProbeJob& p : probes) ApplyProbe(p, events);
     const bool any_events = !events.empty();
     lock.unlock();
     for (const EngineStatus& ev : events) {
@@ -668,6 +726,90 @@ void Supervisor::Loop() {
   }
 }
 
+void Supervisor::RunProbe(ProbeJob& p) {
+  if (p.liveness && p.health_path.empty()) {
+    // A server without HTTP (llama.cpp's rpc-server): connecting again and again would fill the
+    // listen backlog of a server that serves one client at a time (ggml-rpc listens with a backlog
+    // of 1 and its llama-server stays connected). Its listener must still be its own.
+    if (Status owner = CheckPortOwner(p.port, p.pid); !owner.ok()) {
+      p.stranger = owner.code() == StatusCode::kFailedPrecondition;
+      p.failure = owner.message();
+      return;
+    }
+    p.passed = true;
+    return;
+  }
+  const std::string what = p.health_path.empty() ? "connect" : fmt::format("GET {}", p.health_path);
+  std::string error;
+  int code = ProbeHttp(p.port, p.health_path, p.timeout, &error);
+  if (code != 200) {
+    p.failure =
+        code == 0 ? fmt::format("{}: {}", what, error) : fmt::format("{}: HTTP {}", what, code);
+    return;
+  }
+  if (p.liveness && !p.liveness_path.empty()) {
+    code = ProbeHttp(p.port, p.liveness_path, p.timeout, &error);
+    if (code != 200) {
+      p.failure = code == 0 ? fmt::format("GET {}: {}", p.liveness_path, error)
+                            : fmt::format("GET {}: HTTP {}", p.liveness_path, code);
+      return;
+    }
+  }
+  // What answered must be the engine, not a process that took its port.
+  if (Status owner = CheckPortOwner(p.port, p.pid); !owner.ok()) {
+    p.stranger = owner.code() == StatusCode::kFailedPrecondition;
+    p.failure = owner.message();
+    return;
+  }
+  p.passed = true;
+}
+
+void Supervisor::ApplyProbe(const ProbeJob& p, std::vector<EngineStatus>& events) {
+  auto it = engines_.find(p.instance_id);
+  if (it == engines_.end()) return;
+  Engine& e = *it->second;
+  if (e.pid != p.pid || e.terminating) return;
+  const Timestamp now = clock_.Now();
+  if (!p.liveness) {
+    if (e.state != EngineState::kStarting) return;
+    if (p.passed) {
+      e.state = EngineState::kRunning;
+      e.message.clear();
+      e.running_since = now;
+      e.liveness_failed = 0;
+      e.next_liveness_at = now + options_.liveness_period;
+      Logger("worker")->info("engine for instance {} ({}) is healthy on port {}",
+                             e.spec.instance_id, e.spec.name, e.spec.port);
+      events.push_back(StatusOf(e));
+    } else if (p.stranger && e.message != p.failure) {
+      // Not ready, and saying why: the answer came from someone else.
+      e.message = p.failure;
+      Logger("worker")->warn("engine for instance {} ({}) is not ready: {}", e.spec.instance_id,
+                             e.spec.name, e.message);
+      events.push_back(StatusOf(e));
+    }
+    return;
+  }
+  if (e.state != EngineState::kRunning) return;
+  if (p.passed) {
+    e.liveness_failed = 0;
+    return;
+  }
+  ++e.liveness_failed;
+  Logger("worker")->warn("engine for instance {} ({}): liveness check {} of {} failed: {}",
+                         e.spec.instance_id, e.spec.name, e.liveness_failed,
+                         options_.liveness_failures, p.failure);
+  if (e.liveness_failed < options_.liveness_failures) return;
+  // Hung (or replaced on its port): out of rotation now, stopped, restarted by the backoff.
+  e.liveness_failed = 0;
+  Fail(e,
+       fmt::format("liveness check failed: {} ({} checks in a row)", p.failure,
+                   options_.liveness_failures),
+       now, events);
+  e.failure_reported = true;
+  Terminate(e, now, options_.hung_stop_grace);
+}
+
 void Supervisor::Tick(std::vector<EngineStatus>& events, std::vector<ProbeJob>& probes) {
   const Timestamp now = clock_.Now();
   for (auto it = engines_.begin(); it != engines_.end();) {
@@ -676,19 +818,37 @@ void Supervisor::Tick(std::vector<EngineStatus>& events, std::vector<ProbeJob>& 
     if (e.pid != 0) {
       RotateIfNeeded(e.log_path, options_.log_max_bytes, options_.log_files);
       if (e.terminating && e.kill_at && now >= *e.kill_at) {
-        Logger("worker")->warn("engine for instance {} ignored SIGTERM for {} ms: SIGKILL",
-                               e.spec.instance_id, options_.stop_grace.count());
+        Logger("worker")->warn("engine for instance {} ignored SIGTERM: SIGKILL",
+                               e.spec.instance_id);
         if (!e.adopted || ProcessStartTicks(e.pid) == e.start_ticks) ::kill(-e.pid, SIGKILL);
         e.kill_at.reset();
       } else if (!e.terminating && e.state == EngineState::kStarting) {
         if (now - e.spawned_at >= e.spec.ready_timeout) {
           e.pending_error = fmt::format("engine did not become healthy within {} s",
                                         e.spec.ready_timeout.count());
+          if (!e.message.empty()) e.pending_error += ": " + e.message;
           Terminate(e, now);
         } else {
-          probes.push_back(
-              ProbeJob{e.spec.instance_id, e.pid, e.spec.port, e.spec.launch.health_path, 0});
+          ProbeJob job;
+          job.instance_id = e.spec.instance_id;
+          job.pid = e.pid;
+          job.port = e.spec.port;
+          job.health_path = e.spec.launch.health_path;
+          job.timeout = options_.probe_timeout;
+          probes.push_back(std::move(job));
         }
+      } else if (!e.terminating && e.state == EngineState::kRunning &&
+                 options_.liveness_failures > 0 && now >= e.next_liveness_at) {
+        e.next_liveness_at = now + options_.liveness_period;
+        ProbeJob job;
+        job.instance_id = e.spec.instance_id;
+        job.pid = e.pid;
+        job.port = e.spec.port;
+        job.liveness = true;
+        job.health_path = e.spec.launch.health_path;
+        job.liveness_path = e.spec.liveness_path;
+        job.timeout = options_.liveness_timeout;
+        probes.push_back(std::move(job));
       }
     }
     if (e.pid == 0 && e.removing) {
@@ -731,7 +891,10 @@ Supervisor::RecoverReport Supervisor::Recover(const std::map<int64_t, EngineSpec
     (void)r.OptionalInt("pgid");
     const int port = static_cast<int>(r.Int("port"));
     const uint64_t ticks = static_cast<uint64_t>(r.Int("start_ticks"));
-    (void)r.OptionalString("started_at");
+    const std::optional<std::string> started_at = r.OptionalString("started_at");
+    // Written by workers that record their engines' owner; older files have none.
+    (void)r.OptionalInt("worker_pid");
+    (void)r.OptionalInt("worker_start_ticks");
     const std::string fingerprint = r.OptionalString("fingerprint").value_or("");
     const int restart_count = static_cast<int>(r.OptionalInt("restart_count").value_or(0));
     if (Status s = r.Finish(); !s.ok() || pid <= 1 || engines_.count(id) > 0) {
@@ -740,7 +903,7 @@ Supervisor::RecoverReport Supervisor::Recover(const std::map<int64_t, EngineSpec
       if (engines_.count(id) == 0) std::filesystem::remove(path, ec);
       continue;
     }
-    std::optional<ProcInfo> info = ReadProc(pid);
+    std::optional<ProcStat> info = ReadProcStat(pid);
     if (info && info->start_ticks == ticks && info->state == 'Z') {
       // An engine of this very process that exited: reap it (no zombies).
       ::waitpid(pid, nullptr, WNOHANG);
@@ -757,6 +920,10 @@ Supervisor::RecoverReport Supervisor::Recover(const std::map<int64_t, EngineSpec
     e->adopted = true;
     e->spawned_before = true;
     e->spawned_at = now;
+    e->started_at = now;
+    if (started_at) {
+      if (Result<Timestamp> t = ParseRfc3339(*started_at); t.ok()) e->started_at = *t;
+    }
     e->log_path = LogPath(id);
     e->fingerprint = fingerprint;
     auto want = expected.find(id);
@@ -767,6 +934,7 @@ Supervisor::RecoverReport Supervisor::Recover(const std::map<int64_t, EngineSpec
       e->state = EngineState::kStarting;
       reserved_ports_[id] = port;
       report.adopted.push_back(id);
+      WriteStateFile(*e);  // this process owns it now: its guard stands down
       Logger("worker")->info("adopted engine for instance {} ({}): pid {}, port {}", id, name, pid,
                              port);
       pending_events_.push_back(StatusOf(*e));
@@ -785,6 +953,40 @@ Supervisor::RecoverReport Supervisor::Recover(const std::map<int64_t, EngineSpec
   }
   cv_.notify_all();
   return report;
+}
+
+std::vector<EngineRecord> ListEngineRecords(const std::string& data_dir) {
+  std::vector<std::filesystem::path> files;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(data_dir + "/engines", ec)) {
+    if (entry.path().extension() == ".json") files.push_back(entry.path());
+  }
+  std::sort(files.begin(), files.end());
+  std::vector<EngineRecord> out;
+  for (const auto& path : files) {
+    std::ifstream in(path);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    Result<json::value> parsed = ParseJson(text);
+    if (!parsed.ok() || !parsed->is_object()) continue;
+    const json::object& o = parsed->as_object();
+    auto num = [&o](std::string_view k) -> int64_t {
+      auto it = o.find(k);
+      return it != o.end() && it->value().is_int64() ? it->value().as_int64() : 0;
+    };
+    EngineRecord r;
+    r.instance_id = num("instance_id");
+    if (auto it = o.find("name"); it != o.end() && it->value().is_string()) {
+      r.name = std::string(it->value().as_string());
+    }
+    r.pid = static_cast<pid_t>(num("pid"));
+    r.port = static_cast<int>(num("port"));
+    r.worker_pid = static_cast<pid_t>(num("worker_pid"));
+    r.alive = r.pid > 1 && ProcessStartTicks(r.pid) == static_cast<uint64_t>(num("start_ticks"));
+    r.owned = r.worker_pid > 1 &&
+              ProcessStartTicks(r.worker_pid) == static_cast<uint64_t>(num("worker_start_ticks"));
+    out.push_back(std::move(r));
+  }
+  return out;
 }
 
 std::optional<EngineStatus> Supervisor::Get(int64_t instance_id) const {

@@ -1,8 +1,10 @@
 #pragma once
 
 // Runs the engine processes of a worker's instances: spawn in an own process group, log to
-// rotating files, probe readiness, detect exits, restart with exponential backoff, stop
-// gracefully, and adopt (or clean up) engines left running by a previous worker process.
+// rotating files, probe readiness and liveness (and that the port's listener is the engine's),
+// detect exits and hangs, restart with exponential backoff, stop gracefully, start a guard that
+// stops an engine no worker owns any more, and adopt (or clean up) engines left running by a
+// previous worker process.
 // Behaviour in detail: docs/engines.md.
 
 #include <chrono>
@@ -22,12 +24,13 @@
 #include "common/clock.h"
 #include "common/status.h"
 #include "worker/engines/backend.h"
+#include "worker/engines/proc.h"
 
 namespace segma::engines {
 
 enum class EngineState {
   kStarting,  // spawned, readiness probe not yet answered 200
-  kRunning,   // healthy
+  kRunning,   // healthy, and checked again every liveness period
   kError,     // failed; see message. A restart may be scheduled (next_restart_at).
   kStopped,   // stopped on request and gone: the supervisor forgot it
 };
@@ -41,6 +44,9 @@ struct EngineSpec {
   std::string name;   // for logs ("llama-1b-x7k2")
   LaunchSpec launch;  // RenderLaunch's output for `port`
   int port = 0;       // where the engine listens; the readiness probe goes to 127.0.0.1:port
+  // The liveness check's real request besides launch.health_path: GET 127.0.0.1:port<path> must
+  // answer 200 while RUNNING ("" = the health path only). The worker sets "/v1/models".
+  std::string liveness_path;
   bool restart_on_error = true;
   int restart_count = 0;  // restarts so far (from the instance), continued by the supervisor
   std::chrono::seconds ready_timeout{600};  // from spawn to the first 200
@@ -49,7 +55,9 @@ struct EngineSpec {
 struct EngineStatus {
   int64_t instance_id = 0;
   EngineState state = EngineState::kStarting;
-  std::string message;  // why ERROR ("engine exited with status 1: <log tail>")
+  // Why ERROR ("engine exited with status 1: <log tail>", "liveness check failed: …"), or why a
+  // STARTING engine is not ready yet ("port N is held by another process …").
+  std::string message;
   int restart_count = 0;
   pid_t pid = 0;  // 0 when no process runs; also the process group id
   int port = 0;
@@ -72,6 +80,22 @@ struct SupervisorOptions {
   std::chrono::milliseconds stop_grace{std::chrono::seconds(15)};  // SIGTERM → SIGKILL
   std::chrono::milliseconds poll_interval{500};   // liveness poll and readiness probe cadence
   std::chrono::milliseconds probe_timeout{2000};  // one readiness probe
+  // Liveness of RUNNING engines: every liveness_period, GET the health path and the spec's
+  // liveness_path (each within liveness_timeout) and confirm that the port's listener belongs to
+  // the engine's process group. After liveness_failures failed checks in a row the engine is
+  // ERROR "liveness check failed: …" at once (out of the gateway's rotation), stopped (SIGTERM
+  // with SIGCONT, so that a stopped process acts on it; SIGKILL after hung_stop_grace) and
+  // restarted with the backoff. liveness_failures 0 turns the check off.
+  std::chrono::milliseconds liveness_period{2000};
+  std::chrono::milliseconds liveness_timeout{2000};
+  int liveness_failures = 3;
+  std::chrono::milliseconds hung_stop_grace{5000};
+  // The guard started beside each engine, in its process group (docs/adr/0030): this argv prefix
+  // (e.g. {"/usr/bin/segma", "engine-guard"}) plus the engine's identity. It stops the engine
+  // when no live worker process has owned it for orphan_grace. Empty: no guard.
+  std::vector<std::string> guard_command;
+  std::chrono::milliseconds orphan_grace{std::chrono::minutes(5)};
+  std::chrono::milliseconds guard_check_interval{1000};
   int64_t log_max_bytes = 10 * 1024 * 1024;
   int log_files = 3;          // the live file and 2 rotated ones
   int error_tail_lines = 10;  // log lines quoted in an ERROR message
@@ -91,6 +115,7 @@ class Supervisor {
 
   // Stops the thread. Engines keep running and keep their state files, so that the next
   // supervisor over the same data_dir adopts them (Recover); call StopAll() first to stop them.
+  // Their guards stop them after orphan_grace unless a new supervisor adopts them first.
   ~Supervisor();
   Supervisor(const Supervisor&) = delete;
   Supervisor& operator=(const Supervisor&) = delete;
@@ -123,7 +148,8 @@ class Supervisor {
   // After a worker restart: reads the state files. An engine whose process still runs (same
   // pid and /proc start time, so a reused pid is never signalled) is adopted when `expected`
   // holds its instance with the same command and port; it is then probed (STARTING → RUNNING)
-  // and restarted like any other. Other running engines are stopped (their whole process group).
+  // and restarted like any other, and its state file names this process as its owner (which
+  // its guard reads). Other running engines are stopped (their whole process group).
   // Expected instances without a running engine are not started: call Start.
   RecoverReport Recover(const std::map<int64_t, EngineSpec>& expected);
 
@@ -136,21 +162,34 @@ class Supervisor {
 
  private:
   struct Engine;
+  // One readiness or liveness check of an engine, run outside the lock.
   struct ProbeJob {
-    int64_t instance_id;
-    pid_t pid;
-    int port;
-    std::string path;
-    int code;
+    int64_t instance_id = 0;
+    pid_t pid = 0;
+    int port = 0;
+    bool liveness = false;  // a RUNNING engine's check; else readiness
+    std::string health_path;
+    std::string liveness_path;
+    std::chrono::milliseconds timeout{0};
+    bool passed = false;
+    bool stranger = false;  // failed because another process holds the port
+    std::string failure;    // why it did not pass
   };
 
   Supervisor(SupervisorOptions options, Clock& clock, StateCallback callback);
   void Loop();
   void Tick(std::vector<EngineStatus>& events, std::vector<ProbeJob>& probes);
+  static void RunProbe(ProbeJob& p);
+  void ApplyProbe(const ProbeJob& p, std::vector<EngineStatus>& events);
   void Spawn(Engine& e, std::vector<EngineStatus>& events);
+  void SpawnGuard(Engine& e);
   void CheckExit(Engine& e, std::vector<EngineStatus>& events);
   void OnExited(Engine& e, const std::string& how, std::vector<EngineStatus>& events);
-  void Terminate(Engine& e, Timestamp now);
+  // ERROR with `message`, a restart scheduled by the backoff when the spec asks for restarts.
+  void Fail(Engine& e, std::string message, Timestamp now, std::vector<EngineStatus>& events);
+  // SIGTERM (and SIGCONT) to the engine's process group; SIGKILL after `grace`.
+  void Terminate(Engine& e, Timestamp now, std::chrono::milliseconds grace);
+  void Terminate(Engine& e, Timestamp now) { Terminate(e, now, options_.stop_grace); }
   EngineStatus StatusOf(const Engine& e) const;
   std::string StatePath(int64_t id) const;
   std::string LogPath(int64_t id) const;
@@ -160,6 +199,10 @@ class Supervisor {
   const SupervisorOptions options_;
   Clock& clock_;
   const StateCallback callback_;
+  // This process's identity, written into state files as the engines' owner (the guard checks
+  // that it still runs).
+  const pid_t self_pid_;
+  const uint64_t self_start_ticks_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
@@ -171,12 +214,23 @@ class Supervisor {
   std::thread thread_;
 };
 
-// Reads /proc/<pid>/stat: the process's start time in clock ticks since boot, or nullopt when
-// the process does not exist (or is a zombie).
-std::optional<uint64_t> ProcessStartTicks(pid_t pid);
+// What a state file (<data_dir>/engines/*.json) records about an engine, and what /proc says now.
+struct EngineRecord {
+  int64_t instance_id = 0;  // negative: the rpc-server of instance -id
+  std::string name;
+  pid_t pid = 0;  // also the process group
+  int port = 0;
+  pid_t worker_pid = 0;  // the worker process that owns it (0: not recorded)
+  bool alive = false;    // the process still runs (same pid and start time)
+  bool owned = false;    // its worker process still runs (same pid and start time)
+};
+// The engines recorded under data_dir, by file name; unreadable files are skipped. Reads only.
+std::vector<EngineRecord> ListEngineRecords(const std::string& data_dir);
 
 // One blocking HTTP/1.0 GET to 127.0.0.1:port/path (or a bare TCP connect when `path` is
-// empty). Returns the status code, 0 when the connection failed or timed out.
-int ProbeHttp(int port, const std::string& path, std::chrono::milliseconds timeout);
+// empty; 200 when it connects). Returns the status code, 0 when the connection failed or timed
+// out; then `error` (when given) says which ("connection refused", "no answer within 2000 ms").
+int ProbeHttp(int port, const std::string& path, std::chrono::milliseconds timeout,
+              std::string* error = nullptr);
 
 }  // namespace segma::engines

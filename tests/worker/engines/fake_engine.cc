@@ -7,6 +7,9 @@
 //   --ignore-sigterm     ignore SIGTERM (the supervisor must SIGKILL)
 //   --child              fork a child that sleeps in the same process group
 //   --print-env NAME     print NAME=<value> at start
+//   --no-listen          run without listening (something else may hold the port)
+//   --reuse-port         listen with SO_REUSEPORT (a second process may share the port)
+//   --hang-path PATH     never answer GET PATH (the connection stays open); others as usual
 
 #include <signal.h>
 #include <unistd.h>
@@ -16,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -25,6 +29,9 @@ int main(int argc, char** argv) {
   int port = 0;
   int health_status = 200;
   int ready_after_ms = 0;
+  bool listen_port = true;
+  bool reuse_port = false;
+  std::string hang_path;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> const char* { return i + 1 < argc ? argv[++i] : ""; };
@@ -45,6 +52,12 @@ int main(int argc, char** argv) {
       if (fork() == 0) {
         for (;;) pause();
       }
+    } else if (a == "--no-listen") {
+      listen_port = false;
+    } else if (a == "--reuse-port") {
+      reuse_port = true;
+    } else if (a == "--hang-path") {
+      hang_path = next();
     } else if (a == "--print-env") {
       const char* name = next();
       const char* v = std::getenv(name);
@@ -52,9 +65,13 @@ int main(int argc, char** argv) {
     }
   }
   std::fflush(stdout);
+  if (!listen_port) {
+    for (;;) pause();
+  }
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (reuse_port) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -66,11 +83,18 @@ int main(int argc, char** argv) {
   std::printf("fake engine: listening on %d\n", port);
   std::fflush(stdout);
   const auto start = std::chrono::steady_clock::now();
+  std::vector<int> hung;  // connections left without an answer
   for (;;) {
     const int c = accept(fd, nullptr, nullptr);
     if (c < 0) continue;
     char buf[2048];
-    (void)!read(c, buf, sizeof(buf));
+    const ssize_t n = read(c, buf, sizeof(buf) - 1);
+    buf[n > 0 ? n : 0] = '\0';
+    if (!hang_path.empty() &&
+        std::strncmp(buf, ("GET " + hang_path + " ").c_str(), hang_path.size() + 5) == 0) {
+      hung.push_back(c);
+      continue;
+    }
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                         std::chrono::steady_clock::now() - start)
                         .count();

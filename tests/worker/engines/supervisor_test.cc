@@ -13,8 +13,10 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 
 #include "scheduler/estimate/test_model.h"
+#include "worker/engines/engine_test_util.h"
 
 namespace segma::engines {
 namespace {
@@ -24,11 +26,6 @@ namespace fs = std::filesystem;
 
 constexpr char kLlamaBin[] = "/var/cache/segma/llama.cpp-3.21.1/build/bin";
 constexpr char kVocab[] = "/var/cache/segma/llama.cpp-3.21.1/src/models/ggml-vocab-llama-spm.gguf";
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 
 bool Alive(pid_t pid) { return ProcessStartTicks(pid).has_value(); }
 
@@ -66,16 +63,6 @@ std::vector<pid_t> GroupMembers(pid_t pgid) {
     if (pgrp == pgid && state != 'Z') out.push_back(std::stoi(name));
   }
   return out;
-}
-
-template <typename Pred>
-bool WaitUntil(Pred pred, std::chrono::milliseconds timeout = 15s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return pred();
 }
 
 // True if nothing listens on or holds `port` (a bind without SO_REUSEADDR succeeds).
@@ -428,6 +415,134 @@ TEST_F(SupervisorTest, RestartedWorkerAdoptsWhatItExpectsAndStopsTheRest) {
   EXPECT_TRUE(fs::is_empty(dir_ + "/engines"));
 }
 
+// A process of its own (not in a supervisor's group), reaped by the destructor.
+class Stranger {
+ public:
+  explicit Stranger(std::vector<std::string> args) {
+    pid_ = fork();
+    if (pid_ == 0) {
+      setpgid(0, 0);
+      std::vector<char*> argv;
+      for (std::string& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+  }
+  ~Stranger() {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_ = 0;
+};
+
+TEST_F(SupervisorTest, StoppedEngineFailsItsLivenessAndIsRestarted) {
+  options_.liveness_period = 100ms;
+  options_.liveness_timeout = 200ms;
+  options_.liveness_failures = 2;
+  options_.hung_stop_grace = 1s;
+  Supervisor& s = Make();
+  ASSERT_TRUE(s.Start(FakeSpec(s, 30)).ok());
+  ASSERT_TRUE(WaitUntil([&] { return InState(s, 30, EngineState::kRunning); }));
+  const pid_t pid = s.Get(30)->pid;
+
+  ::kill(pid, SIGSTOP);  // hung: the kernel still accepts connections, nothing answers
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WaitUntil([&] { return InState(s, 30, EngineState::kError); }));
+  const auto detected = std::chrono::steady_clock::now() - t0;
+  const EngineStatus st = *s.Get(30);
+  EXPECT_EQ(st.message,
+            "liveness check failed: GET /health: no answer within 200 ms (2 checks in a row)");
+  EXPECT_TRUE(st.next_restart_at.has_value()) << "restarted with the backoff";
+  // Two checks of 100 ms period and 200 ms timeout each, with a generous margin for a loaded
+  // machine: seconds, not the engine's stop grace or ready timeout.
+  EXPECT_LT(detected, 3s);
+  // SIGTERM reaches the stopped process (SIGCONT): it exits, and a new one serves.
+  ASSERT_TRUE(
+      WaitUntil([&] { return InState(s, 30, EngineState::kRunning) && s.Get(30)->pid != pid; }));
+  EXPECT_FALSE(Alive(pid));
+  EXPECT_EQ(s.Get(30)->restart_count, 1);
+  EXPECT_EQ(StatesOf(30),
+            (std::vector<std::string>{"STARTING", "RUNNING", "ERROR", "STARTING", "RUNNING"}))
+      << "one ERROR for the hang, none more for the exit it caused";
+  EXPECT_TRUE(Zombies().empty());
+}
+
+TEST_F(SupervisorTest, LivenessAsksForARealAnswerBesidesTheHealthPath) {
+  options_.liveness_period = 100ms;
+  options_.liveness_timeout = 200ms;
+  options_.liveness_failures = 3;
+  Supervisor& s = Make();
+  // /health answers, the model list never does: an engine whose inference side is stuck.
+  EngineSpec spec = FakeSpec(s, 31, {"--hang-path", "/v1/models"});
+  spec.liveness_path = "/v1/models";
+  spec.restart_on_error = false;
+  ASSERT_TRUE(s.Start(spec).ok());
+  ASSERT_TRUE(WaitUntil([&] { return InState(s, 31, EngineState::kError); }));
+  EXPECT_EQ(StatesOf(31), (std::vector<std::string>{"STARTING", "RUNNING", "ERROR"}))
+      << "ready through its health path, then found hung";
+  EXPECT_EQ(s.Get(31)->message,
+            "liveness check failed: GET /v1/models: no answer within 200 ms (3 checks in a row)");
+  ASSERT_TRUE(WaitUntil([&] { return s.Get(31)->pid == 0; })) << "stopped";
+
+  // A healthy engine that answers both keeps RUNNING through many checks.
+  EngineSpec fine = FakeSpec(s, 32);
+  fine.liveness_path = "/v1/models";
+  ASSERT_TRUE(s.Start(fine).ok());
+  ASSERT_TRUE(WaitUntil([&] { return InState(s, 32, EngineState::kRunning); }));
+  const pid_t pid = s.Get(32)->pid;
+  std::this_thread::sleep_for(1s);  // ten liveness periods: nothing may happen
+  EXPECT_TRUE(InState(s, 32, EngineState::kRunning));
+  EXPECT_EQ(s.Get(32)->pid, pid);
+}
+
+TEST_F(SupervisorTest, AStrangerOnThePortIsNotTheEngine) {
+  Supervisor& s = Make();
+  // Before the engine listens, another process answers 200 on its port.
+  EngineSpec spec = FakeSpec(s, 33, {"--no-listen"});
+  spec.restart_on_error = false;
+  spec.ready_timeout = 2s;
+  Stranger stranger({FAKE_ENGINE_PATH, "--port", std::to_string(spec.port)});
+  ASSERT_TRUE(WaitUntil([&] { return ProbeHttp(spec.port, "/health", 500ms) == 200; }));
+  ASSERT_TRUE(s.Start(spec).ok());
+  const std::string held = "port " + std::to_string(spec.port) +
+                           " is held by another process (pid " + std::to_string(stranger.pid()) +
+                           ", engines_fake_en), not by the engine";
+  ASSERT_TRUE(WaitUntil([&] {
+    std::optional<EngineStatus> st = s.Get(33);
+    return st && st->state == EngineState::kStarting && st->message.starts_with(held);
+  })) << s.Get(33)->message;
+  ASSERT_TRUE(WaitUntil([&] { return InState(s, 33, EngineState::kError); }));
+  EXPECT_TRUE(s.Get(33)->message.starts_with("engine did not become healthy within 2 s: " + held))
+      << s.Get(33)->message;
+  EXPECT_EQ(StatesOf(33), (std::vector<std::string>{"STARTING", "STARTING", "ERROR"}))
+      << "never RUNNING";
+}
+
+TEST_F(SupervisorTest, AStrangerSharingThePortFailsTheLivenessCheck) {
+  options_.liveness_period = 100ms;
+  options_.liveness_timeout = 500ms;
+  options_.liveness_failures = 2;
+  Supervisor& s = Make();
+  EngineSpec spec = FakeSpec(s, 34, {"--reuse-port"});
+  spec.restart_on_error = false;
+  ASSERT_TRUE(s.Start(spec).ok());
+  ASSERT_TRUE(WaitUntil([&] { return InState(s, 34, EngineState::kRunning); }));
+  const pid_t engine = s.Get(34)->pid;
+  EXPECT_TRUE(CheckPortOwner(spec.port, engine).ok());
+  // SO_REUSEPORT: the kernel now spreads connections over both listeners.
+  Stranger stranger({FAKE_ENGINE_PATH, "--port", std::to_string(spec.port), "--reuse-port"});
+  ASSERT_TRUE(WaitUntil([&] { return InState(s, 34, EngineState::kError); }));
+  EXPECT_EQ(s.Get(34)->message, "liveness check failed: port " + std::to_string(spec.port) +
+                                    " is held by another process (pid " +
+                                    std::to_string(stranger.pid()) +
+                                    ", engines_fake_en), not by the engine (process group " +
+                                    std::to_string(engine) + ") (2 checks in a row)");
+}
+
 // HTTP/1.0 POST on 127.0.0.1, whole response.
 std::string Post(int port, const std::string& path, const std::string& body) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -463,6 +578,9 @@ TEST_F(SupervisorTest, RealLlamaServer) {
   mo.vocab_path = kVocab;
   ASSERT_TRUE(estimate::WriteTestModel(mo).ok());
 
+  options_.liveness_period = 200ms;
+  options_.liveness_timeout = 1s;
+  options_.liveness_failures = 2;
   Supervisor& s = Make();
   types::Model model;
   model.name = "tiny";
@@ -487,6 +605,8 @@ TEST_F(SupervisorTest, RealLlamaServer) {
   spec.name = instance.name;
   spec.port = *port;
   spec.launch = *launch;
+  spec.liveness_path = "/v1/models";
+  spec.restart_on_error = false;
   spec.ready_timeout = 120s;
   ASSERT_TRUE(s.Start(spec).ok());
   ASSERT_TRUE(WaitUntil([&] { return !InState(s, 20, EngineState::kStarting); }, 120s));
@@ -499,6 +619,15 @@ TEST_F(SupervisorTest, RealLlamaServer) {
   EXPECT_TRUE(res.starts_with("HTTP/1.1 200")) << res;
   EXPECT_NE(res.find("\"choices\""), std::string::npos) << res;
   EXPECT_NE(res.find("\"completion_tokens\""), std::string::npos) << res;
+  // Its HTTP threads answer the liveness check (health and model list) between requests.
+  EXPECT_TRUE(InState(s, 20, EngineState::kRunning));
+
+  // A stopped llama-server is found hung and stopped.
+  ::kill(pid, SIGSTOP);
+  ASSERT_TRUE(WaitUntil([&] { return InState(s, 20, EngineState::kError); }, 30s));
+  EXPECT_TRUE(s.Get(20)->message.starts_with("liveness check failed: GET /health: "))
+      << s.Get(20)->message;
+  ASSERT_TRUE(WaitUntil([&] { return !Alive(pid); }, 30s));
 
   s.StopAll();
   EXPECT_FALSE(Alive(pid));
