@@ -61,6 +61,8 @@ types::ResourceClaim ClaimFromJson(const json::object& c) {
   // Partial offload (-ngl) and the split between GPUs (-ts) come from the claim too.
   claim.offload_layers = static_cast<int>(IntField(c, "offload_layers"));
   claim.total_layers = static_cast<int>(IntField(c, "total_layers"));
+  claim.sequences = static_cast<int>(IntField(c, "sequences"));
+  claim.context_length = IntField(c, "context_length");
   if (auto v = c.find("tensor_split"); v != c.end() && v->value().is_array()) {
     for (const json::value& d : v->value().as_array()) {
       if (d.is_number()) claim.tensor_split.push_back(d.to_number<double>());

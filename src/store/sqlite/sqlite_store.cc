@@ -530,6 +530,12 @@ bool DecodeClaim(const json::value& v, types::ResourceClaim& c) {
   if (const auto* x = o.if_contains("total_layers"); x && x->is_int64()) {
     c.total_layers = static_cast<int>(x->as_int64());
   }
+  if (const auto* x = o.if_contains("sequences"); x && x->is_int64()) {
+    c.sequences = static_cast<int>(x->as_int64());
+  }
+  if (const auto* x = o.if_contains("context_length"); x && x->is_int64()) {
+    c.context_length = x->as_int64();
+  }
   if (const auto* x = o.if_contains("tensor_split"); x && x->is_array()) {
     for (const json::value& d : x->as_array()) {
       if (!d.is_number()) return false;
