@@ -214,8 +214,8 @@ int64_t ExpectedStranded(const ClusterSnapshot& s, const std::vector<int64_t>& s
   double stranded = 0;
   for (int u = 0; u < s.unit_count(); ++u) {
     const int64_t free = std::max<int64_t>(0, s.unit_free(u));
-    const auto above = sorted_slices.end() -
-                       std::upper_bound(sorted_slices.begin(), sorted_slices.end(), free);
+    const auto above =
+        sorted_slices.end() - std::upper_bound(sorted_slices.begin(), sorted_slices.end(), free);
     stranded += static_cast<double>(free) * static_cast<double>(above) /
                 static_cast<double>(sorted_slices.size());
   }
@@ -300,7 +300,8 @@ void BM_Packing(benchmark::State& state) {
   state.counters["allocation_rate"] = static_cast<double>(replay.placed) / requests;
   state.counters["vram_used_pct"] = 100.0 * static_cast<double>(replay.used) / replay.total;
   state.counters["stranded_gib"] = static_cast<double>(replay.stranded_end) / gib;
-  state.counters["stranded_pct"] = 100.0 * static_cast<double>(replay.stranded_end) / gib / total_gib;
+  state.counters["stranded_pct"] =
+      100.0 * static_cast<double>(replay.stranded_end) / gib / total_gib;
   // At the common first rejection (index `common` - 1): same requests placed by every strategy.
   if (common > 0) {
     state.counters["common_index"] = common - 1;
@@ -312,7 +313,8 @@ void BM_Packing(benchmark::State& state) {
   // Mean over the whole replay of FGD's fragmentation, and at the end.
   double mean = 0;
   for (int64_t v : replay.expected_stranded) mean += static_cast<double>(v);
-  state.counters["frag_gib_mean"] = mean / static_cast<double>(replay.expected_stranded.size()) / gib;
+  state.counters["frag_gib_mean"] =
+      mean / static_cast<double>(replay.expected_stranded.size()) / gib;
   state.counters["frag_gib_end"] = static_cast<double>(replay.expected_stranded.back()) / gib;
 }
 BENCHMARK(BM_Packing)

@@ -71,7 +71,8 @@ int EstimateAdapter::MaxGpuLayers(int64_t vram) const {
 }
 
 int64_t EstimateAdapter::kv_bytes_per_sequence(int tp_size) const {
-  const uint64_t one = estimate_.kv_bytes_per_token * static_cast<uint64_t>(estimate_.context_length);
+  const uint64_t one =
+      estimate_.kv_bytes_per_token * static_cast<uint64_t>(estimate_.context_length);
   return static_cast<int64_t>(estimate_.KvPerGpu(one, tp_size));
 }
 
@@ -118,9 +119,10 @@ Result<std::unique_ptr<EstimateAdapter>> EstimatorForModel(const types::Model& m
                                                         : scheduler::kTargetSequences;
   if (model.context_length == 0 && model.max_concurrent_sequences == 0) {
     // The target is sized at a typical context, not at the longest the model was trained for.
-    options.context_length = shape.max_context > 0
-                                 ? std::min<int64_t>(shape.max_context, scheduler::kTypicalContextTokens)
-                                 : scheduler::kTypicalContextTokens;
+    options.context_length =
+        shape.max_context > 0
+            ? std::min<int64_t>(shape.max_context, scheduler::kTypicalContextTokens)
+            : scheduler::kTypicalContextTokens;
   }
   ASSIGN_OR_RETURN(estimate::ResourceEstimate est, estimate::Estimate(shape, options));
   return std::make_unique<EstimateAdapter>(est, static_cast<int>(shape.n_heads));

@@ -63,9 +63,9 @@ FixedEstimator::Options FixedEstimator::ForParams(double params_b, int64_t conte
 }
 
 FixedEstimator FixedEstimator::ForModel(const types::Model& m) {
-  return FixedEstimator(ForParams(
-      m.source.params_b, m.context_length,
-      m.max_concurrent_sequences > 0 ? m.max_concurrent_sequences : kTargetSequences));
+  return FixedEstimator(
+      ForParams(m.source.params_b, m.context_length,
+                m.max_concurrent_sequences > 0 ? m.max_concurrent_sequences : kTargetSequences));
 }
 
 int64_t FixedEstimator::kv_bytes_per_sequence(int tp_size) const {

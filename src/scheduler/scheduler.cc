@@ -234,11 +234,11 @@ class Run {
 Result<Requirement> Run::Req(int tp) const {
   Result<Requirement> r = est_.ForGpus(tp);
   if (!r.ok() || seq_ >= target_seq_) return r;
-  r->vram_per_gpu = std::max<int64_t>(
-      0, r->vram_per_gpu - static_cast<int64_t>(target_seq_ - seq_) * est_.kv_bytes_per_sequence(tp));
+  r->vram_per_gpu =
+      std::max<int64_t>(0, r->vram_per_gpu - static_cast<int64_t>(target_seq_ - seq_) *
+                                                 est_.kv_bytes_per_sequence(tp));
   return r;
 }
-
 
 void Run::PrepareModelState() {
   x_.Prepare(s_);
@@ -778,8 +778,8 @@ void Run::FillConcurrency(Decision& d) const {
   p.target_sequences = target_seq_;
   p.context_length = est_.context_length();
   p.sequences = target_seq_;
-  const bool on_gpus = p.kind == PlacementKind::kSingleGpu ||
-                       p.kind == PlacementKind::kMultiGpu || p.kind == PlacementKind::kMultiWorker;
+  const bool on_gpus = p.kind == PlacementKind::kSingleGpu || p.kind == PlacementKind::kMultiGpu ||
+                       p.kind == PlacementKind::kMultiWorker;
   if (on_gpus) {
     p.sequences = seq_;
     const int64_t kv = est_.kv_bytes_per_sequence(best_.num_units);
@@ -966,8 +966,7 @@ std::string Run::TriedGpuKinds(int w) const {
   if (mw_tp_ > 0) {
     r += fmt::format("; nor {} x {} over several workers ({} GPU{} have that free)", mw_tp_,
                      FormatGiB(mw_need_), mw_available_, mw_available_ == 1 ? "" : "s");
-  } else if (!tried_tps_.empty() && !m_.distributed_inference_across_workers &&
-             fixed_tp_ != 1) {
+  } else if (!tried_tps_.empty() && !m_.distributed_inference_across_workers && fixed_tp_ != 1) {
     r += "; multi-worker not enabled (distributed_inference_across_workers)";
   }
   if (seq_ < target_seq_) {

@@ -333,7 +333,8 @@ std::string_view PlacementStrategyName(PlacementStrategy p) {
 
 std::optional<PlacementStrategy> ParsePlacementStrategy(std::string_view s) {
   return ParseByName(
-      s, {PlacementStrategy::kSpread, PlacementStrategy::kBinpack, PlacementStrategy::kFragmentation},
+      s,
+      {PlacementStrategy::kSpread, PlacementStrategy::kBinpack, PlacementStrategy::kFragmentation},
       PlacementStrategyName);
 }
 

@@ -283,7 +283,8 @@ TEST_F(ModelsApiTest, BinpackAndSpreadDiffer) {
   stacked["max_concurrent_sequences"] = 1;
   auto together = Instances(Deploy(stacked));
   ASSERT_EQ(together.size(), 2u);
-  EXPECT_EQ(WorkerId(together[0]), WorkerId(together[1])) << "replica_spread none stacks on purpose";
+  EXPECT_EQ(WorkerId(together[0]), WorkerId(together[1]))
+      << "replica_spread none stacks on purpose";
   EXPECT_EQ(Gpus(together[0]), Gpus(together[1]));
 }
 

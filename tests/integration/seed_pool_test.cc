@@ -40,11 +40,26 @@ class SeedPoolTest : public ::testing::Test {
     const std::string token = RegistrationToken(api_);
     ASSERT_FALSE(token.empty());
     for (const PoolWorker& w : kPool) {
-      std::vector<std::string> args = {SegmaBinary(), "worker", "--server", api_.base, "--token",
-                                       token, "--name", w.name, "--port", "0", "--address",
-                                       "127.0.0.1", "--advertise-address", "127.0.0.1",
-                                       "--fake-gpus", w.gpus, "--heartbeat-interval", "0.5",
-                                       "--data-dir", dir_.path() + "/" + w.name};
+      std::vector<std::string> args = {SegmaBinary(),
+                                       "worker",
+                                       "--server",
+                                       api_.base,
+                                       "--token",
+                                       token,
+                                       "--name",
+                                       w.name,
+                                       "--port",
+                                       "0",
+                                       "--address",
+                                       "127.0.0.1",
+                                       "--advertise-address",
+                                       "127.0.0.1",
+                                       "--fake-gpus",
+                                       w.gpus,
+                                       "--heartbeat-interval",
+                                       "0.5",
+                                       "--data-dir",
+                                       dir_.path() + "/" + w.name};
       workers_.push_back(std::make_unique<Process>(std::move(args),
                                                    std::map<std::string, std::string>{},
                                                    dir_.path() + "/" + w.name + ".log"));
@@ -76,8 +91,8 @@ class SeedPoolTest : public ::testing::Test {
   }
 
   json::array Instances(int64_t model_id) {
-    auto list = Api::Obj(api_.Get("/v2/model-instances?per_page=100&model_id=" +
-                                   std::to_string(model_id)));
+    auto list =
+        Api::Obj(api_.Get("/v2/model-instances?per_page=100&model_id=" + std::to_string(model_id)));
     return list.contains("items") ? list.at("items").as_array() : json::array{};
   }
 
@@ -182,8 +197,8 @@ TEST_F(SeedPoolTest, AMixIsPlacedApartSizedForItsUsersAndExplained) {
         const json::array& g = i.at("gpu_indexes").as_array();
         ASSERT_EQ(g.size(), 2u) << d.name << json::serialize(i);
         EXPECT_EQ(worker.rfind("h200-", 0), 0u) << d.name << " on " << worker;
-        EXPECT_TRUE(linked(worker, static_cast<int>(g[0].as_int64()),
-                           static_cast<int>(g[1].as_int64())))
+        EXPECT_TRUE(
+            linked(worker, static_cast<int>(g[0].as_int64()), static_cast<int>(g[1].as_int64())))
             << d.name << json::serialize(i);
       } else {
         EXPECT_EQ(i.at("gpu_indexes").as_array().size(), 1u) << d.name << json::serialize(i);
@@ -194,10 +209,11 @@ TEST_F(SeedPoolTest, AMixIsPlacedApartSizedForItsUsersAndExplained) {
   }
 
   // The dry run says the same: the next 70B replica, its spread and what its claim serves.
-  auto eval = api_.Post("/v2/model-evaluations",
-                        json::object{{"name", "llama-70b-next"},
-                                     {"project_id", project_id_},
-                                     {"source", json::object{{"type", "simulated"}, {"params_b", 70}}}});
+  auto eval =
+      api_.Post("/v2/model-evaluations",
+                json::object{{"name", "llama-70b-next"},
+                             {"project_id", project_id_},
+                             {"source", json::object{{"type", "simulated"}, {"params_b", 70}}}});
   ASSERT_EQ(eval.status, 200u) << eval.body;
   json::object e = Api::Obj(eval);
   EXPECT_EQ(e.at("replica_spread").as_string(), "worker");

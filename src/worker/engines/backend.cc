@@ -188,9 +188,9 @@ Vars MakeVars(const types::Model& model, const types::ModelInstance& instance,
   // longest context (vLLM's max_model_len).
   const int sequences =
       model.max_concurrent_sequences > 0 ? model.max_concurrent_sequences : claim.sequences;
-  const int64_t context =
-      model.context_length > 0 ? model.context_length
-                               : (model.max_concurrent_sequences > 0 ? 0 : claim.context_length);
+  const int64_t context = model.context_length > 0
+                              ? model.context_length
+                              : (model.max_concurrent_sequences > 0 ? 0 : claim.context_length);
   if (model.context_length > 0) v["ctx_size"] = std::to_string(model.context_length);
   if (context > 0) {
     // context_length is per sequence (as the estimator counts the KV cache); llama.cpp's -c is
