@@ -223,7 +223,9 @@ Result<Response> EvaluateModel(ApiContext& c) {
   ASSIGN_OR_RETURN(controllers::ClusterState state, controllers::LoadClusterState(c.s.store));
   ASSIGN_OR_RETURN(scheduler::QuotaUsage usage,
                    controllers::LoadQuotaUsage(c.s.store, m.project_id, state));
-  scheduler::Scheduler scheduler;
+  scheduler::SchedulerOptions options;
+  options.min_useful_sequences = c.s.options.min_useful_sequences;
+  scheduler::Scheduler scheduler(options);
   scheduler::Decision d = controllers::DecideForModel(scheduler, state, m, usage);
   json::object reasons;
   for (const auto& [worker, why] : d.reasons) reasons[worker] = why;

@@ -54,7 +54,9 @@ Status ServerApp::Init() {
   reschedule.max_at_once = config_.reschedule_max_at_once;
   rescheduler_ = std::make_unique<controllers::Rescheduler>(*store_, clock_, reschedule);
   replica_sync_ = std::make_unique<controllers::ReplicaSync>(*store_);
-  instance_scheduler_ = std::make_unique<controllers::InstanceScheduler>(*store_);
+  scheduler::SchedulerOptions placement;
+  placement.min_useful_sequences = config_.min_useful_sequences;
+  instance_scheduler_ = std::make_unique<controllers::InstanceScheduler>(*store_, placement);
 
   // The default cluster, with its registration token, exists from the first start on.
   Result<types::Cluster> cluster = store_->GetDefaultCluster();
@@ -73,7 +75,8 @@ Status ServerApp::Init() {
 
   services_ = std::make_unique<Services>(
       Services{*store_, bus_, *identity_, *api_keys_, *worker_tokens_, clock_, blocking_,
-               ApiOptions{config_.data_dir, false, HmacSha256(signing_key, "segma worker proxy")}});
+               ApiOptions{config_.data_dir, false, HmacSha256(signing_key, "segma worker proxy"),
+                          config_.min_useful_sequences}});
   InstallProbes(router_, *services_, metrics_);
   Install(router_, *services_, ControlPlaneRoutes());
   gateway::GatewayOptions gateway_options;
