@@ -59,11 +59,12 @@ double SpreadScorer::Score(const Candidate& c, const ScoreContext& ctx) const {
          (0.96 + 0.03 / (1 + busiest) + 0.01 * free_fraction);
 }
 
-double FragmentationScorer::Fragment(const ClusterSnapshot& s, int64_t free) {
-  const int64_t slices = s.slice_count();
-  if (free <= 0 || slices == 0) return 0;
-  return static_cast<double>(free) * static_cast<double>(s.slices_above(free)) /
-         static_cast<double>(slices);
+double FragmentationScorer::Fragment(const ClusterSnapshot& s, int64_t free, int64_t request) {
+  // The request being placed counts as one more slice of the workload.
+  const int64_t slices = s.slice_count() + 1;
+  if (free <= 0) return 0;
+  const int64_t above = s.slices_above(free) + (request > free ? 1 : 0);
+  return static_cast<double>(free) * static_cast<double>(above) / static_cast<double>(slices);
 }
 
 double FragmentationScorer::Score(const Candidate& c, const ScoreContext& ctx) const {
@@ -74,7 +75,7 @@ double FragmentationScorer::Score(const Candidate& c, const ScoreContext& ctx) c
   for (int i = 0; i < c.num_units; ++i) {
     const int u = c.units[i];
     const int64_t free = s.unit_free(u);
-    delta += Fragment(s, free - c.vram[i]) - Fragment(s, free);
+    delta += Fragment(s, free - c.vram[i], c.vram[i]) - Fragment(s, free, c.vram[i]);
     total += static_cast<double>(s.unit_total(u));
   }
   if (total <= 0) return 50;

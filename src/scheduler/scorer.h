@@ -83,7 +83,8 @@ class SpreadScorer final : public Scorer {
 };
 
 // Fragmentation gradient descent (Weng et al., USENIX ATC '23), on VRAM: a GPU's fragment is
-// the free memory that a slice drawn from the snapshot's claim sizes could not use,
+// the free memory that a slice drawn from the snapshot's claim sizes (and the request being
+// placed) could not use,
 // F(free) = free × P(slice > free). The score prefers the candidate that grows F least (or
 // shrinks it most): 50 × (1 − ΔF / Σ totals) over the candidate's GPUs, so in [0, 100]. With no
 // claims in the snapshot every ΔF is 0 and the binpack tie-break of the default chain decides.
@@ -91,8 +92,9 @@ class SpreadScorer final : public Scorer {
 class FragmentationScorer final : public Scorer {
  public:
   double Score(const Candidate& c, const ScoreContext& ctx) const override;
-  // F(free) of one GPU on `snapshot`, bytes.
-  static double Fragment(const ClusterSnapshot& snapshot, int64_t free);
+  // F(free) of one GPU on `snapshot`, bytes, with `request` (the slice being placed) counted as
+  // one more slice of the workload.
+  static double Fragment(const ClusterSnapshot& snapshot, int64_t free, int64_t request);
 };
 
 // The replica-spread preference of model().replica_spread, ranked before any scorer chain
