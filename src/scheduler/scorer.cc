@@ -70,16 +70,23 @@ double FragmentationScorer::Fragment(const ClusterSnapshot& s, int64_t free, int
 double FragmentationScorer::Score(const Candidate& c, const ScoreContext& ctx) const {
   const ClusterSnapshot& s = ctx.snapshot();
   if (c.num_units == 0) return 50;
+  // Σ ΔF × slices, in integers: free × (slices larger than free) before and after.
   double delta = 0;
-  double total = 0;
+  int64_t total = 0;
   for (int i = 0; i < c.num_units; ++i) {
     const int u = c.units[i];
-    const int64_t free = s.unit_free(u);
-    delta += Fragment(s, free - c.vram[i], c.vram[i]) - Fragment(s, free, c.vram[i]);
-    total += static_cast<double>(s.unit_total(u));
+    const int64_t claim = c.vram[i];
+    const int64_t before = std::max<int64_t>(0, s.unit_free(u));
+    const int64_t after = std::max<int64_t>(0, s.unit_free(u) - claim);
+    const int64_t above_after = after > 0 ? s.slices_above(after) + (claim > after ? 1 : 0) : 0;
+    const int64_t above_before = before > 0 ? s.slices_above(before) + (claim > before ? 1 : 0) : 0;
+    delta += static_cast<double>(after) * static_cast<double>(above_after) -
+             static_cast<double>(before) * static_cast<double>(above_before);
+    total += s.unit_total(u);
   }
   if (total <= 0) return 50;
-  return std::clamp(50.0 * (1.0 - delta / total), 0.0, 100.0);
+  const double slices = static_cast<double>(s.slice_count() + 1);
+  return std::clamp(50.0 * (1.0 - delta / (slices * static_cast<double>(total))), 0.0, 100.0);
 }
 
 double ReplicaSpreadScore(const Candidate& c, const ScoreContext& ctx) {
