@@ -216,7 +216,6 @@ Result<ResourceEstimate> Estimate(const ModelShape& shape, const EstimateOptions
 uint64_t ResourceEstimate::vram_per_gpu(int tp_size) const {
   const uint64_t tp = static_cast<uint64_t>(std::max(tp_size, 1));
   uint64_t weights = 0;
-  uint64_t kv = 0;
   if (engine == Engine::kLlamaCpp || engine == Engine::kSimulator) {
     // Layer split: blocks and their KV spread evenly; the head lands on one GPU, so count it
     // on every GPU to stay safe.
