@@ -146,9 +146,10 @@ void BM_Decide5000x8(benchmark::State& state) {
   ReportLatency(state, us);
 }
 BENCHMARK(BM_Decide5000x8)
-    ->ArgName("binpack")
+    ->ArgName("strategy")
     ->Arg(static_cast<int>(types::PlacementStrategy::kSpread))
     ->Arg(static_cast<int>(types::PlacementStrategy::kBinpack))
+    ->Arg(static_cast<int>(types::PlacementStrategy::kFragmentation))
     ->MinTime(3.0)
     ->Unit(benchmark::kMicrosecond);
 
@@ -196,69 +197,135 @@ ClusterSnapshot MakePool(Pool pool) {
   return s;
 }
 
+// The per-GPU slice each request of the trace needs (what FGD calls the target workload).
+std::vector<int64_t> TraceSlices(const std::vector<Request>& trace) {
+  std::vector<int64_t> slices;
+  for (const Request& r : trace) {
+    const int tp = std::max(1, r.model.gpu_selector.gpus_per_replica);
+    Result<Requirement> req = r.estimator.ForGpus(tp);
+    if (req.ok()) slices.push_back(req->vram_per_gpu);
+  }
+  return slices;
+}
+
+// FGD's fragmentation of the pool for the trace's mix: Σ over GPUs of the free VRAM, weighted by
+// the share of the trace's requests whose slice is larger than it (so they cannot use it).
+int64_t ExpectedStranded(const ClusterSnapshot& s, const std::vector<int64_t>& sorted_slices) {
+  double stranded = 0;
+  for (int u = 0; u < s.unit_count(); ++u) {
+    const int64_t free = std::max<int64_t>(0, s.unit_free(u));
+    const auto above =
+        sorted_slices.end() - std::upper_bound(sorted_slices.begin(), sorted_slices.end(), free);
+    stranded += static_cast<double>(free) * static_cast<double>(above) /
+                static_cast<double>(sorted_slices.size());
+  }
+  return static_cast<int64_t>(stranded);
+}
+
+struct Replay {
+  int placed = 0;
+  int first_unplaced = -1;
+  int64_t stranded_end = 0;  // free on used GPUs smaller than any unplaced request's slice
+  int64_t used = 0;
+  int64_t total = 0;
+  std::vector<int64_t> expected_stranded;  // after each request
+  std::vector<int64_t> allocated;          // VRAM claimed after each request
+};
+
+Replay RunReplay(Pool pool, const std::vector<Request>& trace) {
+  std::vector<int64_t> slices = TraceSlices(trace);
+  std::sort(slices.begin(), slices.end());
+  Replay out;
+  ClusterSnapshot s = MakePool(pool);
+  Scheduler scheduler;
+  int64_t smallest_pending = INT64_MAX;
+  int64_t allocated = 0;
+  for (size_t i = 0; i < trace.size(); ++i) {
+    const Request& r = trace[i];
+    Decision d = scheduler.Decide(s, r.model, r.estimator, {});
+    if (!d.placed) {
+      if (out.first_unplaced < 0) out.first_unplaced = static_cast<int>(i);
+      const int tp = std::max(1, r.model.gpu_selector.gpus_per_replica);
+      Result<Requirement> req = r.estimator.ForGpus(tp);
+      if (req.ok()) smallest_pending = std::min(smallest_pending, req->vram_per_gpu);
+    } else {
+      ++out.placed;
+      for (const PlacedInstance& p :
+           ToPlacedInstances(d.placement, static_cast<int64_t>(i) + 1, r.model.id)) {
+        (void)s.AddInstance(p);
+        for (const auto& [index, bytes] : p.vram) allocated += bytes;
+      }
+    }
+    out.expected_stranded.push_back(ExpectedStranded(s, slices));
+    out.allocated.push_back(allocated);
+  }
+  for (int u = 0; u < s.unit_count(); ++u) {
+    const int64_t free = std::max<int64_t>(0, s.unit_free(u));
+    out.total += s.unit_total(u);
+    out.used += s.unit_total(u) - free;
+    if (s.unit_instances(u) > 0 && free > 0 && free < smallest_pending) out.stranded_end += free;
+  }
+  return out;
+}
+
+// The first request any strategy rejects: up to it every strategy has placed the same requests,
+// so the allocation rate (100 %) and the VRAM allocated are the same and only the layout differs.
+int CommonFirstRejection(Pool pool, const std::vector<Request>& trace) {
+  int first = static_cast<int>(trace.size());
+  for (auto strategy : {types::PlacementStrategy::kSpread, types::PlacementStrategy::kBinpack,
+                        types::PlacementStrategy::kFragmentation}) {
+    std::vector<Request> t = trace;
+    for (Request& r : t) r.model.placement_strategy = strategy;
+    const Replay replay = RunReplay(pool, t);
+    if (replay.first_unplaced >= 0) first = std::min(first, replay.first_unplaced);
+  }
+  return first;
+}
+
 // Replays a trace whose total demand exceeds the pool, in order, onto an empty pool.
 void BM_Packing(benchmark::State& state) {
   const auto pool = static_cast<Pool>(state.range(0));
   const auto strategy = static_cast<types::PlacementStrategy>(state.range(1));
   const int requests = pool == kDataCentre ? 120 : 6000;
   std::vector<Request> trace = MakeTrace(requests, 2026, strategy);
-  int placed = 0;
-  double stranded_gib = 0;
-  double used_pct = 0;
-  double total_gib = 0;
-  int first_unplaced = 0;
-  for (auto _ : state) {
-    ClusterSnapshot s = MakePool(pool);
-    Scheduler scheduler;
-    placed = 0;
-    first_unplaced = -1;
-    int64_t smallest_pending = INT64_MAX;
-    for (size_t i = 0; i < trace.size(); ++i) {
-      const Request& r = trace[i];
-      Decision d = scheduler.Decide(s, r.model, r.estimator, {});
-      if (!d.placed) {
-        if (first_unplaced < 0) first_unplaced = static_cast<int>(i);
-        // The smallest slice of one GPU this pending request could use.
-        const int tp = std::max(1, r.model.gpu_selector.gpus_per_replica);
-        Result<Requirement> req = r.estimator.ForGpus(tp);
-        if (req.ok()) smallest_pending = std::min(smallest_pending, req->vram_per_gpu);
-        continue;
-      }
-      ++placed;
-      for (const PlacedInstance& p :
-           ToPlacedInstances(d.placement, static_cast<int64_t>(i) + 1, r.model.id)) {
-        (void)s.AddInstance(p);
-      }
-    }
-    // Stranded: free VRAM on partially used GPUs that no pending request can use.
-    int64_t stranded = 0;
-    int64_t used = 0;
-    int64_t total = 0;
-    for (int u = 0; u < s.unit_count(); ++u) {
-      const int64_t free = std::max<int64_t>(0, s.unit_free(u));
-      total += s.unit_total(u);
-      used += s.unit_total(u) - free;
-      if (s.unit_instances(u) > 0 && free > 0 && free < smallest_pending) stranded += free;
-    }
-    stranded_gib = static_cast<double>(stranded) / static_cast<double>(kGiB);
-    total_gib = static_cast<double>(total) / static_cast<double>(kGiB);
-    used_pct = 100.0 * static_cast<double>(used) / static_cast<double>(total);
-  }
+  const int common = CommonFirstRejection(pool, trace);
+  Replay replay;
+  for (auto _ : state) replay = RunReplay(pool, trace);
+  const double gib = static_cast<double>(kGiB);
+  const double total_gib = static_cast<double>(replay.total) / gib;
   state.SetItemsProcessed(state.iterations() * requests);
   state.counters["requested"] = requests;
-  state.counters["placed"] = placed;
-  state.counters["first_unplaced"] = first_unplaced;
-  state.counters["allocation_rate"] = static_cast<double>(placed) / requests;
-  state.counters["vram_used_pct"] = used_pct;
-  state.counters["stranded_gib"] = stranded_gib;
-  state.counters["stranded_pct"] = 100.0 * stranded_gib / total_gib;
+  state.counters["placed"] = replay.placed;
+  state.counters["first_unplaced"] = replay.first_unplaced;
+  state.counters["allocation_rate"] = static_cast<double>(replay.placed) / requests;
+  state.counters["vram_used_pct"] = 100.0 * static_cast<double>(replay.used) / replay.total;
+  state.counters["stranded_gib"] = static_cast<double>(replay.stranded_end) / gib;
+  state.counters["stranded_pct"] =
+      100.0 * static_cast<double>(replay.stranded_end) / gib / total_gib;
+  // At the common first rejection (index `common` - 1): same requests placed by every strategy.
+  if (common > 0) {
+    state.counters["common_index"] = common - 1;
+    state.counters["alloc_pct_at_common"] =
+        100.0 * static_cast<double>(replay.allocated[common - 1]) / replay.total;
+    state.counters["frag_gib_at_common"] =
+        static_cast<double>(replay.expected_stranded[common - 1]) / gib;
+  }
+  // Mean over the whole replay of FGD's fragmentation, and at the end.
+  double mean = 0;
+  for (int64_t v : replay.expected_stranded) mean += static_cast<double>(v);
+  state.counters["frag_gib_mean"] =
+      mean / static_cast<double>(replay.expected_stranded.size()) / gib;
+  state.counters["frag_gib_end"] = static_cast<double>(replay.expected_stranded.back()) / gib;
 }
 BENCHMARK(BM_Packing)
-    ->ArgNames({"pool", "binpack"})
+    ->ArgNames({"pool", "strategy"})
     ->Args({kDataCentre, static_cast<int>(types::PlacementStrategy::kSpread)})
     ->Args({kDataCentre, static_cast<int>(types::PlacementStrategy::kBinpack)})
+    ->Args({kDataCentre, static_cast<int>(types::PlacementStrategy::kFragmentation)})
     ->Args({kThousandGpus, static_cast<int>(types::PlacementStrategy::kSpread)})
     ->Args({kThousandGpus, static_cast<int>(types::PlacementStrategy::kBinpack)})
+    ->Args({kThousandGpus, static_cast<int>(types::PlacementStrategy::kFragmentation)})
+    ->Iterations(1)
     ->Unit(benchmark::kMillisecond);
 
 }  // namespace

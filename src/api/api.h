@@ -30,6 +30,8 @@ struct ApiOptions {
   bool secure_cookies = false;
   // Key of the tokens the server presents to workers' own HTTP ports (WorkerProxyToken).
   std::string worker_proxy_key;
+  // ServerConfig::min_useful_sequences, for the warnings of POST /v2/model-evaluations.
+  int min_useful_sequences = 8;
 };
 
 // The bearer token the server presents to worker `token_hash`'s HTTP port (log proxying):

@@ -204,6 +204,18 @@ json::object PlacementJson(const scheduler::Placement& p) {
                       {"subordinates", std::move(subs)}};
 }
 
+// What the claim allows: {sequences, context_length, target_sequences}; null members when the
+// estimate does not model concurrency.
+json::object ServesJson(const scheduler::Placement& p) {
+  if (p.target_sequences <= 0) {
+    return json::object{
+        {"sequences", nullptr}, {"context_length", nullptr}, {"target_sequences", nullptr}};
+  }
+  return json::object{{"sequences", p.sequences},
+                      {"context_length", p.context_length},
+                      {"target_sequences", p.target_sequences}};
+}
+
 // Same body as POST /v2/models; nothing is stored. The decision comes from
 // controllers::DecideForModel on the current cluster, exactly as the scheduler controller would
 // decide for the model's next instance.
@@ -212,7 +224,9 @@ Result<Response> EvaluateModel(ApiContext& c) {
   ASSIGN_OR_RETURN(controllers::ClusterState state, controllers::LoadClusterState(c.s.store));
   ASSIGN_OR_RETURN(scheduler::QuotaUsage usage,
                    controllers::LoadQuotaUsage(c.s.store, m.project_id, state));
-  scheduler::Scheduler scheduler;
+  scheduler::SchedulerOptions options;
+  options.min_useful_sequences = c.s.options.min_useful_sequences;
+  scheduler::Scheduler scheduler(options);
   std::optional<types::EngineChoice> engine;
   scheduler::Decision d = controllers::DecideForModel(scheduler, state, m, usage,
                                                       StoreBackendCatalog(c.s.store), &engine);
@@ -228,12 +242,19 @@ Result<Response> EvaluateModel(ApiContext& c) {
   } else {
     body["engine"] = nullptr;
   }
+  body["placement_strategy"] = types::PlacementStrategyName(m.placement_strategy);
+  body["replica_spread"] = types::ReplicaSpreadName(m.replica_spread);
+  json::array warnings;
+  for (const std::string& w : d.warnings) warnings.emplace_back(w);
+  body["warnings"] = std::move(warnings);
   if (d.placed) {
     body["placement"] = PlacementJson(d.placement);
     body["claim"] = types::ToJson(controllers::ClaimOf(d.placement));
+    body["serves"] = ServesJson(d.placement);
   } else {
     body["placement"] = nullptr;
     body["claim"] = nullptr;
+    body["serves"] = nullptr;
   }
   return ObjectResponse(body);
 }

@@ -57,8 +57,10 @@ Status ServerApp::Init() {
   rescheduler_ = std::make_unique<controllers::Rescheduler>(*store_, clock_, reschedule);
   replica_sync_ = std::make_unique<controllers::ReplicaSync>(*store_);
   backend_catalog_ = std::make_unique<StoreBackendCatalog>(*store_);
+  scheduler::SchedulerOptions placement;
+  placement.min_useful_sequences = config_.min_useful_sequences;
   instance_scheduler_ =
-      std::make_unique<controllers::InstanceScheduler>(*store_, *backend_catalog_);
+      std::make_unique<controllers::InstanceScheduler>(*store_, *backend_catalog_, placement);
 
   // The default cluster, with its registration token, exists from the first start on.
   Result<types::Cluster> cluster = store_->GetDefaultCluster();
@@ -78,7 +80,8 @@ Status ServerApp::Init() {
   server_metrics_ = std::make_unique<ServerMetrics>(metrics_);
   services_ = std::make_unique<Services>(
       Services{*store_, bus_, *identity_, *api_keys_, *worker_tokens_, clock_, blocking_,
-               ApiOptions{config_.data_dir, false, HmacSha256(signing_key, "segma worker proxy")},
+               ApiOptions{config_.data_dir, false, HmacSha256(signing_key, "segma worker proxy"),
+                          config_.min_useful_sequences},
                server_metrics_.get()});
   InstallProbes(router_, *services_, metrics_);
   Install(router_, *services_, ControlPlaneRoutes());

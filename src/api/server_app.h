@@ -36,6 +36,9 @@ struct ServerConfig {
   std::chrono::seconds reschedule_grace{300};
   // At most this many instances are being rescheduled at once.
   int reschedule_max_at_once = 10;
+  // Placements whose claim serves fewer sequences get a warning (--min-useful-sequences;
+  // docs/scheduler.md "Concurrency").
+  int min_useful_sequences = 8;
   // The model controllers (replica sync, rescheduling, placement) also run on every change of
   // models, instances and workers; this sweep catches the rest (e.g. grace periods expiring).
   std::chrono::seconds controller_sweep{10};

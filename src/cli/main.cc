@@ -40,6 +40,7 @@ struct Flags {
   uint16_t port = 8080;
   int heartbeat_grace_s = 60;
   int reschedule_grace_s = 300;
+  int min_useful_sequences = 8;
   std::string gateway_routing = "affinity";
   std::string metrics_token_file;
   // worker
@@ -103,6 +104,10 @@ void AddServerFlags(CLI::App* cmd, Flags& f, uint16_t default_port) {
                   "Seconds a worker stays NOT_READY before its instances move elsewhere")
       ->envname("SEGMA_RESCHEDULE_GRACE")
       ->check(CLI::Range(1, 86400));
+  cmd->add_option("--min-useful-sequences", f.min_useful_sequences,
+                  "Warn when a placement's claim serves fewer concurrent sequences than this")
+      ->envname("SEGMA_MIN_USEFUL_SEQUENCES")
+      ->check(CLI::Range(1, 100000));
   cmd->add_option("--gateway-routing", f.gateway_routing,
                   "Replica choice: affinity (session/prefix, then least outstanding), "
                   "least-outstanding, round-robin")
@@ -284,6 +289,7 @@ int RunServer(const Flags& f, bool with_worker) {
   config.port = f.port;
   config.heartbeat_grace = std::chrono::seconds(f.heartbeat_grace_s);
   config.reschedule_grace = std::chrono::seconds(f.reschedule_grace_s);
+  config.min_useful_sequences = f.min_useful_sequences;
   config.io_threads = f.io_threads > 0 ? f.io_threads : UsableCores();
   config.busy_poll = std::chrono::microseconds(f.busy_poll_us);
   config.metrics_token_file = f.metrics_token_file;

@@ -66,6 +66,12 @@ int EstimateAdapter::MaxGpuLayers(int64_t vram) const {
   return static_cast<int>(std::clamp<int64_t>(n, 0, total_layers()));
 }
 
+int64_t EstimateAdapter::kv_bytes_per_sequence(int tp_size) const {
+  const uint64_t one =
+      estimate_.kv_bytes_per_token * static_cast<uint64_t>(estimate_.context_length);
+  return static_cast<int64_t>(estimate_.KvPerGpu(one, tp_size));
+}
+
 int64_t EstimateAdapter::layer_bytes() const {
   if (estimate_.n_layers <= 0) return 0;
   return static_cast<int64_t>(estimate_.layer_weight_bytes +
@@ -109,7 +115,15 @@ Result<std::unique_ptr<EstimateAdapter>> EstimatorForModel(const types::Model& m
                                                                 : estimate::Engine::kVllm;
   }
   options.context_length = model.context_length;
-  options.parallel = std::max(1, model.max_concurrent_sequences);
+  options.parallel = model.max_concurrent_sequences > 0 ? model.max_concurrent_sequences
+                                                        : scheduler::kTargetSequences;
+  if (model.context_length == 0 && model.max_concurrent_sequences == 0) {
+    // The target is sized at a typical context, not at the longest the model was trained for.
+    options.context_length =
+        shape.max_context > 0
+            ? std::min<int64_t>(shape.max_context, scheduler::kTypicalContextTokens)
+            : scheduler::kTypicalContextTokens;
+  }
   ASSIGN_OR_RETURN(estimate::ResourceEstimate est, estimate::Estimate(shape, options));
   return std::make_unique<EstimateAdapter>(est, static_cast<int>(shape.n_heads));
 }

@@ -37,6 +37,9 @@ class EstimateAdapter final : public scheduler::ResourceEstimator {
   }
   int64_t layer_bytes() const override;
   int attention_heads() const override { return attention_heads_; }
+  int sequences() const override { return static_cast<int>(estimate_.parallel); }
+  int64_t context_length() const override { return estimate_.context_length; }
+  int64_t kv_bytes_per_sequence(int tp_size) const override;
 
  private:
   const estimate::ResourceEstimate estimate_;
@@ -59,7 +62,9 @@ types::ModelFormat FormatOnServer(const types::Model& model);
 // The estimate is for engine.backend; a custom backend has no estimate of its own and is
 // estimated as the engine segma would choose for the format (llama.cpp for GGUF, the simulator
 // for simulated sources, vLLM otherwise). Context length and max_concurrent_sequences
-// (parallel) come from the model.
+// (parallel) come from the model; unset sequences are scheduler::kTargetSequences, and when both
+// are unset the context is min(trained context, scheduler::kTypicalContextTokens) for every
+// engine (docs/scheduler.md "Concurrency").
 // Reads files (headers only): call it on a blocking thread. Errors of unreadable or malformed
 // files are returned as they are (kInvalidArgument, kNotFound).
 Result<std::unique_ptr<EstimateAdapter>> EstimatorForModel(const types::Model& model,

@@ -139,6 +139,7 @@ Status ClusterSnapshot::AddInstance(const PlacedInstance& placed) {
     refs.push_back({placed.instance_id, w, u});
     unit_free_[u] -= bytes;
     unit_instances_[u] += 1;
+    CountSlice(bytes, 1);
   }
   RecomputeMaxFree(w);
   return OkStatus();
@@ -170,6 +171,7 @@ Status ClusterSnapshot::RemoveInstance(int64_t instance_id) {
     } else {
       unit_free_[c.unit] += c.bytes;
       unit_instances_[c.unit] -= 1;
+      CountSlice(c.bytes, -1);
     }
   }
   auto refs = model_refs_.find(it->second.model_id);
@@ -180,6 +182,21 @@ Status ClusterSnapshot::RemoveInstance(int64_t instance_id) {
   instances_.erase(it);
   for (int w : touched) RecomputeMaxFree(w);
   return OkStatus();
+}
+
+int ClusterSnapshot::SliceBucket(int64_t bytes) {
+  constexpr int64_t kBase = int64_t{256} << 20;
+  if (bytes < kBase) return 0;
+  // 8 buckets per doubling: the position of the top bit, then the next three bits.
+  const uint64_t q = static_cast<uint64_t>(bytes) / static_cast<uint64_t>(kBase >> 3);  // >= 8
+  const int top = 63 - __builtin_clzll(q);                                              // >= 3
+  const int sub = static_cast<int>((q >> (top - 3)) & 7);
+  return std::min(kSliceBuckets - 1, 1 + (top - 3) * 8 + sub);
+}
+
+void ClusterSnapshot::CountSlice(int64_t bytes, int delta) {
+  const int b = SliceBucket(bytes);
+  for (int i = 0; i <= b; ++i) slice_tail_[i] += delta;
 }
 
 void ClusterSnapshot::AddModelFiles(std::string_view source_key, int64_t worker_id) {

@@ -5,6 +5,7 @@
 // a decision over thousands of workers touches contiguous memory, and kept up to date
 // incrementally (AddInstance / RemoveInstance) rather than rebuilt per decision.
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -108,6 +109,19 @@ class ClusterSnapshot {
   // Workers (positions) that hold the files of `source_key`; nullptr when none.
   const std::vector<int>* workers_with_files(std::string_view source_key) const;
 
+  // Sizes of the GPU claims in the snapshot (one "slice" per claim on one unit), for the
+  // fragmentation strategy: the request sizes the cluster has seen. Bucketed on a log scale
+  // (8 buckets per doubling from 256 MiB; bucket 0 holds everything smaller, the last everything
+  // larger). slices_above(bytes) = how many slices are in buckets above the one of `bytes`, i.e.
+  // (to bucket precision) larger than `bytes`; slice_count() = all of them.
+  static constexpr int kSliceBuckets = 128;
+  static int SliceBucket(int64_t bytes);
+  int64_t slice_count() const { return slice_tail_[0]; }
+  int64_t slices_above(int64_t bytes) const {
+    const int b = SliceBucket(bytes) + 1;
+    return b < kSliceBuckets ? slice_tail_[b] : 0;
+  }
+
   // Interned GPU names; unit_name_id(u) indexes gpu_names().
   const std::vector<std::string>& gpu_names() const { return gpu_names_; }
   int unit_name_id(int u) const { return unit_name_id_[u]; }
@@ -137,6 +151,7 @@ class ClusterSnapshot {
   };
 
   int FindUnit(int w, int gpu_index) const;
+  void CountSlice(int64_t bytes, int delta);
   void RecomputeMaxFree(int w);
 
   std::vector<WorkerInfo> workers_;
@@ -160,6 +175,8 @@ class ClusterSnapshot {
   std::unordered_map<int64_t, InstanceRecord> instances_;
   std::unordered_map<int64_t, std::vector<ModelRef>> model_refs_;
   std::unordered_map<std::string, std::vector<int>> files_;
+  // slice_tail_[b]: claims on units whose bucket is >= b.
+  std::array<int64_t, kSliceBuckets> slice_tail_{};
 };
 
 }  // namespace segma::scheduler

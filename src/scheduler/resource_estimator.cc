@@ -54,14 +54,24 @@ FixedEstimator::Options FixedEstimator::ForParams(double params_b, int64_t conte
   o.params_b = params_b;
   o.layers = best->layers;
   o.attention_heads = best->heads;
-  const int64_t tokens = (context_length > 0 ? context_length : 8192) * std::max(1, sequences);
+  o.context_length = context_length > 0 ? context_length : kTypicalContextTokens;
+  o.sequences = std::max(1, sequences);
+  const int64_t tokens = o.context_length * o.sequences;
   // K and V, fp16: 2 × layers × kv_heads × head_dim × 2 bytes per token.
   o.kv_cache_bytes = tokens * 2 * best->layers * best->kv_heads * best->head_dim * 2;
   return o;
 }
 
 FixedEstimator FixedEstimator::ForModel(const types::Model& m) {
-  return FixedEstimator(ForParams(m.source.params_b, m.context_length, m.max_concurrent_sequences));
+  return FixedEstimator(
+      ForParams(m.source.params_b, m.context_length,
+                m.max_concurrent_sequences > 0 ? m.max_concurrent_sequences : kTargetSequences));
+}
+
+int64_t FixedEstimator::kv_bytes_per_sequence(int tp_size) const {
+  if (options_.sequences <= 0 || tp_size < 1) return 0;
+  const int64_t per_sequence = options_.kv_cache_bytes / options_.sequences;
+  return (per_sequence + tp_size - 1) / tp_size;
 }
 
 int64_t FixedEstimator::weight_bytes() const {

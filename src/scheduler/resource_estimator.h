@@ -14,6 +14,12 @@ namespace segma::scheduler {
 inline constexpr int64_t kMiB = int64_t{1} << 20;
 inline constexpr int64_t kGiB = int64_t{1} << 30;
 
+// The concurrency a deployment is sized for when the model sets neither max_concurrent_sequences
+// nor context_length: the contract's 32 users, each holding a typical context of 8192 tokens
+// (capped by the model's trained context). docs/scheduler.md "Concurrency".
+inline constexpr int kTargetSequences = 32;
+inline constexpr int64_t kTypicalContextTokens = 8192;
+
 // Memory one replica needs in a given arrangement. Bytes.
 struct Requirement {
   int64_t vram_per_gpu = 0;  // on each GPU of the arrangement
@@ -51,6 +57,14 @@ class ResourceEstimator {
   virtual int64_t layer_bytes() const = 0;
   // Attention heads; tensor-parallel sizes must divide it. 0 = unknown (any size allowed).
   virtual int attention_heads() const = 0;
+
+  // Concurrency (docs/scheduler.md "Concurrency"): ForGpus includes the KV cache of sequences()
+  // sequences of context_length() tokens. 0 when not modelled; then the scheduler takes the
+  // requirement as it is.
+  virtual int sequences() const { return 0; }
+  virtual int64_t context_length() const { return 0; }
+  // Bytes the KV cache of one sequence takes on each GPU of a `tp_size` split (0 = unknown).
+  virtual int64_t kv_bytes_per_sequence(int /*tp_size*/) const { return 0; }
 };
 
 // An estimate from a parameter count: weights = params × bytes_per_param, plus a KV cache and a
@@ -66,6 +80,8 @@ class FixedEstimator final : public ResourceEstimator {
     int layers = 32;
     int attention_heads = 32;
     double gpu_memory_fraction = 0;
+    int sequences = 0;           // sequences kv_cache_bytes holds (0 = not modelled)
+    int64_t context_length = 0;  // tokens per sequence
   };
 
   explicit FixedEstimator(Options options) : options_(options) {}
@@ -75,7 +91,7 @@ class FixedEstimator final : public ResourceEstimator {
   // 405B: 126/128) and a KV cache of `context_length` (default 8192) tokens × max(1, sequences).
   static Options ForParams(double params_b, int64_t context_length = 0, int sequences = 1);
   // FixedEstimator for a model whose source is simulated (uses source.params_b, context_length,
-  // max_concurrent_sequences).
+  // and max_concurrent_sequences or, when unset, kTargetSequences).
   static FixedEstimator ForModel(const types::Model& m);
 
   int64_t weight_bytes() const;
@@ -86,6 +102,9 @@ class FixedEstimator final : public ResourceEstimator {
   int total_layers() const override { return options_.layers; }
   int64_t layer_bytes() const override;
   int attention_heads() const override { return options_.attention_heads; }
+  int sequences() const override { return options_.sequences; }
+  int64_t context_length() const override { return options_.context_length; }
+  int64_t kv_bytes_per_sequence(int tp_size) const override;
 
  private:
   Options options_;

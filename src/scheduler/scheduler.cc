@@ -190,7 +190,17 @@ class Run {
   bool Better(double score, int w, int unit_index, double best, int best_w,
               int best_unit_index) const;
   bool BetterCandidate(double score, const Candidate& c) const;
-  double Score(const Candidate& c) const { return chain_.Score(c, ctx_); }
+  // The replica-spread preference, then the strategy's chain (scorer.h).
+  double Score(const Candidate& c) const {
+    return kReplicaSpreadWeight * ReplicaSpreadScore(c, ctx_) + chain_.Score(c, ctx_);
+  }
+  // ForGpus(tp) with the KV cache of seq_ sequences instead of the estimator's target.
+  Result<Requirement> Req(int tp) const;
+  // One pass over the GPU kinds (one GPU, several GPUs, several workers) at seq_ sequences.
+  void GpuKinds();
+  void StartPass();
+  void FillConcurrency(Decision& d) const;
+  std::string TriedGpuKinds(int w) const;
 
   void SingleGpuScan();
   void MultiGpu();
@@ -224,12 +234,26 @@ class Run {
   Candidate best_;
   double best_score_ = 0;
   bool quota_blocked_ = false;
-  // What the resource-fit explanations need.
+  // Concurrency: the estimator's target and the sequences of the current pass.
+  int target_seq_ = 0;
+  int seq_ = 0;
+  // What the resource-fit explanations need (of the last pass).
   int64_t need_single_ = -1;
-  int tried_tp_ = 0;
-  int64_t need_tp_ = -1;
+  std::vector<std::pair<int, int64_t>> tried_tps_;  // (size, per-GPU need) on one worker
+  int mw_tp_ = 0;                                   // largest size tried over several workers
+  int64_t mw_need_ = -1;
+  int mw_available_ = 0;  // GPUs with that much free
   int64_t need_cpu_ram_ = -1;
 };
+
+Result<Requirement> Run::Req(int tp) const {
+  Result<Requirement> r = est_.ForGpus(tp);
+  if (!r.ok() || seq_ >= target_seq_) return r;
+  r->vram_per_gpu =
+      std::max<int64_t>(0, r->vram_per_gpu - static_cast<int64_t>(target_seq_ - seq_) *
+                                                 est_.kv_bytes_per_sequence(tp));
+  return r;
+}
 
 void Run::PrepareModelState() {
   x_.Prepare(s_);
@@ -481,14 +505,12 @@ void Run::MultiGpu() {
     max_units = std::max(max_units, count);
   }
   const int64_t target = Target();
-  const bool binpack = m_.placement_strategy == types::PlacementStrategy::kBinpack;
+  const bool binpack = m_.placement_strategy != types::PlacementStrategy::kSpread;
+  const bool apart = m_.replica_spread != types::ReplicaSpread::kNone;
   for (int t : TpSizes(std::min({max_units, opt_.max_tensor_parallel, 64}))) {
-    Result<Requirement> req = est_.ForGpus(t);
+    Result<Requirement> req = Req(t);
     if (!req.ok()) continue;
-    if (tried_tp_ == 0) {
-      tried_tp_ = t;
-      need_tp_ = req->vram_per_gpu;
-    }
+    tried_tps_.emplace_back(t, req->vram_per_gpu);
     int64_t feasible = 0;
     for (int w : x_.passing) {
       if (!RamOk(w, req->ram)) continue;
@@ -503,7 +525,11 @@ void Run::MultiGpu() {
       if (n < t) continue;
       // Order by the strategy's cheap proxy (binpack: least free first; spread: fewest
       // instances, then most free); the scorer chain ranks the chosen sets across workers.
+      // GPUs without a replica of the model first, unless replicas may share GPUs.
       std::sort(fit.begin(), fit.begin() + n, [&](int a, int b) {
+        if (apart && (x_.model_on_unit[a] > 0) != (x_.model_on_unit[b] > 0)) {
+          return x_.model_on_unit[a] == 0;
+        }
         if (!binpack && s_.unit_instances(a) != s_.unit_instances(b)) {
           return s_.unit_instances(a) < s_.unit_instances(b);
         }
@@ -576,8 +602,11 @@ void Run::MultiWorker() {
   int total_units = 0;
   for (int w : x_.passing) total_units += s_.units_end(w) - s_.units_begin(w);
   for (int t : TpSizes(std::min(total_units, opt_.max_distributed_gpus))) {
-    Result<Requirement> req = est_.ForGpus(t);
+    Result<Requirement> req = Req(t);
     if (!req.ok()) continue;
+    mw_tp_ = t;
+    mw_need_ = req->vram_per_gpu;
+    mw_available_ = 0;
     struct Group {
       int worker;
       std::vector<int> units;
@@ -596,6 +625,7 @@ void Run::MultiWorker() {
       available += static_cast<int>(g.units.size());
       groups.push_back(std::move(g));
     }
+    mw_available_ = available;
     if (available < t || groups.size() < 2) continue;
     // Fewest workers: those with the most fitting GPUs first, then by id.
     std::sort(groups.begin(), groups.end(), [&](const Group& a, const Group& b) {
@@ -701,8 +731,31 @@ Decision Run::Go() {
                             *quota_.quota.max_instances);
     return d;
   }
+  target_seq_ = seq_ = est_.sequences();
+  // Defaults are a target, not a requirement: halve them until a GPU arrangement holds them.
+  const bool lowerable =
+      m_.max_concurrent_sequences == 0 && target_seq_ > 1 && est_.kv_bytes_per_sequence(1) > 0;
+  GpuKinds();
+  while (!have_best_ && lowerable && seq_ > 1 && estimate_error_.empty() && !x_.passing.empty()) {
+    seq_ /= 2;
+    StartPass();
+    GpuKinds();
+  }
+  if (!have_best_ && fixed_tp_ <= 1 && m_.cpu_offloading && rule_.partial_offload &&
+      estimate_error_.empty()) {
+    PartialOffload();
+  }
+  if (!have_best_ && fixed_tp_ <= 1 && m_.cpu_offloading && rule_.cpu && !gpu_constraints_) {
+    CpuOnly();
+  }
+  Decision d = have_best_ ? Placed() : Explain();
+  x_.Reset();
+  return d;
+}
+
+void Run::GpuKinds() {
   if (fixed_tp_ <= 1) {
-    Result<Requirement> r = est_.ForGpus(1);
+    Result<Requirement> r = Req(1);
     if (r.ok()) {
       req1_ = *r;
       need_single_ = r->vram_per_gpu;
@@ -720,16 +773,54 @@ Decision Run::Go() {
       m_.distributed_inference_across_workers && rule_.distributed) {
     MultiWorker();
   }
-  if (!have_best_ && fixed_tp_ <= 1 && m_.cpu_offloading && rule_.partial_offload &&
-      estimate_error_.empty()) {
-    PartialOffload();
+}
+
+void Run::StartPass() {
+  std::fill(x_.why.begin(), x_.why.end(), Why::kNotEvaluated);
+  std::fill(x_.best_free.begin(), x_.best_free.end(), INT64_MIN);
+  x_.passing.clear();
+  req1_.reset();
+  need_single_ = -1;
+  tried_tps_.clear();
+  mw_tp_ = 0;
+  mw_need_ = -1;
+  mw_available_ = 0;
+}
+
+// What the claim serves, and a warning when that is below the target or the useful minimum.
+void Run::FillConcurrency(Decision& d) const {
+  Placement& p = d.placement;
+  if (target_seq_ <= 0) return;
+  p.target_sequences = target_seq_;
+  p.context_length = est_.context_length();
+  p.sequences = target_seq_;
+  const bool on_gpus = p.kind == PlacementKind::kSingleGpu || p.kind == PlacementKind::kMultiGpu ||
+                       p.kind == PlacementKind::kMultiWorker;
+  if (on_gpus) {
+    p.sequences = seq_;
+    const int64_t kv = est_.kv_bytes_per_sequence(best_.num_units);
+    Result<Requirement> need = Req(best_.num_units);
+    if (kv > 0 && need.ok()) {
+      // Engines that take a fraction of the GPU hold more KV cache than the need: count it.
+      int64_t claim = INT64_MAX;
+      for (int i = 0; i < best_.num_units; ++i) claim = std::min(claim, best_.vram[i]);
+      if (claim > need->vram_per_gpu) {
+        p.sequences += static_cast<int>(
+            std::min<int64_t>((claim - need->vram_per_gpu) / kv, 1'000'000 - p.sequences));
+      }
+    }
   }
-  if (!have_best_ && fixed_tp_ <= 1 && m_.cpu_offloading && rule_.cpu && !gpu_constraints_) {
-    CpuOnly();
+  if (p.sequences < target_seq_) {
+    d.warnings.push_back(fmt::format(
+        "serves {} of the {} sequences asked for ({} tokens each): no GPU arrangement holds {}",
+        p.sequences, target_seq_, p.context_length, target_seq_));
   }
-  Decision d = have_best_ ? Placed() : Explain();
-  x_.Reset();
-  return d;
+  if (p.sequences < opt_.min_useful_sequences) {
+    d.warnings.push_back(fmt::format(
+        "serves {} sequences of {} tokens, below the minimum of {}; give it larger or more GPUs, "
+        "or a shorter context_length",
+        p.sequences, p.context_length, opt_.min_useful_sequences));
+  }
 }
 
 Decision Run::Placed() const {
@@ -780,6 +871,7 @@ Decision Run::Placed() const {
     }
     d.summary += ")";
   }
+  FillConcurrency(d);
   return d;
 }
 
@@ -848,13 +940,13 @@ std::string Run::ReasonFor(int w) const {
       } else {
         r = "insufficient VRAM";
       }
-      if (tried_tp_ > 0) {
-        r += fmt::format("; nor {} x {} for tensor parallel", tried_tp_, FormatGiB(need_tp_));
-      }
+      r += TriedGpuKinds(w);
       if (need_cpu_ram_ >= 0) {
         r += fmt::format(
             "; CPU offload needs {} RAM, {} free", FormatGiB(need_cpu_ram_),
             FormatGiB(std::max<int64_t>(0, s_.worker_ram_free(w) - opt_.ram_headroom_bytes)));
+      } else if (!m_.cpu_offloading && !tried_tps_.empty()) {
+        r += "; CPU offload not enabled (cpu_offloading)";
       }
       return r;
     }
@@ -874,6 +966,33 @@ std::string Run::ReasonFor(int w) const {
     }
   }
   return {};
+}
+
+// "; nor 2 x 378.3 GiB or 4 x 189.4 GiB for tensor parallel; nor 8 x 94.9 GiB over several
+// workers (6 GPUs have that free)": every tensor-parallel size tried up to the worker's GPUs,
+// then the multi-worker attempt or why there was none.
+std::string Run::TriedGpuKinds(int w) const {
+  std::string r;
+  int gpus = 0;
+  for (int u = s_.units_begin(w); u < s_.units_end(w); ++u) gpus += s_.unit_is_mig(u) ? 0 : 1;
+  std::string sizes;
+  for (const auto& [t, need] : tried_tps_) {
+    if (t > gpus) break;
+    if (!sizes.empty()) sizes += ", ";
+    sizes += fmt::format("{} x {}", t, FormatGiB(need));
+  }
+  if (!sizes.empty()) r += fmt::format("; nor {} for tensor parallel", sizes);
+  if (mw_tp_ > 0) {
+    r += fmt::format("; nor {} x {} over several workers ({} GPU{} have that free)", mw_tp_,
+                     FormatGiB(mw_need_), mw_available_, mw_available_ == 1 ? "" : "s");
+  } else if (!tried_tps_.empty() && !m_.distributed_inference_across_workers && fixed_tp_ != 1) {
+    r += "; multi-worker not enabled (distributed_inference_across_workers)";
+  }
+  if (seq_ < target_seq_) {
+    r += fmt::format(" (at {} sequence{} of {} tokens, lowered from {})", seq_,
+                     seq_ == 1 ? "" : "s", est_.context_length(), target_seq_);
+  }
+  return r;
 }
 
 Decision Run::Explain() {
@@ -915,8 +1034,9 @@ Decision Run::Explain() {
     add(Why::kNoVram,
         fmt::format("lacked VRAM (need {}, best has {} free)", FormatGiB(need_single_),
                     FormatGiB(best_free == INT64_MIN ? 0 : std::max<int64_t>(0, best_free))));
-  } else if (tried_tp_ > 0) {
-    add(Why::kNoVram, fmt::format("lacked VRAM (need {} x {})", tried_tp_, FormatGiB(need_tp_)));
+  } else if (!tried_tps_.empty()) {
+    add(Why::kNoVram, fmt::format("lacked VRAM (need {} x {})", tried_tps_.front().first,
+                                  FormatGiB(tried_tps_.front().second)));
   } else {
     add(Why::kNoVram, "lacked VRAM");
   }
@@ -926,6 +1046,10 @@ Decision Run::Explain() {
   for (const std::string& p : parts) joined += (joined.empty() ? "" : ", ") + p;
   d.summary = fmt::format("0/{} workers fit", s_.worker_count());
   if (!joined.empty()) d.summary += ": " + joined;
+  if (seq_ < target_seq_) {
+    d.summary += fmt::format("; tried {} down to {} sequences of {} tokens", target_seq_, seq_,
+                             est_.context_length());
+  }
   if (quota_blocked_ && counts[static_cast<int>(Why::kQuota)] == 0) {
     d.summary += "; larger placements were over the project quota";
   }
@@ -939,8 +1063,9 @@ Decision Run::Explain() {
 
 Scheduler::Scheduler(SchedulerOptions options)
     : options_(options),
-      binpack_(ScorerChain::Default(types::PlacementStrategy::kBinpack)),
-      spread_(ScorerChain::Default(types::PlacementStrategy::kSpread)),
+      chains_{ScorerChain::Default(types::PlacementStrategy::kSpread),
+              ScorerChain::Default(types::PlacementStrategy::kBinpack),
+              ScorerChain::Default(types::PlacementStrategy::kFragmentation)},
       scratch_(std::make_unique<Scratch>()) {}
 
 Scheduler::~Scheduler() = default;
@@ -948,14 +1073,13 @@ Scheduler::Scheduler(Scheduler&&) noexcept = default;
 Scheduler& Scheduler::operator=(Scheduler&&) noexcept = default;
 
 void Scheduler::SetScorers(types::PlacementStrategy strategy, ScorerChain chain) {
-  (strategy == types::PlacementStrategy::kBinpack ? binpack_ : spread_) = std::move(chain);
+  chains_[static_cast<int>(strategy)] = std::move(chain);
 }
 
 Decision Scheduler::Decide(const ClusterSnapshot& snapshot, const types::Model& model,
                            const ResourceEstimator& estimator, const QuotaUsage& quota,
                            const types::EngineChoice* engine) {
-  const ScorerChain& chain =
-      model.placement_strategy == types::PlacementStrategy::kBinpack ? binpack_ : spread_;
+  const ScorerChain& chain = chains_[static_cast<int>(model.placement_strategy)];
   Run run(snapshot, model, estimator, quota, engine, options_, chain, *scratch_);
   return run.Go();
 }
@@ -996,6 +1120,8 @@ void ApplyToInstance(const Placement& p, types::ModelInstance& instance) {
   instance.claim.total_layers = p.total_layers;
   instance.claim.kv_cache_bytes = p.kv_cache_bytes;
   instance.claim.weight_bytes_per_gpu = p.weight_bytes_per_gpu;
+  instance.claim.sequences = p.sequences;
+  instance.claim.context_length = p.context_length;
   if (p.gpu_indexes.size() > 1) {
     int64_t sum = 0;
     for (const auto& [index, bytes] : p.vram) sum += bytes;

@@ -58,6 +58,13 @@ struct Placement {
   // (controllers::DecideForModel).
   int64_t kv_cache_bytes = 0;
   int64_t weight_bytes_per_gpu = 0;
+  // What the claim serves (docs/scheduler.md "Concurrency"): sequences of context_length tokens
+  // whose KV cache fits in it (for engines that take a fraction of the GPU, what that fraction
+  // holds). 0 when the estimator does not model concurrency. target_sequences is what the
+  // deployment asked for (its max_concurrent_sequences or the default target).
+  int sequences = 0;
+  int64_t context_length = 0;
+  int target_sequences = 0;
 };
 
 struct Decision {
@@ -71,6 +78,8 @@ struct Decision {
   // One line: "placed on w1 GPU 0 (single_gpu, 21.5 GiB)" or "0/5 workers fit: 3 lacked VRAM
   // (need 40.2 GiB, best has 20.1 GiB free), 2 NOT_READY".
   std::string summary;
+  // Placed, but not as asked: "serves 4 sequences of 8192 tokens, below the minimum of 8".
+  std::vector<std::string> warnings;
 };
 
 struct SchedulerOptions {
@@ -84,6 +93,8 @@ struct SchedulerOptions {
   int percentage_of_workers_to_score = 0;
   int max_tensor_parallel = 16;   // on one worker
   int max_distributed_gpus = 64;  // over several workers
+  // A placement whose claim serves fewer sequences than this gets a warning.
+  int min_useful_sequences = 8;
 };
 
 // Reusable decision engine: holds options, scorer chains and scratch buffers so that a decision
@@ -108,6 +119,10 @@ class Scheduler {
   // not, every worker gets that reason), whether partial offload is offered and whether several
   // workers may be combined (only versions with a distributed command). nullptr: any hardware,
   // any format, partial offload and several workers allowed.
+  // (cpu_offloading). The GPU kinds are tried with the estimator's sequences() first; when the
+  // model leaves max_concurrent_sequences unset and nothing fits, again with half as many, down
+  // to one. Candidates are ranked by the replica-spread preference first, then by the
+  // strategy's scorer chain. Quotas reject candidates that would exceed them. Deterministic.
   Decision Decide(const ClusterSnapshot& snapshot, const types::Model& model,
                   const ResourceEstimator& estimator, const QuotaUsage& quota,
                   const types::EngineChoice* engine = nullptr);
@@ -117,8 +132,7 @@ class Scheduler {
 
  private:
   SchedulerOptions options_;
-  ScorerChain binpack_;
-  ScorerChain spread_;
+  ScorerChain chains_[3];  // by types::PlacementStrategy
   std::unique_ptr<Scratch> scratch_;
 };
 

@@ -82,6 +82,31 @@ class SpreadScorer final : public Scorer {
   double Score(const Candidate& c, const ScoreContext& ctx) const override;
 };
 
+// Fragmentation gradient descent (Weng et al., USENIX ATC '23), on VRAM: a GPU's fragment is
+// the free memory that a slice drawn from the snapshot's claim sizes (and the request being
+// placed) could not use,
+// F(free) = free × P(slice > free). The score prefers the candidate that grows F least (or
+// shrinks it most): 50 × (1 − ΔF / Σ totals) over the candidate's GPUs, so in [0, 100]. With no
+// claims in the snapshot every ΔF is 0 and the binpack tie-break of the default chain decides.
+// CPU only: 50. ADR 0026.
+class FragmentationScorer final : public Scorer {
+ public:
+  double Score(const Candidate& c, const ScoreContext& ctx) const override;
+  // F(free) of one GPU on `snapshot`, bytes, with `request` (the slice being placed) counted as
+  // one more slice of the workload.
+  static double Fragment(const ClusterSnapshot& snapshot, int64_t free, int64_t request);
+};
+
+// The replica-spread preference of model().replica_spread, ranked before any scorer chain
+// (Scheduler adds kReplicaSpreadWeight × this to the chain's score, more than a chain can give):
+//   worker: 100 when none of the candidate's workers holds an instance of the model, 50 when one
+//           does but none of its GPUs, 0 when one of its GPUs does;
+//   gpu:    100 unless one of the candidate's GPUs holds an instance of the model, then 0;
+//   none:   100.
+// CPU-only candidates: as "worker" counted on the worker.
+double ReplicaSpreadScore(const Candidate& c, const ScoreContext& ctx);
+inline constexpr double kReplicaSpreadWeight = 10;
+
 // 100 × share of the candidate's workers that already hold the model files.
 class LocalityScorer final : public Scorer {
  public:
@@ -102,8 +127,9 @@ class ScorerChain {
   double Score(const Candidate& c, const ScoreContext& ctx) const;
   bool empty() const { return scorers_.empty(); }
 
-  // The default chains: placement (binpack or spread, weight 1), locality (0.05, i.e. up to +5)
-  // and topology (0.1, up to +10).
+  // The default chains: placement (binpack, spread or fragmentation, weight 1), locality (0.05,
+  // i.e. up to +5) and topology (0.1, up to +10). Fragmentation adds binpack × 0.01 as its
+  // tie-break (so that an empty snapshot packs).
   static ScorerChain Default(types::PlacementStrategy strategy);
 
  private:

@@ -207,9 +207,17 @@ void ReadModelFields(JsonReader& r, Model& m, bool is_patch) {
   if (auto v = r.OptionalString("placement_strategy")) {
     std::optional<PlacementStrategy> p = ParsePlacementStrategy(*v);
     if (!p) {
-      r.Fail("placement_strategy", "must be spread or binpack");
+      r.Fail("placement_strategy", "must be spread, binpack or fragmentation");
     } else {
       m.placement_strategy = *p;
+    }
+  }
+  if (auto v = r.OptionalString("replica_spread")) {
+    std::optional<ReplicaSpread> p = ParseReplicaSpread(*v);
+    if (!p) {
+      r.Fail("replica_spread", "must be worker, gpu or none");
+    } else {
+      m.replica_spread = *p;
     }
   }
   if (auto v = r.OptionalStringMap("worker_selector")) m.worker_selector = std::move(*v);
@@ -314,12 +322,39 @@ std::optional<ModelCategory> ParseModelCategory(std::string_view s) {
 }
 
 std::string_view PlacementStrategyName(PlacementStrategy p) {
-  return p == PlacementStrategy::kBinpack ? "binpack" : "spread";
+  switch (p) {
+    case PlacementStrategy::kSpread:
+      return "spread";
+    case PlacementStrategy::kBinpack:
+      return "binpack";
+    case PlacementStrategy::kFragmentation:
+      return "fragmentation";
+  }
+  return "spread";
 }
 
 std::optional<PlacementStrategy> ParsePlacementStrategy(std::string_view s) {
-  return ParseByName(s, {PlacementStrategy::kSpread, PlacementStrategy::kBinpack},
-                     PlacementStrategyName);
+  return ParseByName(
+      s,
+      {PlacementStrategy::kSpread, PlacementStrategy::kBinpack, PlacementStrategy::kFragmentation},
+      PlacementStrategyName);
+}
+
+std::string_view ReplicaSpreadName(ReplicaSpread r) {
+  switch (r) {
+    case ReplicaSpread::kWorker:
+      return "worker";
+    case ReplicaSpread::kGpu:
+      return "gpu";
+    case ReplicaSpread::kNone:
+      return "none";
+  }
+  return "worker";
+}
+
+std::optional<ReplicaSpread> ParseReplicaSpread(std::string_view s) {
+  return ParseByName(s, {ReplicaSpread::kWorker, ReplicaSpread::kGpu, ReplicaSpread::kNone},
+                     ReplicaSpreadName);
 }
 
 std::string_view InstanceStateName(InstanceState s) {
@@ -402,6 +437,7 @@ json::object ToJson(const Model& m) {
   for (ModelCategory c : m.categories) cats.emplace_back(ModelCategoryName(c));
   o["categories"] = std::move(cats);
   o["placement_strategy"] = PlacementStrategyName(m.placement_strategy);
+  o["replica_spread"] = ReplicaSpreadName(m.replica_spread);
   o["worker_selector"] = StringMap(m.worker_selector);
   o["gpu_selector"] = json::object{{"gpu_ids", StringArray(m.gpu_selector.gpu_ids)},
                                    {"gpus_per_replica", m.gpu_selector.gpus_per_replica}};
@@ -448,7 +484,9 @@ json::object ToJson(const ResourceClaim& c) {
                       {"total_layers", c.total_layers},
                       {"tensor_split", std::move(split)},
                       {"kv_cache_bytes", c.kv_cache_bytes},
-                      {"weight_bytes_per_gpu", c.weight_bytes_per_gpu}};
+                      {"weight_bytes_per_gpu", c.weight_bytes_per_gpu},
+                      {"sequences", c.sequences},
+                      {"context_length", c.context_length}};
 }
 
 Result<ResourceClaim> ResourceClaimFromJson(const json::object& o, const std::string& path) {
@@ -482,7 +520,12 @@ Result<ResourceClaim> ResourceClaimFromJson(const json::object& o, const std::st
   RETURN_IF_ERROR(size("total_layers", total));
   RETURN_IF_ERROR(size("kv_cache_bytes", c.kv_cache_bytes));
   RETURN_IF_ERROR(size("weight_bytes_per_gpu", c.weight_bytes_per_gpu));
+  int64_t sequences = 0;
+  RETURN_IF_ERROR(size("sequences", sequences));
+  RETURN_IF_ERROR(size("context_length", c.context_length));
   if (offload > INT32_MAX || total > INT32_MAX) return bad("offload_layers", "a layer count");
+  if (sequences > INT32_MAX) return bad("sequences", "a sequence count");
+  c.sequences = static_cast<int>(sequences);
   c.offload_layers = static_cast<int>(offload);
   c.total_layers = static_cast<int>(total);
   if (const json::value* split = o.if_contains("tensor_split"); split != nullptr) {

@@ -46,9 +46,19 @@ std::string_view ModelCategoryName(
     ModelCategory c);  // "llm", "embedding", "reranker", "speech-to-text"
 std::optional<ModelCategory> ParseModelCategory(std::string_view s);
 
-enum class PlacementStrategy { kSpread, kBinpack };
-std::string_view PlacementStrategyName(PlacementStrategy p);  // "spread", "binpack"
+// How a model's replicas are placed relative to other deployments (docs/scheduler.md): spread
+// (emptiest GPUs), binpack (fullest GPUs), fragmentation (leave free slices that the request
+// sizes of the cluster can use; ADR 0026).
+enum class PlacementStrategy { kSpread, kBinpack, kFragmentation };
+std::string_view PlacementStrategyName(PlacementStrategy p);  // "spread", "binpack", ...
 std::optional<PlacementStrategy> ParsePlacementStrategy(std::string_view s);
+
+// How a model's replicas are placed relative to each other: on distinct workers where the pool
+// allows (then distinct GPUs), on distinct GPUs, or wherever the strategy puts them. A soft
+// preference: a pool too small for it still places every replica.
+enum class ReplicaSpread { kWorker, kGpu, kNone };
+std::string_view ReplicaSpreadName(ReplicaSpread r);  // "worker", "gpu", "none"
+std::optional<ReplicaSpread> ParseReplicaSpread(std::string_view s);
 
 struct GpuSelector {
   // Explicit GPUs, "<worker_name>:<index>". Empty = any GPU.
@@ -82,6 +92,7 @@ struct Model {
   int replicas = 1;                       // 0 = stopped
   std::vector<ModelCategory> categories;  // empty = detect from the model
   PlacementStrategy placement_strategy = PlacementStrategy::kSpread;
+  ReplicaSpread replica_spread = ReplicaSpread::kWorker;
   std::map<std::string, std::string> worker_selector;  // worker labels that must all match
   GpuSelector gpu_selector;
   std::string gpu_type;  // case-insensitive substring of the GPU name ("H200"); empty = any
@@ -89,8 +100,12 @@ struct Model {
   bool distributed_inference_across_workers = false;
   std::vector<std::string> backend_parameters;
   std::map<std::string, std::string> env;
-  int64_t context_length = 0;        // tokens; 0 = the model's default
-  int max_concurrent_sequences = 0;  // parallel slots; 0 = the engine's default
+  // Tokens per sequence; 0 = the default (docs/scheduler.md "Concurrency": min(trained context,
+  // 8192) for the KV cache the claim holds).
+  int64_t context_length = 0;
+  // Sequences served at once (parallel slots); 0 = the default target of 32, lowered by the
+  // scheduler when no GPU arrangement holds it. A value set here is a requirement.
+  int max_concurrent_sequences = 0;
   ExtendedKvCache extended_kv_cache;
   bool restart_on_error = true;
   Timestamp created_at{};
@@ -131,6 +146,10 @@ struct ResourceClaim {
   // leaves after weights), and the model weights on each GPU. 0 = unknown.
   int64_t kv_cache_bytes = 0;
   int64_t weight_bytes_per_gpu = 0;
+  // The concurrency the VRAM covers: sequences of context_length tokens whose KV cache is in the
+  // claim. 0 when unknown (claims of older servers, CPU-only placements of unknown shape).
+  int sequences = 0;
+  int64_t context_length = 0;
 
   friend bool operator==(const ResourceClaim&, const ResourceClaim&) = default;
 };

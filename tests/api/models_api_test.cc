@@ -222,11 +222,29 @@ TEST_F(ModelsApiTest, PlacementOrderOneGpuThenSeveralThenOffload) {
   ASSERT_TRUE(one.at("fits").as_bool()) << json::serialize(one);
   EXPECT_EQ(one.at("placement").at("kind").as_string(), "single_gpu");
   EXPECT_EQ(one.at("placement").at("gpu_indexes").as_array().size(), 1u);
+  // What the claim serves: the default target of 32 sequences at a typical 8192 tokens.
+  EXPECT_EQ(one.at("serves").at("sequences").as_int64(), 32) << json::serialize(one);
+  EXPECT_EQ(one.at("serves").at("context_length").as_int64(), 8192);
+  EXPECT_EQ(one.at("claim").at("sequences").as_int64(), 32);
+  EXPECT_EQ(one.at("replica_spread").as_string(), "worker");
+  EXPECT_EQ(one.at("placement_strategy").as_string(), "spread");
+  EXPECT_TRUE(one.at("warnings").as_array().empty()) << json::serialize(one);
 
   auto two = Evaluate(ModelBody("big", 44));  // ~88 GB of weights: two GPUs
   ASSERT_TRUE(two.at("fits").as_bool()) << json::serialize(two);
   EXPECT_EQ(two.at("placement").at("kind").as_string(), "multi_gpu");
   EXPECT_EQ(two.at("placement").at("gpu_indexes").as_array().size(), 2u);
+
+  // A 70B holds its weights on two H100s but not the KV cache of 32 users: placed with fewer
+  // sequences, and the evaluation says so.
+  auto seventy = Evaluate(ModelBody("seventy", 70));
+  ASSERT_TRUE(seventy.at("fits").as_bool()) << json::serialize(seventy);
+  EXPECT_LT(seventy.at("serves").at("sequences").as_int64(), 32);
+  ASSERT_FALSE(seventy.at("warnings").as_array().empty()) << json::serialize(seventy);
+  EXPECT_NE(std::string(seventy.at("warnings").as_array()[0].as_string())
+                .find("of the 32 sequences asked for"),
+            std::string::npos)
+      << json::serialize(seventy);
 
   json::object body = ModelBody("too-big", 120);  // ~240 GB: only with CPU offload
   body["backend"] = "llama.cpp";
@@ -256,9 +274,20 @@ TEST_F(ModelsApiTest, BinpackAndSpreadDiffer) {
   binpack["placement_strategy"] = "binpack";
   auto packed = Instances(Deploy(binpack));
   ASSERT_EQ(packed.size(), 2u);
-  EXPECT_EQ(WorkerId(packed[0]), WorkerId(packed[1])) << "binpack fills one GPU first";
-  // The fullest GPU: the one that already held `first` and a spread replica.
+  // Replicas of one deployment go to distinct workers under binpack too (replica_spread
+  // "worker", the default); the first takes the fullest GPU, the one that held `first`.
+  EXPECT_NE(WorkerId(packed[0]), WorkerId(packed[1])) << "binpack stacked a deployment's replicas";
   EXPECT_EQ(WorkerId(packed[0]), WorkerId(first));
+
+  json::object stacked = ModelBody("stacked", 1, 2);
+  stacked["placement_strategy"] = "binpack";
+  stacked["replica_spread"] = "none";
+  stacked["max_concurrent_sequences"] = 1;
+  auto together = Instances(Deploy(stacked));
+  ASSERT_EQ(together.size(), 2u);
+  EXPECT_EQ(WorkerId(together[0]), WorkerId(together[1]))
+      << "replica_spread none stacks on purpose";
+  EXPECT_EQ(Gpus(together[0]), Gpus(together[1]));
 }
 
 TEST_F(ModelsApiTest, TwoSmallModelsShareOneGpu) {

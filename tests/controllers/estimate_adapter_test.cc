@@ -40,14 +40,30 @@ TEST(EstimateAdapterTest, SimulatedModelFromParameterCount) {
   ASSERT_TRUE(est.ok()) << est.status().ToString();
   auto one = (*est)->ForGpus(1);
   ASSERT_TRUE(one.ok());
-  EXPECT_GT(one->vram_per_gpu, 15 * kGiB);  // 16 GB of bf16 weights alone
-  EXPECT_LT(one->vram_per_gpu, 20 * kGiB);
+  // 16 GB of bf16 weights and the KV cache of the default target, 32 sequences of 8192 tokens
+  // (128 KiB per token: 32 GiB).
+  EXPECT_EQ((*est)->sequences(), 32);
+  EXPECT_EQ((*est)->context_length(), 8192);
+  EXPECT_EQ((*est)->kv_bytes_per_sequence(1), 1 * kGiB);
+  EXPECT_GT(one->vram_per_gpu, 15 * kGiB + 32 * kGiB);
+  EXPECT_LT(one->vram_per_gpu, 20 * kGiB + 32 * kGiB);
   EXPECT_EQ(one->gpu_memory_fraction, 0);  // the simulator allocates what it needs
   auto two = (*est)->ForGpus(2);
   ASSERT_TRUE(two.ok());
   EXPECT_LT(two->vram_per_gpu, one->vram_per_gpu);
   EXPECT_EQ((*est)->attention_heads(), 32);
   EXPECT_EQ((*est)->ForGpus(3).status().code(), StatusCode::kInvalidArgument);  // 3 ∤ 32
+}
+
+TEST(EstimateAdapterTest, SetConcurrencyIsKept) {
+  types::Model m = Simulated(8);
+  m.max_concurrent_sequences = 2;
+  m.context_length = 4096;
+  auto est = EstimatorForModel(m);
+  ASSERT_TRUE(est.ok()) << est.status().ToString();
+  EXPECT_EQ((*est)->sequences(), 2);
+  EXPECT_EQ((*est)->context_length(), 4096);
+  EXPECT_EQ((*est)->kv_bytes_per_sequence(2), kGiB / 4);  // 4096 × 128 KiB over two GPUs
 }
 
 TEST(EstimateAdapterTest, VllmTakesItsFraction) {

@@ -138,6 +138,31 @@ std::string ReadFile(const std::string& path) {
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
+namespace {
+
+// Runs `args` as the server process, waits for /healthz and logs the admin in.
+std::string LaunchAndLogin(std::vector<std::string> args, uint16_t port,
+                           const std::string& admin_password, const std::string& log_path,
+                           std::unique_ptr<Process>& server, Api& api) {
+  const std::string what = "segma " + args[1];
+  server = std::make_unique<Process>(
+      std::move(args),
+      std::map<std::string, std::string>{{"SEGMA_BOOTSTRAP_PASSWORD", admin_password}}, log_path);
+  api.base = "http://127.0.0.1:" + std::to_string(port);
+  if (!WaitUntil([&] { return api.Get("/healthz").status == 200; }, std::chrono::seconds(30))) {
+    return what + " did not answer /healthz within 30 s; its log:\n" + server->Log();
+  }
+  auto login =
+      api.Post("/v2/auth/login", json::object{{"username", "admin"}, {"password", admin_password}});
+  if (login.status != 200) {
+    return "admin login failed: " + std::to_string(login.status) + " " + login.body;
+  }
+  api.token = std::string(Api::Obj(login).at("token").as_string());
+  return "";
+}
+
+}  // namespace
+
 std::string StartSegma(const std::string& data_dir, uint16_t port,
                        const std::string& admin_password, const std::string& log_path,
                        std::unique_ptr<Process>& server, Api& api,
@@ -148,20 +173,40 @@ std::string StartSegma(const std::string& data_dir, uint16_t port,
                                 "--fake-gpus", "1xH100:80", "--heartbeat-interval",
                                 "0.2"};
   args.insert(args.end(), extra_flags.begin(), extra_flags.end());
-  server = std::make_unique<Process>(
-      std::move(args),
-      std::map<std::string, std::string>{{"SEGMA_BOOTSTRAP_PASSWORD", admin_password}}, log_path);
-  api.base = "http://127.0.0.1:" + std::to_string(port);
-  if (!WaitUntil([&] { return api.Get("/healthz").status == 200; }, std::chrono::seconds(30))) {
-    return "segma start did not answer /healthz within 30 s; its log:\n" + server->Log();
+  return LaunchAndLogin(std::move(args), port, admin_password, log_path, server, api);
+}
+
+std::string StartServer(const std::string& data_dir, uint16_t port,
+                        const std::string& admin_password, const std::string& log_path,
+                        std::unique_ptr<Process>& server, Api& api,
+                        const std::vector<std::string>& extra_flags) {
+  std::vector<std::string> args{SegmaBinary(), "server",    "--data-dir", data_dir,
+                                "--address",   "127.0.0.1", "--port",     std::to_string(port)};
+  args.insert(args.end(), extra_flags.begin(), extra_flags.end());
+  return LaunchAndLogin(std::move(args), port, admin_password, log_path, server, api);
+}
+
+std::string RegistrationToken(const Api& api) {
+  json::object clusters = Api::Obj(api.Get("/v2/clusters"));
+  if (!clusters.contains("items") || !clusters.at("items").is_array() ||
+      clusters.at("items").as_array().empty()) {
+    return "";
   }
-  auto login =
-      api.Post("/v2/auth/login", json::object{{"username", "admin"}, {"password", admin_password}});
-  if (login.status != 200) {
-    return "admin login failed: " + std::to_string(login.status) + " " + login.body;
-  }
-  api.token = std::string(Api::Obj(login).at("token").as_string());
-  return "";
+  return std::string(clusters.at("items").as_array()[0].at("registration_token").as_string());
+}
+
+bool WaitForReadyWorkers(const Api& api, int count, std::chrono::milliseconds timeout) {
+  return WaitUntil(
+      [&] {
+        json::object list = Api::Obj(api.Get("/v2/workers"));
+        if (!list.contains("items") || !list.at("items").is_array()) return false;
+        int ready = 0;
+        for (const json::value& item : list.at("items").as_array()) {
+          ready += item.at("state").as_string() == "READY" ? 1 : 0;
+        }
+        return ready == count;
+      },
+      timeout);
 }
 
 json::object FirstInstance(const Api& api, int64_t model_id) {

@@ -85,6 +85,17 @@ std::string StartSegma(const std::string& data_dir, uint16_t port,
                        std::unique_ptr<Process>& server, Api& api,
                        const std::vector<std::string>& extra_flags = {});
 
+// Starts `segma server` alone (no worker; data in `data_dir`, on 127.0.0.1:`port`) into `server`,
+// waits for /healthz and logs `api` in as the admin; like StartSegma. `extra_flags` are appended.
+std::string StartServer(const std::string& data_dir, uint16_t port,
+                        const std::string& admin_password, const std::string& log_path,
+                        std::unique_ptr<Process>& server, Api& api,
+                        const std::vector<std::string>& extra_flags = {});
+// The registration token of the first cluster ("" when there is none).
+std::string RegistrationToken(const Api& api);
+// Waits until `count` workers are READY.
+bool WaitForReadyWorkers(const Api& api, int count, std::chrono::milliseconds timeout);
+
 // The model's first instance (GET /v2/model-instances?model_id=), or an empty object.
 json::object FirstInstance(const Api& api, int64_t model_id);
 // That instance's state ("RUNNING", ...), or "" while the model has none.

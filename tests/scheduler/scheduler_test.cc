@@ -590,6 +590,228 @@ TEST(ScaleTest, SamplesBigClustersButStillFindsTheOnlyFit) {
   EXPECT_EQ(d.placement.worker_name, "w1777");
 }
 
+// --- Replica spread (issue 19) -----------------------------------------------------------------
+
+// Places `n` replicas of `m` one after the other; returns "worker:gpu,gpu" of each.
+std::vector<std::string> PlaceReplicas(ClusterSnapshot& s, const types::Model& m,
+                                       const ResourceEstimator& e, int n) {
+  Scheduler scheduler(NoHeadroom());
+  std::vector<std::string> out;
+  for (int replica = 0; replica < n; ++replica) {
+    Decision d = scheduler.Decide(s, m, e, {});
+    if (!d.placed) {
+      out.push_back("unplaced");
+      continue;
+    }
+    std::string where = d.placement.worker_name + ":";
+    for (int g : d.placement.gpu_indexes) where += std::to_string(g);
+    out.push_back(where);
+    static int64_t next_instance = 500;
+    for (const PlacedInstance& p : ToPlacedInstances(d.placement, next_instance++, m.id)) {
+      EXPECT_TRUE(s.AddInstance(p).ok());
+    }
+  }
+  return out;
+}
+
+TEST(ReplicaSpreadTest, BinpackPutsReplicasOnDistinctWorkersByDefault) {
+  ClusterSnapshot s;
+  ASSERT_TRUE(s.AddWorker(Worker(1, 2)).ok());
+  ASSERT_TRUE(s.AddWorker(Worker(2, 2)).ok());
+  types::Model m = MakeModel(1, types::PlacementStrategy::kBinpack);
+  // Before replica spread, binpack stacked all three on w1 GPU 0 (the fullest that fits).
+  EXPECT_THAT(PlaceReplicas(s, m, TestEstimator(8), 3), ElementsAre("w1:0", "w2:0", "w1:1"));
+}
+
+TEST(ReplicaSpreadTest, GpuKeepsReplicasOnOneWorkerButApart) {
+  ClusterSnapshot s;
+  ASSERT_TRUE(s.AddWorker(Worker(1, 2)).ok());
+  ASSERT_TRUE(s.AddWorker(Worker(2, 2)).ok());
+  types::Model m = MakeModel(1, types::PlacementStrategy::kBinpack);
+  m.replica_spread = types::ReplicaSpread::kGpu;
+  EXPECT_THAT(PlaceReplicas(s, m, TestEstimator(8), 3), ElementsAre("w1:0", "w1:1", "w2:0"));
+}
+
+TEST(ReplicaSpreadTest, NoneStacksReplicasOnPurpose) {
+  ClusterSnapshot s;
+  ASSERT_TRUE(s.AddWorker(Worker(1, 2)).ok());
+  ASSERT_TRUE(s.AddWorker(Worker(2, 2)).ok());
+  types::Model m = MakeModel(1, types::PlacementStrategy::kBinpack);
+  m.replica_spread = types::ReplicaSpread::kNone;
+  EXPECT_THAT(PlaceReplicas(s, m, TestEstimator(8), 3), ElementsAre("w1:0", "w1:0", "w1:0"));
+}
+
+TEST(ReplicaSpreadTest, SoftPreferenceStillPlacesEverythingOnASmallPool) {
+  ClusterSnapshot s;
+  ASSERT_TRUE(s.AddWorker(Worker(1, 1)).ok());
+  for (auto strategy : {types::PlacementStrategy::kBinpack, types::PlacementStrategy::kSpread,
+                        types::PlacementStrategy::kFragmentation}) {
+    types::Model m = MakeModel(static_cast<int64_t>(strategy) + 1, strategy);
+    EXPECT_THAT(PlaceReplicas(s, m, TestEstimator(8), 3), ElementsAre("w1:0", "w1:0", "w1:0"));
+  }
+}
+
+TEST(ReplicaSpreadTest, MultiGpuReplicasGoToAnotherWorker) {
+  ClusterSnapshot s;
+  ASSERT_TRUE(s.AddWorker(Worker(1, 4)).ok());
+  ASSERT_TRUE(s.AddWorker(Worker(2, 4)).ok());
+  types::Model m = MakeModel(1, types::PlacementStrategy::kBinpack);
+  // 100 GiB needs two 80 GiB GPUs; binpack alone put the second replica on w1's other two.
+  EXPECT_THAT(PlaceReplicas(s, m, TestEstimator(100), 3), ElementsAre("w1:01", "w2:01", "w1:23"));
+}
+
+// --- Concurrency in the claim (issue 19) --------------------------------------------------------
+
+types::Model Simulated(int64_t id, double params_b) {
+  types::Model m = MakeModel(id, types::PlacementStrategy::kBinpack);
+  m.source.params_b = params_b;
+  m.backend = "simulator";
+  return m;
+}
+
+constexpr double kH200NvlGiB = 143771.0 / 1024;
+
+TEST(ConcurrencyTest, TensorParallelWhenOneGpuHoldsTheWeightsButNotTheUsers) {
+  ClusterSnapshot s;
+  ASSERT_TRUE(s.AddWorker(Worker(1, 4, kH200NvlGiB)).ok());
+  types::Model m = Simulated(1, 70);
+  // 130 GiB of weights fit one 140 GiB GPU; with 32 × 8192 tokens of KV cache (80 GiB) they
+  // do not. Before, the claim held one sequence and the 70B went on one GPU.
+  Decision d = Place(s, m, FixedEstimator::ForModel(m));
+  ASSERT_TRUE(d.placed) << d.summary;
+  EXPECT_EQ(d.placement.kind, PlacementKind::kMultiGpu);
+  EXPECT_EQ(d.placement.tensor_parallel_size, 2);
+  EXPECT_EQ(d.placement.sequences, 32);
+  EXPECT_EQ(d.placement.target_sequences, 32);
+  EXPECT_EQ(d.placement.context_length, 8192);
+  EXPECT_TRUE(d.warnings.empty());
+  types::ModelInstance i;
+  ApplyToInstance(d.placement, i);
+  EXPECT_EQ(i.claim.sequences, 32);
+  EXPECT_EQ(i.claim.context_length, 8192);
+  // The KV cache is in the claim: (130.4 + 80) / 2 + 0.5 GiB per GPU.
+  EXPECT_NEAR(static_cast<double>(i.claim.vram.at(0)) / kGiB, 105.7, 0.1);
+}
+
+TEST(ConcurrencyTest, DefaultsAreLoweredWithAWarningWhenNothingHoldsThem) {
+  ClusterSnapshot s;
+  ASSERT_TRUE(s.AddWorker(Worker(1, 1, kH200NvlGiB)).ok());
+  types::Model m = Simulated(1, 70);
+  Decision d = Place(s, m, FixedEstimator::ForModel(m));
+  ASSERT_TRUE(d.placed) << d.summary;
+  EXPECT_EQ(d.placement.kind, PlacementKind::kSingleGpu);
+  EXPECT_EQ(d.placement.sequences, 2);  // 130.4 + 2 × 2.5 + 0.5 GiB fit in 140.4
+  EXPECT_THAT(d.warnings,
+              ElementsAre("serves 2 of the 32 sequences asked for (8192 tokens each): no GPU "
+                          "arrangement holds 32",
+                          HasSubstr("serves 2 sequences of 8192 tokens, below the minimum of 8")));
+}
+
+TEST(ConcurrencyTest, ASetConcurrencyIsARequirement) {
+  ClusterSnapshot s;
+  ASSERT_TRUE(s.AddWorker(Worker(1, 1, kH200NvlGiB)).ok());
+  types::Model m = Simulated(1, 70);
+  m.max_concurrent_sequences = 32;
+  Decision d = Place(s, m, FixedEstimator::ForModel(m));
+  EXPECT_FALSE(d.placed);
+  EXPECT_THAT(d.reasons.at("w1"), HasSubstr("needs 210.9 GiB on one GPU"));
+  m.max_concurrent_sequences = 2;
+  d = Place(s, m, FixedEstimator::ForModel(m));
+  ASSERT_TRUE(d.placed);
+  EXPECT_EQ(d.placement.sequences, 2);
+  EXPECT_THAT(d.warnings, ElementsAre(HasSubstr("below the minimum of 8")));
+}
+
+TEST(ConcurrencyTest, FractionEnginesServeWhatTheirFractionHolds) {
+  ClusterSnapshot s;
+  ASSERT_TRUE(s.AddWorker(Worker(1, 1)).ok());
+  types::Model m = Simulated(1, 8);
+  FixedEstimator::Options o = FixedEstimator::ForParams(8, 8192, 32);
+  o.gpu_memory_fraction = 0.9;
+  // Need: 14.9 GiB weights + 32 GiB KV + 0.5; claim 72 GiB holds 32 + (72 - 47.4) / 1 sequences.
+  Decision d = Place(s, m, FixedEstimator(o));
+  ASSERT_TRUE(d.placed);
+  EXPECT_EQ(d.placement.sequences, 56);
+  EXPECT_TRUE(d.warnings.empty());
+}
+
+// --- Reasons list what was tried (issue 19) ----------------------------------------------------
+
+TEST(ReasonsTest, EveryTensorParallelSizeUpToTheWorkersGpus) {
+  ClusterSnapshot s;
+  ASSERT_TRUE(s.AddWorker(Worker(1, 4, kH200NvlGiB, "h200-a")).ok());
+  ASSERT_TRUE(s.AddWorker(Worker(2, 2, 96, "rtx-b")).ok());
+  ASSERT_TRUE(s.AddWorker(Worker(3, 8, 80, "h100-c")).ok());
+  types::Model m = Simulated(1, 405);
+  Decision d = Place(s, m, FixedEstimator::ForModel(m));
+  ASSERT_FALSE(d.placed);
+  // Lowered to one sequence: 754.4 GiB of weights + 3.9 GiB of KV + 0.5 GiB.
+  EXPECT_EQ(d.reasons.at("h200-a"),
+            "insufficient VRAM: needs 758.8 GiB on one GPU, largest free is 140.4 GiB; nor 2 x "
+            "379.7 GiB, 4 x 190.1 GiB for tensor parallel; multi-worker not enabled "
+            "(distributed_inference_across_workers) (at 1 sequence of 8192 tokens, lowered from "
+            "32); CPU offload not enabled (cpu_offloading)");
+  EXPECT_THAT(d.reasons.at("rtx-b"), HasSubstr("nor 2 x 379.7 GiB for tensor parallel;"));
+  EXPECT_THAT(d.reasons.at("h100-c"),
+              HasSubstr("nor 2 x 379.7 GiB, 4 x 190.1 GiB, 8 x 95.3 GiB for tensor parallel"));
+  EXPECT_THAT(d.summary, HasSubstr("; tried 32 down to 1 sequences of 8192 tokens"));
+
+  m.distributed_inference_across_workers = true;
+  m.cpu_offloading = true;
+  d = Place(s, m, FixedEstimator::ForModel(m));
+  ASSERT_FALSE(d.placed);
+  EXPECT_THAT(d.reasons.at("h200-a"),
+              HasSubstr("; nor 8 x 95.3 GiB over several workers (6 GPUs have that free)"));
+  EXPECT_THAT(d.reasons.at("h200-a"), HasSubstr("; CPU offload needs"));
+}
+
+// --- Fragmentation-aware packing (issue 19) ---------------------------------------------------
+
+TEST(FragmentationTest, LeavesFreeSlicesThatSeenRequestSizesCanUse) {
+  ClusterSnapshot s;
+  ASSERT_TRUE(s.AddWorker(Worker(1, 3)).ok());
+  Claim(s, 100, 9, 1, {{0, 35 * kGiB}});  // 45 GiB free
+  Claim(s, 101, 9, 1, {{1, 38 * kGiB}});  // 42 GiB free
+  Claim(s, 102, 9, 1, {{2, 40 * kGiB}});
+  Claim(s, 103, 8, 1, {{2, 40 * kGiB}});  // full; the cluster has seen 40 GiB requests
+  // Binpack takes the fuller GPU 1 and leaves 37 GiB that a 40 GiB request cannot use;
+  // fragmentation takes GPU 0 and leaves exactly 40 GiB.
+  Decision binpack = Place(s, MakeModel(1, types::PlacementStrategy::kBinpack), TestEstimator(5));
+  ASSERT_TRUE(binpack.placed);
+  EXPECT_THAT(binpack.placement.gpu_indexes, ElementsAre(1));
+  Decision frag =
+      Place(s, MakeModel(1, types::PlacementStrategy::kFragmentation), TestEstimator(5));
+  ASSERT_TRUE(frag.placed);
+  EXPECT_THAT(frag.placement.gpu_indexes, ElementsAre(0));
+}
+
+TEST(FragmentationTest, PacksLikeBinpackOnAnEmptyCluster) {
+  ClusterSnapshot s;
+  ASSERT_TRUE(s.AddWorker(Worker(1, 2)).ok());
+  ASSERT_TRUE(s.AddWorker(Worker(2, 2)).ok());
+  Claim(s, 100, 9, 2, {{1, 1 * kGiB}});  // only slice seen: 1 GiB, so nothing is a fragment
+  Decision d = Place(s, MakeModel(1, types::PlacementStrategy::kFragmentation), TestEstimator(5));
+  ASSERT_TRUE(d.placed);
+  EXPECT_EQ(d.placement.worker_name, "w2");
+  EXPECT_THAT(d.placement.gpu_indexes, ElementsAre(1));
+}
+
+TEST(FragmentationTest, SliceHistogramFollowsClaims) {
+  ClusterSnapshot s;
+  ASSERT_TRUE(s.AddWorker(Worker(1, 2)).ok());
+  EXPECT_EQ(s.slice_count(), 0);
+  Claim(s, 1, 1, 1, {{0, 10 * kGiB}, {1, 10 * kGiB}});
+  Claim(s, 2, 2, 1, {{0, 40 * kGiB}});
+  EXPECT_EQ(s.slice_count(), 3);
+  EXPECT_EQ(s.slices_above(20 * kGiB), 1);
+  EXPECT_EQ(s.slices_above(5 * kGiB), 3);
+  EXPECT_EQ(s.slices_above(40 * kGiB), 0);
+  ASSERT_TRUE(s.RemoveInstance(2).ok());
+  EXPECT_EQ(s.slices_above(5 * kGiB), 2);
+  EXPECT_LT(ClusterSnapshot::SliceBucket(int64_t{255} << 20),
+            ClusterSnapshot::SliceBucket(int64_t{300} << 20));
+}
+
 TEST(FixedEstimatorTest, SplitsWeightsAndChecksHeads) {
   FixedEstimator::Options o;
   o.params_b = 8;

@@ -46,11 +46,27 @@ TEST(ModelFromJsonTest, ParsesFullBody) {
   EXPECT_EQ(m->categories, std::vector<ModelCategory>{ModelCategory::kLlm});
 }
 
+TEST(ModelFromJsonTest, FragmentationStrategyAndReplicaSpreadRoundTrip) {
+  Result<Model> m = Parse(R"({"name":"sim","source":{"type":"simulated","params_b":8},
+                             "placement_strategy":"fragmentation","replica_spread":"none"})");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->placement_strategy, PlacementStrategy::kFragmentation);
+  EXPECT_EQ(m->replica_spread, ReplicaSpread::kNone);
+  json::object o = ToJson(*m);
+  EXPECT_EQ(o.at("placement_strategy").as_string(), "fragmentation");
+  EXPECT_EQ(o.at("replica_spread").as_string(), "none");
+  Result<Model> patched = PatchModelFromJson(*m, json::object{{"replica_spread", "gpu"}});
+  ASSERT_TRUE(patched.ok()) << patched.status().ToString();
+  EXPECT_EQ(patched->replica_spread, ReplicaSpread::kGpu);
+  EXPECT_EQ(patched->placement_strategy, PlacementStrategy::kFragmentation);
+}
+
 TEST(ModelFromJsonTest, DefaultsForMinimalBody) {
   Result<Model> m = Parse(R"({"name":"sim","source":{"type":"simulated","params_b":8}})");
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   EXPECT_EQ(m->replicas, 1);
   EXPECT_EQ(m->placement_strategy, PlacementStrategy::kSpread);
+  EXPECT_EQ(m->replica_spread, ReplicaSpread::kWorker);
   EXPECT_TRUE(m->restart_on_error);
   EXPECT_EQ(m->source.params_b, 8.0);
   EXPECT_EQ(m->project_id, 0);
@@ -86,7 +102,10 @@ TEST(ModelFromJsonTest, RejectsWithFieldPath) {
             "categories has unknown category 'vision' (llm, embedding, reranker, speech-to-text)");
   EXPECT_EQ(ParseError(R"({"name":"x","source":{"type":"simulated","params_b":1},
                            "placement_strategy":"random"})"),
-            "placement_strategy must be spread or binpack");
+            "placement_strategy must be spread, binpack or fragmentation");
+  EXPECT_EQ(ParseError(R"({"name":"x","source":{"type":"simulated","params_b":1},
+                           "replica_spread":"rack"})"),
+            "replica_spread must be worker, gpu or none");
   EXPECT_EQ(ParseError(R"({"name":"x","source":{"type":"simulated","params_b":1},
                            "gpu_selector":{"gpus_per_replica":"2"}})"),
             "gpu_selector.gpus_per_replica must be an integer");

@@ -216,22 +216,25 @@ Result<ResourceEstimate> Estimate(const ModelShape& shape, const EstimateOptions
 uint64_t ResourceEstimate::vram_per_gpu(int tp_size) const {
   const uint64_t tp = static_cast<uint64_t>(std::max(tp_size, 1));
   uint64_t weights = 0;
-  uint64_t kv = 0;
   if (engine == Engine::kLlamaCpp || engine == Engine::kSimulator) {
     // Layer split: blocks and their KV spread evenly; the head lands on one GPU, so count it
     // on every GPU to stay safe.
     weights = CeilDiv(static_cast<uint64_t>(n_layers) * layer_weight_bytes, tp) + output_head_bytes;
     if (engine == Engine::kSimulator) weights = CeilDiv(weight_bytes, tp);
-    kv = CeilDiv(kv_cache_bytes, tp);
   } else {
-    // Tensor parallel: weights split; KV heads split, but replicated when fewer than GPUs.
     weights = CeilDiv(weight_bytes, tp);
-    const uint64_t heads = static_cast<uint64_t>(std::max<int64_t>(n_kv_heads, 1));
-    const uint64_t heads_per_gpu = CeilDiv(heads, tp);
-    kv = ToBytes(std::ceil(static_cast<double>(kv_cache_bytes) *
-                           static_cast<double>(heads_per_gpu) / static_cast<double>(heads)));
   }
-  return weights + kv + compute_bytes + overhead_bytes;
+  return weights + KvPerGpu(kv_cache_bytes, tp_size) + compute_bytes + overhead_bytes;
+}
+
+uint64_t ResourceEstimate::KvPerGpu(uint64_t kv_bytes, int tp_size) const {
+  const uint64_t tp = static_cast<uint64_t>(std::max(tp_size, 1));
+  if (engine == Engine::kLlamaCpp || engine == Engine::kSimulator) return CeilDiv(kv_bytes, tp);
+  // Tensor parallel: KV heads split, but replicated when fewer than GPUs.
+  const uint64_t heads = static_cast<uint64_t>(std::max<int64_t>(n_kv_heads, 1));
+  const uint64_t heads_per_gpu = CeilDiv(heads, tp);
+  return ToBytes(std::ceil(static_cast<double>(kv_bytes) * static_cast<double>(heads_per_gpu) /
+                           static_cast<double>(heads)));
 }
 
 uint64_t ResourceEstimate::ClaimPerGpu(int tp_size, uint64_t gpu_total_bytes) const {

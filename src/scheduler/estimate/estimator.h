@@ -78,6 +78,9 @@ struct ResourceEstimate {
   // Bytes each GPU needs when the model is split over `tp_size` GPUs (tensor parallel for the
   // vLLM-style engines, llama.cpp's default layer split). tp_size < 1 is treated as 1.
   uint64_t vram_per_gpu(int tp_size) const;
+  // The share of a KV cache of `kv_bytes` that each of `tp_size` GPUs holds (layer split for
+  // llama.cpp and the simulator, KV heads replicated beyond n_kv_heads for the others).
+  uint64_t KvPerGpu(uint64_t kv_bytes, int tp_size) const;
   // Bytes the engine will actually hold on each of `tp_size` GPUs of `gpu_total_bytes`:
   // the fraction × total for vLLM-style engines, the need otherwise. TensorRT-LLM takes its
   // fraction of what is free after weights.

@@ -195,16 +195,21 @@ Vars MakeVars(const types::Model& model, const types::ModelInstance& instance,
   if (gpus > 0) v["gpu_ids"] = JoinInts(gpu_indexes);
   v["gpu_count"] = std::to_string(gpus);
   v["tensor_parallel_size"] = std::to_string(std::max(1, gpus));
-  if (model.context_length > 0) {
-    v["ctx_size"] = std::to_string(model.context_length);
+  // Unset concurrency comes from the claim, which the scheduler sized for it (docs/scheduler.md
+  // "Concurrency"); a claim's context does not become ctx_size, so that engines keep their own
+  // longest context (vLLM's max_model_len).
+  const int sequences =
+      model.max_concurrent_sequences > 0 ? model.max_concurrent_sequences : claim.sequences;
+  const int64_t context = model.context_length > 0
+                              ? model.context_length
+                              : (model.max_concurrent_sequences > 0 ? 0 : claim.context_length);
+  if (model.context_length > 0) v["ctx_size"] = std::to_string(model.context_length);
+  if (context > 0) {
     // context_length is per sequence (as the estimator counts the KV cache); llama.cpp's -c is
     // the whole cache, split between its --parallel slots.
-    v["total_ctx_size"] =
-        std::to_string(model.context_length * std::max(1, model.max_concurrent_sequences));
+    v["total_ctx_size"] = std::to_string(context * std::max(1, sequences));
   }
-  if (model.max_concurrent_sequences > 0) {
-    v["parallel"] = std::to_string(model.max_concurrent_sequences);
-  }
+  if (sequences > 0) v["parallel"] = std::to_string(sequences);
   types::ModelInstance view = instance;
   view.gpu_indexes = gpu_indexes;
   view.claim = claim;
