@@ -48,6 +48,9 @@ struct ProxyOptions {
   int64_t default_reserved_tokens_no_generation = 256;
   int max_attempts = 3;  // upstream tries per request (replicas, then fallback deployments)
   std::chrono::milliseconds upstream_timeout{600'000};  // connect, and each wait for bytes
+  // How often a stream in flight journals what it has delivered (ADR 0024): what a crash of the
+  // gateway mid-stream can leave unbilled, besides the first token which is always journaled.
+  std::chrono::milliseconds progress_interval{100};
 };
 
 // What an endpoint carries in its body.
@@ -69,6 +72,9 @@ class SseUsageTap {
   int64_t completion_tokens() const { return completion_tokens_; }
   int64_t cached_tokens() const { return cached_tokens_; }
   int64_t events() const { return events_; }
+  // Complete events that carry generated text (CarriesGeneratedText): one per token for engines
+  // that stream a token per chunk.
+  int64_t token_events() const { return token_events_; }
 
  private:
   // Inspects one complete event (without its blank-line terminator); true if it must be dropped.
@@ -80,6 +86,7 @@ class SseUsageTap {
   bool has_usage_ = false;
   int64_t prompt_tokens_ = 0, completion_tokens_ = 0, cached_tokens_ = 0;
   int64_t events_ = 0;
+  int64_t token_events_ = 0;
 };
 
 // Reads prompt/completion/cached tokens from an OpenAI "usage" object in `body`. False if none.
