@@ -17,18 +17,6 @@ Result<json::value> ParseJson(std::string_view text) {
   return v;
 }
 
-bool CarriesGeneratedText(std::string_view chunk) {
-  for (std::string_view key :
-       {std::string_view{"\"content\":\""}, std::string_view{"\"text\":\""}}) {
-    const size_t at = chunk.find(key);
-    if (at != std::string_view::npos && at + key.size() < chunk.size() &&
-        chunk[at + key.size()] != '"') {
-      return true;
-    }
-  }
-  return false;
-}
-
 std::string ToJsonString(const json::value& v) { return json::serialize(v); }
 
 JsonReader::JsonReader(const json::object& obj, std::string path)

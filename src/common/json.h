@@ -22,11 +22,6 @@ Result<json::value> ParseJson(std::string_view text);
 // Serializes `v` compactly.
 std::string ToJsonString(const json::value& v);
 
-// True when the JSON of one OpenAI stream chunk carries generated text: a non-empty "content" or
-// "text" string. A text scan, no parse: what the load generator and the gateway count as a token
-// event (a chunk of an engine that streams one token per chunk).
-bool CarriesGeneratedText(std::string_view chunk);
-
 // Reads the fields of one JSON object strictly: wrong types, missing required fields and fields
 // the caller never asked for are errors, reported with their path ("source.type must be a string").
 // The first error wins; check it with Finish().

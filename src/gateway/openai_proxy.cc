@@ -13,6 +13,7 @@
 
 #include "common/json.h"
 #include "common/logging.h"
+#include "common/openai_chunk.h"
 
 namespace segma::gateway {
 
@@ -489,8 +490,9 @@ struct OpenAiProxy::Call {
     r.status = 200;
     r.finish = store::UsageFinish::kGatewayCrashed;
     r.duration_ms = std::chrono::duration<double, std::milli>(now - start).count();
-    if (first_byte)
+    if (first_byte) {
       r.ttft_ms = std::chrono::duration<double, std::milli>(*first_byte - start).count();
+    }
     usage.completion_tokens = delivered;
     proxy->deps_.usage.RecordProgress(r, progress_pin);
   }

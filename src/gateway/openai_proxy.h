@@ -17,6 +17,13 @@
 // request at once (its connection is closed). Header x-segma-overhead-us: microseconds spent in
 // the gateway excluding the wait for the upstream (for streams: until the upstream's head).
 //
+// Usage (ADR 0024): every request with a valid key is recorded once, before its response's last
+// byte goes out (UsageMeter::Record journals it). A stream cut short is billed for the token
+// events written to the client, with finish client_disconnected or upstream_failed; a stream in
+// flight journals its progress (first token, then every progress_interval), billed as
+// gateway_crashed if the process dies. While the meter refuses (journal not writable, policy
+// refuse: ADR 0025) requests are answered 503 before authentication.
+//
 // Known limits: a client that disconnects during a non-streaming request is noticed only when
 // the answer is written (the upstream request runs to completion); multipart bodies are passed on
 // unchanged (a deployment's upstream_model rename is not applied to them).

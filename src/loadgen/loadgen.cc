@@ -15,7 +15,7 @@
 #include <boost/url/parse.hpp>
 #include <fmt/format.h>
 
-#include "common/json.h"
+#include "common/openai_chunk.h"
 #include "common/random.h"
 
 namespace segma::loadgen {

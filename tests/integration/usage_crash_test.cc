@@ -21,6 +21,7 @@
 
 #include <gtest/gtest.h>
 
+#include "common/openai_chunk.h"
 #include "integration/harness.h"
 #include "loadgen/loadgen.h"
 
@@ -68,6 +69,7 @@ class UsageCrashTest : public ::testing::Test {
     auto p = api_.Post("/v2/projects", json::object{{"name", "billing"}});
     ASSERT_EQ(p.status, 201u) << p.body;
     const int64_t project = Api::Obj(p).at("id").as_int64();
+    project_ = project;
     auto m = api_.Post(
         "/v2/models",
         json::object{{"name", "chat"},
@@ -208,6 +210,7 @@ class UsageCrashTest : public ::testing::Test {
   std::unique_ptr<Process> replica_;
   Api api_;
   std::string key_;
+  int64_t project_ = 0;
   std::set<std::string> answered_;
   int64_t answered_tokens_ = 0;
 };
@@ -239,6 +242,76 @@ TEST_F(UsageCrashTest, KilledGatewayBillsEveryAnsweredRequest) {
     ASSERT_TRUE(Serving(gw)) << replica_->Log();
   }
   CheckBills();
+}
+
+// A stream in flight when the server dies is billed, after the restart, for about the tokens the
+// client received (the last progress entry: at most ~100 ms behind), marked gateway_crashed.
+TEST_F(UsageCrashTest, AStreamCutByAKilledServerIsBilledAfterTheRestart) {
+  const int64_t project = project_;
+  auto m = api_.Post(
+      "/v2/models",
+      json::object{{"name", "slow"},
+                   {"project_id", project},
+                   {"source", json::object{{"type", "simulated"}, {"params_b", 1}}},
+                   {"backend_parameters",
+                    json::array{"--ttft-ms", "5", "--decode-ms-per-token", "40", "--threads", "1"}},
+                   {"replicas", 1}});
+  ASSERT_EQ(m.status, 201u) << m.body;
+  Api gw{api_.base, key_};
+  auto slow_chat = [](int max_tokens, bool stream) {
+    json::object body{{"model", "slow"},
+                      {"max_tokens", max_tokens},
+                      {"messages", json::array{json::object{{"role", "user"}, {"content", "go"}}}}};
+    if (stream) body["stream"] = true;
+    return body;
+  };
+  ASSERT_TRUE(
+      WaitUntil([&] { return gw.Post("/v1/chat/completions", slow_chat(1, false)).status == 200; },
+                std::chrono::seconds(90)))
+      << server_->Log();
+  http::ClientRequest req;
+  req.method = boost::beast::http::verb::post;
+  req.url = api_.base + "/v1/chat/completions";
+  req.Bearer(key_);
+  req.headers.emplace_back("x-request-id", "crash-stream-1");
+  req.JsonBody(slow_chat(500, true));
+  int received = 0;
+  bool killed = false;
+  std::string pending;
+  // The stream ends with an error when the server dies.
+  (void)http::StreamSync(std::move(req), [&](std::string_view d) {
+    pending.append(d);
+    for (size_t end; (end = pending.find("\n\n")) != std::string::npos;) {
+      if (CarriesGeneratedText(std::string_view(pending).substr(0, end))) ++received;
+      pending.erase(0, end + 2);
+    }
+    if (received >= 12 && !killed) {
+      server_->Signal(SIGKILL);
+      killed = true;
+    }
+    return received < 500;
+  });
+  ASSERT_TRUE(server_->Wait(std::chrono::seconds(10)).has_value());
+  EXPECT_GE(received, 12);
+  ASSERT_EQ(StartServer(), "");
+  const std::string q = "/v2/usage?group_by=finish&project_id=" + std::to_string(project);
+  json::object crashed;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        for (const json::value& row : Api::Obj(api_.Get(q)).at("items").as_array()) {
+          if (row.at("finish").as_string() == "gateway_crashed") crashed = row.as_object();
+        }
+        return !crashed.empty();
+      },
+      std::chrono::seconds(30)))
+      << api_.Get(q).body;
+  EXPECT_EQ(crashed.at("requests").as_int64(), 1);
+  EXPECT_EQ(crashed.at("cut_short").as_int64(), 1);
+  const int64_t billed = crashed.at("completion_tokens").as_int64();
+  // 40 ms a token and a progress entry at most every 100 ms: at most ~3 tokens behind what the
+  // client had (a few more may have been in flight to it).
+  EXPECT_GE(billed, 12 - 4) << json::serialize(crashed);
+  EXPECT_LE(billed, received + 4) << json::serialize(crashed);
 }
 
 }  // namespace
