@@ -5,9 +5,10 @@
 
 In one run on one machine, against one `segma engine-sim --speed 0` (answers at once) deployed
 through segma's REST API: direct to the engine; nginx (Debian, 1 worker, proxy_buffering off);
-segma's gateway with auth, limits and metering on, with its defaults and with
-`--busy-poll-us 100` (a second `segma start` with its own engine-sim; ADR 0018); Portkey (@portkey-ai/gateway@1.15.2, a
-routing proxy with no keys or budgets). Reports ratios, so the shared, noisy machine matters less.
+segma's gateway with auth, limits and metering on, with its defaults (usage journal on, ADR 0024),
+with `--no-usage-journal` and with `--busy-poll-us 100` (each a further `segma start` with its own
+engine-sim; ADR 0018); Portkey (@portkey-ai/gateway@1.15.2, a routing proxy with no keys or
+budgets). `--skip portkey,busy-poll` leaves peers out (a shorter run). Reports ratios, so the shared, noisy machine matters less.
 
 Cores (defaults for this 2-core machine; --load-core, --proxy-core, --engine-cores): the load
 generator (`segma bench load`) on core 0, each proxy on core 1 (segma's process also holds its
@@ -40,6 +41,7 @@ from segma_stack import Stack, rss_kib, run_load, wait  # noqa: E402
 NGINX_PORT = 18081
 PORTKEY_PORT = 18787
 BUSY_PORT = 18083
+NO_JOURNAL_PORT = 18084
 # Requests and streams per peer in each c=1 round, by (quick run, Portkey).
 BLOCK = {(False, False): (2000, 500), (False, True): (200, 100),
          (True, False): (500, 250), (True, True): (100, 50)}
@@ -139,6 +141,8 @@ def main():
     p.add_argument("--soak", type=int, default=0, help="seconds of c=16 load with RSS samples")
     p.add_argument("--load-core", default="0", help="core of the load generator")
     p.add_argument("--proxy-core", default="1", help="core of each proxy (one at a time is busy)")
+    p.add_argument("--skip", default="",
+                   help="peers to leave out, comma-separated: portkey, busy-poll, no-journal")
     p.add_argument("--engine-cores", default="0,1",
                    help="cores the engines are moved to for the c=1 rounds, one layout each; "
                         "c=16 and the 512 streams use the first")
@@ -155,40 +159,52 @@ def main():
     busy_args.work = os.path.join(args.work, "busy-poll")
     busy_args.extra = ["--busy-poll-us", "100"]
     st_busy = Stack(busy_args, port=BUSY_PORT)
+    # The same without the usage journal (ADR 0024), for its cost.
+    plain_args = argparse.Namespace(**vars(args))
+    plain_args.work = os.path.join(args.work, "no-journal")
+    plain_args.extra = ["--no-usage-journal"]
+    st_plain = Stack(plain_args, port=NO_JOURNAL_PORT)
+    skip = set(filter(None, args.skip.split(",")))
+    extra_stacks = [s for s, tag in ((st_busy, "busy-poll"), (st_plain, "no-journal"))
+                    if tag not in skip]
     st.start()
     procs = []
     try:
         idle_rss = rss_kib(st.proc.pid)
         idle_maps = rss_by_mapping(st.proc.pid)
-        st_busy.start()
+        for stack in extra_stacks:
+            stack.start()
         # Limits on, for real: every request is checked and charged against the key's and the
         # project's windows (set high enough never to refuse).
         high = {"requests_per_minute": 100_000_000, "tokens_per_minute": 10_000_000_000,
                 "max_concurrent": 100_000, "tokens_per_day": 10**12, "tokens_per_month": 10**13}
         sim = {"backend": "simulator", "source": {"type": "simulated", "params_b": 8},
                "backend_parameters": ["--speed", "0", "--threads", "1"]}
-        for stack in (st, st_busy):
+        for stack in [st] + extra_stacks:
             stack.api.ok("PATCH", f"/v2/api-keys/{stack.key_id}", {"limits": high})
             stack.api.ok("PATCH", f"/v2/projects/{stack.project}", {"limits": high})
         _, inst = st.deploy("sim", body=sim, timeout=120)
         # Its own engine-sim, started the same way: a segma process drives only engines it runs.
-        st_busy.deploy("sim", body=sim, timeout=120)
+        for stack in extra_stacks:
+            stack.deploy("sim", body=sim, timeout=120)
         paced = {"backend": "simulator", "source": {"type": "simulated", "params_b": 8},
                  "max_concurrent_sequences": 1024, "context_length": 512,
                  "backend_parameters": ["--ttft-ms", "20", "--decode-ms-per-token", "10",
                                         "--load-slowdown", "0", "--threads", "1"]}
         _, paced_inst = st.deploy("sim-paced", body=paced, timeout=120)
         # The engines inherited segma's core; each layout moves them to its own.
-        engine_pids = list(st.engine_pids().values()) + list(st_busy.engine_pids().values())
+        engine_pids = [pid for stack in [st] + extra_stacks for pid in stack.engine_pids().values()]
 
         def move_engines(core):
             for pid in engine_pids:
                 subprocess.run(["taskset", "-a", "-pc", core, str(pid)], stdout=subprocess.DEVNULL)
         engine = f"http://127.0.0.1:{inst['port']}"
         procs.append(start_nginx(args.work, inst["port"]))
-        procs.append(start_portkey(args.work, args.portkey_dir))
+        if "portkey" not in skip:
+            procs.append(start_portkey(args.work, args.portkey_dir))
         wait(lambda: http_ok(f"http://127.0.0.1:{NGINX_PORT}/health"), 30, "nginx")
-        wait(lambda: http_ok(f"http://127.0.0.1:{PORTKEY_PORT}/"), 60, "portkey")
+        if "portkey" not in skip:
+            wait(lambda: http_ok(f"http://127.0.0.1:{PORTKEY_PORT}/"), 60, "portkey")
         portkey_headers = ["-H", "x-portkey-provider: openai",
                            "-H", f"x-portkey-custom-host: {engine}/v1",
                            "-H", "Authorization: Bearer unused"]
@@ -196,9 +212,13 @@ def main():
             ("direct", engine, None, []),
             ("nginx", f"http://127.0.0.1:{NGINX_PORT}", None, []),
             ("segma", st.api.base, st.key, []),
+            ("segma --no-usage-journal", st_plain.api.base, st_plain.key, []),
             ("segma --busy-poll-us 100", st_busy.api.base, st_busy.key, []),
             ("portkey", f"http://127.0.0.1:{PORTKEY_PORT}", None, portkey_headers),
         ]
+        left_out = {"segma --no-usage-journal": "no-journal",
+                    "segma --busy-poll-us 100": "busy-poll", "portkey": "portkey"}
+        peers = [peer for peer in peers if left_out.get(peer[0]) not in skip]
 
         def load(name, url, key, extra, c, n, **kw):
             return run_load(args, url, "sim", c, n, key=key, tag=name, prefix=CORE_LOAD,
@@ -261,7 +281,8 @@ def main():
             f"each proxy on core {args.proxy_core}. "
             f"c=1 columns: {rounds} rounds alternating between the peers, pooled "
             f"({rows['direct'][0]['count']} requests and {rows['direct'][2]['count']} streams per "
-            f"peer, Portkey {rows['portkey'][0]['count']} and {rows['portkey'][2]['count']}).",
+            + (f"peer, Portkey {rows['portkey'][0]['count']} and {rows['portkey'][2]['count']})."
+               if "portkey" in rows else "peer)."),
             "",
             "| path | c=1 p50 ms | c=1 p99 ms | added p50 µs | added p99 µs | c=16 req/s | "
             "vs nginx | stream TTFT p50 ms | TTFT p99 ms | added TTFT p99 µs | errors |",
@@ -291,11 +312,13 @@ def main():
                     f"| {added_us(name, lat['p99'], d['latency_s']['p99'])} "
                     f"| {fmt_ms(ttft['p99'])} | {added_us(name, ttft['p99'], d['ttft_s']['p99'])} |")
         s_thr = rows["segma"][1]["requests_per_s"]
-        b_thr = rows["segma --busy-poll-us 100"][1]["requests_per_s"]
-        p_thr = rows["portkey"][1]["requests_per_s"]
+        b_thr = rows.get("segma --busy-poll-us 100", (0, {"requests_per_s": 0}))[1]["requests_per_s"]
+        j_thr = rows.get("segma --no-usage-journal", (0, {"requests_per_s": 0}))[1]["requests_per_s"]
+        p_thr = rows.get("portkey", (0, {"requests_per_s": 0}))[1]["requests_per_s"]
         lines += ["",
                   f"Throughput at c=16, segma/nginx: {s_thr / n_thr:.2f} (with busy polling "
-                  f"{b_thr / n_thr:.2f}); segma/Portkey: "
+                  f"{b_thr / n_thr:.2f}, without the usage journal {j_thr / n_thr:.2f}); "
+                  "segma/Portkey: "
                   + (f"{s_thr / p_thr:.1f}x." if p_thr > 0 else "Portkey answered nothing."),
                   "",
                   "512 concurrent streams (engine-sim 20 ms TTFT, 10 ms/token, 64 tokens each):",
@@ -328,7 +351,8 @@ def main():
         for proc in procs:
             proc.terminate()
         st.stop()
-        st_busy.stop()
+        for stack in extra_stacks:
+            stack.stop()
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Gateway benchmark: direct vs nginx vs segma vs Portkey against one engine-sim, in one run
+# Gateway benchmark: direct vs nginx vs segma (usage journal on and off) vs Portkey against one
+# engine-sim, in one run
 # (bench/gateway/gateway_bench.py says how; results go to docs/benchmarks.md by hand).
 #
-#   bench/gateway/run.sh [--quick] [--soak SECONDS]
+#   bench/gateway/run.sh [--quick] [--soak SECONDS] [--skip portkey,busy-poll,no-journal]
 #
 # Installs what is missing: nginx-light (apt) and @portkey-ai/gateway@1.15.2 (npm, in
 # $SEGMA_BENCH_CACHE, default /var/cache/segma/bench). Uses the Release build (make release).

@@ -87,6 +87,11 @@ Status ServerApp::Init() {
   Install(router_, *services_, ControlPlaneRoutes());
   gateway::GatewayOptions gateway_options;
   gateway_options.balancer.policy = config_.routing_policy;
+  if (config_.usage_journal) {
+    gateway_options.usage.journal.dir = config_.data_dir + "/usage-journal";
+    gateway_options.usage.journal.fsync_interval = config_.usage_fsync_interval;
+  }
+  gateway_options.usage.on_journal_failure = config_.usage_journal_failure;
   gateway_ =
       std::make_unique<gateway::Gateway>(ioc_.get_executor(), *store_, bus_, clock_, metrics_,
                                          /*limits=*/nullptr, nullptr, gateway_options);

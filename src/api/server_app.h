@@ -49,6 +49,11 @@ struct ServerConfig {
   http::ServerOptions http;
   // How the gateway picks a replica (--gateway-routing).
   gateway::RoutingPolicy routing_policy = gateway::RoutingPolicy::kAffinity;
+  // The gateway's usage journal (ADR 0024) in <data_dir>/usage-journal, fsync'd this often; off
+  // with usage_journal = false (records then live in memory until written, as before).
+  bool usage_journal = true;
+  std::chrono::milliseconds usage_fsync_interval{100};
+  gateway::JournalFailurePolicy usage_journal_failure = gateway::JournalFailurePolicy::kServe;
 };
 
 // The control plane in one object: store, event bus, identity, REST /v2, probes, metrics and

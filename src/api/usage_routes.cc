@@ -27,17 +27,9 @@ std::string CsvField(const std::string& s) {
 Result<Response> GetUsage(ApiContext& c) {
   store::UsageQuery q;
   const std::string group_by = c.http.Query("group_by").value_or("project");
-  if (group_by == "project") {
-    q.group_by = store::UsageGroupBy::kProject;
-  } else if (group_by == "user") {
-    q.group_by = store::UsageGroupBy::kUser;
-  } else if (group_by == "key") {
-    q.group_by = store::UsageGroupBy::kKey;
-  } else if (group_by == "model") {
-    q.group_by = store::UsageGroupBy::kModel;
-  } else {
-    return InvalidArgumentError("group_by must be one of project, user, key, model");
-  }
+  std::optional<store::UsageGroupBy> g = store::ParseUsageGroupBy(group_by);
+  if (!g) return InvalidArgumentError("group_by must be one of project, user, key, model, finish");
+  q.group_by = *g;
   // Default range: the last 30 days.
   q.to = c.s.clock.Now();
   q.from = q.to - std::chrono::hours(24 * 30);
@@ -68,10 +60,11 @@ Result<Response> GetUsage(ApiContext& c) {
   }
   ASSIGN_OR_RETURN(std::vector<store::UsageSummary> rows, c.s.store.QueryUsage(q));
   if (format == "csv") {
-    std::string csv = group_by + ",requests,errors,prompt_tokens,completion_tokens,cached_tokens\n";
+    std::string csv =
+        group_by + ",requests,errors,prompt_tokens,completion_tokens,cached_tokens,cut_short\n";
     for (const store::UsageSummary& r : rows) {
-      csv += fmt::format("{},{},{},{},{},{}\n", CsvField(r.key), r.requests, r.errors,
-                         r.prompt_tokens, r.completion_tokens, r.cached_tokens);
+      csv += fmt::format("{},{},{},{},{},{},{}\n", CsvField(r.key), r.requests, r.errors,
+                         r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.cut_short);
     }
     Response res =
         Response::Text(http::bhttp::status::ok, std::move(csv), "text/csv; charset=utf-8");
@@ -86,7 +79,8 @@ Result<Response> GetUsage(ApiContext& c) {
                      {"errors", r.errors},
                      {"prompt_tokens", r.prompt_tokens},
                      {"completion_tokens", r.completion_tokens},
-                     {"cached_tokens", r.cached_tokens}});
+                     {"cached_tokens", r.cached_tokens},
+                     {"cut_short", r.cut_short}});
   }
   return ObjectResponse({{"group_by", group_by},
                          {"from", FormatRfc3339(q.from)},

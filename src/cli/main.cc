@@ -63,6 +63,10 @@ struct Flags {
   bool no_demo = false;  // start only
   int io_threads = 0;    // server/start/gateway; 0: one per core this process may run on
   int busy_poll_us = 0;  // off unless the HTTP threads have cores of their own
+  // The gateway's usage journal (server/start/gateway; ADR 0024, 0025)
+  bool usage_journal = true;
+  int usage_fsync_ms = 100;
+  std::string usage_journal_full = "serve";
   // model files
   std::string model_cache_dir;
   std::string hf_endpoint = "https://huggingface.co";
@@ -87,6 +91,26 @@ void AddIoFlags(CLI::App* cmd, Flags& f) {
                   "(it takes CPU from anything sharing them; ADR 0018). 0: off")
       ->envname("SEGMA_BUSY_POLL_US")
       ->check(CLI::Range(0, 100000))
+      ->capture_default_str();
+}
+
+// The usage journal of the gateway in server, start and gateway.
+void AddUsageJournalFlags(CLI::App* cmd, Flags& f) {
+  cmd->add_flag("--usage-journal,!--no-usage-journal", f.usage_journal,
+                "Append each usage record to <data-dir>/usage-journal before the response ends, "
+                "so that a crash loses no billing (ADR 0024)")
+      ->envname("SEGMA_USAGE_JOURNAL")
+      ->capture_default_str();
+  cmd->add_option("--usage-fsync-ms", f.usage_fsync_ms,
+                  "Milliseconds between fsyncs of the usage journal: what a power loss can lose")
+      ->envname("SEGMA_USAGE_FSYNC_MS")
+      ->check(CLI::Range(1, 60000))
+      ->capture_default_str();
+  cmd->add_option("--usage-journal-full", f.usage_journal_full,
+                  "While the usage journal cannot be written (disk full): serve (records kept in "
+                  "memory only) or refuse (503) (ADR 0025)")
+      ->envname("SEGMA_USAGE_JOURNAL_FULL")
+      ->check(CLI::IsMember({"serve", "refuse"}))
       ->capture_default_str();
 }
 
@@ -120,6 +144,7 @@ void AddServerFlags(CLI::App* cmd, Flags& f, uint16_t default_port) {
                   "<data-dir>/metrics_token")
       ->envname("SEGMA_METRICS_TOKEN_FILE");
   AddIoFlags(cmd, f);
+  AddUsageJournalFlags(cmd, f);
 }
 
 void AddWorkerFlags(CLI::App* cmd, Flags& f, bool standalone) {
@@ -295,6 +320,10 @@ int RunServer(const Flags& f, bool with_worker) {
   config.metrics_token_file = f.metrics_token_file;
   config.routing_policy = segma::gateway::ParseRoutingPolicy(f.gateway_routing)
                               .value_or(segma::gateway::RoutingPolicy::kAffinity);
+  config.usage_journal = f.usage_journal;
+  config.usage_fsync_interval = std::chrono::milliseconds(f.usage_fsync_ms);
+  config.usage_journal_failure = segma::gateway::ParseJournalFailurePolicy(f.usage_journal_full)
+                                     .value_or(segma::gateway::JournalFailurePolicy::kServe);
   if (const char* pw = std::getenv("SEGMA_BOOTSTRAP_PASSWORD"); pw != nullptr && *pw != '\0') {
     config.bootstrap_password = pw;
   }
@@ -459,6 +488,13 @@ int RunGateway(const Flags& f) {
   segma::gateway::RemoteUsageSink sink(ro);
   segma::gateway::GatewayOptions go;
   go.keys.follow_store = false;
+  // Records stay in the journal until the server has acknowledged their batch (ADR 0024).
+  if (f.usage_journal) {
+    go.usage.journal.dir = (f.data_dir.empty() ? "./gateway-data" : f.data_dir) + "/usage-journal";
+    go.usage.journal.fsync_interval = std::chrono::milliseconds(f.usage_fsync_ms);
+  }
+  go.usage.on_journal_failure = segma::gateway::ParseJournalFailurePolicy(f.usage_journal_full)
+                                    .value_or(segma::gateway::JournalFailurePolicy::kServe);
   // Limits: those the server's state ships with keys and projects (each replica counts its own).
   segma::gateway::Gateway gw(ioc.get_executor(), **store, bus, segma::SystemClock::Get(), registry,
                              /*limits=*/nullptr, &sink, go);
@@ -575,8 +611,13 @@ int main(int argc, char** argv) {
   gateway->add_option("--address", gateway_flags.address, "Listen address")
       ->envname("SEGMA_ADDRESS");
   gateway->add_option("--port", gateway_flags.port, "Listen port")->envname("SEGMA_PORT");
+  gateway
+      ->add_option("--data-dir", gateway_flags.data_dir,
+                   "State directory: the usage journal (default ./gateway-data)")
+      ->envname("SEGMA_DATA_DIR");
   AddIoFlags(gateway, gateway_flags);
   add_log_format(gateway);
+  AddUsageJournalFlags(gateway, gateway_flags);
   gateway->callback([&] {
     apply_logging();
     std::exit(RunGateway(gateway_flags));

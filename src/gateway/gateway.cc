@@ -38,9 +38,15 @@ Gateway::~Gateway() { Stop(); }
 void Gateway::Install(http::Router& router) { proxy_.Install(router); }
 
 Status Gateway::Start() {
-  usage_.Start();
+  // Opens the usage journal and queues what an earlier run left in it (ADR 0024).
+  RETURN_IF_ERROR(usage_.Start());
   Status s = keys_.Start();
   if (follow_store_) {
+    // The replayed records reach the store before the budgets are read from it, so that a
+    // budget counts every request answered before a crash.
+    if (Status flushed = usage_.Flush(); !flushed.ok()) {
+      Logger("gateway")->warn("replayed usage records not written yet: {}", flushed.ToString());
+    }
     // Before the first admission: the budgets go on from what was recorded before this start.
     if (Status seeded = SeedBudgets(store_, limiter_, clock_.Now()); !seeded.ok()) {
       Logger("gateway")->warn("could not seed token budgets from recorded usage: {}",

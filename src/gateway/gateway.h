@@ -75,11 +75,13 @@ class Gateway {
   // and /v1/audio/transcriptions.
   void Install(http::Router& router);
 
-  // Loads the key table and starts the background threads (key events, usage writer). A store
-  // error is returned, and the gateway keeps retrying the load in the background (requests are
-  // answered 401 meanwhile). With a key table that follows the store, also seeds the limiter's
-  // daily and monthly budgets from the usage recorded today and this month (SeedBudgets), so a
-  // restart does not reset a budget.
+  // Opens the usage journal (options.usage.journal; kFailedPrecondition if another process holds
+  // it, kUnavailable if it cannot be read: nothing else is started then), loads the key table and
+  // starts the background threads (key events, usage writer). A store error is returned, and the
+  // gateway keeps retrying the load in the background (requests are answered 401 meanwhile).
+  // With a key table that follows the store, first writes the records an earlier run left in the
+  // journal to the store, then seeds the limiter's daily and monthly budgets from the usage
+  // recorded today and this month (SeedBudgets), so neither a restart nor a crash resets a budget.
   Status Start();
   // Stops the background threads and writes every queued usage record (blocking).
   void Stop();

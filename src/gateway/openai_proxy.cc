@@ -13,6 +13,7 @@
 
 #include "common/json.h"
 #include "common/logging.h"
+#include "common/openai_chunk.h"
 
 namespace segma::gateway {
 
@@ -426,6 +427,7 @@ bool HasUsageValue(std::string_view event) {
 
 bool SseUsageTap::Inspect(std::string_view event) {
   ++events_;
+  if (CarriesGeneratedText(event)) ++token_events_;
   if (!HasUsageValue(event)) return false;
   // Only the few events that carry usage are parsed.
   std::string_view data = event;
@@ -511,7 +513,18 @@ struct OpenAiProxy::Call {
   int attempts = 0;           // upstream attempts (replicas tried)
   bool rate_limited = false;  // refused by the limits
 
-  ~Call() {
+  uint64_t progress_pin = 0;  // the journal segment of the stream's last progress entry
+  SteadyClock::time_point last_progress;
+  bool settled = false;
+
+  ~Call() { Settle(); }
+
+  // Settles limits, load counters, metrics and usage, once: at the end of a stream before its
+  // last byte goes out (so the usage record is journaled first), else when the last reference
+  // goes.
+  void Settle() {
+    if (settled) return;
+    settled = true;
     const auto end = SteadyClock::now();
     if (replica != nullptr) Balancer::End(*replica);
     if (metrics != nullptr) {
@@ -542,8 +555,28 @@ struct OpenAiProxy::Call {
       if (first_byte) {
         usage.ttft_ms = std::chrono::duration<double, std::milli>(*first_byte - start).count();
       }
-      proxy->deps_.usage.Record(std::move(usage));
+      proxy->deps_.usage.Record(std::move(usage), progress_pin);
     }
+  }
+
+  // Journals what a stream has delivered so far (`delivered` token events), as it is billed if the
+  // gateway dies before the stream ends: on the first delivered token, then at most once per
+  // progress interval.
+  void Progress(int64_t delivered, SteadyClock::time_point now) {
+    if (key == nullptr || delivered == usage.completion_tokens) return;
+    if (proxy->deps_.usage.journal() == nullptr) return;
+    if (progress_pin != 0 && now - last_progress < proxy->options_.progress_interval) return;
+    last_progress = now;
+    store::UsageRecord r = usage;
+    r.completion_tokens = delivered;
+    r.status = 200;
+    r.finish = store::UsageFinish::kGatewayCrashed;
+    r.duration_ms = std::chrono::duration<double, std::milli>(now - start).count();
+    if (first_byte) {
+      r.ttft_ms = std::chrono::duration<double, std::milli>(*first_byte - start).count();
+    }
+    usage.completion_tokens = delivered;
+    proxy->deps_.usage.RecordProgress(r, progress_pin);
   }
 
   void SetOverheadHeader(http::Response& res) const {
@@ -605,6 +638,12 @@ asio::awaitable<http::Response> OpenAiProxy::Forward(http::RequestContext& ctx, 
   call->proxy = this;
   call->start = SteadyClock::now();
   call->arrived = deps_.clock.Now();
+  if (!deps_.usage.accepting()) {
+    // ADR 0025: a request that could not be billed reliably is not served.
+    co_return call->Fail(UnavailableError(
+        "usage cannot be recorded right now (the gateway's usage journal is not writable); retry "
+        "later"));
+  }
 
   auto key = Authenticate(ctx);
   if (!key.ok()) co_return call->Fail(key.status());
@@ -812,12 +851,17 @@ asio::awaitable<void> PumpStream(std::shared_ptr<OpenAiProxy::Call> call,
                                  std::shared_ptr<SseUsageTap> tap, std::string model,
                                  http::ResponseStream& out) {
   auto* metrics = call->metrics;
+  // Token events the client has received (the bill of a stream cut short). Pieces are counted
+  // once written: a piece the client did not take is not billed.
+  int64_t delivered = 0;
+  store::UsageFinish finish = store::UsageFinish::kComplete;
   for (;;) {
     auto piece = co_await upstream->Next();
     if (!piece.ok()) {
       Logger("gateway")->warn("[req={}] upstream stream of {} ended early: {}",
                               call->usage.request_id, model, piece.status().ToString());
       call->status = 502;  // the client saw 200; this is for usage and metrics
+      finish = store::UsageFinish::kUpstreamFailed;
       break;
     }
     if (piece->empty()) break;
@@ -834,12 +878,15 @@ asio::awaitable<void> PumpStream(std::shared_ptr<OpenAiProxy::Call> call,
       // The client has gone: stop the engine's work now.
       upstream->Cancel();
       call->status = 499;
+      finish = store::UsageFinish::kClientDisconnected;
       break;
     }
+    delivered = tap->token_events();
+    call->Progress(delivered, now);
   }
   if (call->status == 200) {
     const std::string_view rest = tap->Rest();
-    if (!rest.empty()) co_await out.Write(rest);
+    if (!rest.empty() && co_await out.Write(rest)) delivered = tap->token_events();
   }
   if (tap->has_usage()) {
     call->has_usage = true;
@@ -847,6 +894,18 @@ asio::awaitable<void> PumpStream(std::shared_ptr<OpenAiProxy::Call> call,
     call->usage.completion_tokens = tap->completion_tokens();
     call->usage.cached_tokens = tap->cached_tokens();
   }
+  if (finish != store::UsageFinish::kComplete) {
+    // Cut short: billed for the tokens delivered (the engine's usage, if it came, counts what it
+    // generated, which the client may not have received).
+    call->usage.finish = finish;
+    call->usage.completion_tokens = delivered;
+    if (!call->has_usage) call->usage.prompt_tokens = 0;
+  } else if (!call->has_usage) {
+    // An engine that sent no usage: the token events delivered are the best count.
+    call->usage.completion_tokens = delivered;
+  }
+  // Journaled before the server writes the stream's last chunk.
+  call->Settle();
 }
 
 }  // namespace

@@ -17,6 +17,13 @@
 // request at once (its connection is closed). Header x-segma-overhead-us: microseconds spent in
 // the gateway excluding the wait for the upstream (for streams: until the upstream's head).
 //
+// Usage (ADR 0024): every request with a valid key is recorded once, before its response's last
+// byte goes out (UsageMeter::Record journals it). A stream cut short is billed for the token
+// events written to the client, with finish client_disconnected or upstream_failed; a stream in
+// flight journals its progress (first token, then every progress_interval), billed as
+// gateway_crashed if the process dies. While the meter refuses (journal not writable, policy
+// refuse: ADR 0025) requests are answered 503 before authentication.
+//
 // Known limits: a client that disconnects during a non-streaming request is noticed only when
 // the answer is written (the upstream request runs to completion); multipart bodies are passed on
 // unchanged (a deployment's upstream_model rename is not applied to them).
@@ -48,6 +55,9 @@ struct ProxyOptions {
   int64_t default_reserved_tokens_no_generation = 256;
   int max_attempts = 3;  // upstream tries per request (replicas, then fallback deployments)
   std::chrono::milliseconds upstream_timeout{600'000};  // connect, and each wait for bytes
+  // How often a stream in flight journals what it has delivered (ADR 0024): what a crash of the
+  // gateway mid-stream can leave unbilled, besides the first token which is always journaled.
+  std::chrono::milliseconds progress_interval{100};
 };
 
 // What an endpoint carries in its body.
@@ -69,6 +79,9 @@ class SseUsageTap {
   int64_t completion_tokens() const { return completion_tokens_; }
   int64_t cached_tokens() const { return cached_tokens_; }
   int64_t events() const { return events_; }
+  // Complete events that carry generated text (CarriesGeneratedText): one per token for engines
+  // that stream a token per chunk.
+  int64_t token_events() const { return token_events_; }
 
  private:
   // Inspects one complete event (without its blank-line terminator); true if it must be dropped.
@@ -80,6 +93,7 @@ class SseUsageTap {
   bool has_usage_ = false;
   int64_t prompt_tokens_ = 0, completion_tokens_ = 0, cached_tokens_ = 0;
   int64_t events_ = 0;
+  int64_t token_events_ = 0;
 };
 
 // Reads prompt/completion/cached tokens from an OpenAI "usage" object in `body`. False if none.

@@ -231,7 +231,8 @@ json::object UsageRecordToJson(const store::UsageRecord& r) {
                       {"cached_tokens", r.cached_tokens},
                       {"ttft_ms", r.ttft_ms ? json::value(*r.ttft_ms) : json::value(nullptr)},
                       {"duration_ms", r.duration_ms},
-                      {"status", r.status}};
+                      {"status", r.status},
+                      {"finish", store::UsageFinishName(r.finish)}};
 }
 
 Result<store::UsageRecord> UsageRecordFromJson(const json::value& v) {
@@ -263,6 +264,13 @@ Result<store::UsageRecord> UsageRecordFromJson(const json::value& v) {
   ASSIGN_OR_RETURN(int64_t status, Int(*o, "status"));
   if (status < 100 || status > 599) return InvalidArgumentError("status must be an HTTP status");
   r.status = static_cast<int>(status);
+  // Optional: replicas from before ADR 0024 send none.
+  if (const json::value* f = o->if_contains("finish"); f != nullptr) {
+    if (!f->is_string()) return InvalidArgumentError("finish must be a string");
+    std::optional<store::UsageFinish> finish = store::ParseUsageFinish(f->get_string());
+    if (!finish) return InvalidArgumentError("unknown finish " + std::string(f->get_string()));
+    r.finish = *finish;
+  }
   return r;
 }
 

@@ -15,6 +15,7 @@
 #include <boost/url/parse.hpp>
 #include <fmt/format.h>
 
+#include "common/openai_chunk.h"
 #include "common/random.h"
 
 namespace segma::loadgen {
@@ -96,19 +97,6 @@ int64_t FindInt(std::string_view text, std::string_view key) {
   return any ? v : -1;
 }
 
-// True when an SSE event's JSON carries generated text (a non-empty "content" or "text").
-bool CarriesToken(std::string_view data) {
-  for (std::string_view key :
-       {std::string_view{"\"content\":\""}, std::string_view{"\"text\":\""}}) {
-    const size_t at = data.find(key);
-    if (at != std::string_view::npos && at + key.size() < data.size() &&
-        data[at + key.size()] != '"') {
-      return true;
-    }
-  }
-  return false;
-}
-
 // What one request measured.
 struct Sample {
   bool ok = false;
@@ -118,6 +106,8 @@ struct Sample {
   double first_token = -1, last_token = -1;  // since the request was sent
   int64_t token_events = 0;
   int64_t usage_tokens = -1;
+  int64_t usage_prompt_tokens = -1;
+  int64_t seq = 0;
   bool saw_done = false;
   bool stream_error = false;  // an SSE event carried {"error": …} (the engine gave up mid-stream)
   std::vector<double> gaps;
@@ -154,7 +144,8 @@ class StreamScanner {
       return;
     }
     if (const int64_t n = FindInt(data, "\"completion_tokens\""); n >= 0) s_.usage_tokens = n;
-    if (!CarriesToken(data)) return;
+    if (const int64_t n = FindInt(data, "\"prompt_tokens\""); n >= 0) s_.usage_prompt_tokens = n;
+    if (!CarriesGeneratedText(data)) return;
     ++s_.token_events;
     if (s_.first_token < 0) {
       s_.first_token = t;
@@ -207,6 +198,7 @@ class Runner {
     int64_t seq = 0;
     while (Claim(seq)) {
       Sample s;
+      s.seq = seq;
       const std::string body = BodyFor(o_, seq);
       const SteadyClock::time_point t0 = SteadyClock::now();
       const bool recorded = Recorded(seq);
@@ -219,6 +211,9 @@ class Runner {
       req.set(http::field::content_type, "application/json");
       if (!o_.api_key.empty()) req.set(http::field::authorization, "Bearer " + o_.api_key);
       for (const auto& [name, value] : o_.headers) req.set(name, value);
+      if (!o_.request_id_prefix.empty()) {
+        req.set("x-request-id", o_.request_id_prefix + std::to_string(seq));
+      }
       req.body() = body;
       req.prepare_payload();
       std::optional<http::response_parser<http::buffer_body>> parser;
@@ -281,7 +276,10 @@ class Runner {
       const unsigned code = parser->get().result_int();
       s.status = s.stream_error ? "stream-error" : std::to_string(code);
       s.ok = code >= 200 && code < 300 && !s.stream_error;
-      if (!o_.stream) s.usage_tokens = FindInt(whole, "\"completion_tokens\"");
+      if (!o_.stream) {
+        s.usage_tokens = FindInt(whole, "\"completion_tokens\"");
+        s.usage_prompt_tokens = FindInt(whole, "\"prompt_tokens\"");
+      }
       if (!parser->get().keep_alive()) {
         stream.socket().shutdown(tcp::socket::shutdown_both, ec);
         stream.socket().close(ec);
@@ -320,10 +318,12 @@ class Runner {
         continue;
       }
       ++r.ok;
+      if (!o_.request_id_prefix.empty()) r.ok_sequence_numbers.push_back(s.seq);
       latency.push_back(s.latency);
       if (o_.endpoint == Endpoint::kEmbeddings) continue;
       const int64_t tokens = s.usage_tokens >= 0 ? s.usage_tokens : s.token_events;
       r.completion_tokens += tokens;
+      r.prompt_tokens += std::max<int64_t>(0, s.usage_prompt_tokens);
       if (!o_.stream) {
         ttft.push_back(s.latency);
         continue;

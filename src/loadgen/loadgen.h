@@ -54,6 +54,9 @@ struct Options {
   double request_timeout_s = 600;
   double stall_threshold_s = 1.0;  // a gap between two chunks longer than this is a stall
   uint64_t seed = 1;
+  // When set, request `seq` carries "x-request-id: <prefix><seq>" (a gateway uses it as the
+  // request's id, e.g. in usage records) and the report lists the answered sequence numbers.
+  std::string request_id_prefix;
 };
 
 // Percentiles in seconds (nearest rank); all zero when there was no sample.
@@ -76,13 +79,15 @@ struct Report {
   // that alternate between peers needs the values, not their percentiles (bench/gateway).
   std::vector<double> latency_values;
   std::vector<double> ttft_values;
-  Distribution itl;                    // gaps between token events
-  Distribution tokens_per_s_per_user;  // per request: (completion tokens − 1) / decode time
-  int64_t completion_tokens = 0;       // from usage when reported, else token events
-  double output_tokens_per_s = 0;      // completion_tokens / wall_s
-  int64_t token_event_mismatch = 0;    // streams whose token events ≠ usage.completion_tokens
-  int64_t missing_done = 0;            // streams that ended without `data: [DONE]`
-  int64_t stalls = 0;                  // gaps above stall_threshold_s
+  Distribution itl;                          // gaps between token events
+  Distribution tokens_per_s_per_user;        // per request: (completion tokens − 1) / decode time
+  int64_t completion_tokens = 0;             // from usage when reported, else token events
+  int64_t prompt_tokens = 0;                 // from usage when reported
+  std::vector<int64_t> ok_sequence_numbers;  // with request_id_prefix: the requests answered 2xx
+  double output_tokens_per_s = 0;            // completion_tokens / wall_s
+  int64_t token_event_mismatch = 0;  // streams whose token events ≠ usage.completion_tokens
+  int64_t missing_done = 0;          // streams that ended without `data: [DONE]`
+  int64_t stalls = 0;                // gaps above stall_threshold_s
   double max_gap_s = 0;
 };
 

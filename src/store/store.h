@@ -166,6 +166,17 @@ struct BackendRecord {
 
 // ---- usage records (section owned by the gateway work) -----------------------------------------
 
+// How a metered request ended. A response cut short is billed for what was delivered before the
+// cut (docs/gateway.md, ADR 0024).
+enum class UsageFinish {
+  kComplete,            // the whole response went out (any status)
+  kClientDisconnected,  // the client went away mid-stream (status 499)
+  kUpstreamFailed,      // the engine's stream ended early (status 502 in the record)
+  kGatewayCrashed,      // the gateway died mid-stream; recovered from its usage journal
+};
+std::string_view UsageFinishName(UsageFinish f);  // "complete" | "client_disconnected" | ...
+std::optional<UsageFinish> ParseUsageFinish(std::string_view s);
+
 // One metered request, as the gateway's usage meter writes it. Idempotent by request_id.
 struct UsageRecord {
   std::string request_id;
@@ -182,10 +193,12 @@ struct UsageRecord {
   std::optional<double> ttft_ms;  // streaming only
   double duration_ms = 0;
   int status = 0;  // the HTTP status the client got (499: client went away)
+  UsageFinish finish = UsageFinish::kComplete;
 };
 
-enum class UsageGroupBy { kProject, kUser, kKey, kModel };
-std::string_view UsageGroupByName(UsageGroupBy g);  // "project" | "user" | "key" | "model"
+enum class UsageGroupBy { kProject, kUser, kKey, kModel, kFinish };
+// "project" | "user" | "key" | "model" | "finish"
+std::string_view UsageGroupByName(UsageGroupBy g);
 std::optional<UsageGroupBy> ParseUsageGroupBy(std::string_view s);
 
 struct UsageQuery {
@@ -204,6 +217,7 @@ struct UsageSummary {
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
   int64_t cached_tokens = 0;
+  int64_t cut_short = 0;  // requests whose finish is not kComplete
 };
 
 class Store {

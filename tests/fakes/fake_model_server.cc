@@ -1,5 +1,7 @@
 #include "fakes/fake_model_server.h"
 
+#include <stdexcept>
+
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -123,6 +125,10 @@ FakeModelServer::FakeModelServer(FakeModelOptions options)
           auto ex = co_await asio::this_coro::executor;
           asio::steady_timer timer(ex);
           for (int i = 0; i < self->options_.chunks; ++i) {
+            if (i == self->options_.die_after_chunks) {
+              // The server logs the producer's failure and cuts the body short.
+              throw std::runtime_error("fake engine died mid-stream");
+            }
             const auto delay =
                 i == 0 ? self->options_.first_chunk_delay : self->options_.chunk_delay;
             if (delay.count() > 0) {

@@ -24,6 +24,9 @@ struct FakeModelOptions {
   int64_t prompt_tokens = 11;
   int64_t completion_tokens = 7;
   int64_t cached_tokens = 3;
+  // >= 0: a stream dies after this many content chunks (the connection is closed without the
+  // end of the chunked body, as when an engine crashes mid-stream).
+  int die_after_chunks = -1;
 };
 
 class FakeModelServer {

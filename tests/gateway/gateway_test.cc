@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <set>
 #include <thread>
 
@@ -571,6 +572,94 @@ TEST_F(GatewayTest, ClientDisconnectCancelsUpstream) {
   auto rows = Usage(store::UsageGroupBy::kKey);
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_EQ(rows[0].errors, 1);
+  // Billed for the tokens that went out before the client left (at least the ones it read, far
+  // fewer than the 200 the engine would have made), marked as cut short.
+  auto finish = Usage(store::UsageGroupBy::kFinish);
+  ASSERT_EQ(finish.size(), 1u);
+  EXPECT_EQ(finish[0].key, "client_disconnected");
+  EXPECT_EQ(finish[0].cut_short, 1);
+  EXPECT_GE(finish[0].completion_tokens, 1);
+  EXPECT_LT(finish[0].completion_tokens, 200);
+}
+
+TEST_F(GatewayTest, AStreamWhoseEngineDiesIsBilledForWhatWasDelivered) {
+  FakeModelOptions fo;
+  fo.chunks = 10;
+  fo.die_after_chunks = 6;
+  FakeModelServer up(fo);
+  StartGateway();
+  Route({up.base_url()});
+  std::string body;
+  auto r = http::StreamSync(Post("/v1/chat/completions", kStreamChatUsage, key_),
+                            [&](std::string_view d) {
+                              body.append(d);
+                              return true;
+                            });
+  // The client got a 200 head and six tokens, then a cut body.
+  int tokens = 0;
+  for (size_t at = body.find("\"content\":\"tok"); at != std::string::npos;
+       at = body.find("\"content\":\"tok", at + 1)) {
+    ++tokens;
+  }
+  EXPECT_EQ(tokens, 6) << body;
+  gateway_->Stop();
+  auto rows = Usage(store::UsageGroupBy::kFinish);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].key, "upstream_failed");
+  EXPECT_EQ(rows[0].completion_tokens, 6);
+  EXPECT_EQ(rows[0].prompt_tokens, 0);  // the engine never reported its usage
+  EXPECT_EQ(rows[0].cut_short, 1);
+}
+
+TEST_F(GatewayTest, JournaledUsageIsReplayedBeforeBudgetsAreSeeded) {
+  const std::string dir = ::testing::TempDir() + "gateway-journal-" + std::to_string(::getpid());
+  std::filesystem::remove_all(dir);
+  {
+    // A gateway that answered two requests and died before its writer ran: the records are in
+    // its journal only.
+    class Down : public UsageSink {
+      Status Write(const std::vector<store::UsageRecord>&) override {
+        return UnavailableError("killed before the commit");
+      }
+    } down;
+    UsageMeterOptions o;
+    o.journal.dir = dir;
+    o.stop_timeout = std::chrono::milliseconds(0);
+    UsageMeter dead(down, o);
+    ASSERT_TRUE(dead.Start().ok());
+    for (int i = 0; i < 2; ++i) {
+      store::UsageRecord r;
+      r.request_id = "before-crash-" + std::to_string(i);
+      r.time = clock_.Now() - std::chrono::minutes(5);
+      r.api_key_id = key_ids_[key_];
+      r.user_id = user_.id;
+      r.project_id = project_.id;
+      r.model = "m";
+      r.prompt_tokens = 100;
+      r.completion_tokens = 150;
+      r.status = 200;
+      ASSERT_TRUE(dead.Record(r));
+    }
+  }
+  store::ApiKeyPatch p;
+  p.limits = *types::ParseLimitsPatch(json::value(json::object{{"tokens_per_day", 520}}));
+  ASSERT_TRUE(store_->UpdateApiKey(key_ids_[key_], p).ok());
+  GatewayOptions options;
+  options.usage.journal.dir = dir;
+  StartGateway(options, /*stored_limits=*/true);
+  // Both records reached the store before the budget was read from it.
+  EXPECT_EQ(gateway_->limiter().KeyUsage(key_ids_[key_]).tokens_today, 500);
+  auto rows = Usage(store::UsageGroupBy::kKey);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].requests, 2);
+  FakeModelServer up;
+  Route({up.base_url()});
+  auto refused =
+      Call("/v1/chat/completions",
+           R"({"model":"m","max_tokens":30,"messages":[{"role":"user","content":"hello"}]})", key_);
+  EXPECT_EQ(refused.status, 429u) << refused.body;
+  gateway_->Stop();
+  std::filesystem::remove_all(dir);
 }
 
 TEST_F(GatewayTest, FailsOverBeforeTheFirstByte) {

@@ -66,7 +66,7 @@ TEST(UsageMeterTest, StopFlushesEverythingInBatches) {
   o.batch_size = 64;
   o.flush_interval = std::chrono::hours(1);  // only Stop() can write the tail
   UsageMeter meter(sink, o);
-  meter.Start();
+  ASSERT_TRUE(meter.Start().ok());
   for (int i = 0; i < 1000; ++i) {
     ASSERT_TRUE(meter.Record(Rec("r" + std::to_string(i), 1, "m", 1, 1)));
   }
@@ -85,7 +85,7 @@ TEST(UsageMeterTest, WritesWholeBatchesUnderLoadAndTheRestOnTheInterval) {
   o.batch_size = 100;
   o.flush_interval = std::chrono::milliseconds(300);
   UsageMeter meter(sink, o);
-  meter.Start();
+  ASSERT_TRUE(meter.Start().ok());
   for (int i = 0; i < 250; ++i)
     ASSERT_TRUE(meter.Record(Rec("r" + std::to_string(i), 1, "m", 1, 1)));
   // The two full batches go at once; the 50 after them wait for the interval, not trickling out
@@ -124,7 +124,7 @@ TEST(UsageMeterTest, WriterYieldsTheCoreUntilItFallsBehind) {
   o.catch_up_at = 30;
   UsageMeter meter(sink, o);
   for (int i = 0; i < 40; ++i) ASSERT_TRUE(meter.Record(Rec(std::to_string(i), 1, "m", 1, 1)));
-  meter.Start();
+  ASSERT_TRUE(meter.Start().ok());
   for (int i = 0; i < 500 && meter.written() < 40; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
@@ -175,7 +175,7 @@ TEST(UsageMeterTest, FallingBehindRaisesAStalledWriterAtOnce) {
   o.batch_size = 10;
   o.catch_up_at = 30;
   UsageMeter meter(sink, o);
-  meter.Start();
+  ASSERT_TRUE(meter.Start().ok());
   for (int i = 0; i < 10; ++i)
     ASSERT_TRUE(meter.Record(Rec("a" + std::to_string(i), 1, "m", 1, 1)));
   const pid_t writer = sink.WaitForWriter();
@@ -225,7 +225,7 @@ TEST(UsageMeterTest, FailingSinkIsRetriedWithoutLoss) {
   for (int i = 0; i < 5; ++i) (void)meter.Record(Rec(std::to_string(i), 1, "m", 1, 1));
   EXPECT_FALSE(meter.Flush().ok());
   EXPECT_EQ(meter.queued(), 5u);
-  meter.Start();
+  ASSERT_TRUE(meter.Start().ok());
   meter.Stop();  // retries until the sink recovers
   EXPECT_EQ(sink.records.size(), 5u);
   EXPECT_EQ(meter.dropped(), 0u);

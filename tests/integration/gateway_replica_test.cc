@@ -38,7 +38,9 @@ class GatewayReplicaTest : public ::testing::Test {
   std::unique_ptr<Process> StartReplica(const std::string& token, uint16_t port) {
     return std::make_unique<Process>(
         std::vector<std::string>{SegmaBinary(), "gateway", "--server", api_.base, "--token", token,
-                                 "--address", "127.0.0.1", "--port", std::to_string(port)},
+                                 "--address", "127.0.0.1", "--port", std::to_string(port),
+                                 // Its usage journal (ADR 0024), one per replica.
+                                 "--data-dir", dir_.path() + "/replica-" + std::to_string(port)},
         std::map<std::string, std::string>{},
         dir_.path() + "/replica-" + std::to_string(port) + ".log");
   }

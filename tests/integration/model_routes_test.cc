@@ -161,7 +161,8 @@ TEST_F(ModelRoutesTest, WeightedSplitFallbackReplicaAndTargetDeletion) {
   token = token.substr(0, token.find('\n'));
   replica_ = std::make_unique<Process>(
       std::vector<std::string>{SegmaBinary(), "gateway", "--server", api_.base, "--token", token,
-                               "--address", "127.0.0.1", "--port", std::to_string(replica_port)},
+                               "--address", "127.0.0.1", "--port", std::to_string(replica_port),
+                               "--data-dir", dir_.path() + "/replica"},
       std::map<std::string, std::string>{}, dir_.path() + "/replica.log");
   Api replica_gw{"http://127.0.0.1:" + std::to_string(replica_port), gw.token};
   ASSERT_TRUE(WaitUntil(

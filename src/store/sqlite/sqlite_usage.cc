@@ -50,7 +50,7 @@ Status InsertAll(sqlite3* db, const std::vector<UsageRecord>& batch) {
                            "INSERT OR IGNORE INTO usage_records (request_id, created_at, "
                            "api_key_id, user_id, project_id, model, deployment_id, instance_id, "
                            "prompt_tokens, completion_tokens, cached_tokens, ttft_ms, "
-                           "duration_ms, status) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"));
+                           "duration_ms, status, finish) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"));
   ASSIGN_OR_RETURN(
       StmtPtr roll,
       Prepare(db,
@@ -85,6 +85,7 @@ Status InsertAll(sqlite3* db, const std::vector<UsageRecord>& batch) {
     }
     sqlite3_bind_double(s, 13, r.duration_ms);
     sqlite3_bind_int64(s, 14, r.status);
+    SqliteBindText(s, 15, UsageFinishName(r.finish));
     if (sqlite3_step(s) != SQLITE_DONE) return Error(db, "insert usage record");
     if (sqlite3_changes(db) == 0) continue;  // already recorded: not rolled up twice
     // The batch's roll-ups are summed here and written once per (day, project, user, key, model):
@@ -128,14 +129,38 @@ std::string_view UsageGroupByName(UsageGroupBy g) {
       return "key";
     case UsageGroupBy::kModel:
       return "model";
+    case UsageGroupBy::kFinish:
+      return "finish";
   }
   return "project";
 }
 
 std::optional<UsageGroupBy> ParseUsageGroupBy(std::string_view s) {
-  for (UsageGroupBy g :
-       {UsageGroupBy::kProject, UsageGroupBy::kUser, UsageGroupBy::kKey, UsageGroupBy::kModel}) {
+  for (UsageGroupBy g : {UsageGroupBy::kProject, UsageGroupBy::kUser, UsageGroupBy::kKey,
+                         UsageGroupBy::kModel, UsageGroupBy::kFinish}) {
     if (s == UsageGroupByName(g)) return g;
+  }
+  return std::nullopt;
+}
+
+std::string_view UsageFinishName(UsageFinish f) {
+  switch (f) {
+    case UsageFinish::kComplete:
+      return "complete";
+    case UsageFinish::kClientDisconnected:
+      return "client_disconnected";
+    case UsageFinish::kUpstreamFailed:
+      return "upstream_failed";
+    case UsageFinish::kGatewayCrashed:
+      return "gateway_crashed";
+  }
+  return "complete";
+}
+
+std::optional<UsageFinish> ParseUsageFinish(std::string_view s) {
+  for (UsageFinish f : {UsageFinish::kComplete, UsageFinish::kClientDisconnected,
+                        UsageFinish::kUpstreamFailed, UsageFinish::kGatewayCrashed}) {
+    if (s == UsageFinishName(f)) return f;
   }
   return std::nullopt;
 }
@@ -165,10 +190,13 @@ Result<std::vector<UsageSummary>> SqliteQueryUsage(sqlite3* db, const UsageQuery
     case UsageGroupBy::kModel:
       column = "model";
       break;
+    case UsageGroupBy::kFinish:
+      column = "finish";
+      break;
   }
   std::string sql = fmt::format(
       "SELECT {} AS k, COUNT(*), SUM(status >= 400), SUM(prompt_tokens), "
-      "SUM(completion_tokens), SUM(cached_tokens) FROM usage_records "
+      "SUM(completion_tokens), SUM(cached_tokens), SUM(finish != 'complete') FROM usage_records "
       "WHERE created_at >= ? AND created_at < ?",
       column);
   if (query.project_ids) {
@@ -178,7 +206,9 @@ Result<std::vector<UsageSummary>> SqliteQueryUsage(sqlite3* db, const UsageQuery
     sql += ")";
   }
   sql += " GROUP BY k ORDER BY ";
-  sql += query.group_by == UsageGroupBy::kModel ? "k" : "CAST(k AS INTEGER)";
+  const bool textual =
+      query.group_by == UsageGroupBy::kModel || query.group_by == UsageGroupBy::kFinish;
+  sql += textual ? "k" : "CAST(k AS INTEGER)";
   ASSIGN_OR_RETURN(StmtPtr st, Prepare(db, sql));
   sqlite3_stmt* s = st.get();
   sqlite3_bind_int64(s, 1, ToUnixMillis(query.from));
@@ -200,6 +230,7 @@ Result<std::vector<UsageSummary>> SqliteQueryUsage(sqlite3* db, const UsageQuery
     u.prompt_tokens = sqlite3_column_int64(s, 3);
     u.completion_tokens = sqlite3_column_int64(s, 4);
     u.cached_tokens = sqlite3_column_int64(s, 5);
+    u.cut_short = sqlite3_column_int64(s, 6);
     out.push_back(std::move(u));
   }
   return out;
