@@ -246,14 +246,16 @@ LLAMA_DEFAULTS = ["-fa", "auto", "-b", "2048", "-ub", "512"]
 
 # plan → (model label, [(variant, backend_parameters, max_concurrent_sequences,
 #                        [(users, requests, paths)])]). llama.cpp's --parallel is
-# max_concurrent_sequences: each deployment is sized for the users it serves.
+# max_concurrent_sequences: each deployment is sized for the users it serves. None leaves both
+# max_concurrent_sequences and context_length unset: what a user who sets neither gets
+# (the scheduler's default target, docs/scheduler.md "Concurrency").
 G, D = ("gateway",), ("direct", "gateway")
 PLANS = {
     "quick": ("tiny", [("segma", [], 4, [(1, 2, D), (4, 4, G)]),
                        ("llama.cpp defaults", LLAMA_DEFAULTS, 4, [(4, 4, G)])]),
     "8b-q8_0": ("Llama-3.1-8B layout, q8_0", [
         ("segma, 32 sequences", [], 32, [(1, 4, G), (8, 16, G), (16, 32, G), (32, 64, D)]),
-        ("llama.cpp defaults, 32 sequences", LLAMA_DEFAULTS, 32, [(32, 64, G)]),
+        ("segma, concurrency unset", [], None, [(1, 4, G), (32, 64, G)]),
         ("segma, 64 sequences", [], 64, [(64, 128, G)])]),
     "8b-f16": ("Llama-3.1-8B layout, f16", [
         ("segma, 32 sequences", [], 32, [(1, 4, G), (32, 64, G)])]),
@@ -321,9 +323,10 @@ def tune(args):
         for variant, params, sequences, loads in variants:
             body = {"backend": "llama.cpp",
                     "source": {"type": "local_path", "path": args.model_file},
-                    "context_length": 512 if QUICK else 2048,
-                    "max_concurrent_sequences": sequences,
                     "backend_parameters": params}
+            if sequences is not None:
+                body["context_length"] = 512 if QUICK else 2048
+                body["max_concurrent_sequences"] = sequences
             name = "tune-" + re.sub(r"[^a-z0-9]+", "-", variant.lower()).strip("-")
             model, inst = deploy_checked(st, name, body=body)
             facts = inst["engine"]

@@ -686,7 +686,7 @@ asio::awaitable<Result<engines::EngineSpec>> InstanceManager::SpecFor(
   // The liveness check's real request: the OpenAI model list the gateway relies on, answered by
   // each built-in engine's HTTP server without taking a batch slot, so that a busy engine is never
   // mistaken for a hung one. A custom backend need not serve it: its health path only.
-  if (backend->built_in) spec.liveness_path = "/v1/models";
+  if (chosen.backend->built_in) spec.liveness_path = "/v1/models";
   spec.restart_on_error = model.restart_on_error;
   spec.restart_count = inst.restart_count;
   spec.ready_timeout = config_.ready_timeout;

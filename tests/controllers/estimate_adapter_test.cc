@@ -59,7 +59,7 @@ TEST(EstimateAdapterTest, SetConcurrencyIsKept) {
   types::Model m = Simulated(8);
   m.max_concurrent_sequences = 2;
   m.context_length = 4096;
-  auto est = EstimatorForModel(m);
+  auto est = Estimate(m);
   ASSERT_TRUE(est.ok()) << est.status().ToString();
   EXPECT_EQ((*est)->sequences(), 2);
   EXPECT_EQ((*est)->context_length(), 4096);

@@ -21,7 +21,16 @@ namespace {
 using boost::beast::http::verb;
 using std::chrono::seconds;
 
-bool Alive(int pid) { return pid > 0 && ::kill(pid, 0) == 0; }
+// A process that runs: not a zombie, which kill(pid, 0) still finds until its reaper collects
+// it (an engine left by a stopped worker is reparented to init, which may reap it late).
+bool Alive(int pid) {
+  if (pid <= 0 || ::kill(pid, 0) != 0) return false;
+  const std::string stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
+  const size_t paren = stat.rfind(')');
+  if (paren == std::string::npos || paren + 2 >= stat.size()) return false;
+  const char state = stat[paren + 2];
+  return state != 'Z' && state != 'X';
+}
 
 json::array Instances(const Api& api, int64_t model_id) {
   json::object list = Api::Obj(api.Get("/v2/model-instances?model_id=" + std::to_string(model_id)));

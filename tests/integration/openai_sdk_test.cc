@@ -193,7 +193,27 @@ TEST_F(OpenAiSdkTest, OfficialNodeClientAndCurlWorkUnchanged) {
   // Usage rows match what the engine reported, per project, to the token.
   auto reported = ParseJson(ReadFile(result));
   ASSERT_TRUE(reported.ok() && reported->is_object()) << ReadFile(result);
-  const int64_t want_a = warm_a + reported->at("tokens").at("A").to_number<int64_t>();
+  // The stream the client cancelled is billed for the tokens sent before it left (docs/api.md,
+  // group_by=finish): at least the two chunks it read, at most its max_tokens.
+  int64_t cut_a = -1;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        auto u = Api::Obj(
+            api_.Get("/v2/usage?group_by=finish&project_id=" + std::to_string(a)));
+        for (const json::value& row : u.at("items").as_array()) {
+          if (row.at("finish").as_string() != "client_disconnected") continue;
+          if (row.at("requests").as_int64() != 1) return false;
+          cut_a = row.at("completion_tokens").as_int64() + row.at("prompt_tokens").as_int64();
+          return true;
+        }
+        return false;
+      },
+      std::chrono::seconds(10)))
+      << api_.Get("/v2/usage?group_by=finish").body;
+  EXPECT_GE(cut_a, 1);
+  EXPECT_LE(cut_a, 200);
+  const int64_t want_a =
+      warm_a + reported->at("tokens").at("A").to_number<int64_t>() + cut_a;
   const int64_t want_b = warm_b + reported->at("tokens").at("B").to_number<int64_t>();
   EXPECT_TRUE(WaitUntil([&] { return MeteredTokens(a) == want_a && MeteredTokens(b) == want_b; },
                         std::chrono::seconds(10)))

@@ -298,7 +298,8 @@ TEST_F(UsageCrashTest, AStreamCutByAKilledServerIsBilledAfterTheRestart) {
   json::object crashed;
   ASSERT_TRUE(WaitUntil(
       [&] {
-        for (const json::value& row : Api::Obj(api_.Get(q)).at("items").as_array()) {
+        const json::object usage = Api::Obj(api_.Get(q));  // alive for the loop (C++20)
+        for (const json::value& row : usage.at("items").as_array()) {
           if (row.at("finish").as_string() == "gateway_crashed") crashed = row.as_object();
         }
         return !crashed.empty();

@@ -120,7 +120,8 @@ check('stream cancelled by the client (controller.abort)', async () => {
     if (++n === 2) { stream.controller.abort(); break; }
   }
   assert.equal(n, 2);
-  // Metered as a client-closed request (499) without tokens: the engine never reported usage.
+  // Metered as a client-closed request (499), billed for the completion tokens the gateway had
+  // sent when the client left (at least what it read; the C++ side reads that row back).
   requests.A += 1;
 });
 

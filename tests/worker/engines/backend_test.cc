@@ -416,9 +416,12 @@ const std::string kHubGguf =
     "Llama-3.1-8B-Instruct-Q8_0.gguf";
 
 Argv LlamaCpp(const std::string& path) {
-  return {"llama-server", "-m",      path,       "--host",    "0.0.0.0",   "--port",
-          "41000",        "--alias", "llama-8b", "-c",        "131072",    "--parallel",
-          "16",           "-ngl",    "32",       "--metrics", "--no-webui"};
+  // A whole offload is -ngl 999 (llama.cpp counts the output layer too); on a GPU, flash
+  // attention; -lv 4 so the engine's log names its devices and offloaded layers.
+  return {"llama-server", "-m",       path,       "--host",  "0.0.0.0", "--port", "41000",
+          "--alias",      "llama-8b", "-c",       "131072",  "--parallel",         "16",
+          "-ngl",         "999",      "-fa",      "on",      "--metrics",          "--no-webui",
+          "-lv",          "4"};
 }
 Argv Vllm(const std::string& path, bool lmcache) {
   Argv a{"vllm",     "serve",
