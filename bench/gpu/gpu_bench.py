@@ -257,10 +257,14 @@ PLANS = {
         ("segma, 32 sequences", [], 32, [(1, 4, G), (8, 16, G), (16, 32, G), (32, 64, D)]),
         ("segma, concurrency unset", [], None, [(1, 4, G), (32, 64, G)]),
         ("segma, 64 sequences", [], 64, [(64, 128, G)])]),
+    "8b-kvu": ("Llama-3.1-8B layout, q8_0, one KV buffer for all slots (-kvu)", [
+        ("segma + -kvu, 32 sequences", ["-kvu"], 32, [(32, 64, G)]),
+        ("segma + -kvu, 64 sequences", ["-kvu"], 64, [(64, 128, G)])]),
     "8b-f16": ("Llama-3.1-8B layout, f16", [
         ("segma, 32 sequences", [], 32, [(1, 4, G), (32, 64, G)])]),
     "32b-q8_0": ("32B layout (Qwen2.5-32B dimensions), q8_0", [
-        ("segma, 32 sequences", [], 32, [(1, 4, G), (16, 32, G), (32, 64, G)])]),
+        ("segma, 32 sequences", [], 32, [(1, 4, G), (16, 32, G), (32, 64, G)]),
+        ("segma, concurrency unset", [], None, [(32, 64, G)])]),
 }
 
 
