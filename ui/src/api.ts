@@ -223,6 +223,11 @@ export interface Evaluation {
     ram: number;
     subordinates: { worker_name: string; gpu_indexes: number[]; vram: Record<string, number> }[];
   };
+  // The engine segma chose for the model and why (null when none can run it).
+  engine?: null | { backend: string; backend_version: string; format: string; automatic: boolean; reason: string };
+  // The concurrency the claim covers (null when nothing was placed).
+  serves?: null | { sequences: number | null; context_length: number | null; target_sequences: number | null };
+  warnings?: string[];
 }
 export interface UsageRow {
   key: string;

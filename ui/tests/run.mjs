@@ -217,6 +217,13 @@ async function deployThroughTheForm(page, lang) {
   await page.locator('[data-testid=evaluation][data-fits=true]').waitFor({ timeout: T });
   check((await page.getByTestId('claim-row').count()) >= 1, 'the check shows no claim per GPU');
   check(((await page.getByTestId('placement').textContent()) ?? '').length > 0, 'no placement shown');
+  // The engine segma chose (a simulated source runs on the simulator) and the concurrency the
+  // claim covers, in the page's language.
+  check((await page.getByTestId('evaluation-engine').getAttribute('data-backend')) === 'simulator', 'the check shows no engine choice');
+  const sequences = Number(await page.getByTestId('evaluation-serves').getAttribute('data-sequences'));
+  check(sequences >= 1, 'the check shows no concurrency');
+  const serves = (await page.getByTestId('evaluation-serves').textContent()) ?? '';
+  check(serves.includes(lang === 'en' ? 'concurrent sequences' : '個序列'), `the concurrency line is not in ${lang}: ${serves}`);
   await page.getByTestId('deploy-create').click();
   await page.waitForURL(/\/deployments\/\d+$/, { timeout: T });
   const running = (n) =>

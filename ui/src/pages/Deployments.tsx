@@ -92,11 +92,41 @@ function fieldOf(f: string): string {
 const FIELDS = ['project_id', 'name', 'type', 'path', 'repo', 'file', 'params_b', 'backend', 'backend_version', 'replicas', 'placement_strategy', 'gpu_type', 'worker_selector', 'gpus_per_replica', 'cpu_offloading', 'distributed', 'context_length', 'max_concurrent_sequences', 'extended_kv_cache', 'env', 'backend_parameters'];
 
 function EvaluationView({ ev }: { ev: Evaluation }) {
-  const { t, bytes } = useI18n();
+  const { t, bytes, num } = useI18n();
+  const serves = ev.serves;
   return (
     <Alert color={ev.fits ? 'green' : 'red'} title={ev.fits ? t('deploy.fits') : t('deploy.doesNotFit')} data-testid="evaluation" data-fits={ev.fits}>
       <Stack gap="xs">
         <Text size="sm">{ev.summary}</Text>
+        {ev.engine && (
+          <div data-testid="evaluation-engine" data-backend={ev.engine.backend}>
+            <Text size="sm" fw={600}>
+              {t('deploy.engine', { backend: ev.engine.backend, version: ev.engine.backend_version })}
+              {ev.engine.automatic && ` · ${t('deploy.engineAutomatic')}`}
+            </Text>
+            <Text size="xs" c="dimmed">
+              {ev.engine.reason}
+            </Text>
+          </div>
+        )}
+        {serves && serves.sequences != null && serves.context_length != null && (
+          <Text size="sm" data-testid="evaluation-serves" data-sequences={serves.sequences}>
+            {t(serves.target_sequences != null && serves.target_sequences > serves.sequences ? 'deploy.servesLowered' : 'deploy.serves', {
+              sequences: num(serves.sequences),
+              context: num(serves.context_length),
+              target: num(serves.target_sequences ?? 0),
+            })}
+          </Text>
+        )}
+        {(ev.warnings ?? []).length > 0 && (
+          <Alert color="yellow" title={t('deploy.warnings')} data-testid="evaluation-warnings" p="xs">
+            <List size="sm">
+              {ev.warnings!.map((w) => (
+                <List.Item key={w}>{w}</List.Item>
+              ))}
+            </List>
+          </Alert>
+        )}
         {ev.placement && (
           <>
             <Text size="sm" data-testid="placement">
