@@ -208,17 +208,18 @@ def main():
         portkey_headers = ["-H", "x-portkey-provider: openai",
                            "-H", f"x-portkey-custom-host: {engine}/v1",
                            "-H", "Authorization: Bearer unused"]
+        # A skipped stack was never started (it has no key): its peer is not even built.
         peers = [
-            ("direct", engine, None, []),
-            ("nginx", f"http://127.0.0.1:{NGINX_PORT}", None, []),
-            ("segma", st.api.base, st.key, []),
-            ("segma --no-usage-journal", st_plain.api.base, st_plain.key, []),
-            ("segma --busy-poll-us 100", st_busy.api.base, st_busy.key, []),
-            ("portkey", f"http://127.0.0.1:{PORTKEY_PORT}", None, portkey_headers),
+            ("direct", lambda: (engine, None, [])),
+            ("nginx", lambda: (f"http://127.0.0.1:{NGINX_PORT}", None, [])),
+            ("segma", lambda: (st.api.base, st.key, [])),
+            ("segma --no-usage-journal", lambda: (st_plain.api.base, st_plain.key, [])),
+            ("segma --busy-poll-us 100", lambda: (st_busy.api.base, st_busy.key, [])),
+            ("portkey", lambda: (f"http://127.0.0.1:{PORTKEY_PORT}", None, portkey_headers)),
         ]
         left_out = {"segma --no-usage-journal": "no-journal",
                     "segma --busy-poll-us 100": "busy-poll", "portkey": "portkey"}
-        peers = [peer for peer in peers if left_out.get(peer[0]) not in skip]
+        peers = [(name, *make()) for name, make in peers if left_out.get(name) not in skip]
 
         def load(name, url, key, extra, c, n, **kw):
             return run_load(args, url, "sim", c, n, key=key, tag=name, prefix=CORE_LOAD,
@@ -312,15 +313,19 @@ def main():
                     f"| {added_us(name, lat['p99'], d['latency_s']['p99'])} "
                     f"| {fmt_ms(ttft['p99'])} | {added_us(name, ttft['p99'], d['ttft_s']['p99'])} |")
         s_thr = rows["segma"][1]["requests_per_s"]
-        b_thr = rows.get("segma --busy-poll-us 100", (0, {"requests_per_s": 0}))[1]["requests_per_s"]
-        j_thr = rows.get("segma --no-usage-journal", (0, {"requests_per_s": 0}))[1]["requests_per_s"]
-        p_thr = rows.get("portkey", (0, {"requests_per_s": 0}))[1]["requests_per_s"]
-        lines += ["",
-                  f"Throughput at c=16, segma/nginx: {s_thr / n_thr:.2f} (with busy polling "
-                  f"{b_thr / n_thr:.2f}, without the usage journal {j_thr / n_thr:.2f}); "
-                  "segma/Portkey: "
-                  + (f"{s_thr / p_thr:.1f}x." if p_thr > 0 else "Portkey answered nothing."),
-                  "",
+        # Only the peers that ran (--skip leaves the others out of the sentence too).
+        ratios = [f"{label} {rows[name][1]['requests_per_s'] / n_thr:.2f}"
+                  for name, label in (("segma --busy-poll-us 100", "with busy polling"),
+                                      ("segma --no-usage-journal", "without the usage journal"))
+                  if name in rows]
+        summary = f"Throughput at c=16, segma/nginx: {s_thr / n_thr:.2f}"
+        if ratios:
+            summary += f" ({', '.join(ratios)})"
+        if "portkey" not in skip:
+            p_thr = rows.get("portkey", (0, {"requests_per_s": 0}))[1]["requests_per_s"]
+            summary += "; segma/Portkey: " + (f"{s_thr / p_thr:.1f}x" if p_thr > 0
+                                              else "Portkey answered nothing")
+        lines += ["", summary + ".", "",
                   "512 concurrent streams (engine-sim 20 ms TTFT, 10 ms/token, 64 tokens each):",
                   ""]
         for name, r in streams.items():
