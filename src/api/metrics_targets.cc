@@ -4,7 +4,6 @@
 
 #include "api/gateway_sync.h"
 #include "common/crypto.h"
-#include "controllers/cluster_state.h"
 #include "http/server.h"
 
 namespace segma::api {
@@ -25,33 +24,24 @@ json::object Group(std::string target, json::object labels) {
 
 }  // namespace
 
-json::array MetricsTargets(std::string_view server_address,
-                           const std::vector<types::Worker>& workers,
-                           const std::vector<types::ModelInstance>& instances,
-                           const std::map<int64_t, types::Model>& models) {
+json::array MetricsTargets(std::string_view server_address, const store::ScrapeTargets& targets) {
   json::array out;
-  out.reserve(1 + workers.size() + instances.size());
+  out.reserve(1 + targets.workers.size() + targets.engines.size());
   out.emplace_back(Group(std::string(server_address), {{"segma_role", "server"}}));
-  std::map<int64_t, const types::Worker*> by_id;
-  for (const types::Worker& w : workers) {
-    by_id.emplace(w.id, &w);
+  for (const store::WorkerEndpoint& w : targets.workers) {
     if (w.port <= 0 || w.address.empty()) continue;
     out.emplace_back(
         Group(fmt::format("{}:{}", w.address, w.port),
               {{"segma_role", "worker"}, {"worker", w.name}, {"worker_id", std::to_string(w.id)}}));
   }
-  for (const types::ModelInstance& i : instances) {
-    if (i.state != types::InstanceState::kRunning || i.port <= 0) continue;
-    auto w = by_id.find(i.worker_id);
-    auto m = models.find(i.model_id);
-    if (w == by_id.end() || m == models.end() || w->second->address.empty()) continue;
-    out.emplace_back(Group(fmt::format("{}:{}", w->second->address, i.port),
-                           {{"segma_role", "engine"},
-                            {"worker", w->second->name},
-                            {"deployment", m->second.name},
-                            {"instance", i.name},
-                            {"project", std::to_string(i.project_id)},
-                            {"backend", m->second.backend}}));
+  for (const store::EngineEndpoint& e : targets.engines) {
+    out.emplace_back(
+        Group(fmt::format("{}:{}", e.address, e.port), {{"segma_role", "engine"},
+                                                        {"worker", e.worker},
+                                                        {"deployment", e.deployment},
+                                                        {"instance", e.instance},
+                                                        {"project", std::to_string(e.project_id)},
+                                                        {"backend", e.backend}}));
   }
   return out;
 }
@@ -72,19 +62,9 @@ void InstallMetricsTargets(http::Router& router, store::Store& store, asio::thre
         }
         http::Response res =
             co_await http::RunBlocking(blocking, [&store, &host]() -> http::Response {
-              Result<std::vector<types::Worker>> workers = controllers::ListAllWorkers(store);
-              if (!workers.ok()) return http::Response::Error(workers.status());
-              store::ModelInstanceFilter running;
-              running.state = types::InstanceState::kRunning;
-              Result<std::vector<types::ModelInstance>> instances =
-                  controllers::ListAllInstances(store, running);
-              if (!instances.ok()) return http::Response::Error(instances.status());
-              Result<std::vector<types::Model>> models = controllers::ListAllModels(store);
-              if (!models.ok()) return http::Response::Error(models.status());
-              std::map<int64_t, types::Model> by_id;
-              for (types::Model& m : *models) by_id.emplace(m.id, std::move(m));
-              return http::Response::Json(http::bhttp::status::ok,
-                                          MetricsTargets(host, *workers, *instances, by_id));
+              Result<store::ScrapeTargets> targets = store.ListScrapeTargets();
+              if (!targets.ok()) return http::Response::Error(targets.status());
+              return http::Response::Json(http::bhttp::status::ok, MetricsTargets(host, *targets));
             });
         co_return res;
       });

@@ -7,10 +7,8 @@
 // worker's re-exported engine series carry. Authenticated by the metrics token (Bearer), which
 // Prometheus sends with `authorization: {credentials_file: ...}` (docs/observability.md).
 
-#include <map>
 #include <string>
 #include <string_view>
-#include <vector>
 
 #include <boost/asio/thread_pool.hpp>
 
@@ -18,8 +16,6 @@
 #include "common/status.h"
 #include "http/router.h"
 #include "store/store.h"
-#include "types/identity.h"
-#include "types/model.h"
 
 namespace segma::api {
 
@@ -27,13 +23,9 @@ namespace segma::api {
 // created (random, mode 0600) when the file is missing. Errors as LoadOrCreateTokenFile.
 Result<std::string> LoadMetricsToken(const std::string& data_dir, const std::string& token_file);
 
-// The http_sd document: the server at `server_address` (host:port), every worker with a port,
-// and the engine of every RUNNING instance in `instances` whose worker and model are known
-// (`models` by id). Pure.
-json::array MetricsTargets(std::string_view server_address,
-                           const std::vector<types::Worker>& workers,
-                           const std::vector<types::ModelInstance>& instances,
-                           const std::map<int64_t, types::Model>& models);
+// The http_sd document: the server at `server_address` (host:port), every worker of `targets`
+// with an address and a port, and every engine of `targets` (Store::ListScrapeTargets). Pure.
+json::array MetricsTargets(std::string_view server_address, const store::ScrapeTargets& targets);
 
 // Adds GET /v2/metrics/targets: 401 in the API's error format without the right Bearer token;
 // the server's own address is the Host the request was sent to. Reads the store on `blocking`.

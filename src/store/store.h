@@ -112,6 +112,29 @@ struct WorkerPatch {
 // ---- models and instances (section owned by the scheduler work) --------------------------------
 
 // Filters of ListModelInstances, besides ListOptions' project_id and member_user_id.
+// What Prometheus' service discovery needs (GET /v2/metrics/targets; Store::ListScrapeTargets):
+// endpoints and labels only, read without decoding workers' status or instances' claims.
+struct WorkerEndpoint {
+  int64_t id = 0;
+  std::string name;
+  std::string address;
+  int port = 0;
+};
+struct EngineEndpoint {
+  int64_t instance_id = 0;
+  std::string instance;  // the instance's name
+  int64_t project_id = 0;
+  int port = 0;
+  std::string worker;      // the worker's name
+  std::string address;     // the worker's address
+  std::string deployment;  // the model's name
+  std::string backend;     // the model's backend ("" = automatic)
+};
+struct ScrapeTargets {
+  std::vector<WorkerEndpoint> workers;  // every worker, by id
+  std::vector<EngineEndpoint> engines;  // RUNNING instances with a port on a known worker, by id
+};
+
 struct ModelInstanceFilter {
   std::optional<int64_t> model_id;
   std::optional<int64_t> worker_id;              // main worker or any distributed server's worker
@@ -342,6 +365,9 @@ class Store {
   virtual Result<std::vector<types::Worker>> MarkStaleWorkersNotReady(
       Timestamp heartbeat_before, const std::string& message) = 0;
   virtual Status DeleteWorker(int64_t id) = 0;
+  // Every worker's endpoint and every RUNNING instance's (with a port, on a worker that has an
+  // address, of a model that exists), in one read: what the http_sd endpoint serves.
+  virtual Result<ScrapeTargets> ListScrapeTargets() = 0;
 
   // ---- models ("models") and model instances ("model-instances") -----------------------------
   // Events carry project_id. A model's ready_replicas is derived on read (RUNNING instances).

@@ -704,6 +704,7 @@ class SqliteStore final : public Store {
   Result<std::vector<Worker>> MarkStaleWorkersNotReady(Timestamp heartbeat_before,
                                                        const std::string& message) override;
   Status DeleteWorker(int64_t id) override;
+  Result<ScrapeTargets> ListScrapeTargets() override;
 
   Result<types::Model> CreateModel(const types::Model& model) override;
   Result<types::Model> GetModel(int64_t id) override;
@@ -1770,6 +1771,42 @@ Result<ListResult<Worker>> SqliteStore::ListWorkers(const ListOptions& options) 
               .search_columns = {"name"}};
   if (options.cluster_id) q.WhereEquals("cluster_id", *options.cluster_id);
   return RunList<Worker>(std::move(q), options, DecodeWorker);
+}
+
+Result<ScrapeTargets> SqliteStore::ListScrapeTargets() {
+  std::lock_guard lock(mu_);
+  ScrapeTargets out;
+  {
+    ASSIGN_OR_RETURN(Stmt s, Prepare("SELECT id, name, address, port FROM workers ORDER BY id"));
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      out.workers.push_back(WorkerEndpoint{.id = s.ColInt(0),
+                                           .name = s.ColText(1),
+                                           .address = s.ColText(2),
+                                           .port = static_cast<int>(s.ColInt(3))});
+    }
+  }
+  ASSIGN_OR_RETURN(Stmt s,
+                   Prepare("SELECT i.id, i.name, i.project_id, i.port, w.name, w.address, m.name, "
+                           "COALESCE(json_extract(m.spec, '$.backend'), '') "
+                           "FROM model_instances i JOIN workers w ON w.id = i.worker_id "
+                           "JOIN models m ON m.id = i.model_id "
+                           "WHERE i.state = ? AND i.port > 0 AND w.address <> '' ORDER BY i.id"));
+  s.Text(types::InstanceStateName(types::InstanceState::kRunning));
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    out.engines.push_back(EngineEndpoint{.instance_id = s.ColInt(0),
+                                         .instance = s.ColText(1),
+                                         .project_id = s.ColInt(2),
+                                         .port = static_cast<int>(s.ColInt(3)),
+                                         .worker = s.ColText(4),
+                                         .address = s.ColText(5),
+                                         .deployment = s.ColText(6),
+                                         .backend = s.ColText(7)});
+  }
+  return out;
 }
 
 Result<Worker> SqliteStore::UpdateWorker(int64_t id, const WorkerPatch& patch) {
