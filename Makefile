@@ -38,7 +38,7 @@ test-build: bootstrap $(BUILD_TEST)/build.ninja
 test: test-build
 	scripts/check-deps
 	scripts/test-deps
-	cd $(BUILD_TEST) && ctest --output-on-failure -j $(JOBS) --timeout 600 --repeat until-pass:2
+	cd $(BUILD_TEST) && ctest --output-on-failure -j $(JOBS) --timeout 600
 
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')

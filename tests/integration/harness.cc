@@ -14,6 +14,8 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 
+#include "fakes/test_ports.h"
+
 namespace segma::testing {
 
 namespace {
@@ -39,18 +41,7 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
-uint16_t FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
+uint16_t FreePort() { return static_cast<uint16_t>(ReservePorts(1)); }
 
 Process::Process(std::vector<std::string> args, std::map<std::string, std::string> env,
                  std::string log_path)

@@ -30,7 +30,7 @@ class TempDir {
   std::string path_;
 };
 
-// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+// A TCP port on 127.0.0.1 held for this test process alone until it exits (fakes/test_ports.h).
 uint16_t FreePort();
 
 // A child process with stdout+stderr captured to a log file. Killed (SIGKILL) on destruction if

@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 
 #include "common/json.h"
+#include "fakes/test_ports.h"
 #include "worker/engines/engine_test_util.h"
 #include "worker/engines/supervisor.h"
 
@@ -35,7 +36,7 @@ class EngineGuardTest : public ::testing::Test {
     dir_ = tmpl;
     SupervisorOptions o;
     o.data_dir = dir_;
-    o.port_min = 28000 + (getpid() % 500) * 2;
+    o.port_min = testing::ReservePorts(2);
     o.port_max = o.port_min + 1;
     o.poll_interval = 50ms;
     o.liveness_failures = 0;
@@ -154,19 +155,6 @@ TEST_F(EngineGuardTest, AMissingOrForeignStateFileIsNoOwner) {
   EXPECT_EQ(stale.Check(log_), EngineGuard::Action::kGone);
 }
 
-// A free TCP port on 127.0.0.1 (bound and released).
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
 bool Alive(pid_t pid) { return ProcessStartTicks(pid).has_value(); }
 
 // Real processes: a worker (fake_worker: a supervisor with a guard command) runs one engine, and
@@ -177,7 +165,7 @@ class GuardedEngineTest : public ::testing::Test {
     char tmpl[] = "/tmp/segma-guarded-XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
-    port_ = FreePort();
+    port_ = testing::ReservePorts(1);
   }
   void TearDown() override {
     if (worker_ > 0) {

@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 
+#include "fakes/test_ports.h"
 #include "scheduler/estimate/test_model.h"
 #include "worker/engines/engine_test_util.h"
 
@@ -65,35 +66,14 @@ std::vector<pid_t> GroupMembers(pid_t pgid) {
   return out;
 }
 
-// True if nothing listens on or holds `port` (a bind without SO_REUSEADDR succeeds).
-bool PortIsFree(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_ANY);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  ::close(fd);
-  return ok;
-}
-
 class SupervisorTest : public ::testing::Test {
  protected:
   void SetUp() override {
     char tmpl[] = "/tmp/segma-engines-XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
-    // A per-process slice of 20 ports, so that parallel test runs do not collide, below the
-    // ephemeral range (32768+: outgoing connections of other processes take ports there), and
-    // the first such slice that is free right now.
-    options_.port_min = 0;
-    for (int i = 0; i < 400 && options_.port_min == 0; ++i) {
-      const int first = 20000 + ((getpid() + i) % 400) * 20;
-      bool free = true;
-      for (int port = first; port < first + 20 && free; ++port) free = PortIsFree(port);
-      if (free) options_.port_min = first;
-    }
-    ASSERT_NE(options_.port_min, 0) << "no free block of 20 ports in 20000-27999";
+    // 20 ports of this test process's own (fakes/test_ports.h).
+    options_.port_min = testing::ReservePorts(20);
     options_.port_max = options_.port_min + 19;
     options_.data_dir = dir_;
     options_.poll_interval = 50ms;
