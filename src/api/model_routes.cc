@@ -1,6 +1,7 @@
 // /v2/models (deployments), /v2/model-instances and /v2/model-evaluations (dry-run placement).
 // Project-scoped: every handler authorizes against the project of the row it acts on.
 
+#include <cmath>
 #include <filesystem>
 
 #include <fmt/format.h>
@@ -9,6 +10,7 @@
 #include "controllers/cluster_state.h"
 #include "controllers/estimate_adapter.h"
 #include "http/client.h"
+#include "scheduler/serving_prediction.h"
 
 namespace segma::api {
 
@@ -216,6 +218,47 @@ json::object ServesJson(const scheduler::Placement& p) {
                       {"target_sequences", p.target_sequences}};
 }
 
+// What one replica placed as `d` is expected to serve (scheduler::PredictServing), or why segma
+// cannot say (no measurements for the engine, GPU or placement); the contract's targets it
+// misses are added to `warnings`.
+json::object PerformanceJson(const controllers::ClusterState& state, const types::Model& m,
+                             const types::EngineChoice& engine, const scheduler::Decision& d,
+                             json::array& warnings) {
+  scheduler::ServingQuery q;
+  q.backend = engine.backend;
+  q.kind = d.placement.kind;
+  q.sequences = d.placement.sequences;
+  const int w = state.snapshot.FindWorker(d.placement.worker_id);
+  if (w >= 0 && !d.placement.gpu_indexes.empty()) {
+    for (int u = state.snapshot.units_begin(w); u < state.snapshot.units_end(w); ++u) {
+      if (state.snapshot.unit_gpu_index(u) == d.placement.gpu_indexes.front()) {
+        q.gpu_name = state.snapshot.unit_device(u).name;
+      }
+    }
+  }
+  if (auto estimator = controllers::EstimatorForModel(m, engine); estimator.ok()) {
+    q.parameter_count = (*estimator)->resource_estimate().parameter_count;
+  }
+  const scheduler::ServingPrediction p = scheduler::PredictServing(q);
+  if (!p.available) {
+    return json::object{{"available", false}, {"reason", p.reason}};
+  }
+  const std::vector<std::string> missed = scheduler::ContractWarnings(p);
+  for (const std::string& w : missed) warnings.emplace_back(w);
+  return json::object{
+      {"available", true},
+      {"basis", p.basis},
+      {"extrapolated", p.extrapolated},
+      {"gpu", q.gpu_name},
+      {"sequences", p.sequences},
+      {"tokens_per_second_per_user", std::round(p.tokens_per_second_per_user * 10) / 10},
+      {"ttft_ms", std::round(p.ttft_ms)},
+      {"total_tokens_per_second", std::round(p.total_tokens_per_second)},
+      {"single_user_tokens_per_second", std::round(p.single_user_tokens_per_second * 10) / 10},
+      {"single_user_ttft_ms", std::round(p.single_user_ttft_ms)},
+      {"meets_targets", missed.empty()}};
+}
+
 // Same body as POST /v2/models; nothing is stored. The decision comes from
 // controllers::DecideForModel on the current cluster, exactly as the scheduler controller would
 // decide for the model's next instance.
@@ -246,16 +289,18 @@ Result<Response> EvaluateModel(ApiContext& c) {
   body["replica_spread"] = types::ReplicaSpreadName(m.replica_spread);
   json::array warnings;
   for (const std::string& w : d.warnings) warnings.emplace_back(w);
-  body["warnings"] = std::move(warnings);
   if (d.placed) {
     body["placement"] = PlacementJson(d.placement);
     body["claim"] = types::ToJson(controllers::ClaimOf(d.placement));
     body["serves"] = ServesJson(d.placement);
+    body["performance"] = PerformanceJson(state, m, *engine, d, warnings);
   } else {
     body["placement"] = nullptr;
     body["claim"] = nullptr;
     body["serves"] = nullptr;
+    body["performance"] = nullptr;
   }
+  body["warnings"] = std::move(warnings);
   return ObjectResponse(body);
 }
 

@@ -797,6 +797,17 @@ void PrintEvaluation(const json::object& e) {
     }
     lines.emplace_back("SERVES", text);
   }
+  if (json::value p = Field(e, "performance"); p.is_object()) {
+    const json::object& perf = p.as_object();
+    std::optional<double> tps = Number(Field(perf, "tokens_per_second_per_user"));
+    std::optional<double> ttft = Number(Field(perf, "ttft_ms"));
+    std::optional<double> seq = Number(Field(perf, "sequences"));
+    lines.emplace_back(
+        "PREDICTED", tps && ttft && seq
+                         ? fmt::format("{} tokens/s per user, first token {} ms, with {} users",
+                                       FormatNumber(*tps), FormatNumber(*ttft), FormatNumber(*seq))
+                         : "- (" + Cell(Field(perf, "reason")) + ")");
+  }
   if (json::value w = Field(e, "warnings"); w.is_array()) {
     for (const json::value& warning : w.as_array()) lines.emplace_back("WARNING", Cell(warning));
   }

@@ -255,6 +255,42 @@ TEST_F(ModelsApiTest, PlacementOrderOneGpuThenSeveralThenOffload) {
   EXPECT_EQ(off.at("placement").at("kind").as_string(), "partial_offload");
 }
 
+// The evaluation predicts what one replica serves from segma's own H200 measurements
+// (scheduler/serving_prediction.h) and warns when the contract's targets would not hold.
+TEST_F(ModelsApiTest, EvaluationPredictsServingAndWarnsBelowTheTargets) {
+  AddWorker("h200", {FakeGpu{"NVIDIA H200", 141, "9.0"}});
+  json::object body = ModelBody("chat-8b", 8.03);
+  body["backend"] = "llama.cpp";
+  body["max_concurrent_sequences"] = 32;
+  auto at32 = Evaluate(body);
+  ASSERT_TRUE(at32.at("fits").as_bool()) << json::serialize(at32);
+  const json::object& p32 = at32.at("performance").as_object();
+  ASSERT_TRUE(p32.at("available").as_bool()) << json::serialize(at32);
+  EXPECT_EQ(p32.at("gpu").as_string(), "NVIDIA H200");
+  EXPECT_EQ(p32.at("sequences").as_int64(), 32);
+  // docs/benchmarks.md, 8B q8_0 at 32 users through the gateway: 32.6 tok/s per user, 530 ms.
+  EXPECT_NEAR(p32.at("tokens_per_second_per_user").to_number<double>(), 32.6, 0.5);
+  EXPECT_NEAR(p32.at("ttft_ms").to_number<double>(), 530, 10);
+  EXPECT_TRUE(p32.at("meets_targets").as_bool());
+  EXPECT_TRUE(at32.at("warnings").as_array().empty()) << json::serialize(at32);
+
+  body["max_concurrent_sequences"] = 64;
+  auto at64 = Evaluate(body);
+  const json::object& p64 = at64.at("performance").as_object();
+  EXPECT_NEAR(p64.at("tokens_per_second_per_user").to_number<double>(), 16.0, 0.5);
+  EXPECT_FALSE(p64.at("meets_targets").as_bool());
+  ASSERT_EQ(at64.at("warnings").as_array().size(), 1u) << json::serialize(at64);
+  EXPECT_NE(
+      std::string(at64.at("warnings").as_array()[0].as_string()).find("below the target of 20"),
+      std::string::npos);
+
+  // No measurements: said, not guessed.
+  body["backend"] = "simulator";
+  auto sim = Evaluate(body);
+  EXPECT_FALSE(sim.at("performance").at("available").as_bool());
+  EXPECT_EQ(sim.at("performance").at("reason").as_string(), "no measurements of simulator yet");
+}
+
 TEST_F(ModelsApiTest, BinpackAndSpreadDiffer) {
   AddWorker("w1", {FakeGpu{}});
   AddWorker("w2", {FakeGpu{}});

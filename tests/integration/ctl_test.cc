@@ -209,6 +209,8 @@ TEST_F(CtlTest, ModelsInstancesLogsUsageAndWatch) {
   EXPECT_EQ(LineValue(out, "CLAIM").rfind("GPU ", 0), 0u) << out;
   EXPECT_NE(LineValue(out, "CLAIM").find(" GiB"), std::string::npos) << out;
   EXPECT_NE(LineValue(out, "SERVES").find(" sequences × "), std::string::npos) << out;
+  // No measurements of the simulator: the prediction says so rather than guess.
+  EXPECT_EQ(LineValue(out, "PREDICTED"), "- (no measurements of simulator yet)") << out;
   EXPECT_FALSE(HasScientificNumber(out)) << out;
   std::tie(rc, out) = Ctl("-o json models evaluate --project " + p +
                           " --name chat --source-type simulated --params-b 7");

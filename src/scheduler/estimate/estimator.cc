@@ -157,6 +157,7 @@ Result<ResourceEstimate> Estimate(const ModelShape& shape, const EstimateOptions
   double weight_scale = 1.0;
   if (vllm_like && shape.source != "gguf" && shape.weight_bytes_per_param >= 3.5)
     weight_scale = 0.5;
+  e.parameter_count = shape.parameter_count;
   e.weight_bytes = ToBytes(static_cast<double>(shape.weight_bytes) * weight_scale);
   e.layer_weight_bytes = ToBytes(static_cast<double>(shape.layer_weight_bytes) * weight_scale);
   e.input_embedding_bytes =

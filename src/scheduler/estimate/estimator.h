@@ -62,6 +62,7 @@ struct ResourceEstimate {
   int64_t n_layers = 0;
   int64_t n_kv_heads = 0;
 
+  uint64_t parameter_count = 0;        // the model's, for the serving prediction
   uint64_t weight_bytes = 0;           // all weights, as loaded by this engine
   uint64_t layer_weight_bytes = 0;     // one repeating block
   uint64_t input_embedding_bytes = 0;  // llama.cpp keeps these in RAM
