@@ -6,9 +6,11 @@
 In one run on one machine, against one `segma engine-sim --speed 0` (answers at once) deployed
 through segma's REST API: direct to the engine; nginx (Debian, 1 worker, proxy_buffering off);
 segma's gateway with auth, limits and metering on, with its defaults (usage journal on, ADR 0024),
-with `--no-usage-journal` and with `--busy-poll-us 100` (each a further `segma start` with its own
-engine-sim; ADR 0018); Portkey (@portkey-ai/gateway@1.15.2, a routing proxy with no keys or
-budgets). `--skip portkey,busy-poll` leaves peers out (a shorter run). Reports ratios, so the shared, noisy machine matters less.
+with `--no-usage-journal`, with `--engine-metrics-interval 0` (no scrapes of the engines' own
+/metrics; the default stack scrapes every 10 s, `--scrape-interval` sets it) and with
+`--busy-poll-us 100` (each a further `segma start` with its own engine-sim; ADR 0018); Portkey
+(@portkey-ai/gateway@1.15.2, a routing proxy with no keys or budgets). `--skip
+portkey,busy-poll,no-journal,no-scrape` leaves peers out (a shorter run). Reports ratios, so the shared, noisy machine matters less.
 
 Cores (defaults for this 2-core machine; --load-core, --proxy-core, --engine-cores): the load
 generator (`segma bench load`) on core 0, each proxy on core 1 (segma's process also holds its
@@ -40,8 +42,16 @@ from segma_stack import Stack, rss_kib, run_load, wait  # noqa: E402
 
 NGINX_PORT = 18081
 PORTKEY_PORT = 18787
-BUSY_PORT = 18083
-NO_JOURNAL_PORT = 18084
+# The further `segma start`s, each the default stack with one thing changed:
+# (--skip tag, peer name, segma start flags, port, what the summary calls it).
+VARIANTS = [
+    ("busy-poll", "segma --busy-poll-us 100", ["--busy-poll-us", "100"], 18083,
+     "with busy polling"),
+    ("no-journal", "segma --no-usage-journal", ["--no-usage-journal"], 18084,
+     "without the usage journal"),
+    ("no-scrape", "segma --engine-metrics-interval 0", ["--engine-metrics-interval", "0"], 18085,
+     "without engine scrapes"),
+]
 # Requests and streams per peer in each c=1 round, by (quick run, Portkey).
 BLOCK = {(False, False): (2000, 500), (False, True): (200, 100),
          (True, False): (500, 250), (True, True): (100, 50)}
@@ -142,7 +152,10 @@ def main():
     p.add_argument("--load-core", default="0", help="core of the load generator")
     p.add_argument("--proxy-core", default="1", help="core of each proxy (one at a time is busy)")
     p.add_argument("--skip", default="",
-                   help="peers to leave out, comma-separated: portkey, busy-poll, no-journal")
+                   help="peers to leave out, comma-separated: portkey, "
+                        + ", ".join(tag for tag, *_ in VARIANTS))
+    p.add_argument("--scrape-interval", default="10",
+                   help="seconds between the default stack's scrapes of its engines' /metrics")
     p.add_argument("--engine-cores", default="0,1",
                    help="cores the engines are moved to for the c=1 rounds, one layout each; "
                         "c=16 and the 512 streams use the first")
@@ -153,20 +166,19 @@ def main():
     engine_cores = args.engine_cores.split(",")
     args.prefix = CORE_PROXY
     q = args.quick
+    scrape = ["--engine-metrics-interval", args.scrape_interval]
+    args.extra = scrape
     st = Stack(args)
-    # The same with its HTTP thread polling 100 µs after work (ADR 0018), on the same core.
-    busy_args = argparse.Namespace(**vars(args))
-    busy_args.work = os.path.join(args.work, "busy-poll")
-    busy_args.extra = ["--busy-poll-us", "100"]
-    st_busy = Stack(busy_args, port=BUSY_PORT)
-    # The same without the usage journal (ADR 0024), for its cost.
-    plain_args = argparse.Namespace(**vars(args))
-    plain_args.work = os.path.join(args.work, "no-journal")
-    plain_args.extra = ["--no-usage-journal"]
-    st_plain = Stack(plain_args, port=NO_JOURNAL_PORT)
     skip = set(filter(None, args.skip.split(",")))
-    extra_stacks = [s for s, tag in ((st_busy, "busy-poll"), (st_plain, "no-journal"))
-                    if tag not in skip]
+    variants = {}  # peer name → its stack
+    for tag, name, flags, port, _ in VARIANTS:
+        if tag in skip:
+            continue
+        v_args = argparse.Namespace(**vars(args))
+        v_args.work = os.path.join(args.work, tag)
+        v_args.extra = (scrape if "--engine-metrics-interval" not in flags else []) + flags
+        variants[name] = Stack(v_args, port=port)
+    extra_stacks = list(variants.values())
     st.start()
     procs = []
     try:
@@ -213,13 +225,11 @@ def main():
             ("direct", lambda: (engine, None, [])),
             ("nginx", lambda: (f"http://127.0.0.1:{NGINX_PORT}", None, [])),
             ("segma", lambda: (st.api.base, st.key, [])),
-            ("segma --no-usage-journal", lambda: (st_plain.api.base, st_plain.key, [])),
-            ("segma --busy-poll-us 100", lambda: (st_busy.api.base, st_busy.key, [])),
+        ] + [(name, lambda v=v: (v.api.base, v.key, [])) for name, v in variants.items()] + [
             ("portkey", lambda: (f"http://127.0.0.1:{PORTKEY_PORT}", None, portkey_headers)),
         ]
-        left_out = {"segma --no-usage-journal": "no-journal",
-                    "segma --busy-poll-us 100": "busy-poll", "portkey": "portkey"}
-        peers = [(name, *make()) for name, make in peers if left_out.get(name) not in skip]
+        peers = [(name, *make()) for name, make in peers
+                 if not (name == "portkey" and "portkey" in skip)]
 
         def load(name, url, key, extra, c, n, **kw):
             return run_load(args, url, "sim", c, n, key=key, tag=name, prefix=CORE_LOAD,
@@ -280,6 +290,7 @@ def main():
             f"load average before the run {os.getloadavg()[0]:.1f}. Engine: `segma engine-sim "
             f"--speed 0` on core {engine_cores[0]}; load generator on core {args.load_core}; "
             f"each proxy on core {args.proxy_core}. "
+            f"segma scrapes its engines' /metrics every {args.scrape_interval} s (0: never). "
             f"c=1 columns: {rounds} rounds alternating between the peers, pooled "
             f"({rows['direct'][0]['count']} requests and {rows['direct'][2]['count']} streams per "
             + (f"peer, Portkey {rows['portkey'][0]['count']} and {rows['portkey'][2]['count']})."
@@ -315,9 +326,7 @@ def main():
         s_thr = rows["segma"][1]["requests_per_s"]
         # Only the peers that ran (--skip leaves the others out of the sentence too).
         ratios = [f"{label} {rows[name][1]['requests_per_s'] / n_thr:.2f}"
-                  for name, label in (("segma --busy-poll-us 100", "with busy polling"),
-                                      ("segma --no-usage-journal", "without the usage journal"))
-                  if name in rows]
+                  for _, name, _, _, label in VARIANTS if name in rows]
         summary = f"Throughput at c=16, segma/nginx: {s_thr / n_thr:.2f}"
         if ratios:
             summary += f" ({', '.join(ratios)})"

@@ -3,7 +3,7 @@
 # engine-sim, in one run
 # (bench/gateway/gateway_bench.py says how; results go to docs/benchmarks.md by hand).
 #
-#   bench/gateway/run.sh [--quick] [--soak SECONDS] [--skip portkey,busy-poll,no-journal]
+#   bench/gateway/run.sh [--quick] [--soak SECONDS] [--skip portkey,busy-poll,no-journal,no-scrape] [--scrape-interval S]
 #
 # Installs what is missing: nginx-light (apt) and @portkey-ai/gateway@1.15.2 (npm, in
 # $SEGMA_BENCH_CACHE, default /var/cache/segma/bench). Uses the Release build (make release).
