@@ -2,7 +2,7 @@
 // The console's two performance bars (issue 15): the initial JavaScript (gzip) and the dashboard's
 // time to interactive on loopback, measured with the browser's own performance timing.
 //   node bench/ui/run.mjs                      # bundle size of ui/dist only
-//   node bench/ui/run.mjs --url http://127.0.0.1:8080 --user admin --password PW [--runs 10]
+//   node bench/ui/run.mjs --url http://127.0.0.1:8080 --user admin --password PW [--runs 10] [--waterfall]
 // Time to interactive here: from navigation start to the moment the dashboard shows every GPU
 // card (data loaded and rendered), measured in the page with performance.now(); also reported:
 // domInteractive and the first contentful paint. Each run is a fresh page with a warm HTTP cache
@@ -57,7 +57,10 @@ if (url) {
     const t = await p.evaluate(() => {
       const nav = performance.getEntriesByType('navigation')[0];
       const fcp = performance.getEntriesByName('first-contentful-paint')[0];
-      return { ready: performance.now(), domInteractive: nav.domInteractive, fcp: fcp?.startTime ?? NaN };
+      const res = performance.getEntriesByType('resource').map((r) => ({
+        name: r.name.replace(location.origin, ''), start: r.startTime, end: r.responseEnd,
+      }));
+      return { ready: performance.now(), domInteractive: nav.domInteractive, fcp: fcp?.startTime ?? NaN, res };
     });
     await p.close();
     return t;
@@ -73,6 +76,12 @@ if (url) {
   console.log(`dashboard, first load: GPUs shown at ${cold.ready.toFixed(0)} ms (domInteractive ${cold.domInteractive.toFixed(0)} ms)`);
   console.log(`dashboard, ${runs} loads: GPUs shown median ${med('ready').toFixed(0)} ms, max ${max('ready').toFixed(0)} ms; ` +
     `domInteractive median ${med('domInteractive').toFixed(0)} ms; first contentful paint median ${med('fcp').toFixed(0)} ms (bar: < 1000 ms)`);
+  if (args.includes('--waterfall')) {
+    // The requests of the median load, in the order they started (ms from navigation start).
+    const m = [...times].sort((a, b) => a.ready - b.ready)[Math.floor(times.length / 2)];
+    for (const r of m.res) console.log(`  ${r.start.toFixed(0).padStart(5)} → ${r.end.toFixed(0).padStart(5)}  ${r.name}`);
+    console.log(`  ${m.ready.toFixed(0).padStart(5)}    GPUs shown`);
+  }
   if (med('ready') >= 1000) process.exitCode = 1;
   await browser.close();
 }

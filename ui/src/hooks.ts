@@ -7,10 +7,13 @@ export const rfc3339 = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
 // Workers from their watch stream, and the GPU list (/v2/gpus, which adds each GPU's VRAM
 // allocated by claims) re-read whenever a worker event arrives (a heartbeat, a new claim), at most
 // once a second: event-driven, no polling.
+// The GPU list; main.tsx starts it before the first render when the dashboard is the page.
+export const gpusQuery = { queryKey: ['gpus'], queryFn: () => listAll<Gpu>('/v2/gpus'), staleTime: Infinity };
+
 export function useWorkersAndGpus() {
   const workers = useWatch<Worker>('/v2/workers');
   const qc = useQueryClient();
-  const gpus = useQuery({ queryKey: ['gpus'], queryFn: () => listAll<Gpu>('/v2/gpus'), staleTime: Infinity });
+  const gpus = useQuery(gpusQuery);
   const last = useRef(0);
   const timer = useRef<ReturnType<typeof setTimeout>>();
   useEffect(() => {
