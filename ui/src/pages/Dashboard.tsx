@@ -1,6 +1,6 @@
 import { useMemo } from 'react';
 import { Link } from 'react-router-dom';
-import { Group, Paper, SimpleGrid, Stack, Table, Text, Title } from '@mantine/core';
+import { Anchor, Group, Paper, SimpleGrid, Stack, Table, Text, Title } from '@mantine/core';
 import { type UsageRow } from '../api';
 import { PageHeader, StatCard, StateBadge, VramBar } from '../components';
 import { daysAgo, deploymentState, useDeployments, useProjects, useUsage, useWorkersAndGpus } from '../hooks';
@@ -128,7 +128,9 @@ export default function Dashboard() {
       </SimpleGrid>
       {gpus.length > MAX_GPU_CARDS && (
         <Text size="sm" data-testid="gpu-cards-more">
-          {t('dash.moreGpus', { shown: num(MAX_GPU_CARDS), total: num(gpus.length) })} <Link to="/workers">{t('dash.allGpus')}</Link>
+          {t('dash.moreGpus', { shown: num(MAX_GPU_CARDS), total: num(gpus.length) })} <Anchor component={Link} to="/workers" size="sm">
+            {t('dash.allGpus')}
+          </Anchor>
         </Text>
       )}
       <SimpleGrid cols={{ base: 1, md: 2 }}>
