@@ -19,7 +19,7 @@ const queryClient = new QueryClient({
 void queryClient.prefetchQuery(meQuery);
 if (window.location.pathname === '/') {
   void import('./pages/Dashboard');
-  void queryClient.prefetchQuery(gpusQuery).then(() => {
+  void queryClient.prefetchQuery({ ...gpusQuery, retry: false }).then(() => {
     if (queryClient.getQueryState(gpusQuery.queryKey)?.status === 'error') queryClient.removeQueries({ queryKey: gpusQuery.queryKey });
   });
 }
