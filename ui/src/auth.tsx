@@ -4,14 +4,17 @@ import { useQuery, useQueryClient } from '@tanstack/react-query';
 import { useEffect } from 'react';
 import { api, type Role, type User } from './api';
 
+// The session check; main.tsx starts it before the first render.
+export const meQuery = {
+  queryKey: ['me'],
+  queryFn: () => api<User>('GET', '/v2/users/me'),
+  retry: false,
+  staleTime: 60_000,
+};
+
 export function useMe() {
   const qc = useQueryClient();
-  const q = useQuery({
-    queryKey: ['me'],
-    queryFn: () => api<User>('GET', '/v2/users/me'),
-    retry: false,
-    staleTime: 60_000,
-  });
+  const q = useQuery(meQuery);
   useEffect(() => {
     const onUnauth = () => qc.setQueryData(['me'], null);
     window.addEventListener('segma:unauthenticated', onUnauth);

@@ -71,6 +71,8 @@ const en = {
   'dash.requests': 'Requests',
   'dash.topProjects': 'Top projects by tokens',
   'dash.topModels': 'Top models by tokens',
+  'dash.moreGpus': 'Showing {shown} of {total} GPUs.',
+  'dash.allGpus': 'All GPUs are on the Workers & GPUs page',
   'gpu.vram': 'VRAM',
   'gpu.allocated': 'Allocated by segma',
   'gpu.external': 'Used outside segma',
@@ -303,6 +305,8 @@ const zhTW: Record<MessageKey, string> = {
   'dash.tokens': 'Token 數',
   'dash.requests': '請求數',
   'dash.topProjects': 'Token 用量最多的專案',
+  'dash.moreGpus': '顯示 {shown} / {total} 張 GPU。',
+  'dash.allGpus': '所有 GPU 請見「工作節點與 GPU」頁面',
   'dash.topModels': 'Token 用量最多的模型',
   'gpu.vram': '顯示記憶體',
   'gpu.allocated': 'segma 已配置',
@@ -495,6 +499,47 @@ const Ctx = createContext<I18n | null>(null);
 
 const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
 
+// Intl formatters are costly to create (the first one of a page takes 30-50 ms on a loaded core:
+// chromium loads the locale's data), so numbers are formatted by hand, and the date formatters
+// are made on first use and kept.
+const formatters = new Map<string, Intl.DateTimeFormat | Intl.RelativeTimeFormat>();
+function cached<F extends Intl.DateTimeFormat | Intl.RelativeTimeFormat>(key: string, make: () => F): F {
+  let f = formatters.get(key) as F | undefined;
+  if (!f) {
+    f = make();
+    formatters.set(key, f);
+  }
+  return f;
+}
+
+// n with at least `min` and at most `max` fraction digits, exactly as Intl.NumberFormat(locale)
+// writes it: both locales write 1,234.5 (Latin digits, "," between groups of three, "." before
+// the decimals), and Intl rounds the shortest decimal that reads back as n (1.15 → 1.2), half
+// away from zero. Values written in exponent form, and NaN and ±∞, go to Intl itself.
+export function formatNumber(locale: Locale, n: number, min: number, max: number): string {
+  const abs = String(Math.abs(n));
+  if (!/^\d+(\.\d+)?$/.test(abs)) {
+    return new Intl.NumberFormat(locale, { minimumFractionDigits: min, maximumFractionDigits: max }).format(n);
+  }
+  const [int, frac = ''] = abs.split('.');
+  let digits = int + frac.slice(0, max).padEnd(max, '0');
+  if (frac.length > max && frac[max] >= '5') {
+    // Add one in the last kept place, carrying leftwards.
+    const d = digits.split('');
+    let i = d.length - 1;
+    while (i >= 0 && d[i] === '9') d[i--] = '0';
+    if (i >= 0) d[i] = String(Number(d[i]) + 1);
+    else d.unshift('1');
+    digits = d.join('');
+  }
+  let whole = digits.slice(0, digits.length - max);
+  let fraction = digits.slice(digits.length - max);
+  while (fraction.length > min && fraction.endsWith('0')) fraction = fraction.slice(0, -1);
+  whole = whole.replace(/\B(?=(\d{3})+$)/g, ',');
+  const sign = n < 0 || Object.is(n, -0) ? '-' : '';
+  return `${sign}${whole}${fraction ? `.${fraction}` : ''}`;
+}
+
 export function formatBytes(locale: Locale, n: number): string {
   let i = 0;
   let v = n;
@@ -503,7 +548,7 @@ export function formatBytes(locale: Locale, n: number): string {
     i++;
   }
   const digits = i === 0 ? 0 : 1;
-  return `${new Intl.NumberFormat(locale, { minimumFractionDigits: digits, maximumFractionDigits: digits }).format(v)} ${UNITS[i]}`;
+  return `${formatNumber(locale, v, digits, digits)} ${UNITS[i]}`;
 }
 
 export function I18nProvider({ children }: { children: ReactNode }) {
@@ -516,8 +561,8 @@ export function I18nProvider({ children }: { children: ReactNode }) {
   const value = useMemo<I18n>(() => {
     document.documentElement.lang = locale;
     const table = TABLES[locale];
-    const rtf = new Intl.RelativeTimeFormat(locale, { numeric: 'auto' });
-    const dtf = new Intl.DateTimeFormat(locale, { dateStyle: 'medium', timeStyle: 'short' });
+    const rtf = () => cached(`r/${locale}`, () => new Intl.RelativeTimeFormat(locale, { numeric: 'auto' }));
+    const dtf = () => cached(`d/${locale}`, () => new Intl.DateTimeFormat(locale, { dateStyle: 'medium', timeStyle: 'short' }));
     return {
       locale,
       setLocale,
@@ -526,17 +571,16 @@ export function I18nProvider({ children }: { children: ReactNode }) {
         if (vars) for (const [k, v] of Object.entries(vars)) s = s.replace(`{${k}}`, String(v));
         return s;
       },
-      num: (n, digits = 0) =>
-        new Intl.NumberFormat(locale, { maximumFractionDigits: digits }).format(n),
+      num: (n, digits = 0) => formatNumber(locale, n, 0, digits),
       bytes: (n) => formatBytes(locale, n),
-      date: (iso) => (iso ? dtf.format(new Date(iso)) : '—'),
+      date: (iso) => (iso ? dtf().format(new Date(iso)) : '—'),
       ago: (iso) => {
         if (!iso) return table['common.never'];
         const s = Math.round((new Date(iso).getTime() - Date.now()) / 1000);
-        if (Math.abs(s) < 60) return rtf.format(s, 'second');
-        if (Math.abs(s) < 3600) return rtf.format(Math.round(s / 60), 'minute');
-        if (Math.abs(s) < 86400) return rtf.format(Math.round(s / 3600), 'hour');
-        return rtf.format(Math.round(s / 86400), 'day');
+        if (Math.abs(s) < 60) return rtf().format(s, 'second');
+        if (Math.abs(s) < 3600) return rtf().format(Math.round(s / 60), 'minute');
+        if (Math.abs(s) < 86400) return rtf().format(Math.round(s / 3600), 'hour');
+        return rtf().format(Math.round(s / 86400), 'day');
       },
     };
   }, [locale, setLocale]);

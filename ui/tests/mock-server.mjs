@@ -1,14 +1,25 @@
 #!/usr/bin/env node
 // A stand-in for segma's API with fixed data, serving ui/dist: for working on the console's
-// layout without building segma (the browser test always runs against the real server).
+// layout without building segma (the browser test always runs against the real server), and for
+// the console's scale benchmark (bench/ui/scale.mjs).
 //   node ui/tests/mock-server.mjs [port]     # then open http://127.0.0.1:PORT (admin / admin)
+//   node ui/tests/mock-server.mjs [port] --gpus 10000 --instances 10000
+//       adds simulated workers of 8 GPUs each up to that many GPUs, and that many instances of
+//       the model "demo-chat" (id 1) spread over them. Lists are paged as segma pages them
+//       (per_page at most 500). POST /mock/updates {"rate":100,"seconds":10} then pushes `rate`
+//       watch events a second for `seconds` (half worker heartbeats, half instance changes) to
+//       every open watch stream, and answers when they are sent with {"sent":N}.
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const dist = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../dist');
-const port = Number(process.argv[2] ?? 8089);
+const argv = process.argv.slice(2);
+const port = Number(argv[0] && !argv[0].startsWith('--') ? argv[0] : 8089);
+const flag = (n, d) => (argv.includes(n) ? Number(argv[argv.indexOf(n) + 1]) : d);
+const SCALE_GPUS = flag('--gpus', 0);
+const SCALE_INSTANCES = flag('--instances', 0);
 const GiB = 1024 ** 3;
 const now = new Date().toISOString();
 const ago = (s) => new Date(Date.now() - s * 1000).toISOString();
@@ -28,7 +39,14 @@ const gpus = [
   gpu(w2, 0, 'NVIDIA RTX PRO 6000', 96, 20, 12, 6, 12, 43, 120),
   gpu(w3, 0, 'NVIDIA H200 NVL', 141, 0, 0, 0, 0, 33, 80),
 ];
-const workers = [w1, w2, w3].map((w) => ({ ...w, status: { gpus: gpus.filter((g) => g.worker_id === w.id) } }));
+const baseWorkers = [w1, w2, w3];
+// Simulated workers for the scale benchmark: 8 GPUs each, ids from 100.
+for (let id = 100; gpus.length < 4 + SCALE_GPUS; id++) {
+  const w = { id, name: `sim-node-${id}`, state: 'READY', address: `10.1.${(id >> 8) & 255}.${id & 255}`, port: 10150, labels: { pool: 'sim' }, last_heartbeat_at: now };
+  baseWorkers.push(w);
+  for (let i = 0; i < 8 && gpus.length < 4 + SCALE_GPUS; i++) gpus.push(gpu(w, i, 'NVIDIA H100 80GB HBM3', 80, 20 + (id + i) % 50, 16 + (id + i) % 40, 2, (id * 7 + i) % 100, 40 + i, 300));
+}
+const workers = baseWorkers.map((w) => ({ ...w, status: { gpus: gpus.filter((g) => g.worker_id === w.id) } }));
 const projects = [
   { id: 1, name: 'demo', description: 'The first-run demo', max_gpus: null, max_vram_gib: null, max_instances: null, limits: null, created_at: ago(86400 * 9) },
   { id: 2, name: 'finance-ai', description: '財務部門的模型', max_gpus: 4, max_vram_gib: 320, max_instances: 8, limits: { requests_per_minute: 600 }, created_at: ago(86400 * 3) },
@@ -44,6 +62,12 @@ const inst = (id, model, worker, state, gpusIdx, msg = '') => ({
   gpu_indexes: gpusIdx, claim: { vram: Object.fromEntries(gpusIdx.map((g) => [g, 40 * GiB])) }, created_at: ago(600 * id),
 });
 const instances = [inst(1, 1, w1, 'RUNNING', [1]), inst(2, 2, w1, 'RUNNING', [0]), inst(3, 2, null, 'UNSCHEDULABLE', [], 'no worker has 2 free GPUs with 80 GiB'), inst(4, 3, w2, 'RUNNING', [0])];
+for (let id = 5; instances.length < 4 + SCALE_INSTANCES; id++) {
+  const w = workers[3 + (id % Math.max(1, workers.length - 3))] ?? w1;
+  instances.push(inst(id, 1, w, 'RUNNING', [id % 8]));
+}
+models[0].replicas += SCALE_INSTANCES;
+models[0].ready_replicas += SCALE_INSTANCES;
 const keys = [
   { id: 1, name: 'demo', project_id: 1, prefix: 'sk-segma-3fA9', scope: 'inference', allowed_models: '*', expires_at: null, last_used_at: ago(30), revoked_at: null, created_at: ago(86400 * 9) },
   { id: 2, name: 'ci', project_id: 2, prefix: 'sk-segma-Qx71', scope: 'all', allowed_models: ['qwen2.5-72b'], expires_at: ago(-86400 * 90), last_used_at: null, revoked_at: null, created_at: ago(86400) },
@@ -75,6 +99,43 @@ const lists = {
   '/v2/clusters': [{ id: 1, name: 'default', registration_token: 'segma-reg-8f2c1d9e7a' }],
 };
 let signedIn = false;
+// Open watch streams: {path, filters, res}.
+const watchers = new Set();
+const matches = (item, filters) => filters.every(([k, v]) => String(item[k]) === v);
+const publish = (p, type, item) => {
+  for (const w of watchers) if (w.path === p && matches(item, w.filters)) w.res.write(`data: ${JSON.stringify({ type, id: item.id, data: item })}\n\n`);
+};
+// One simulated change: a worker's heartbeat (a GPU's utilization moves) or an instance's restart.
+let tick = 0;
+function change() {
+  tick++;
+  if (tick % 2 === 0) {
+    const w = workers[tick % workers.length];
+    const g = w.status.gpus[tick % Math.max(1, w.status.gpus.length)];
+    if (g) g.utilization = (g.utilization + 7) % 100;
+    w.last_heartbeat_at = new Date().toISOString();
+    publish('/v2/workers', 'UPDATED', w);
+  } else {
+    const i = instances[tick % instances.length];
+    i.restart_count++;
+    i.state = i.state === 'RUNNING' ? 'STARTING' : 'RUNNING';
+    publish('/v2/model-instances', 'UPDATED', i);
+  }
+}
+function updates(rate, seconds, done) {
+  // Sent on a fixed schedule (the n-th event at n/rate s), a few per timer tick.
+  const start = Date.now();
+  const total = Math.round(rate * seconds);
+  let sent = 0;
+  const timer = setInterval(() => {
+    const due = Math.min(total, Math.floor(((Date.now() - start) / 1000) * rate));
+    for (; sent < due; sent++) change();
+    if (sent >= total) {
+      clearInterval(timer);
+      done(sent);
+    }
+  }, 10);
+}
 const json = (res, status, body) => {
   res.writeHead(status, { 'Content-Type': 'application/json' });
   res.end(JSON.stringify(body));
@@ -82,6 +143,15 @@ const json = (res, status, body) => {
 http.createServer((req, res) => {
   const url = new URL(req.url, 'http://x');
   const p = url.pathname;
+  if (p === '/mock/updates' && req.method === 'POST') {
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      const { rate = 100, seconds = 10 } = body ? JSON.parse(body) : {};
+      updates(rate, seconds, (sent) => json(res, 200, { sent }));
+    });
+    return;
+  }
   if (p.startsWith('/v2/') || p.startsWith('/v1/')) {
     if (p === '/v2/auth/login') {
       signedIn = true;
@@ -101,14 +171,20 @@ http.createServer((req, res) => {
     if (one && lists[one[1]]) return json(res, 200, lists[one[1]].find((x) => String(x.id) === one[2]) ?? {});
     let items = lists[p];
     if (!items) return json(res, 404, { error: { code: 'not_found', message: `no route for ${p}` } });
-    for (const [k, v] of url.searchParams) if (!['watch', 'page', 'per_page'].includes(k)) items = items.filter((i) => String(i[k]) === v);
+    const filters = [...url.searchParams].filter(([k]) => !['watch', 'page', 'per_page'].includes(k));
+    items = items.filter((i) => matches(i, filters));
     if (url.searchParams.get('watch') === 'true') {
       res.writeHead(200, { 'Content-Type': 'text/event-stream' });
       for (const i of items) res.write(`data: ${JSON.stringify({ type: 'CREATED', id: i.id, data: i })}\n\n`);
       res.write(': watching\n\n');
+      const w = { path: p, filters, res };
+      watchers.add(w);
+      req.on('close', () => watchers.delete(w));
       return;
     }
-    return json(res, 200, { items, pagination: { page: 1, per_page: 500, total: items.length } });
+    const page = Math.max(1, Number(url.searchParams.get('page') ?? 1));
+    const perPage = Math.min(500, Math.max(1, Number(url.searchParams.get('per_page') ?? 100)));
+    return json(res, 200, { items: items.slice((page - 1) * perPage, page * perPage), pagination: { page, per_page: perPage, total: items.length } });
   }
   let file = path.join(dist, p === '/' ? 'index.html' : p);
   if (!file.startsWith(dist) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) file = path.join(dist, 'index.html');

@@ -1,5 +1,6 @@
 import { useMemo } from 'react';
-import { Group, Paper, SimpleGrid, Stack, Table, Text, Title } from '@mantine/core';
+import { Link } from 'react-router-dom';
+import { Anchor, Group, Paper, SimpleGrid, Stack, Table, Text, Title } from '@mantine/core';
 import { type UsageRow } from '../api';
 import { PageHeader, StatCard, StateBadge, VramBar } from '../components';
 import { daysAgo, deploymentState, useDeployments, useProjects, useUsage, useWorkersAndGpus } from '../hooks';
@@ -10,6 +11,10 @@ function countBy<T>(items: T[], key: (t: T) => string): [string, number][] {
   for (const i of items) m.set(key(i), (m.get(key(i)) ?? 0) + 1);
   return [...m.entries()].sort();
 }
+
+// The dashboard shows this many GPU cards; a pool of thousands is listed on the Workers page
+// (virtualised), so the overview stays as quick with 10,000 GPUs as with 8.
+const MAX_GPU_CARDS = 32;
 
 const tokens = (r: UsageRow) => r.prompt_tokens + r.completion_tokens;
 const sum = (rows: UsageRow[] | undefined, f: (r: UsageRow) => number) => (rows ?? []).reduce((a, r) => a + f(r), 0);
@@ -99,7 +104,7 @@ export default function Dashboard() {
         {t('dash.gpus')}
       </Title>
       <SimpleGrid cols={{ base: 1, md: 2 }} data-testid="gpu-cards">
-        {gpus.map((g) => (
+        {gpus.slice(0, MAX_GPU_CARDS).map((g) => (
           <Paper withBorder p="md" key={g.id} data-testid="gpu-card" data-gpu-id={g.id}>
             <Group justify="space-between" mb={6} wrap="nowrap">
               <Text fw={600} size="sm" truncate>
@@ -121,6 +126,13 @@ export default function Dashboard() {
           </Paper>
         ))}
       </SimpleGrid>
+      {gpus.length > MAX_GPU_CARDS && (
+        <Text size="sm" data-testid="gpu-cards-more">
+          {t('dash.moreGpus', { shown: num(MAX_GPU_CARDS), total: num(gpus.length) })} <Anchor component={Link} to="/workers" size="sm">
+            {t('dash.allGpus')}
+          </Anchor>
+        </Text>
+      )}
       <SimpleGrid cols={{ base: 1, md: 2 }}>
         <Top title={t('dash.topProjects')} rows={month.data ?? []} name={projectName} />
         <Top title={t('dash.topModels')} rows={byModel.data ?? []} name={(k) => k} />

@@ -1,10 +1,10 @@
-import { useEffect, useRef, useState } from 'react';
+import { useEffect, useMemo, useRef, useState } from 'react';
 import { useNavigate, useParams } from 'react-router-dom';
 import { Alert, Button, Checkbox, Group, Modal, NumberInput, Paper, SimpleGrid, Stack, Text, Title } from '@mantine/core';
 import { useQuery, useQueryClient } from '@tanstack/react-query';
 import { api, ApiError, useWatch, type Instance, type Model } from '../api';
 import { usePermissions } from '../auth';
-import { ErrorAlert, PageHeader, StateBadge, VirtualTable } from '../components';
+import { ErrorAlert, PageHeader, StateBadge, VirtualTable, type Column } from '../components';
 import { useI18n } from '../i18n';
 
 // The engine's log: the last lines, then (with follow) every new line as the worker writes it.
@@ -64,14 +64,30 @@ export default function DeploymentDetail() {
   const model = useQuery({ queryKey: ['model', id], queryFn: () => api<Model>('GET', `/v2/models/${id}`) });
   const models = useWatch<Model>(model.data ? `/v2/models?project_id=${model.data.project_id}` : null);
   const instances = useWatch<Instance>(`/v2/model-instances?model_id=${id}`);
-  // ready_replicas is counted when the model is read; the instances' stream keeps it live.
   const row = models.items.find((m) => String(m.id) === id) ?? model.data;
-  const live = row && { ...row, ready_replicas: instances.items.filter((i) => i.state === 'RUNNING').length };
   const [replicas, setReplicas] = useState<number | string>('');
   const [scaleError, setScaleError] = useState<string>();
   const [confirm, setConfirm] = useState(false);
   const [logOf, setLogOf] = useState<Instance>();
   const [error, setError] = useState<unknown>();
+  // ready_replicas is counted when the model is read; the instances' stream keeps it live.
+  const running = useMemo(() => instances.items.filter((i) => i.state === 'RUNNING').length, [instances.items]);
+  const live = row && { ...row, ready_replicas: running };
+  // The list sorted once per batch of watch events, and columns that keep their identity, so the
+  // table re-renders only the rows that changed.
+  const rows = useMemo(() => [...instances.items].sort((a, b) => a.id - b.id), [instances.items]);
+  const columns = useMemo<Column<Instance>[]>(() => [
+    { key: 'name', header: t('common.name'), render: (i) => i.name },
+    { key: 'state', header: t('common.state'), width: 170, render: (i) => <StateBadge state={i.state} /> },
+    { key: 'worker', header: t('common.worker'), render: (i) => i.worker_name || '—' },
+    { key: 'gpus', header: t('deploy.gpus'), width: 80, render: (i) => i.gpu_indexes.join(', ') || '—' },
+    { key: 'vram', header: t('gpu.vram'), width: 110, render: (i) => { const c = (i as unknown as { claim?: { vram?: Record<string, number> } }).claim; return c?.vram ? bytes(Object.values(c.vram).reduce((a, b) => a + b, 0)) : '—'; } },
+    { key: 'port', header: t('deploy.port'), width: 80, render: (i) => i.port || '—' },
+    { key: 'restarts', header: t('deploy.restarts'), width: 90, render: (i) => i.restart_count },
+    { key: 'msg', header: t('deploy.message'), width: 'minmax(160px, 2fr)', render: (i) => <span title={i.state_message}>{i.state_message || '—'}</span> },
+    { key: 'created', header: t('common.created'), render: (i) => date(i.created_at) },
+    { key: 'logs', header: t('deploy.logs'), width: 90, render: (i) => <Button size="compact-xs" variant="light" onClick={() => setLogOf(i)} disabled={!i.worker_id}>{t('deploy.logs')}</Button> },
+  ], [t, bytes, date]);
   if (model.error) {
     return model.error instanceof ApiError && model.error.status === 404 ? <Alert color="gray">{t('deploy.notFound')}</Alert> : <ErrorAlert error={model.error} />;
   }
@@ -95,7 +111,6 @@ export default function DeploymentDetail() {
       setConfirm(false);
     }
   };
-  const rows = [...instances.items].sort((a, b) => a.id - b.id);
   return (
     <Stack>
       <PageHeader title={live.name}>
@@ -143,18 +158,7 @@ export default function DeploymentDetail() {
         rows={rows}
         rowKey={(i) => i.id}
         testId="instances-table"
-        columns={[
-          { key: 'name', header: t('common.name'), render: (i) => i.name },
-          { key: 'state', header: t('common.state'), width: 170, render: (i) => <StateBadge state={i.state} /> },
-          { key: 'worker', header: t('common.worker'), render: (i) => i.worker_name || '—' },
-          { key: 'gpus', header: t('deploy.gpus'), width: 80, render: (i) => i.gpu_indexes.join(', ') || '—' },
-          { key: 'vram', header: t('gpu.vram'), width: 110, render: (i) => { const c = (i as unknown as { claim?: { vram?: Record<string, number> } }).claim; return c?.vram ? bytes(Object.values(c.vram).reduce((a, b) => a + b, 0)) : '—'; } },
-          { key: 'port', header: t('deploy.port'), width: 80, render: (i) => i.port || '—' },
-          { key: 'restarts', header: t('deploy.restarts'), width: 90, render: (i) => i.restart_count },
-          { key: 'msg', header: t('deploy.message'), width: 'minmax(160px, 2fr)', render: (i) => <span title={i.state_message}>{i.state_message || '—'}</span> },
-          { key: 'created', header: t('common.created'), render: (i) => date(i.created_at) },
-          { key: 'logs', header: t('deploy.logs'), width: 90, render: (i) => <Button size="compact-xs" variant="light" onClick={() => setLogOf(i)} disabled={!i.worker_id}>{t('deploy.logs')}</Button> },
-        ]}
+        columns={columns}
       />
       {logOf && <LogViewer instance={logOf} onClose={() => setLogOf(undefined)} />}
       <Modal opened={confirm} onClose={() => setConfirm(false)} title={t('common.delete')}>

@@ -1,4 +1,4 @@
-import { useState } from 'react';
+import { useMemo, useState } from 'react';
 import { Button, Code, Group, Modal, Stack, Text, Textarea, Title } from '@mantine/core';
 import { useQuery } from '@tanstack/react-query';
 import { api, ApiError, listAll, type Gpu, type Worker } from '../api';
@@ -62,15 +62,18 @@ export default function Workers() {
   const { workers, gpus } = useWorkersAndGpus();
   const [editing, setEditing] = useState<Worker>();
   const [error, setError] = useState<unknown>();
-  const toggleMaintenance = async (w: Worker) => {
-    setError(undefined);
-    try {
-      await api('PATCH', `/v2/workers/${w.id}`, { maintenance: w.state !== 'MAINTENANCE' });
-    } catch (e) {
-      setError(e);
-    }
-  };
-  const workerColumns = [
+  // Columns keep their identity between renders, so the table re-renders only the rows that
+  // changed (a heartbeat changes one worker; the GPU list is re-read at most once a second).
+  const workerColumns = useMemo(() => {
+    const toggleMaintenance = async (w: Worker) => {
+      setError(undefined);
+      try {
+        await api('PATCH', `/v2/workers/${w.id}`, { maintenance: w.state !== 'MAINTENANCE' });
+      } catch (e) {
+        setError(e);
+      }
+    };
+    return [
     { key: 'name', header: t('common.name'), render: (w: Worker) => <b>{w.name}</b> },
     { key: 'state', header: t('common.state'), width: 140, render: (w: Worker) => <StateBadge state={w.state} /> },
     { key: 'address', header: t('workers.address'), render: (w: Worker) => `${w.address}:${w.port}` },
@@ -96,8 +99,9 @@ export default function Workers() {
           },
         ]
       : []),
-  ];
-  const gpuColumns = [
+    ];
+  }, [t, ago, num, perms.isAdmin]);
+  const gpuColumns = useMemo(() => [
     { key: 'id', header: t('gpu.id'), width: 150, render: (g: Gpu) => `${g.worker_name}:${g.index}` },
     { key: 'name', header: t('common.name'), render: (g: Gpu) => g.name },
     { key: 'vram', header: t('gpu.vram'), width: 'minmax(360px, 3fr)', render: (g: Gpu) => <VramBar gpu={g} compact /> },
@@ -105,7 +109,7 @@ export default function Workers() {
     { key: 'temp', header: t('gpu.temperature'), width: 110, render: (g: Gpu) => `${num(g.temperature)}°C` },
     { key: 'power', header: t('gpu.power'), width: 90, render: (g: Gpu) => `${num(g.power)} W` },
     { key: 'procs', header: t('gpu.processes'), width: 90, render: (g: Gpu) => num(g.processes?.length ?? 0) },
-  ];
+  ], [t, num]);
   return (
     <Stack>
       <PageHeader title={t('workers.title')}>{perms.isAdmin && <AddWorker />}</PageHeader>
