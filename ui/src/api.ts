@@ -229,6 +229,18 @@ export interface Evaluation {
   // The concurrency the claim covers (null when nothing was placed).
   serves?: null | { sequences: number | null; context_length: number | null; target_sequences: number | null };
   warnings?: string[];
+  // What one replica is expected to serve, from segma's GPU measurements (null when not placed).
+  performance?: null | {
+    available: boolean;
+    reason?: string;
+    basis?: string;
+    extrapolated?: boolean;
+    sequences?: number;
+    tokens_per_second_per_user?: number;
+    ttft_ms?: number;
+    single_user_tokens_per_second?: number;
+    meets_targets?: boolean;
+  };
 }
 export interface UsageRow {
   key: string;

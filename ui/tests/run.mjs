@@ -224,6 +224,11 @@ async function deployThroughTheForm(page, lang) {
   check(sequences >= 1, 'the check shows no concurrency');
   const serves = (await page.getByTestId('evaluation-serves').textContent()) ?? '';
   check(serves.includes(lang === 'en' ? 'concurrent sequences' : '個序列'), `the concurrency line is not in ${lang}: ${serves}`);
+  // segma has no GPU measurements of the simulator: the check says so instead of guessing.
+  const perf = page.getByTestId('evaluation-performance');
+  check((await perf.getAttribute('data-available')) === 'false', 'the check predicts a simulator it never measured');
+  const perfText = (await perf.textContent()) ?? '';
+  check(perfText.includes(lang === 'en' ? 'No performance prediction: no measurements of simulator yet' : '無效能預估'), `the prediction line is not in ${lang}: ${perfText}`);
   await page.getByTestId('deploy-create').click();
   await page.waitForURL(/\/deployments\/\d+$/, { timeout: T });
   const running = (n) =>

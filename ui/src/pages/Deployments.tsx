@@ -94,6 +94,7 @@ const FIELDS = ['project_id', 'name', 'type', 'path', 'repo', 'file', 'params_b'
 function EvaluationView({ ev }: { ev: Evaluation }) {
   const { t, bytes, num } = useI18n();
   const serves = ev.serves;
+  const perf = ev.performance;
   return (
     <Alert color={ev.fits ? 'green' : 'red'} title={ev.fits ? t('deploy.fits') : t('deploy.doesNotFit')} data-testid="evaluation" data-fits={ev.fits}>
       <Stack gap="xs">
@@ -117,6 +118,30 @@ function EvaluationView({ ev }: { ev: Evaluation }) {
               target: num(serves.target_sequences ?? 0),
             })}
           </Text>
+        )}
+        {perf && (
+          <div data-testid="evaluation-performance" data-available={perf.available} data-tps={perf.tokens_per_second_per_user ?? ''}>
+            {perf.available ? (
+              <>
+                <Text size="sm">
+                  {t('deploy.predicted', {
+                    tps: num(perf.tokens_per_second_per_user ?? 0, 1),
+                    ttft: num(perf.ttft_ms ?? 0),
+                    users: num(perf.sequences ?? 1),
+                    single: num(perf.single_user_tokens_per_second ?? 0, 1),
+                  })}
+                  {perf.extrapolated && ` · ${t('deploy.predictedExtrapolated')}`}
+                </Text>
+                <Text size="xs" c="dimmed">
+                  {perf.basis}
+                </Text>
+              </>
+            ) : (
+              <Text size="xs" c="dimmed">
+                {t('deploy.noPrediction', { reason: perf.reason ?? '' })}
+              </Text>
+            )}
+          </div>
         )}
         {(ev.warnings ?? []).length > 0 && (
           <Alert color="yellow" title={t('deploy.warnings')} data-testid="evaluation-warnings" p="xs">
