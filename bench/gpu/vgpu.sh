@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# libsegma-vgpu on a real GPU (issue 22; results in docs/benchmarks.md "Enforced GPU slicing").
+# Needs only this repository's src/vgpu and bench/gpu, cmake, a C++ compiler, nvcc, python3 with
+# PyTorch and one NVIDIA GPU; no segma build. From the repository root:
+#   bench/gpu/vgpu.sh            # results as JSON lines on stdout and in $OUT/vgpu.jsonl
+# Phases: the library (cmake), the CUDA C++ checker (nvcc), PyTorch limited to 10 GiB (default
+# allocator, expandable segments, CUDA graph), two processes sharing one slice (one killed), and
+# cuMemAlloc/cuMemFree latency with and without the library.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/vgpu-out}
+WORK=${VGPU_WORK:-/tmp/vgpu-work}
+mkdir -p "$OUT" "$WORK"
+export PATH=/usr/local/cuda/bin:$PATH
+RES=$OUT/vgpu.jsonl
+: >"$RES"
+log() { echo "[$(date +%T)] $*" >&2; }
+emit() { echo "$1" | tee -a "$RES"; }
+
+log "machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/machine.txt"
+nvcc --version | tail -1 | tee -a "$OUT/machine.txt"
+[[ -f COMMIT ]] && cat COMMIT | tee -a "$OUT/machine.txt"
+
+log "build the library"
+cmake -S src/vgpu -B "$WORK/build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null &&
+  cmake --build "$WORK/build" >/dev/null || { log "library build failed"; exit 1; }
+LIB=$WORK/build/libsegma-vgpu.so
+log "build the checker"
+nvcc -O2 -std=c++17 -o "$WORK/vgpu_alloc" bench/gpu/vgpu_alloc.cu -lcuda || exit 1
+
+LIMIT=10G
+limited() {  # runs "$@" held to $LIMIT on device 0, in its own accounting segment
+  LD_PRELOAD=$LIB SEGMA_VGPU_LIMITS=0=$LIMIT SEGMA_VGPU_SHM=/segma-vgpu-bench-$1 "${@:2}"
+}
+
+log "CUDA C++: runtime, stream-ordered, driver and VMM allocations against 10 GiB"
+limited c "$WORK/vgpu_alloc" check 2>"$OUT/check.stderr" | while read -r l; do emit "{\"run\":\"limited\",\"r\":$l}"; done
+log "CUDA C++ without the library (control)"
+"$WORK/vgpu_alloc" check | while read -r l; do emit "{\"run\":\"unlimited\",\"r\":$l}"; done
+
+log "PyTorch"
+for conf in "" "expandable_segments:True"; do
+  r=$(PYTORCH_CUDA_ALLOC_CONF=$conf limited "t$RANDOM" env SEGMA_VGPU_DEBUG=1 python3 bench/gpu/vgpu_torch.py 2>>"$OUT/torch.stderr")
+  emit "{\"run\":\"torch limited\",\"r\":${r:-null}}"
+done
+r=$(python3 bench/gpu/vgpu_torch.py 2>>"$OUT/torch.stderr")
+emit "{\"run\":\"torch unlimited\",\"r\":${r:-null}}"
+
+log "two processes, one slice; the holder is killed"
+hold='import torch,sys,time; t=torch.empty(6<<30,dtype=torch.uint8,device="cuda"); t.fill_(1); torch.cuda.synchronize(); print("held",flush=True); time.sleep(600)'
+try='import torch,json; r={}
+for g in (6,3):
+    try:
+        t=torch.empty(g<<30,dtype=torch.uint8,device="cuda"); r[str(g)]="ok"; del t; torch.cuda.empty_cache()
+    except torch.OutOfMemoryError: r[str(g)]="OutOfMemoryError"
+print(json.dumps(r))'
+limited shared python3 -c "$hold" >"$WORK/holder.out" 2>&1 &
+holder=$!
+for _ in $(seq 1 120); do grep -q held "$WORK/holder.out" && break; sleep 0.5; done
+before=$(limited shared python3 -c "$try" 2>/dev/null)
+kill -9 $holder; wait $holder 2>/dev/null
+after=$(limited shared python3 -c "$try" 2>/dev/null)
+emit "{\"run\":\"shared slice\",\"while_other_holds_6gib\":${before:-null},\"after_other_killed\":${after:-null}}"
+
+log "cuMemAlloc/cuMemFree latency, 1 MiB and 64 MiB, alternating 3 times"
+for i in 1 2 3; do
+  for bytes in 1048576 67108864; do
+    r=$("$WORK/vgpu_alloc" latency 2000 $bytes); emit "{\"run\":\"latency without\",\"r\":$r}"
+    r=$(LIMIT=100G limited "l$i" "$WORK/vgpu_alloc" latency 2000 $bytes); emit "{\"run\":\"latency with\",\"r\":$r}"
+  done
+done
+log "done"
