@@ -66,8 +66,8 @@ emit "{\"run\":\"shared slice\",\"while_other_holds_6gib\":${before:-null},\"aft
 log "cuMemAlloc/cuMemFree latency, 1 MiB and 64 MiB, alternating 3 times"
 for i in 1 2 3; do
   for bytes in 1048576 67108864; do
-    r=$("$WORK/vgpu_alloc" latency 2000 $bytes); emit "{\"run\":\"latency without\",\"r\":$r}"
-    r=$(LIMIT=100G limited "l$i" "$WORK/vgpu_alloc" latency 2000 $bytes); emit "{\"run\":\"latency with\",\"r\":$r}"
+    r=$("$WORK/vgpu_alloc" latency $(( bytes > 1048576 ? 1000 : 2000 )) $bytes); emit "{\"run\":\"latency without\",\"r\":$r}"
+    r=$(LIMIT=100G limited "l$i" "$WORK/vgpu_alloc" latency $(( bytes > 1048576 ? 1000 : 2000 )) $bytes); emit "{\"run\":\"latency with\",\"r\":$r}"
   done
 done
 log "done"
