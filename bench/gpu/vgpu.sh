@@ -55,7 +55,9 @@ for g in (6,3):
         t=torch.empty(g<<30,dtype=torch.uint8,device="cuda"); r[str(g)]="ok"; del t; torch.cuda.empty_cache()
     except torch.OutOfMemoryError: r[str(g)]="OutOfMemoryError"
 print(json.dumps(r))'
-limited shared python3 -c "$hold" >"$WORK/holder.out" 2>&1 &
+# Started directly (not through the function) so that $! is python itself.
+LD_PRELOAD=$LIB SEGMA_VGPU_LIMITS=0=$LIMIT SEGMA_VGPU_SHM=/segma-vgpu-bench-shared \
+  python3 -c "$hold" >"$WORK/holder.out" 2>&1 &
 holder=$!
 for _ in $(seq 1 120); do grep -q held "$WORK/holder.out" && break; sleep 0.5; done
 before=$(limited shared python3 -c "$try" 2>/dev/null)
@@ -63,11 +65,23 @@ kill -9 $holder; wait $holder 2>/dev/null
 after=$(limited shared python3 -c "$try" 2>/dev/null)
 emit "{\"run\":\"shared slice\",\"while_other_holds_6gib\":${before:-null},\"after_other_killed\":${after:-null}}"
 
-log "cuMemAlloc/cuMemFree latency, 1 MiB and 64 MiB, alternating 3 times"
-for i in 1 2 3; do
+log "cuMemAlloc/cuMemFree latency, 1 MiB (5,000 a process) and 64 MiB (1,000), alternating 7 times"
+for i in 1 2 3 4 5 6 7; do
   for bytes in 1048576 67108864; do
-    r=$("$WORK/vgpu_alloc" latency $(( bytes > 1048576 ? 1000 : 2000 )) $bytes); emit "{\"run\":\"latency without\",\"r\":$r}"
-    r=$(LIMIT=100G limited "l$i" "$WORK/vgpu_alloc" latency $(( bytes > 1048576 ? 1000 : 2000 )) $bytes); emit "{\"run\":\"latency with\",\"r\":$r}"
+    n=$(( bytes > 1048576 ? 1000 : 5000 ))
+    r=$("$WORK/vgpu_alloc" latency $n $bytes); emit "{\"run\":\"latency without\",\"r\":$r}"
+    r=$(LIMIT=100G limited "l$i" "$WORK/vgpu_alloc" latency $n $bytes); emit "{\"run\":\"latency with\",\"r\":$r}"
   done
 done
+python3 - "$RES" <<'PY' | tee "$OUT/latency_summary.txt"
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1]) if '"latency' in l]
+for b in (1048576, 67108864):
+    for what in ("alloc", "free"):
+        m = {k: statistics.median(r["r"][what + "_mean_us"] for r in runs
+                                  if r["run"] == "latency " + k and r["r"]["bytes"] == b)
+             for k in ("without", "with")}
+        print(f"{b >> 20} MiB {what}: median of per-process means {m['without']:.1f} us without, "
+              f"{m['with']:.1f} us with ({m['with'] - m['without']:+.1f} us)")
+PY
 log "done"

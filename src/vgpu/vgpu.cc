@@ -44,17 +44,25 @@ namespace {
 
 using DlsymFn = void* (*)(void*, const char*);
 
-DlsymFn ResolveRealDlsym() {
+// dlsym is called from the first moments of a process on, by the sanitizer runtimes among
+// others before they are initialised: this path is neither instrumented nor guarded by a
+// function-local static.
+#define SEGMA_VGPU_EARLY __attribute__((no_sanitize("address", "undefined")))
+
+// Builtins rather than std::atomic, whose (out-of-line, instrumented) members would run here.
+DlsymFn g_real_dlsym = nullptr;
+
+SEGMA_VGPU_EARLY DlsymFn RealDlsym() {
+  DlsymFn fn = __atomic_load_n(&g_real_dlsym, __ATOMIC_ACQUIRE);
+  if (fn != nullptr) return fn;
   // glibc >= 2.34 defines dlsym in libc at GLIBC_2.34, older ones at GLIBC_2.2.5 (x86-64) or
   // GLIBC_2.17 (arm64); the newer ones keep the old versions as aliases.
-  for (const char* v : {"GLIBC_2.34", "GLIBC_2.2.5", "GLIBC_2.17"}) {
-    if (void* f = dlvsym(RTLD_NEXT, "dlsym", v)) return reinterpret_cast<DlsymFn>(f);
+  static constexpr const char* kVersions[] = {"GLIBC_2.34", "GLIBC_2.2.5", "GLIBC_2.17"};
+  for (const char* v : kVersions) {
+    fn = reinterpret_cast<DlsymFn>(dlvsym(RTLD_NEXT, "dlsym", v));
+    if (fn != nullptr) break;
   }
-  return nullptr;
-}
-
-DlsymFn RealDlsym() {
-  static const DlsymFn fn = ResolveRealDlsym();
+  __atomic_store_n(&g_real_dlsym, fn, __ATOMIC_RELEASE);
   return fn;
 }
 
@@ -520,12 +528,12 @@ SEGMA_VGPU_EXPORT CUresult cuGetProcAddress_v2(const char* symbol, void** pfn, i
 // Hands out the wrappers to programs that look the driver's entry points up by name on a handle
 // (the CUDA runtime does: dlopen("libcuda.so.1") then dlsym(h, "cuGetProcAddress_v2")).
 // RTLD_NEXT lookups pass through unchanged (they are resolved as if made from this library).
-SEGMA_VGPU_EXPORT void* dlsym(void* handle, const char* symbol) {
+SEGMA_VGPU_EXPORT SEGMA_VGPU_EARLY void* dlsym(void* handle, const char* symbol) {
   const DlsymFn real_dlsym = RealDlsym();
   if (real_dlsym == nullptr) return nullptr;
   void* f = real_dlsym(handle, symbol);
   if (f == nullptr || handle == RTLD_NEXT || symbol[0] != 'c' || symbol[1] != 'u') {
-    return f;
+    return f;  // everything the sanitizers and the C++ runtime ask for returns here
   }
   const Hook* h = FindExported(symbol);
   if (h == nullptr || h->wrapper == f) return f;
