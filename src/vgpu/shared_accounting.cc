@@ -17,7 +17,7 @@ namespace segma::vgpu {
 namespace {
 
 constexpr uint32_t kMagic = 0x53475655;  // "SGVU"
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;
 constexpr uint32_t kUninitialised = 0, kInitialising = 1, kReady = 2;
 
 // The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat), which tells
@@ -53,6 +53,9 @@ struct SharedAccounting::Segment {
   std::atomic<uint32_t> state;  // kUninitialised → kInitialising → kReady
   pthread_mutex_t mutex;
   int64_t limit_hits[kMaxDevices];
+  // The sum of the entries' bookings per device, kept with them so that a reservation does not
+  // walk every entry.
+  int64_t total[kMaxDevices];
   struct Entry {
     pid_t pid;  // 0 = free
     uint64_t start_time;
@@ -110,7 +113,7 @@ std::unique_ptr<SharedAccounting> SharedAccounting::Open(const std::string& name
   }
   if (seg->state.load(std::memory_order_acquire) != kReady || seg->magic != kMagic ||
       seg->version != kVersion) {
-    *error = "shared segment " + name + " is not a segma-vgpu v1 segment";
+    *error = "shared segment " + name + " is not a segma-vgpu v2 segment";
     ::munmap(mem, size);
     return nullptr;
   }
@@ -121,13 +124,27 @@ SharedAccounting::~SharedAccounting() { ::munmap(segment_, size_); }
 
 void SharedAccounting::Lock() {
   if (pthread_mutex_lock(&segment_->mutex) == EOWNERDEAD) {
-    // Its owner died holding it. Every change made under the mutex is one store, so the
-    // bookings are whole; the dead owner's entry is reclaimed like any other.
+    // Its owner died holding it, perhaps between booking in its entry and in the totals: the
+    // totals are summed again from the entries (the dead owner's is reclaimed like any other).
     pthread_mutex_consistent(&segment_->mutex);
+    for (int d = 0; d < kMaxDevices; ++d) {
+      int64_t sum = 0;
+      for (const Segment::Entry& e : segment_->entries) {
+        if (e.pid != 0) sum += e.used[d];
+      }
+      segment_->total[d] = sum;
+    }
   }
 }
 
 void SharedAccounting::Unlock() { pthread_mutex_unlock(&segment_->mutex); }
+
+void SharedAccounting::DropEntryLocked(int i) {
+  Segment::Entry& e = segment_->entries[i];
+  for (int d = 0; d < kMaxDevices; ++d) segment_->total[d] -= e.used[d];
+  std::memset(e.used, 0, sizeof(e.used));
+  e.pid = 0;
+}
 
 int SharedAccounting::OwnEntryLocked() {
   const pid_t me = ::getpid();
@@ -157,29 +174,23 @@ int SharedAccounting::OwnEntryLocked() {
     entry_pid_ = 0;  // full: try again at the next allocation
     return -1;
   }
+  DropEntryLocked(free_entry);
   Segment::Entry& e = segment_->entries[free_entry];
-  std::memset(e.used, 0, sizeof(e.used));
   e.start_time = StartTime(me);
   e.pid = me;
   entry_ = free_entry;
   return entry_;
 }
 
-int64_t SharedAccounting::UsedLocked(int device) const {
-  int64_t sum = 0;
-  for (const Segment::Entry& e : segment_->entries) {
-    if (e.pid != 0) sum += e.used[device];
-  }
-  return sum;
-}
+int64_t SharedAccounting::UsedLocked(int device) const { return segment_->total[device]; }
 
 int SharedAccounting::ReclaimDeadLocked() {
   int n = 0;
-  for (Segment::Entry& e : segment_->entries) {
+  for (int i = 0; i < kMaxProcesses; ++i) {
+    const Segment::Entry& e = segment_->entries[i];
     if (e.pid == 0 || e.pid == ::getpid()) continue;
     if (StartTime(e.pid) != e.start_time || e.start_time == 0) {
-      std::memset(e.used, 0, sizeof(e.used));
-      e.pid = 0;
+      DropEntryLocked(i);
       ++n;
     }
   }
@@ -194,7 +205,10 @@ bool SharedAccounting::Reserve(int device, int64_t bytes, int64_t limit) {
   if (entry >= 0) {
     ok = UsedLocked(device) + bytes <= limit;
     if (!ok && ReclaimDeadLocked() > 0) ok = UsedLocked(device) + bytes <= limit;
-    if (ok) segment_->entries[entry].used[device] += bytes;
+    if (ok) {
+      segment_->entries[entry].used[device] += bytes;
+      segment_->total[device] += bytes;
+    }
   }
   if (!ok) ++segment_->limit_hits[device];
   Unlock();
@@ -207,7 +221,9 @@ void SharedAccounting::Release(int device, int64_t bytes) {
   const int entry = OwnEntryLocked();
   if (entry >= 0) {
     int64_t& used = segment_->entries[entry].used[device];
-    used = used > bytes ? used - bytes : 0;
+    const int64_t released = used > bytes ? bytes : used;
+    used -= released;
+    segment_->total[device] -= released;
   }
   Unlock();
 }

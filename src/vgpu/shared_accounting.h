@@ -7,7 +7,7 @@
 // reclaimed before an allocation is refused, so their memory counts only while they live.
 //
 // The segment holds a process-shared robust mutex: a process killed while holding it does not
-// wedge the others (the next locker marks it consistent; every update under it is a single add).
+// wedge the others (the next locker marks it consistent and sums the totals again).
 
 #include <atomic>
 #include <cstdint>
@@ -57,6 +57,7 @@ class SharedAccounting {
   int OwnEntryLocked();
   int64_t UsedLocked(int device) const;
   int ReclaimDeadLocked();
+  void DropEntryLocked(int i);
   void Lock();
   void Unlock();
 

@@ -187,6 +187,19 @@ InstanceManager::InstanceManager(asio::io_context& ioc, InstanceManagerConfig co
       gpus_(gpus),
       client_(ioc.get_executor()) {
   if (!config_.binary_dirs.count("simulator")) config_.binary_dirs["simulator"] = SelfDir();
+  if (config_.vgpu_library.empty()) {
+    for (const char* rel : {"/libsegma-vgpu.so", "/../lib/libsegma-vgpu.so"}) {
+      std::error_code ec;
+      const std::string path = SelfDir() + rel;
+      if (std::filesystem::exists(path, ec)) {
+        config_.vgpu_library = std::filesystem::weakly_canonical(path, ec).string();
+        break;
+      }
+    }
+  }
+  if (config_.vgpu_library.empty()) {
+    spdlog::warn("libsegma-vgpu.so not found: GPU sharing is by claims only on this worker");
+  }
 }
 
 InstanceManager::~InstanceManager() = default;
@@ -666,6 +679,7 @@ asio::awaitable<Result<engines::EngineSpec>> InstanceManager::SpecFor(
   if (gpus.ok()) {
     for (const types::GpuDevice& g : *gpus) {
       ctx.gpu_total_bytes[g.index] = g.memory_total;
+      ctx.gpu_uuids[g.index] = g.uuid;
       if (!inst.gpu_indexes.empty() && g.index == inst.gpu_indexes.front())
         ctx.gpu_type = GpuType(g.name);
     }
@@ -674,6 +688,7 @@ asio::awaitable<Result<engines::EngineSpec>> InstanceManager::SpecFor(
   // Sized by the server's estimate when it placed the instance (0 when it had none).
   ctx.kv_cache_bytes = inst.claim.kv_cache_bytes;
   ctx.weight_bytes_per_gpu = inst.claim.weight_bytes_per_gpu;
+  ctx.vgpu_library = config_.vgpu_library;
   ctx.working_dir = config_.data_dir;
   CO_ASSIGN_OR_RETURN(
       engines::LaunchSpec launch,
@@ -708,8 +723,12 @@ asio::awaitable<Result<engines::EngineSpec>> InstanceManager::DistributedSpecFor
     ctx.binary_dir = dir->second;
   }
   if (Result<std::vector<types::GpuDevice>> gpus = gpus_.Probe(); gpus.ok()) {
-    for (const types::GpuDevice& g : *gpus) ctx.gpu_total_bytes[g.index] = g.memory_total;
+    for (const types::GpuDevice& g : *gpus) {
+      ctx.gpu_total_bytes[g.index] = g.memory_total;
+      ctx.gpu_uuids[g.index] = g.uuid;
+    }
   }
+  ctx.vgpu_library = config_.vgpu_library;
   ctx.working_dir = config_.data_dir;
   CO_ASSIGN_OR_RETURN(engines::LaunchSpec launch,
                       engines::RenderDistributedServerLaunch(*chosen.backend, chosen.choice.version,

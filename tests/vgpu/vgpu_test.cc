@@ -148,7 +148,7 @@ TEST(SharedAccountingTest, RejectsASegmentOfAnotherFormat) {
   ::close(fd);
   std::string error;
   EXPECT_EQ(SharedAccounting::Open(name.str(), &error), nullptr);
-  EXPECT_THAT(error, HasSubstr("not a segma-vgpu v1 segment"));
+  EXPECT_THAT(error, HasSubstr("not a segma-vgpu v2 segment"));
 }
 
 // ---- the preloaded library ----
