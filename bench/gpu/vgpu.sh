@@ -53,6 +53,12 @@ r=$(python3 bench/gpu/vgpu_torch.py 2>>"$OUT/torch.stderr")
 emit "{\"run\":\"torch unlimited\",\"r\":${r:-null}}"
 
 fi
+if want nvml; then
+log "NVML inside a limited process (pynvml), after 3 GiB allocated through PyTorch"
+nv='import torch,pynvml,json; t=torch.empty(3<<30,dtype=torch.uint8,device="cuda"); pynvml.nvmlInit(); h=pynvml.nvmlDeviceGetHandleByIndex(0); m=pynvml.nvmlDeviceGetMemoryInfo(h); print(json.dumps({"total_gib":round(m.total/2**30,3),"used_gib":round(m.used/2**30,3),"free_gib":round(m.free/2**30,3)}))'
+r=$(limited n python3 -c "$nv" 2>>"$OUT/nvml.stderr"); emit "{\"run\":\"nvml limited\",\"r\":${r:-null}}"
+r=$(python3 -c "$nv" 2>>"$OUT/nvml.stderr"); emit "{\"run\":\"nvml unlimited\",\"r\":${r:-null}}"
+fi
 if want shared; then
 log "two processes, one slice; the holder is killed"
 hold='import torch,sys,time; t=torch.empty(6<<30,dtype=torch.uint8,device="cuda"); t.fill_(1); torch.cuda.synchronize(); print("held",flush=True); time.sleep(600)'

@@ -36,202 +36,10 @@
 #include "vgpu/cuda_abi.h"
 #include "vgpu/limits.h"
 #include "vgpu/shared_accounting.h"
-
-#define SEGMA_VGPU_EXPORT extern "C" __attribute__((visibility("default")))
+#include "vgpu/state.h"
 
 namespace segma::vgpu {
 namespace {
-
-using DlsymFn = void* (*)(void*, const char*);
-
-// dlsym is called from the first moments of a process on, by the sanitizer runtimes among
-// others before they are initialised: this path is neither instrumented nor guarded by a
-// function-local static.
-#define SEGMA_VGPU_EARLY __attribute__((no_sanitize("address", "undefined")))
-
-// Builtins rather than std::atomic, whose (out-of-line, instrumented) members would run here.
-DlsymFn g_real_dlsym = nullptr;
-
-SEGMA_VGPU_EARLY DlsymFn RealDlsym() {
-  DlsymFn fn = __atomic_load_n(&g_real_dlsym, __ATOMIC_ACQUIRE);
-  if (fn != nullptr) return fn;
-  // glibc >= 2.34 defines dlsym in libc at GLIBC_2.34, older ones at GLIBC_2.2.5 (x86-64) or
-  // GLIBC_2.17 (arm64); the newer ones keep the old versions as aliases.
-  static constexpr const char* kVersions[] = {"GLIBC_2.34", "GLIBC_2.2.5", "GLIBC_2.17"};
-  for (const char* v : kVersions) {
-    fn = reinterpret_cast<DlsymFn>(dlvsym(RTLD_NEXT, "dlsym", v));
-    if (fn != nullptr) break;
-  }
-  __atomic_store_n(&g_real_dlsym, fn, __ATOMIC_RELEASE);
-  return fn;
-}
-
-bool Debug() {
-  static const bool on = [] {
-    const char* v = std::getenv("SEGMA_VGPU_DEBUG");
-    return v != nullptr && v[0] == '1';
-  }();
-  return on;
-}
-
-// The handle of the real libcuda when it is not in the global scope (dlopen'ed RTLD_LOCAL by the
-// CUDA runtime): recorded when a program looks up a wrapped symbol on it.
-std::atomic<void*> g_libcuda{nullptr};
-
-// The driver's own `name`.
-void* RealSymbol(const char* name) {
-  const DlsymFn real_dlsym = RealDlsym();
-  if (real_dlsym == nullptr) return nullptr;
-  if (void* f = real_dlsym(RTLD_NEXT, name)) return f;
-  void* h = g_libcuda.load(std::memory_order_acquire);
-  if (h == nullptr) {
-    const char* path = std::getenv("SEGMA_VGPU_LIBCUDA");
-    h = dlopen(path != nullptr && path[0] != '\0' ? path : "libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-    if (h == nullptr) return nullptr;
-    g_libcuda.store(h, std::memory_order_release);
-  }
-  return real_dlsym(h, name);
-}
-
-// A real entry point, resolved once (a missing one stays null and is retried).
-template <typename Fn>
-Fn Real(const char* name, std::atomic<void*>& slot) {
-  void* f = slot.load(std::memory_order_acquire);
-  if (f == nullptr) {
-    f = RealSymbol(name);
-    slot.store(f, std::memory_order_release);
-  }
-  return reinterpret_cast<Fn>(f);
-}
-
-#define SEGMA_REAL(name, ...)                           \
-  ([]() {                                               \
-    static std::atomic<void*> slot{nullptr};            \
-    return Real<CUresult (*)(__VA_ARGS__)>(name, slot); \
-  }())
-
-struct Booking {
-  int device;  // index in the limits
-  int64_t bytes;
-};
-
-constexpr int kNoLimit = -1;
-constexpr int kRefuse = -2;  // bad configuration: fail closed
-constexpr int kMaxOrdinals = 64;
-
-class State {
- public:
-  static State& Get() {
-    static State* state = new State();  // never destroyed: wrappers may run during exit
-    return *state;
-  }
-
-  // The limit index of device `ordinal`: kNoLimit, kRefuse or an index into limits_.
-  int DeviceFor(CUdevice ordinal) {
-    if (broken_) return kRefuse;
-    if (limits_.empty()) return kNoLimit;
-    if (ordinal < 0 || ordinal >= kMaxOrdinals) return kNoLimit;
-    int d = by_ordinal_[ordinal].load(std::memory_order_acquire);
-    if (d != kUnresolved) return d;
-    std::string uuid;
-    CUuuid raw{};
-    auto get_uuid = SEGMA_REAL("cuDeviceGetUuid_v2", CUuuid*, CUdevice);
-    if (get_uuid == nullptr) get_uuid = SEGMA_REAL("cuDeviceGetUuid", CUuuid*, CUdevice);
-    if (get_uuid != nullptr && get_uuid(&raw, ordinal) == kCudaSuccess)
-      uuid = FormatUuid(raw.bytes);
-    d = FindLimit(limits_, ordinal, uuid);
-    if (d < 0) d = kNoLimit;
-    by_ordinal_[ordinal].store(d, std::memory_order_release);
-    return d;
-  }
-
-  // The limit index of the current context's device.
-  int CurrentDevice() {
-    if (broken_) return kRefuse;
-    if (limits_.empty()) return kNoLimit;
-    auto ctx_get_device = SEGMA_REAL("cuCtxGetDevice", CUdevice*);
-    CUdevice dev = 0;
-    if (ctx_get_device == nullptr || ctx_get_device(&dev) != kCudaSuccess) return kNoLimit;
-    return DeviceFor(dev);
-  }
-
-  bool Reserve(int device, int64_t bytes) {
-    if (device == kRefuse) return false;
-    if (accounting_->Reserve(device, bytes, limits_[device].bytes)) return true;
-    std::fprintf(stderr,
-                 "segma-vgpu: out of memory: refused %lld bytes on device %s: %lld of %lld bytes "
-                 "in use by this instance\n",
-                 static_cast<long long>(bytes), limits_[device].key.c_str(),
-                 static_cast<long long>(accounting_->Used(device)),
-                 static_cast<long long>(limits_[device].bytes));
-    return false;
-  }
-  void Release(const Booking& b) { accounting_->Release(b.device, b.bytes); }
-
-  void TrackPointer(CUdeviceptr p, Booking b) {
-    std::lock_guard lock(mu_);
-    pointers_[p] = b;
-  }
-  bool UntrackPointer(CUdeviceptr p, Booking* b) {
-    std::lock_guard lock(mu_);
-    auto it = pointers_.find(p);
-    if (it == pointers_.end()) return false;
-    *b = it->second;
-    pointers_.erase(it);
-    return true;
-  }
-  void TrackHandle(CUmemGenericAllocationHandle h, Booking b) {
-    std::lock_guard lock(mu_);
-    handles_[h] = b;
-  }
-  bool UntrackHandle(CUmemGenericAllocationHandle h, Booking* b) {
-    std::lock_guard lock(mu_);
-    auto it = handles_.find(h);
-    if (it == handles_.end()) return false;
-    *b = it->second;
-    handles_.erase(it);
-    return true;
-  }
-
-  int64_t Limit(int device) const { return limits_[device].bytes; }
-  int64_t Used(int device) {
-    accounting_->ReclaimDead();
-    return accounting_->Used(device);
-  }
-
- private:
-  static constexpr int kUnresolved = -3;
-
-  State() {
-    for (auto& d : by_ordinal_) d.store(kUnresolved);
-    const char* text = std::getenv("SEGMA_VGPU_LIMITS");
-    std::string error;
-    std::optional<std::vector<DeviceLimit>> limits = ParseLimits(text ? text : "", &error);
-    if (!limits) {
-      std::fprintf(stderr, "segma-vgpu: SEGMA_VGPU_LIMITS: %s; refusing device allocations\n",
-                   error.c_str());
-      broken_ = true;
-      return;
-    }
-    limits_ = std::move(*limits);
-    if (limits_.empty()) return;
-    const char* shm = std::getenv("SEGMA_VGPU_SHM");
-    accounting_ = SharedAccounting::Open(shm ? shm : "", &error);
-    if (accounting_ == nullptr) {
-      std::fprintf(stderr, "segma-vgpu: SEGMA_VGPU_SHM: %s; refusing device allocations\n",
-                   error.c_str());
-      broken_ = true;
-    }
-  }
-
-  bool broken_ = false;
-  std::vector<DeviceLimit> limits_;
-  std::unique_ptr<SharedAccounting> accounting_;
-  std::atomic<int> by_ordinal_[kMaxOrdinals];
-  std::mutex mu_;
-  std::unordered_map<CUdeviceptr, Booking> pointers_;
-  std::unordered_map<CUmemGenericAllocationHandle, Booking> handles_;
-};
 
 // Books `bytes` on `device`, runs `alloc`, tracks the result with `track`; gives the booking back
 // when the driver fails.
@@ -532,14 +340,18 @@ SEGMA_VGPU_EXPORT SEGMA_VGPU_EARLY void* dlsym(void* handle, const char* symbol)
   const DlsymFn real_dlsym = RealDlsym();
   if (real_dlsym == nullptr) return nullptr;
   void* f = real_dlsym(handle, symbol);
-  if (f == nullptr || handle == RTLD_NEXT || symbol[0] != 'c' || symbol[1] != 'u') {
+  // No strncmp: the sanitizers intercept it, and this may run before they are initialised.
+  const bool cuda = symbol[0] == 'c' && symbol[1] == 'u';
+  const bool nvml = symbol[0] == 'n' && symbol[1] == 'v' && symbol[2] == 'm' && symbol[3] == 'l';
+  if (f == nullptr || handle == RTLD_NEXT || !(cuda || nvml)) {
     return f;  // everything the sanitizers and the C++ runtime ask for returns here
   }
-  const Hook* h = FindExported(symbol);
-  if (h == nullptr || h->wrapper == f) return f;
-  if (handle != RTLD_DEFAULT && g_libcuda.load(std::memory_order_acquire) == nullptr &&
-      RealDlsym()(RTLD_NEXT, symbol) == nullptr) {
-    g_libcuda.store(handle, std::memory_order_release);  // the driver, outside the global scope
+  const Hook* h = cuda ? FindExported(symbol) : nullptr;
+  void* wrapper = h != nullptr ? h->wrapper : NvmlWrapper(symbol);
+  if (wrapper == nullptr || wrapper == f) return f;
+  // The library outside the global scope: its real functions are looked up on this handle.
+  if (handle != RTLD_DEFAULT && real_dlsym(RTLD_NEXT, symbol) == nullptr) {
+    RememberHandle(cuda ? Library::kCuda : Library::kNvml, handle);
   }
-  return h->wrapper;
+  return wrapper;
 }

@@ -88,10 +88,14 @@ FAKE_EXPORT CUresult cuCtxGetDevice(CUdevice* d) {
   *d = Current();
   return kCudaSuccess;
 }
-// Device d's UUID: bytes 0x10*d + i ("GPU-00010203-..." for device 0).
+// Device d's UUID, the one tests/worker/gpu/fake_nvml.cc gives its GPU d:
+// "GPU-dddddddd-1111-2222-3333-444444444444".
 FAKE_EXPORT CUresult cuDeviceGetUuid_v2(CUuuid* uuid, CUdevice d) {
   if (d < 0 || d >= kDevices) return kCudaErrorInvalidValue;
-  for (int i = 0; i < 16; ++i) uuid->bytes[i] = static_cast<char>(0x10 * d + i);
+  const unsigned char bytes[16] = {0,    0,    0,    0,    0x11, 0x11, 0x22, 0x22,
+                                   0x33, 0x33, 0x44, 0x44, 0x44, 0x44, 0x44, 0x44};
+  std::memcpy(uuid->bytes, bytes, 16);
+  std::memset(uuid->bytes, 0x11 * d, 4);
   return kCudaSuccess;
 }
 FAKE_EXPORT CUresult cuDeviceGetUuid(CUuuid* uuid, CUdevice d) {

@@ -12,6 +12,8 @@
 //   free i | free_async i | release i | info | totalmem D | device D | used D
 //   is_wrapped NAME VERSION FLAGS   "<rc> 1" when cuGetProcAddress_v2 answers with a function
 //                                   outside the fake driver (a wrapper), "<rc> 0" otherwise
+//   nvml D | nvml_v2 D   the fake NVML's (FAKE_NVML_PATH) nvmlDeviceGetMemoryInfo(_v2) of GPU D,
+//                        looked up with dlsym as pynvml does: "<rc> total free used"
 //   hold    prints "hold 0" and waits until stdin closes
 #include <dlfcn.h>
 #include <unistd.h>
@@ -196,6 +198,29 @@ int main(int argc, char** argv) {
       const bool in_driver = got != nullptr && dladdr(got, &info) != 0 &&
                              std::string(info.dli_fname).find("fake_cuda") != std::string::npos;
       std::printf("%s %d %d\n", label.c_str(), got != nullptr ? 0 : 500, in_driver ? 0 : 1);
+    } else if (op == "nvml" || op == "nvml_v2") {
+      void* h = dlopen(FAKE_NVML_PATH, RTLD_NOW | RTLD_LOCAL);
+      auto init = reinterpret_cast<int (*)()>(dlsym(h, "nvmlInit_v2"));
+      auto handle =
+          reinterpret_cast<int (*)(unsigned, void**)>(dlsym(h, "nvmlDeviceGetHandleByIndex_v2"));
+      void* dev = nullptr;
+      if (init == nullptr || init() != 0 || handle(std::atoi(arg(i)), &dev) != 0) {
+        std::printf("%s 999\n", label.c_str());
+      } else if (op == "nvml") {
+        unsigned long long m[3] = {};  // total, free, used
+        auto info = reinterpret_cast<int (*)(void*, unsigned long long*)>(
+            dlsym(h, "nvmlDeviceGetMemoryInfo"));
+        const int r = info(dev, m);
+        std::printf("%s %d %llu %llu %llu\n", label.c_str(), r, m[0], m[1], m[2]);
+      } else {
+        struct {
+          unsigned version;
+          unsigned long long total, reserved, free, used;
+        } m{0x02000028, 0, 0, 0, 0};
+        auto info = reinterpret_cast<int (*)(void*, void*)>(dlsym(h, "nvmlDeviceGetMemoryInfo_v2"));
+        const int r = info(dev, &m);
+        std::printf("%s %d %llu %llu %llu\n", label.c_str(), r, m.total, m.free, m.used);
+      }
     } else if (op == "hold") {
       std::printf("hold 0\n");
       std::fflush(stdout);

@@ -399,12 +399,31 @@ TEST_F(VgpuPreloadTest, AKilledProcessesAllocationsAreReclaimed) {
 }
 
 TEST_F(VgpuPreloadTest, ALimitByUuidHoldsThatDevice) {
-  // The fake's device 1 has UUID bytes 0x10..0x1f.
+  // The fake's device 1 is GPU-11111111-1111-2222-3333-444444444444.
   const auto lines = Run(
       {"device", "1", "alloc", "3G", "alloc", "1G", "device", "0", "alloc", "30G", "totalmem", "1"},
-      Env("GPU-10111213-1415-1617-1819-1a1b1c1d1e1f=2G"));
+      Env("GPU-11111111-1111-2222-3333-444444444444=2G"));
   EXPECT_EQ(Codes(lines), (std::vector<int>{kOk, kOom, kOk, kOk, kOk, kOk}));
   EXPECT_EQ(Fields(lines[5])[2], std::to_string(2 * kGiB));
+}
+
+TEST_F(VgpuPreloadTest, NvmlMemoryInfoReportsTheSlice) {
+  // The fake NVML's GPU 0 (141 GiB) is the fake CUDA's device 0 (same UUID); the limit is keyed
+  // by CUDA ordinal and matched through the UUID once CUDA has been used.
+  const auto lines = Run(
+      {"alloc", "3G", "nvml", "0", "nvml_v2", "0", "nvml", "1", "alloc", "8G", "nvml", "0"}, Env());
+  ASSERT_EQ(lines.size(), 6u);
+  const std::string total = std::to_string(10 * kGiB);
+  EXPECT_EQ(Fields(lines[1]),
+            (std::vector<std::string>{"nvml", "0", total, std::to_string(7 * kGiB),
+                                      std::to_string(3 * kGiB)}));
+  EXPECT_EQ(Fields(lines[2])[2], total);
+  EXPECT_EQ(Fields(lines[2])[4], std::to_string(3 * kGiB));
+  EXPECT_EQ(Fields(lines[3])[2], std::to_string(141 * kGiB));  // GPU 1: no limit
+  EXPECT_EQ(Codes({lines[4]}), std::vector<int>{kOom});
+  // Keyed by UUID, NVML reports the slice even before CUDA is used.
+  const auto by_uuid = Run({"nvml", "0"}, Env("GPU-00000000-1111-2222-3333-444444444444=10G"));
+  EXPECT_EQ(Fields(by_uuid[0])[2], total);
 }
 
 TEST_F(VgpuPreloadTest, MalformedLimitsRefuseEveryAllocation) {
