@@ -12,6 +12,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <fmt/format.h>
+#include <sys/mman.h>
 
 #include "common/logging.h"
 #include "http/sse.h"
@@ -171,6 +172,12 @@ bool Live(types::InstanceState s) {
   return s == types::InstanceState::kScheduled || types::IsWorkerReportedState(s);
 }
 
+// An engine stopped for good leaves its libsegma-vgpu accounting behind in /dev/shm; processes
+// still mapping it keep their mapping, a later engine of the instance starts a fresh one.
+void RemoveVgpuSegment(int64_t instance_id, bool server) {
+  ::shm_unlink(engines::VgpuSegmentName(instance_id, server).c_str());
+}
+
 std::string SelfDir() {
   std::error_code ec;
   auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
@@ -198,7 +205,8 @@ InstanceManager::InstanceManager(asio::io_context& ioc, InstanceManagerConfig co
     }
   }
   if (config_.vgpu_library.empty()) {
-    spdlog::warn("libsegma-vgpu.so not found: GPU sharing is by claims only on this worker");
+    Logger("worker")->warn(
+        "libsegma-vgpu.so not found: GPU sharing is by claims only on this worker");
   }
 }
 
@@ -387,6 +395,7 @@ asio::awaitable<Status> InstanceManager::Resync(Role role, bool first) {
       Logger("worker")->info("instance {} is no longer assigned here: stopping its {}", it->first,
                              engines ? "engine" : "rpc-server");
       (void)supervisor_->Stop(engines ? it->first : -it->first);
+      RemoveVgpuSegment(it->first, !engines);
       rpc_started_with_.erase(it->first);
       it = running.erase(it);
     } else {
@@ -421,6 +430,7 @@ asio::awaitable<void> InstanceManager::Apply(const types::ModelInstance& inst, b
       Logger("worker")->info("stopping the engine of instance {} ({})", inst.id,
                              deleted ? "deleted" : types::InstanceStateName(inst.state));
       (void)supervisor_->Stop(inst.id);
+      RemoveVgpuSegment(inst.id, false);
       running_.erase(it);
       rpc_started_with_.erase(inst.id);
       co_return;
@@ -509,6 +519,7 @@ asio::awaitable<void> InstanceManager::ApplyDistributed(const types::ModelInstan
       Logger("worker")->info("stopping the rpc-server of instance {} ({})", inst.id,
                              deleted ? "deleted" : types::InstanceStateName(inst.state));
       (void)supervisor_->Stop(key);
+      RemoveVgpuSegment(inst.id, true);
       running_distributed_.erase(it);
       co_return;
     }

@@ -350,7 +350,7 @@ void AddVgpu(const types::Model& model, const types::ModelInstance& instance,
                           ? ctx.vgpu_library
                           : ctx.vgpu_library + ":" + preload->second;
   env["SEGMA_VGPU_LIMITS"] = Join(limits, ",");
-  env["SEGMA_VGPU_SHM"] = fmt::format("/segma-vgpu-{}{}", instance.id, server ? "-rpc" : "");
+  env["SEGMA_VGPU_SHM"] = VgpuSegmentName(instance.id, server);
 }
 
 Result<LaunchSpec> Render(const Backend& backend, const BackendVersion& ver,
@@ -818,6 +818,10 @@ Status ValidateBackendParameters(const std::vector<std::string>& params) {
     }
   }
   return OkStatus();
+}
+
+std::string VgpuSegmentName(int64_t instance_id, bool server) {
+  return fmt::format("/segma-vgpu-{}{}", instance_id, server ? "-rpc" : "");
 }
 
 std::optional<double> GpuMemoryFraction(const types::ModelInstance& instance,

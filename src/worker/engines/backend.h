@@ -186,6 +186,10 @@ Result<LaunchSpec> RenderDistributedServerLaunch(const Backend& backend, std::st
 // (STARTING)". An instance without distributed servers has none (an empty list).
 Result<std::vector<std::string>> DistributedServerEndpoints(const types::ModelInstance& instance);
 
+// The shared-memory segment of libsegma-vgpu's accounting for `instance_id`'s engine (or, with
+// `server`, its distributed server on this worker): "/segma-vgpu-70", "/segma-vgpu-70-rpc".
+std::string VgpuSegmentName(int64_t instance_id, bool server);
+
 // The vLLM-style memory fraction: min over the instance's GPUs of claim / total, rounded down to
 // 2 decimals. nullopt when a GPU's claim or total is unknown.
 std::optional<double> GpuMemoryFraction(const types::ModelInstance& instance,
