@@ -220,6 +220,14 @@ void ReadModelFields(JsonReader& r, Model& m, bool is_patch) {
       m.replica_spread = *p;
     }
   }
+  if (auto v = r.OptionalString("gpu_sharing")) {
+    std::optional<GpuSharing> g = ParseGpuSharing(*v);
+    if (!g) {
+      r.Fail("gpu_sharing", "must be claims or enforced");
+    } else {
+      m.gpu_sharing = *g;
+    }
+  }
   if (auto v = r.OptionalStringMap("worker_selector")) m.worker_selector = std::move(*v);
   if (const json::object* g = r.OptionalObject("gpu_selector")) {
     Result<GpuSelector> sel = GpuSelectorFromJson(*g, r.Path("gpu_selector"));
@@ -357,6 +365,20 @@ std::optional<ReplicaSpread> ParseReplicaSpread(std::string_view s) {
                      ReplicaSpreadName);
 }
 
+std::string_view GpuSharingName(GpuSharing g) {
+  switch (g) {
+    case GpuSharing::kClaims:
+      return "claims";
+    case GpuSharing::kEnforced:
+      return "enforced";
+  }
+  return "enforced";
+}
+
+std::optional<GpuSharing> ParseGpuSharing(std::string_view s) {
+  return ParseByName(s, {GpuSharing::kClaims, GpuSharing::kEnforced}, GpuSharingName);
+}
+
 std::string_view InstanceStateName(InstanceState s) {
   switch (s) {
     case InstanceState::kPending:
@@ -438,6 +460,7 @@ json::object ToJson(const Model& m) {
   o["categories"] = std::move(cats);
   o["placement_strategy"] = PlacementStrategyName(m.placement_strategy);
   o["replica_spread"] = ReplicaSpreadName(m.replica_spread);
+  o["gpu_sharing"] = GpuSharingName(m.gpu_sharing);
   o["worker_selector"] = StringMap(m.worker_selector);
   o["gpu_selector"] = json::object{{"gpu_ids", StringArray(m.gpu_selector.gpu_ids)},
                                    {"gpus_per_replica", m.gpu_selector.gpus_per_replica}};

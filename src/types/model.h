@@ -56,6 +56,16 @@ std::optional<PlacementStrategy> ParsePlacementStrategy(std::string_view s);
 // How a model's replicas are placed relative to each other: on distinct workers where the pool
 // allows (then distinct GPUs), on distinct GPUs, or wherever the strategy puts them. A soft
 // preference: a pool too small for it still places every replica.
+// How an instance on a GPU it shares is held to its VRAM claim (docs/gpu-sharing.md):
+//   kClaims    the scheduler reserves the claim; the engine is trusted to stay within it.
+//   kEnforced  the worker also preloads libsegma-vgpu.so into the engine, which refuses device
+//              allocations past the claim (CUDA_ERROR_OUT_OF_MEMORY) and reports the claim as the
+//              GPU's memory. Applies to engines on a GPU they do not own whole, on workers that
+//              have the library; elsewhere it is kClaims. The default.
+enum class GpuSharing { kClaims, kEnforced };
+std::string_view GpuSharingName(GpuSharing g);  // "claims", "enforced"
+std::optional<GpuSharing> ParseGpuSharing(std::string_view s);
+
 enum class ReplicaSpread { kWorker, kGpu, kNone };
 std::string_view ReplicaSpreadName(ReplicaSpread r);  // "worker", "gpu", "none"
 std::optional<ReplicaSpread> ParseReplicaSpread(std::string_view s);
@@ -93,6 +103,7 @@ struct Model {
   std::vector<ModelCategory> categories;  // empty = detect from the model
   PlacementStrategy placement_strategy = PlacementStrategy::kSpread;
   ReplicaSpread replica_spread = ReplicaSpread::kWorker;
+  GpuSharing gpu_sharing = GpuSharing::kEnforced;
   std::map<std::string, std::string> worker_selector;  // worker labels that must all match
   GpuSelector gpu_selector;
   std::string gpu_type;  // case-insensitive substring of the GPU name ("H200"); empty = any

@@ -12,6 +12,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <fmt/format.h>
+#include <sys/mman.h>
 
 #include "common/logging.h"
 #include "http/sse.h"
@@ -171,6 +172,12 @@ bool Live(types::InstanceState s) {
   return s == types::InstanceState::kScheduled || types::IsWorkerReportedState(s);
 }
 
+// An engine stopped for good leaves its libsegma-vgpu accounting behind in /dev/shm; processes
+// still mapping it keep their mapping, a later engine of the instance starts a fresh one.
+void RemoveVgpuSegment(int64_t instance_id, bool server) {
+  ::shm_unlink(engines::VgpuSegmentName(instance_id, server).c_str());
+}
+
 std::string SelfDir() {
   std::error_code ec;
   auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
@@ -187,6 +194,21 @@ InstanceManager::InstanceManager(asio::io_context& ioc, InstanceManagerConfig co
       gpus_(gpus),
       client_(ioc.get_executor()) {
   if (!config_.binary_dirs.count("simulator")) config_.binary_dirs["simulator"] = SelfDir();
+  if (config_.vgpu_library.empty()) {
+    for (const char* rel :
+         {"/libsegma-vgpu.so", "/../lib/libsegma-vgpu.so", "/../vgpu/libsegma-vgpu.so"}) {
+      std::error_code ec;
+      const std::string path = SelfDir() + rel;
+      if (std::filesystem::exists(path, ec)) {
+        config_.vgpu_library = std::filesystem::weakly_canonical(path, ec).string();
+        break;
+      }
+    }
+  }
+  if (config_.vgpu_library.empty()) {
+    Logger("worker")->warn(
+        "libsegma-vgpu.so not found: GPU sharing is by claims only on this worker");
+  }
 }
 
 InstanceManager::~InstanceManager() = default;
@@ -374,6 +396,7 @@ asio::awaitable<Status> InstanceManager::Resync(Role role, bool first) {
       Logger("worker")->info("instance {} is no longer assigned here: stopping its {}", it->first,
                              engines ? "engine" : "rpc-server");
       (void)supervisor_->Stop(engines ? it->first : -it->first);
+      RemoveVgpuSegment(it->first, !engines);
       rpc_started_with_.erase(it->first);
       it = running.erase(it);
     } else {
@@ -408,6 +431,7 @@ asio::awaitable<void> InstanceManager::Apply(const types::ModelInstance& inst, b
       Logger("worker")->info("stopping the engine of instance {} ({})", inst.id,
                              deleted ? "deleted" : types::InstanceStateName(inst.state));
       (void)supervisor_->Stop(inst.id);
+      RemoveVgpuSegment(inst.id, false);
       running_.erase(it);
       rpc_started_with_.erase(inst.id);
       co_return;
@@ -496,6 +520,7 @@ asio::awaitable<void> InstanceManager::ApplyDistributed(const types::ModelInstan
       Logger("worker")->info("stopping the rpc-server of instance {} ({})", inst.id,
                              deleted ? "deleted" : types::InstanceStateName(inst.state));
       (void)supervisor_->Stop(key);
+      RemoveVgpuSegment(inst.id, true);
       running_distributed_.erase(it);
       co_return;
     }
@@ -666,6 +691,7 @@ asio::awaitable<Result<engines::EngineSpec>> InstanceManager::SpecFor(
   if (gpus.ok()) {
     for (const types::GpuDevice& g : *gpus) {
       ctx.gpu_total_bytes[g.index] = g.memory_total;
+      ctx.gpu_uuids[g.index] = g.uuid;
       if (!inst.gpu_indexes.empty() && g.index == inst.gpu_indexes.front())
         ctx.gpu_type = GpuType(g.name);
     }
@@ -674,6 +700,7 @@ asio::awaitable<Result<engines::EngineSpec>> InstanceManager::SpecFor(
   // Sized by the server's estimate when it placed the instance (0 when it had none).
   ctx.kv_cache_bytes = inst.claim.kv_cache_bytes;
   ctx.weight_bytes_per_gpu = inst.claim.weight_bytes_per_gpu;
+  ctx.vgpu_library = config_.vgpu_library;
   ctx.working_dir = config_.data_dir;
   CO_ASSIGN_OR_RETURN(
       engines::LaunchSpec launch,
@@ -708,8 +735,12 @@ asio::awaitable<Result<engines::EngineSpec>> InstanceManager::DistributedSpecFor
     ctx.binary_dir = dir->second;
   }
   if (Result<std::vector<types::GpuDevice>> gpus = gpus_.Probe(); gpus.ok()) {
-    for (const types::GpuDevice& g : *gpus) ctx.gpu_total_bytes[g.index] = g.memory_total;
+    for (const types::GpuDevice& g : *gpus) {
+      ctx.gpu_total_bytes[g.index] = g.memory_total;
+      ctx.gpu_uuids[g.index] = g.uuid;
+    }
   }
+  ctx.vgpu_library = config_.vgpu_library;
   ctx.working_dir = config_.data_dir;
   CO_ASSIGN_OR_RETURN(engines::LaunchSpec launch,
                       engines::RenderDistributedServerLaunch(*chosen.backend, chosen.choice.version,

@@ -26,6 +26,9 @@ struct InstanceManagerConfig {
   // Per-backend directories of engine executables ("" = PATH). The simulator defaults to this
   // binary's own directory.
   std::map<std::string, std::string> binary_dirs;
+  // libsegma-vgpu.so, preloaded into engines of gpu_sharing "enforced" on shared GPUs
+  // (docs/gpu-sharing.md). "" = look beside this binary and in ../lib; none found: claims only.
+  std::string vgpu_library;
   int port_min = 40000;
   int port_max = 40999;
   std::chrono::seconds ready_timeout{600};  // EngineSpec::ready_timeout

@@ -61,12 +61,27 @@ TEST(ModelFromJsonTest, FragmentationStrategyAndReplicaSpreadRoundTrip) {
   EXPECT_EQ(patched->placement_strategy, PlacementStrategy::kFragmentation);
 }
 
+TEST(ModelFromJsonTest, GpuSharingRoundTripsAndPatches) {
+  Result<Model> m = Parse(R"({"name":"sim","source":{"type":"simulated","params_b":8},
+                             "gpu_sharing":"claims"})");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->gpu_sharing, GpuSharing::kClaims);
+  EXPECT_EQ(ToJson(*m).at("gpu_sharing").as_string(), "claims");
+  Result<Model> patched = PatchModelFromJson(*m, json::object{{"gpu_sharing", "enforced"}});
+  ASSERT_TRUE(patched.ok()) << patched.status().ToString();
+  EXPECT_EQ(patched->gpu_sharing, GpuSharing::kEnforced);
+  EXPECT_EQ(ParseError(R"({"name":"x","source":{"type":"simulated","params_b":1},
+                           "gpu_sharing":"strict"})"),
+            "gpu_sharing must be claims or enforced");
+}
+
 TEST(ModelFromJsonTest, DefaultsForMinimalBody) {
   Result<Model> m = Parse(R"({"name":"sim","source":{"type":"simulated","params_b":8}})");
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   EXPECT_EQ(m->replicas, 1);
   EXPECT_EQ(m->placement_strategy, PlacementStrategy::kSpread);
   EXPECT_EQ(m->replica_spread, ReplicaSpread::kWorker);
+  EXPECT_EQ(m->gpu_sharing, GpuSharing::kEnforced);  // docs/gpu-sharing.md: the default
   EXPECT_TRUE(m->restart_on_error);
   EXPECT_EQ(m->source.params_b, 8.0);
   EXPECT_EQ(m->project_id, 0);

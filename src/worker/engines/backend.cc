@@ -313,6 +313,46 @@ Status CheckEnvName(const std::string& k) {
   return OkStatus();
 }
 
+// CUDA_VISIBLE_DEVICES for `gpus`: their indexes (NVML's, i.e. CUDA's under PCI_BUS_ID order), or
+// their UUIDs when one is a MIG device (CUDA does not number MIG devices as segma does).
+std::string VisibleDevices(const std::vector<int>& gpus, const LaunchContext& ctx) {
+  const auto uuid = [&](int g) -> std::string {
+    auto it = ctx.gpu_uuids.find(g);
+    return it == ctx.gpu_uuids.end() ? "" : it->second;
+  };
+  const bool mig =
+      std::any_of(gpus.begin(), gpus.end(), [&](int g) { return uuid(g).starts_with("MIG-"); });
+  if (!mig) return JoinInts(gpus);
+  std::vector<std::string> ids;
+  for (int g : gpus) ids.push_back(uuid(g).empty() ? std::to_string(g) : uuid(g));
+  return Join(ids, ",");
+}
+
+// libsegma-vgpu for an engine held to its claim on the GPUs it shares (docs/gpu-sharing.md).
+void AddVgpu(const types::Model& model, const types::ModelInstance& instance,
+             const std::vector<int>& gpus, const types::ResourceClaim& claim,
+             const LaunchContext& ctx, bool server, std::map<std::string, std::string>& env) {
+  if (model.gpu_sharing != types::GpuSharing::kEnforced || ctx.vgpu_library.empty()) return;
+  std::vector<std::string> limits;
+  for (size_t ordinal = 0; ordinal < gpus.size(); ++ordinal) {
+    auto c = claim.vram.find(gpus[ordinal]);
+    auto t = ctx.gpu_total_bytes.find(gpus[ordinal]);
+    // A GPU the engine owns whole (its claim is all of it) or whose size is unknown: no limit.
+    if (c == claim.vram.end() || c->second <= 0 || t == ctx.gpu_total_bytes.end() ||
+        c->second >= t->second) {
+      continue;
+    }
+    limits.push_back(fmt::format("{}={}", ordinal, c->second));
+  }
+  if (limits.empty()) return;
+  auto preload = env.find("LD_PRELOAD");
+  env["LD_PRELOAD"] = preload == env.end() || preload->second.empty()
+                          ? ctx.vgpu_library
+                          : ctx.vgpu_library + ":" + preload->second;
+  env["SEGMA_VGPU_LIMITS"] = Join(limits, ",");
+  env["SEGMA_VGPU_SHM"] = VgpuSegmentName(instance.id, server);
+}
+
 Result<LaunchSpec> Render(const Backend& backend, const BackendVersion& ver,
                           const std::vector<TemplateGroup>& command, const types::Model& model,
                           const types::ModelInstance& instance, const std::vector<int>& gpus,
@@ -347,7 +387,9 @@ Result<LaunchSpec> Render(const Backend& backend, const BackendVersion& ver,
       env[k] = v;
     }
   }
-  env["CUDA_VISIBLE_DEVICES"] = JoinInts(gpus);
+  env["CUDA_VISIBLE_DEVICES"] = VisibleDevices(gpus, ctx);
+  env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID";
+  AddVgpu(model, instance, gpus, claim, ctx, /*server=*/!append_parameters, env);
   spec.env = std::move(env);
   spec.health_path = append_parameters ? backend.health_path : "";
   spec.working_dir = ctx.working_dir;
@@ -776,6 +818,10 @@ Status ValidateBackendParameters(const std::vector<std::string>& params) {
     }
   }
   return OkStatus();
+}
+
+std::string VgpuSegmentName(int64_t instance_id, bool server) {
+  return fmt::format("/segma-vgpu-{}{}", instance_id, server ? "-rpc" : "");
 }
 
 std::optional<double> GpuMemoryFraction(const types::ModelInstance& instance,

@@ -126,6 +126,13 @@ struct LaunchContext {
   std::string host = "0.0.0.0";  // address the engine listens on
   int port = 0;                  // the engine's port (Supervisor::AllocatePort)
   std::map<int, int64_t> gpu_total_bytes;  // GPU index → total memory, for the memory fraction
+  // GPU index → UUID ("GPU-…", "MIG-…") as the probe reports it. A MIG device's index is segma's
+  // own numbering (after the whole GPUs), which CUDA does not know: MIG devices are addressed by
+  // UUID in CUDA_VISIBLE_DEVICES.
+  std::map<int, std::string> gpu_uuids;
+  // libsegma-vgpu.so on this worker; "" = not installed (gpu_sharing "enforced" then acts as
+  // "claims"). See docs/gpu-sharing.md.
+  std::string vgpu_library;
   // Directory holding the backend's executables ("" = PATH), e.g. llama.cpp's build/bin.
   std::string binary_dir;
   std::vector<std::string> rpc_servers;  // "host:port" of the instance's distributed servers
@@ -150,7 +157,12 @@ struct LaunchSpec {
 
 // Renders the engine command for `instance` of `model` with `backend` at `version` ("" = the
 // backend's default). The model's backend_parameters are appended, its env overlaid on the
-// backend's; CUDA_VISIBLE_DEVICES is the instance's gpu_indexes ("" for a CPU instance).
+// backend's; CUDA_VISIBLE_DEVICES is the instance's gpu_indexes ("" for a CPU instance), or their
+// UUIDs when one of them is a MIG device, with CUDA_DEVICE_ORDER=PCI_BUS_ID (NVML's index order)
+// for every engine. With the model's gpu_sharing "enforced" and ctx.vgpu_library set, an engine
+// whose claim on a GPU is less than the GPU's memory gets the library in LD_PRELOAD (before any
+// LD_PRELOAD of the model's env), SEGMA_VGPU_LIMITS "<CUDA ordinal>=<claim bytes>,…" for those
+// GPUs and SEGMA_VGPU_SHM "/segma-vgpu-<instance id>" (a distributed server: "…-rpc").
 // kNotFound for an unknown version; kInvalidArgument for bad backend parameters, a template
 // variable that has no value for this instance ("template variable ctx_size has no value"), or
 // a parameter that overrides a flag the platform sets (--port, --host, the model path).
@@ -173,6 +185,10 @@ Result<LaunchSpec> RenderDistributedServerLaunch(const Backend& backend, std::st
 // Otherwise kUnavailable naming the first that has not: "waiting for rpc server on worker-b
 // (STARTING)". An instance without distributed servers has none (an empty list).
 Result<std::vector<std::string>> DistributedServerEndpoints(const types::ModelInstance& instance);
+
+// The shared-memory segment of libsegma-vgpu's accounting for `instance_id`'s engine (or, with
+// `server`, its distributed server on this worker): "/segma-vgpu-70", "/segma-vgpu-70-rpc".
+std::string VgpuSegmentName(int64_t instance_id, bool server);
 
 // The vLLM-style memory fraction: min over the instance's GPUs of claim / total, rounded down to
 // 2 decimals. nullopt when a GPU's claim or total is unknown.

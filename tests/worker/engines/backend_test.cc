@@ -83,7 +83,7 @@ TEST(RenderLaunchTest, LlamaCppSingleGpu) {
                           "--no-webui",
                           "-lv",
                           "4"}));  // 8192 per slot
-  EXPECT_EQ(s.env, (Env{{"CUDA_VISIBLE_DEVICES", "1"}}));
+  EXPECT_EQ(s.env, (Env{{"CUDA_DEVICE_ORDER", "PCI_BUS_ID"}, {"CUDA_VISIBLE_DEVICES", "1"}}));
   EXPECT_EQ(s.health_path, "/health");
 }
 
@@ -96,7 +96,7 @@ TEST(RenderLaunchTest, LlamaCppCpuOnly) {
             (Argv{"llama-server", "-m", "/m/tiny.gguf", "--host", "0.0.0.0", "--port", "40002",
                   "--alias", "tiny", "-ngl", "0", "--metrics", "--no-webui", "-lv", "4"}));
   // An empty CUDA_VISIBLE_DEVICES hides every GPU from the engine.
-  EXPECT_EQ(s.env, (Env{{"CUDA_VISIBLE_DEVICES", ""}}));
+  EXPECT_EQ(s.env, (Env{{"CUDA_DEVICE_ORDER", "PCI_BUS_ID"}, {"CUDA_VISIBLE_DEVICES", ""}}));
 }
 
 // llama.cpp counts the output layer as a layer: a model of n blocks loads n + 1 layers, and
@@ -176,7 +176,7 @@ TEST(RenderLaunchTest, LlamaCppAcrossWorkersWithRpcServers) {
   Result<LaunchSpec> r = RenderDistributedServerLaunch(BuiltIn("llama.cpp"), "", m, i, rpc, sub);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->argv, (Argv{"/opt/llama/bin/ggml-rpc-server", "-H", "0.0.0.0", "-p", "50052"}));
-  EXPECT_EQ(r->env, (Env{{"CUDA_VISIBLE_DEVICES", "0,1"}}));
+  EXPECT_EQ(r->env, (Env{{"CUDA_DEVICE_ORDER", "PCI_BUS_ID"}, {"CUDA_VISIBLE_DEVICES", "0,1"}}));
   EXPECT_EQ(r->health_path, "");  // a TCP connect is its readiness check
 
   EXPECT_EQ(RenderDistributedServerLaunch(BuiltIn("vllm"), "", m, i, rpc, sub).status().code(),
@@ -235,7 +235,8 @@ TEST(RenderLaunchTest, RpcEndpointsComeFromTheReportedDistributedServers) {
       RenderDistributedServerLaunch(BuiltIn("llama.cpp"), "", m, i, i.distributed_servers[0], sub);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->argv, (Argv{"ggml-rpc-server", "-H", "127.0.0.1", "-p", "40123"}));
-  EXPECT_EQ(r->env, (Env{{"CUDA_VISIBLE_DEVICES", ""}}));  // no GPUs placed there: CPU
+  EXPECT_EQ(r->env, (Env{{"CUDA_DEVICE_ORDER", "PCI_BUS_ID"},
+                         {"CUDA_VISIBLE_DEVICES", ""}}));  // no GPUs placed there: CPU
 }
 
 TEST(RenderLaunchTest, VllmTensorParallelWithMemoryFractionAndContext) {
@@ -250,7 +251,7 @@ TEST(RenderLaunchTest, VllmTensorParallelWithMemoryFractionAndContext) {
                           "0.0.0.0", "--port", "40010", "--served-model-name", "llama-3.1-70b",
                           "--tensor-parallel-size", "2", "--gpu-memory-utilization", "0.87",
                           "--max-model-len", "32768", "--max-num-seqs", "64"}));
-  EXPECT_EQ(s.env, (Env{{"CUDA_VISIBLE_DEVICES", "2,3"}}));
+  EXPECT_EQ(s.env, (Env{{"CUDA_DEVICE_ORDER", "PCI_BUS_ID"}, {"CUDA_VISIBLE_DEVICES", "2,3"}}));
 }
 
 TEST(RenderLaunchTest, VllmWithLmcache) {
@@ -264,7 +265,8 @@ TEST(RenderLaunchTest, VllmWithLmcache) {
                           "40011", "--served-model-name", "qwen2.5-7b", "--tensor-parallel-size",
                           "1", "--gpu-memory-utilization", "0.50", "--kv-transfer-config",
                           R"({"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"})"}));
-  EXPECT_EQ(s.env, (Env{{"CUDA_VISIBLE_DEVICES", "0"},
+  EXPECT_EQ(s.env, (Env{{"CUDA_DEVICE_ORDER", "PCI_BUS_ID"},
+                        {"CUDA_VISIBLE_DEVICES", "0"},
                         {"LMCACHE_CHUNK_SIZE", "256"},
                         {"LMCACHE_LOCAL_CPU", "True"},
                         {"LMCACHE_MAX_LOCAL_CPU_SIZE", "64"}}));
@@ -418,10 +420,9 @@ const std::string kHubGguf =
 Argv LlamaCpp(const std::string& path) {
   // A whole offload is -ngl 999 (llama.cpp counts the output layer too); on a GPU, flash
   // attention; -lv 4 so the engine's log names its devices and offloaded layers.
-  return {"llama-server", "-m",       path,       "--host",  "0.0.0.0", "--port", "41000",
-          "--alias",      "llama-8b", "-c",       "131072",  "--parallel",         "16",
-          "-ngl",         "999",      "-fa",      "on",      "--metrics",          "--no-webui",
-          "-lv",          "4"};
+  return {"llama-server", "-m",       path, "--host",    "0.0.0.0",    "--port", "41000",
+          "--alias",      "llama-8b", "-c", "131072",    "--parallel", "16",     "-ngl",
+          "999",          "-fa",      "on", "--metrics", "--no-webui", "-lv",    "4"};
 }
 Argv Vllm(const std::string& path, bool lmcache) {
   Argv a{"vllm",     "serve",
@@ -487,9 +488,10 @@ Argv TensorRtLlm(const std::string& path) {
           "0.87"};
 }
 
-const Env kGpu0{{"CUDA_VISIBLE_DEVICES", "0"}};
+const Env kGpu0{{"CUDA_DEVICE_ORDER", "PCI_BUS_ID"}, {"CUDA_VISIBLE_DEVICES", "0"}};
 // LMCache's RAM cache: ram_ratio 2 x the 16 GiB GPU KV cache of the claim.
-const Env kLmcache{{"CUDA_VISIBLE_DEVICES", "0"},
+const Env kLmcache{{"CUDA_DEVICE_ORDER", "PCI_BUS_ID"},
+                   {"CUDA_VISIBLE_DEVICES", "0"},
                    {"LMCACHE_LOCAL_CPU", "True"},
                    {"LMCACHE_MAX_LOCAL_CPU_SIZE", "32"}};
 
@@ -629,7 +631,8 @@ TEST(CustomBackendTest, RendersWithUserParameters) {
             (Argv{"text-generation-launcher", "--model-id", "/models/phi-4", "--hostname",
                   "0.0.0.0", "--port", "40050", "--max-total-tokens", "16000", "--dtype=bfloat16",
                   "--sharded", "false", R"(--rope-scaling={"type":"dynamic"})", "$(rm -rf /)"}));
-  EXPECT_EQ(s.env, (Env{{"CUDA_VISIBLE_DEVICES", "3"},
+  EXPECT_EQ(s.env, (Env{{"CUDA_DEVICE_ORDER", "PCI_BUS_ID"},
+                        {"CUDA_VISIBLE_DEVICES", "3"},
                         {"HF_HUB_OFFLINE", "0"},  // the model's env wins
                         {"NCCL_DEBUG", "INFO"},
                         {"TGI_GPUS", "3"}}));
@@ -769,6 +772,87 @@ TEST(GpuMemoryFractionTest, RoundsDownAndNeedsEveryGpu) {
   totals.erase(1);
   EXPECT_FALSE(GpuMemoryFraction(i, totals).has_value());
   EXPECT_FALSE(GpuMemoryFraction(MakeInstance({}, 0), totals).has_value());
+}
+
+// ---- GPU addressing and enforced sharing (docs/gpu-sharing.md) ----
+
+constexpr char kVgpu[] = "/opt/segma/lib/libsegma-vgpu.so";
+
+TEST(RenderLaunchTest, EnforcedSharingPreloadsTheLibraryWithTheClaimPerGpu) {
+  types::Model m = MakeModel("llama.cpp");
+  types::ModelInstance i = MakeInstance({2, 5}, 0);
+  i.claim.vram = {{2, 10 * kGiB}, {5, 80 * kGiB}};  // shares GPU 2, owns GPU 5 whole
+  LaunchContext ctx = MakeContext("/models/x.gguf", 40001);
+  ctx.vgpu_library = kVgpu;
+  LaunchSpec s = MustRender(BuiltIn("llama.cpp"), m, i, ctx);
+  // The CUDA ordinal of GPU 2 in the engine is 0 (the first of CUDA_VISIBLE_DEVICES).
+  EXPECT_EQ(s.env, (Env{{"CUDA_DEVICE_ORDER", "PCI_BUS_ID"},
+                        {"CUDA_VISIBLE_DEVICES", "2,5"},
+                        {"LD_PRELOAD", kVgpu},
+                        {"SEGMA_VGPU_LIMITS", "0=10737418240"},
+                        {"SEGMA_VGPU_SHM", "/segma-vgpu-70"}}));
+
+  // A preload of the model's own comes after the library.
+  m.env["LD_PRELOAD"] = "/usr/lib/libjemalloc.so";
+  s = MustRender(BuiltIn("llama.cpp"), m, i, ctx);
+  EXPECT_EQ(s.env.at("LD_PRELOAD"), std::string(kVgpu) + ":/usr/lib/libjemalloc.so");
+}
+
+TEST(RenderLaunchTest, NoPreloadForClaimsWholeGpusOrWithoutTheLibrary) {
+  types::ModelInstance shared = MakeInstance({0}, 40 * kGiB);
+  LaunchContext ctx = MakeContext("/models/x.gguf", 40001);
+  ctx.vgpu_library = kVgpu;
+  const Env plain{{"CUDA_DEVICE_ORDER", "PCI_BUS_ID"}, {"CUDA_VISIBLE_DEVICES", "0"}};
+
+  types::Model claims = MakeModel("llama.cpp");
+  claims.gpu_sharing = types::GpuSharing::kClaims;
+  EXPECT_EQ(MustRender(BuiltIn("llama.cpp"), claims, shared, ctx).env, plain);
+
+  types::Model enforced = MakeModel("llama.cpp");
+  EXPECT_EQ(MustRender(BuiltIn("llama.cpp"), enforced, MakeInstance({0}, 80 * kGiB), ctx).env,
+            plain);  // the whole GPU
+
+  LaunchContext no_library = MakeContext("/models/x.gguf", 40001);
+  EXPECT_EQ(MustRender(BuiltIn("llama.cpp"), enforced, shared, no_library).env, plain);
+
+  LaunchContext unknown_size = ctx;
+  unknown_size.gpu_total_bytes.clear();
+  EXPECT_EQ(MustRender(BuiltIn("llama.cpp"), enforced, shared, unknown_size).env, plain);
+
+  // A CPU instance: no GPU, no library.
+  EXPECT_EQ(MustRender(BuiltIn("llama.cpp"), enforced, MakeInstance({}, 0), ctx).env,
+            (Env{{"CUDA_DEVICE_ORDER", "PCI_BUS_ID"}, {"CUDA_VISIBLE_DEVICES", ""}}));
+}
+
+TEST(RenderLaunchTest, MigDevicesAreAddressedByUuid) {
+  // Whole GPUs 0-1; GPU 1 in MIG mode with devices numbered 2 and 3 by segma (gpu_probe.h).
+  LaunchContext ctx = MakeContext("/models/x.gguf", 40001, 4);
+  ctx.gpu_uuids = {{0, "GPU-aaaa"}, {1, "GPU-bbbb"}, {2, "MIG-1111-2222"}, {3, "MIG-3333-4444"}};
+  ctx.gpu_total_bytes[3] = 18 * kGiB;
+  ctx.vgpu_library = kVgpu;
+  types::Model m = MakeModel("llama.cpp");
+  LaunchSpec s = MustRender(BuiltIn("llama.cpp"), m, MakeInstance({3}, 10 * kGiB), ctx);
+  EXPECT_EQ(s.env.at("CUDA_VISIBLE_DEVICES"), "MIG-3333-4444");
+  EXPECT_EQ(s.env.at("SEGMA_VGPU_LIMITS"), "0=10737418240");  // its ordinal in the engine
+  // A whole GPU keeps its index.
+  s = MustRender(BuiltIn("llama.cpp"), m, MakeInstance({0}, 80 * kGiB), ctx);
+  EXPECT_EQ(s.env.at("CUDA_VISIBLE_DEVICES"), "0");
+}
+
+TEST(RenderDistributedServerLaunchTest, TheRpcServerHasItsOwnAccounting) {
+  types::Model m = MakeModel("llama.cpp");
+  types::ModelInstance i = MakeInstance({0}, 20 * kGiB);
+  types::DistributedServer server;
+  server.worker_id = 9;
+  server.gpu_indexes = {1};
+  server.claim.vram = {{1, 30 * kGiB}};
+  i.distributed_servers = {server};
+  LaunchContext ctx = MakeContext("", 50052);
+  ctx.vgpu_library = kVgpu;
+  Result<LaunchSpec> r = RenderDistributedServerLaunch(BuiltIn("llama.cpp"), "", m, i, server, ctx);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->env.at("SEGMA_VGPU_LIMITS"), "0=32212254720");
+  EXPECT_EQ(r->env.at("SEGMA_VGPU_SHM"), "/segma-vgpu-70-rpc");
 }
 
 }  // namespace
