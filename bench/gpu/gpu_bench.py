@@ -179,6 +179,19 @@ def share(args):
         gpu = [g for g in st.gpus() if g["index"] == index][0]
         apps = smi("compute-apps=gpu_uuid,pid,used_memory")
         mem = smi("gpu=memory.used,memory.reserved,memory.total")[index]
+        # Enforced sharing (docs/gpu-sharing.md): each engine's environment and what llama.cpp
+        # itself saw of the device's memory (its slice, when libsegma-vgpu is preloaded).
+        slices = []
+        for inst in (a, b):
+            pid = st.engine_pids().get(inst["id"])
+            env = dict(kv.split("=", 1) for kv in
+                       open(f"/proc/{pid}/environ").read().split("\0") if "=" in kv) if pid else {}
+            log = open(os.path.join(st.data, "worker", "logs", f"instance-{inst['id']}.log")).read()
+            seen = re.findall(r"using device CUDA\d+ \([^)]*\)[^\n]*?(\d+) MiB free", log)
+            slices.append(
+                f"- instance {inst['id']}: LD_PRELOAD {'libsegma-vgpu' if 'libsegma-vgpu' in env.get('LD_PRELOAD', '') else 'absent'}, "
+                f"SEGMA_VGPU_LIMITS {env.get('SEGMA_VGPU_LIMITS', '-')}, CUDA_DEVICE_ORDER "
+                f"{env.get('CUDA_DEVICE_ORDER', '-')}; llama.cpp saw {seen[0] if seen else '?'} MiB free")
         lines = [
             "Two deployments of the 8B model on one GPU through VRAM claims (4,096 tokens x 8 "
             "sequences each):", "",
@@ -193,7 +206,7 @@ def share(args):
             f"{json.dumps([(p['pid'], p['memory_used'] // MiB, p['managed']) for p in gpu.get('processes', [])])}",
             f"- nvidia-smi: memory.used {mem[0]} MiB + reserved {mem[1]} MiB of {mem[2]} MiB; "
             f"compute apps (pid, MiB) {apps}",
-        ]
+        ] + slices
         write(args, "share.md", "\n".join(lines) + "\n")
     finally:
         st.stop()
@@ -257,6 +270,8 @@ PLANS = {
         ("segma, 32 sequences", [], 32, [(1, 4, G), (8, 16, G), (16, 32, G), (32, 64, D)]),
         ("segma, concurrency unset", [], None, [(1, 4, G), (32, 64, G)]),
         ("segma, 64 sequences", [], 64, [(64, 128, G)])]),
+    "8b-check": ("Llama-3.1-8B layout, q8_0 (the rows a launch change is checked on)", [
+        ("segma, 32 sequences", [], 32, [(1, 4, G), (32, 64, G)])]),
     "8b-kvu": ("Llama-3.1-8B layout, q8_0, one KV buffer for all slots (-kvu)", [
         ("segma + -kvu, 32 sequences", ["-kvu"], 32, [(32, 64, G)]),
         ("segma + -kvu, 64 sequences", ["-kvu"], 64, [(64, 128, G)])]),

@@ -8,7 +8,7 @@
 #     inventory  `segma probe` (NVML) against nvidia-smi, kept as a fixture
 #     model      a random-weight Llama-3.1-8B-shaped GGUF (q8_0) written by `segma model make-test`
 #     model-f16  the same layout in f16; model-32b: a 32B layout (Qwen2.5-32B dimensions) in q8_0
-#     tune-8b-q8_0, tune-8b-f16, tune-32b-q8_0, tune-8b-kvu (-kvu: one KV buffer for all slots)
+#     tune-8b-q8_0, tune-8b-check (1 and 32 users only), tune-8b-f16, tune-32b-q8_0, tune-8b-kvu (-kvu: one KV buffer for all slots)
 #                segma's llama.cpp choices against llama.cpp's defaults (gpu_bench.py tune), each
 #                deployment's engine log checked for "offloaded N/N layers to GPU"
 #     save-build the CUDA build of llama.cpp as $OUT/llama-build.tar.gz.NN (15 MiB parts), which
@@ -125,6 +125,7 @@ for phase in "${phases[@]}"; do
     model-32b) make_model llama-32b-q8_0.gguf 32b q8_0 ;;
     serve|share|multi) phase_stack "$phase" ;;
     tune-8b-q8_0) phase_tune 8b-q8_0 llama-8b-q8_0.gguf ;;
+    tune-8b-check) phase_tune 8b-check llama-8b-q8_0.gguf ;;
     tune-8b-f16) phase_tune 8b-f16 llama-8b-f16.gguf ;;
     tune-8b-kvu) phase_tune 8b-kvu llama-8b-q8_0.gguf ;;
     tune-32b-q8_0) phase_tune 32b-q8_0 llama-32b-q8_0.gguf ;;
