@@ -272,6 +272,11 @@ PLANS = {
         ("segma, 64 sequences", [], 64, [(64, 128, G)])]),
     "8b-check": ("Llama-3.1-8B layout, q8_0 (the rows a launch change is checked on)", [
         ("segma, 32 sequences", [], 32, [(1, 4, G), (32, 64, G)])]),
+    # The same deployment with and without libsegma-vgpu preloaded (gpu_sharing, docs/
+    # gpu-sharing.md): a claim smaller than the GPU is a slice when sharing is enforced.
+    "8b-vgpu": ("Llama-3.1-8B layout, q8_0, gpu_sharing claims against enforced", [
+        ("segma, 32 sequences, gpu_sharing claims", [], 32, [(1, 4, G), (32, 64, G)]),
+        ("segma, 32 sequences, gpu_sharing enforced", [], 32, [(1, 4, G), (32, 64, G)])]),
     "8b-kvu": ("Llama-3.1-8B layout, q8_0, one KV buffer for all slots (-kvu)", [
         ("segma + -kvu, 32 sequences", ["-kvu"], 32, [(32, 64, G)]),
         ("segma + -kvu, 64 sequences", ["-kvu"], 64, [(64, 128, G)])]),
@@ -346,6 +351,9 @@ def tune(args):
             if sequences is not None:
                 body["context_length"] = 512 if QUICK else 2048
                 body["max_concurrent_sequences"] = sequences
+            sharing = re.search(r"gpu_sharing (\w+)", variant)
+            if sharing:
+                body["gpu_sharing"] = sharing.group(1)
             name = "tune-" + re.sub(r"[^a-z0-9]+", "-", variant.lower()).strip("-")
             model, inst = deploy_checked(st, name, body=body)
             facts = inst["engine"]
@@ -367,6 +375,13 @@ def tune(args):
                         f"{tps['p50']:.1f} | {tps['min']:.1f} | {r['output_tokens_per_s']:.0f} | "
                         f"{bw} | {r['errors']} |")
                     write(args, f"tune-{args.plan}.md", "\n".join(head + rows + [""] + engines))
+            # The engine's own lines about memory and retries: libsegma-vgpu's refusals and
+            # llama.cpp's answers to them.
+            log = open(os.path.join(st.data, "worker", "logs", f"instance-{inst['id']}.log")).read()
+            with open(os.path.join(args.out, f"{name}.engine.log"), "w") as f:
+                f.write("\n".join(l for l in log.splitlines()
+                                  if re.search(r"segma-vgpu|MiB free|out of memory|retrying|"
+                                               r"failed|pool|KV self|n_ctx|compute buffer", l)))
             undeploy(st, model)
         write(args, f"tune-{args.plan}.md", "\n".join(head + rows + [""] + engines) + "\n")
     finally:

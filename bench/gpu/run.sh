@@ -126,6 +126,7 @@ for phase in "${phases[@]}"; do
     serve|share|multi) phase_stack "$phase" ;;
     tune-8b-q8_0) phase_tune 8b-q8_0 llama-8b-q8_0.gguf ;;
     tune-8b-check) phase_tune 8b-check llama-8b-q8_0.gguf ;;
+    tune-8b-vgpu) phase_tune 8b-vgpu llama-8b-q8_0.gguf ;;
     tune-8b-f16) phase_tune 8b-f16 llama-8b-f16.gguf ;;
     tune-8b-kvu) phase_tune 8b-kvu llama-8b-q8_0.gguf ;;
     tune-32b-q8_0) phase_tune 32b-q8_0 llama-32b-q8_0.gguf ;;
