@@ -2,7 +2,7 @@
 -- worker the server could hear, with what it held there. A multi-worker instance has one row per
 -- worker it holds GPUs on. ended_at is NULL while the interval is open; last_seen follows the
 -- worker's heartbeats, so an interval whose worker is lost (or that a crash left open) is closed
--- at the last moment the server knew the GPUs were held (docs/observability.md "GPU-time ledger").
+-- at the last moment the server knew the GPUs were held (docs/adr/0031-usage-gpu-ledger.md).
 -- Written by the store where instance and worker rows are written (sqlite_gpu_ledger.cc).
 CREATE TABLE gpu_intervals (
   id INTEGER PRIMARY KEY,
