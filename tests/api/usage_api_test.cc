@@ -148,7 +148,7 @@ TEST_F(UsageApiTest, BucketsCostAndCsv) {
       "gpu_hours,vram_gib_hours,cost\n";
   ASSERT_EQ(csv.body.substr(0, header.size()), header) << csv.body;
   EXPECT_EQ(std::count(csv.body.begin(), csv.body.end(), '\n'), 4);
-  EXPECT_NE(csv.body.find(",chat,4,0,4000,2000,0,0,0,0,0.101"), std::string::npos) << csv.body;
+  EXPECT_NE(csv.body.find(",chat,4,0,4000,2000,0,0,0,0,0.10"), std::string::npos) << csv.body;
 
   // Without a bucket: one row per route, no bucket column.
   auto whole = Api::Obj(viewer.Get("/v2/usage?group_by=route" + range));

@@ -442,12 +442,13 @@ TEST_F(GpuLedgerTest, CostIsTokensAndGpuHoursAtTheTablesPrices) {
   // By route, GPU time has no route: its cost is on the empty-key row.
   auto by_route = Query(UsageGroupBy::kRoute, UsageBucket::kNone, t0, t0 + hours(3));
   ASSERT_EQ(by_route.size(), 3u);
-  EXPECT_EQ(by_route[0].key, "");
-  EXPECT_DOUBLE_EQ(by_route[0].cost, 12.0);
-  EXPECT_EQ(by_route[1].key, "chat");
-  EXPECT_DOUBLE_EQ(by_route[1].cost, 6.0);
-  EXPECT_EQ(by_route[2].key, "no-price");
-  EXPECT_DOUBLE_EQ(by_route[2].cost, 0.0);
+  EXPECT_EQ(by_route[0].key, "chat");
+  EXPECT_DOUBLE_EQ(by_route[0].cost, 6.0);
+  EXPECT_EQ(by_route[1].key, "no-price");
+  EXPECT_DOUBLE_EQ(by_route[1].cost, 0.0);
+  EXPECT_EQ(by_route[2].key, "");  // last, after the routes
+  EXPECT_DOUBLE_EQ(by_route[2].cost, 12.0);
+  EXPECT_EQ(by_route[2].requests, 0);
 }
 
 TEST_F(GpuLedgerTest, BadPriceTablesAreRejectedWhole) {

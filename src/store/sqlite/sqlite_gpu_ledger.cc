@@ -117,8 +117,9 @@ struct WorkerRow {
   std::map<int, std::string> gpu_names;  // index → name, as the worker last reported
 };
 
-// The worker's stored row; nullopt when it does not exist.
-Result<std::optional<WorkerRow>> LoadWorkerRow(sqlite3* db, int64_t id) {
+// The worker's stored row; nullopt when it does not exist. Its GPUs' names only `with_gpus`
+// (parsing the status is the costly part, and heartbeats do not need it).
+Result<std::optional<WorkerRow>> LoadWorkerRow(sqlite3* db, int64_t id, bool with_gpus) {
   ASSIGN_OR_RETURN(
       SqliteStmt st,
       Prepare(db, "SELECT state, status, last_heartbeat_at FROM workers WHERE id = ?"));
@@ -131,6 +132,7 @@ Result<std::optional<WorkerRow>> LoadWorkerRow(sqlite3* db, int64_t id) {
   const std::string state = SqliteColumnText(s, 0);
   w.lost = state == "NOT_READY" || state == "UNREACHABLE";
   if (sqlite3_column_type(s, 2) != SQLITE_NULL) w.last_heartbeat_ms = sqlite3_column_int64(s, 2);
+  if (!with_gpus) return std::optional<WorkerRow>(std::move(w));
   // Only the GPUs' names are needed: read them without decoding the whole status.
   Result<json::value> status = ParseJson(SqliteColumnText(s, 1));
   if (status.ok() && status->is_object()) {
@@ -196,7 +198,7 @@ Status SqliteLedgerSyncInstance(sqlite3* db, int64_t instance_id, Timestamp now,
   if (row && row->running) {
     for (Part& p : row->parts) {
       if (p.gpus.empty() || p.worker_id == 0) continue;  // nothing on a GPU: nothing to count
-      ASSIGN_OR_RETURN(std::optional<WorkerRow> w, LoadWorkerRow(db, p.worker_id));
+      ASSIGN_OR_RETURN(std::optional<WorkerRow> w, LoadWorkerRow(db, p.worker_id, true));
       if (!w || w->lost) continue;
       std::string type = GpuType(*w, p.gpus);
       std::string gpus = EncodeGpus(p.gpus);
@@ -255,7 +257,7 @@ Status SqliteLedgerSyncInstance(sqlite3* db, int64_t instance_id, Timestamp now,
 }
 
 Status SqliteLedgerSyncWorker(sqlite3* db, int64_t worker_id, Timestamp now) {
-  ASSIGN_OR_RETURN(std::optional<WorkerRow> w, LoadWorkerRow(db, worker_id));
+  ASSIGN_OR_RETURN(std::optional<WorkerRow> w, LoadWorkerRow(db, worker_id, false));
   if (!w || w->lost) {
     ASSIGN_OR_RETURN(SqliteStmt st, Prepare(db,
                                             "UPDATE gpu_intervals SET ended_at = MAX(started_at, "

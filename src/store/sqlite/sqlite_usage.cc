@@ -319,11 +319,11 @@ Result<std::vector<UsageSummary>> SqliteQueryUsage(sqlite3* db, const UsageQuery
   const bool numeric =
       query.group_by == UsageGroupBy::kProject || query.group_by == UsageGroupBy::kUser ||
       query.group_by == UsageGroupBy::kKey || query.group_by == UsageGroupBy::kDeployment;
-  // Rows by (bucket, key), keys of id groupings ordered as numbers ("" first).
-  std::map<std::tuple<int64_t, int64_t, std::string>, UsageSummary> rows;
+  // Rows by (bucket, key), keys of id groupings ordered as numbers, the empty key last.
+  std::map<std::tuple<int64_t, bool, int64_t, std::string>, UsageSummary> rows;
   const auto row = [&](int64_t bucket_ms, const std::string& key) -> UsageSummary& {
-    const int64_t n = numeric ? (key.empty() ? -1 : std::stoll(key)) : 0;
-    UsageSummary& r = rows[{bucket_ms, n, key}];
+    const int64_t n = numeric && !key.empty() ? std::stoll(key) : 0;
+    UsageSummary& r = rows[{bucket_ms, key.empty(), n, key}];
     r.key = key;
     if (query.bucket != UsageBucket::kNone) r.bucket = FromUnixMillis(bucket_ms);
     return r;
