@@ -127,12 +127,12 @@ TEST_F(UsageApiTest, BucketsCostAndCsv) {
   EXPECT_EQ(o.at("currency").as_string(), "TWD");
   const json::array& items = o.at("items").as_array();
   ASSERT_EQ(items.size(), 3u) << r.body;
-  EXPECT_EQ(items[0].at("bucket").as_string().substr(0, 19), "2025-03-01T00:00:00");
+  EXPECT_EQ(std::string(items[0].at("bucket").as_string()).substr(0, 19), "2025-03-01T00:00:00");
   EXPECT_EQ(items[0].at("route").as_string(), "chat");
   EXPECT_EQ(items[0].at("requests").as_int64(), 4);
   // 4,000 prompt tokens x 10/1M + 2,000 completion x 30.5/1M.
   EXPECT_DOUBLE_EQ(items[0].at("cost").as_double(), 0.04 + 0.061);
-  EXPECT_EQ(items[1].at("bucket").as_string().substr(0, 19), "2025-03-02T00:00:00");
+  EXPECT_EQ(std::string(items[1].at("bucket").as_string()).substr(0, 19), "2025-03-02T00:00:00");
   EXPECT_EQ(items[1].at("route").as_string(), "chat");
   EXPECT_EQ(items[2].at("route").as_string(), "embed");
   EXPECT_DOUBLE_EQ(items[2].at("cost").as_double(), 0.0);  // no price for embed
