@@ -223,7 +223,8 @@ struct UsageRecord {
 // route's or a model's; kModel is the older spelling); kDeployment by the model that served it
 // (its id as text); kGpuType by the GPU type the serving instance held when the request arrived.
 // GPU time is attributed where the dimension applies (project, deployment, gpu_type); for the
-// others it is reported on a row with an empty key, so totals do not depend on the grouping.
+// others it is reported on a last row (per bucket) with an empty key, so totals do not depend on
+// the grouping.
 enum class UsageGroupBy { kProject, kUser, kKey, kModel, kFinish, kRoute, kDeployment, kGpuType };
 // "project" | "user" | "key" | "model" | "finish" | "route" | "deployment" | "gpu_type"
 std::string_view UsageGroupByName(UsageGroupBy g);
@@ -269,8 +270,9 @@ struct UsageSummary {
   double gpu_hours() const { return static_cast<double>(gpu_ms) / 3.6e6; }
 };
 
-// One interval of the GPU-time ledger (table gpu_intervals; docs/observability.md): an instance
-// RUNNING on a worker the server could hear, holding gpu_count GPUs and vram_bytes of VRAM there.
+// One interval of the GPU-time ledger (table gpu_intervals; docs/adr/0031-usage-gpu-ledger.md): an
+// instance RUNNING on a worker the server could hear, holding gpu_count GPUs and vram_bytes of VRAM
+// there.
 struct GpuInterval {
   int64_t id = 0;
   int64_t instance_id = 0;
@@ -542,7 +544,7 @@ class Store {
   // UNREACHABLE or deleted closes its intervals at its last heartbeat (last_seen), and its next
   // heartbeat opens new ones for its still RUNNING instances. At open, the store closes, at
   // last_seen, the open intervals whose instance is gone or no longer RUNNING; the others keep
-  // counting (docs/observability.md "GPU-time ledger").
+  // counting (docs/adr/0031-usage-gpu-ledger.md).
   //
   // Intervals overlapping [from, to) of these projects (nullopt: all), by started_at then id.
   virtual Result<std::vector<GpuInterval>> ListGpuIntervals(
