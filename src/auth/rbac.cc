@@ -151,6 +151,8 @@ std::string_view ResourceName(Resource r) {
       return "model-evaluations";
     case Resource::kInference:
       return "inference";
+    case Resource::kPrices:
+      return "prices";
     case Resource::kSelf:
       return "own profile";
     case Resource::kWorkerSelf:
@@ -195,6 +197,7 @@ Status Authorize(const Principal& p, Action action, Resource resource,
       return OkStatus();
     case Resource::kUsers:
     case Resource::kClusters:
+    case Resource::kPrices:
     case Resource::kWorkerSelf:
       return DenyAdminOnly(action, resource);
     case Resource::kProjects:

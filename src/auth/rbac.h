@@ -17,6 +17,7 @@
 //    create/update/delete A only (update can change quotas).
 //  - kUsers: A only. kSelf (own profile, password): any user principal.
 //  - kClusters: A only (reads include registration tokens).
+//  - kPrices: A only (the charge-back price table; members see its effect in usage costs).
 //  - kWorkers, kGpus, kBackends, kModelFiles: read U, write A.
 //  - kWorkerSelf: worker principals (and A). Worker principals can do nothing else.
 //  - API keys act with their creator's roles, confined to the key's own project and scope:
@@ -53,6 +54,7 @@ enum class Resource {
   kUsage,
   kModelEvaluations,
   kInference,
+  kPrices,      // the price table of cost reports (admin only)
   kSelf,        // own profile, own password
   kWorkerSelf,  // worker heartbeats, its own assignments
 };

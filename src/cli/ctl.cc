@@ -1040,16 +1040,23 @@ void AddCatalogCommands(CLI::App* ctl, const std::shared_ptr<CtlOptions>& opts) 
 
   struct UsageArgs {
     std::string group_by = "project";
+    std::string bucket;
     std::string from;
     std::string to;
     int64_t project = 0;
     bool csv = false;
   };
   auto usage = std::make_shared<UsageArgs>();
-  CLI::App* usage_cmd =
-      ctl->add_subcommand("usage", "Requests and tokens per project, model, key, user or finish");
-  usage_cmd->add_option("--group-by", usage->group_by, "project | model | key | user | finish")
-      ->check(CLI::IsMember({"project", "model", "key", "user", "finish"}));
+  CLI::App* usage_cmd = ctl->add_subcommand(
+      "usage", "Requests, tokens, GPU-hours and cost per project, route, GPU type, ...");
+  const std::vector<std::string> groups = {"project", "user",       "key",      "model",
+                                           "route",   "deployment", "gpu_type", "finish"};
+  usage_cmd
+      ->add_option("--group-by", usage->group_by,
+                   "project | user | key | model | route | deployment | gpu_type | finish")
+      ->check(CLI::IsMember(groups));
+  usage_cmd->add_option("--bucket", usage->bucket, "hour | day | month (UTC)")
+      ->check(CLI::IsMember({"hour", "day", "month"}));
   usage_cmd->add_option("--from", usage->from, "RFC 3339 (default: 30 days ago)");
   usage_cmd->add_option("--to", usage->to, "RFC 3339 (default: now)");
   usage_cmd->add_option("--project", usage->project, "project id");
@@ -1057,6 +1064,7 @@ void AddCatalogCommands(CLI::App* ctl, const std::shared_ptr<CtlOptions>& opts) 
   usage_cmd->callback([opts, usage] {
     ListPath path{"/v2/usage"};
     path.Add("group_by", usage->group_by);
+    if (!usage->bucket.empty()) path.Add("bucket", usage->bucket);
     if (!usage->from.empty()) path.Add("from", usage->from);
     if (!usage->to.empty()) path.Add("to", usage->to);
     if (usage->project > 0) path.Add("project_id", std::to_string(usage->project));
@@ -1064,9 +1072,72 @@ void AddCatalogCommands(CLI::App* ctl, const std::shared_ptr<CtlOptions>& opts) 
       std::cout << CallText(*opts, path.Add("format", "csv").path);
       return;
     }
-    PrintColumns(*opts, Call(*opts, verb::get, path.path),
-                 PathColumns({usage->group_by, "requests", "errors", "prompt_tokens",
-                              "completion_tokens", "cached_tokens", "cut_short"}));
+    Answer a = Call(*opts, verb::get, path.path);
+    std::vector<Column> columns;
+    if (!usage->bucket.empty()) columns.push_back(PathColumn("bucket"));
+    const std::string currency = Str(a.json.as_object(), "currency");
+    PrintColumns(
+        *opts, a,
+        columns +
+            PathColumns({usage->group_by, "requests", "errors", "prompt_tokens",
+                         "completion_tokens", "cut_short", "gpu_hours", "vram_gib_hours"}) +
+            std::vector<Column>{{"COST (" + currency + ")",
+                                 [](const json::object& r) { return Cell(Field(r, "cost")); }}});
+  });
+
+  // prices get | set: the admin-set price table behind the cost column.
+  CLI::App* prices = ctl->add_subcommand("prices", "The price table of usage costs (admins)");
+  prices->require_subcommand(1);
+  const std::vector<Column> price_columns = PathColumns({"unit", "name", "price"});
+  prices->add_subcommand("get", "Show the price table")->callback([opts, price_columns] {
+    Answer a = Call(*opts, verb::get, "/v2/prices");
+    if (opts->output != "json") {
+      std::cout << "currency: " << Str(a.json.as_object(), "currency") << "\n";
+    }
+    PrintColumns(*opts, a, price_columns);
+  });
+  struct PriceArgs {
+    std::string currency;
+    std::string unit;
+    std::string name;
+    double price = -1;
+  };
+  auto price = std::make_shared<PriceArgs>();
+  CLI::App* set_cmd = prices->add_subcommand(
+      "set",
+      "Set one price (added to, or replacing its unit and name in, the table) or the "
+      "currency");
+  set_cmd->add_option("--currency", price->currency, "three capital letters, like USD");
+  set_cmd->add_option("unit", price->unit, "prompt_1m_tokens | completion_1m_tokens | gpu_hour")
+      ->check(CLI::IsMember({"prompt_1m_tokens", "completion_1m_tokens", "gpu_hour"}));
+  set_cmd->add_option("name", price->name, "the model name (tokens) or GPU type (gpu_hour)");
+  set_cmd->add_option("price", price->price, "non-negative, per 1M tokens or per GPU-hour");
+  set_cmd->callback([opts, price, price_columns] {
+    if (price->unit.empty() && price->currency.empty()) Fail("give UNIT NAME PRICE or --currency");
+    if (!price->unit.empty() && (price->name.empty() || price->price < 0)) {
+      Fail("give UNIT NAME PRICE, with a non-negative PRICE");
+    }
+    // The API replaces the whole table: read it, change one entry, write it back.
+    json::object table = Call(*opts, verb::get, "/v2/prices").json.as_object();
+    json::object body{{"currency", table.at("currency")}};
+    if (!price->currency.empty()) body["currency"] = price->currency;
+    json::array items;
+    for (const json::value& v : table.at("items").as_array()) {
+      const json::object& item = v.as_object();
+      if (Str(item, "unit") == price->unit && Str(item, "name") == price->name) continue;
+      items.push_back(json::object{
+          {"unit", item.at("unit")}, {"name", item.at("name")}, {"price", item.at("price")}});
+    }
+    if (!price->unit.empty()) {
+      items.push_back(
+          json::object{{"unit", price->unit}, {"name", price->name}, {"price", price->price}});
+    }
+    body["items"] = std::move(items);
+    Answer a = Call(*opts, verb::put, "/v2/prices", json::value(std::move(body)));
+    if (opts->output != "json") {
+      std::cout << "currency: " << Str(a.json.as_object(), "currency") << "\n";
+    }
+    PrintColumns(*opts, a, price_columns);
   });
 }
 

@@ -219,21 +219,39 @@ struct UsageRecord {
   UsageFinish finish = UsageFinish::kComplete;
 };
 
-enum class UsageGroupBy { kProject, kUser, kKey, kModel, kFinish };
-// "project" | "user" | "key" | "model" | "finish"
+// What a usage query groups by. kModel and kRoute both group by the name the client asked for (a
+// route's or a model's; kModel is the older spelling); kDeployment by the model that served it
+// (its id as text); kGpuType by the GPU type the serving instance held when the request arrived.
+// GPU time is attributed where the dimension applies (project, deployment, gpu_type); for the
+// others it is reported on a last row (per bucket) with an empty key, so totals do not depend on
+// the grouping.
+enum class UsageGroupBy { kProject, kUser, kKey, kModel, kFinish, kRoute, kDeployment, kGpuType };
+// "project" | "user" | "key" | "model" | "finish" | "route" | "deployment" | "gpu_type"
 std::string_view UsageGroupByName(UsageGroupBy g);
 std::optional<UsageGroupBy> ParseUsageGroupBy(std::string_view s);
 
+// Time buckets of a usage query, UTC; kNone: one row per group over the whole range.
+enum class UsageBucket { kNone, kHour, kDay, kMonth };
+std::string_view UsageBucketName(UsageBucket b);  // "" | "hour" | "day" | "month"
+std::optional<UsageBucket> ParseUsageBucket(std::string_view s);
+// The start of the bucket holding `t`, and of the next one (kNone: t itself, Timestamp::max()).
+Timestamp UsageBucketStart(UsageBucket b, Timestamp t);
+Timestamp UsageBucketNext(UsageBucket b, Timestamp bucket_start);
+
 struct UsageQuery {
   UsageGroupBy group_by = UsageGroupBy::kProject;
+  UsageBucket bucket = UsageBucket::kNone;
   Timestamp from;  // inclusive
   Timestamp to;    // exclusive
   // Only these projects (nullopt: all). An empty set matches nothing.
   std::optional<std::vector<int64_t>> project_ids;
 };
 
-// One group of a usage query. `key` is the project, user or key id as text, or the model name.
+// One group (of one bucket) of a usage query. `key` is the project, user, key or deployment id as
+// text, the model or route name, the finish or the GPU type ("" for GPU time that the grouping
+// cannot attribute, and for requests that never reached a GPU under kGpuType).
 struct UsageSummary {
+  std::optional<Timestamp> bucket;  // the bucket's start; nullopt for UsageBucket::kNone
   std::string key;
   int64_t requests = 0;
   int64_t errors = 0;  // status >= 400
@@ -241,7 +259,60 @@ struct UsageSummary {
   int64_t completion_tokens = 0;
   int64_t cached_tokens = 0;
   int64_t cut_short = 0;  // requests whose finish is not kComplete
+  // GPU time from the ledger, clipped exactly to [from, to) and the bucket: GPUs x milliseconds
+  // (exact; gpu_hours() = gpu_ms / 3.6e6) and GiB of claimed VRAM x hours.
+  int64_t gpu_ms = 0;
+  double vram_gib_hours = 0;
+  // prompt_tokens/1e6 x its model's prompt price + completion_tokens/1e6 x completion price +
+  // GPU hours x the GPU type's hourly price, in PriceTable::currency (missing prices count 0).
+  double cost = 0;
+
+  double gpu_hours() const { return static_cast<double>(gpu_ms) / 3.6e6; }
 };
+
+// One interval of the GPU-time ledger (table gpu_intervals; docs/adr/0031-usage-gpu-ledger.md): an
+// instance RUNNING on a worker the server could hear, holding gpu_count GPUs and vram_bytes of VRAM
+// there.
+struct GpuInterval {
+  int64_t id = 0;
+  int64_t instance_id = 0;
+  int64_t deployment_id = 0;
+  std::string model;
+  int64_t project_id = 0;
+  int64_t worker_id = 0;
+  std::string gpu_type;
+  std::vector<int> gpu_indexes;
+  int64_t gpu_count = 0;
+  int64_t vram_bytes = 0;
+  Timestamp started_at{};
+  std::optional<Timestamp> ended_at;  // nullopt while open
+  Timestamp last_seen{};
+};
+
+// ---- prices (admin-set; no events) ------------------------------------------------------------
+
+// Units a price is given in: per 1M prompt or completion tokens of a model (name = the model
+// name clients ask for), per hour of one GPU of a type (name = the GPU type workers report).
+enum class PriceUnit { kPrompt1MTokens, kCompletion1MTokens, kGpuHour };
+// "prompt_1m_tokens" | "completion_1m_tokens" | "gpu_hour"
+std::string_view PriceUnitName(PriceUnit u);
+std::optional<PriceUnit> ParsePriceUnit(std::string_view s);
+
+struct Price {
+  PriceUnit unit = PriceUnit::kGpuHour;
+  std::string name;
+  double price = 0;  // >= 0, finite
+  friend bool operator==(const Price&, const Price&) = default;
+};
+
+struct PriceTable {
+  std::string currency = "USD";  // three capital letters (ISO 4217 style)
+  std::vector<Price> items;      // by unit, then name; (unit, name) unique
+  Timestamp updated_at{};        // set by the store; epoch until first set
+};
+// kInvalidArgument naming the first problem: currency not three letters A-Z, an empty or
+// over-long name (> 256), a negative or non-finite price, a duplicate (unit, name).
+Status ValidatePriceTable(const PriceTable& t);
 
 class Store {
  public:
@@ -460,8 +531,30 @@ class Store {
   // Inserts `batch` in one transaction and adds it to the daily roll-up (usage_daily). Records
   // whose request_id is already stored are skipped (a retried batch is harmless).
   virtual Status InsertUsageRecords(const std::vector<UsageRecord>& batch) = 0;
-  // Totals per group over [query.from, query.to), ordered by key. kInvalidArgument if from > to.
+  // Totals per (bucket, group) over [query.from, query.to), ordered by bucket, then key (ids
+  // numerically): the usage records' sums, the ledger's GPU time (open intervals count up to the
+  // store's clock) and the cost at the current prices. kInvalidArgument if from > to.
   virtual Result<std::vector<UsageSummary>> QueryUsage(const UsageQuery& query) = 0;
+
+  // ---- GPU-time ledger (no events) -------------------------------------------------------------
+  // Intervals are opened and closed by the store itself, where instance and worker rows are
+  // written: an instance RUNNING on a worker that is not NOT_READY/UNREACHABLE has one open
+  // interval per worker it holds GPUs on (a new one when its placement or claim changes); leaving
+  // RUNNING or being deleted closes it at the store's clock; a worker marked NOT_READY,
+  // UNREACHABLE or deleted closes its intervals at its last heartbeat (last_seen), and its next
+  // heartbeat opens new ones for its still RUNNING instances. At open, the store closes, at
+  // last_seen, the open intervals whose instance is gone or no longer RUNNING; the others keep
+  // counting (docs/adr/0031-usage-gpu-ledger.md).
+  //
+  // Intervals overlapping [from, to) of these projects (nullopt: all), by started_at then id.
+  virtual Result<std::vector<GpuInterval>> ListGpuIntervals(
+      Timestamp from, Timestamp to, const std::optional<std::vector<int64_t>>& project_ids) = 0;
+
+  // ---- prices (no events) ----------------------------------------------------------------------
+  virtual Result<PriceTable> GetPrices() = 0;
+  // Replaces the whole table (currency and items) in one transaction. kInvalidArgument from
+  // ValidatePriceTable (nothing is written).
+  virtual Result<PriceTable> ReplacePrices(const PriceTable& table) = 0;
 };
 
 }  // namespace segma::store

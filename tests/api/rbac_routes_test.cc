@@ -400,6 +400,16 @@ TEST_F(RbacRoutesTest, EveryRouteTimesEveryRole) {
         },
         {{kWorker}}}},
       {"GET /v2/usage", {"/v2/usage?project_id=" + p, none, {project_readers}}},
+      {"GET /v2/prices", {"/v2/prices", none, {admins}}},
+      {"PUT /v2/prices",
+       {"/v2/prices",
+        [] {
+          return json::value(json::object{
+              {"currency", "EUR"},
+              {"items", json::array{json::object{
+                            {"unit", "gpu_hour"}, {"name", "NVIDIA H200"}, {"price", 2.5}}}}});
+        },
+        {admins}}},
       {"GET /v2/model-files", {"/v2/model-files", none, {readers_of_pool}}},
       {"GET /v2/model-files/{id}",
        {fmt::format("/v2/model-files/{}", model_file_ids_[0]), none, {readers_of_pool}}},

@@ -335,6 +335,41 @@ TEST_F(CtlTest, ModelsInstancesLogsUsageAndWatch) {
   std::tie(rc, out) = Ctl("usage --from yesterday");
   EXPECT_EQ(rc, 1) << out;
   EXPECT_EQ(out.rfind("error: ", 0), 0u) << out;
+
+  // GPU-hours and cost: the two RUNNING instances' GPU time, priced per GPU type.
+  auto by_type = Api::Obj(api_.Get("/v2/usage?group_by=gpu_type"));
+  ASSERT_EQ(by_type.at("items").as_array().size(), 1u) << by_type;
+  const std::string gpu_type(by_type.at("items").at(0).at("gpu_type").as_string());
+  EXPECT_NE(gpu_type.find("H100"), std::string::npos) << gpu_type;
+  std::tie(rc, out) = Ctl("prices set gpu_hour '" + gpu_type + "' 3600");
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("gpu_hour"), std::string::npos) << out;
+  std::tie(rc, out) = Ctl("prices set prompt_1m_tokens chat 0.5");
+  ASSERT_EQ(rc, 0) << out;
+  std::tie(rc, out) = Ctl("prices get");
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_EQ(out.rfind("currency: USD\nUNIT", 0), 0u) << out;
+  EXPECT_NE(out.find(gpu_type), std::string::npos) << out;
+  EXPECT_NE(out.find("prompt_1m_tokens"), std::string::npos) << out;
+  std::tie(rc, out) = Ctl("prices set --currency usd");
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("currency must be three capital letters"), std::string::npos) << out;
+  std::tie(rc, out) = Ctl("usage --bucket day --group-by gpu_type");
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_EQ(out.rfind("BUCKET", 0), 0u) << out;
+  for (const char* header : {"GPU TYPE", "GPU HOURS", "VRAM GIB HOURS", "COST (USD)"}) {
+    EXPECT_NE(out.find(header), std::string::npos) << header << " missing: " << out;
+  }
+  EXPECT_NE(out.find(gpu_type), std::string::npos) << out;
+  std::tie(rc, out) = Ctl("-o json usage --bucket day --group-by gpu_type");
+  ASSERT_EQ(rc, 0) << out;
+  auto priced = ParseJson(out);
+  ASSERT_TRUE(priced.ok()) << out;
+  const json::value& row = priced->at("items").at(0);
+  const double gpu_hours = row.at("gpu_hours").as_double();
+  EXPECT_GT(gpu_hours, 0) << out;
+  // 3,600 per GPU-hour is 1 per GPU-second; no tokens were used in this test.
+  EXPECT_NEAR(row.at("cost").as_double(), gpu_hours * 3600, 1e-6) << out;
   std::tie(rc, out) = Ctl("-o json backends list");
   ASSERT_EQ(rc, 0) << out;
   auto backends = ParseJson(out);

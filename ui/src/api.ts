@@ -250,6 +250,12 @@ export interface UsageRow {
   prompt_tokens: number;
   completion_tokens: number;
   cached_tokens: number;
+  // GPU time and cost (absent from older servers); bucket only with ?bucket=.
+  gpu_hours?: number;
+  vram_gib_hours?: number;
+  cost?: number;
+  bucket?: string;
+  currency?: string;
   [k: string]: unknown;
 }
 

@@ -38,13 +38,18 @@ export function useProjects() {
   return useQuery({ queryKey: ['projects'], queryFn: () => listAll<Project>('/v2/projects'), staleTime: 30_000 });
 }
 
-export function useUsage(groupBy: string, from: Date, to?: Date, projectId?: number) {
+// Rows of GET /v2/usage; each carries the report's currency. `bucket`: hour | day | month.
+export function useUsage(groupBy: string, from: Date, to?: Date, projectId?: number, bucket?: string) {
   const params = new URLSearchParams({ group_by: groupBy, from: rfc3339(from) });
   if (to) params.set('to', rfc3339(to));
   if (projectId) params.set('project_id', String(projectId));
+  if (bucket) params.set('bucket', bucket);
   return useQuery({
     queryKey: ['usage', params.toString()],
-    queryFn: () => api<{ items: UsageRow[] }>('GET', `/v2/usage?${params}`).then((r) => r.items.map((i) => ({ ...i, key: String(i[groupBy] ?? '') }))),
+    queryFn: () =>
+      api<{ items: UsageRow[]; currency?: string }>('GET', `/v2/usage?${params}`).then((r) =>
+        r.items.map((i) => ({ ...i, key: String(i[groupBy] ?? ''), currency: r.currency })),
+      ),
     staleTime: 30_000,
   });
 }

@@ -87,8 +87,10 @@ const backends = [
   { name: 'engine-sim', built_in: true, default_version: 'v1', versions: { v1: {} }, model_formats: ['simulated'] },
 ];
 const usage = {
-  project: [{ project: '1', requests: 1200, errors: 3, prompt_tokens: 48000, completion_tokens: 152000, cached_tokens: 0 }, { project: '2', requests: 5400, errors: 12, prompt_tokens: 910000, completion_tokens: 2210000, cached_tokens: 0 }],
+  project: [{ project: '1', requests: 1200, errors: 3, prompt_tokens: 48000, completion_tokens: 152000, cached_tokens: 0, gpu_hours: 96, vram_gib_hours: 3840, cost: 312.5 }, { project: '2', requests: 5400, errors: 12, prompt_tokens: 910000, completion_tokens: 2210000, cached_tokens: 0, gpu_hours: 720, vram_gib_hours: 57600, cost: 2304.75 }],
   model: [{ model: 'demo-chat', requests: 1200, errors: 3, prompt_tokens: 48000, completion_tokens: 152000, cached_tokens: 0 }, { model: 'qwen2.5-72b', requests: 5000, errors: 10, prompt_tokens: 900000, completion_tokens: 2200000, cached_tokens: 0 }],
+  route: [{ route: '', requests: 0, errors: 0, prompt_tokens: 0, completion_tokens: 0, cached_tokens: 0, gpu_hours: 816, vram_gib_hours: 61440, cost: 2611.2 }, { route: 'demo-chat', requests: 1200, errors: 3, prompt_tokens: 48000, completion_tokens: 152000, cached_tokens: 0, gpu_hours: 0, vram_gib_hours: 0, cost: 1.05 }],
+  gpu_type: [{ gpu_type: 'NVIDIA H200', requests: 6600, errors: 15, prompt_tokens: 958000, completion_tokens: 2362000, cached_tokens: 0, gpu_hours: 816, vram_gib_hours: 61440, cost: 2617.25 }],
   key: [{ key: '1', requests: 1200, errors: 3, prompt_tokens: 48000, completion_tokens: 152000, cached_tokens: 0 }],
   user: [{ user: '1', requests: 6600, errors: 15, prompt_tokens: 958000, completion_tokens: 2362000, cached_tokens: 0 }],
 };
@@ -165,7 +167,7 @@ http.createServer((req, res) => {
     }
     if (!signedIn) return json(res, 401, { error: { code: 'unauthenticated', message: 'authentication required' } });
     if (p === '/v2/users/me') return json(res, 200, { ...users[0], projects: [] });
-    if (p === '/v2/usage') return json(res, 200, { items: usage[url.searchParams.get('group_by') ?? 'project'] });
+    if (p === '/v2/usage') return json(res, 200, { currency: 'USD', items: usage[url.searchParams.get('group_by') ?? 'project'] ?? [] });
     if (p === '/v2/model-evaluations') return json(res, 200, { fits: true, summary: 'placed on gpu-node-1', reasons: { 'gpu-node-2': 'needs 16.4 GiB on one GPU, the largest free is 12.0 GiB', 'gpu-node-3': 'in maintenance' }, placement: { worker_name: 'gpu-node-1', gpu_indexes: [1], vram: { 1: 16.4 * GiB }, ram: 0, subordinates: [] } });
     const one = /^(\/v2\/[a-z-]+)\/(\d+)$/.exec(p);
     if (one && lists[one[1]]) return json(res, 200, lists[one[1]].find((x) => String(x.id) === one[2]) ?? {});

@@ -20,8 +20,10 @@
 #include "common/event_bus.h"
 #include "common/logging.h"
 #include "store/migrations.h"
+#include "store/sqlite/sqlite_gpu_ledger.h"
 #include "store/sqlite/sqlite_model_files.h"
 #include "store/sqlite/sqlite_model_routes.h"
+#include "store/sqlite/sqlite_prices.h"
 #include "store/sqlite/sqlite_usage.h"
 #include "store/sqlite/sqlite_util.h"
 
@@ -734,7 +736,31 @@ class SqliteStore final : public Store {
   }
   Result<std::vector<UsageSummary>> QueryUsage(const UsageQuery& query) override {
     std::lock_guard lock(mu_);
-    return SqliteQueryUsage(db_, query);
+    return SqliteQueryUsage(db_, query, clock_.Now());
+  }
+
+  // The GPU-time ledger and prices: sqlite/sqlite_gpu_ledger.cc and sqlite/sqlite_prices.cc. The
+  // ledger follows the instance and worker rows from WriteInstance, WriteWorker and the deletes.
+  Result<std::vector<GpuInterval>> ListGpuIntervals(
+      Timestamp from, Timestamp to,
+      const std::optional<std::vector<int64_t>>& project_ids) override {
+    std::lock_guard lock(mu_);
+    return SqliteListGpuIntervals(db_, from, to, project_ids);
+  }
+  Result<PriceTable> GetPrices() override {
+    std::lock_guard lock(mu_);
+    return SqliteGetPrices(db_);
+  }
+  Result<PriceTable> ReplacePrices(const PriceTable& table) override {
+    std::lock_guard lock(mu_);
+    return SqliteReplacePrices(db_, table, clock_.Now());
+  }
+  // Closes or continues the ledger's open intervals after a start. Called once by
+  // OpenSqliteStore, after Migrate.
+  Status RecoverGpuLedger() {
+    std::lock_guard lock(mu_);
+    std::vector<Event> events;
+    return Transaction(events, [&] { return SqliteLedgerRecover(db_, clock_.Now()); });
   }
 
   // Model files: implemented in sqlite/sqlite_model_files.cc, on this store's connection and lock.
@@ -886,15 +912,18 @@ class SqliteStore final : public Store {
   }
 
   // Takes mu_. In one transaction: loads row `id` with `load` (kNotFound when there is none),
-  // runs `delete_sql` with the id and queues `event`'s kDeleted.
+  // runs `delete_sql` with the id, then `after(db, id, now)` when given (the GPU ledger follows
+  // deleted instances and workers), and queues `event`'s kDeleted.
   template <typename T>
   Status DeleteRow(int64_t id, Result<T> (SqliteStore::*load)(int64_t), std::string_view delete_sql,
-                   Event (*event)(Event::Type, const T&)) {
+                   Event (*event)(Event::Type, const T&),
+                   Status (*after)(sqlite3*, int64_t, Timestamp) = nullptr) {
     std::lock_guard lock(mu_);
     std::vector<Event> events;
     return Transaction(events, [&]() -> Status {
       ASSIGN_OR_RETURN(T row, (this->*load)(id));
       RETURN_IF_ERROR(Exec(delete_sql, id));
+      if (after != nullptr) RETURN_IF_ERROR(after(db_, id, clock_.Now()));
       events.push_back(event(Event::Type::kDeleted, row));
       return OkStatus();
     });
@@ -1693,8 +1722,9 @@ Status SqliteStore::WriteWorker(const Worker& w) {
   s.Text(EncodeLabels(w.labels)).Bool(w.maintenance).Text(w.maintenance_message);
   s.Text(ToJsonString(types::ToJson(w.status))).Text(w.address).Int(w.port).Text(w.token_hash);
   s.OptTime(w.last_heartbeat_at).Time(w.updated_at).Int(w.id);
-  return s.RunOrAlreadyExists(
-      fmt::format("worker '{}' already exists in cluster {}", w.name, w.cluster_id));
+  RETURN_IF_ERROR(s.RunOrAlreadyExists(
+      fmt::format("worker '{}' already exists in cluster {}", w.name, w.cluster_id)));
+  return SqliteLedgerSyncWorker(db_, w.id, clock_.Now());
 }
 
 Result<Worker> SqliteStore::UpsertWorkerByName(int64_t cluster_id, const std::string& name,
@@ -1880,7 +1910,8 @@ Result<std::vector<Worker>> SqliteStore::MarkStaleWorkersNotReady(Timestamp hear
 }
 
 Status SqliteStore::DeleteWorker(int64_t id) {
-  return DeleteRow(id, &SqliteStore::LoadWorker, "DELETE FROM workers WHERE id = ?", WorkerEvent);
+  return DeleteRow(id, &SqliteStore::LoadWorker, "DELETE FROM workers WHERE id = ?", WorkerEvent,
+                   &SqliteLedgerSyncWorker);
 }
 
 // ---- models and model instances ---------------------------------------------------------------
@@ -1907,7 +1938,8 @@ Status SqliteStore::WriteInstance(const types::ModelInstance& i) {
   s.Text(ToJsonString(types::ToJson(i.claim))).Text(EncodeServers(i.distributed_servers));
   s.Int(i.restart_count).OptTime(i.last_restart_at).Text(EncodeLabels(i.unschedulable_reasons));
   s.Time(i.updated_at).Int(i.id);
-  return s.Run();
+  RETURN_IF_ERROR(s.Run());
+  return SqliteLedgerSyncInstance(db_, i.id, clock_.Now());
 }
 
 Status SqliteStore::DeleteInstancesOf(std::string_view column, int64_t value,
@@ -1918,7 +1950,10 @@ Status SqliteStore::DeleteInstancesOf(std::string_view column, int64_t value,
                                    kInstanceCols, column),
                        value, DecodeInstance));
   RETURN_IF_ERROR(Exec(fmt::format("DELETE FROM model_instances WHERE {} = ?", column), value));
-  for (const auto& i : instances) events.push_back(InstanceEvent(Event::Type::kDeleted, i));
+  for (const auto& i : instances) {
+    RETURN_IF_ERROR(SqliteLedgerSyncInstance(db_, i.id, clock_.Now()));
+    events.push_back(InstanceEvent(Event::Type::kDeleted, i));
+  }
   return OkStatus();
 }
 
@@ -2028,7 +2063,8 @@ Result<types::ModelInstance> SqliteStore::CreateModelInstance(
     s.Text(EncodeIntArray(i.gpu_indexes)).Int(i.port).Text(ToJsonString(types::ToJson(i.claim)));
     s.Text(EncodeServers(i.distributed_servers)).Int(i.restart_count).OptTime(i.last_restart_at);
     s.Text(EncodeLabels(i.unschedulable_reasons)).Time(i.created_at).Time(i.updated_at);
-    return s.Run();
+    RETURN_IF_ERROR(s.Run());
+    return SqliteLedgerSyncInstance(db_, sqlite3_last_insert_rowid(db_), i.created_at);
   };
   return InsertRow(instance, InstanceEvent, insert);
 }
@@ -2112,7 +2148,9 @@ Result<types::ModelInstance> SqliteStore::UpdateModelInstance(int64_t id,
 
 Status SqliteStore::DeleteModelInstance(int64_t id) {
   return DeleteRow(id, &SqliteStore::LoadInstance, "DELETE FROM model_instances WHERE id = ?",
-                   InstanceEvent);
+                   InstanceEvent, [](sqlite3* db, int64_t instance, Timestamp now) {
+                     return SqliteLedgerSyncInstance(db, instance, now);
+                   });
 }
 
 // Creates the database file with mode 0600 before SQLite does (SQLite would use 0644 minus the
@@ -2169,6 +2207,7 @@ Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, EventBus
     }
   }
   RETURN_IF_ERROR(store->Migrate());
+  RETURN_IF_ERROR(store->RecoverGpuLedger());
   return std::unique_ptr<Store>(std::move(store));
 }
 

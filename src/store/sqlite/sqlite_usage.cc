@@ -1,13 +1,18 @@
 #include "store/sqlite/sqlite_usage.h"
 
+#include <algorithm>
 #include <chrono>
 #include <compare>
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
+#include <utility>
 
 #include <fmt/format.h>
 
+#include "store/sqlite/sqlite_gpu_ledger.h"
+#include "store/sqlite/sqlite_prices.h"
 #include "store/sqlite/sqlite_util.h"
 
 namespace segma::store {
@@ -117,6 +122,70 @@ Status InsertAll(sqlite3* db, const std::vector<UsageRecord>& batch) {
   return OkStatus();
 }
 
+// The SELECT summing usage_records per (bucket ms, key, model) over [?1, ?2) and the projects
+// bound from ?3 on.
+std::string RecordsSql(const UsageQuery& query) {
+  std::string_view column;
+  switch (query.group_by) {
+    case UsageGroupBy::kProject:
+      column = "CAST(r.project_id AS TEXT)";
+      break;
+    case UsageGroupBy::kUser:
+      column = "CAST(r.user_id AS TEXT)";
+      break;
+    case UsageGroupBy::kKey:
+      column = "CAST(r.api_key_id AS TEXT)";
+      break;
+    case UsageGroupBy::kModel:
+    case UsageGroupBy::kRoute:
+      column = "r.model";
+      break;
+    case UsageGroupBy::kFinish:
+      column = "r.finish";
+      break;
+    case UsageGroupBy::kDeployment:
+      column = "CAST(r.deployment_id AS TEXT)";
+      break;
+    case UsageGroupBy::kGpuType:
+      // What the serving instance held when the request arrived: its latest interval by then
+      // (the main worker's, opened first). Requests that reached no instance: "".
+      column =
+          "COALESCE((SELECT g.gpu_type FROM gpu_intervals g WHERE g.instance_id = r.instance_id "
+          "AND r.instance_id != 0 AND g.started_at <= r.created_at ORDER BY g.started_at DESC, "
+          "g.id LIMIT 1), '')";
+      break;
+  }
+  std::string_view bucket;
+  switch (query.bucket) {
+    case UsageBucket::kNone:
+      bucket = "0";
+      break;
+    case UsageBucket::kHour:
+      bucket = "(r.created_at / 3600000) * 3600000";
+      break;
+    case UsageBucket::kDay:
+      bucket = "(r.created_at / 86400000) * 86400000";
+      break;
+    case UsageBucket::kMonth:
+      bucket =
+          "CAST(strftime('%s', r.created_at / 1000, 'unixepoch', 'start of month') AS INTEGER) "
+          "* 1000";
+      break;
+  }
+  std::string sql = fmt::format(
+      "SELECT {} AS b, {} AS k, r.model, COUNT(*), SUM(r.prompt_tokens), "
+      "SUM(r.completion_tokens), SUM(r.status >= 400), SUM(r.cached_tokens), "
+      "SUM(r.finish != 'complete') FROM usage_records r WHERE r.created_at >= ? AND "
+      "r.created_at < ?",
+      bucket, column);
+  if (query.project_ids) {
+    sql += " AND r.project_id IN (";
+    for (size_t i = 0; i < query.project_ids->size(); ++i) sql += i == 0 ? "?" : ",?";
+    sql += ")";
+  }
+  return sql + " GROUP BY b, k, r.model";
+}
+
 }  // namespace
 
 std::string_view UsageGroupByName(UsageGroupBy g) {
@@ -131,16 +200,77 @@ std::string_view UsageGroupByName(UsageGroupBy g) {
       return "model";
     case UsageGroupBy::kFinish:
       return "finish";
+    case UsageGroupBy::kRoute:
+      return "route";
+    case UsageGroupBy::kDeployment:
+      return "deployment";
+    case UsageGroupBy::kGpuType:
+      return "gpu_type";
   }
   return "project";
 }
 
 std::optional<UsageGroupBy> ParseUsageGroupBy(std::string_view s) {
   for (UsageGroupBy g : {UsageGroupBy::kProject, UsageGroupBy::kUser, UsageGroupBy::kKey,
-                         UsageGroupBy::kModel, UsageGroupBy::kFinish}) {
+                         UsageGroupBy::kModel, UsageGroupBy::kFinish, UsageGroupBy::kRoute,
+                         UsageGroupBy::kDeployment, UsageGroupBy::kGpuType}) {
     if (s == UsageGroupByName(g)) return g;
   }
   return std::nullopt;
+}
+
+std::string_view UsageBucketName(UsageBucket b) {
+  switch (b) {
+    case UsageBucket::kNone:
+      return "";
+    case UsageBucket::kHour:
+      return "hour";
+    case UsageBucket::kDay:
+      return "day";
+    case UsageBucket::kMonth:
+      return "month";
+  }
+  return "";
+}
+
+std::optional<UsageBucket> ParseUsageBucket(std::string_view s) {
+  for (UsageBucket b : {UsageBucket::kHour, UsageBucket::kDay, UsageBucket::kMonth}) {
+    if (s == UsageBucketName(b)) return b;
+  }
+  return std::nullopt;
+}
+
+Timestamp UsageBucketStart(UsageBucket b, Timestamp t) {
+  using std::chrono::floor;
+  switch (b) {
+    case UsageBucket::kNone:
+      return t;
+    case UsageBucket::kHour:
+      return floor<std::chrono::hours>(t);
+    case UsageBucket::kDay:
+      return floor<std::chrono::days>(t);
+    case UsageBucket::kMonth: {
+      const std::chrono::year_month_day ymd{floor<std::chrono::days>(t)};
+      return std::chrono::sys_days{ymd.year() / ymd.month() / 1};
+    }
+  }
+  return t;
+}
+
+Timestamp UsageBucketNext(UsageBucket b, Timestamp bucket_start) {
+  switch (b) {
+    case UsageBucket::kNone:
+      return Timestamp::max();
+    case UsageBucket::kHour:
+      return bucket_start + std::chrono::hours(1);
+    case UsageBucket::kDay:
+      return bucket_start + std::chrono::days(1);
+    case UsageBucket::kMonth: {
+      const std::chrono::year_month_day ymd{std::chrono::floor<std::chrono::days>(bucket_start)};
+      return std::chrono::sys_days{(ymd.year() / ymd.month() + std::chrono::months(1)) / 1};
+    }
+  }
+  return Timestamp::max();
 }
 
 std::string_view UsageFinishName(UsageFinish f) {
@@ -174,42 +304,33 @@ Status SqliteInsertUsageRecords(sqlite3* db, const std::vector<UsageRecord>& bat
   return s;
 }
 
-Result<std::vector<UsageSummary>> SqliteQueryUsage(sqlite3* db, const UsageQuery& query) {
+Result<std::vector<UsageSummary>> SqliteQueryUsage(sqlite3* db, const UsageQuery& query,
+                                                   Timestamp now) {
   if (query.from > query.to) return InvalidArgumentError("from must not be after to");
-  std::string_view column;
-  switch (query.group_by) {
-    case UsageGroupBy::kProject:
-      column = "CAST(project_id AS TEXT)";
-      break;
-    case UsageGroupBy::kUser:
-      column = "CAST(user_id AS TEXT)";
-      break;
-    case UsageGroupBy::kKey:
-      column = "CAST(api_key_id AS TEXT)";
-      break;
-    case UsageGroupBy::kModel:
-      column = "model";
-      break;
-    case UsageGroupBy::kFinish:
-      column = "finish";
-      break;
-  }
-  std::string sql = fmt::format(
-      "SELECT {} AS k, COUNT(*), SUM(status >= 400), SUM(prompt_tokens), "
-      "SUM(completion_tokens), SUM(cached_tokens), SUM(finish != 'complete') FROM usage_records "
-      "WHERE created_at >= ? AND created_at < ?",
-      column);
-  if (query.project_ids) {
-    if (query.project_ids->empty()) return std::vector<UsageSummary>{};
-    sql += " AND project_id IN (";
-    for (size_t i = 0; i < query.project_ids->size(); ++i) sql += i == 0 ? "?" : ",?";
-    sql += ")";
-  }
-  sql += " GROUP BY k ORDER BY ";
-  const bool textual =
-      query.group_by == UsageGroupBy::kModel || query.group_by == UsageGroupBy::kFinish;
-  sql += textual ? "k" : "CAST(k AS INTEGER)";
-  ASSIGN_OR_RETURN(StmtPtr st, Prepare(db, sql));
+  if (query.project_ids && query.project_ids->empty()) return std::vector<UsageSummary>{};
+  ASSIGN_OR_RETURN(PriceTable prices, SqliteGetPrices(db));
+  std::map<std::pair<PriceUnit, std::string>, double> price;
+  for (const Price& p : prices.items) price[{p.unit, p.name}] = p.price;
+  const auto price_of = [&](PriceUnit u, const std::string& name) {
+    auto it = price.find({u, name});
+    return it == price.end() ? 0.0 : it->second;
+  };
+
+  const bool numeric =
+      query.group_by == UsageGroupBy::kProject || query.group_by == UsageGroupBy::kUser ||
+      query.group_by == UsageGroupBy::kKey || query.group_by == UsageGroupBy::kDeployment;
+  // Rows by (bucket, key), keys of id groupings ordered as numbers, the empty key last.
+  std::map<std::tuple<int64_t, bool, int64_t, std::string>, UsageSummary> rows;
+  const auto row = [&](int64_t bucket_ms, const std::string& key) -> UsageSummary& {
+    const int64_t n = numeric && !key.empty() ? std::stoll(key) : 0;
+    UsageSummary& r = rows[{bucket_ms, key.empty(), n, key}];
+    r.key = key;
+    if (query.bucket != UsageBucket::kNone) r.bucket = FromUnixMillis(bucket_ms);
+    return r;
+  };
+
+  // The usage records, summed in SQL per (bucket, key, model): the model prices the tokens.
+  ASSIGN_OR_RETURN(StmtPtr st, Prepare(db, RecordsSql(query)));
   sqlite3_stmt* s = st.get();
   sqlite3_bind_int64(s, 1, ToUnixMillis(query.from));
   sqlite3_bind_int64(s, 2, ToUnixMillis(query.to));
@@ -217,22 +338,65 @@ Result<std::vector<UsageSummary>> SqliteQueryUsage(sqlite3* db, const UsageQuery
     int i = 3;
     for (int64_t id : *query.project_ids) sqlite3_bind_int64(s, i++, id);
   }
-  std::vector<UsageSummary> out;
   for (;;) {
     const int rc = sqlite3_step(s);
     if (rc == SQLITE_DONE) break;
     if (rc != SQLITE_ROW) return Error(db, "query usage");
-    UsageSummary u;
-    const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(s, 0));
-    u.key = text != nullptr ? text : "";
-    u.requests = sqlite3_column_int64(s, 1);
-    u.errors = sqlite3_column_int64(s, 2);
-    u.prompt_tokens = sqlite3_column_int64(s, 3);
-    u.completion_tokens = sqlite3_column_int64(s, 4);
-    u.cached_tokens = sqlite3_column_int64(s, 5);
-    u.cut_short = sqlite3_column_int64(s, 6);
-    out.push_back(std::move(u));
+    UsageSummary& u = row(sqlite3_column_int64(s, 0), SqliteColumnText(s, 1));
+    const std::string model = SqliteColumnText(s, 2);
+    const int64_t prompt = sqlite3_column_int64(s, 4);
+    const int64_t completion = sqlite3_column_int64(s, 5);
+    u.requests += sqlite3_column_int64(s, 3);
+    u.errors += sqlite3_column_int64(s, 6);
+    u.prompt_tokens += prompt;
+    u.completion_tokens += completion;
+    u.cached_tokens += sqlite3_column_int64(s, 7);
+    u.cut_short += sqlite3_column_int64(s, 8);
+    u.cost +=
+        static_cast<double>(prompt) / 1e6 * price_of(PriceUnit::kPrompt1MTokens, model) +
+        static_cast<double>(completion) / 1e6 * price_of(PriceUnit::kCompletion1MTokens, model);
   }
+
+  // The ledger's intervals, clipped to [from, to) (open ones end now) and split at buckets.
+  ASSIGN_OR_RETURN(std::vector<GpuInterval> intervals,
+                   SqliteListGpuIntervals(db, query.from, query.to, query.project_ids));
+  for (const GpuInterval& g : intervals) {
+    const Timestamp start = std::max(g.started_at, query.from);
+    const Timestamp end = std::min(g.ended_at.value_or(std::max(now, g.started_at)), query.to);
+    std::string key;
+    switch (query.group_by) {
+      case UsageGroupBy::kProject:
+        key = std::to_string(g.project_id);
+        break;
+      case UsageGroupBy::kDeployment:
+        key = std::to_string(g.deployment_id);
+        break;
+      case UsageGroupBy::kGpuType:
+        key = g.gpu_type;
+        break;
+      default:
+        break;  // not attributable: the row with an empty key
+    }
+    const double gpu_hour_price = price_of(PriceUnit::kGpuHour, g.gpu_type);
+    for (Timestamp piece = start; piece < end;) {
+      const Timestamp bucket = query.bucket == UsageBucket::kNone
+                                   ? FromUnixMillis(0)
+                                   : UsageBucketStart(query.bucket, piece);
+      const Timestamp piece_end = query.bucket == UsageBucket::kNone
+                                      ? end
+                                      : std::min(end, UsageBucketNext(query.bucket, bucket));
+      const int64_t ms = ToUnixMillis(piece_end) - ToUnixMillis(piece);
+      UsageSummary& u = row(ToUnixMillis(bucket), key);
+      u.gpu_ms += g.gpu_count * ms;
+      const double hours = static_cast<double>(ms) / 3.6e6;
+      u.vram_gib_hours += static_cast<double>(g.vram_bytes) / (1024.0 * 1024 * 1024) * hours;
+      u.cost += static_cast<double>(g.gpu_count) * hours * gpu_hour_price;
+      piece = piece_end;
+    }
+  }
+  std::vector<UsageSummary> out;
+  out.reserve(rows.size());
+  for (auto& [k, r] : rows) out.push_back(std::move(r));
   return out;
 }
 

@@ -21,7 +21,8 @@ const sum = (rows: UsageRow[] | undefined, f: (r: UsageRow) => number) => (rows 
 
 function Top({ title, rows, name }: { title: string; rows: UsageRow[]; name: (k: string) => string }) {
   const { num, t } = useI18n();
-  const top = [...rows].sort((a, b) => tokens(b) - tokens(a)).slice(0, 5);
+  // The row with an empty key holds GPU time that has no model or key (docs/api.md "Usage").
+  const top = [...rows].filter((r) => r.key !== '' || r.requests > 0).sort((a, b) => tokens(b) - tokens(a)).slice(0, 5);
   return (
     <Paper withBorder p="md">
       <Title order={2} size="h5" mb="xs">
