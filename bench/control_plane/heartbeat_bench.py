@@ -143,15 +143,34 @@ def probe_api(port, token, stop_at, out_q):
     out_q.put(lat)
 
 
+def controller_passes(server):
+    """{"n", "seconds"}: the controller passes so far and their total time (/metrics)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    out = {}
+    for line in text.splitlines():
+        for key, name in (("n", "segma_controller_pass_duration_seconds_count"),
+                          ("seconds", "segma_controller_pass_duration_seconds_sum")):
+            if line.startswith(name):
+                out[key] = round(float(line.rsplit(" ", 1)[1]), 2)
+    return out
+
+
+def log_count(server, needle):
+    with open(os.path.join(server.args.out, f"segma-{server.n}.log")) as f:
+        return sum(needle in line for line in f)
+
+
 class Server:
-    def __init__(self, args, port):
-        self.args, self.port = args, port
+    def __init__(self, args, port, n):
+        self.args, self.port, self.n = args, port, n
         self.data = tempfile.mkdtemp(prefix="segma-hb-bench.")
         self.proc = None
 
     def start(self):
         env = dict(os.environ, SEGMA_BOOTSTRAP_PASSWORD=PASSWORD)
-        log = open(os.path.join(self.args.out, f"segma-{self.port}.log"), "w")
+        log = open(os.path.join(self.args.out, f"segma-{self.n}.log"), "w")
         cmd = [self.args.segma, "--log-level", "warn", "start", "--no-demo", "--data-dir", self.data, "--address",
                "127.0.0.1", "--port", str(self.port), "--heartbeat-interval",
                str(self.args.interval)]
@@ -173,7 +192,7 @@ class Server:
 
 
 def run_one(args, n, port):
-    server = Server(args, port)
+    server = Server(args, port, n)
     server.start()
     try:
         return measure(args, n, server)
@@ -287,6 +306,10 @@ def measure(args, n, server):
         "heartbeats": alone, "with_api": loaded,
         "register_s": round(t_reg, 1), "first_heartbeats_s": round(t_first, 1),
         "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "controller_passes": controller_passes(server),
+        # Workers the liveness controller demoted (no heartbeat for 60 s): a server that fell
+        # behind, its workers flapping.
+        "not_ready_demotions": log_count(server, "is NOT_READY"),
     }
 
 

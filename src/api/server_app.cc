@@ -279,25 +279,28 @@ Status ServerApp::RebuildRoutes() {
   route_rebuilds_.fetch_add(1);
   store::ListOptions all;
   all.per_page = store::ListOptions::kMaxPerPage;
-  std::map<int64_t, types::Worker> workers;
+  std::vector<types::ModelInstance> running;
+  store::ModelInstanceFilter is_running;
+  is_running.state = types::InstanceState::kRunning;
   for (all.page = 1;; ++all.page) {
+    ASSIGN_OR_RETURN(auto page, store_->ListModelInstances(all, is_running));
+    for (auto& i : page.items) running.push_back(std::move(i));
+    if (static_cast<int64_t>(all.page) * all.per_page >= page.total) break;
+  }
+  // The workers (each decoded with its status) only when some instance runs.
+  std::map<int64_t, types::Worker> workers;
+  for (all.page = 1; !running.empty(); ++all.page) {
     ASSIGN_OR_RETURN(auto page, store_->ListWorkers(all));
     for (auto& w : page.items) workers.emplace(w.id, std::move(w));
     if (static_cast<int64_t>(all.page) * all.per_page >= page.total) break;
   }
   std::map<int64_t, std::vector<gateway::ReplicaSpec>> replicas;  // model id → RUNNING replicas
-  store::ModelInstanceFilter running;
-  running.state = types::InstanceState::kRunning;
-  for (all.page = 1;; ++all.page) {
-    ASSIGN_OR_RETURN(auto page, store_->ListModelInstances(all, running));
-    for (const types::ModelInstance& i : page.items) {
-      auto w = workers.find(i.worker_id);
-      if (w == workers.end() || i.port <= 0) continue;
-      replicas[i.model_id].push_back(
-          gateway::ReplicaSpec{i.id, fmt::format("http://{}:{}", w->second.address, i.port),
-                               w->second.state == types::WorkerState::kReady});
-    }
-    if (static_cast<int64_t>(all.page) * all.per_page >= page.total) break;
+  for (const types::ModelInstance& i : running) {
+    auto w = workers.find(i.worker_id);
+    if (w == workers.end() || i.port <= 0) continue;
+    replicas[i.model_id].push_back(
+        gateway::ReplicaSpec{i.id, fmt::format("http://{}:{}", w->second.address, i.port),
+                             w->second.state == types::WorkerState::kReady});
   }
   // One public name per model name; models of the same name in different projects become
   // deployments of one route, each usable only by keys of its own project.
