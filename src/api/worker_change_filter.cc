@@ -12,8 +12,11 @@ std::string_view StringField(const json::object& o, std::string_view key) {
   return v != nullptr && v->is_string() ? std::string_view(v->get_string()) : std::string_view();
 }
 
-void Erase(json::object& o, std::initializer_list<std::string_view> keys) {
-  for (std::string_view k : keys) o.erase(k);
+bool IsOneOf(std::string_view key, std::initializer_list<std::string_view> keys) {
+  for (std::string_view k : keys) {
+    if (key == k) return true;
+  }
+  return false;
 }
 
 }  // namespace
@@ -43,20 +46,44 @@ std::string RoutingFingerprint(const json::object& worker) {
 }
 
 std::string InventoryFingerprint(const json::object& worker) {
-  json::object o = worker;
-  Erase(o, {"last_heartbeat_at", "updated_at"});
-  if (json::value* status = o.if_contains("status"); status != nullptr && status->is_object()) {
-    json::object& s = status->get_object();
-    Erase(s, {"cpu_utilization", "memory_used", "disk_used"});
-    if (json::value* gpus = s.if_contains("gpus"); gpus != nullptr && gpus->is_array()) {
-      for (json::value& g : gpus->get_array()) {
-        if (!g.is_object()) continue;
-        Erase(g.get_object(), {"memory_used", "memory_used_external", "utilization", "temperature",
-                               "power", "sm_clock", "memory_clock", "processes"});
+  // Skipped, not erased: json::object::erase moves the last key into the hole, so the order of
+  // what remains would depend on which readings were present (sm_clock, processes).
+  std::string out;
+  const auto append = [&out](std::string_view key, const json::value& v) {
+    out += key;
+    out += '=';
+    out += json::serialize(v);
+    out += '\n';
+  };
+  for (const auto& [key, value] : worker) {
+    if (IsOneOf(key, {"last_heartbeat_at", "updated_at"})) continue;
+    if (key != "status" || !value.is_object()) {
+      append(key, value);
+      continue;
+    }
+    for (const auto& [skey, svalue] : value.get_object()) {
+      if (IsOneOf(skey, {"cpu_utilization", "memory_used", "disk_used"})) continue;
+      if (skey != "gpus" || !svalue.is_array()) {
+        append(skey, svalue);
+        continue;
+      }
+      for (const json::value& g : svalue.get_array()) {
+        out += "gpu\n";
+        if (!g.is_object()) {
+          append("", g);
+          continue;
+        }
+        for (const auto& [gkey, gvalue] : g.get_object()) {
+          if (IsOneOf(gkey, {"memory_used", "memory_used_external", "utilization", "temperature",
+                             "power", "sm_clock", "memory_clock", "processes"})) {
+            continue;
+          }
+          append(gkey, gvalue);
+        }
       }
     }
   }
-  return json::serialize(o);
+  return out;
 }
 
 }  // namespace segma::api
