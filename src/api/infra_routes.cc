@@ -198,20 +198,26 @@ Result<Response> ListGpus(ApiContext& c) {
   all.q.clear();
   all.sort.clear();
   ASSIGN_OR_RETURN(Allocations allocations, LoadAllocations(c.s.store));
-  json::array gpus;
+  // Only the GPUs of the page asked for become JSON; the others are counted.
+  const int64_t first = static_cast<int64_t>(o.page - 1) * o.per_page;
+  int64_t total = 0;
+  json::array page;
   for (;;) {
     ASSIGN_OR_RETURN(auto workers, c.s.store.ListWorkers(all));
     for (const types::Worker& w : workers.items) {
       if (worker_id && w.id != *worker_id) continue;
       for (const types::GpuDevice& g : w.status.gpus) {
         if (!o.q.empty() && g.name.find(o.q) == std::string::npos) continue;
-        gpus.push_back(GpuJson(w, g, allocations));
+        if (total >= first && total < first + o.per_page) {
+          page.push_back(GpuJson(w, g, allocations));
+        }
+        ++total;
       }
     }
     if (static_cast<int64_t>(all.page) * all.per_page >= workers.total) break;
     ++all.page;
   }
-  return PageOfListJson(std::move(gpus), o);
+  return ListJson(std::move(page), total, o);
 }
 
 // ---- backends -----------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 #include "api/server_app.h"
 
+#include <algorithm>
 #include <filesystem>
+#include <future>
 
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -19,11 +21,44 @@ namespace segma::api {
 
 namespace asio = boost::asio;
 
+namespace {
+
+bool SameReplicas(const std::vector<gateway::ReplicaSpec>& a,
+                  const std::vector<gateway::ReplicaSpec>& b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](const auto& x, const auto& y) {
+    return x.instance_id == y.instance_id && x.base_url == y.base_url && x.healthy == y.healthy;
+  });
+}
+
+bool SameDeployments(const std::vector<gateway::DeploymentSpec>& a,
+                     const std::vector<gateway::DeploymentSpec>& b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](const auto& x, const auto& y) {
+    return x.deployment_id == y.deployment_id && x.project_id == y.project_id &&
+           x.weight == y.weight && x.upstream_model == y.upstream_model &&
+           SameReplicas(x.replicas, y.replicas);
+  });
+}
+
+bool SameRoutes(const std::map<std::string, gateway::ModelRouteSpec>& a,
+                const std::map<std::string, gateway::ModelRouteSpec>& b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](const auto& x, const auto& y) {
+    const gateway::ModelRouteSpec& r = x.second;
+    const gateway::ModelRouteSpec& q = y.second;
+    return r.name == q.name && r.created_at == q.created_at && r.owned_by == q.owned_by &&
+           SameDeployments(r.deployments, q.deployments);
+  });
+}
+
+}  // namespace
+
 ServerApp::ServerApp(ServerConfig config, const Clock& clock)
     : config_(std::move(config)),
       clock_(clock),
       ioc_(config_.io_threads),
-      blocking_(static_cast<size_t>(config_.blocking_threads)) {}
+      blocking_(static_cast<size_t>(config_.blocking_threads)),
+      changes_strand_(asio::make_strand(blocking_)),
+      routing_changes_(RoutingFingerprint),
+      inventory_changes_(InventoryFingerprint) {}
 
 ServerApp::~ServerApp() {
   Shutdown();
@@ -114,21 +149,19 @@ Result<std::string> ServerApp::DefaultRegistrationToken() {
 
 Result<uint16_t> ServerApp::Start() {
   RETURN_IF_ERROR(gateway_->Start());
-  route_events_ = bus_.Subscribe("");
+  changes_ = bus_.Subscribe("");
   // The notifier runs under the store's and bus's locks: it only queues work.
-  route_events_->SetNotifier([this] { QueueRouteRebuild(); });
-  RETURN_IF_ERROR(RebuildRoutes());
+  changes_->SetNotifier([this] { QueueChanges(); });
+  // The first table, built on the strand as every later one is.
+  std::promise<Status> built;
+  asio::post(changes_strand_, [this, &built] { built.set_value(RebuildRoutes()); });
+  RETURN_IF_ERROR(built.get_future().get());
   config_.http.name = "server";
   config_.http.strand_per_connection = config_.io_threads > 1;
   server_ = std::make_unique<http::HttpServer>(ioc_, router_, metrics_, config_.http);
   ASSIGN_OR_RETURN(uint16_t port, server_->Listen(config_.address, config_.port));
   liveness_timer_ = std::make_unique<asio::steady_timer>(ioc_);
   ScheduleLiveness();
-  for (const char* resource : {"models", "model-instances", "workers"}) {
-    auto sub = bus_.Subscribe(resource);
-    sub->SetNotifier([this] { TriggerControllers(); });
-    triggers_.push_back(std::move(sub));
-  }
   sweep_timer_ = std::make_unique<asio::steady_timer>(ioc_);
   ScheduleSweep();
   TriggerControllers();  // instances left PENDING by a previous run
@@ -137,11 +170,7 @@ Result<uint16_t> ServerApp::Start() {
 
 Status ServerApp::RunControllersOnce() {
   std::lock_guard lock(controllers_mu_);
-  // The subscriptions only wake us; what changed is re-read from the store.
-  for (auto& sub : triggers_) {
-    while (sub->TryPop()) {
-    }
-  }
+  // What changed is re-read from the store.
   const auto start = std::chrono::steady_clock::now();
   RETURN_IF_ERROR(liveness_->Reconcile().status());
   RETURN_IF_ERROR(rescheduler_->Reconcile().status());
@@ -198,43 +227,80 @@ void ServerApp::Run() {
   http::RunIoThreads(ioc_, config_.io_threads, config_.busy_poll);
 }
 
-void ServerApp::QueueRouteRebuild() {
-  if (routes_queued_.exchange(true)) return;
-  asio::post(blocking_, [this] {
-    routes_queued_ = false;
-    bool relevant = false;
-    while (auto e = route_events_->TryPop()) {
-      relevant |= e->resource == "models" || e->resource == "model-instances" ||
-                  e->resource == "workers" || e->resource == "model-routes";
-    }
-    if (!relevant || shutting_down_) return;
-    Status s = RebuildRoutes();
-    if (!s.ok()) Logger("gateway")->error("route table rebuild failed: {}", s.ToString());
+void ServerApp::QueueChanges() {
+  if (changes_queued_.exchange(true)) return;
+  asio::post(changes_strand_, [this] {
+    // Cleared before popping: an event published during this task queues exactly one more.
+    changes_queued_ = false;
+    if (shutting_down_) return;
+    HandleChanges();
   });
 }
 
+void ServerApp::HandleChanges() {
+  bool routes = false;
+  bool controllers = false;
+  if (changes_->overflowed()) {
+    // Fell Subscription::kMaxQueued events behind, and lost them: a new subscription, then
+    // everything re-read from the store, as after a start.
+    Logger("server")->warn("more than {} changes queued: rebuilding from the store",
+                           Subscription::kMaxQueued);
+    changes_ = bus_.Subscribe("");
+    changes_->SetNotifier([this] { QueueChanges(); });
+    routing_changes_ = WorkerChangeFilter(RoutingFingerprint);
+    inventory_changes_ = WorkerChangeFilter(InventoryFingerprint);
+    routes = controllers = true;
+  }
+  while (std::optional<Event> e = changes_->TryPop()) {
+    if (e->resource == "workers") {
+      // Both filters see every worker event, so that each remembers the latest fingerprint.
+      routes |= routing_changes_.Changes(*e);
+      controllers |= inventory_changes_.Changes(*e);
+    } else if (e->resource == "models" || e->resource == "model-instances") {
+      routes = controllers = true;
+    } else if (e->resource == "model-routes") {
+      routes = true;
+    }
+  }
+  if (controllers) TriggerControllers();
+  if (!routes) return;
+  Status s = RebuildRoutes();
+  if (!s.ok()) Logger("gateway")->error("route table rebuild failed: {}", s.ToString());
+}
+
+bool ServerApp::WaitForRouteUpdates(std::chrono::seconds timeout) {
+  auto done = std::make_shared<std::promise<void>>();
+  std::future<void> f = done->get_future();
+  asio::post(changes_strand_, [done] { done->set_value(); });
+  return f.wait_for(timeout) == std::future_status::ready;
+}
+
 Status ServerApp::RebuildRoutes() {
+  route_rebuilds_.fetch_add(1);
   store::ListOptions all;
   all.per_page = store::ListOptions::kMaxPerPage;
-  std::map<int64_t, types::Worker> workers;
+  std::vector<types::ModelInstance> running;
+  store::ModelInstanceFilter is_running;
+  is_running.state = types::InstanceState::kRunning;
   for (all.page = 1;; ++all.page) {
+    ASSIGN_OR_RETURN(auto page, store_->ListModelInstances(all, is_running));
+    for (auto& i : page.items) running.push_back(std::move(i));
+    if (static_cast<int64_t>(all.page) * all.per_page >= page.total) break;
+  }
+  // The workers (each decoded with its status) only when some instance runs.
+  std::map<int64_t, types::Worker> workers;
+  for (all.page = 1; !running.empty(); ++all.page) {
     ASSIGN_OR_RETURN(auto page, store_->ListWorkers(all));
     for (auto& w : page.items) workers.emplace(w.id, std::move(w));
     if (static_cast<int64_t>(all.page) * all.per_page >= page.total) break;
   }
   std::map<int64_t, std::vector<gateway::ReplicaSpec>> replicas;  // model id → RUNNING replicas
-  store::ModelInstanceFilter running;
-  running.state = types::InstanceState::kRunning;
-  for (all.page = 1;; ++all.page) {
-    ASSIGN_OR_RETURN(auto page, store_->ListModelInstances(all, running));
-    for (const types::ModelInstance& i : page.items) {
-      auto w = workers.find(i.worker_id);
-      if (w == workers.end() || i.port <= 0) continue;
-      replicas[i.model_id].push_back(
-          gateway::ReplicaSpec{i.id, fmt::format("http://{}:{}", w->second.address, i.port),
-                               w->second.state == types::WorkerState::kReady});
-    }
-    if (static_cast<int64_t>(all.page) * all.per_page >= page.total) break;
+  for (const types::ModelInstance& i : running) {
+    auto w = workers.find(i.worker_id);
+    if (w == workers.end() || i.port <= 0) continue;
+    replicas[i.model_id].push_back(
+        gateway::ReplicaSpec{i.id, fmt::format("http://{}:{}", w->second.address, i.port),
+                             w->second.state == types::WorkerState::kReady});
   }
   // One public name per model name; models of the same name in different projects become
   // deployments of one route, each usable only by keys of its own project.
@@ -283,9 +349,15 @@ Status ServerApp::RebuildRoutes() {
     }
     if (static_cast<int64_t>(all.page) * all.per_page >= page.total) break;
   }
+  // Relevant events that leave the table as it was (e.g. an instance going from SCHEDULED to
+  // STARTING) change nothing: replicas polling the version are not sent the same table again.
+  if (routes_built_ && SameRoutes(routes, last_routes_)) return OkStatus();
   gateway::RouteTable::Builder builder;
-  for (auto& [name, spec] : routes) builder.Add(std::move(spec));
-  return gateway_->SetRoutes(builder);
+  for (const auto& [name, spec] : routes) builder.Add(spec);
+  RETURN_IF_ERROR(gateway_->SetRoutes(builder));
+  last_routes_ = std::move(routes);
+  routes_built_ = true;
+  return OkStatus();
 }
 
 void ServerApp::Shutdown() {

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -9,10 +10,12 @@
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/thread_pool.hpp>
 
 #include "api/api.h"
 #include "api/server_metrics.h"
+#include "api/worker_change_filter.h"
 #include "controllers/instance_scheduler.h"
 #include "controllers/replica_sync.h"
 #include "controllers/rescheduler.h"
@@ -40,7 +43,8 @@ struct ServerConfig {
   // docs/scheduler.md "Concurrency").
   int min_useful_sequences = 8;
   // The model controllers (replica sync, rescheduling, placement) also run on every change of
-  // models, instances and workers; this sweep catches the rest (e.g. grace periods expiring).
+  // models and instances, and of workers but for their readings (WorkerChangeFilter); this
+  // sweep catches the rest (e.g. grace periods expiring, GPU memory freed).
   std::chrono::seconds controller_sweep{10};
   std::optional<std::string> bootstrap_password;  // SEGMA_BOOTSTRAP_PASSWORD
   // The token of GET /v2/metrics/targets (Prometheus http_sd): this file, or
@@ -90,13 +94,28 @@ class ServerApp {
   // tests (advance a FakeClock, then call this) and for the sweep. kUnavailable from the store.
   Status RunControllersOnce();
 
+  // Returns once the changes published before the call have been acted on: the route table
+  // rebuilt if they changed what it is built from. False if that took longer than `timeout`.
+  // For tests.
+  bool WaitForRouteUpdates(std::chrono::seconds timeout = std::chrono::seconds(30));
+  // How often the route table was rebuilt from the store (the version the gateway's replicas
+  // follow moves only when a rebuild changed the table).
+  uint64_t route_rebuilds() const { return route_rebuilds_.load(); }
+
  private:
   ServerApp(ServerConfig config, const Clock& clock);
   Status Init();
   void ScheduleLiveness();
-  // Rebuilds the gateway's route table from models, RUNNING instances and workers.
+  // Rebuilds the gateway's route table from models, RUNNING instances and workers; swaps it in
+  // only if it differs from the last one.
   Status RebuildRoutes();
-  void QueueRouteRebuild();
+  // From the notifier of changes_: queues one HandleChanges on changes_strand_ unless one is
+  // already queued.
+  void QueueChanges();
+  // Pops the published changes; triggers a controller pass if one changed what the controllers
+  // act on, and rebuilds the routes if one changed what they are built from. A heartbeat that
+  // only refreshes a worker's readings does neither (issue 17): the sweep acts on new readings.
+  void HandleChanges();
   void ScheduleSweep();
   // Queues one controller pass on the blocking pool unless one is already queued.
   void TriggerControllers();
@@ -116,8 +135,15 @@ class ServerApp {
   std::unique_ptr<controllers::WorkerLivenessController> liveness_;
   // The OpenAI gateway (/v1) and what feeds its route table.
   std::unique_ptr<gateway::Gateway> gateway_;
-  std::shared_ptr<Subscription> route_events_;
-  std::atomic<bool> routes_queued_{false};
+  // Serialises HandleChanges: the route table is built from one change after the other.
+  boost::asio::strand<boost::asio::thread_pool::executor_type> changes_strand_;
+  std::atomic<bool> changes_queued_{false};
+  // Used on changes_strand_ only.
+  WorkerChangeFilter routing_changes_;
+  WorkerChangeFilter inventory_changes_;
+  std::map<std::string, gateway::ModelRouteSpec> last_routes_;  // by public name
+  bool routes_built_ = false;
+  std::atomic<uint64_t> route_rebuilds_{0};
   http::Router router_;
   std::unique_ptr<http::HttpServer> server_;
   std::unique_ptr<boost::asio::steady_timer> liveness_timer_;
@@ -130,8 +156,8 @@ class ServerApp {
   std::mutex controllers_mu_;  // one pass at a time
   std::atomic<bool> controllers_queued_{false};
   std::unique_ptr<boost::asio::steady_timer> sweep_timer_;
-  // Changes that trigger a pass; declared last so they go before the controllers they call.
-  std::vector<std::shared_ptr<Subscription>> triggers_;
+  // Every change (store events); declared last so that it goes before what its handler uses.
+  std::shared_ptr<Subscription> changes_;
 };
 
 }  // namespace segma::api

@@ -10,6 +10,19 @@ namespace segma::controllers {
 Result<InstanceScheduler::PassResult> InstanceScheduler::Reconcile() {
   std::lock_guard lock(mu_);
   PassResult result;
+  // Most passes have nothing to place: the cluster (every worker with its status) is loaded only
+  // when an instance waits (issue 17).
+  bool waiting = false;
+  for (types::InstanceState s :
+       {types::InstanceState::kPending, types::InstanceState::kUnschedulable}) {
+    store::ListOptions one;
+    one.per_page = 1;
+    store::ModelInstanceFilter filter;
+    filter.state = s;
+    ASSIGN_OR_RETURN(auto page, store_.ListModelInstances(one, filter));
+    waiting |= page.total > 0;
+  }
+  if (!waiting) return result;
   ASSIGN_OR_RETURN(ClusterState state, LoadClusterState(store_));
   std::map<int64_t, scheduler::QuotaUsage> usage;  // by project, loaded on first use
   std::map<int64_t, Result<types::Model>> models;

@@ -4,7 +4,6 @@
 #include <map>
 
 #include "common/logging.h"
-#include "gateway/replica.h"
 
 namespace segma::gateway {
 
@@ -97,22 +96,14 @@ Status Gateway::SetRoutes(const RouteTable::Builder& routes) {
   std::lock_guard lock(routes_mu_);
   auto current = proxy_.routes();
   ASSIGN_OR_RETURN(std::shared_ptr<const RouteTable> table, routes.Build(current.get()));
-  BumpRoutesVersion(*table);
   proxy_.SetRoutes(std::move(table));
+  routes_version_.fetch_add(1);
   return OkStatus();
 }
 
 void Gateway::SetRoutes(std::shared_ptr<const RouteTable> table) {
   std::lock_guard lock(routes_mu_);
-  BumpRoutesVersion(*table);
   proxy_.SetRoutes(std::move(table));
-}
-
-void Gateway::BumpRoutesVersion(const RouteTable& table) {
-  // The server rebuilds on every worker heartbeat; replicas re-read only real changes.
-  std::string serialized = json::serialize(RoutesToJson(table));
-  if (serialized == last_routes_) return;
-  last_routes_ = std::move(serialized);
   routes_version_.fetch_add(1);
 }
 

@@ -12,8 +12,9 @@
 //                       /*usage_sink=*/nullptr /* = Store::InsertUsageRecords */, gw_options);
 //   gw.Install(router);                                  // before the HttpServer starts serving
 //   RETURN_IF_ERROR(gw.Start());   // loads keys and limits, seeds budgets, starts the usage writer
-//   ... on every change of models / model-instances / workers (EventBus or watch stream),
-//   rebuild the routes off the I/O threads and swap them in:
+//   ... on every change of models / model-instances / workers that changes what the table uses
+//   (EventBus or watch stream; not a heartbeat's readings), rebuild the routes off the I/O
+//   threads and swap them in:
 //     gateway::RouteTable::Builder b;
 //     for (model : store.ListModels(...))               // one route per public model name
 //       b.Add({.name = model.name, .deployments = {{
@@ -95,7 +96,10 @@ class Gateway {
 
   KeyTable& keys() { return keys_; }
   const KeyTable& keys() const { return keys_; }
-  // Incremented by every successful SetRoutes. Thread-safe.
+  // Incremented by every successful SetRoutes, after the swap (a reader that sees the new version
+  // then reads the new table). Callers set routes only when they changed (the server: on events
+  // that change what the table is built from, ServerApp::HandleChanges), so replicas polling the
+  // version re-read the state only then. Thread-safe.
   uint64_t routes_version() const { return routes_version_.load(); }
   Limiter& limiter() { return limiter_; }
   Balancer& balancer() { return balancer_; }
@@ -115,9 +119,6 @@ class Gateway {
   OpenAiProxy proxy_;
   std::mutex routes_mu_;  // serialises SetRoutes (build from the current table, then swap)
   std::atomic<uint64_t> routes_version_{0};
-  std::string last_routes_;  // guarded by routes_mu_: the serialized current table
-
-  void BumpRoutesVersion(const RouteTable& table);  // requires routes_mu_
 };
 
 // Adds the tokens (prompt + completion) recorded in `store` since the start of today and of this
