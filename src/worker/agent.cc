@@ -247,6 +247,7 @@ asio::awaitable<Status> WorkerAgent::SendHeartbeat() {
         Result<std::vector<types::GpuDevice>> gpus = gpu_probe_->Probe();
         if (gpus.ok()) {
           st.gpus = std::move(gpus).value();
+          if (instances_) AddSlices(instances_->VgpuEngines(), st.gpus);
         } else {
           Logger("worker")->warn("GPU inventory failed: {}", gpus.status().ToString());
         }
@@ -255,6 +256,7 @@ asio::awaitable<Status> WorkerAgent::SendHeartbeat() {
         return st;
       });
   CO_RETURN_IF_ERROR(status.status());
+  if (instances_) instances_->NoteSlices(status->gpus);
   metrics_.SetStatus(*status, claimed);
   http::ClientRequest req;
   req.method = verb::post;

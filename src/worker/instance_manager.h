@@ -15,6 +15,7 @@
 #include "worker/engines/supervisor.h"
 #include "worker/gpu/gpu_probe.h"
 #include "worker/model_files.h"
+#include "worker/vgpu_slices.h"
 #include "worker/worker_metrics.h"
 
 namespace segma::worker {
@@ -82,6 +83,13 @@ class InstanceManager {
     std::map<int, int64_t> vram;
   };
   std::map<int64_t, EngineInfo> EngineInfos() const;
+  // The engines started with libsegma-vgpu (their segments and limits), for the heartbeat to read.
+  // Thread-safe.
+  std::vector<VgpuEngine> VgpuEngines() const;
+  // The slices a heartbeat just read (types::GpuDevice::slices): an instance whose engine was
+  // refused allocations since the last call is logged and its state message says so. Call on the
+  // io_context.
+  void NoteSlices(const std::vector<types::GpuDevice>& gpus);
 
  private:
   // Which instances a follow loop handles: those whose engine runs here, or those this worker
@@ -119,12 +127,20 @@ class InstanceManager {
   boost::asio::awaitable<void> SweepFiles();
   boost::asio::awaitable<void> Report(int64_t instance_id, json::object body);
   void OnEngineState(const engines::EngineStatus& status);
+  // Queues a PATCH of the instance (an rpc-server: -id) behind the reports before it. Call on the
+  // io_context.
+  void QueueReport(int64_t id, json::object body);
+  // Forgets engine `id`'s libsegma-vgpu accounting (an rpc-server: -id) once it is stopped for
+  // good: its segment in /dev/shm goes (processes still mapping it keep their mapping, a later
+  // engine of the instance starts a fresh one).
+  void DropVgpu(int64_t id);
   bool Wanted(const types::ModelInstance& inst) const;
   // This worker's distributed_servers entry of `inst`, or nullptr.
   const types::DistributedServer* OwnEntry(const types::ModelInstance& inst) const;
 
   boost::asio::io_context& ioc_;
   InstanceManagerConfig config_;
+  std::string vgpu_scope_;  // engines::VgpuScope of the data dir
   Clock& clock_;
   gpu::GpuProbe& gpus_;
   http::HttpClient client_;
@@ -154,7 +170,9 @@ class InstanceManager {
   bool reporting_ = false;
   std::map<int64_t, std::string> last_reported_;  // instance id → last state sent
   mutable std::mutex info_mu_;
-  std::map<int64_t, EngineInfo> engine_info_;  // guarded by info_mu_
+  std::map<int64_t, EngineInfo> engine_info_;   // guarded by info_mu_
+  std::map<int64_t, VgpuEngine> vgpu_engines_;  // engine id → its accounting; guarded by info_mu_
+  std::map<int64_t, int64_t> limit_hits_;       // engine id → hits last noted; io_context only
 };
 
 }  // namespace segma::worker

@@ -501,6 +501,44 @@ TEST(SharingTest, MigDevicesAreUnitsAndTheParentIsNot) {
   EXPECT_EQ(s.AddInstance(PlacedInstance{1, 1, 1, {{0, kGiB}}, 0}).code(), StatusCode::kNotFound);
 }
 
+TEST(SharingTest, AModelAsksForAMigProfile) {
+  // One whole H100, and one in MIG mode split into a 1g.10gb and a 3g.40gb device.
+  ClusterSnapshot s;
+  WorkerInfo w = Worker(1, 1);
+  types::GpuDevice parent = Gpu(1, 80);
+  parent.mig_enabled = true;
+  w.gpus.push_back(parent);
+  types::GpuDevice small = Gpu(2, 10, "NVIDIA H100 80GB HBM3 MIG 1g.10gb");
+  small.parent_index = 1;
+  types::GpuDevice large = Gpu(3, 40, "NVIDIA H100 80GB HBM3 MIG 3g.40gb");
+  large.parent_index = 1;
+  w.gpus.push_back(small);
+  w.gpus.push_back(large);
+  ASSERT_TRUE(s.AddWorker(w).ok());
+
+  // With a profile, only a device of that profile (spread would otherwise take the whole GPU).
+  types::Model any = MakeModel(1);
+  Decision d = Place(s, any, TestEstimator(5));
+  ASSERT_TRUE(d.placed);
+  EXPECT_THAT(d.placement.gpu_indexes, ElementsAre(0));
+  types::Model mig = any;
+  mig.mig_profile = "3g.40gb";
+  d = Place(s, mig, TestEstimator(5));
+  ASSERT_TRUE(d.placed);
+  EXPECT_THAT(d.placement.gpu_indexes, ElementsAre(3));
+  // A profile the pool does not have is refused with what it has.
+  mig.mig_profile = "7g.80gb";
+  d = Place(s, mig, TestEstimator(5));
+  EXPECT_FALSE(d.placed);
+  EXPECT_EQ(d.reasons.at("w1"),
+            "no MIG device of profile 7g.80gb (has NVIDIA H100 80GB HBM3, NVIDIA H100 80GB HBM3 "
+            "MIG 1g.10gb, NVIDIA H100 80GB HBM3 MIG 3g.40gb)");
+  // A profile is never the whole GPU, even when it is the only one that fits.
+  mig.mig_profile = "1g.10gb";
+  d = Place(s, mig, TestEstimator(20));
+  EXPECT_FALSE(d.placed);
+}
+
 // --- Quotas ------------------------------------------------------------------------------------
 
 TEST(QuotaTest, RejectsOverQuotaWithTheReason) {

@@ -853,6 +853,22 @@ TEST(RenderDistributedServerLaunchTest, TheRpcServerHasItsOwnAccounting) {
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->env.at("SEGMA_VGPU_LIMITS"), "0=32212254720");
   EXPECT_EQ(r->env.at("SEGMA_VGPU_SHM"), "/segma-vgpu-70-rpc");
+
+  // In a worker's scope (what the worker always sets): its segments are its own.
+  ctx.vgpu_scope = VgpuScope("/var/lib/segma");
+  r = RenderDistributedServerLaunch(BuiltIn("llama.cpp"), "", m, i, server, ctx);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->env.at("SEGMA_VGPU_SHM"), "/segma-vgpu-" + ctx.vgpu_scope + "-70-rpc");
+}
+
+TEST(VgpuSegmentTest, ScopesAreStablePerDataDirAndApartBetweenInstalls) {
+  const std::string scope = VgpuScope("/var/lib/segma");
+  EXPECT_EQ(scope.size(), 8u);
+  EXPECT_EQ(scope.find_first_not_of("0123456789abcdef"), std::string::npos) << scope;
+  EXPECT_EQ(VgpuScope("/var/lib/segma"), scope);
+  EXPECT_NE(VgpuScope("/srv/segma-b"), scope);
+  EXPECT_EQ(VgpuSegmentName(scope, 70, false), "/segma-vgpu-" + scope + "-70");
+  EXPECT_EQ(VgpuSegmentName("", 70, true), "/segma-vgpu-70-rpc");
 }
 
 }  // namespace
