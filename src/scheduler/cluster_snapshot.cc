@@ -192,7 +192,7 @@ int ClusterSnapshot::SliceBucket(int64_t bytes) {
   // The position of the top bit, then the next seven bits.
   const uint64_t q =
       static_cast<uint64_t>(bytes) / static_cast<uint64_t>(kBase >> kSubBits);  // >= 128
-  const int top = 63 - __builtin_clzll(q);                                       // >= 7
+  const int top = 63 - __builtin_clzll(q);                                      // >= 7
   const int sub = static_cast<int>((q >> (top - kSubBits)) & (kSliceBucketsPerDoubling - 1));
   return std::min(kSliceBuckets - 1, 1 + (top - kSubBits) * kSliceBucketsPerDoubling + sub);
 }

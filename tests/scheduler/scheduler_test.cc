@@ -811,7 +811,7 @@ TEST(FragmentationTest, KeepsRoomForTheSeenSizeWhenItIsCloseToTheRemainder) {
     ClusterSnapshot s;
     EXPECT_TRUE(s.AddWorker(Worker(1, 3)).ok());
     Claim(s, 100, 9, 1, {{0, 20 * kGiB}});
-    Claim(s, 101, 9, 1, {{0, 17 * kGiB}});               // 43 GiB free
+    Claim(s, 101, 9, 1, {{0, 17 * kGiB}});  // 43 GiB free
     Claim(s, 102, 9, 1, {{1, 20 * kGiB}});
     Claim(s, 103, 9, 1, {{1, 18 * kGiB + 512 * kMiB}});  // 41.5 GiB free
     Claim(s, 104, 8, 1, {{2, 38 * kGiB}});
