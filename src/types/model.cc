@@ -237,12 +237,13 @@ void ReadModelFields(JsonReader& r, Model& m, bool is_patch) {
       m.replica_spread = *p;
     }
   }
-  if (const json::value* v = r.OptionalValue("gpu_sharing")) {
-    std::optional<GpuSharing> g = v->is_string() ? ParseGpuSharing(v->get_string()) : std::nullopt;
-    if (v->is_null()) {
+  // "cluster" (or leaving it out of a new model): the cluster's default; ToJson writes null.
+  if (auto v = r.OptionalString("gpu_sharing")) {
+    std::optional<GpuSharing> g = ParseGpuSharing(*v);
+    if (*v == "cluster") {
       m.gpu_sharing.reset();
     } else if (!g) {
-      r.Fail("gpu_sharing", "must be claims, enforced or null (the cluster's default)");
+      r.Fail("gpu_sharing", "must be claims, enforced or cluster (the cluster's default)");
     } else {
       m.gpu_sharing = *g;
     }

@@ -73,9 +73,9 @@ TEST(ModelFromJsonTest, GpuSharingRoundTripsAndPatches) {
   EXPECT_EQ(patched->gpu_sharing, GpuSharing::kEnforced);
   EXPECT_EQ(ParseError(R"({"name":"x","source":{"type":"simulated","params_b":1},
                            "gpu_sharing":"strict"})"),
-            "gpu_sharing must be claims, enforced or null (the cluster's default)");
-  // null: back to the cluster's default.
-  Result<Model> reset = PatchModelFromJson(*patched, json::object{{"gpu_sharing", nullptr}});
+            "gpu_sharing must be claims, enforced or cluster (the cluster's default)");
+  // "cluster": back to the cluster's default, written as null.
+  Result<Model> reset = PatchModelFromJson(*patched, json::object{{"gpu_sharing", "cluster"}});
   ASSERT_TRUE(reset.ok()) << reset.status().ToString();
   EXPECT_EQ(reset->gpu_sharing, std::nullopt);
   EXPECT_TRUE(ToJson(*reset).at("gpu_sharing").is_null());
@@ -240,6 +240,8 @@ TEST(ResourceClaimJsonTest, RoundTripsWithTheLaunchInputs) {
   c.tensor_split = {0.5, 0.5};
   c.kv_cache_bytes = 51LL << 30;
   c.weight_bytes_per_gpu = 8LL << 30;
+  c.sequences = 32;  // the concurrency the claim was sized for (issue 19)
+  c.context_length = 8192;
   json::object o = ToJson(c);
   EXPECT_EQ(o.at("kv_cache_bytes").as_int64(), 51LL << 30);
   EXPECT_EQ(o.at("weight_bytes_per_gpu").as_int64(), 8LL << 30);

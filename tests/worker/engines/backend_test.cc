@@ -239,6 +239,28 @@ TEST(RenderLaunchTest, RpcEndpointsComeFromTheReportedDistributedServers) {
                          {"CUDA_VISIBLE_DEVICES", ""}}));  // no GPUs placed there: CPU
 }
 
+// A model that leaves concurrency to segma is started with what its claim was sized for
+// (issue 19): llama.cpp's slots are the claim's sequences, its whole cache context × sequences.
+TEST(RenderLaunchTest, UnsetConcurrencyComesFromTheClaim) {
+  types::Model m = MakeModel("llama-3.1-8b");
+  m.source = types::ModelSource{};
+  m.source.type = types::SourceType::kLocalPath;
+  m.source.path = "/models/llama-3.1-8b-q8_0.gguf";
+  types::ModelInstance i = MakeInstance({0}, 20 * kGiB);
+  i.claim.sequences = 32;
+  i.claim.context_length = 8192;
+  LaunchSpec s =
+      MustRender(BuiltIn("llama.cpp"), m, i, MakeContext("/models/llama-3.1-8b-q8_0.gguf", 40020));
+  const auto value_of = [&s](std::string_view flag) -> std::string {
+    for (size_t k = 0; k + 1 < s.argv.size(); ++k) {
+      if (s.argv[k] == flag) return s.argv[k + 1];
+    }
+    return "";
+  };
+  EXPECT_EQ(value_of("--parallel"), "32") << ::testing::PrintToString(s.argv);
+  EXPECT_EQ(value_of("-c"), std::to_string(8192 * 32)) << ::testing::PrintToString(s.argv);
+}
+
 TEST(RenderLaunchTest, VllmTensorParallelWithMemoryFractionAndContext) {
   types::Model m = MakeModel("llama-3.1-70b");
   m.context_length = 32768;
