@@ -247,7 +247,6 @@ asio::awaitable<Status> WorkerAgent::SendHeartbeat() {
         Result<std::vector<types::GpuDevice>> gpus = gpu_probe_->Probe();
         if (gpus.ok()) {
           st.gpus = std::move(gpus).value();
-          if (instances_) AddSlices(instances_->VgpuEngines(), st.gpus);
         } else {
           Logger("worker")->warn("GPU inventory failed: {}", gpus.status().ToString());
         }
@@ -256,7 +255,13 @@ asio::awaitable<Status> WorkerAgent::SendHeartbeat() {
         return st;
       });
   CO_RETURN_IF_ERROR(status.status());
-  if (instances_) instances_->NoteSlices(status->gpus);
+  // Each enforced engine's accounting, read once for the report and for the instances' messages
+  // (a shared-memory read per engine: no I/O that could block the io_context).
+  if (instances_) {
+    const SliceReadings slices = instances_->ReadVgpuSlices();
+    AddSlices(slices, status->gpus);
+    instances_->NoteSlices(slices);
+  }
   metrics_.SetStatus(*status, claimed);
   http::ClientRequest req;
   req.method = verb::post;

@@ -705,15 +705,7 @@ asio::awaitable<Result<engines::EngineSpec>> InstanceManager::SpecFor(
   CO_ASSIGN_OR_RETURN(
       engines::LaunchSpec launch,
       engines::RenderLaunch(*chosen.backend, chosen.choice.version, model, inst, ctx));
-  {
-    std::optional<VgpuEngine> vgpu = VgpuEngineOf(inst.id, launch, inst.gpu_indexes);
-    std::lock_guard lock(info_mu_);
-    if (vgpu) {
-      vgpu_engines_[inst.id] = std::move(*vgpu);
-    } else {
-      vgpu_engines_.erase(inst.id);
-    }
-  }
+  RememberVgpu(inst.id, inst.id, launch, inst.gpu_indexes);
   engines::EngineSpec spec;
   spec.instance_id = inst.id;
   spec.name = inst.name;
@@ -755,15 +747,7 @@ asio::awaitable<Result<engines::EngineSpec>> InstanceManager::DistributedSpecFor
   CO_ASSIGN_OR_RETURN(engines::LaunchSpec launch,
                       engines::RenderDistributedServerLaunch(*chosen.backend, chosen.choice.version,
                                                              model, inst, entry, ctx));
-  {
-    std::optional<VgpuEngine> vgpu = VgpuEngineOf(inst.id, launch, entry.gpu_indexes);
-    std::lock_guard lock(info_mu_);
-    if (vgpu) {
-      vgpu_engines_[-inst.id] = std::move(*vgpu);
-    } else {
-      vgpu_engines_.erase(-inst.id);
-    }
-  }
+  RememberVgpu(-inst.id, inst.id, launch, entry.gpu_indexes);
   engines::EngineSpec spec;
   spec.instance_id = -inst.id;
   spec.name = inst.name + "-rpc";
@@ -821,11 +805,26 @@ std::map<int64_t, InstanceManager::EngineInfo> InstanceManager::EngineInfos() co
   return engine_info_;
 }
 
-std::vector<VgpuEngine> InstanceManager::VgpuEngines() const {
+void InstanceManager::RememberVgpu(int64_t id, int64_t instance_id,
+                                   const engines::LaunchSpec& launch,
+                                   const std::vector<int>& gpus) {
+  std::optional<VgpuEngine> vgpu = VgpuEngineOf(instance_id, launch, gpus);
   std::lock_guard lock(info_mu_);
-  std::vector<VgpuEngine> out;
-  out.reserve(vgpu_engines_.size());
-  for (const auto& [id, e] : vgpu_engines_) out.push_back(e);
+  if (vgpu) {
+    vgpu_engines_[id] = std::move(*vgpu);
+  } else {
+    vgpu_engines_.erase(id);
+  }
+}
+
+SliceReadings InstanceManager::ReadVgpuSlices() const {
+  std::map<int64_t, VgpuEngine> engines;
+  {
+    std::lock_guard lock(info_mu_);
+    engines = vgpu_engines_;
+  }
+  SliceReadings out;
+  for (const auto& [id, e] : engines) out[id] = ReadSlices(e);
   return out;
 }
 
@@ -836,21 +835,8 @@ void InstanceManager::DropVgpu(int64_t id) {
   vgpu_engines_.erase(id);
 }
 
-void InstanceManager::NoteSlices(const std::vector<types::GpuDevice>& gpus) {
-  std::map<int64_t, std::map<int, types::GpuSlice>> by_engine;
-  {
-    // A slice names its instance; whether it is the main engine's or an rpc-server's is which
-    // of the two has a limit on that GPU.
-    std::lock_guard lock(info_mu_);
-    for (const types::GpuDevice& g : gpus) {
-      for (const types::GpuSlice& slice : g.slices) {
-        auto main = vgpu_engines_.find(slice.instance_id);
-        const bool own = main != vgpu_engines_.end() && main->second.limits.count(g.index) != 0;
-        by_engine[own ? slice.instance_id : -slice.instance_id][g.index] = slice;
-      }
-    }
-  }
-  for (const auto& [id, slices] : by_engine) {
+void InstanceManager::NoteSlices(const SliceReadings& readings) {
+  for (const auto& [id, slices] : readings) {
     int64_t hits = 0;
     for (const auto& [gpu, slice] : slices) hits += slice.limit_hits;
     int64_t& noted = limit_hits_[id];

@@ -83,13 +83,12 @@ class InstanceManager {
     std::map<int, int64_t> vram;
   };
   std::map<int64_t, EngineInfo> EngineInfos() const;
-  // The engines started with libsegma-vgpu (their segments and limits), for the heartbeat to read.
+  // What libsegma-vgpu's accounting says now of every engine started with it (ReadSlices).
   // Thread-safe.
-  std::vector<VgpuEngine> VgpuEngines() const;
-  // The slices a heartbeat just read (types::GpuDevice::slices): an instance whose engine was
-  // refused allocations since the last call is logged and its state message says so. Call on the
-  // io_context.
-  void NoteSlices(const std::vector<types::GpuDevice>& gpus);
+  SliceReadings ReadVgpuSlices() const;
+  // The readings a heartbeat just took: an engine refused allocations since the last call is
+  // logged and its instance's state message says so. Call on the io_context.
+  void NoteSlices(const SliceReadings& readings);
 
  private:
   // Which instances a follow loop handles: those whose engine runs here, or those this worker
@@ -134,6 +133,10 @@ class InstanceManager {
   // good: its segment in /dev/shm goes (processes still mapping it keep their mapping, a later
   // engine of the instance starts a fresh one).
   void DropVgpu(int64_t id);
+  // Remembers whether engine `id` (an rpc-server: -instance id) of `instance_id` was rendered with
+  // libsegma-vgpu on `gpus`, so that the heartbeat reads its accounting.
+  void RememberVgpu(int64_t id, int64_t instance_id, const engines::LaunchSpec& launch,
+                    const std::vector<int>& gpus);
   bool Wanted(const types::ModelInstance& inst) const;
   // This worker's distributed_servers entry of `inst`, or nullptr.
   const types::DistributedServer* OwnEntry(const types::ModelInstance& inst) const;

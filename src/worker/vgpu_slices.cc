@@ -59,9 +59,9 @@ std::map<int, types::GpuSlice> ReadSlices(const VgpuEngine& engine) {
   return out;
 }
 
-void AddSlices(const std::vector<VgpuEngine>& engines, std::vector<types::GpuDevice>& gpus) {
-  for (const VgpuEngine& e : engines) {
-    for (const auto& [index, slice] : ReadSlices(e)) {
+void AddSlices(const SliceReadings& readings, std::vector<types::GpuDevice>& gpus) {
+  for (const auto& [engine, slices] : readings) {
+    for (const auto& [index, slice] : slices) {
       auto g = std::find_if(gpus.begin(), gpus.end(), [index = index](const types::GpuDevice& d) {
         return d.index == index;
       });

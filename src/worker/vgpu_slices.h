@@ -41,8 +41,11 @@ std::optional<VgpuEngine> VgpuEngineOf(int64_t instance_id, const engines::Launc
 // library does before it refuses an allocation.
 std::map<int, types::GpuSlice> ReadSlices(const VgpuEngine& engine);
 
-// Adds each engine's slices (ReadSlices) to the GPUs of `gpus` with that index.
-void AddSlices(const std::vector<VgpuEngine>& engines, std::vector<types::GpuDevice>& gpus);
+// What ReadSlices said of each engine, by engine id (an rpc-server's: minus its instance id).
+using SliceReadings = std::map<int64_t, std::map<int, types::GpuSlice>>;
+
+// Adds each engine's slices to the GPUs of `gpus` with that index.
+void AddSlices(const SliceReadings& readings, std::vector<types::GpuDevice>& gpus);
 
 // "GPU 0: 3 allocations refused at the VRAM limit of 12.0 GiB (11.8 GiB in use)"; "" when no
 // slice of `slices` has a hit.

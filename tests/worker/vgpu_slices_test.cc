@@ -86,7 +86,7 @@ TEST_F(VgpuSlicesTest, ReadsWhatTheEnginesProcessesHoldAndWhatWasRefused) {
   std::vector<types::GpuDevice> gpus(2);
   gpus[0].index = 0;
   gpus[1].index = 3;
-  AddSlices({*e}, gpus);
+  AddSlices({{e->instance_id, after}}, gpus);
   EXPECT_TRUE(gpus[0].slices.empty());
   ASSERT_EQ(gpus[1].slices.size(), 1u);
   EXPECT_EQ(gpus[1].slices[0], after.at(3));
