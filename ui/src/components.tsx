@@ -212,10 +212,17 @@ export function VirtualTable<T>({
   const parent = useRef<HTMLDivElement>(null);
   const v = useVirtualizer({ count: rows.length, getScrollElement: () => parent.current, estimateSize: () => rowHeight, overscan: 4 });
   const template = columns.map((c) => (typeof c.width === 'number' ? `${c.width}px` : c.width ?? 'minmax(110px, 1fr)')).join(' ');
+  // As wide as the columns' least widths: the body (contain: strict) clips whatever lies beyond
+  // its box, so a narrower table showed the last columns' headers over empty rows on a phone.
+  const minWidth = columns.reduce((sum, c) => {
+    if (typeof c.width === 'number') return sum + c.width;
+    const least = /(\d+)px/.exec(c.width ?? '110px');
+    return sum + (least ? Number(least[1]) : 110);
+  }, 0);
   const bodyHeight = Math.min(height, Math.max(rowHeight, rows.length * rowHeight));
   return (
     <Paper withBorder className="scroll-x" data-testid={testId}>
-      <div role="table" aria-label={label} aria-rowcount={rows.length + 1} style={{ minWidth: 640 }}>
+      <div role="table" aria-label={label} aria-rowcount={rows.length + 1} style={{ minWidth: Math.max(640, minWidth) }}>
         <div role="rowgroup">
           <div role="row" style={{ display: 'grid', gridTemplateColumns: template, borderBottom: '1px solid var(--mantine-color-gray-3)', background: 'var(--mantine-color-gray-0)' }}>
             {columns.map((c) => (

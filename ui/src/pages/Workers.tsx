@@ -65,16 +65,21 @@ function Slices({ slices }: { slices?: GpuSlice[] }) {
   return (
     <Stack gap={2}>
       {slices.map((s) => (
-        <Group key={s.instance_id} gap={6} wrap="nowrap" title={t('gpu.sliceTitle', { used: b(s.memory_used), limit: b(s.memory_limit), n: s.limit_hits })}>
-          <Text size="xs" truncate>
-            {s.instance_name ?? `#${s.instance_id}`} · {b(s.memory_used)} / {b(s.memory_limit)}
+        <Stack key={s.instance_id} gap={0} title={t('gpu.sliceTitle', { used: b(s.memory_used), limit: b(s.memory_limit), n: s.limit_hits })}>
+          <Group gap={6} wrap="nowrap">
+            <Text size="xs" truncate style={{ minWidth: 0 }}>
+              {s.instance_name ?? `#${s.instance_id}`}
+            </Text>
+            {s.limit_hits > 0 && (
+              <Badge size="xs" color="red" variant="light" style={{ flexShrink: 0 }}>
+                {t('gpu.sliceRefused', { n: s.limit_hits })}
+              </Badge>
+            )}
+          </Group>
+          <Text size="xs" c="dimmed" style={{ whiteSpace: 'nowrap' }}>
+            {b(s.memory_used)} / {b(s.memory_limit)}
           </Text>
-          {s.limit_hits > 0 && (
-            <Badge size="xs" color="red" variant="light">
-              {t('gpu.sliceRefused', { n: s.limit_hits })}
-            </Badge>
-          )}
-        </Group>
+        </Stack>
       ))}
     </Stack>
   );
@@ -133,7 +138,7 @@ export default function Workers() {
     { key: 'temp', header: t('gpu.temperature'), width: 110, render: (g: Gpu) => `${num(g.temperature)}°C` },
     { key: 'power', header: t('gpu.power'), width: 90, render: (g: Gpu) => `${num(g.power)} W` },
     { key: 'procs', header: t('gpu.processes'), width: 90, render: (g: Gpu) => num(g.processes?.length ?? 0) },
-    { key: 'slices', header: t('gpu.slices'), width: 'minmax(200px, 2fr)', render: (g: Gpu) => <Slices slices={g.slices} /> },
+    { key: 'slices', header: t('gpu.slices'), width: 'minmax(190px, 2fr)', render: (g: Gpu) => <Slices slices={g.slices} /> },
   ], [t, num]);
   return (
     <Stack>
