@@ -1,6 +1,6 @@
 // Small pieces every page uses.
-import { memo, useRef, type CSSProperties, type ReactNode } from 'react';
-import { Alert, Badge, Group, Paper, SegmentedControl, Text, Title } from '@mantine/core';
+import { memo, useRef, type ButtonHTMLAttributes, type CSSProperties, type ReactNode } from 'react';
+import { Alert, Group, Paper, SegmentedControl, Text, Title } from '@mantine/core';
 import { useVirtualizer } from '@tanstack/react-virtual';
 import { ApiError } from './api';
 import { formatBytes, LOCALES, useI18n, type Locale } from './i18n';
@@ -75,12 +75,24 @@ const DARK_TEXT: Record<string, string> = {
   gray: '#43494f',
 };
 
-// A small coloured label that stays readable.
+// A small coloured label that stays readable. A plain element styled as Mantine's light badge
+// (app.css .seg-tag): a table row mounts one per row, and a scroll mounts dozens of rows a frame.
 export function Tag({ color, children, ...rest }: { color: string; children: ReactNode; [k: `data-${string}`]: string | undefined }) {
+  const style = { '--tag-bg': `var(--mantine-color-${color}-light)`, color: DARK_TEXT[color] ?? DARK_TEXT.gray } as CSSProperties;
   return (
-    <Badge color={color} variant="light" c={DARK_TEXT[color] ?? DARK_TEXT.gray} {...rest}>
+    <span className="seg-tag" style={style} {...rest}>
       {children}
-    </Badge>
+    </span>
+  );
+}
+
+// A row's small action button, a plain <button> styled as Mantine's compact-xs light button
+// (app.css .seg-row-button): as cheap to mount as Tag. `danger` makes it red.
+export function RowButton({ danger = false, children, ...rest }: { danger?: boolean; children: ReactNode } & ButtonHTMLAttributes<HTMLButtonElement>) {
+  return (
+    <button type="button" className="seg-row-button" data-danger={danger || undefined} {...rest}>
+      {children}
+    </button>
   );
 }
 
