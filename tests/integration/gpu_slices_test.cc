@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <sstream>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -158,8 +159,7 @@ TEST_F(GpuSlicesTest, ASliceShowsItsUseAndTheAllocationsItsLimitRefused) {
       << api_.Get("/v2/gpus").body;
   EXPECT_EQ(Slice(instance_id_).at("memory_used").as_int64(), claim - kGiB);
 
-  // The instance says why, while it keeps running; so does the worker's log (its metrics:
-  // worker_metrics_test).
+  // The instance says why, while it keeps running; so do the worker's log and its metrics.
   ASSERT_TRUE(WaitUntil(
       [&] {
         return std::string(FirstInstance(api_, inst.at("model_id").as_int64())
@@ -173,6 +173,29 @@ TEST_F(GpuSlicesTest, ASliceShowsItsUseAndTheAllocationsItsLimitRefused) {
   EXPECT_NE(server_->Log().find(
                 fmt::format("engine of instance {} was refused device memory", instance_id_)),
             std::string::npos);
+  // The worker's own /metrics (at the address it registered); the series' labels are sorted
+  // (worker_metrics_test pins their order), so it is found by its instance label.
+  const json::object worker =
+      Api::Obj(api_.Get("/v2/workers")).at("items").as_array().at(0).as_object();
+  const Api worker_api{fmt::format("http://{}:{}", worker.at("address").as_string(),
+                                   worker.at("port").as_int64()),
+                       ""};
+  const std::string instance_label = fmt::format("instance=\"{}\"", inst.at("name").as_string());
+  std::string series;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        std::istringstream metrics(worker_api.Get("/metrics").body);
+        for (std::string line; std::getline(metrics, line);) {
+          if (line.starts_with("segma_engine_vram_limit_hits_total{") &&
+              line.find(instance_label) != std::string::npos) {
+            series = line;
+            return line.ends_with(" 1");
+          }
+        }
+        return false;
+      },
+      std::chrono::seconds(10)))
+      << series;
   // segma ctl gpus list --wide: the slice, with what it holds and what was refused.
   auto [rc, out] = Ctl("gpus list --wide");
   ASSERT_EQ(rc, 0) << out;
