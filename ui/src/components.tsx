@@ -200,6 +200,10 @@ function VirtualRowImpl<T>({ row, index, start, size, columns, template, rowKey 
 }
 const VirtualRow = memo(VirtualRowImpl) as typeof VirtualRowImpl;
 
+// A column without a width: at least DEFAULT_LEAST px, sharing what is left.
+const DEFAULT_LEAST = 110;
+const DEFAULT_WIDTH = `minmax(${DEFAULT_LEAST}px, 1fr)`;
+
 // A table whose rows are virtualised: only the visible rows (and a few either side) are in the
 // DOM, so lists of 10,000 GPUs or instances scroll smoothly (bench/ui/scale.mjs). Fixed row
 // height; a CSS grid keeps the header and the rows aligned.
@@ -223,13 +227,13 @@ export function VirtualTable<T>({
   const { t } = useI18n();
   const parent = useRef<HTMLDivElement>(null);
   const v = useVirtualizer({ count: rows.length, getScrollElement: () => parent.current, estimateSize: () => rowHeight, overscan: 4 });
-  const template = columns.map((c) => (typeof c.width === 'number' ? `${c.width}px` : c.width ?? 'minmax(110px, 1fr)')).join(' ');
+  const template = columns.map((c) => (typeof c.width === 'number' ? `${c.width}px` : c.width ?? DEFAULT_WIDTH)).join(' ');
   // As wide as the columns' least widths: the body (contain: strict) clips whatever lies beyond
   // its box, so a narrower table showed the last columns' headers over empty rows on a phone.
   const minWidth = columns.reduce((sum, c) => {
     if (typeof c.width === 'number') return sum + c.width;
-    const least = /(\d+)px/.exec(c.width ?? '110px');
-    return sum + (least ? Number(least[1]) : 110);
+    const least = /(\d+)px/.exec(c.width ?? DEFAULT_WIDTH);
+    return sum + (least ? Number(least[1]) : DEFAULT_LEAST);
   }, 0);
   const bodyHeight = Math.min(height, Math.max(rowHeight, rows.length * rowHeight));
   return (

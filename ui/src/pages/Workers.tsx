@@ -65,13 +65,13 @@ function Slices({ slices }: { slices?: GpuSlice[] }) {
   if (!slices?.length) return <Text size="sm" c="dimmed">—</Text>;
   const b = (n: number) => formatBytes(locale, n);
   const sum = (f: (s: GpuSlice) => number) => slices.reduce((a, s) => a + f(s), 0);
-  const refused = sum((s) => s.limit_hits);
+  const [used, limit, refused] = [sum((s) => s.memory_used), sum((s) => s.memory_limit), sum((s) => s.limit_hits)];
   const name = (s: GpuSlice) => s.instance_name ?? `#${s.instance_id}`;
   const title = slices
     .map((s) => `${name(s)}: ${t('gpu.sliceTitle', { used: b(s.memory_used), limit: b(s.memory_limit), n: s.limit_hits })}`)
     .join('\n');
   return (
-    <Stack gap={0} title={title} style={{ minWidth: 0 }} data-testid="slices" data-count={slices.length} data-used={sum((s) => s.memory_used)} data-limit={sum((s) => s.memory_limit)}>
+    <Stack gap={0} title={title} style={{ minWidth: 0 }} data-testid="slices" data-count={slices.length} data-used={used} data-limit={limit}>
       <Group gap={6} wrap="nowrap">
         <Text size="xs" truncate style={{ minWidth: 0 }}>
           {slices.length === 1 ? name(slices[0]) : t('gpu.sliceCount', { n: slices.length })}
@@ -83,7 +83,7 @@ function Slices({ slices }: { slices?: GpuSlice[] }) {
         )}
       </Group>
       <Text size="xs" c="dimmed" style={{ whiteSpace: 'nowrap' }}>
-        {b(sum((s) => s.memory_used))} / {b(sum((s) => s.memory_limit))}
+        {b(used)} / {b(limit)}
       </Text>
     </Stack>
   );
