@@ -23,12 +23,14 @@ std::string WorkerProxyToken(const std::string& key, const std::string& token_ha
 }
 
 Status ApiContext::AuthorizeProject(int64_t project_id, std::optional<int64_t> owner_user_id) {
+  audit.project_id = project_id;
   Status s = auth::Authorize(principal, action, resource, project_id, owner_user_id);
   if (s.ok()) authorized_ = true;
   return s;
 }
 
 Status ApiContext::Authorize(auth::Action a, auth::Resource r, std::optional<int64_t> project_id) {
+  if (project_id) audit.project_id = project_id;
   Status s = auth::Authorize(principal, a, r, project_id);
   if (s.ok() && a == action && r == resource) authorized_ = true;
   return s;
@@ -223,56 +225,77 @@ http::Response Watch(const Route& route, Services& services, http::RequestContex
       });
 }
 
+// One call of `route`: credentials → principal, access check, handler, watch stream, errors in the
+// API's format. Leaves the resolved principal in `principal` and the handler's notes in `note`,
+// for the audit record.
+http::Response Serve(const Route& route, Services& services, http::RequestContext& ctx, bool watch,
+                     auth::Principal& principal, AuditNote& note) {
+  std::optional<std::string> token = ctx.BearerToken();
+  if (route.access != Access::kPublic) {
+    if (!token) {
+      return http::Response::Error(UnauthenticatedError("authentication required"));
+    }
+    if (Status csrf = ctx.CheckCsrf(); !csrf.ok()) {
+      return http::Response::Error(csrf);
+    }
+    Result<auth::Principal> p = services.identity.Authenticate(*token);
+    if (!p.ok()) return http::Response::Error(p.status());
+    principal = std::move(p).value();
+  }
+  if (route.access == Access::kGlobal) {
+    Status s = auth::Authorize(principal, route.action, route.resource, std::nullopt);
+    if (!s.ok()) return http::Response::Error(s);
+  }
+  ApiContext api(ctx, principal, route.resource, route.action, services);
+  Result<http::Response> r = route.handler(api);
+  note = std::move(api.audit);
+  if (watch && r.ok() && r->msg.result_int() == 200) {
+    // The list the plain GET returns becomes the stream's first events.
+    Result<json::value> listed = ParseJson(r->msg.body());
+    json::array items;
+    if (listed.ok() && listed->is_object() && listed->as_object().contains("items")) {
+      items = listed->as_object().at("items").as_array();
+    }
+    return Watch(route, services, ctx, principal, std::move(items));
+  }
+  if (!r.ok()) return http::Response::Error(r.status());
+  if (route.access == Access::kProject && !api.authorized() && r->msg.result_int() < 300) {
+    // A project route that never asked auth::Authorize is a bug: refuse rather than leak.
+    Logger("api")->error("[req={}] route {} skipped its project check", ctx.request_id,
+                         route.pattern);
+    return http::Response::Error(InternalError("authorization was not checked"));
+  }
+  return std::move(r).value();
+}
+
 }  // namespace
 
 void Install(http::Router& router, Services& services, const std::vector<Route>& routes) {
   for (const Route& route : routes) {
-    router.Add(
-        route.method, route.pattern,
-        [&services, route](http::RequestContext& ctx) -> asio::awaitable<http::Response> {
-          const bool watch = !route.watch_resource.empty() && ctx.Query("watch") == "true";
-          co_return co_await http::RunBlocking(
-              services.blocking, [&services, &route, &ctx, watch]() -> http::Response {
-                auth::Principal principal;
-                std::optional<std::string> token = ctx.BearerToken();
-                if (route.access != Access::kPublic) {
-                  if (!token) {
-                    return http::Response::Error(UnauthenticatedError("authentication required"));
-                  }
-                  if (Status csrf = ctx.CheckCsrf(); !csrf.ok()) {
-                    return http::Response::Error(csrf);
-                  }
-                  Result<auth::Principal> p = services.identity.Authenticate(*token);
-                  if (!p.ok()) return http::Response::Error(p.status());
-                  principal = std::move(p).value();
-                }
-                if (route.access == Access::kGlobal) {
-                  Status s = auth::Authorize(principal, route.action, route.resource, std::nullopt);
-                  if (!s.ok()) return http::Response::Error(s);
-                }
-                ApiContext api(ctx, principal, route.resource, route.action, services);
-                Result<http::Response> r = route.handler(api);
-                if (watch && r.ok() && r->msg.result_int() == 200) {
-                  // The list the plain GET returns becomes the stream's first events.
-                  Result<json::value> listed = ParseJson(r->msg.body());
-                  json::array items;
-                  if (listed.ok() && listed->is_object() && listed->as_object().contains("items")) {
-                    items = listed->as_object().at("items").as_array();
-                  }
-                  return Watch(route, services, ctx, principal, std::move(items));
-                }
-                if (!r.ok()) return http::Response::Error(r.status());
-                if (route.access == Access::kProject && !api.authorized() &&
-                    r->msg.result_int() < 300) {
-                  // A project route that never asked auth::Authorize is a bug: refuse
-                  // rather than leak.
-                  Logger("api")->error("[req={}] route {} skipped its project check",
-                                       ctx.request_id, route.pattern);
-                  return http::Response::Error(InternalError("authorization was not checked"));
-                }
-                return std::move(r).value();
-              });
-        });
+    router.Add(route.method, route.pattern,
+               [&services, route](http::RequestContext& ctx) -> asio::awaitable<http::Response> {
+                 const bool watch = !route.watch_resource.empty() && ctx.Query("watch") == "true";
+                 co_return co_await http::RunBlocking(
+                     services.blocking, [&services, &route, &ctx, watch]() -> http::Response {
+                       auth::Principal principal;
+                       AuditNote note;
+                       http::Response res = Serve(route, services, ctx, watch, principal, note);
+                       if (Audited(route, ctx.req.method())) {
+                         // Recorded before the response leaves: one short transaction on the
+                         // store's connection (AuditStoreTest.AppendIsCheap). A failure is logged,
+                         // not answered.
+                         Result<store::AuditEvent> recorded = services.store.AppendAuditEvent(
+                             AuditEventFor(route, ctx, principal, note, res.msg.result_int(),
+                                           res.msg.body()));
+                         if (!recorded.ok()) {
+                           Logger("api")->error("[req={}] audit record of {} {} failed: {}",
+                                                ctx.request_id, ctx.req.method_string(),
+                                                route.pattern, recorded.status().ToString());
+                         }
+                       }
+                       return res;
+                     });
+               });
   }
 }
 

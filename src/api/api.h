@@ -61,6 +61,17 @@ enum class Access {
   kProject,  // authenticated before; the handler must call ApiContext::AuthorizeProject
 };
 
+// What a handler adds to its request's audit record (docs/security.md "Audit trail") beyond what
+// the route and the principal say. The actor fields are used only when the request carried no
+// credentials the wrapper resolved (sign-in, worker registration). Never a secret.
+struct AuditNote {
+  std::string actor_kind;  // "user", "worker"; "" = anonymous
+  std::optional<int64_t> actor_id;
+  std::string actor_name;             // e.g. the username a sign-in tried
+  std::optional<int64_t> project_id;  // the project authorized (or refused) last
+  std::string resource_id;            // e.g. the id of a row created
+};
+
 class ApiContext {
  public:
   ApiContext(http::RequestContext& http, const auth::Principal& principal, auth::Resource resource,
@@ -78,6 +89,8 @@ class ApiContext {
   // The same for another action or resource (e.g. reading a project's members).
   Status Authorize(auth::Action action, auth::Resource resource, std::optional<int64_t> project_id);
   bool authorized() const { return authorized_; }
+  // Filled by AuthorizeProject/Authorize (project_id) and by handlers; read after the handler.
+  AuditNote audit;
   // The request body as one JSON object, strictly read (see JsonReader).
   JsonReader Body(json::object& storage) const;
   // The request body as one JSON object, as sent, for codecs that read it themselves.
@@ -101,7 +114,21 @@ struct Route {
   Handler handler;
   // Non-empty for list routes: `?watch=true` streams events of this resource instead.
   std::string watch_resource;
+  // Whether a call is recorded in the audit trail: every call of a method other than GET
+  // (whatever its outcome), unless the route says kSkip (worker heartbeats: docs/security.md).
+  enum class Audit { kRecord, kSkip } audit = Audit::kRecord;
 };
+
+// The audit record of one call of `route` (store::AuditEvent without id, time and hashes): the
+// principal (or, for public routes, what the handler noted), method, route pattern, the route's
+// resource, the pattern's last capture (or the noted id, or the "id" of a created row in
+// `response_body`), the noted project, `status`, the client address and request id. Never reads
+// the request body. Pure.
+store::AuditEvent AuditEventFor(const Route& route, const http::RequestContext& ctx,
+                                const auth::Principal& principal, const AuditNote& note, int status,
+                                std::string_view response_body);
+// Whether a call of `route` with `method` is recorded (see Route::audit).
+bool Audited(const Route& route, http::bhttp::verb method);
 
 // Every /v2 route of the control plane (identity, projects, keys, clusters, workers, GPUs).
 std::vector<Route> ControlPlaneRoutes();
@@ -237,5 +264,6 @@ std::vector<Route> UsageRoutes();
 std::vector<Route> ModelRoutes();
 std::vector<Route> ModelFileRoutes();
 std::vector<Route> ModelRouteRoutes();  // /v2/model-routes (route_routes.cc)
+std::vector<Route> AuditRoutes();       // /v2/audit-events (audit_routes.cc)
 
 }  // namespace segma::api

@@ -34,9 +34,14 @@ Result<Response> Login(ApiContext& c) {
   json::object storage;
   JsonReader r = c.Body(storage);
   std::string username = r.String("username");
+  // The audit trail records the name tried, success or not (never the password).
+  c.audit.actor_name = username.substr(0, 128);
   std::string password = r.String("password");
   RETURN_IF_ERROR(r.Finish());
   ASSIGN_OR_RETURN(auth::LoginResult login, c.s.identity.Login(username, password));
+  c.audit.actor_kind = "user";
+  c.audit.actor_id = login.user.id;
+  c.audit.resource_id = std::to_string(login.user.id);
   json::object body{{"token", login.token},
                     {"expires_at", FormatRfc3339(login.expires_at)},
                     {"user", types::ToJson(login.user)}};

@@ -116,6 +116,10 @@ Result<Response> RegisterWorker(ApiContext& c) {
   ASSIGN_OR_RETURN(
       auth::RegisteredWorker reg,
       c.s.worker_tokens.RegisterWorker(*token, name, address, static_cast<int>(port), labels));
+  c.audit.actor_kind = "worker";
+  c.audit.actor_id = reg.worker.id;
+  c.audit.actor_name = reg.worker.name;
+  c.audit.resource_id = std::to_string(reg.worker.id);
   json::object body{
       {"worker", types::ToJson(reg.worker)},
       {"token", reg.worker_token},
@@ -554,8 +558,9 @@ std::vector<Route> InfraRoutes() {
 
       {verb::post, "/v2/workers", A::kPublic, Resource::kWorkerSelf, Action::kCreate,
        RegisterWorker, ""},
+      // Not audited: every few seconds per worker, and it changes only readings (security.md).
       {verb::post, "/v2/worker-heartbeat", A::kGlobal, Resource::kWorkerSelf, Action::kUpdate,
-       Heartbeat, ""},
+       Heartbeat, "", Route::Audit::kSkip},
       {verb::get, "/v2/workers", A::kGlobal, Resource::kWorkers, Action::kRead, ListWorkers,
        "workers"},
       {verb::get, "/v2/workers/{id}", A::kGlobal, Resource::kWorkers, Action::kRead, GetWorker, ""},
@@ -590,6 +595,7 @@ std::vector<Route> ControlPlaneRoutes() {
   for (Route& r : UsageRoutes()) routes.push_back(std::move(r));
   for (Route& r : ModelFileRoutes()) routes.push_back(std::move(r));
   for (Route& r : ModelRouteRoutes()) routes.push_back(std::move(r));
+  for (Route& r : AuditRoutes()) routes.push_back(std::move(r));
   return routes;
 }
 

@@ -128,8 +128,9 @@ std::vector<Route> ModelFileRoutes() {
        GetModelFile, ""},
       {verb::delete_, "/v2/model-files/{id}", A::kGlobal, Resource::kModelFiles, Action::kDelete,
        DeleteModelFile, ""},
+      // Not audited: download progress, once a second per download (docs/security.md).
       {verb::put, "/v2/worker/model-files", A::kGlobal, Resource::kWorkerSelf, Action::kUpdate,
-       ReportModelFile, ""},
+       ReportModelFile, "", Route::Audit::kSkip},
       {verb::get, "/v2/worker/model-files", A::kGlobal, Resource::kWorkerSelf, Action::kRead,
        ListOwnModelFiles, ""},
       {verb::delete_, "/v2/worker/model-files/{id}", A::kGlobal, Resource::kWorkerSelf,

@@ -164,6 +164,7 @@ Result<uint16_t> ServerApp::Start() {
   ScheduleLiveness();
   sweep_timer_ = std::make_unique<asio::steady_timer>(ioc_);
   ScheduleSweep();
+  MaybePruneAudit();
   TriggerControllers();  // instances left PENDING by a previous run
   return port;
 }
@@ -199,7 +200,25 @@ void ServerApp::ScheduleSweep() {
   sweep_timer_->async_wait([this](boost::system::error_code ec) {
     if (ec || shutting_down_) return;
     TriggerControllers();
+    MaybePruneAudit();
     ScheduleSweep();
+  });
+}
+
+void ServerApp::MaybePruneAudit() {
+  if (config_.audit_retention_days <= 0) return;
+  const Timestamp now = clock_.Now();
+  if (last_audit_prune_ && now - *last_audit_prune_ < std::chrono::hours(1)) return;
+  last_audit_prune_ = now;
+  const Timestamp before = now - std::chrono::hours(24) * config_.audit_retention_days;
+  asio::post(blocking_, [this, before] {
+    Result<int64_t> pruned = store_->PruneAuditEvents(before);
+    if (!pruned.ok()) {
+      Logger("server")->error("pruning the audit trail failed: {}", pruned.status().ToString());
+    } else if (*pruned > 0) {
+      Logger("server")->info("pruned {} audit records older than {}", *pruned,
+                             FormatRfc3339(before));
+    }
   });
 }
 

@@ -58,6 +58,9 @@ struct ServerConfig {
   bool usage_journal = true;
   std::chrono::milliseconds usage_fsync_interval{100};
   gateway::JournalFailurePolicy usage_journal_failure = gateway::JournalFailurePolicy::kServe;
+  // Audit records older than this many days are pruned at start and hourly after
+  // (--audit-retention-days; docs/security.md "Audit trail"). 0: kept forever.
+  int audit_retention_days = 0;
 };
 
 // The control plane in one object: store, event bus, identity, REST /v2, probes, metrics and
@@ -117,6 +120,9 @@ class ServerApp {
   // only refreshes a worker's readings does neither (issue 17): the sweep acts on new readings.
   void HandleChanges();
   void ScheduleSweep();
+  // Queues a PruneAuditEvents of the rows older than the retention on the blocking pool, if a
+  // retention is set and the last prune is an hour old. From Start and the sweep timer only.
+  void MaybePruneAudit();
   // Queues one controller pass on the blocking pool unless one is already queued.
   void TriggerControllers();
 
@@ -156,6 +162,7 @@ class ServerApp {
   std::mutex controllers_mu_;  // one pass at a time
   std::atomic<bool> controllers_queued_{false};
   std::unique_ptr<boost::asio::steady_timer> sweep_timer_;
+  std::optional<Timestamp> last_audit_prune_;  // used by MaybePruneAudit only
   // Every change (store events); declared last so that it goes before what its handler uses.
   std::shared_ptr<Subscription> changes_;
 };

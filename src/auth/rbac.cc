@@ -153,6 +153,8 @@ std::string_view ResourceName(Resource r) {
       return "inference";
     case Resource::kPrices:
       return "prices";
+    case Resource::kAuditEvents:
+      return "audit-events";
     case Resource::kSelf:
       return "own profile";
     case Resource::kWorkerSelf:
@@ -198,6 +200,7 @@ Status Authorize(const Principal& p, Action action, Resource resource,
     case Resource::kUsers:
     case Resource::kClusters:
     case Resource::kPrices:
+    case Resource::kAuditEvents:
     case Resource::kWorkerSelf:
       return DenyAdminOnly(action, resource);
     case Resource::kProjects:

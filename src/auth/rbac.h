@@ -18,6 +18,7 @@
 //  - kUsers: A only. kSelf (own profile, password): any user principal.
 //  - kClusters: A only (reads include registration tokens).
 //  - kPrices: A only (the charge-back price table; members see its effect in usage costs).
+//  - kAuditEvents: A only (the audit trail; API keys never, even an admin's).
 //  - kWorkers, kGpus, kBackends, kModelFiles: read U, write A.
 //  - kWorkerSelf: worker principals (and A). Worker principals can do nothing else.
 //  - API keys act with their creator's roles, confined to the key's own project and scope:
@@ -54,9 +55,10 @@ enum class Resource {
   kUsage,
   kModelEvaluations,
   kInference,
-  kPrices,      // the price table of cost reports (admin only)
-  kSelf,        // own profile, own password
-  kWorkerSelf,  // worker heartbeats, its own assignments
+  kPrices,       // the price table of cost reports (admin only)
+  kAuditEvents,  // the audit trail (admin only; docs/security.md)
+  kSelf,         // own profile, own password
+  kWorkerSelf,   // worker heartbeats, its own assignments
 };
 
 std::string_view ActionName(Action a);      // "read", "create", ...

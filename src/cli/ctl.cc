@@ -1164,6 +1164,68 @@ void AddCatalogCommands(CLI::App* ctl, const std::shared_ptr<CtlOptions>& opts) 
 
 }  // namespace
 
+// ---- audit trail (admins) ---------------------------------------------------------------------
+
+void AddAuditCommands(CLI::App* ctl, const std::shared_ptr<CtlOptions>& opts) {
+  CLI::App* audit = ctl->add_subcommand("audit", "The audit trail: who changed what (admins)");
+  audit->require_subcommand(1);
+  struct AuditListArgs {
+    std::string actor;
+    int64_t project = 0;
+    std::string resource;
+    std::string from;
+    std::string to;
+    int page = 1;
+    int per_page = 100;
+    bool csv = false;
+  };
+  auto list = std::make_shared<AuditListArgs>();
+  CLI::App* list_cmd = audit->add_subcommand("list", "Recorded calls, oldest first");
+  list_cmd->add_option("--actor", list->actor, "username, or user:ID, api_key:ID, worker:ID");
+  list_cmd->add_option("--project", list->project, "project id");
+  list_cmd->add_option("--resource", list->resource, "models, api-keys, auth, ...");
+  list_cmd->add_option("--from", list->from, "RFC 3339");
+  list_cmd->add_option("--to", list->to, "RFC 3339");
+  list_cmd->add_option("--page", list->page)->check(CLI::PositiveNumber);
+  list_cmd->add_option("--per-page", list->per_page)->check(CLI::Range(1, 500));
+  list_cmd->add_flag("--csv", list->csv, "The server's CSV");
+  list_cmd->callback([opts, list] {
+    ListPath path{"/v2/audit-events"};
+    path.Add("page", std::to_string(list->page)).Add("per_page", std::to_string(list->per_page));
+    if (!list->actor.empty()) path.Add("actor", list->actor);
+    if (list->project > 0) path.Add("project_id", std::to_string(list->project));
+    if (!list->resource.empty()) path.Add("resource", list->resource);
+    if (!list->from.empty()) path.Add("from", list->from);
+    if (!list->to.empty()) path.Add("to", list->to);
+    if (list->csv) {
+      std::cout << CallText(*opts, path.Add("format", "csv").path);
+      return;
+    }
+    PrintColumns(
+        *opts, Call(*opts, verb::get, path.path),
+        PathColumns({"id", "at", "actor_kind", "actor_name", "method", "route", "resource_id",
+                     "project_id", "status", "client_address", "request_id"}));
+  });
+  audit->add_subcommand("verify", "Check the hash chain; exits 1 when a row was altered or deleted")
+      ->callback([opts] {
+        Answer a = Call(*opts, verb::get, "/v2/audit-events/verify");
+        const json::object& v = a.json.as_object();
+        const bool ok = v.contains("ok") && v.at("ok").is_bool() && v.at("ok").as_bool();
+        if (opts->output == "json") {
+          PrintRaw(a.raw);
+        } else if (ok) {
+          std::cout << "audit trail intact: " << Cell(Field(v, "checked")) << " records, head "
+                    << Str(v, "head_hash") << "\n";
+        } else {
+          std::cout << "audit trail BROKEN at record " << Cell(Field(v, "first_bad_id")) << ": "
+                    << Str(v, "reason") << " (" << Cell(Field(v, "checked"))
+                    << " records checked)\n";
+        }
+        std::cout.flush();
+        if (!ok) std::exit(1);
+      });
+}
+
 void AddCtlCommands(CLI::App& app) {
   auto opts = std::make_shared<CtlOptions>();
   CLI::App* ctl = app.add_subcommand("ctl", "Manage segma through its REST API");
@@ -1365,6 +1427,7 @@ void AddCtlCommands(CLI::App& app) {
 
   AddModelCommands(ctl, opts);
   AddCatalogCommands(ctl, opts);
+  AddAuditCommands(ctl, opts);
 }
 
 }  // namespace segma::cli

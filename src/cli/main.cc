@@ -67,6 +67,7 @@ struct Flags {
   bool usage_journal = true;
   int usage_fsync_ms = 100;
   std::string usage_journal_full = "serve";
+  int audit_retention_days = 0;  // server/start
   // model files
   std::string model_cache_dir;
   std::string hf_endpoint = "https://huggingface.co";
@@ -128,6 +129,12 @@ void AddServerFlags(CLI::App* cmd, Flags& f, uint16_t default_port) {
                   "Seconds a worker stays NOT_READY before its instances move elsewhere")
       ->envname("SEGMA_RESCHEDULE_GRACE")
       ->check(CLI::Range(1, 86400));
+  cmd->add_option("--audit-retention-days", f.audit_retention_days,
+                  "Days the audit trail keeps its records (older ones are pruned hourly; the "
+                  "chain still verifies); 0: forever")
+      ->envname("SEGMA_AUDIT_RETENTION_DAYS")
+      ->check(CLI::Range(0, 36500))
+      ->capture_default_str();
   cmd->add_option("--min-useful-sequences", f.min_useful_sequences,
                   "Warn when a placement's claim serves fewer concurrent sequences than this")
       ->envname("SEGMA_MIN_USEFUL_SEQUENCES")
@@ -315,6 +322,7 @@ int RunServer(const Flags& f, bool with_worker) {
   config.heartbeat_grace = std::chrono::seconds(f.heartbeat_grace_s);
   config.reschedule_grace = std::chrono::seconds(f.reschedule_grace_s);
   config.min_useful_sequences = f.min_useful_sequences;
+  config.audit_retention_days = f.audit_retention_days;
   config.io_threads = f.io_threads > 0 ? f.io_threads : UsableCores();
   config.busy_poll = std::chrono::microseconds(f.busy_poll_us);
   config.metrics_token_file = f.metrics_token_file;

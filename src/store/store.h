@@ -315,6 +315,51 @@ struct PriceTable {
 // over-long name (> 256), a negative or non-finite price, a duplicate (unit, name).
 Status ValidatePriceTable(const PriceTable& t);
 
+// ---- audit trail (docs/security.md "Audit trail", ADR 0034) ------------------------------------
+
+// One recorded call: a state-changing /v2 request or a sign-in. Never holds a request body.
+struct AuditEvent {
+  int64_t id = 0;  // assigned by AppendAuditEvent; ascending in append order
+  Timestamp at;    // assigned by AppendAuditEvent from the store's clock (millisecond precision)
+  std::string actor_kind;           // "user" | "api_key" | "worker" | "anonymous"
+  std::optional<int64_t> actor_id;  // user id, API key id or worker id
+  std::string actor_name;           // username (API keys: the creator's; a sign-in: the name tried)
+  std::string method;               // "POST", "PATCH", ...
+  std::string route;                // the route pattern: "/v2/models/{id}"
+  std::string resource;             // the route's resource: "models", "auth", ...
+  std::string resource_id;  // the pattern's last capture, or the id of a created row; "" if none
+  std::optional<int64_t> project_id;
+  int status = 0;  // the HTTP status answered
+  std::string client_address;
+  std::string request_id;
+  std::string prev_hash;  // the previous row's hash; the anchor (see below) for the first row
+  std::string hash;       // AuditEventHash(prev_hash, this row)
+};
+
+// Lowercase hex SHA-256 over `prev_hash`, a newline and the canonical serialisation of every field
+// of `e` but prev_hash and hash (a JSON array in declaration order; null for absent optionals).
+// Pure; what AppendAuditEvent stores and VerifyAuditChain recomputes.
+std::string AuditEventHash(const std::string& prev_hash, const AuditEvent& e);
+
+// Filters of ListAuditEvents; each unset one matches everything.
+struct AuditFilter {
+  // "user:ID", "api_key:ID" or "worker:ID" (kind and id), else an actor_name.
+  std::optional<std::string> actor;
+  std::optional<int64_t> project_id;
+  std::optional<std::string> resource;
+  std::optional<Timestamp> from;  // at >= from
+  std::optional<Timestamp> to;    // at < to
+};
+
+// What VerifyAuditChain found.
+struct AuditVerification {
+  bool ok = true;
+  int64_t checked = 0;                  // rows read
+  std::optional<int64_t> first_bad_id;  // the first row whose hash or link is wrong
+  std::string reason;                   // "" when ok
+  std::string head_hash;                // the last row's hash ("" when empty): keep it elsewhere
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -556,6 +601,23 @@ class Store {
   // Replaces the whole table (currency and items) in one transaction. kInvalidArgument from
   // ValidatePriceTable (nothing is written).
   virtual Result<PriceTable> ReplacePrices(const PriceTable& table) = 0;
+
+  // ---- audit trail (no events; docs/security.md "Audit trail") --------------------------------
+  // Appends `event` (id, at, prev_hash and hash assigned; the values passed are ignored), chained
+  // to the last row (or to the pruning anchor, or "" for the very first row). Appends are
+  // serialised by the store, so the chain is linear. Returns the row as stored. kUnavailable.
+  virtual Result<AuditEvent> AppendAuditEvent(const AuditEvent& event) = 0;
+  // Rows matching `filter`, by id (ascending; sort "-id" for newest first). Sort fields: id.
+  // kInvalidArgument for bad paging or sort.
+  virtual Result<ListResult<AuditEvent>> ListAuditEvents(const ListOptions& options,
+                                                         const AuditFilter& filter) = 0;
+  // Walks every row in id order and recomputes each hash and link: the first row must link to
+  // the pruning anchor ("" when nothing was pruned). A row that was altered fails its own hash;
+  // a deleted row breaks the next row's link. kUnavailable.
+  virtual Result<AuditVerification> VerifyAuditChain() = 0;
+  // Deletes the rows older than `before` and moves the anchor to the last one deleted, in one
+  // transaction; returns how many were deleted.
+  virtual Result<int64_t> PruneAuditEvents(Timestamp before) = 0;
 };
 
 }  // namespace segma::store

@@ -401,6 +401,8 @@ TEST_F(RbacRoutesTest, EveryRouteTimesEveryRole) {
         {{kWorker}}}},
       {"GET /v2/usage", {"/v2/usage?project_id=" + p, none, {project_readers}}},
       {"GET /v2/prices", {"/v2/prices", none, {admins}}},
+      {"GET /v2/audit-events", {"/v2/audit-events", none, {admins}}},
+      {"GET /v2/audit-events/verify", {"/v2/audit-events/verify", none, {admins}}},
       {"PUT /v2/prices",
        {"/v2/prices",
         [] {

@@ -66,6 +66,7 @@ const std::vector<Row>& Matrix() {
       {Resource::kUsers, false, "YNNNN", "YNNNN", "YNNNN", "YNNNN", "YNNNN"},
       {Resource::kClusters, false, "YNNNN", "YNNNN", "YNNNN", "YNNNN", "YNNNN"},
       {Resource::kPrices, false, "YNNNN", "YNNNN", "YNNNN", "YNNNN", "YNNNN"},
+      {Resource::kAuditEvents, false, "YNNNN", "YNNNN", "YNNNN", "YNNNN", "YNNNN"},
       {Resource::kWorkers, false, "YYYYY", "YNNNN", "YNNNN", "YNNNN", "YNNNN"},
       {Resource::kGpus, false, "YYYYY", "YNNNN", "YNNNN", "YNNNN", "YNNNN"},
       {Resource::kBackends, false, "YYYYY", "YNNNN", "YNNNN", "YNNNN", "YNNNN"},

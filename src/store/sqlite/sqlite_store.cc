@@ -20,6 +20,7 @@
 #include "common/event_bus.h"
 #include "common/logging.h"
 #include "store/migrations.h"
+#include "store/sqlite/sqlite_audit.h"
 #include "store/sqlite/sqlite_gpu_ledger.h"
 #include "store/sqlite/sqlite_model_files.h"
 #include "store/sqlite/sqlite_model_routes.h"
@@ -761,6 +762,38 @@ class SqliteStore final : public Store {
     std::lock_guard lock(mu_);
     return SqliteReplacePrices(db_, table, clock_.Now());
   }
+  // The audit trail: sqlite/sqlite_audit.cc. Appends run under mu_ in one transaction each, so
+  // the chain is linear.
+  Result<AuditEvent> AppendAuditEvent(const AuditEvent& event) override {
+    std::lock_guard lock(mu_);
+    std::vector<Event> none;
+    AuditEvent stored;
+    RETURN_IF_ERROR(Transaction(none, [&]() -> Status {
+      ASSIGN_OR_RETURN(stored, SqliteAppendAuditEvent(db_, event, clock_.Now()));
+      return OkStatus();
+    }));
+    return stored;
+  }
+  Result<ListResult<AuditEvent>> ListAuditEvents(const ListOptions& options,
+                                                 const AuditFilter& filter) override {
+    std::lock_guard lock(mu_);
+    return SqliteListAuditEvents(db_, options, filter);
+  }
+  Result<AuditVerification> VerifyAuditChain() override {
+    std::lock_guard lock(mu_);
+    return SqliteVerifyAuditChain(db_);
+  }
+  Result<int64_t> PruneAuditEvents(Timestamp before) override {
+    std::lock_guard lock(mu_);
+    std::vector<Event> none;
+    int64_t deleted = 0;
+    RETURN_IF_ERROR(Transaction(none, [&]() -> Status {
+      ASSIGN_OR_RETURN(deleted, SqlitePruneAuditEvents(db_, before));
+      return OkStatus();
+    }));
+    return deleted;
+  }
+
   // Closes or continues the ledger's open intervals after a start. Called once by
   // OpenSqliteStore, after Migrate.
   Status RecoverGpuLedger() {
