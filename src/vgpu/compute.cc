@@ -202,13 +202,13 @@ class Compute {
         const std::optional<int> util = Sample(d);
         budget.Tick(percent_[d], util, now, update_ns_);
         if (Debug()) {
-          std::fprintf(stderr,
-                       "segma-vgpu: compute %d: pid %d util %d refill %lld tokens %lld waits "
-                       "%lld\n",
-                       d, static_cast<int>(::getpid()), util.value_or(-1),
-                       static_cast<long long>(budget.Refill()),
-                       static_cast<long long>(budget.Tokens()),
-                       static_cast<long long>(budget.Waits()));
+          std::fprintf(
+              stderr,
+              "segma-vgpu: compute %d: pid %d samples %u (first pid %u) of ours %u util %d "
+              "refill %lld tokens %lld waits %lld\n",
+              d, static_cast<int>(::getpid()), seen_, first_pid_, matched_, util.value_or(-1),
+              static_cast<long long>(budget.Refill()), static_cast<long long>(budget.Tokens()),
+              static_cast<long long>(budget.Waits()));
         }
       }
       if (step % 250 == 0) shared_->ReclaimDead();  // every 5 s
@@ -235,15 +235,18 @@ class Compute {
       count = static_cast<unsigned>(samples_.size());
       r = utilization(handle, samples_.data(), &count, last);
     }
+    seen_ = matched_ = 0;
     if (r == kNvmlErrorNotFound) return std::nullopt;  // no new sample of any process
     if (r != kNvmlSuccess) return Fail(ordinal, "nvmlDeviceGetProcessUtilization failed", r);
     std::map<unsigned, std::pair<long, long>> mine;  // pid → (sum, count)
     for (unsigned i = 0; i < count && i < samples_.size(); ++i) {
       const NvmlSample& s = samples_[i];
       if (s.time_stamp <= last) continue;
+      if (seen_++ == 0) first_pid_ = s.pid;
       cells.last_sample_us.store(
           std::max<int64_t>(cells.last_sample_us.load(), static_cast<int64_t>(s.time_stamp)));
       if (std::find(pids_.begin(), pids_.end(), static_cast<pid_t>(s.pid)) == pids_.end()) continue;
+      ++matched_;
       auto& [sum, n] = mine[s.pid];
       sum += s.sm_util;
       ++n;
@@ -287,6 +290,8 @@ class Compute {
   void* handles_[kMaxDevices] = {};
   std::vector<NvmlSample> samples_;
   std::vector<pid_t> pids_;
+  // The last reading's new samples, the pid of the first, and those of ours (for the debug trace).
+  unsigned seen_ = 0, first_pid_ = 0, matched_ = 0;
 };
 
 void AdmitLaunch(int64_t cost) {
