@@ -23,9 +23,11 @@ namespace segma::vgpu {
 
 inline constexpr int64_t kComputePeriodNs = 100'000'000;           // 100 ms
 inline constexpr int64_t kComputeUpdateNs = 5 * kComputePeriodNs;  // default update interval
-inline constexpr int64_t kInitialRefill = int64_t{1} << 20;
 inline constexpr int64_t kMinRefill = 1;
 inline constexpr int64_t kMaxRefill = int64_t{1} << 40;
+// A bucket starts without a limit: until a reading says the instance runs above its share, no
+// launch waits (the first step down starts from the tokens actually spent, so it is one step).
+inline constexpr int64_t kInitialRefill = kMaxRefill;
 // The charge of one graph launch, whose kernels the library does not see.
 inline constexpr int64_t kGraphLaunchCost = 4096;
 
