@@ -207,9 +207,49 @@ def share(args):
             f"- nvidia-smi: memory.used {mem[0]} MiB + reserved {mem[1]} MiB of {mem[2]} MiB; "
             f"compute apps (pid, MiB) {apps}",
         ] + slices
+        lines += over_slice(st, a, body)
         write(args, "share.md", "\n".join(lines) + "\n")
     finally:
         st.stop()
+
+
+def over_slice(st, a, body):
+    """A third deployment on the same GPU whose engine is given (through backend_parameters) a
+    context far beyond what its claim was sized for: under enforced sharing llama.cpp is refused
+    the memory at its slice (issue 22). Reports how it ended, what the instance and /v2/gpus say,
+    and that the two deployments already there kept serving."""
+    over = dict(body, backend_parameters=["-c", "262144"], restart_on_error=False,
+                gpu_selector={"gpu_ids": [f"{a['worker_name']}:{a['gpu_indexes'][0]}"]})
+    model = st.api.ok("POST", "/v2/models", dict(over, name="llama-8b-over", project_id=st.project))
+    t0 = time.time()
+
+    def settled():
+        inst = st.instance(model["id"])
+        return inst if inst and inst["state"] in ("RUNNING", "ERROR") else None
+    wait(settled, 600, "llama-8b-over RUNNING or ERROR")
+    time.sleep(2)  # a heartbeat after the engine's last allocation
+    inst = st.instance(model["id"])
+    log = open(os.path.join(st.data, "worker", "logs", f"instance-{inst['id']}.log")).read()
+    refused = re.findall(r"segma-vgpu: out of memory[^\n]*", log)
+    seen = re.findall(r"using device CUDA\d+ \([^)]*\)[^\n]*?(\d+) MiB free", log)
+    slices = [sl for g in st.gpus() for sl in g.get("slices", [])
+              if sl["instance_id"] == inst["id"]]
+    served = []
+    for name in ["llama-8b-a", "llama-8b-b"]:
+        r = st.load(st.api.base, name, 4, 8, key=st.key, max_tokens=64, tag=f"over-{name}",
+                    extra=ENDPOINT_FLAGS)
+        served.append(f"{name} {r['errors']} errors")
+    claim = sum(inst["claim"]["vram"].values()) // MiB
+    return [
+        "", "A third 8B deployment on the same GPU, enforced, its claim sized for 4,096 x 8 "
+        "tokens but its engine given `-c 262144` (backend_parameters), restart_on_error off:", "",
+        f"- llama-8b-over: claim {claim} MiB; {inst['state']} after {time.time() - t0:.0f} s; "
+        f"state_message: `{inst['state_message'][:400]}`",
+        f"- llama.cpp saw {seen[0] if seen else '?'} MiB free; the library refused "
+        f"{len(refused)} allocation(s){': `' + refused[0] + '`' if refused else ''}",
+        f"- /v2/gpus slice: {json.dumps(slices)}",
+        f"- afterwards, 8 streamed requests each through the gateway: {', '.join(served)}",
+    ]
 
 
 def multi(args):
@@ -275,8 +315,9 @@ PLANS = {
     # The same deployment with and without libsegma-vgpu preloaded (gpu_sharing, docs/
     # gpu-sharing.md): a claim smaller than the GPU is a slice when sharing is enforced.
     "8b-vgpu": ("Llama-3.1-8B layout, q8_0, gpu_sharing claims against enforced", [
-        ("segma, 32 sequences, gpu_sharing claims", [], 32, [(1, 4, G), (32, 64, G)]),
-        ("segma, 32 sequences, gpu_sharing enforced", [], 32, [(1, 4, G), (32, 64, G)])]),
+        ("segma, 32 sequences, gpu_sharing claims", [], 32, [(1, 4, G), (8, 16, G), (32, 64, G)]),
+        ("segma, 32 sequences, gpu_sharing enforced", [], 32,
+         [(1, 4, G), (8, 16, G), (32, 64, G)])]),
     "8b-kvu": ("Llama-3.1-8B layout, q8_0, one KV buffer for all slots (-kvu)", [
         ("segma + -kvu, 32 sequences", ["-kvu"], 32, [(32, 64, G)]),
         ("segma + -kvu, 64 sequences", ["-kvu"], 64, [(64, 128, G)])]),

@@ -40,6 +40,12 @@ Result<Response> ListClusters(ApiContext& c) {
   return ListResponse(c.s.store.ListClusters(o), o);
 }
 
+Result<types::GpuSharing> ClusterGpuSharing(std::string_view name) {
+  std::optional<types::GpuSharing> g = types::ParseGpuSharing(name);
+  if (!g) return InvalidArgumentError("gpu_sharing must be claims or enforced");
+  return *g;
+}
+
 Result<Response> CreateCluster(ApiContext& c) {
   json::object storage;
   JsonReader r = c.Body(storage);
@@ -47,7 +53,11 @@ Result<Response> CreateCluster(ApiContext& c) {
   cluster.name = r.String("name");
   cluster.description = r.OptionalString("description").value_or("");
   cluster.is_default = r.OptionalBool("is_default").value_or(false);
+  std::optional<std::string> sharing = r.OptionalString("gpu_sharing");
   RETURN_IF_ERROR(r.Finish());
+  if (sharing) {
+    ASSIGN_OR_RETURN(cluster.gpu_sharing, ClusterGpuSharing(*sharing));
+  }
   RETURN_IF_ERROR(auth::ValidateName("cluster", cluster.name));
   cluster.registration_token = "segma_ct_" + RandomToken(24);
   return RowResponse(c.s.store.CreateCluster(cluster), status::created);
@@ -65,7 +75,11 @@ Result<Response> UpdateCluster(ApiContext& c) {
   patch.name = r.OptionalString("name");
   patch.description = r.OptionalString("description");
   patch.is_default = r.OptionalBool("is_default");
+  std::optional<std::string> sharing = r.OptionalString("gpu_sharing");
   RETURN_IF_ERROR(r.Finish());
+  if (sharing) {
+    ASSIGN_OR_RETURN(patch.gpu_sharing, ClusterGpuSharing(*sharing));
+  }
   if (patch.name) RETURN_IF_ERROR(auth::ValidateName("cluster", *patch.name));
   return RowResponse(c.s.store.UpdateCluster(id, patch));
 }
@@ -157,8 +171,12 @@ Result<Response> DeleteWorker(ApiContext& c) {
 
 // ---- GPUs ---------------------------------------------------------------------------------------
 
-// Bytes claimed by segma's instances on each GPU: (worker id, GPU index) → Σ claims.
-using Allocations = std::map<std::pair<int64_t, int>, int64_t>;
+// What segma's instances hold: bytes claimed on each GPU ((worker id, GPU index) → Σ claims),
+// and who each instance is, to name the slices workers report.
+struct Allocations {
+  std::map<std::pair<int64_t, int>, int64_t> claimed;
+  std::map<int64_t, std::pair<std::string, int64_t>> instances;  // id → (name, model id)
+};
 
 Result<Allocations> LoadAllocations(store::Store& store) {
   ASSIGN_OR_RETURN(std::vector<types::ModelInstance> instances,
@@ -166,9 +184,10 @@ Result<Allocations> LoadAllocations(store::Store& store) {
   Allocations out;
   for (const types::ModelInstance& i : instances) {
     if (!controllers::HoldsClaims(i)) continue;
-    for (const auto& [index, bytes] : i.claim.vram) out[{i.worker_id, index}] += bytes;
+    out.instances[i.id] = {i.name, i.model_id};
+    for (const auto& [index, bytes] : i.claim.vram) out.claimed[{i.worker_id, index}] += bytes;
     for (const auto& d : i.distributed_servers) {
-      for (const auto& [index, bytes] : d.claim.vram) out[{d.worker_id, index}] += bytes;
+      for (const auto& [index, bytes] : d.claim.vram) out.claimed[{d.worker_id, index}] += bytes;
     }
   }
   return out;
@@ -177,8 +196,18 @@ Result<Allocations> LoadAllocations(store::Store& store) {
 json::object GpuJson(const types::Worker& w, const types::GpuDevice& g,
                      const Allocations& allocations) {
   json::object o = types::ToJson(g);
-  auto it = allocations.find({w.id, g.index});
-  o["memory_allocated"] = it == allocations.end() ? 0 : it->second;
+  auto it = allocations.claimed.find({w.id, g.index});
+  o["memory_allocated"] = it == allocations.claimed.end() ? 0 : it->second;
+  // The enforced slices as the worker's last heartbeat read them, named after their instances.
+  if (auto slices = o.find("slices"); slices != o.end() && slices->value().is_array()) {
+    for (json::value& s : slices->value().as_array()) {
+      json::object& slice = s.as_object();
+      auto inst = allocations.instances.find(slice.at("instance_id").as_int64());
+      if (inst == allocations.instances.end()) continue;
+      slice["instance_name"] = inst->second.first;
+      slice["model_id"] = inst->second.second;
+    }
+  }
   o["id"] = fmt::format("{}:{}", w.name, g.index);
   o["worker_id"] = w.id;
   o["worker_name"] = w.name;

@@ -75,7 +75,7 @@ std::string InventoryFingerprint(const json::object& worker) {
         }
         for (const auto& [gkey, gvalue] : g.get_object()) {
           if (IsOneOf(gkey, {"memory_used", "memory_used_external", "utilization", "temperature",
-                             "power", "sm_clock", "memory_clock", "processes"})) {
+                             "power", "sm_clock", "memory_clock", "processes", "slices"})) {
             continue;
           }
           append(gkey, gvalue);

@@ -65,6 +65,12 @@ Result<Response> GetOwnModel(ApiContext& c) {
   ASSIGN_OR_RETURN(auto list, c.s.store.ListModelInstances(o, filter));
   if (list.items.empty()) return NotFoundError(fmt::format("model {} not found", id));
   ASSIGN_OR_RETURN(types::Model model, c.s.store.GetModel(id));
+  // A model that leaves gpu_sharing to its cluster is held as this worker's cluster says.
+  if (!model.gpu_sharing) {
+    ASSIGN_OR_RETURN(types::Worker worker, c.s.store.GetWorker(self));
+    ASSIGN_OR_RETURN(types::Cluster cluster, c.s.store.GetCluster(worker.cluster_id));
+    model.gpu_sharing = cluster.gpu_sharing;
+  }
   json::object body = types::ToJson(model);
   // Workers know the built-in backends; anything else travels with the model.
   if (!model.backend.empty()) {

@@ -570,7 +570,8 @@ std::vector<Column> GpuColumns(bool wide) {
              PathColumn("uuid"),
              {"CC", [](const json::object& g) { return Cell(Field(g, "compute_capability")); }},
              PathColumn("simulated"),
-             {"PROCESSES", [](const json::object& g) {
+             {"PROCESSES",
+              [](const json::object& g) {
                 json::value procs = Field(g, "processes");
                 if (!procs.is_array() || procs.as_array().empty()) return std::string("-");
                 std::string out;
@@ -581,6 +582,26 @@ std::vector<Column> GpuColumns(bool wide) {
                   out += fmt::format("{}{} {}{}", out.empty() ? "" : ", ", Cell(Field(po, "pid")),
                                      GiBCell(Field(po, "memory_used")),
                                      managed.is_bool() && managed.as_bool() ? " (segma)" : "");
+                }
+                return out;
+              }},
+             // Enforced slices: "chat-1 11.9/12.0 GiB, 2 refused" per engine held to a limit.
+             {"SLICES", [](const json::object& g) {
+                json::value slices = Field(g, "slices");
+                if (!slices.is_array() || slices.as_array().empty()) return std::string("-");
+                std::string out;
+                for (const json::value& s : slices.as_array()) {
+                  if (!s.is_object()) continue;
+                  const json::object& so = s.as_object();
+                  std::string who = Cell(Field(so, "instance_name"));
+                  if (who == "-") who = "instance " + Cell(Field(so, "instance_id"));
+                  const std::optional<double> used = Number(Field(so, "memory_used"));
+                  const std::optional<double> limit = Number(Field(so, "memory_limit"));
+                  const std::optional<double> hits = Number(Field(so, "limit_hits"));
+                  out += fmt::format("{}{} {:.1f}/{:.1f} GiB", out.empty() ? "" : ", ", who,
+                                     used.value_or(0) / (1024.0 * 1024 * 1024),
+                                     limit.value_or(0) / (1024.0 * 1024 * 1024));
+                  if (hits && *hits > 0) out += fmt::format(", {:.0f} refused", *hits);
                 }
                 return out;
               }}};
@@ -1280,7 +1301,20 @@ void AddCtlCommands(CLI::App& app) {
   clusters->require_subcommand(1);
   clusters->add_subcommand("list")->callback([opts] {
     Print(*opts, Call(*opts, verb::get, "/v2/clusters"),
-          {"id", "name", "is_default", "registration_token"});
+          {"id", "name", "is_default", "gpu_sharing", "registration_token"});
+  });
+  auto csharing = std::make_shared<std::pair<int64_t, std::string>>();
+  CLI::App* csharing_cmd = clusters->add_subcommand(
+      "gpu-sharing", "Set how models that do not choose are held to their claim on a shared GPU");
+  csharing_cmd->add_option("id", csharing->first)->required();
+  csharing_cmd->add_option("mode", csharing->second)
+      ->required()
+      ->check(CLI::IsMember({"claims", "enforced"}));
+  csharing_cmd->callback([opts, csharing] {
+    Print(*opts,
+          Call(*opts, verb::patch, fmt::format("/v2/clusters/{}", csharing->first),
+               json::object{{"gpu_sharing", csharing->second}}),
+          {"id", "name", "gpu_sharing"});
   });
   CLI::App* workers = ctl->add_subcommand("workers", "Workers");
   workers->require_subcommand(1);

@@ -76,6 +76,8 @@ Status SeedBudgets(store::Store& store, Limiter& limiter, Timestamp now) {
       q.to = now + hours(1);
       ASSIGN_OR_RETURN(std::vector<store::UsageSummary> rows, store.QueryUsage(q));
       for (const store::UsageSummary& row : rows) {
+        // The empty-key row is GPU time no key or project is known for (ADR 0031): no budget.
+        if (row.key.empty()) continue;
         const int64_t id = std::stoll(row.key);
         const int64_t tokens = row.prompt_tokens + row.completion_tokens;
         (month ? into[id].month : into[id].day) = tokens;

@@ -186,12 +186,15 @@ Status ClusterSnapshot::RemoveInstance(int64_t instance_id) {
 
 int ClusterSnapshot::SliceBucket(int64_t bytes) {
   constexpr int64_t kBase = int64_t{256} << 20;
+  constexpr int kSubBits = 7;  // 2^7 = kSliceBucketsPerDoubling
+  static_assert(1 << kSubBits == kSliceBucketsPerDoubling);
   if (bytes < kBase) return 0;
-  // 8 buckets per doubling: the position of the top bit, then the next three bits.
-  const uint64_t q = static_cast<uint64_t>(bytes) / static_cast<uint64_t>(kBase >> 3);  // >= 8
-  const int top = 63 - __builtin_clzll(q);                                              // >= 3
-  const int sub = static_cast<int>((q >> (top - 3)) & 7);
-  return std::min(kSliceBuckets - 1, 1 + (top - 3) * 8 + sub);
+  // The position of the top bit, then the next seven bits.
+  const uint64_t q =
+      static_cast<uint64_t>(bytes) / static_cast<uint64_t>(kBase >> kSubBits);  // >= 128
+  const int top = 63 - __builtin_clzll(q);                                      // >= 7
+  const int sub = static_cast<int>((q >> (top - kSubBits)) & (kSliceBucketsPerDoubling - 1));
+  return std::min(kSliceBuckets - 1, 1 + (top - kSubBits) * kSliceBucketsPerDoubling + sub);
 }
 
 void ClusterSnapshot::CountSlice(int64_t bytes, int delta) {

@@ -277,6 +277,13 @@ void Run::PrepareModelState() {
       x_.name_ok[n] = IContains(s_.gpu_names()[n], m_.gpu_type) ? 1 : 0;
     }
   }
+  if (!m_.mig_profile.empty()) {
+    // A MIG device is named "<its GPU's name> MIG <profile>" by every probe (gpu_probe.h).
+    const std::string suffix = " MIG " + m_.mig_profile;
+    for (size_t n = 0; n < s_.gpu_names().size(); ++n) {
+      if (!s_.gpu_names()[n].ends_with(suffix)) x_.name_ok[n] = 0;
+    }
+  }
   for (const std::string& id : m_.gpu_selector.gpu_ids) {
     has_ids_ = true;
     const size_t colon = id.rfind(':');
@@ -295,7 +302,7 @@ void Run::PrepareModelState() {
     x_.unit_selected[unit] = 1;
     x_.touched_units.push_back(unit);
   }
-  gpu_constraints_ = has_ids_ || !m_.gpu_type.empty();
+  gpu_constraints_ = has_ids_ || !m_.gpu_type.empty() || !m_.mig_profile.empty();
   fixed_tp_ = m_.gpu_selector.gpus_per_replica;
   heads_ = est_.attention_heads();
 }
@@ -891,6 +898,11 @@ std::string Run::ReasonFor(int w) const {
         if (names.find(n) == std::string::npos) names += (names.empty() ? "" : ", ") + n;
       }
       if (names.empty()) names = "no GPUs";
+      if (!m_.mig_profile.empty()) {
+        return fmt::format("no MIG device of profile {}{} (has {})", m_.mig_profile,
+                           m_.gpu_type.empty() && !has_ids_ ? "" : " matches the GPU selection",
+                           names);
+      }
       if (!m_.gpu_type.empty() && has_ids_) {
         return fmt::format("no GPU matches gpu_type \"{}\" among gpu_selector.gpu_ids (has {})",
                            m_.gpu_type, names);

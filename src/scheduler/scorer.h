@@ -85,7 +85,8 @@ class SpreadScorer final : public Scorer {
 // Fragmentation gradient descent (Weng et al., USENIX ATC '23), on VRAM: a GPU's fragment is
 // the free memory that a slice drawn from the snapshot's claim sizes (and the request being
 // placed) could not use,
-// F(free) = free × P(slice > free). The score prefers the candidate that grows F least (or
+// F(free) = free × P(slice > free), with "larger" counted to the histogram's 0.54 %
+// (ClusterSnapshot::slices_above). The score prefers the candidate that grows F least (or
 // shrinks it most): 50 × (1 − ΔF / Σ totals) over the candidate's GPUs, so in [0, 100]. With no
 // claims in the snapshot every ΔF is 0 and the binpack tie-break of the default chain decides.
 // CPU only: 50. ADR 0026.

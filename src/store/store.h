@@ -98,6 +98,7 @@ struct ClusterPatch {
   std::optional<std::string> description;
   std::optional<bool> is_default;  // true makes this the only default cluster
   std::optional<std::string> registration_token;
+  std::optional<types::GpuSharing> gpu_sharing;
 };
 
 struct WorkerPatch {

@@ -192,6 +192,7 @@ json::object ToJson(const Cluster& c) {
   o["name"] = c.name;
   o["description"] = c.description;
   o["is_default"] = c.is_default;
+  o["gpu_sharing"] = GpuSharingName(c.gpu_sharing);
   o["registration_token"] = c.registration_token;
   o["created_at"] = FormatRfc3339(c.created_at);
   o["updated_at"] = FormatRfc3339(c.updated_at);

@@ -16,6 +16,7 @@
 #include "common/clock.h"
 #include "common/json.h"
 #include "common/status.h"
+#include "types/model.h"
 #include "types/worker.h"
 
 namespace segma::types {
@@ -144,6 +145,8 @@ struct Cluster {
   std::string name;
   std::string description;
   bool is_default = false;
+  // How a model that does not choose is held to its claim on a shared GPU (docs/gpu-sharing.md).
+  GpuSharing gpu_sharing = GpuSharing::kEnforced;
   std::string registration_token;  // in JSON; the API layer strips it for non-admins
   Timestamp created_at;
   Timestamp updated_at;

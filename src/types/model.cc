@@ -25,6 +25,23 @@ bool IsNameChar(char c) {
          c == '_' || c == '-';
 }
 
+// "<n>g.<m>gb" or "<c>c.<n>g.<m>gb", optionally with "+me" (media extensions), as NVML's
+// profiles are named (worker/gpu/nvml_gpu_probe.cc).
+bool IsMigProfile(std::string_view s) {
+  if (s.size() > 32) return false;
+  if (s.ends_with("+me")) s.remove_suffix(3);
+  const auto number = [&s](std::string_view unit) {
+    size_t n = 0;
+    while (n < s.size() && s[n] >= '0' && s[n] <= '9') ++n;
+    if (n == 0 || n > 4 || !s.substr(n).starts_with(unit)) return false;
+    s.remove_prefix(n + unit.size());
+    return true;
+  };
+  const std::string_view rest = s;
+  if (!number("c.")) s = rest;
+  return number("g.") && number("gb") && s.empty();
+}
+
 bool IsValidName(std::string_view s) {
   return !s.empty() && s.size() <= kMaxNameLength && std::all_of(s.begin(), s.end(), IsNameChar);
 }
@@ -220,10 +237,13 @@ void ReadModelFields(JsonReader& r, Model& m, bool is_patch) {
       m.replica_spread = *p;
     }
   }
+  // "cluster" (or leaving it out of a new model): the cluster's default; ToJson writes null.
   if (auto v = r.OptionalString("gpu_sharing")) {
     std::optional<GpuSharing> g = ParseGpuSharing(*v);
-    if (!g) {
-      r.Fail("gpu_sharing", "must be claims or enforced");
+    if (*v == "cluster") {
+      m.gpu_sharing.reset();
+    } else if (!g) {
+      r.Fail("gpu_sharing", "must be claims, enforced or cluster (the cluster's default)");
     } else {
       m.gpu_sharing = *g;
     }
@@ -238,6 +258,7 @@ void ReadModelFields(JsonReader& r, Model& m, bool is_patch) {
     }
   }
   if (auto v = r.OptionalString("gpu_type")) m.gpu_type = *v;
+  if (auto v = r.OptionalString("mig_profile")) m.mig_profile = *v;
   if (auto v = r.OptionalBool("cpu_offloading")) m.cpu_offloading = *v;
   if (auto v = r.OptionalBool("distributed_inference_across_workers")) {
     m.distributed_inference_across_workers = *v;
@@ -460,11 +481,16 @@ json::object ToJson(const Model& m) {
   o["categories"] = std::move(cats);
   o["placement_strategy"] = PlacementStrategyName(m.placement_strategy);
   o["replica_spread"] = ReplicaSpreadName(m.replica_spread);
-  o["gpu_sharing"] = GpuSharingName(m.gpu_sharing);
+  if (m.gpu_sharing) {
+    o["gpu_sharing"] = GpuSharingName(*m.gpu_sharing);
+  } else {
+    o["gpu_sharing"] = nullptr;
+  }
   o["worker_selector"] = StringMap(m.worker_selector);
   o["gpu_selector"] = json::object{{"gpu_ids", StringArray(m.gpu_selector.gpu_ids)},
                                    {"gpus_per_replica", m.gpu_selector.gpus_per_replica}};
   o["gpu_type"] = m.gpu_type;
+  o["mig_profile"] = m.mig_profile;
   o["cpu_offloading"] = m.cpu_offloading;
   o["distributed_inference_across_workers"] = m.distributed_inference_across_workers;
   o["backend_parameters"] = StringArray(m.backend_parameters);
@@ -623,6 +649,11 @@ Status ValidateModel(const Model& m) {
     return InvalidArgumentError("backend_version must be up to 64 characters of [A-Za-z0-9._+-]");
   }
   if (m.gpu_type.size() > 128) return InvalidArgumentError("gpu_type must be up to 128 characters");
+  if (!m.mig_profile.empty() && !IsMigProfile(m.mig_profile)) {
+    return InvalidArgumentError(
+        "mig_profile must be a MIG profile as NVML names it, such as 1g.18gb, 3g.71gb or "
+        "1c.3g.71gb");
+  }
   for (const std::string& id : m.gpu_selector.gpu_ids) {
     size_t colon = id.rfind(':');
     std::string_view index =

@@ -61,7 +61,8 @@ std::optional<PlacementStrategy> ParsePlacementStrategy(std::string_view s);
 //   kEnforced  the worker also preloads libsegma-vgpu.so into the engine, which refuses device
 //              allocations past the claim (CUDA_ERROR_OUT_OF_MEMORY) and reports the claim as the
 //              GPU's memory. Applies to engines on a GPU they do not own whole, on workers that
-//              have the library; elsewhere it is kClaims. The default.
+//              have the library; elsewhere it is kClaims. The default of every cluster unless
+//              its admin chooses otherwise.
 enum class GpuSharing { kClaims, kEnforced };
 std::string_view GpuSharingName(GpuSharing g);  // "claims", "enforced"
 std::optional<GpuSharing> ParseGpuSharing(std::string_view s);
@@ -103,10 +104,15 @@ struct Model {
   std::vector<ModelCategory> categories;  // empty = detect from the model
   PlacementStrategy placement_strategy = PlacementStrategy::kSpread;
   ReplicaSpread replica_spread = ReplicaSpread::kWorker;
-  GpuSharing gpu_sharing = GpuSharing::kEnforced;
+  // nullopt = the default of the cluster the instance runs in (Cluster::gpu_sharing); the worker
+  // receives the model with it filled in (GET /v2/worker/models/{id}).
+  std::optional<GpuSharing> gpu_sharing;
   std::map<std::string, std::string> worker_selector;  // worker labels that must all match
   GpuSelector gpu_selector;
   std::string gpu_type;  // case-insensitive substring of the GPU name ("H200"); empty = any
+  // A MIG device of this profile ("1g.18gb", "3g.71gb", "1c.3g.71gb"), as NVML names it; empty =
+  // any GPU or MIG device. docs/gpu-sharing.md "MIG".
+  std::string mig_profile;
   bool cpu_offloading = false;
   bool distributed_inference_across_workers = false;
   std::vector<std::string> backend_parameters;

@@ -100,6 +100,44 @@ std::vector<GpuProcess> ReadProcesses(JsonReader& r, int64_t memory_total) {
   return out;
 }
 
+std::vector<GpuSlice> ReadSlices(JsonReader& r) {
+  std::vector<GpuSlice> out;
+  const json::value* v = r.OptionalValue("slices");
+  if (v == nullptr || !r.ok()) return out;
+  if (!v->is_array()) {
+    r.Fail("slices", "must be an array of objects");
+    return out;
+  }
+  if (v->as_array().size() > static_cast<size_t>(kMaxGpuProcesses)) {
+    r.Fail("slices", fmt::format("must have at most {} entries", kMaxGpuProcesses));
+    return out;
+  }
+  for (size_t i = 0; i < v->as_array().size(); ++i) {
+    const json::value& item = v->as_array()[i];
+    const std::string key = fmt::format("slices[{}]", i);
+    if (!item.is_object()) {
+      r.Fail(key, "must be an object");
+      return out;
+    }
+    JsonReader sr(item.as_object(), r.Path(key));
+    GpuSlice sl;
+    sl.instance_id = sr.Int("instance_id");
+    if (sr.ok() && sl.instance_id <= 0) sr.Fail("instance_id", "must be > 0");
+    sl.memory_limit = sr.Int("memory_limit");
+    CheckNonNegative(sr, "memory_limit", sl.memory_limit);
+    sl.memory_used = sr.OptionalInt("memory_used").value_or(0);
+    CheckNonNegative(sr, "memory_used", sl.memory_used);
+    sl.limit_hits = sr.OptionalInt("limit_hits").value_or(0);
+    CheckNonNegative(sr, "limit_hits", sl.limit_hits);
+    if (Status s = sr.Finish(); !s.ok()) {
+      r.FailStatus(s);
+      return out;
+    }
+    out.push_back(sl);
+  }
+  return out;
+}
+
 std::map<int, std::string> ReadLinks(JsonReader& r) {
   std::map<int, std::string> links;
   std::optional<std::map<std::string, std::string>> raw = r.OptionalStringMap("links");
@@ -159,6 +197,17 @@ json::object ToJson(const GpuDevice& g) {
           json::object{{"pid", p.pid}, {"memory_used", p.memory_used}, {"managed", p.managed}});
     }
     o["processes"] = std::move(procs);
+  }
+  if (!g.slices.empty()) {
+    json::array slices;
+    slices.reserve(g.slices.size());
+    for (const GpuSlice& sl : g.slices) {
+      slices.emplace_back(json::object{{"instance_id", sl.instance_id},
+                                       {"memory_limit", sl.memory_limit},
+                                       {"memory_used", sl.memory_used},
+                                       {"limit_hits", sl.limit_hits}});
+    }
+    o["slices"] = std::move(slices);
   }
   return o;
 }
@@ -233,6 +282,7 @@ Result<GpuDevice> GpuDeviceFromJson(const json::object& o, const std::string& pa
   CheckString(r, "mig_profile", g.mig_profile);
   g.links = ReadLinks(r);
   g.processes = ReadProcesses(r, g.memory_total);
+  g.slices = ReadSlices(r);
   if (r.ok() && g.links.count(g.index) != 0) {
     r.Fail(fmt::format("links.{}", g.index), "must not link a GPU to itself");
   }

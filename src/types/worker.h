@@ -19,6 +19,18 @@ struct GpuProcess {
   bool managed = false;     // an engine that segma supervises (by process group)
 };
 
+// An engine held to a VRAM limit on this GPU by libsegma-vgpu (gpu_sharing "enforced"), as the
+// library's own accounting says: what all the engine's processes hold against the limit, and how
+// many allocations the limit refused since the engine started.
+struct GpuSlice {
+  int64_t instance_id = 0;
+  int64_t memory_limit = 0;  // bytes
+  int64_t memory_used = 0;   // bytes
+  int64_t limit_hits = 0;
+
+  friend bool operator==(const GpuSlice&, const GpuSlice&) = default;
+};
+
 // One GPU (or MIG device) as a worker reports it. Memory in bytes, power in watts.
 struct GpuDevice {
   // Position on its worker: the NVML index (PCI bus order, i.e. CUDA_VISIBLE_DEVICES order under
@@ -47,6 +59,8 @@ struct GpuDevice {
   std::string mig_profile;
   // Compute processes using the device (empty when NVML cannot list them).
   std::vector<GpuProcess> processes;
+  // The enforced slices of the device, one per engine held to a limit on it.
+  std::vector<GpuSlice> slices;
 };
 
 struct WorkerStatus {
@@ -77,7 +91,8 @@ std::optional<WorkerState> ParseWorkerState(std::string_view s);
 
 // JSON field names are the C++ field names; `parent_index` and an empty `mig_profile` are omitted
 // and `links` is an object keyed by the peer index as a string ({"1":"nvlink"}); `processes` is
-// omitted when empty ([{"pid":4242,"memory_used":123,"managed":true}]).
+// omitted when empty ([{"pid":4242,"memory_used":123,"managed":true}]), and so is `slices`
+// ([{"instance_id":7,"memory_limit":…,"memory_used":…,"limit_hits":0}]).
 json::object ToJson(const GpuDevice& g);
 json::object ToJson(const WorkerStatus& s);
 // Strict: unknown fields, wrong types and out-of-range values are kInvalidArgument, with the
@@ -85,9 +100,10 @@ json::object ToJson(const WorkerStatus& s);
 // index, uuid, name and memory_total; every other field is optional and keeps its default.
 // Ranges: memory and power >= 0, memory_used and memory_used_external <= memory_total,
 // utilization 0-100, 0 <= index <= kMaxGpuIndex, strings <= kMaxGpuStringLength, link values
-// "nvlink" | "pcie", clocks 0-100000 MHz (omitted from ToJson when 0). WorkerStatus additionally
-// checks at most kMaxGpuDevices GPUs with unique indices and uuids, used <= total for host memory
-// and disk, and gpu_source in
+// "nvlink" | "pcie", clocks 0-100000 MHz (omitted from ToJson when 0), at most kMaxGpuProcesses
+// processes and slices, a slice's instance_id > 0 and its memory and hits >= 0. WorkerStatus
+// additionally checks at most kMaxGpuDevices GPUs with unique indices and uuids, used <= total for
+// host memory and disk, and gpu_source in
 // {"", "nvml", "fake", "none"}.
 Result<GpuDevice> GpuDeviceFromJson(const json::object& o, const std::string& path = "");
 Result<WorkerStatus> WorkerStatusFromJson(const json::object& o, const std::string& path = "");

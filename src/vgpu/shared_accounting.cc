@@ -66,12 +66,26 @@ static_assert(std::atomic<uint32_t>::is_always_lock_free);
 
 std::unique_ptr<SharedAccounting> SharedAccounting::Open(const std::string& name,
                                                          std::string* error) {
+  return OpenNamed(name, /*create=*/true, error);
+}
+
+std::unique_ptr<SharedAccounting> SharedAccounting::OpenExisting(const std::string& name,
+                                                                 std::string* error) {
+  if (name.empty()) {
+    *error = "no segment name";
+    return nullptr;
+  }
+  return OpenNamed(name, /*create=*/false, error);
+}
+
+std::unique_ptr<SharedAccounting> SharedAccounting::OpenNamed(const std::string& name, bool create,
+                                                              std::string* error) {
   const size_t size = sizeof(Segment);
   void* mem = nullptr;
   if (name.empty()) {
     mem = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   } else {
-    const int fd = ::shm_open(name.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    const int fd = ::shm_open(name.c_str(), O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
     if (fd < 0) {
       *error = "shm_open " + name + ": " + std::strerror(errno);
       return nullptr;

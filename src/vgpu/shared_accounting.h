@@ -29,6 +29,10 @@ class SharedAccounting {
   // private one for this process alone when `name` is empty. nullptr with `error` set when the
   // segment cannot be opened or was made by an incompatible version.
   static std::unique_ptr<SharedAccounting> Open(const std::string& name, std::string* error);
+  // Opens the segment `name` only if some process made it (the worker reading an engine's use);
+  // nullptr with `error` set otherwise.
+  static std::unique_ptr<SharedAccounting> OpenExisting(const std::string& name,
+                                                        std::string* error);
 
   ~SharedAccounting();
   SharedAccounting(const SharedAccounting&) = delete;
@@ -52,6 +56,8 @@ class SharedAccounting {
  private:
   struct Segment;
   SharedAccounting(Segment* segment, size_t size) : segment_(segment), size_(size) {}
+  static std::unique_ptr<SharedAccounting> OpenNamed(const std::string& name, bool create,
+                                                     std::string* error);
 
   // The entry of this process (taken on first use after a fork or exec). Called locked.
   int OwnEntryLocked();

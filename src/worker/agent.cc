@@ -255,6 +255,13 @@ asio::awaitable<Status> WorkerAgent::SendHeartbeat() {
         return st;
       });
   CO_RETURN_IF_ERROR(status.status());
+  // Each enforced engine's accounting, read once for the report and for the instances' messages
+  // (a shared-memory read per engine: no I/O that could block the io_context).
+  if (instances_) {
+    const SliceReadings slices = instances_->ReadVgpuSlices();
+    AddSlices(slices, status->gpus);
+    instances_->NoteSlices(slices);
+  }
   metrics_.SetStatus(*status, claimed);
   http::ClientRequest req;
   req.method = verb::post;

@@ -172,12 +172,6 @@ bool Live(types::InstanceState s) {
   return s == types::InstanceState::kScheduled || types::IsWorkerReportedState(s);
 }
 
-// An engine stopped for good leaves its libsegma-vgpu accounting behind in /dev/shm; processes
-// still mapping it keep their mapping, a later engine of the instance starts a fresh one.
-void RemoveVgpuSegment(int64_t instance_id, bool server) {
-  ::shm_unlink(engines::VgpuSegmentName(instance_id, server).c_str());
-}
-
 std::string SelfDir() {
   std::error_code ec;
   auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
@@ -204,6 +198,11 @@ InstanceManager::InstanceManager(asio::io_context& ioc, InstanceManagerConfig co
         break;
       }
     }
+  }
+  {
+    std::error_code ec;
+    const std::filesystem::path dir = std::filesystem::weakly_canonical(config_.data_dir, ec);
+    vgpu_scope_ = engines::VgpuScope(ec ? config_.data_dir : dir.string());
   }
   if (config_.vgpu_library.empty()) {
     Logger("worker")->warn(
@@ -396,7 +395,7 @@ asio::awaitable<Status> InstanceManager::Resync(Role role, bool first) {
       Logger("worker")->info("instance {} is no longer assigned here: stopping its {}", it->first,
                              engines ? "engine" : "rpc-server");
       (void)supervisor_->Stop(engines ? it->first : -it->first);
-      RemoveVgpuSegment(it->first, !engines);
+      DropVgpu(engines ? it->first : -it->first);
       rpc_started_with_.erase(it->first);
       it = running.erase(it);
     } else {
@@ -431,7 +430,7 @@ asio::awaitable<void> InstanceManager::Apply(const types::ModelInstance& inst, b
       Logger("worker")->info("stopping the engine of instance {} ({})", inst.id,
                              deleted ? "deleted" : types::InstanceStateName(inst.state));
       (void)supervisor_->Stop(inst.id);
-      RemoveVgpuSegment(inst.id, false);
+      DropVgpu(inst.id);
       running_.erase(it);
       rpc_started_with_.erase(inst.id);
       co_return;
@@ -520,7 +519,7 @@ asio::awaitable<void> InstanceManager::ApplyDistributed(const types::ModelInstan
       Logger("worker")->info("stopping the rpc-server of instance {} ({})", inst.id,
                              deleted ? "deleted" : types::InstanceStateName(inst.state));
       (void)supervisor_->Stop(key);
-      RemoveVgpuSegment(inst.id, true);
+      DropVgpu(-inst.id);
       running_distributed_.erase(it);
       co_return;
     }
@@ -701,10 +700,12 @@ asio::awaitable<Result<engines::EngineSpec>> InstanceManager::SpecFor(
   ctx.kv_cache_bytes = inst.claim.kv_cache_bytes;
   ctx.weight_bytes_per_gpu = inst.claim.weight_bytes_per_gpu;
   ctx.vgpu_library = config_.vgpu_library;
+  ctx.vgpu_scope = vgpu_scope_;
   ctx.working_dir = config_.data_dir;
   CO_ASSIGN_OR_RETURN(
       engines::LaunchSpec launch,
       engines::RenderLaunch(*chosen.backend, chosen.choice.version, model, inst, ctx));
+  RememberVgpu(inst.id, inst.id, launch, inst.gpu_indexes);
   engines::EngineSpec spec;
   spec.instance_id = inst.id;
   spec.name = inst.name;
@@ -741,10 +742,12 @@ asio::awaitable<Result<engines::EngineSpec>> InstanceManager::DistributedSpecFor
     }
   }
   ctx.vgpu_library = config_.vgpu_library;
+  ctx.vgpu_scope = vgpu_scope_;
   ctx.working_dir = config_.data_dir;
   CO_ASSIGN_OR_RETURN(engines::LaunchSpec launch,
                       engines::RenderDistributedServerLaunch(*chosen.backend, chosen.choice.version,
                                                              model, inst, entry, ctx));
+  RememberVgpu(-inst.id, inst.id, launch, entry.gpu_indexes);
   engines::EngineSpec spec;
   spec.instance_id = -inst.id;
   spec.name = inst.name + "-rpc";
@@ -802,10 +805,73 @@ std::map<int64_t, InstanceManager::EngineInfo> InstanceManager::EngineInfos() co
   return engine_info_;
 }
 
+void InstanceManager::RememberVgpu(int64_t id, int64_t instance_id,
+                                   const engines::LaunchSpec& launch,
+                                   const std::vector<int>& gpus) {
+  std::optional<VgpuEngine> vgpu = VgpuEngineOf(instance_id, launch, gpus);
+  std::lock_guard lock(info_mu_);
+  if (vgpu) {
+    vgpu_engines_[id] = std::move(*vgpu);
+  } else {
+    vgpu_engines_.erase(id);
+  }
+}
+
+SliceReadings InstanceManager::ReadVgpuSlices() const {
+  std::map<int64_t, VgpuEngine> engines;
+  {
+    std::lock_guard lock(info_mu_);
+    engines = vgpu_engines_;
+  }
+  SliceReadings out;
+  for (const auto& [id, e] : engines) out[id] = ReadSlices(e);
+  return out;
+}
+
+void InstanceManager::DropVgpu(int64_t id) {
+  ::shm_unlink(engines::VgpuSegmentName(vgpu_scope_, id < 0 ? -id : id, id < 0).c_str());
+  limit_hits_.erase(id);
+  std::lock_guard lock(info_mu_);
+  vgpu_engines_.erase(id);
+}
+
+void InstanceManager::NoteSlices(const SliceReadings& readings) {
+  for (const auto& [id, slices] : readings) {
+    int64_t hits = 0;
+    for (const auto& [gpu, slice] : slices) hits += slice.limit_hits;
+    int64_t& noted = limit_hits_[id];
+    if (hits <= noted) continue;
+    noted = hits;
+    const std::string message = LimitHitsMessage(slices);
+    Logger("worker")->warn("engine of instance {}{} was refused device memory: {}",
+                           id < 0 ? -id : id, id < 0 ? " (rpc-server)" : "", message);
+    auto last = last_reported_.find(id);
+    if (last != last_reported_.end() && (last->second == "RUNNING" || last->second == "STARTING")) {
+      QueueReport(id, json::object{{"state_message", "VRAM limit reached: " + message}});
+    }
+  }
+}
+
 void InstanceManager::OnEngineState(const engines::EngineStatus& s) {
   if (s.state == engines::EngineState::kStopped) return;
+  std::string message = s.message;
+  if (s.state == engines::EngineState::kError) {
+    // An engine that failed after its slice refused it memory: say so next to the exit status.
+    std::optional<VgpuEngine> vgpu;
+    {
+      std::lock_guard lock(info_mu_);
+      if (auto it = vgpu_engines_.find(s.instance_id); it != vgpu_engines_.end()) {
+        vgpu = it->second;
+      }
+    }
+    if (vgpu) {
+      if (std::string hits = LimitHitsMessage(ReadSlices(*vgpu)); !hits.empty()) {
+        message += (message.empty() ? "" : "; ") + ("VRAM limit reached: " + hits);
+      }
+    }
+  }
   json::object body{{"state", engines::EngineStateName(s.state)},
-                    {"state_message", s.message},
+                    {"state_message", message},
                     {"restart_count", s.restart_count}};
   // An rpc-server (-id) reports into instance id's distributed_servers entry, its port included.
   if (s.instance_id < 0) body["port"] = s.port;
@@ -818,21 +884,25 @@ void InstanceManager::OnEngineState(const engines::EngineStatus& s) {
     std::string& last = last_reported_[id];
     if (state == "STARTING" && last == "RUNNING") return;
     last = state;
-    reports_.emplace_back(id, std::move(body));
-    if (reporting_) return;
-    reporting_ = true;
-    asio::co_spawn(
-        ioc_,
-        [this]() -> asio::awaitable<void> {
-          while (!reports_.empty()) {
-            auto [id, body] = std::move(reports_.front());
-            reports_.pop_front();
-            co_await Report(id < 0 ? -id : id, std::move(body));
-          }
-          reporting_ = false;
-        },
-        asio::detached);
+    QueueReport(id, std::move(body));
   });
+}
+
+void InstanceManager::QueueReport(int64_t id, json::object body) {
+  reports_.emplace_back(id, std::move(body));
+  if (reporting_) return;
+  reporting_ = true;
+  asio::co_spawn(
+      ioc_,
+      [this]() -> asio::awaitable<void> {
+        while (!reports_.empty()) {
+          auto [id, body] = std::move(reports_.front());
+          reports_.pop_front();
+          co_await Report(id < 0 ? -id : id, std::move(body));
+        }
+        reporting_ = false;
+      },
+      asio::detached);
 }
 
 }  // namespace segma::worker

@@ -15,6 +15,7 @@
 #include "worker/engines/supervisor.h"
 #include "worker/gpu/gpu_probe.h"
 #include "worker/model_files.h"
+#include "worker/vgpu_slices.h"
 #include "worker/worker_metrics.h"
 
 namespace segma::worker {
@@ -82,6 +83,12 @@ class InstanceManager {
     std::map<int, int64_t> vram;
   };
   std::map<int64_t, EngineInfo> EngineInfos() const;
+  // What libsegma-vgpu's accounting says now of every engine started with it (ReadSlices).
+  // Thread-safe.
+  SliceReadings ReadVgpuSlices() const;
+  // The readings a heartbeat just took: an engine refused allocations since the last call is
+  // logged and its instance's state message says so. Call on the io_context.
+  void NoteSlices(const SliceReadings& readings);
 
  private:
   // Which instances a follow loop handles: those whose engine runs here, or those this worker
@@ -119,12 +126,24 @@ class InstanceManager {
   boost::asio::awaitable<void> SweepFiles();
   boost::asio::awaitable<void> Report(int64_t instance_id, json::object body);
   void OnEngineState(const engines::EngineStatus& status);
+  // Queues a PATCH of the instance (an rpc-server: -id) behind the reports before it. Call on the
+  // io_context.
+  void QueueReport(int64_t id, json::object body);
+  // Forgets engine `id`'s libsegma-vgpu accounting (an rpc-server: -id) once it is stopped for
+  // good: its segment in /dev/shm goes (processes still mapping it keep their mapping, a later
+  // engine of the instance starts a fresh one).
+  void DropVgpu(int64_t id);
+  // Remembers whether engine `id` (an rpc-server: -instance id) of `instance_id` was rendered with
+  // libsegma-vgpu on `gpus`, so that the heartbeat reads its accounting.
+  void RememberVgpu(int64_t id, int64_t instance_id, const engines::LaunchSpec& launch,
+                    const std::vector<int>& gpus);
   bool Wanted(const types::ModelInstance& inst) const;
   // This worker's distributed_servers entry of `inst`, or nullptr.
   const types::DistributedServer* OwnEntry(const types::ModelInstance& inst) const;
 
   boost::asio::io_context& ioc_;
   InstanceManagerConfig config_;
+  std::string vgpu_scope_;  // engines::VgpuScope of the data dir
   Clock& clock_;
   gpu::GpuProbe& gpus_;
   http::HttpClient client_;
@@ -154,7 +173,9 @@ class InstanceManager {
   bool reporting_ = false;
   std::map<int64_t, std::string> last_reported_;  // instance id → last state sent
   mutable std::mutex info_mu_;
-  std::map<int64_t, EngineInfo> engine_info_;  // guarded by info_mu_
+  std::map<int64_t, EngineInfo> engine_info_;   // guarded by info_mu_
+  std::map<int64_t, VgpuEngine> vgpu_engines_;  // engine id → its accounting; guarded by info_mu_
+  std::map<int64_t, int64_t> limit_hits_;       // engine id → hits last noted; io_context only
 };
 
 }  // namespace segma::worker

@@ -338,6 +338,36 @@ void WorkerMetrics::Render(std::string& out) const {
     w.Sample("segma_engine_scrape_duration_seconds", labels_of(id), s.seconds);
   }
 
+  // ---- enforced slices (libsegma-vgpu's accounting), per engine and GPU ----
+  struct SliceFamily {
+    std::string_view name;
+    std::string_view type;
+    std::string_view help;
+    int64_t types::GpuSlice::*value;
+  };
+  static constexpr SliceFamily kSliceFamilies[] = {
+      {"segma_engine_vram_limit_bytes", "gauge",
+       "VRAM limit libsegma-vgpu holds the engine to on the GPU (its claim)",
+       &types::GpuSlice::memory_limit},
+      {"segma_engine_vram_used_bytes", "gauge",
+       "Device memory the engine's processes hold against its limit",
+       &types::GpuSlice::memory_used},
+      {"segma_engine_vram_limit_hits_total", "counter",
+       "Device memory allocations the limit refused (CUDA_ERROR_OUT_OF_MEMORY)",
+       &types::GpuSlice::limit_hits},
+  };
+  for (const SliceFamily& f : kSliceFamilies) {
+    w.Family(f.name, f.type, f.help);
+    for (size_t i = 0; i < status_.gpus.size(); ++i) {
+      for (const types::GpuSlice& slice : status_.gpus[i].slices) {
+        LabelPairs l = labels_of(slice.instance_id);
+        l.emplace_back("gpu", gpu_labels[i][0].second);
+        l.emplace_back("UUID", status_.gpus[i].uuid);
+        w.Sample(f.name, l, static_cast<double>(slice.*f.value));
+      }
+    }
+  }
+
   // ---- the engines' own series: each family once, with every engine's samples ----
   std::map<std::string_view, std::vector<const ScrapedFamily*>> families;
   size_t bytes = 0;

@@ -57,6 +57,7 @@ class WorkerRoutesTest : public ApiServerTest {
   }
 
   std::string InstancePath() const { return fmt::format("/v2/worker/instances/{}", instance_id_); }
+  int64_t FirstModelId() { return app_->store().GetModelInstance(instance_id_)->model_id; }
 
   std::vector<Api> workers_;
   std::vector<int64_t> worker_ids_;
@@ -134,6 +135,42 @@ TEST_F(WorkerRoutesTest, SubordinateListsAndReportsOnlyItsOwnEntry) {
   ASSERT_TRUE(app_->store().UpdateModelInstance(instance_id_, back).ok());
   auto late = b.Call(verb::patch, InstancePath(), json::object{{"state", "ERROR"}});
   EXPECT_EQ(late.status, 404u) << late.body;
+}
+
+// gpu_sharing left to the cluster: the worker's copy of the model carries its cluster's default,
+// which admins set (and only to a known value).
+TEST_F(WorkerRoutesTest, AModelWithoutGpuSharingGetsItsWorkersClusterDefault) {
+  const std::string path = fmt::format("/v2/worker/models/{}", FirstModelId());
+  auto clusters = Api::Obj(admin_.Get("/v2/clusters"));
+  const json::object& cluster = clusters.at("items").as_array()[0].as_object();
+  EXPECT_EQ(cluster.at("gpu_sharing").as_string(), "enforced");
+  const std::string cluster_path = fmt::format("/v2/clusters/{}", cluster.at("id").as_int64());
+
+  auto model = Api::Obj(admin_.Get(fmt::format("/v2/models/{}", FirstModelId())));
+  EXPECT_TRUE(model.at("gpu_sharing").is_null()) << json::serialize(model);
+  auto own = workers_[0].Get(path);
+  ASSERT_EQ(own.status, 200u) << own.body;
+  EXPECT_EQ(Api::Obj(own).at("gpu_sharing").as_string(), "enforced");
+
+  auto patched = admin_.Call(verb::patch, cluster_path, json::object{{"gpu_sharing", "claims"}});
+  ASSERT_EQ(patched.status, 200u) << patched.body;
+  EXPECT_EQ(Api::Obj(patched).at("gpu_sharing").as_string(), "claims");
+  EXPECT_EQ(Api::Obj(workers_[0].Get(path)).at("gpu_sharing").as_string(), "claims");
+
+  // The model's own choice wins over the cluster's.
+  auto chosen = admin_.Call(verb::patch, fmt::format("/v2/models/{}", FirstModelId()),
+                            json::object{{"gpu_sharing", "enforced"}});
+  ASSERT_EQ(chosen.status, 200u) << chosen.body;
+  EXPECT_EQ(Api::Obj(workers_[0].Get(path)).at("gpu_sharing").as_string(), "enforced");
+
+  auto bad = admin_.Call(verb::patch, cluster_path, json::object{{"gpu_sharing", "strict"}});
+  EXPECT_EQ(bad.status, 400u);
+  EXPECT_NE(bad.body.find("gpu_sharing must be claims or enforced"), std::string::npos) << bad.body;
+  EXPECT_EQ(Api::Obj(admin_.Get(cluster_path)).at("gpu_sharing").as_string(), "claims");
+  auto created =
+      admin_.Post("/v2/clusters", json::object{{"name", "trusted-lab"}, {"gpu_sharing", "claims"}});
+  ASSERT_EQ(created.status, 201u) << created.body;
+  EXPECT_EQ(Api::Obj(created).at("gpu_sharing").as_string(), "claims");
 }
 
 }  // namespace

@@ -501,6 +501,44 @@ TEST(SharingTest, MigDevicesAreUnitsAndTheParentIsNot) {
   EXPECT_EQ(s.AddInstance(PlacedInstance{1, 1, 1, {{0, kGiB}}, 0}).code(), StatusCode::kNotFound);
 }
 
+TEST(SharingTest, AModelAsksForAMigProfile) {
+  // One whole H100, and one in MIG mode split into a 1g.10gb and a 3g.40gb device.
+  ClusterSnapshot s;
+  WorkerInfo w = Worker(1, 1);
+  types::GpuDevice parent = Gpu(1, 80);
+  parent.mig_enabled = true;
+  w.gpus.push_back(parent);
+  types::GpuDevice small = Gpu(2, 10, "NVIDIA H100 80GB HBM3 MIG 1g.10gb");
+  small.parent_index = 1;
+  types::GpuDevice large = Gpu(3, 40, "NVIDIA H100 80GB HBM3 MIG 3g.40gb");
+  large.parent_index = 1;
+  w.gpus.push_back(small);
+  w.gpus.push_back(large);
+  ASSERT_TRUE(s.AddWorker(w).ok());
+
+  // With a profile, only a device of that profile (spread would otherwise take the whole GPU).
+  types::Model any = MakeModel(1);
+  Decision d = Place(s, any, TestEstimator(5));
+  ASSERT_TRUE(d.placed);
+  EXPECT_THAT(d.placement.gpu_indexes, ElementsAre(0));
+  types::Model mig = any;
+  mig.mig_profile = "3g.40gb";
+  d = Place(s, mig, TestEstimator(5));
+  ASSERT_TRUE(d.placed);
+  EXPECT_THAT(d.placement.gpu_indexes, ElementsAre(3));
+  // A profile the pool does not have is refused with what it has.
+  mig.mig_profile = "7g.80gb";
+  d = Place(s, mig, TestEstimator(5));
+  EXPECT_FALSE(d.placed);
+  EXPECT_EQ(d.reasons.at("w1"),
+            "no MIG device of profile 7g.80gb (has NVIDIA H100 80GB HBM3, NVIDIA H100 80GB HBM3 "
+            "MIG 1g.10gb, NVIDIA H100 80GB HBM3 MIG 3g.40gb)");
+  // A profile is never the whole GPU, even when it is the only one that fits.
+  mig.mig_profile = "1g.10gb";
+  d = Place(s, mig, TestEstimator(20));
+  EXPECT_FALSE(d.placed);
+}
+
 // --- Quotas ------------------------------------------------------------------------------------
 
 TEST(QuotaTest, RejectsOverQuotaWithTheReason) {
@@ -785,6 +823,51 @@ TEST(FragmentationTest, LeavesFreeSlicesThatSeenRequestSizesCanUse) {
   EXPECT_THAT(frag.placement.gpu_indexes, ElementsAre(0));
 }
 
+// Places `requests` one after the other, each applied before the next; returns how many fit.
+int PlaceAll(ClusterSnapshot& s, const std::vector<std::pair<types::Model, double>>& requests) {
+  Scheduler scheduler(NoHeadroom());
+  int placed = 0;
+  int64_t instance = 1000;
+  for (const auto& [model, gib] : requests) {
+    Decision d = scheduler.Decide(s, model, TestEstimator(gib), {});
+    if (!d.placed) continue;
+    ++placed;
+    for (const PlacedInstance& p : ToPlacedInstances(d.placement, instance++, model.id)) {
+      EXPECT_TRUE(s.AddInstance(p).ok());
+    }
+  }
+  return placed;
+}
+
+TEST(FragmentationTest, KeepsRoomForTheSeenSizeWhenItIsCloseToTheRemainder) {
+  // The cluster has seen 38 GiB requests. A 5 GiB request fits on GPU 0 (43 GiB free, leaving
+  // exactly 38) or GPU 1 (41.5 free, leaving 36.5: a 38 GiB request no longer fits). With the
+  // slice histogram's former 8 buckets per doubling, 36.5 and 38 GiB were one bucket, both
+  // choices looked equally good, the binpack tie-break took the fuller GPU 1 and only one more
+  // 38 GiB request fitted, as with binpack.
+  auto pool = [] {
+    ClusterSnapshot s;
+    EXPECT_TRUE(s.AddWorker(Worker(1, 3)).ok());
+    Claim(s, 100, 9, 1, {{0, 20 * kGiB}});
+    Claim(s, 101, 9, 1, {{0, 17 * kGiB}});  // 43 GiB free
+    Claim(s, 102, 9, 1, {{1, 20 * kGiB}});
+    Claim(s, 103, 9, 1, {{1, 18 * kGiB + 512 * kMiB}});  // 41.5 GiB free
+    Claim(s, 104, 8, 1, {{2, 38 * kGiB}});
+    Claim(s, 105, 7, 1, {{2, 38 * kGiB}});  // 4 GiB free
+    return s;
+  };
+  auto then_two_large = [](types::PlacementStrategy strategy) {
+    return std::vector<std::pair<types::Model, double>>{
+        {MakeModel(1, strategy), 5}, {MakeModel(2, strategy), 38}, {MakeModel(3, strategy), 38}};
+  };
+  ClusterSnapshot binpack = pool();
+  EXPECT_EQ(PlaceAll(binpack, then_two_large(types::PlacementStrategy::kBinpack)), 2);
+  ClusterSnapshot frag = pool();
+  EXPECT_EQ(PlaceAll(frag, then_two_large(types::PlacementStrategy::kFragmentation)), 3);
+  EXPECT_EQ(frag.unit_free(0), 0);
+  EXPECT_EQ(frag.unit_free(1), 41 * kGiB + 512 * kMiB - 38 * kGiB);
+}
+
 TEST(FragmentationTest, PacksLikeBinpackOnAnEmptyCluster) {
   ClusterSnapshot s;
   ASSERT_TRUE(s.AddWorker(Worker(1, 2)).ok());
@@ -806,6 +889,15 @@ TEST(FragmentationTest, SliceHistogramFollowsClaims) {
   EXPECT_EQ(s.slices_above(20 * kGiB), 1);
   EXPECT_EQ(s.slices_above(5 * kGiB), 3);
   EXPECT_EQ(s.slices_above(40 * kGiB), 0);
+  // Counted to a quarter GiB here (0.54 %): 36.5 and 39 GiB were one bucket with 8 per doubling.
+  EXPECT_LT(ClusterSnapshot::SliceBucket(38 * kGiB + 768 * kMiB),
+            ClusterSnapshot::SliceBucket(39 * kGiB));
+  Claim(s, 3, 3, 1, {{1, 39 * kGiB}});
+  EXPECT_EQ(s.slices_above(36 * kGiB + 512 * kMiB), 2);
+  EXPECT_EQ(s.slices_above(38 * kGiB + 768 * kMiB), 2);
+  EXPECT_EQ(s.slices_above(39 * kGiB), 1);
+  ASSERT_TRUE(s.RemoveInstance(3).ok());
+  EXPECT_EQ(s.slices_above(36 * kGiB + 512 * kMiB), 1);
   ASSERT_TRUE(s.RemoveInstance(2).ok());
   EXPECT_EQ(s.slices_above(5 * kGiB), 2);
   EXPECT_LT(ClusterSnapshot::SliceBucket(int64_t{255} << 20),

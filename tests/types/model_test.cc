@@ -1,5 +1,6 @@
 #include "types/model.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 namespace segma::types {
@@ -72,7 +73,33 @@ TEST(ModelFromJsonTest, GpuSharingRoundTripsAndPatches) {
   EXPECT_EQ(patched->gpu_sharing, GpuSharing::kEnforced);
   EXPECT_EQ(ParseError(R"({"name":"x","source":{"type":"simulated","params_b":1},
                            "gpu_sharing":"strict"})"),
-            "gpu_sharing must be claims or enforced");
+            "gpu_sharing must be claims, enforced or cluster (the cluster's default)");
+  // "cluster": back to the cluster's default, written as null.
+  Result<Model> reset = PatchModelFromJson(*patched, json::object{{"gpu_sharing", "cluster"}});
+  ASSERT_TRUE(reset.ok()) << reset.status().ToString();
+  EXPECT_EQ(reset->gpu_sharing, std::nullopt);
+  EXPECT_TRUE(ToJson(*reset).at("gpu_sharing").is_null());
+}
+
+TEST(ModelFromJsonTest, MigProfileIsCheckedAndRoundTrips) {
+  const auto body = [](std::string_view profile) {
+    return fmt::format(
+        R"({{"name":"sim","source":{{"type":"simulated","params_b":1}},"mig_profile":"{}"}})",
+        profile);
+  };
+  for (const char* profile : {"1g.18gb", "3g.71gb", "7g.141gb", "1c.3g.71gb", "1g.18gb+me"}) {
+    Result<Model> m = Parse(body(profile));
+    ASSERT_TRUE(m.ok()) << profile << ": " << m.status().ToString();
+    EXPECT_EQ(m->mig_profile, profile);
+    EXPECT_EQ(ToJson(*m).at("mig_profile").as_string(), profile);
+  }
+  for (const char* bad :
+       {"3g", "g.71gb", "3g.71", "3g.71gbx", "MIG 3g.71gb", "3g.71gb+me+me", "12345g.1gb"}) {
+    EXPECT_EQ(ParseError(body(bad)),
+              "mig_profile must be a MIG profile as NVML names it, such as 1g.18gb, 3g.71gb or "
+              "1c.3g.71gb")
+        << bad;
+  }
 }
 
 TEST(ModelFromJsonTest, DefaultsForMinimalBody) {
@@ -81,7 +108,7 @@ TEST(ModelFromJsonTest, DefaultsForMinimalBody) {
   EXPECT_EQ(m->replicas, 1);
   EXPECT_EQ(m->placement_strategy, PlacementStrategy::kSpread);
   EXPECT_EQ(m->replica_spread, ReplicaSpread::kWorker);
-  EXPECT_EQ(m->gpu_sharing, GpuSharing::kEnforced);  // docs/gpu-sharing.md: the default
+  EXPECT_EQ(m->gpu_sharing, std::nullopt);  // the cluster's default (docs/gpu-sharing.md)
   EXPECT_TRUE(m->restart_on_error);
   EXPECT_EQ(m->source.params_b, 8.0);
   EXPECT_EQ(m->project_id, 0);
@@ -213,6 +240,8 @@ TEST(ResourceClaimJsonTest, RoundTripsWithTheLaunchInputs) {
   c.tensor_split = {0.5, 0.5};
   c.kv_cache_bytes = 51LL << 30;
   c.weight_bytes_per_gpu = 8LL << 30;
+  c.sequences = 32;  // the concurrency the claim was sized for (issue 19)
+  c.context_length = 8192;
   json::object o = ToJson(c);
   EXPECT_EQ(o.at("kv_cache_bytes").as_int64(), 51LL << 30);
   EXPECT_EQ(o.at("weight_bytes_per_gpu").as_int64(), 8LL << 30);

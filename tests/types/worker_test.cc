@@ -27,6 +27,8 @@ GpuDevice SampleGpu(int index) {
   g.links = {{index == 0 ? 1 : 0, "nvlink"}, {7, "pcie"}};
   g.processes = {{.pid = 4242, .memory_used = 40 * kGiB, .managed = true},
                  {.pid = 77, .memory_used = 3 * kGiB, .managed = false}};
+  g.slices = {
+      {.instance_id = 12, .memory_limit = 20 * kGiB, .memory_used = 19 * kGiB, .limit_hits = 3}};
   return g;
 }
 
@@ -102,6 +104,7 @@ void ExpectSameGpu(const GpuDevice& a, const GpuDevice& b) {
     EXPECT_EQ(a.processes[i].memory_used, b.processes[i].memory_used);
     EXPECT_EQ(a.processes[i].managed, b.processes[i].managed);
   }
+  EXPECT_EQ(a.slices, b.slices);
 }
 
 TEST(WorkerCodecTest, GpuDeviceRoundTrips) {
@@ -126,9 +129,14 @@ TEST(WorkerCodecTest, GpuDeviceJsonShape) {
             ParseJson(R"([{"pid":4242,"memory_used":42949672960,"managed":true},)"
                       R"({"pid":77,"memory_used":3221225472,"managed":false}])")
                 .value());
+  EXPECT_EQ(o.at("slices"), ParseJson(R"([{"instance_id":12,"memory_limit":21474836480,)"
+                                      R"("memory_used":20401094656,"limit_hits":3}])")
+                                .value());
   GpuDevice bare = SampleGpu(1);
   bare.processes.clear();
+  bare.slices.clear();
   EXPECT_FALSE(ToJson(bare).contains("processes"));
+  EXPECT_FALSE(ToJson(bare).contains("slices"));
 }
 
 TEST(WorkerCodecTest, WorkerStatusRoundTrips) {
@@ -225,6 +233,12 @@ TEST(WorkerCodecTest, RejectsOutOfRangeGpuValues) {
                  "processes[0].memory_used must be >= 0");
   ExpectGpuError(GpuWith("processes", R"([{"pid":5,"cpu":1}])"),
                  "unknown field 'processes[0].cpu'");
+  ExpectGpuError(GpuWith("slices", "{}"), "slices must be an array of objects");
+  ExpectGpuError(GpuWith("slices", R"([{"instance_id":0,"memory_limit":1}])"),
+                 "slices[0].instance_id must be > 0");
+  ExpectGpuError(GpuWith("slices", R"([{"instance_id":4,"memory_limit":1,"limit_hits":-1}])"),
+                 "slices[0].limit_hits must be >= 0");
+  ExpectGpuError(GpuWith("slices", R"([{"instance_id":4}])"), "slices[0].memory_limit is required");
   ExpectGpuError(GpuWith("parent_index", "-2"), "parent_index must be between 0 and 1023");
   ExpectGpuError(GpuWith("links", R"({"0":"nvlink"})"), "links.0 must not link a GPU to itself");
   ExpectGpuError(GpuWith("links", R"({"1":"infiniband"})"),

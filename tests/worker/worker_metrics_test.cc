@@ -237,6 +237,26 @@ TEST(WorkerMetricsTest, RendersGpusUnderDcgmNamesAndEnginesWithTheirLabels) {
   }
 }
 
+TEST(WorkerMetricsTest, EnforcedSlicesAreSeriesOfTheirEngine) {
+  WorkerMetrics m("gpu-node-1");
+  types::WorkerStatus status = TwoGpus();
+  status.gpus[0].slices = {
+      {.instance_id = 5, .memory_limit = 12 * kGiB, .memory_used = 11 * kGiB, .limit_hits = 3}};
+  m.SetStatus(status, {});
+  engines::EngineStatus running;
+  running.instance_id = 5;
+  running.state = engines::EngineState::kRunning;
+  m.SetEngines({running}, {{5, Labels("chat-1", "vllm")}});
+  std::string text;
+  m.Render(text);
+  const Values v = Flatten(text);
+  const std::string slice =
+      "UUID=GPU-0,backend=vllm,deployment=chat,gpu=0,instance=chat-1,project=7,";
+  EXPECT_EQ(v.at("segma_engine_vram_limit_bytes{" + slice + "}"), 12.0 * kGiB) << text;
+  EXPECT_EQ(v.at("segma_engine_vram_used_bytes{" + slice + "}"), 11.0 * kGiB);
+  EXPECT_EQ(v.at("segma_engine_vram_limit_hits_total{" + slice + "}"), 3);
+}
+
 TEST(WorkerMetricsTest, FamiliesOfSeveralEnginesAreWrittenOnce) {
   WorkerMetrics m("n");
   std::vector<engines::EngineStatus> list;

@@ -161,6 +161,17 @@ export interface Gpu {
   power_limit: number;
   simulated: boolean;
   processes?: { pid: number; name?: string; memory_used: number; managed?: boolean }[];
+  mig_profile?: string;
+  // Engines held to a VRAM limit on this GPU (gpu_sharing "enforced"), as the worker read them.
+  slices?: GpuSlice[];
+}
+export interface GpuSlice {
+  instance_id: number;
+  instance_name?: string;
+  model_id?: number;
+  memory_limit: number;
+  memory_used: number;
+  limit_hits: number;
 }
 export interface Worker {
   id: number;

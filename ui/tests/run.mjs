@@ -314,7 +314,8 @@ async function keysCreateUseRevoke(page, lang) {
   await poll('the key on the usage page', async () => {
     await page.goto(`${base}/usage`);
     await page.getByTestId('usage-group').click();
-    await page.getByRole('option').nth(2).click();
+    // "Key": the fifth grouping (GROUPS in ui/src/pages/Usage.tsx).
+    await page.getByRole('option').nth(4).click();
     return (await page.locator(`[data-testid=usage-table] tr[data-key="${key.id}"]`).count()) === 1;
   }, 60_000);
   await page.goto(base + '/api-keys');

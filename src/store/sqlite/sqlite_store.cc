@@ -296,7 +296,7 @@ std::optional<std::string> EncodeAllowedModels(const std::optional<std::vector<s
 }
 
 constexpr std::string_view kClusterCols =
-    "id, name, description, is_default, registration_token, created_at, updated_at";
+    "id, name, description, is_default, registration_token, created_at, updated_at, gpu_sharing";
 Cluster DecodeCluster(const Stmt& s) {
   Cluster c;
   c.id = s.ColInt(0);
@@ -306,6 +306,7 @@ Cluster DecodeCluster(const Stmt& s) {
   c.registration_token = s.ColText(4);
   c.created_at = s.ColTime(5);
   c.updated_at = s.ColTime(6);
+  c.gpu_sharing = types::ParseGpuSharing(s.ColText(7)).value_or(types::GpuSharing::kEnforced);
   return c;
 }
 
@@ -1622,9 +1623,10 @@ Status SqliteStore::TouchApiKey(int64_t id, Timestamp at) {
 
 Status SqliteStore::WriteCluster(const Cluster& c) {
   ASSIGN_OR_RETURN(Stmt s, Prepare("UPDATE clusters SET name = ?, description = ?, is_default = ?, "
-                                   "registration_token = ?, updated_at = ? WHERE id = ?"));
+                                   "registration_token = ?, gpu_sharing = ?, updated_at = ? "
+                                   "WHERE id = ?"));
   s.Text(c.name).Text(c.description).Bool(c.is_default).Text(c.registration_token);
-  s.Time(c.updated_at).Int(c.id);
+  s.Text(std::string(types::GpuSharingName(c.gpu_sharing))).Time(c.updated_at).Int(c.id);
   return s.RunOrAlreadyExists(fmt::format("cluster '{}' already exists", c.name));
 }
 
@@ -1635,9 +1637,10 @@ Result<Cluster> SqliteStore::CreateCluster(const Cluster& cluster) {
   std::vector<Event> events;
   RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
     ASSIGN_OR_RETURN(Stmt s, Prepare("INSERT INTO clusters (name, description, is_default, "
-                                     "registration_token, created_at, updated_at) VALUES (?, ?, "
-                                     "?, ?, ?, ?)"));
+                                     "registration_token, gpu_sharing, created_at, updated_at) "
+                                     "VALUES (?, ?, ?, ?, ?, ?, ?)"));
     s.Text(c.name).Text(c.description).Bool(false).Text(c.registration_token);
+    s.Text(std::string(types::GpuSharingName(c.gpu_sharing)));
     s.Time(c.created_at).Time(c.updated_at);
     RETURN_IF_ERROR(s.RunOrAlreadyExists(fmt::format("cluster '{}' already exists", c.name)));
     c.id = sqlite3_last_insert_rowid(db_);
@@ -1692,6 +1695,7 @@ Result<Cluster> SqliteStore::UpdateCluster(int64_t id, const ClusterPatch& patch
     if (patch.name) c.name = *patch.name;
     if (patch.description) c.description = *patch.description;
     if (patch.registration_token) c.registration_token = *patch.registration_token;
+    if (patch.gpu_sharing) c.gpu_sharing = *patch.gpu_sharing;
     if (patch.is_default && *patch.is_default && !c.is_default) {
       RETURN_IF_ERROR(UnsetOtherDefaultClusters(id, c.updated_at, events));
     }

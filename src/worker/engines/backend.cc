@@ -332,7 +332,12 @@ std::string VisibleDevices(const std::vector<int>& gpus, const LaunchContext& ct
 void AddVgpu(const types::Model& model, const types::ModelInstance& instance,
              const std::vector<int>& gpus, const types::ResourceClaim& claim,
              const LaunchContext& ctx, bool server, std::map<std::string, std::string>& env) {
-  if (model.gpu_sharing != types::GpuSharing::kEnforced || ctx.vgpu_library.empty()) return;
+  // The worker's copy of the model has its cluster's default filled in; a model without one is
+  // held as every cluster is by default.
+  if (model.gpu_sharing.value_or(types::GpuSharing::kEnforced) != types::GpuSharing::kEnforced ||
+      ctx.vgpu_library.empty()) {
+    return;
+  }
   std::vector<std::string> limits;
   for (size_t ordinal = 0; ordinal < gpus.size(); ++ordinal) {
     auto c = claim.vram.find(gpus[ordinal]);
@@ -350,7 +355,7 @@ void AddVgpu(const types::Model& model, const types::ModelInstance& instance,
                           ? ctx.vgpu_library
                           : ctx.vgpu_library + ":" + preload->second;
   env["SEGMA_VGPU_LIMITS"] = Join(limits, ",");
-  env["SEGMA_VGPU_SHM"] = VgpuSegmentName(instance.id, server);
+  env["SEGMA_VGPU_SHM"] = VgpuSegmentName(ctx.vgpu_scope, instance.id, server);
 }
 
 Result<LaunchSpec> Render(const Backend& backend, const BackendVersion& ver,
@@ -820,8 +825,19 @@ Status ValidateBackendParameters(const std::vector<std::string>& params) {
   return OkStatus();
 }
 
-std::string VgpuSegmentName(int64_t instance_id, bool server) {
-  return fmt::format("/segma-vgpu-{}{}", instance_id, server ? "-rpc" : "");
+std::string VgpuSegmentName(std::string_view scope, int64_t instance_id, bool server) {
+  return fmt::format("/segma-vgpu-{}{}{}{}", scope, scope.empty() ? "" : "-", instance_id,
+                     server ? "-rpc" : "");
+}
+
+std::string VgpuScope(std::string_view data_dir) {
+  // FNV-1a: stable across builds and versions, unlike std::hash.
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (unsigned char c : data_dir) {
+    h ^= c;
+    h *= 0x100000001b3ULL;
+  }
+  return fmt::format("{:08x}", static_cast<uint32_t>(h ^ (h >> 32)));
 }
 
 std::optional<double> GpuMemoryFraction(const types::ModelInstance& instance,

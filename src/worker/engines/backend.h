@@ -133,6 +133,9 @@ struct LaunchContext {
   // libsegma-vgpu.so on this worker; "" = not installed (gpu_sharing "enforced" then acts as
   // "claims"). See docs/gpu-sharing.md.
   std::string vgpu_library;
+  // Keeps this worker's accounting segments apart from another worker's on the same host (two
+  // installs, or tests), whose instance ids are their own: see VgpuSegmentName.
+  std::string vgpu_scope;
   // Directory holding the backend's executables ("" = PATH), e.g. llama.cpp's build/bin.
   std::string binary_dir;
   std::vector<std::string> rpc_servers;  // "host:port" of the instance's distributed servers
@@ -162,7 +165,7 @@ struct LaunchSpec {
 // for every engine. With the model's gpu_sharing "enforced" and ctx.vgpu_library set, an engine
 // whose claim on a GPU is less than the GPU's memory gets the library in LD_PRELOAD (before any
 // LD_PRELOAD of the model's env), SEGMA_VGPU_LIMITS "<CUDA ordinal>=<claim bytes>,…" for those
-// GPUs and SEGMA_VGPU_SHM "/segma-vgpu-<instance id>" (a distributed server: "…-rpc").
+// GPUs and SEGMA_VGPU_SHM VgpuSegmentName(ctx.vgpu_scope, instance id, …).
 // kNotFound for an unknown version; kInvalidArgument for bad backend parameters, a template
 // variable that has no value for this instance ("template variable ctx_size has no value"), or
 // a parameter that overrides a flag the platform sets (--port, --host, the model path).
@@ -187,8 +190,14 @@ Result<LaunchSpec> RenderDistributedServerLaunch(const Backend& backend, std::st
 Result<std::vector<std::string>> DistributedServerEndpoints(const types::ModelInstance& instance);
 
 // The shared-memory segment of libsegma-vgpu's accounting for `instance_id`'s engine (or, with
-// `server`, its distributed server on this worker): "/segma-vgpu-70", "/segma-vgpu-70-rpc".
-std::string VgpuSegmentName(int64_t instance_id, bool server);
+// `server`, its distributed server on this worker), in the worker's `scope`:
+// "/segma-vgpu-<scope>-70", "/segma-vgpu-<scope>-70-rpc" ("/segma-vgpu-70" with no scope).
+std::string VgpuSegmentName(std::string_view scope, int64_t instance_id, bool server);
+
+// A worker's scope for VgpuSegmentName: 8 hex digits of a hash of its data dir, the same for
+// every process of the install (so that a restarted worker finds its adopted engines' segments)
+// and different for another install on the host.
+std::string VgpuScope(std::string_view data_dir);
 
 // The vLLM-style memory fraction: min over the instance's GPUs of claim / total, rounded down to
 // 2 decimals. nullopt when a GPU's claim or total is unknown.

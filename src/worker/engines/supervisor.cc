@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <link.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -149,6 +150,40 @@ std::map<std::string, std::string> MergedEnvironment(
   for (const auto& [k, v] : over) env[k] = v;
   return env;
 }
+
+#if defined(__SANITIZE_ADDRESS__)
+// The path of the ASan runtime this (sanitized) process runs with, "" if none is loaded.
+std::string LoadedAsanRuntime() {
+  std::string path;
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* out) {
+        const std::string_view name = info->dlpi_name != nullptr ? info->dlpi_name : "";
+        if (name.find("/libasan.so") == std::string_view::npos) return 0;
+        *static_cast<std::string*>(out) = std::string(name);
+        return 1;
+      },
+      &path);
+  return path;
+}
+
+// The test build's own engines (`segma engine-sim`, i.e. this very binary) carry the ASan runtime,
+// which must come first in the initial library list: ahead of a preloaded libsegma-vgpu, whose
+// dlsym resolves the runtime's RTLD_NEXT lookups as if made from itself (behind it, the runtime
+// would find its own interceptors as the "real" functions). Other engines are not sanitized and
+// get the preload as in a release build, which never does this.
+void PutSanitizerRuntimeFirst(const std::string& exe, std::map<std::string, std::string>& env) {
+  auto preload = env.find("LD_PRELOAD");
+  if (preload == env.end() || preload->second.empty()) return;
+  struct stat engine {
+  }, self{};
+  if (::stat(exe.c_str(), &engine) != 0 || ::stat("/proc/self/exe", &self) != 0 ||
+      engine.st_dev != self.st_dev || engine.st_ino != self.st_ino) {
+    return;
+  }
+  const std::string runtime = LoadedAsanRuntime();
+  if (!runtime.empty()) preload->second = runtime + ":" + preload->second;
+}
+#endif
 
 bool PortFree(int port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -552,6 +587,9 @@ void Supervisor::Spawn(Engine& e, std::vector<EngineStatus>& events) {
   const std::string path_env = env.count("PATH") > 0 ? env["PATH"] : "/usr/local/bin:/usr/bin:/bin";
   std::optional<std::string> exe = ResolveExecutable(l.argv[0], path_env);
   if (!exe) return fail("executable not found: " + l.argv[0]);
+#if defined(__SANITIZE_ADDRESS__)
+  PutSanitizerRuntimeFirst(*exe, env);
+#endif
   if (!l.working_dir.empty() && !std::filesystem::is_directory(l.working_dir)) {
     return fail("working directory not found: " + l.working_dir);
   }

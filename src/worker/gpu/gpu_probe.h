@@ -20,7 +20,8 @@ namespace segma::gpu {
 //    CUDA_DEVICE_ORDER=PCI_BUS_ID, or better with UUIDs in CUDA_VISIBLE_DEVICES.
 //  - A GPU in MIG mode is reported with mig_enabled=true for observability (temperature, power,
 //    links) but is not itself schedulable; each of its MIG devices is reported as a separate
-//    GpuDevice with parent_index = the GPU's index, a "MIG-…" uuid, mig_profile set, and an
+//    GpuDevice with parent_index = the GPU's index, a "MIG-…" uuid, mig_profile set, the name
+//    "<the GPU's name> MIG <profile>" (the scheduler's mig_profile filter reads it), and an
 //    index after all whole GPUs.
 //
 // Thread-safe: Probe() may be called from any thread, concurrently with the setters of the

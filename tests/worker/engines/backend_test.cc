@@ -239,6 +239,28 @@ TEST(RenderLaunchTest, RpcEndpointsComeFromTheReportedDistributedServers) {
                          {"CUDA_VISIBLE_DEVICES", ""}}));  // no GPUs placed there: CPU
 }
 
+// A model that leaves concurrency to segma is started with what its claim was sized for
+// (issue 19): llama.cpp's slots are the claim's sequences, its whole cache context × sequences.
+TEST(RenderLaunchTest, UnsetConcurrencyComesFromTheClaim) {
+  types::Model m = MakeModel("llama-3.1-8b");
+  m.source = types::ModelSource{};
+  m.source.type = types::SourceType::kLocalPath;
+  m.source.path = "/models/llama-3.1-8b-q8_0.gguf";
+  types::ModelInstance i = MakeInstance({0}, 20 * kGiB);
+  i.claim.sequences = 32;
+  i.claim.context_length = 8192;
+  LaunchSpec s =
+      MustRender(BuiltIn("llama.cpp"), m, i, MakeContext("/models/llama-3.1-8b-q8_0.gguf", 40020));
+  const auto value_of = [&s](std::string_view flag) -> std::string {
+    for (size_t k = 0; k + 1 < s.argv.size(); ++k) {
+      if (s.argv[k] == flag) return s.argv[k + 1];
+    }
+    return "";
+  };
+  EXPECT_EQ(value_of("--parallel"), "32") << ::testing::PrintToString(s.argv);
+  EXPECT_EQ(value_of("-c"), std::to_string(8192 * 32)) << ::testing::PrintToString(s.argv);
+}
+
 TEST(RenderLaunchTest, VllmTensorParallelWithMemoryFractionAndContext) {
   types::Model m = MakeModel("llama-3.1-70b");
   m.context_length = 32768;
@@ -853,6 +875,22 @@ TEST(RenderDistributedServerLaunchTest, TheRpcServerHasItsOwnAccounting) {
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->env.at("SEGMA_VGPU_LIMITS"), "0=32212254720");
   EXPECT_EQ(r->env.at("SEGMA_VGPU_SHM"), "/segma-vgpu-70-rpc");
+
+  // In a worker's scope (what the worker always sets): its segments are its own.
+  ctx.vgpu_scope = VgpuScope("/var/lib/segma");
+  r = RenderDistributedServerLaunch(BuiltIn("llama.cpp"), "", m, i, server, ctx);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->env.at("SEGMA_VGPU_SHM"), "/segma-vgpu-" + ctx.vgpu_scope + "-70-rpc");
+}
+
+TEST(VgpuSegmentTest, ScopesAreStablePerDataDirAndApartBetweenInstalls) {
+  const std::string scope = VgpuScope("/var/lib/segma");
+  EXPECT_EQ(scope.size(), 8u);
+  EXPECT_EQ(scope.find_first_not_of("0123456789abcdef"), std::string::npos) << scope;
+  EXPECT_EQ(VgpuScope("/var/lib/segma"), scope);
+  EXPECT_NE(VgpuScope("/srv/segma-b"), scope);
+  EXPECT_EQ(VgpuSegmentName(scope, 70, false), "/segma-vgpu-" + scope + "-70");
+  EXPECT_EQ(VgpuSegmentName("", 70, true), "/segma-vgpu-70-rpc");
 }
 
 }  // namespace

@@ -1,11 +1,11 @@
 import { useMemo, useState } from 'react';
-import { Button, Code, Group, Modal, Stack, Text, Textarea, Title } from '@mantine/core';
+import { Badge, Button, Code, Group, Modal, Stack, Text, Textarea, Title } from '@mantine/core';
 import { useQuery } from '@tanstack/react-query';
-import { api, ApiError, listAll, type Gpu, type Worker } from '../api';
+import { api, ApiError, listAll, type Gpu, type GpuSlice, type Worker } from '../api';
 import { usePermissions } from '../auth';
 import { ErrorAlert, formatPairs, PageHeader, parsePairs, StateBadge, VirtualTable, VramBar } from '../components';
 import { useWorkersAndGpus } from '../hooks';
-import { useI18n } from '../i18n';
+import { formatBytes, useI18n } from '../i18n';
 
 function AddWorker() {
   const { t } = useI18n();
@@ -53,6 +53,30 @@ function LabelsEditor({ worker, onClose }: { worker: Worker; onClose: () => void
         </Group>
       </Stack>
     </Modal>
+  );
+}
+
+// The engines held to a VRAM limit on one GPU: each with what it holds of its limit, and a red
+// count of the allocations the limit refused (the claim is too small for what the engine does).
+function Slices({ slices }: { slices?: GpuSlice[] }) {
+  const { t, locale } = useI18n();
+  if (!slices?.length) return <Text size="sm" c="dimmed">—</Text>;
+  const b = (n: number) => formatBytes(locale, n);
+  return (
+    <Stack gap={2}>
+      {slices.map((s) => (
+        <Group key={s.instance_id} gap={6} wrap="nowrap" title={t('gpu.sliceTitle', { used: b(s.memory_used), limit: b(s.memory_limit), n: s.limit_hits })}>
+          <Text size="xs" truncate>
+            {s.instance_name ?? `#${s.instance_id}`} · {b(s.memory_used)} / {b(s.memory_limit)}
+          </Text>
+          {s.limit_hits > 0 && (
+            <Badge size="xs" color="red" variant="light">
+              {t('gpu.sliceRefused', { n: s.limit_hits })}
+            </Badge>
+          )}
+        </Group>
+      ))}
+    </Stack>
   );
 }
 
@@ -109,6 +133,7 @@ export default function Workers() {
     { key: 'temp', header: t('gpu.temperature'), width: 110, render: (g: Gpu) => `${num(g.temperature)}°C` },
     { key: 'power', header: t('gpu.power'), width: 90, render: (g: Gpu) => `${num(g.power)} W` },
     { key: 'procs', header: t('gpu.processes'), width: 90, render: (g: Gpu) => num(g.processes?.length ?? 0) },
+    { key: 'slices', header: t('gpu.slices'), width: 'minmax(200px, 2fr)', render: (g: Gpu) => <Slices slices={g.slices} /> },
   ], [t, num]);
   return (
     <Stack>
