@@ -285,7 +285,8 @@ TEST_F(GpuSlicesTest, ComputeSharesOfAGpuAddUpTo100AndEndWithTheirInstance) {
                   project_id_));
   ASSERT_EQ(rc, 0) << out;
   int64_t fifty = 0;
-  for (const json::value& m : Api::Obj(api_.Get("/v2/models")).at("items").as_array()) {
+  const json::object models = Api::Obj(api_.Get("/v2/models"));
+  for (const json::value& m : models.at("items").as_array()) {
     if (m.as_object().at("name").as_string() == "fifty") {
       fifty = m.as_object().at("id").as_int64();
       EXPECT_EQ(m.as_object().at("gpu_compute_percent").as_int64(), 50);
