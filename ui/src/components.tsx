@@ -1,6 +1,6 @@
 // Small pieces every page uses.
-import { memo, useRef, type CSSProperties, type ReactNode } from 'react';
-import { Alert, Badge, Group, Paper, SegmentedControl, Text, Title } from '@mantine/core';
+import { memo, useRef, type ButtonHTMLAttributes, type CSSProperties, type ReactNode } from 'react';
+import { Alert, Group, Paper, SegmentedControl, Text, Title } from '@mantine/core';
 import { useVirtualizer } from '@tanstack/react-virtual';
 import { ApiError } from './api';
 import { formatBytes, LOCALES, useI18n, type Locale } from './i18n';
@@ -75,12 +75,24 @@ const DARK_TEXT: Record<string, string> = {
   gray: '#43494f',
 };
 
-// A small coloured label that stays readable.
+// A small coloured label that stays readable. A plain element styled as Mantine's light badge
+// (app.css .seg-tag): a table row mounts one per row, and a scroll mounts dozens of rows a frame.
 export function Tag({ color, children, ...rest }: { color: string; children: ReactNode; [k: `data-${string}`]: string | undefined }) {
+  const style = { '--tag-bg': `var(--mantine-color-${color}-light)`, color: DARK_TEXT[color] ?? DARK_TEXT.gray } as CSSProperties;
   return (
-    <Badge color={color} variant="light" c={DARK_TEXT[color] ?? DARK_TEXT.gray} {...rest}>
+    <span className="seg-tag" style={style} {...rest}>
       {children}
-    </Badge>
+    </span>
+  );
+}
+
+// A row's small action button, a plain <button> styled as Mantine's compact-xs light button
+// (app.css .seg-row-button): as cheap to mount as Tag. `danger` makes it red.
+export function RowButton({ danger = false, children, ...rest }: { danger?: boolean; children: ReactNode } & ButtonHTMLAttributes<HTMLButtonElement>) {
+  return (
+    <button type="button" className="seg-row-button" data-danger={danger || undefined} {...rest}>
+      {children}
+    </button>
   );
 }
 
@@ -212,10 +224,17 @@ export function VirtualTable<T>({
   const parent = useRef<HTMLDivElement>(null);
   const v = useVirtualizer({ count: rows.length, getScrollElement: () => parent.current, estimateSize: () => rowHeight, overscan: 4 });
   const template = columns.map((c) => (typeof c.width === 'number' ? `${c.width}px` : c.width ?? 'minmax(110px, 1fr)')).join(' ');
+  // As wide as the columns' least widths: the body (contain: strict) clips whatever lies beyond
+  // its box, so a narrower table showed the last columns' headers over empty rows on a phone.
+  const minWidth = columns.reduce((sum, c) => {
+    if (typeof c.width === 'number') return sum + c.width;
+    const least = /(\d+)px/.exec(c.width ?? '110px');
+    return sum + (least ? Number(least[1]) : 110);
+  }, 0);
   const bodyHeight = Math.min(height, Math.max(rowHeight, rows.length * rowHeight));
   return (
     <Paper withBorder className="scroll-x" data-testid={testId}>
-      <div role="table" aria-label={label} aria-rowcount={rows.length + 1} style={{ minWidth: 640 }}>
+      <div role="table" aria-label={label} aria-rowcount={rows.length + 1} style={{ minWidth: Math.max(640, minWidth) }}>
         <div role="rowgroup">
           <div role="row" style={{ display: 'grid', gridTemplateColumns: template, borderBottom: '1px solid var(--mantine-color-gray-3)', background: 'var(--mantine-color-gray-0)' }}>
             {columns.map((c) => (

@@ -14,7 +14,8 @@ import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const dist = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../dist');
+// SEGMA_UI_DIST: another build to serve (bench/ui/scale.mjs compares two builds in one session).
+const dist = process.env.SEGMA_UI_DIST ? path.resolve(process.env.SEGMA_UI_DIST) : path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../dist');
 const argv = process.argv.slice(2);
 const port = Number(argv[0] && !argv[0].startsWith('--') ? argv[0] : 8089);
 const flag = (n, d) => (argv.includes(n) ? Number(argv[argv.indexOf(n) + 1]) : d);

@@ -183,6 +183,31 @@ async function dashboardShowsGpus(page, lang) {
   check(allocated > 0, 'the demo model claims no VRAM');
 }
 
+// The Workers page's GPU table: each GPU's enforced slices as /v2/gpus has them, in the row's
+// two lines however many engines share the GPU.
+async function workersShowSlices(page, lang) {
+  await page.goto(base + '/workers');
+  await page.getByTestId('gpus-table').waitFor({ timeout: T });
+  const gpus = (await call('GET', '/v2/gpus', undefined, adminToken)).body.items;
+  const sliced = gpus.filter((g) => (g.slices ?? []).length > 0);
+  check(sliced.length > 0, 'no GPU has an enforced slice: the demo engines should have one each');
+  for (const g of sliced) {
+    const cell = page.locator(`[data-testid=gpus-table] [data-row-key="${g.id}"] [data-testid=slices]`);
+    await poll(`GPU ${g.id}: ${g.slices.length} slice(s) shown as /v2/gpus has them`, async () => {
+      const now = (await call('GET', '/v2/gpus', undefined, adminToken)).body.items.find((x) => x.id === g.id);
+      const used = now.slices.reduce((a, s) => a + s.memory_used, 0);
+      const limit = now.slices.reduce((a, s) => a + s.memory_limit, 0);
+      if (Number(await cell.getAttribute('data-count')) !== now.slices.length) return false;
+      if (Number(await cell.getAttribute('data-limit')) !== limit || Number(await cell.getAttribute('data-used')) !== used) return false;
+      const text = await cell.textContent();
+      const first = now.slices.length === 1 ? now.slices[0].instance_name : String(now.slices.length);
+      return text.includes(first) && text.includes(formatBytes(lang, limit));
+    });
+    const [cellBox, rowBox] = await Promise.all([cell.boundingBox(), page.locator(`[data-testid=gpus-table] [data-row-key="${g.id}"]`).boundingBox()]);
+    check(cellBox.height <= rowBox.height, `GPU ${g.id}: the slices (${cellBox.height} px) overflow their row (${rowBox.height} px)`);
+  }
+}
+
 async function openDeployForm(page) {
   await page.goto(base + '/deployments');
   await page.getByTestId('deploy-new').click();
@@ -457,6 +482,7 @@ try {
     await run(page, `[${lang}] impossible model: every worker's reason, nothing created`, () => impossibleModel(page, lang));
     await run(page, `[${lang}] playground streams an answer`, () => playgroundStreams(page));
     await run(page, `[${lang}] API key: secret once, used, on the usage page, revoked`, () => keysCreateUseRevoke(page, lang));
+    await run(page, `[${lang}] workers page shows the enforced slices of /v2/gpus`, () => workersShowSlices(page, lang));
     if (lang === 'en') {
       await run(page, `[${lang}] no serious or critical axe violations`, async () => {
         for (const p of ['/', '/workers', '/deployments', '/api-keys', '/playground', '/usage']) {

@@ -3,7 +3,7 @@ import { Alert, Button, Code, CopyButton, Group, Modal, NumberInput, Select, Sta
 import { useQuery, useQueryClient } from '@tanstack/react-query';
 import { api, fieldErrors, formError, listAll, type ApiKey } from '../api';
 import { usePermissions } from '../auth';
-import { ErrorAlert, PageHeader, StateBadge, VirtualTable } from '../components';
+import { ErrorAlert, PageHeader, RowButton, StateBadge, VirtualTable } from '../components';
 import { rfc3339, useProjects } from '../hooks';
 import { useI18n } from '../i18n';
 
@@ -106,9 +106,9 @@ export default function ApiKeys() {
             width: 100,
             render: (k) =>
               !k.revoked_at && perms.can('member', k.project_id) ? (
-                <Button size="compact-xs" color="red" variant="light" c="#a61e1e" onClick={() => revoke(k)} data-testid="key-revoke">
+                <RowButton danger onClick={() => revoke(k)} data-testid="key-revoke">
                   {t('keys.revoke')}
-                </Button>
+                </RowButton>
               ) : null,
           },
         ]}

@@ -4,7 +4,7 @@ import { Alert, Button, Checkbox, Group, Modal, NumberInput, Paper, SimpleGrid, 
 import { useQuery, useQueryClient } from '@tanstack/react-query';
 import { api, ApiError, useWatch, type Instance, type Model } from '../api';
 import { usePermissions } from '../auth';
-import { ErrorAlert, PageHeader, StateBadge, VirtualTable, type Column } from '../components';
+import { type Column, ErrorAlert, PageHeader, RowButton, StateBadge, VirtualTable } from '../components';
 import { useI18n } from '../i18n';
 
 // The engine's log: the last lines, then (with follow) every new line as the worker writes it.
@@ -86,7 +86,7 @@ export default function DeploymentDetail() {
     { key: 'restarts', header: t('deploy.restarts'), width: 90, render: (i) => i.restart_count },
     { key: 'msg', header: t('deploy.message'), width: 'minmax(160px, 2fr)', render: (i) => <span title={i.state_message}>{i.state_message || '—'}</span> },
     { key: 'created', header: t('common.created'), render: (i) => date(i.created_at) },
-    { key: 'logs', header: t('deploy.logs'), width: 90, render: (i) => <Button size="compact-xs" variant="light" onClick={() => setLogOf(i)} disabled={!i.worker_id}>{t('deploy.logs')}</Button> },
+    { key: 'logs', header: t('deploy.logs'), width: 90, render: (i) => <RowButton onClick={() => setLogOf(i)} disabled={!i.worker_id}>{t('deploy.logs')}</RowButton> },
   ], [t, bytes, date]);
   if (model.error) {
     return model.error instanceof ApiError && model.error.status === 404 ? <Alert color="gray">{t('deploy.notFound')}</Alert> : <ErrorAlert error={model.error} />;

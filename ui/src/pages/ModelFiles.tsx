@@ -1,8 +1,8 @@
 import { useState } from 'react';
-import { Button, Progress, Stack } from '@mantine/core';
+import { Progress, Stack } from '@mantine/core';
 import { api, useWatch } from '../api';
 import { usePermissions } from '../auth';
-import { ErrorAlert, PageHeader, StateBadge, VirtualTable } from '../components';
+import { ErrorAlert, PageHeader, RowButton, StateBadge, VirtualTable } from '../components';
 import { useI18n } from '../i18n';
 
 interface ModelFile {
@@ -47,7 +47,7 @@ export default function ModelFiles() {
           { key: 'progress', header: t('files.progress'), width: 160, render: (f) => <Progress value={f.progress} aria-label={`${num(f.progress)}%`} /> },
           { key: 'size', header: t('files.size'), width: 110, render: (f) => bytes(f.size_bytes) },
           { key: 'path', header: t('files.path'), render: (f) => <span className="mono" title={f.local_path}>{f.local_path}</span> },
-          ...(perms.isAdmin ? [{ key: 'actions', header: t('common.actions'), width: 100, render: (f: ModelFile) => <Button size="compact-xs" color="red" variant="light" c="#a61e1e" onClick={() => remove(f)}>{t('common.delete')}</Button> }] : []),
+          ...(perms.isAdmin ? [{ key: 'actions', header: t('common.actions'), width: 100, render: (f: ModelFile) => <RowButton danger onClick={() => remove(f)}>{t('common.delete')}</RowButton> }] : []),
         ]}
       />
     </Stack>

@@ -3,7 +3,7 @@ import { Alert, Button, Group, Modal, NumberInput, Select, Stack, Table, Text, T
 import { useQuery, useQueryClient } from '@tanstack/react-query';
 import { api, ApiError, fieldErrors, formError, listAll, type Project } from '../api';
 import { usePermissions } from '../auth';
-import { PageHeader, VirtualTable } from '../components';
+import { PageHeader, RowButton, VirtualTable } from '../components';
 import { useProjects } from '../hooks';
 import { useI18n } from '../i18n';
 
@@ -126,7 +126,7 @@ export default function Projects() {
           { key: 'inst', header: t('projects.maxInstances'), width: 120, render: (p) => q(p.max_instances) },
           { key: 'role', header: t('common.role'), width: 130, render: (p) => (perms.role(p.id) ? t(`role.${perms.role(p.id)!}` as 'role.member') : perms.isAdmin ? t('role.admin') : '—') },
           { key: 'created', header: t('common.created'), render: (p) => date(p.created_at) },
-          { key: 'members', header: t('projects.members'), width: 110, render: (p) => <Button size="compact-xs" variant="light" onClick={() => setOpen(p)}>{t('projects.members')}</Button> },
+          { key: 'members', header: t('projects.members'), width: 110, render: (p) => <RowButton onClick={() => setOpen(p)}>{t('projects.members')}</RowButton> },
         ]}
       />
       <Modal opened={!!open} onClose={() => setOpen(undefined)} title={`${t('projects.members')}: ${open?.name ?? ''}`} size="lg">

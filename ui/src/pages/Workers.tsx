@@ -1,9 +1,9 @@
 import { useMemo, useState } from 'react';
-import { Badge, Button, Code, Group, Modal, Stack, Text, Textarea, Title } from '@mantine/core';
+import { Button, Code, Group, Modal, Stack, Text, Textarea, Title } from '@mantine/core';
 import { useQuery } from '@tanstack/react-query';
 import { api, ApiError, listAll, type Gpu, type GpuSlice, type Worker } from '../api';
 import { usePermissions } from '../auth';
-import { ErrorAlert, formatPairs, PageHeader, parsePairs, StateBadge, VirtualTable, VramBar } from '../components';
+import { ErrorAlert, formatPairs, PageHeader, parsePairs, RowButton, StateBadge, Tag, VirtualTable, VramBar } from '../components';
 import { useWorkersAndGpus } from '../hooks';
 import { formatBytes, useI18n } from '../i18n';
 
@@ -56,26 +56,35 @@ function LabelsEditor({ worker, onClose }: { worker: Worker; onClose: () => void
   );
 }
 
-// The engines held to a VRAM limit on one GPU: each with what it holds of its limit, and a red
-// count of the allocations the limit refused (the claim is too small for what the engine does).
+// The engines held to a VRAM limit on one GPU, in the two lines a row has: the engine (or how
+// many there are) with a red count of the allocations the limit refused (the claim is too small
+// for what the engine does), then what they hold of their limits. Each engine's own numbers are
+// in the title.
 function Slices({ slices }: { slices?: GpuSlice[] }) {
   const { t, locale } = useI18n();
   if (!slices?.length) return <Text size="sm" c="dimmed">—</Text>;
   const b = (n: number) => formatBytes(locale, n);
+  const sum = (f: (s: GpuSlice) => number) => slices.reduce((a, s) => a + f(s), 0);
+  const refused = sum((s) => s.limit_hits);
+  const name = (s: GpuSlice) => s.instance_name ?? `#${s.instance_id}`;
+  const title = slices
+    .map((s) => `${name(s)}: ${t('gpu.sliceTitle', { used: b(s.memory_used), limit: b(s.memory_limit), n: s.limit_hits })}`)
+    .join('\n');
   return (
-    <Stack gap={2}>
-      {slices.map((s) => (
-        <Group key={s.instance_id} gap={6} wrap="nowrap" title={t('gpu.sliceTitle', { used: b(s.memory_used), limit: b(s.memory_limit), n: s.limit_hits })}>
-          <Text size="xs" truncate>
-            {s.instance_name ?? `#${s.instance_id}`} · {b(s.memory_used)} / {b(s.memory_limit)}
-          </Text>
-          {s.limit_hits > 0 && (
-            <Badge size="xs" color="red" variant="light">
-              {t('gpu.sliceRefused', { n: s.limit_hits })}
-            </Badge>
-          )}
-        </Group>
-      ))}
+    <Stack gap={0} title={title} style={{ minWidth: 0 }} data-testid="slices" data-count={slices.length} data-used={sum((s) => s.memory_used)} data-limit={sum((s) => s.memory_limit)}>
+      <Group gap={6} wrap="nowrap">
+        <Text size="xs" truncate style={{ minWidth: 0 }}>
+          {slices.length === 1 ? name(slices[0]) : t('gpu.sliceCount', { n: slices.length })}
+        </Text>
+        {refused > 0 && (
+          <Tag color="red" data-testid="slice-refused">
+            {t('gpu.sliceRefused', { n: refused })}
+          </Tag>
+        )}
+      </Group>
+      <Text size="xs" c="dimmed" style={{ whiteSpace: 'nowrap' }}>
+        {b(sum((s) => s.memory_used))} / {b(sum((s) => s.memory_limit))}
+      </Text>
     </Stack>
   );
 }
@@ -112,12 +121,12 @@ export default function Workers() {
             width: 290,
             render: (w: Worker) => (
               <Group gap={4} wrap="nowrap">
-                <Button size="compact-xs" variant="light" onClick={() => toggleMaintenance(w)}>
+                <RowButton onClick={() => toggleMaintenance(w)}>
                   {w.state === 'MAINTENANCE' ? t('workers.maintenanceOff') : t('workers.maintenanceOn')}
-                </Button>
-                <Button size="compact-xs" variant="default" onClick={() => setEditing(w)}>
+                </RowButton>
+                <RowButton data-variant="default" onClick={() => setEditing(w)}>
                   {t('workers.editLabels')}
-                </Button>
+                </RowButton>
               </Group>
             ),
           },
@@ -133,7 +142,7 @@ export default function Workers() {
     { key: 'temp', header: t('gpu.temperature'), width: 110, render: (g: Gpu) => `${num(g.temperature)}°C` },
     { key: 'power', header: t('gpu.power'), width: 90, render: (g: Gpu) => `${num(g.power)} W` },
     { key: 'procs', header: t('gpu.processes'), width: 90, render: (g: Gpu) => num(g.processes?.length ?? 0) },
-    { key: 'slices', header: t('gpu.slices'), width: 'minmax(200px, 2fr)', render: (g: Gpu) => <Slices slices={g.slices} /> },
+    { key: 'slices', header: t('gpu.slices'), width: 'minmax(190px, 2fr)', render: (g: Gpu) => <Slices slices={g.slices} /> },
   ], [t, num]);
   return (
     <Stack>
