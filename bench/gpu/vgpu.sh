@@ -6,7 +6,8 @@
 # Phases: the library (cmake), the CUDA C++ checker (nvcc), PyTorch limited to 10 GiB (default
 # allocator, expandable segments, CUDA graph), two processes sharing one slice (one killed),
 # cuMemAlloc/cuMemFree latency and an 8B-shaped model's prefill and decoding with and without the
-# library. VGPU_PHASES="latency decode" runs only those.
+# library, and the compute share (two processes held to 70 % and 30 %, launch latency).
+# VGPU_PHASES="latency decode" runs only those.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/vgpu-out}
@@ -29,6 +30,7 @@ cmake -S src/vgpu -B "$WORK/build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/nul
 LIB=$WORK/build/libsegma-vgpu.so
 log "build the checker"
 nvcc -O2 -std=c++17 -o "$WORK/vgpu_alloc" bench/gpu/vgpu_alloc.cu -lcuda || exit 1
+nvcc -O2 -std=c++17 -o "$WORK/vgpu_spin" bench/gpu/vgpu_spin.cu || exit 1
 
 want() { [[ -z ${VGPU_PHASES:-} || " $VGPU_PHASES " == *" $1 "* ]]; }
 LIMIT=10G
@@ -116,5 +118,54 @@ for b in ("1", "8", "32"):
         print(f"{b} seq {what}: median {m['without']:.2f} without, {m['with']:.2f} with "
               f"({100 * (m['with'] / m['without'] - 1):+.2f} %)")
 PY
+fi
+if want compute; then
+SECS=${COMPUTE_SECONDS:-30}
+spin() { "$WORK/vgpu_spin" load "$@"; }
+# Held to a share: its own instance (segment), the watcher's trace on stderr.
+shared() {  # shared <percent> <instance> <seconds>
+  LD_PRELOAD=$LIB SEGMA_VGPU_COMPUTE=0=$1 SEGMA_VGPU_SHM=/segma-vgpu-bench-$2 SEGMA_VGPU_DEBUG=1 \
+    "$WORK/vgpu_spin" load "$3" 2>"$OUT/compute-$2.stderr"
+}
+log "compute: one spinning process alone, without the library (the reference)"
+r=$(spin 10); emit "{\"run\":\"compute alone\",\"r\":${r:-null}}"
+log "compute: two spinning processes, no library"
+spin "$SECS" >"$WORK/u1" & p1=$!; spin "$SECS" >"$WORK/u2"; wait $p1
+emit "{\"run\":\"compute two unlimited\",\"a\":$(cat "$WORK/u1"),\"b\":$(cat "$WORK/u2")}"
+log "compute: two spinning processes, one held to 70 %, one to 30 %"
+shared 70 c70 "$SECS" >"$WORK/s70" & p1=$!; shared 30 c30 "$SECS" >"$WORK/s30"; wait $p1
+emit "{\"run\":\"compute 70+30\",\"a70\":$(cat "$WORK/s70"),\"b30\":$(cat "$WORK/s30")}"
+log "compute: one process held to 30 %, alone on the GPU"
+r=$(shared 30 solo30 "$SECS"); emit "{\"run\":\"compute 30 alone\",\"r\":${r:-null}}"
+log "compute: empty-kernel launch latency without the library, with it (no share), with a share"
+for i in 1 2 3; do
+  r=$("$WORK/vgpu_spin" latency 20000); emit "{\"run\":\"launch without\",\"r\":$r}"
+  r=$(LD_PRELOAD=$LIB "$WORK/vgpu_spin" latency 20000); emit "{\"run\":\"launch library\",\"r\":$r}"
+  r=$(LD_PRELOAD=$LIB SEGMA_VGPU_COMPUTE=0=99 SEGMA_VGPU_SHM=/segma-vgpu-bench-lat$i \
+      "$WORK/vgpu_spin" latency 20000); emit "{\"run\":\"launch share\",\"r\":$r}"
+done
+python3 - "$RES" <<'PY' | tee "$OUT/compute_summary.txt"
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+get = lambda name: [r for r in runs if r["run"] == name]
+alone = get("compute alone")[0]["r"]["per_s"]
+print(f"alone: {alone:.1f} kernels/s (reference)")
+for r in get("compute two unlimited"):
+    print("two unlimited: " + ", ".join(f"{k} {r[k]['per_s']:.1f}/s = {100 * r[k]['per_s'] / alone:.1f} %" for k in ("a", "b")))
+for r in get("compute 70+30"):
+    for k, claim in (("a70", 70), ("b30", 30)):
+        x = r[k]
+        print(f"held to {claim} % (with the other): {100 * x['per_s'] / alone:.1f} % over the run, "
+              f"{100 * x['per_s_second_half'] / alone:.1f} % over its second half")
+for r in get("compute 30 alone"):
+    x = r["r"]
+    print(f"held to 30 % alone: {100 * x['per_s'] / alone:.1f} % over the run, "
+          f"{100 * x['per_s_second_half'] / alone:.1f} % over its second half")
+for k in ("without", "library", "share"):
+    xs = [r["r"] for r in get("launch " + k)]
+    print(f"empty launch {k}: median of means {statistics.median(x['mean_us'] for x in xs):.3f} us, "
+          f"median of medians {statistics.median(x['median_us'] for x in xs):.3f} us")
+PY
+grep -h "compute 0" "$OUT"/compute-*.stderr | tail -n 5 >&2
 fi
 log "done"

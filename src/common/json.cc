@@ -161,6 +161,12 @@ std::optional<std::map<std::string, std::string>> JsonReader::OptionalStringMap(
 
 const json::value* JsonReader::OptionalValue(std::string_view key) { return Find(key); }
 
+bool JsonReader::IsNull(std::string_view key) {
+  read_.emplace(key);
+  auto it = obj_->find(key);
+  return it != obj_->end() && it->value().is_null();
+}
+
 const json::object* JsonReader::OptionalObject(std::string_view key) {
   const json::value* v = Find(key);
   if (v == nullptr) return nullptr;

@@ -51,6 +51,9 @@ class JsonReader {
   const json::value* OptionalValue(std::string_view key);
   // A nested object (nullptr when absent); read it with a child JsonReader built with Path(key).
   const json::object* OptionalObject(std::string_view key);
+  // Whether `key` is present with the value null (which the Optional* readers treat as absent):
+  // a patch's way to clear an optional field. Marks the key as read.
+  bool IsNull(std::string_view key);
 
   // Records a caller-detected problem with field `key` ("must be positive").
   void Fail(std::string_view key, std::string_view problem);

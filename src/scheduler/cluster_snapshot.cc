@@ -38,6 +38,7 @@ Status ClusterSnapshot::AddWorker(WorkerInfo worker) {
     unit_total_.push_back(g.memory_total);
     unit_free_.push_back(g.memory_total - g.memory_used_external);
     unit_instances_.push_back(0);
+    unit_compute_.push_back(0);
     unit_worker_.push_back(w);
     unit_gpu_pos_.push_back(static_cast<int>(pos));
     unit_index_.push_back(g.index);
@@ -128,17 +129,18 @@ Status ClusterSnapshot::AddInstance(const PlacedInstance& placed) {
   }
   rec.model_id = placed.model_id;
   std::vector<ModelRef>& refs = model_refs_[placed.model_id];
-  rec.claims.push_back({w, -1, placed.ram});
+  rec.claims.push_back({w, -1, placed.ram, 0});
   refs.push_back({placed.instance_id, w, -1});
   rows_[w].ram_free -= placed.ram;
   rows_[w].instances += 1;
   size_t i = 0;
   for (const auto& [index, bytes] : placed.vram) {
     const int u = units[i++];
-    rec.claims.push_back({w, u, bytes});
+    rec.claims.push_back({w, u, bytes, placed.compute_percent});
     refs.push_back({placed.instance_id, w, u});
     unit_free_[u] -= bytes;
     unit_instances_[u] += 1;
+    unit_compute_[u] += placed.compute_percent;
     CountSlice(bytes, 1);
   }
   RecomputeMaxFree(w);
@@ -147,12 +149,14 @@ Status ClusterSnapshot::AddInstance(const PlacedInstance& placed) {
 
 Status ClusterSnapshot::AddInstance(const types::ModelInstance& instance) {
   if (instance.worker_id == 0) return OkStatus();
-  PlacedInstance main{instance.id, instance.model_id, instance.worker_id, instance.claim.vram,
-                      instance.claim.ram};
+  PlacedInstance main{instance.id,         instance.model_id,  instance.worker_id,
+                      instance.claim.vram, instance.claim.ram, instance.claim.compute_percent};
   RETURN_IF_ERROR(AddInstance(main));
   for (const types::DistributedServer& d : instance.distributed_servers) {
-    RETURN_IF_ERROR(AddInstance(
-        PlacedInstance{instance.id, instance.model_id, d.worker_id, d.claim.vram, d.claim.ram}));
+    // A distributed server's share is its instance's.
+    RETURN_IF_ERROR(
+        AddInstance(PlacedInstance{instance.id, instance.model_id, d.worker_id, d.claim.vram,
+                                   d.claim.ram, instance.claim.compute_percent}));
   }
   return OkStatus();
 }
@@ -171,6 +175,7 @@ Status ClusterSnapshot::RemoveInstance(int64_t instance_id) {
     } else {
       unit_free_[c.unit] += c.bytes;
       unit_instances_[c.unit] -= 1;
+      unit_compute_[c.unit] -= c.compute_percent;
       CountSlice(c.bytes, -1);
     }
   }

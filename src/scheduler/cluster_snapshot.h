@@ -42,6 +42,8 @@ struct PlacedInstance {
   int64_t worker_id = 0;
   std::map<int, int64_t> vram;  // GPU index → bytes
   int64_t ram = 0;
+  // Share of the compute of each GPU in `vram` (types::ResourceClaim::compute_percent); 0 = none.
+  int compute_percent = 0;
 };
 
 // Not thread-safe; readers may share a const snapshot.
@@ -82,6 +84,8 @@ class ClusterSnapshot {
   // Total minus segma's claims minus memory used by processes segma doesn't manage; may be < 0.
   int64_t unit_free(int u) const { return unit_free_[u]; }
   int unit_instances(int u) const { return unit_instances_[u]; }
+  // Sum of the compute shares (percent) claimed on unit u; instances without one count 0.
+  int unit_compute(int u) const { return unit_compute_[u]; }
   bool unit_is_mig(int u) const { return unit_is_mig_[u] != 0; }
   // Whether the worker reports units u and v connected by NVLink.
   bool NvLinked(int u, int v) const;
@@ -149,6 +153,7 @@ class ClusterSnapshot {
     int worker;
     int unit;  // -1: RAM only
     int64_t bytes;
+    int compute_percent;
   };
   struct InstanceRecord {
     int64_t model_id = 0;
@@ -165,6 +170,7 @@ class ClusterSnapshot {
   std::vector<int64_t> unit_total_;
   std::vector<int64_t> unit_free_;
   std::vector<int> unit_instances_;
+  std::vector<int> unit_compute_;
   std::vector<int> unit_worker_;
   std::vector<int> unit_gpu_pos_;  // position in WorkerInfo::gpus
   std::vector<int> unit_index_;

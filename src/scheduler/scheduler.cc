@@ -86,6 +86,7 @@ enum class Why : uint8_t {
   kStatus,
   kBackend,
   kNoVram,
+  kNoCompute,
   kNoRam,
   kQuota,
 };
@@ -112,6 +113,8 @@ struct Scheduler::Scratch {
   std::vector<char> unit_selected;
   std::vector<char> unit_ok;
   std::vector<char> worker_all_ok;
+  // Per worker: a unit had room for a claim but not for the model's compute share.
+  std::vector<char> compute_blocked;
   std::vector<int> touched_workers;
   std::vector<int> touched_units;
   std::vector<char> name_ok;
@@ -135,6 +138,7 @@ struct Scheduler::Scratch {
     }
     why.assign(w, Why::kNotEvaluated);
     worker_all_ok.assign(w, 0);
+    compute_blocked.assign(w, 0);
     best_free.assign(w, INT64_MIN);
     passing.clear();
     name_ok.assign(s.gpu_names().size(), 1);
@@ -170,7 +174,8 @@ class Run {
         chain_(chain),
         x_(scratch),
         ctx_(s, m, scratch.model_on_worker, scratch.model_on_unit, scratch.has_files),
-        rule_(RuleFor(m, engine)) {}
+        rule_(RuleFor(m, engine)),
+        compute_(m.gpu_compute_percent.value_or(0)) {}
 
   Decision Go();
 
@@ -187,6 +192,9 @@ class Run {
     return s_.worker_ram_free(w) - opt_.ram_headroom_bytes >= ram;
   }
   int64_t FreeEff(int u) const { return s_.unit_free(u) - opt_.gpu_headroom_bytes; }
+  // Whether unit u has the model's compute share unclaimed (HAMi's rule for gpucores: the shares
+  // on a GPU add up to 100 at most; instances without a share are not counted).
+  bool ComputeOk(int u) const { return compute_ == 0 || s_.unit_compute(u) + compute_ <= 100; }
   bool Better(double score, int w, int unit_index, double best, int best_w,
               int best_unit_index) const;
   bool BetterCandidate(double score, const Candidate& c) const;
@@ -221,6 +229,7 @@ class Run {
   Scheduler::Scratch& x_;
   ScoreContext ctx_;
   BackendRule rule_;
+  const int compute_;  // the model's gpu_compute_percent; 0 = none
 
   bool has_ids_ = false;
   bool gpu_constraints_ = false;
@@ -436,6 +445,7 @@ void Run::SingleGpuScan() {
     }
     const bool ram_ok = RamOk(w, req.ram);
     bool vram_fit = false;
+    bool compute_fit = false;
     bool any = false;
     int64_t best_free = INT64_MIN;
     c.worker = w;
@@ -446,6 +456,11 @@ void Run::SingleGpuScan() {
       const int64_t claim = ClaimFor(req, s_.unit_total(u));
       if (claim < 0 || free < claim) continue;
       vram_fit = true;
+      if (!ComputeOk(u)) {
+        x_.compute_blocked[w] = 1;
+        continue;
+      }
+      compute_fit = true;
       if (!ram_ok) continue;
       if (!QuotaOk(claim, static_cast<double>(claim) / static_cast<double>(s_.unit_total(u)))) {
         quota_blocked_ = true;
@@ -469,7 +484,10 @@ void Run::SingleGpuScan() {
       x_.why[w] = Why::kFits;
       if (++feasible >= target) break;
     } else {
-      x_.why[w] = !vram_fit ? Why::kNoVram : (!ram_ok ? Why::kNoRam : Why::kQuota);
+      x_.why[w] = !vram_fit      ? Why::kNoVram
+                  : !compute_fit ? Why::kNoCompute
+                  : !ram_ok      ? Why::kNoRam
+                                 : Why::kQuota;
     }
   }
   if (best_unit >= 0) {
@@ -527,7 +545,12 @@ void Run::MultiGpu() {
       for (int u = s_.units_begin(w); u < s_.units_end(w) && n < 64; ++u) {
         if (!UnitOk(u) || s_.unit_is_mig(u)) continue;
         const int64_t claim = ClaimFor(*req, s_.unit_total(u));
-        if (claim >= 0 && FreeEff(u) >= claim) fit[n++] = u;
+        if (claim < 0 || FreeEff(u) < claim) continue;
+        if (!ComputeOk(u)) {
+          x_.compute_blocked[w] = 1;
+          continue;
+        }
+        fit[n++] = u;
       }
       if (n < t) continue;
       // Order by the strategy's cheap proxy (binpack: least free first; spread: fewest
@@ -626,7 +649,12 @@ void Run::MultiWorker() {
       for (int u = s_.units_begin(w); u < s_.units_end(w); ++u) {
         if (!UnitOk(u) || s_.unit_is_mig(u)) continue;
         const int64_t claim = ClaimFor(*req, s_.unit_total(u));
-        if (claim >= 0 && FreeEff(u) >= claim) g.units.push_back(u);
+        if (claim < 0 || FreeEff(u) < claim) continue;
+        if (!ComputeOk(u)) {
+          x_.compute_blocked[w] = 1;
+          continue;
+        }
+        g.units.push_back(u);
       }
       if (g.units.empty()) continue;
       available += static_cast<int>(g.units.size());
@@ -674,7 +702,7 @@ void Run::PartialOffload() {
   for (int w : x_.passing) {
     int unit = -1;
     for (int u = s_.units_begin(w); u < s_.units_end(w); ++u) {
-      if (!UnitOk(u)) continue;
+      if (!UnitOk(u) || !ComputeOk(u)) continue;
       if (unit < 0 || FreeEff(u) > FreeEff(unit)) unit = u;
     }
     if (unit < 0 || FreeEff(unit) <= 0) continue;
@@ -843,6 +871,7 @@ Decision Run::Placed() const {
   p.total_layers = best_.total_layers;
   p.tensor_parallel_size = best_.num_units;
   p.score = best_score_;
+  p.compute_percent = best_.kind == PlacementKind::kCpuOnly ? 0 : compute_;
   for (int i = 0; i < best_.num_units; ++i) {
     const int u = best_.units[i];
     const int w = s_.unit_worker(u);
@@ -873,6 +902,7 @@ Decision Run::Placed() const {
     if (p.kind == PlacementKind::kPartialOffload) {
       d.summary += fmt::format(", {}/{} layers on GPU", p.offload_layers, p.total_layers);
     }
+    if (p.compute_percent > 0) d.summary += fmt::format(", {} % of its compute", p.compute_percent);
     if (!p.subordinates.empty()) {
       d.summary += fmt::format(", {} more worker(s)", p.subordinates.size());
     }
@@ -962,6 +992,25 @@ std::string Run::ReasonFor(int w) const {
       }
       return r;
     }
+    case Why::kNoCompute: {
+      // The GPUs it could use, with the shares already claimed on them.
+      std::string gpus;
+      int listed = 0;
+      for (int u = s_.units_begin(w); u < s_.units_end(w); ++u) {
+        if (!UnitOk(u)) continue;
+        if (++listed > 8) {
+          gpus += ", …";
+          break;
+        }
+        gpus +=
+            fmt::format("{}GPU {}: {} % ({} free)", gpus.empty() ? "" : ", ", s_.unit_gpu_index(u),
+                        s_.unit_compute(u), FormatGiB(std::max<int64_t>(0, FreeEff(u))));
+      }
+      return fmt::format(
+          "insufficient compute: needs {} % of a GPU's compute (gpu_compute_percent); shares "
+          "claimed: {}",
+          compute_, gpus);
+    }
     case Why::kNoRam:
       return fmt::format(
           "insufficient RAM: needs {}, {} free", FormatGiB(req1_ ? req1_->ram : 0),
@@ -1016,6 +1065,8 @@ Decision Run::Explain() {
     Why why = x_.why[w];
     // Workers that passed the filters but found nothing in later phases lacked resources.
     if (why == Why::kFits || why == Why::kNotEvaluated) why = Why::kNoVram;
+    // Where a GPU had room for the claim but not for the share, the share is what stopped it.
+    if (why == Why::kNoVram && x_.compute_blocked[w]) why = Why::kNoCompute;
     x_.why[w] = why;
     counts[static_cast<int>(why)]++;
     if (why == Why::kStatus) states[std::string(types::WorkerStateName(s_.worker(w).state))]++;
@@ -1023,7 +1074,8 @@ Decision Run::Explain() {
     d.reasons[s_.worker(w).name] = ReasonFor(w);
   }
   static constexpr std::string_view kFilterNames[] = {
-      "", "", "cluster", "gpu_type", "labels", "worker_state", "backend", "vram", "ram", "quota"};
+      "",        "",     "cluster", "gpu_type", "labels", "worker_state",
+      "backend", "vram", "compute", "ram",      "quota"};
   static_assert(std::size(kFilterNames) == static_cast<size_t>(Why::kQuota) + 1);
   for (size_t i = 0; i < std::size(kFilterNames); ++i) {
     if (counts[i] > 0 && !kFilterNames[i].empty())
@@ -1052,6 +1104,7 @@ Decision Run::Explain() {
   } else {
     add(Why::kNoVram, "lacked VRAM");
   }
+  add(Why::kNoCompute, fmt::format("lacked compute (need {} % of a GPU)", compute_));
   add(Why::kNoRam, "lacked RAM");
   add(Why::kQuota, "over project quota");
   std::string joined;
@@ -1134,6 +1187,7 @@ void ApplyToInstance(const Placement& p, types::ModelInstance& instance) {
   instance.claim.weight_bytes_per_gpu = p.weight_bytes_per_gpu;
   instance.claim.sequences = p.sequences;
   instance.claim.context_length = p.context_length;
+  instance.claim.compute_percent = p.compute_percent;
   if (p.gpu_indexes.size() > 1) {
     int64_t sum = 0;
     for (const auto& [index, bytes] : p.vram) sum += bytes;
@@ -1150,6 +1204,7 @@ void ApplyToInstance(const Placement& p, types::ModelInstance& instance) {
     d.gpu_indexes = s.gpu_indexes;
     d.claim.vram = s.vram;
     d.claim.ram = s.ram;
+    d.claim.compute_percent = p.compute_percent;
     instance.distributed_servers.push_back(std::move(d));
   }
 }
@@ -1157,9 +1212,9 @@ void ApplyToInstance(const Placement& p, types::ModelInstance& instance) {
 std::vector<PlacedInstance> ToPlacedInstances(const Placement& p, int64_t instance_id,
                                               int64_t model_id) {
   std::vector<PlacedInstance> out;
-  out.push_back({instance_id, model_id, p.worker_id, p.vram, p.ram});
+  out.push_back({instance_id, model_id, p.worker_id, p.vram, p.ram, p.compute_percent});
   for (const WorkerPlacement& s : p.subordinates) {
-    out.push_back({instance_id, model_id, s.worker_id, s.vram, s.ram});
+    out.push_back({instance_id, model_id, s.worker_id, s.vram, s.ram, p.compute_percent});
   }
   return out;
 }

@@ -65,6 +65,9 @@ struct Placement {
   int sequences = 0;
   int64_t context_length = 0;
   int target_sequences = 0;
+  // The model's gpu_compute_percent on each GPU of the placement (subordinates' too); 0 = none or
+  // CPU only.
+  int compute_percent = 0;
 };
 
 struct Decision {
@@ -73,7 +76,7 @@ struct Decision {
   // worker name → why it was not used; filled when not placed (every worker that was rejected).
   std::map<std::string, std::string> reasons;
   // Filter → how many workers it rejected, when not placed; filters: "cluster", "gpu_type",
-  // "labels", "worker_state", "backend", "vram", "ram", "quota" (for metrics).
+  // "labels", "worker_state", "backend", "vram", "compute", "ram", "quota" (for metrics).
   std::map<std::string, int> rejections;
   // One line: "placed on w1 GPU 0 (single_gpu, 21.5 GiB)" or "0/5 workers fit: 3 lacked VRAM
   // (need 40.2 GiB, best has 20.1 GiB free), 2 NOT_READY".
@@ -111,18 +114,20 @@ class Scheduler {
 
   // Decides where one new instance of `model` goes. Filters in order: cluster, GPU matching
   // (gpu_type, gpu_selector.gpu_ids), labels, status (READY only), backend framework, resource
-  // fit. Candidates, first kind that fits: one GPU, several GPUs of one worker, several workers
-  // (distributed_inference_across_workers), partial CPU offload (cpu_offloading), CPU only
-  // (cpu_offloading). Quotas reject candidates that would exceed them. Deterministic.
+  // fit (VRAM; with the model's gpu_compute_percent p, only GPUs whose claimed shares leave p:
+  // ClusterSnapshot::unit_compute + p <= 100). Candidates, first kind that fits: one GPU, several
+  // GPUs of one worker, several workers (distributed_inference_across_workers), partial CPU
+  // offload (cpu_offloading), CPU only (cpu_offloading). Quotas reject candidates that would
+  // exceed them. Deterministic.
   // `engine` is the backend chosen for the model (types::ChooseEngine): its profile decides which
   // GPUs (vendor, compute capability) and CPUs qualify, whether it reads the model's format (if
   // not, every worker gets that reason), whether partial offload is offered and whether several
   // workers may be combined (only versions with a distributed command). nullptr: any hardware,
   // any format, partial offload and several workers allowed.
-  // (cpu_offloading). The GPU kinds are tried with the estimator's sequences() first; when the
-  // model leaves max_concurrent_sequences unset and nothing fits, again with half as many, down
-  // to one. Candidates are ranked by the replica-spread preference first, then by the
-  // strategy's scorer chain. Quotas reject candidates that would exceed them. Deterministic.
+  // The GPU kinds are tried with the estimator's sequences() first; when the model leaves
+  // max_concurrent_sequences unset and nothing fits, again with half as many, down to one.
+  // Candidates are ranked by the replica-spread preference first, then by the strategy's scorer
+  // chain.
   Decision Decide(const ClusterSnapshot& snapshot, const types::Model& model,
                   const ResourceEstimator& estimator, const QuotaUsage& quota,
                   const types::EngineChoice* engine = nullptr);

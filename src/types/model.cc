@@ -259,6 +259,17 @@ void ReadModelFields(JsonReader& r, Model& m, bool is_patch) {
   }
   if (auto v = r.OptionalString("gpu_type")) m.gpu_type = *v;
   if (auto v = r.OptionalString("mig_profile")) m.mig_profile = *v;
+  // null (in a patch: remove the share) or absent: unlimited.
+  if (r.IsNull("gpu_compute_percent")) {
+    m.gpu_compute_percent.reset();
+  } else if (auto v = r.OptionalInt("gpu_compute_percent")) {
+    if (*v < 1 || *v > 100) {
+      r.Fail("gpu_compute_percent",
+             "must be a whole percent from 1 to 100 (the share of each of its GPUs' compute; "
+             "leave it out for no limit)");
+    }
+    m.gpu_compute_percent = static_cast<int>(std::clamp<int64_t>(*v, 1, 100));
+  }
   if (auto v = r.OptionalBool("cpu_offloading")) m.cpu_offloading = *v;
   if (auto v = r.OptionalBool("distributed_inference_across_workers")) {
     m.distributed_inference_across_workers = *v;
@@ -491,6 +502,11 @@ json::object ToJson(const Model& m) {
                                    {"gpus_per_replica", m.gpu_selector.gpus_per_replica}};
   o["gpu_type"] = m.gpu_type;
   o["mig_profile"] = m.mig_profile;
+  if (m.gpu_compute_percent) {
+    o["gpu_compute_percent"] = *m.gpu_compute_percent;
+  } else {
+    o["gpu_compute_percent"] = nullptr;
+  }
   o["cpu_offloading"] = m.cpu_offloading;
   o["distributed_inference_across_workers"] = m.distributed_inference_across_workers;
   o["backend_parameters"] = StringArray(m.backend_parameters);
@@ -535,7 +551,8 @@ json::object ToJson(const ResourceClaim& c) {
                       {"kv_cache_bytes", c.kv_cache_bytes},
                       {"weight_bytes_per_gpu", c.weight_bytes_per_gpu},
                       {"sequences", c.sequences},
-                      {"context_length", c.context_length}};
+                      {"context_length", c.context_length},
+                      {"compute_percent", c.compute_percent}};
 }
 
 Result<ResourceClaim> ResourceClaimFromJson(const json::object& o, const std::string& path) {
@@ -572,6 +589,10 @@ Result<ResourceClaim> ResourceClaimFromJson(const json::object& o, const std::st
   int64_t sequences = 0;
   RETURN_IF_ERROR(size("sequences", sequences));
   RETURN_IF_ERROR(size("context_length", c.context_length));
+  int64_t compute = 0;
+  RETURN_IF_ERROR(size("compute_percent", compute));
+  if (compute > 100) return bad("compute_percent", "a percent from 0 to 100");
+  c.compute_percent = static_cast<int>(compute);
   if (offload > INT32_MAX || total > INT32_MAX) return bad("offload_layers", "a layer count");
   if (sequences > INT32_MAX) return bad("sequences", "a sequence count");
   c.sequences = static_cast<int>(sequences);
@@ -653,6 +674,11 @@ Status ValidateModel(const Model& m) {
     return InvalidArgumentError(
         "mig_profile must be a MIG profile as NVML names it, such as 1g.18gb, 3g.71gb or "
         "1c.3g.71gb");
+  }
+  if (m.gpu_compute_percent && (*m.gpu_compute_percent < 1 || *m.gpu_compute_percent > 100)) {
+    return InvalidArgumentError(
+        "gpu_compute_percent must be a whole percent from 1 to 100 (the share of each of its GPUs' "
+        "compute; leave it out for no limit)");
   }
   for (const std::string& id : m.gpu_selector.gpu_ids) {
     size_t colon = id.rfind(':');

@@ -113,6 +113,11 @@ struct Model {
   // A MIG device of this profile ("1g.18gb", "3g.71gb", "1c.3g.71gb"), as NVML names it; empty =
   // any GPU or MIG device. docs/gpu-sharing.md "MIG".
   std::string mig_profile;
+  // The share of each of its GPUs' compute (SM time) an instance's engine may use, 1..100;
+  // nullopt = unlimited. The scheduler keeps the shares on a GPU at or below 100 in all (instances
+  // without one are not counted); under gpu_sharing "enforced" the worker has libsegma-vgpu hold
+  // the engine to it (SEGMA_VGPU_COMPUTE). docs/gpu-sharing.md "Compute share".
+  std::optional<int> gpu_compute_percent;
   bool cpu_offloading = false;
   bool distributed_inference_across_workers = false;
   std::vector<std::string> backend_parameters;
@@ -167,6 +172,9 @@ struct ResourceClaim {
   // claim. 0 when unknown (claims of older servers, CPU-only placements of unknown shape).
   int sequences = 0;
   int64_t context_length = 0;
+  // The share of the compute of each GPU in `vram` (the model's gpu_compute_percent when it was
+  // placed), 1..100; 0 = none (not limited, and not counted in a GPU's sum of shares).
+  int compute_percent = 0;
 
   friend bool operator==(const ResourceClaim&, const ResourceClaim&) = default;
 };

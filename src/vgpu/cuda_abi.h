@@ -18,6 +18,8 @@ using cuuint64_t = uint64_t;
 using CUstream = struct CUstream_st*;
 using CUmemoryPool = struct CUmemPoolHandle_st*;
 using CUcontext = struct CUctx_st*;
+using CUfunction = struct CUfunc_st*;
+using CUgraphExec = struct CUgraphExec_st*;
 
 struct CUuuid {
   char bytes[16];
@@ -33,6 +35,11 @@ struct CUmemAllocationPropPrefix {
   int type;
   int requested_handle_types;
   CUmemLocation location;
+};
+
+// The prefix of CUlaunchConfig (cuLaunchKernelEx) that the compute limiter reads: the grid.
+struct CUlaunchConfigPrefix {
+  unsigned int grid_dim_x, grid_dim_y, grid_dim_z;
 };
 
 // CUdriverProcAddressQueryResult, the last argument of cuGetProcAddress_v2.

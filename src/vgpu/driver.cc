@@ -48,7 +48,8 @@ void* RealSymbol(const char* name, Library lib) {
   std::atomic<void*>& slot = g_handles[static_cast<int>(lib)];
   void* h = slot.load(std::memory_order_acquire);
   if (h == nullptr) {
-    const char* path = lib == Library::kCuda ? std::getenv("SEGMA_VGPU_LIBCUDA") : nullptr;
+    const char* path =
+        std::getenv(lib == Library::kCuda ? "SEGMA_VGPU_LIBCUDA" : "SEGMA_VGPU_LIBNVML");
     if (path == nullptr || path[0] == '\0') {
       path = lib == Library::kCuda ? "libcuda.so.1" : "libnvidia-ml.so.1";
     }

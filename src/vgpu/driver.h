@@ -25,7 +25,7 @@ bool Debug();
 
 // The library's own `name`: from the libraries after this one in the global scope, else from the
 // handle a program looked a wrapped name up on (RememberHandle), else from libcuda.so.1
-// (SEGMA_VGPU_LIBCUDA overrides) or libnvidia-ml.so.1 opened here.
+// (SEGMA_VGPU_LIBCUDA overrides) or libnvidia-ml.so.1 (SEGMA_VGPU_LIBNVML overrides) opened here.
 void* RealSymbol(const char* name, Library lib = Library::kCuda);
 
 // Records `handle` as `lib`'s when that library is not in the global scope (the CUDA runtime

@@ -115,4 +115,42 @@ std::string FormatUuid(const char bytes[16]) {
   return buf;
 }
 
+std::optional<std::vector<ComputeShare>> ParseComputeShares(std::string_view text,
+                                                            std::string* error) {
+  std::vector<ComputeShare> out;
+  text = Trim(text);
+  while (!text.empty()) {
+    const size_t comma = text.find(',');
+    const std::string_view entry = Trim(text.substr(0, comma));
+    text = comma == std::string_view::npos ? std::string_view() : text.substr(comma + 1);
+    const size_t eq = entry.find('=');
+    const std::string_view key = eq == std::string_view::npos ? entry : Trim(entry.substr(0, eq));
+    const std::string_view value =
+        eq == std::string_view::npos ? std::string_view() : Trim(entry.substr(eq + 1));
+    int ordinal = -1;
+    auto [kend, kec] = std::from_chars(key.data(), key.data() + key.size(), ordinal);
+    if (eq == std::string_view::npos || key.empty() || kec != std::errc() ||
+        kend != key.data() + key.size() || ordinal < 0 || ordinal >= kMaxDevices) {
+      *error = "bad share '" + std::string(entry) + "': want <device ordinal 0-" +
+               std::to_string(kMaxDevices - 1) + ">=<percent 1-100>";
+      return std::nullopt;
+    }
+    int percent = 0;
+    auto [vend, vec] = std::from_chars(value.data(), value.data() + value.size(), percent);
+    if (value.empty() || vec != std::errc() || vend != value.data() + value.size() || percent < 1 ||
+        percent > 100) {
+      *error = "bad share '" + std::string(entry) + "': the value is not a percent from 1 to 100";
+      return std::nullopt;
+    }
+    for (const ComputeShare& c : out) {
+      if (c.ordinal == ordinal) {
+        *error = "duplicate share for device " + std::to_string(ordinal);
+        return std::nullopt;
+      }
+    }
+    out.push_back({ordinal, percent});
+  }
+  return out;
+}
+
 }  // namespace segma::vgpu

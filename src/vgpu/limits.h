@@ -34,4 +34,18 @@ int FindLimit(const std::vector<DeviceLimit>& limits, int ordinal, std::string_v
 // bytes cuDeviceGetUuid returns.
 std::string FormatUuid(const char bytes[16]);
 
+// SEGMA_VGPU_COMPUTE: the share of a device's SM time the worker gives an engine, e.g. "0=70,1=30".
+// A key is a device ordinal as the process sees it (0 .. kMaxDevices-1), a value a whole percent
+// from 1 to 100 (100: no limit on that device).
+struct ComputeShare {
+  int ordinal = 0;
+  int percent = 100;
+};
+
+// Parses the variable's value. An empty value is no share at all (an empty list). Errors (with
+// the offending entry) for a missing '=', a key that is not an ordinal below kMaxDevices, a value
+// that is not a whole number from 1 to 100, or a duplicate key.
+std::optional<std::vector<ComputeShare>> ParseComputeShares(std::string_view text,
+                                                            std::string* error);
+
 }  // namespace segma::vgpu

@@ -16,7 +16,10 @@
 //                      reason is printed.
 //   SEGMA_VGPU_SHM     "/segma-vgpu-<instance>": the accounting shared by the instance's
 //                      processes; unset: this process alone.
-//   SEGMA_VGPU_DEBUG=1 prints each cuGetProcAddress substitution to stderr.
+//   SEGMA_VGPU_COMPUTE "<ordinal>=<percent>,...": a share of SM time per device (compute.cc);
+//                      unset: launches are not wrapped.
+//   SEGMA_VGPU_DEBUG=1 prints each cuGetProcAddress substitution (and each compute tick) to
+//                      stderr.
 
 #include <dlfcn.h>
 #include <unistd.h>
@@ -33,6 +36,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "vgpu/compute.h"
 #include "vgpu/cuda_abi.h"
 #include "vgpu/limits.h"
 #include "vgpu/shared_accounting.h"
@@ -235,6 +239,7 @@ struct Hook {
   int min_version;       // the CUDA version from which `base` means `exported`
   bool per_thread;       // the _ptsz flavour
   void* wrapper;
+  bool launch = false;  // a kernel launch: wrapped only while compute is limited (compute.h)
 };
 
 const std::vector<Hook>& Hooks() {
@@ -265,6 +270,22 @@ const std::vector<Hook>& Hooks() {
        reinterpret_cast<void*>(&cuGetProcAddress)},
       {"cuGetProcAddress_v2", "cuGetProcAddress", 12000, false,
        reinterpret_cast<void*>(&cuGetProcAddress_v2)},
+      {"cuLaunchKernel", "cuLaunchKernel", 4000, false, reinterpret_cast<void*>(&cuLaunchKernel),
+       true},
+      {"cuLaunchKernel_ptsz", "cuLaunchKernel", 7000, true,
+       reinterpret_cast<void*>(&cuLaunchKernel_ptsz), true},
+      {"cuLaunchKernelEx", "cuLaunchKernelEx", 11060, false,
+       reinterpret_cast<void*>(&cuLaunchKernelEx), true},
+      {"cuLaunchKernelEx_ptsz", "cuLaunchKernelEx", 11060, true,
+       reinterpret_cast<void*>(&cuLaunchKernelEx_ptsz), true},
+      {"cuLaunchCooperativeKernel", "cuLaunchCooperativeKernel", 9000, false,
+       reinterpret_cast<void*>(&cuLaunchCooperativeKernel), true},
+      {"cuLaunchCooperativeKernel_ptsz", "cuLaunchCooperativeKernel", 9000, true,
+       reinterpret_cast<void*>(&cuLaunchCooperativeKernel_ptsz), true},
+      {"cuGraphLaunch", "cuGraphLaunch", 10000, false, reinterpret_cast<void*>(&cuGraphLaunch),
+       true},
+      {"cuGraphLaunch_ptsz", "cuGraphLaunch", 10000, true,
+       reinterpret_cast<void*>(&cuGraphLaunch_ptsz), true},
   };
   return hooks;
 }
@@ -286,6 +307,7 @@ void* Substitute(const char* symbol, void* real, int version, cuuint64_t flags) 
   }
   for (const Hook& h : Hooks()) {
     if (std::strcmp(h.base, symbol) != 0) continue;
+    if (h.launch && !ComputeLimited()) return real;  // launches cost nothing unless limited
     if (RealSymbol(h.exported) == real) {
       if (Debug()) std::fprintf(stderr, "segma-vgpu: %s@%d -> %s\n", symbol, version, h.exported);
       return h.wrapper;
@@ -347,6 +369,7 @@ SEGMA_VGPU_EXPORT SEGMA_VGPU_EARLY void* dlsym(void* handle, const char* symbol)
     return f;  // everything the sanitizers and the C++ runtime ask for returns here
   }
   const Hook* h = cuda ? FindExported(symbol) : nullptr;
+  if (h != nullptr && h->launch && !ComputeLimited()) return f;
   void* wrapper = h != nullptr ? h->wrapper : NvmlWrapper(symbol);
   if (wrapper == nullptr || wrapper == f) return f;
   // The library outside the global scope: its real functions are looked up on this handle.

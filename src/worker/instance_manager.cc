@@ -12,7 +12,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <fmt/format.h>
-#include <sys/mman.h>
 
 #include "common/logging.h"
 #include "http/sse.h"
@@ -829,7 +828,7 @@ SliceReadings InstanceManager::ReadVgpuSlices() const {
 }
 
 void InstanceManager::DropVgpu(int64_t id) {
-  ::shm_unlink(engines::VgpuSegmentName(vgpu_scope_, id < 0 ? -id : id, id < 0).c_str());
+  UnlinkVgpuSegments(engines::VgpuSegmentName(vgpu_scope_, id < 0 ? -id : id, id < 0));
   limit_hits_.erase(id);
   std::lock_guard lock(info_mu_);
   vgpu_engines_.erase(id);

@@ -130,8 +130,9 @@ class InstanceManager {
   // io_context.
   void QueueReport(int64_t id, json::object body);
   // Forgets engine `id`'s libsegma-vgpu accounting (an rpc-server: -id) once it is stopped for
-  // good: its segment in /dev/shm goes (processes still mapping it keep their mapping, a later
-  // engine of the instance starts a fresh one).
+  // good: its segments in /dev/shm go (UnlinkVgpuSegments: the memory accounting and the
+  // compute buckets; processes still mapping them keep their mappings, a later engine of the
+  // instance starts fresh ones).
   void DropVgpu(int64_t id);
   // Remembers whether engine `id` (an rpc-server: -instance id) of `instance_id` was rendered with
   // libsegma-vgpu on `gpus`, so that the heartbeat reads its accounting.

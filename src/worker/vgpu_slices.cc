@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include <fmt/format.h>
+#include <sys/mman.h>
 
 #include "vgpu/limits.h"
 #include "vgpu/shared_accounting.h"
@@ -82,6 +83,12 @@ std::string LimitHitsMessage(const std::map<int, types::GpuSlice>& slices) {
         s.memory_used / kGiB);
   }
   return out;
+}
+
+void UnlinkVgpuSegments(const std::string& shm) {
+  ::shm_unlink(shm.c_str());
+  // The library's compute buckets (src/vgpu/compute.cc: "<SEGMA_VGPU_SHM>-compute").
+  ::shm_unlink((shm + "-compute").c_str());
 }
 
 }  // namespace segma::worker

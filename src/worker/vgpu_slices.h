@@ -41,6 +41,11 @@ std::optional<VgpuEngine> VgpuEngineOf(int64_t instance_id, const engines::Launc
 // library does before it refuses an allocation.
 std::map<int, types::GpuSlice> ReadSlices(const VgpuEngine& engine);
 
+// Removes the names of an engine's libsegma-vgpu segments: its memory accounting `shm`
+// (SEGMA_VGPU_SHM) and its compute buckets "<shm>-compute" (absent unless it had a compute
+// share; an absent name is not an error). Processes that still map them keep their mappings.
+void UnlinkVgpuSegments(const std::string& shm);
+
 // What ReadSlices said of each engine, by engine id (an rpc-server's: minus its instance id).
 using SliceReadings = std::map<int64_t, std::map<int, types::GpuSlice>>;
 

@@ -26,6 +26,7 @@
 
 #include "integration/harness.h"
 #include "vgpu/shared_accounting.h"
+#include "vgpu/shared_compute.h"
 
 namespace segma::testing {
 namespace {
@@ -45,7 +46,10 @@ class GpuSlicesTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    if (!shm_.empty()) ::shm_unlink(shm_.c_str());
+    if (!shm_.empty()) {
+      ::shm_unlink(shm_.c_str());
+      ::shm_unlink((shm_ + "-compute").c_str());
+    }
     if (server_) server_->Signal(SIGKILL);
     KillEngines(dir_.path() + "/data/worker/engines");
   }
@@ -53,18 +57,23 @@ class GpuSlicesTest : public ::testing::Test {
   // The running instance of a new simulated deployment (the fake H100 is 80 GiB; its claim is
   // far less, so the GPU is shared and the engine is held to its claim).
   json::object Deploy(const std::string& name, const std::string& gpu_sharing) {
-    json::object body{{"name", name},
-                      {"project_id", project_id_},
-                      {"source", json::object{{"type", "simulated"}, {"params_b", 1}}},
-                      {"replicas", 1}};
-    if (!gpu_sharing.empty()) body["gpu_sharing"] = gpu_sharing;  // "": the cluster's default
-    auto created = api_.Post("/v2/models", body);
+    auto created = api_.Post("/v2/models", Body(name, gpu_sharing));
     EXPECT_EQ(created.status, 201u) << created.body;
     const int64_t model_id = Api::Obj(created).at("id").as_int64();
     EXPECT_TRUE(WaitUntil([&] { return InstanceState(api_, model_id) == "RUNNING"; },
                           std::chrono::seconds(60)))
         << server_->Log();
     return FirstInstance(api_, model_id);
+  }
+
+  // A simulated deployment of one replica; gpu_sharing "" is the cluster's default.
+  json::object Body(const std::string& name, const std::string& gpu_sharing) {
+    json::object body{{"name", name},
+                      {"project_id", project_id_},
+                      {"source", json::object{{"type", "simulated"}, {"params_b", 1}}},
+                      {"replicas", 1}};
+    if (!gpu_sharing.empty()) body["gpu_sharing"] = gpu_sharing;
+    return body;
   }
 
   // `segma ctl <args>` as the admin: exit status and output.
@@ -244,6 +253,92 @@ TEST_F(GpuSlicesTest, AClusterOfTrustedEnginesDefaultsToClaims) {
   instance_id_ = chosen.at("id").as_int64();
   shm_ = EnvValue(EngineEnviron(instance_id_), "SEGMA_VGPU_SHM");
   EXPECT_NE(EnvValue(EngineEnviron(instance_id_), "SEGMA_VGPU_LIMITS"), "");
+}
+
+// Compute shares (gpu_compute_percent): the engine is held to its share with SEGMA_VGPU_COMPUTE,
+// the shares on the one fake GPU add up to 100 at most (a second model that would go over waits,
+// with the reason, in the dry run and on its instance), and the instance's end removes its compute
+// segment, which frees the share for the one that waited.
+TEST_F(GpuSlicesTest, ComputeSharesOfAGpuAddUpTo100AndEndWithTheirInstance) {
+  json::object first_body = Body("sixty", "enforced");
+  first_body["gpu_compute_percent"] = 60;
+  auto created = api_.Post("/v2/models", first_body);
+  ASSERT_EQ(created.status, 201u) << created.body;
+  EXPECT_EQ(Api::Obj(created).at("gpu_compute_percent").as_int64(), 60);
+  const int64_t sixty = Api::Obj(created).at("id").as_int64();
+  ASSERT_TRUE(
+      WaitUntil([&] { return InstanceState(api_, sixty) == "RUNNING"; }, std::chrono::seconds(60)))
+      << server_->Log();
+  const json::object inst = FirstInstance(api_, sixty);
+  instance_id_ = inst.at("id").as_int64();
+  EXPECT_EQ(inst.at("claim").as_object().at("compute_percent").as_int64(), 60);
+  const std::string environ = EngineEnviron(instance_id_);
+  EXPECT_NE(EnvValue(environ, "LD_PRELOAD").find("libsegma-vgpu.so"), std::string::npos);
+  EXPECT_EQ(EnvValue(environ, "SEGMA_VGPU_COMPUTE"), "0=60");
+  shm_ = EnvValue(environ, "SEGMA_VGPU_SHM");
+  ASSERT_FALSE(shm_.empty());
+  // The engine's first limited launch makes its compute buckets: here, the test does.
+  std::string error;
+  ASSERT_TRUE(vgpu::SharedCompute::Open(shm_ + "-compute", &error)) << error;
+  ASSERT_TRUE(std::filesystem::exists("/dev/shm" + shm_ + "-compute"));
+
+  // 60 + 50 is over the GPU: the dry run says so per worker, and so does the instance.
+  json::object fifty_body = Body("fifty", "enforced");
+  fifty_body["gpu_compute_percent"] = 50;
+  auto ev = api_.Post("/v2/model-evaluations", fifty_body);
+  ASSERT_EQ(ev.status, 200u) << ev.body;
+  EXPECT_FALSE(Api::Obj(ev).at("fits").as_bool()) << ev.body;
+  EXPECT_NE(ev.body.find("insufficient compute: needs 50 % of a GPU's compute "
+                         "(gpu_compute_percent); shares claimed: GPU 0: 60 %"),
+            std::string::npos)
+      << ev.body;
+  EXPECT_NE(ev.body.find("lacked compute (need 50 % of a GPU)"), std::string::npos) << ev.body;
+  // A share that is out of range is refused with the field's problem.
+  json::object bad = Body("too-much", "enforced");
+  bad["gpu_compute_percent"] = 101;
+  auto refused = api_.Post("/v2/models", bad);
+  EXPECT_EQ(refused.status, 400u) << refused.body;
+  EXPECT_NE(refused.body.find("gpu_compute_percent must be a whole percent from 1 to 100"),
+            std::string::npos)
+      << refused.body;
+
+  // The second one through the CLI (the cluster's default sharing is enforced).
+  auto [rc, out] = Ctl(
+      fmt::format("models create --name fifty --project {} --params-b 1 --gpu-compute-percent 50",
+                  project_id_));
+  ASSERT_EQ(rc, 0) << out;
+  int64_t fifty = 0;
+  const json::object models = Api::Obj(api_.Get("/v2/models"));
+  for (const json::value& m : models.at("items").as_array()) {
+    if (m.as_object().at("name").as_string() == "fifty") {
+      fifty = m.as_object().at("id").as_int64();
+      EXPECT_EQ(m.as_object().at("gpu_compute_percent").as_int64(), 50);
+    }
+  }
+  ASSERT_NE(fifty, 0) << out;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return json::serialize(FirstInstance(api_, fifty)).find("insufficient compute") !=
+               std::string::npos;
+      },
+      std::chrono::seconds(20)))
+      << json::serialize(FirstInstance(api_, fifty));
+  EXPECT_EQ(InstanceState(api_, fifty), "UNSCHEDULABLE");
+
+  // The first deployment goes: its engine's segments go with it, and the second one fits.
+  ASSERT_EQ(
+      api_.Call(boost::beast::http::verb::delete_, fmt::format("/v2/models/{}", sixty)).status,
+      204u);
+  EXPECT_TRUE(WaitUntil([&] { return !std::filesystem::exists("/dev/shm" + shm_ + "-compute"); },
+                        std::chrono::seconds(20)));
+  EXPECT_FALSE(std::filesystem::exists("/dev/shm" + shm_));
+  ASSERT_TRUE(
+      WaitUntil([&] { return InstanceState(api_, fifty) == "RUNNING"; }, std::chrono::seconds(60)))
+      << json::serialize(FirstInstance(api_, fifty));
+  const int64_t second = FirstInstance(api_, fifty).at("id").as_int64();
+  EXPECT_EQ(EnvValue(EngineEnviron(second), "SEGMA_VGPU_COMPUTE"), "0=50");
+  ::shm_unlink((shm_ + "-compute").c_str());
+  shm_ = EnvValue(EngineEnviron(second), "SEGMA_VGPU_SHM");
 }
 
 class MigTest : public ::testing::Test {

@@ -539,6 +539,119 @@ TEST(SharingTest, AModelAsksForAMigProfile) {
   EXPECT_FALSE(d.placed);
 }
 
+// --- Compute shares ----------------------------------------------------------------------------
+
+void ClaimCompute(ClusterSnapshot& s, int64_t instance, int64_t worker, std::map<int, int64_t> vram,
+                  int percent) {
+  ASSERT_TRUE(
+      s.AddInstance(PlacedInstance{instance, 100 + instance, worker, std::move(vram), 0, percent})
+          .ok());
+}
+
+// HAMi's rule for gpucores: the shares claimed on a GPU add up to 100 at most; instances without a
+// share are not counted.
+TEST(ComputeShareTest, TheSharesOnAGpuAddUpTo100AtMost) {
+  ClusterSnapshot s;
+  ASSERT_TRUE(s.AddWorker(Worker(1, 2)).ok());
+  ClaimCompute(s, 1, 1, {{0, 10 * kGiB}}, 60);
+  EXPECT_EQ(s.unit_compute(0), 60);
+  EXPECT_EQ(s.unit_compute(1), 0);
+
+  // Binpack prefers the fuller GPU 0, but 60 + 50 is over 100: GPU 1.
+  types::Model m = MakeModel(1, types::PlacementStrategy::kBinpack);
+  m.gpu_compute_percent = 50;
+  Decision d = Place(s, m, TestEstimator(10));
+  ASSERT_TRUE(d.placed) << d.summary;
+  EXPECT_THAT(d.placement.gpu_indexes, ElementsAre(1));
+  EXPECT_EQ(d.placement.compute_percent, 50);
+  EXPECT_THAT(d.summary, HasSubstr(", 50 % of its compute"));
+  // 60 + 40 is exactly 100: GPU 0.
+  m.gpu_compute_percent = 40;
+  d = Place(s, m, TestEstimator(10));
+  ASSERT_TRUE(d.placed) << d.summary;
+  EXPECT_THAT(d.placement.gpu_indexes, ElementsAre(0));
+  // Without a share the GPU's sum does not matter (and the placement claims none).
+  m.gpu_compute_percent.reset();
+  d = Place(s, m, TestEstimator(10));
+  ASSERT_TRUE(d.placed);
+  EXPECT_THAT(d.placement.gpu_indexes, ElementsAre(0));
+  EXPECT_EQ(d.placement.compute_percent, 0);
+  // An instance without a share counts 0: 100 % still fits beside it.
+  ClaimCompute(s, 2, 1, {{1, 10 * kGiB}}, 0);
+  m.gpu_compute_percent = 100;
+  d = Place(s, m, TestEstimator(10));
+  ASSERT_TRUE(d.placed) << d.summary;
+  EXPECT_THAT(d.placement.gpu_indexes, ElementsAre(1));
+  // Removing an instance gives its share back.
+  ASSERT_TRUE(s.RemoveInstance(1).ok());
+  EXPECT_EQ(s.unit_compute(0), 0);
+}
+
+TEST(ComputeShareTest, RefusedWithTheSharesClaimedOnEachGpu) {
+  ClusterSnapshot s;
+  ASSERT_TRUE(s.AddWorker(Worker(1, 2)).ok());
+  ASSERT_TRUE(s.AddWorker(Worker(2, 1, 16)).ok());
+  ClaimCompute(s, 1, 1, {{0, 10 * kGiB}}, 60);
+  ClaimCompute(s, 2, 1, {{1, 20 * kGiB}}, 70);
+  types::Model m = MakeModel(1);
+  m.gpu_compute_percent = 50;
+  Decision d = Place(s, m, TestEstimator(20));
+  ASSERT_FALSE(d.placed);
+  EXPECT_EQ(d.reasons.at("w1"),
+            "insufficient compute: needs 50 % of a GPU's compute (gpu_compute_percent); shares "
+            "claimed: GPU 0: 60 % (70.0 GiB free), GPU 1: 70 % (60.0 GiB free)");
+  // The 16 GiB worker lacks VRAM first: that reason stays.
+  EXPECT_THAT(d.reasons.at("w2"), HasSubstr("insufficient VRAM: needs 20.0 GiB on one GPU"));
+  EXPECT_EQ(d.rejections.at("compute"), 1);
+  EXPECT_EQ(d.rejections.at("vram"), 1);
+  EXPECT_THAT(d.summary, HasSubstr("1 lacked compute (need 50 % of a GPU)"));
+
+  // Tensor parallel over both GPUs: each GPU needs the share.
+  m.gpu_selector.gpus_per_replica = 2;
+  d = Place(s, m, TestEstimator(20));
+  ASSERT_FALSE(d.placed);
+  EXPECT_THAT(d.reasons.at("w1"), HasSubstr("insufficient compute: needs 50 %"));
+  m.gpu_compute_percent = 30;
+  d = Place(s, m, TestEstimator(20));
+  ASSERT_TRUE(d.placed) << d.summary;
+  EXPECT_THAT(d.placement.gpu_indexes, ElementsAre(0, 1));
+  EXPECT_EQ(d.placement.compute_percent, 30);
+}
+
+// The share travels in the instance's claim (main worker and distributed servers) and back into a
+// snapshot rebuilt from the store.
+TEST(ComputeShareTest, TheShareIsPartOfTheInstancesClaim) {
+  ClusterSnapshot s;
+  ASSERT_TRUE(s.AddWorker(Worker(1, 1, 40)).ok());
+  ASSERT_TRUE(s.AddWorker(Worker(2, 1, 40)).ok());
+  types::Model m = MakeModel(1);
+  m.gpu_compute_percent = 45;
+  m.distributed_inference_across_workers = true;
+  Decision d = Place(s, m, TestEstimator(60));  // two 30 GiB halves on the two workers
+  ASSERT_TRUE(d.placed) << d.summary;
+  ASSERT_EQ(d.placement.kind, PlacementKind::kMultiWorker);
+  types::ModelInstance i;
+  i.id = 9;
+  i.model_id = 1;
+  ApplyToInstance(d.placement, i);
+  EXPECT_EQ(i.claim.compute_percent, 45);
+  ASSERT_EQ(i.distributed_servers.size(), 1u);
+  EXPECT_EQ(i.distributed_servers[0].claim.compute_percent, 45);
+  ClusterSnapshot again;
+  ASSERT_TRUE(again.AddWorker(Worker(1, 1, 40)).ok());
+  ASSERT_TRUE(again.AddWorker(Worker(2, 1, 40)).ok());
+  ASSERT_TRUE(again.AddInstance(i).ok());
+  EXPECT_EQ(again.unit_compute(0), 45);
+  EXPECT_EQ(again.unit_compute(1), 45);
+  for (const PlacedInstance& p : ToPlacedInstances(d.placement, 9, 1)) {
+    EXPECT_EQ(p.compute_percent, 45);
+  }
+  // A share that no longer fits beside it: refused on both workers.
+  types::Model other = MakeModel(2);
+  other.gpu_compute_percent = 60;
+  EXPECT_FALSE(Place(again, other, TestEstimator(5)).placed);
+}
+
 // --- Quotas ------------------------------------------------------------------------------------
 
 TEST(QuotaTest, RejectsOverQuotaWithTheReason) {

@@ -102,6 +102,54 @@ TEST(ModelFromJsonTest, MigProfileIsCheckedAndRoundTrips) {
   }
 }
 
+// A share of each GPU's compute: 1..100, null or absent for none; a patch with null removes it.
+TEST(ModelFromJsonTest, GpuComputePercentIsCheckedRoundTripsAndPatches) {
+  const auto body = [](std::string_view percent) {
+    return fmt::format(
+        R"({{"name":"sim","source":{{"type":"simulated","params_b":1}},"gpu_compute_percent":{}}})",
+        percent);
+  };
+  Result<Model> none = Parse(R"({"name":"sim","source":{"type":"simulated","params_b":1}})");
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(none->gpu_compute_percent, std::nullopt);
+  EXPECT_TRUE(ToJson(*none).at("gpu_compute_percent").is_null());
+  EXPECT_EQ(Parse(body("null"))->gpu_compute_percent, std::nullopt);
+  for (int percent : {1, 30, 100}) {
+    Result<Model> m = Parse(body(std::to_string(percent)));
+    ASSERT_TRUE(m.ok()) << percent << ": " << m.status().ToString();
+    EXPECT_EQ(m->gpu_compute_percent, percent);
+    EXPECT_EQ(ToJson(*m).at("gpu_compute_percent").as_int64(), percent);
+    // ToJson without the server's fields (and the unset project) parses back to the same share.
+    json::object spec = ToJson(*m);
+    for (const char* k : {"id", "project_id", "created_at", "updated_at", "ready_replicas"}) {
+      spec.erase(k);
+    }
+    Result<Model> back = ModelFromJson(spec);
+    ASSERT_TRUE(back.ok()) << back.status().ToString();
+    EXPECT_EQ(back->gpu_compute_percent, percent);
+  }
+  const std::string kProblem =
+      "gpu_compute_percent must be a whole percent from 1 to 100 (the share of each of its GPUs' "
+      "compute; leave it out for no limit)";
+  for (const char* bad : {"0", "101", "-5", "1000000000000"}) {
+    EXPECT_EQ(ParseError(body(bad)), kProblem) << bad;
+  }
+  EXPECT_EQ(ParseError(body("50.5")), "gpu_compute_percent must be an integer");
+  EXPECT_EQ(ParseError(body("\"50\"")), "gpu_compute_percent must be an integer");
+
+  Result<Model> m = Parse(body("60"));
+  ASSERT_TRUE(m.ok());
+  Result<Model> patched = PatchModelFromJson(*m, json::object{{"gpu_compute_percent", 30}});
+  ASSERT_TRUE(patched.ok()) << patched.status().ToString();
+  EXPECT_EQ(patched->gpu_compute_percent, 30);
+  EXPECT_EQ(PatchModelFromJson(*m, json::object{{"replicas", 2}})->gpu_compute_percent, 60);
+  Result<Model> cleared = PatchModelFromJson(*m, json::object{{"gpu_compute_percent", nullptr}});
+  ASSERT_TRUE(cleared.ok()) << cleared.status().ToString();
+  EXPECT_EQ(cleared->gpu_compute_percent, std::nullopt);
+  EXPECT_EQ(PatchModelFromJson(*m, json::object{{"gpu_compute_percent", 0}}).status().message(),
+            kProblem);
+}
+
 TEST(ModelFromJsonTest, DefaultsForMinimalBody) {
   Result<Model> m = Parse(R"({"name":"sim","source":{"type":"simulated","params_b":8}})");
   ASSERT_TRUE(m.ok()) << m.status().ToString();
@@ -242,7 +290,9 @@ TEST(ResourceClaimJsonTest, RoundTripsWithTheLaunchInputs) {
   c.weight_bytes_per_gpu = 8LL << 30;
   c.sequences = 32;  // the concurrency the claim was sized for (issue 19)
   c.context_length = 8192;
+  c.compute_percent = 30;
   json::object o = ToJson(c);
+  EXPECT_EQ(o.at("compute_percent").as_int64(), 30);
   EXPECT_EQ(o.at("kv_cache_bytes").as_int64(), 51LL << 30);
   EXPECT_EQ(o.at("weight_bytes_per_gpu").as_int64(), 8LL << 30);
   Result<ResourceClaim> back = ResourceClaimFromJson(o);
@@ -251,6 +301,12 @@ TEST(ResourceClaimJsonTest, RoundTripsWithTheLaunchInputs) {
   // Claims written before the launch inputs existed still parse, as unknown (0).
   o.erase("kv_cache_bytes");
   EXPECT_EQ(ResourceClaimFromJson(o)->kv_cache_bytes, 0);
+  o.erase("compute_percent");  // and before the compute share: none
+  EXPECT_EQ(ResourceClaimFromJson(o)->compute_percent, 0);
+  o["compute_percent"] = 101;
+  EXPECT_EQ(ResourceClaimFromJson(o).status().message(),
+            "claim.compute_percent must be a percent from 0 to 100");
+  o["compute_percent"] = 0;
   o["weight_bytes_per_gpu"] = -1;
   EXPECT_EQ(ResourceClaimFromJson(o).status().message(),
             "claim.weight_bytes_per_gpu must be an integer >= 0");

@@ -5,9 +5,12 @@
 // rules (a version picks "_v2", the per-thread-stream flag picks "_ptsz"); with
 // FAKE_CUDA_INTERNAL_POINTERS=1 it answers with internal addresses rather than the exported
 // functions' (a driver may), so the library's by-version fallback is exercised.
+// Kernel launches (cuLaunchKernel, cuLaunchKernelEx, cuLaunchCooperativeKernel, cuGraphLaunch and
+// their _ptsz flavours) only count themselves.
 // Extras for the tests: fake_cuda_set_device(d) makes d the current context's device;
-// fake_cuda_used(d) is the memory allocated on d.
+// fake_cuda_used(d) is the memory allocated on d; fake_cuda_launches() the launches so far.
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -32,6 +35,7 @@ int g_current = 0;
 long long g_used[kDevices] = {0, 0};
 unsigned long long g_next = 0x7f0000000000ULL;
 std::map<unsigned long long, Alloc> g_allocs;  // pointer or VMM handle → allocation
+std::atomic<long long> g_launches{0};
 
 size_t Total() {
   const char* v = std::getenv("FAKE_CUDA_TOTAL_BYTES");
@@ -150,6 +154,45 @@ FAKE_EXPORT CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice d) {
   return kCudaSuccess;
 }
 
+FAKE_EXPORT long long fake_cuda_launches() { return g_launches.load(); }
+
+#define FAKE_LAUNCH(name)                                                                 \
+  FAKE_EXPORT CUresult name(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, \
+                            unsigned, unsigned, CUstream, void**, void**) {               \
+    ++g_launches;                                                                         \
+    return kCudaSuccess;                                                                  \
+  }
+FAKE_LAUNCH(cuLaunchKernel)
+FAKE_LAUNCH(cuLaunchKernel_ptsz)
+FAKE_EXPORT CUresult cuLaunchKernelEx(const CUlaunchConfigPrefix*, CUfunction, void**, void**) {
+  ++g_launches;
+  return kCudaSuccess;
+}
+FAKE_EXPORT CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfigPrefix*, CUfunction, void**,
+                                           void**) {
+  ++g_launches;
+  return kCudaSuccess;
+}
+FAKE_EXPORT CUresult cuLaunchCooperativeKernel(CUfunction, unsigned, unsigned, unsigned, unsigned,
+                                               unsigned, unsigned, unsigned, CUstream, void**) {
+  ++g_launches;
+  return kCudaSuccess;
+}
+FAKE_EXPORT CUresult cuLaunchCooperativeKernel_ptsz(CUfunction, unsigned, unsigned, unsigned,
+                                                    unsigned, unsigned, unsigned, unsigned,
+                                                    CUstream, void**) {
+  ++g_launches;
+  return kCudaSuccess;
+}
+FAKE_EXPORT CUresult cuGraphLaunch(CUgraphExec, CUstream) {
+  ++g_launches;
+  return kCudaSuccess;
+}
+FAKE_EXPORT CUresult cuGraphLaunch_ptsz(CUgraphExec, CUstream) {
+  ++g_launches;
+  return kCudaSuccess;
+}
+
 FAKE_EXPORT CUresult cuGetProcAddress(const char* symbol, void** pfn, int version,
                                       cuuint64_t flags);
 FAKE_EXPORT CUresult cuGetProcAddress_v2(const char* symbol, void** pfn, int version,
@@ -160,6 +203,11 @@ namespace {
 // Internal entry points, distinct from the exported ones (FAKE_CUDA_INTERNAL_POINTERS=1).
 CUresult InternalAlloc(CUdeviceptr* p, size_t bytes) { return Allocate(Current(), bytes, p); }
 CUresult InternalGetInfo(size_t* free, size_t* total) { return cuMemGetInfo_v2(free, total); }
+CUresult InternalLaunch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
+                        unsigned by, unsigned bz, unsigned shmem, CUstream stream, void** params,
+                        void** extra) {
+  return cuLaunchKernel(f, gx, gy, gz, bx, by, bz, shmem, stream, params, extra);
+}
 
 struct Entry {
   const char* name;
@@ -190,6 +238,14 @@ const Entry kEntries[] = {
     {"cuDeviceTotalMem", 3020, false, FAKE_FN(cuDeviceTotalMem_v2), nullptr},
     {"cuDeviceGetUuid", 9020, false, FAKE_FN(cuDeviceGetUuid), nullptr},
     {"cuDeviceGetUuid", 11040, false, FAKE_FN(cuDeviceGetUuid_v2), nullptr},
+    {"cuLaunchKernel", 4000, false, FAKE_FN(cuLaunchKernel), FAKE_FN(InternalLaunch)},
+    {"cuLaunchKernel", 7000, true, FAKE_FN(cuLaunchKernel_ptsz), nullptr},
+    {"cuLaunchKernelEx", 11060, false, FAKE_FN(cuLaunchKernelEx), nullptr},
+    {"cuLaunchKernelEx", 11060, true, FAKE_FN(cuLaunchKernelEx_ptsz), nullptr},
+    {"cuLaunchCooperativeKernel", 9000, false, FAKE_FN(cuLaunchCooperativeKernel), nullptr},
+    {"cuLaunchCooperativeKernel", 9000, true, FAKE_FN(cuLaunchCooperativeKernel_ptsz), nullptr},
+    {"cuGraphLaunch", 10000, false, FAKE_FN(cuGraphLaunch), nullptr},
+    {"cuGraphLaunch", 10000, true, FAKE_FN(cuGraphLaunch_ptsz), nullptr},
     {"cuGetProcAddress", 11030, false, FAKE_FN(cuGetProcAddress), nullptr},
     {"cuGetProcAddress", 12000, false, FAKE_FN(cuGetProcAddress_v2), nullptr},
 };

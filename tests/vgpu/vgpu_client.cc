@@ -14,8 +14,16 @@
 //                                   outside the fake driver (a wrapper), "<rc> 0" otherwise
 //   nvml D | nvml_v2 D   the fake NVML's (FAKE_NVML_PATH) nvmlDeviceGetMemoryInfo(_v2) of GPU D,
 //                        looked up with dlsym as pynvml does: "<rc> total free used"
+//   is_wrapped1 NAME VERSION FLAGS  the same through cuGetProcAddress (v1)
+//   launch N | launch_ptsz N | launch_ex N | launch_ex_ptsz N | coop N | coop_ptsz N | graph N |
+//   graph_ptsz N    N kernel launches (64 blocks) or graph launches through that entry point:
+//                   "<rc of the last> <the fake driver's launches so far>"
+//   spin OP         launches through OP (one of the above) until stdin closes:
+//                   "spin <rc of the last> <launches made> <the fake driver's launches so far>"
+//   launches        "launches 0 <the fake driver's launches so far>"
 //   hold    prints "hold 0" and waits until stdin closes
 #include <dlfcn.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -40,8 +48,21 @@ CUresult cuMemCreate(CUmemGenericAllocationHandle*, size_t, const CUmemAllocatio
 CUresult cuMemRelease(CUmemGenericAllocationHandle);
 CUresult cuMemGetInfo_v2(size_t*, size_t*);
 CUresult cuDeviceTotalMem_v2(size_t*, CUdevice);
+CUresult cuLaunchKernel(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
+                        unsigned, CUstream, void**, void**);
+CUresult cuLaunchKernel_ptsz(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
+                             unsigned, CUstream, void**, void**);
+CUresult cuLaunchKernelEx(const CUlaunchConfigPrefix*, CUfunction, void**, void**);
+CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfigPrefix*, CUfunction, void**, void**);
+CUresult cuLaunchCooperativeKernel(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned,
+                                   unsigned, unsigned, CUstream, void**);
+CUresult cuLaunchCooperativeKernel_ptsz(CUfunction, unsigned, unsigned, unsigned, unsigned,
+                                        unsigned, unsigned, unsigned, CUstream, void**);
+CUresult cuGraphLaunch(CUgraphExec, CUstream);
+CUresult cuGraphLaunch_ptsz(CUgraphExec, CUstream);
 void fake_cuda_set_device(int);
 long long fake_cuda_used(int);
+long long fake_cuda_launches();
 }
 
 namespace {
@@ -62,6 +83,14 @@ struct Api {
   decltype(&cuMemRelease) release = &cuMemRelease;
   decltype(&cuMemGetInfo_v2) info = &cuMemGetInfo_v2;
   decltype(&cuDeviceTotalMem_v2) totalmem = &cuDeviceTotalMem_v2;
+  decltype(&cuLaunchKernel) launch = &cuLaunchKernel;
+  decltype(&cuLaunchKernel_ptsz) launch_ptsz = &cuLaunchKernel_ptsz;
+  decltype(&cuLaunchKernelEx) launch_ex = &cuLaunchKernelEx;
+  decltype(&cuLaunchKernelEx_ptsz) launch_ex_ptsz = &cuLaunchKernelEx_ptsz;
+  decltype(&cuLaunchCooperativeKernel) coop = &cuLaunchCooperativeKernel;
+  decltype(&cuLaunchCooperativeKernel_ptsz) coop_ptsz = &cuLaunchCooperativeKernel_ptsz;
+  decltype(&cuGraphLaunch) graph = &cuGraphLaunch;
+  decltype(&cuGraphLaunch_ptsz) graph_ptsz = &cuGraphLaunch_ptsz;
 };
 
 void* Driver() {
@@ -84,8 +113,8 @@ void* Resolve(bool v1, const char* name, int version, cuuint64_t flags) {
 }
 
 template <typename Fn>
-void Set(Fn& fn, bool v1, const char* name, cuuint64_t flags = 0) {
-  fn = reinterpret_cast<Fn>(Resolve(v1, name, v1 ? 11030 : 12000, flags));
+void Set(Fn& fn, bool v1, const char* name, cuuint64_t flags = 0, int version = 0) {
+  fn = reinterpret_cast<Fn>(Resolve(v1, name, version != 0 ? version : v1 ? 11030 : 12000, flags));
 }
 
 Api ThroughGetProcAddress(bool v1) {
@@ -103,6 +132,16 @@ Api ThroughGetProcAddress(bool v1) {
   Set(a.release, v1, "cuMemRelease");
   Set(a.info, v1, "cuMemGetInfo");
   Set(a.totalmem, v1, "cuDeviceTotalMem");
+  // cuLaunchKernelEx is from CUDA 11.8: asked for at 12.0 through either version.
+  constexpr cuuint64_t kPtsz = kGetProcAddressPerThreadDefaultStream;
+  Set(a.launch, v1, "cuLaunchKernel", 0, 12000);
+  Set(a.launch_ptsz, v1, "cuLaunchKernel", kPtsz, 12000);
+  Set(a.launch_ex, v1, "cuLaunchKernelEx", 0, 12000);
+  Set(a.launch_ex_ptsz, v1, "cuLaunchKernelEx", kPtsz, 12000);
+  Set(a.coop, v1, "cuLaunchCooperativeKernel", 0, 12000);
+  Set(a.coop_ptsz, v1, "cuLaunchCooperativeKernel", kPtsz, 12000);
+  Set(a.graph, v1, "cuGraphLaunch", 0, 12000);
+  Set(a.graph_ptsz, v1, "cuGraphLaunch", kPtsz, 12000);
   return a;
 }
 
@@ -119,6 +158,29 @@ size_t Bytes(const char* s) {
     default:
       return n;
   }
+}
+
+// One launch through the entry point `op` names; -1 for an unknown name.
+CUresult Launch(const Api& api, const std::string& op) {
+  constexpr unsigned kGrid = 64;
+  const CUlaunchConfigPrefix config{kGrid, 1, 1};
+  if (op == "launch")
+    return api.launch(nullptr, kGrid, 1, 1, 128, 1, 1, 0, nullptr, nullptr, nullptr);
+  if (op == "launch_ptsz") {
+    return api.launch_ptsz(nullptr, kGrid, 1, 1, 128, 1, 1, 0, nullptr, nullptr, nullptr);
+  }
+  if (op == "launch_ex") return api.launch_ex(&config, nullptr, nullptr, nullptr);
+  if (op == "launch_ex_ptsz") return api.launch_ex_ptsz(&config, nullptr, nullptr, nullptr);
+  if (op == "coop") return api.coop(nullptr, kGrid, 1, 1, 128, 1, 1, 0, nullptr, nullptr);
+  if (op == "coop_ptsz") return api.coop_ptsz(nullptr, kGrid, 1, 1, 128, 1, 1, 0, nullptr, nullptr);
+  if (op == "graph") return api.graph(nullptr, nullptr);
+  if (op == "graph_ptsz") return api.graph_ptsz(nullptr, nullptr);
+  return -1;
+}
+
+bool StdinOpen() {
+  pollfd p{0, POLLIN, 0};
+  return ::poll(&p, 1, 0) == 0;  // closed: readable (EOF)
 }
 
 }  // namespace
@@ -221,6 +283,35 @@ int main(int argc, char** argv) {
         const int r = info(dev, &m);
         std::printf("%s %d %llu %llu %llu\n", label.c_str(), r, m.total, m.free, m.used);
       }
+    } else if (op == "is_wrapped1") {
+      const char* name = arg(i);
+      const int version = std::atoi(arg(i));
+      const cuuint64_t flags = std::strtoull(arg(i), nullptr, 10);
+      void* got = Resolve(true, name, version, flags);
+      Dl_info info{};
+      const bool in_driver = got != nullptr && dladdr(got, &info) != 0 &&
+                             std::string(info.dli_fname).find("fake_cuda") != std::string::npos;
+      std::printf("%s %d %d\n", label.c_str(), got != nullptr ? 0 : 500, in_driver ? 0 : 1);
+    } else if ((op.starts_with("launch") && op != "launches") || op.starts_with("coop") ||
+               op.starts_with("graph")) {
+      const long n = std::atol(arg(i));
+      CUresult r = 0;
+      for (long k = 0; k < n; ++k) r = Launch(*api, op);
+      std::printf("%s %d %lld\n", label.c_str(), r, fake_cuda_launches());
+    } else if (op == "spin") {
+      std::string what = arg(i);
+      const Api* via = &direct;
+      if (what.starts_with("gpa:")) via = &gpa, what = what.substr(4);
+      if (what.starts_with("gpa1:")) via = &gpa1, what = what.substr(5);
+      CUresult r = 0;
+      long long n = 0;
+      while (StdinOpen()) {
+        r = Launch(*via, what);
+        ++n;
+      }
+      std::printf("%s %d %lld %lld\n", label.c_str(), r, n, fake_cuda_launches());
+    } else if (op == "launches") {
+      std::printf("%s 0 %lld\n", label.c_str(), fake_cuda_launches());
     } else if (op == "hold") {
       std::printf("hold 0\n");
       std::fflush(stdout);

@@ -1,6 +1,6 @@
-// libsegma-vgpu: the limit parser and the shared accounting directly, then the library itself,
-// preloaded into vgpu_client (a driver-API program linked against the fake libcuda), as the
-// worker preloads it into an engine.
+// libsegma-vgpu: the limit parser, the shared accounting and the compute budget directly, then the
+// library itself, preloaded into vgpu_client (a driver-API program linked against the fake
+// libcuda), as the worker preloads it into an engine.
 
 #include <fcntl.h>
 #include <poll.h>
@@ -9,10 +9,13 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -20,8 +23,10 @@
 #include <sys/mman.h>
 #include <sys/wait.h>
 
+#include "vgpu/compute_budget.h"
 #include "vgpu/limits.h"
 #include "vgpu/shared_accounting.h"
+#include "vgpu/shared_compute.h"
 
 extern char** environ;
 
@@ -151,6 +156,159 @@ TEST(SharedAccountingTest, RejectsASegmentOfAnotherFormat) {
   EXPECT_THAT(error, HasSubstr("not a segma-vgpu v2 segment"));
 }
 
+// ---- compute shares and the compute budget ----
+
+TEST(ComputeSharesTest, ParsesOrdinalsAndPercents) {
+  std::string error;
+  auto shares = ParseComputeShares(" 0=70, 3=30 ,15=100", &error);
+  ASSERT_TRUE(shares) << error;
+  ASSERT_EQ(shares->size(), 3u);
+  EXPECT_EQ((*shares)[0].ordinal, 0);
+  EXPECT_EQ((*shares)[0].percent, 70);
+  EXPECT_EQ((*shares)[1].ordinal, 3);
+  EXPECT_EQ((*shares)[1].percent, 30);
+  EXPECT_EQ((*shares)[2].percent, 100);
+  EXPECT_THAT(*ParseComputeShares("", &error), IsEmpty());
+}
+
+TEST(ComputeSharesTest, RejectsMalformedEntries) {
+  for (const char* bad : {"0", "=5", "0=", "0=0", "0=101", "0=-5", "0=50%", "0=x", "-1=50", "16=50",
+                          "GPU-0=50", "0=50,0=60", "0=5.5"}) {
+    std::string error;
+    EXPECT_FALSE(ParseComputeShares(bad, &error)) << bad;
+    EXPECT_FALSE(error.empty()) << bad;
+  }
+}
+
+TEST(ComputeBudgetTest, TakesWhileTokensAreLeftAndMayGoIntoDebtByOneLaunch) {
+  ComputeCells cells{};
+  ComputeBudget::Initialise(cells);
+  ComputeBudget budget(cells);
+  EXPECT_EQ(budget.Tokens(), kInitialRefill);
+  EXPECT_TRUE(budget.Take(kInitialRefill - 1));
+  EXPECT_TRUE(budget.Take(100));  // one token left: the launch goes, 99 in debt
+  EXPECT_EQ(budget.Tokens(), -99);
+  EXPECT_FALSE(budget.Take(1));
+  EXPECT_EQ(budget.Tokens(), -99);
+}
+
+TEST(ComputeBudgetTest, OneTickPerPeriodAndTheRefillIsCappedAtOnePeriod) {
+  ComputeCells cells{};
+  ComputeBudget::Initialise(cells);
+  ComputeBudget budget(cells);
+  const int64_t t0 = 5 * kComputePeriodNs;
+  EXPECT_TRUE(budget.ClaimTick(t0));
+  EXPECT_FALSE(budget.ClaimTick(t0));  // another process in the same period
+  EXPECT_FALSE(budget.ClaimTick(t0 + kComputePeriodNs - 1));
+  EXPECT_TRUE(budget.ClaimTick(t0 + kComputePeriodNs));
+  // Missed for a long time: the schedule restarts from now rather than catching up.
+  EXPECT_TRUE(budget.ClaimTick(t0 + 10 * kComputePeriodNs));
+  EXPECT_FALSE(budget.ClaimTick(t0 + 10 * kComputePeriodNs + 1));
+  // No reading: the refill stays; an idle bucket does not save up more than one period.
+  budget.Tick(50, std::nullopt, t0, kComputeUpdateNs);
+  EXPECT_EQ(budget.Refill(), kInitialRefill);
+  EXPECT_EQ(budget.Tokens(), kInitialRefill);
+  // Debt is paid back first.
+  ASSERT_TRUE(budget.Take(kInitialRefill + 1000));
+  budget.Tick(50, std::nullopt, t0 + kComputePeriodNs, kComputeUpdateNs);
+  EXPECT_EQ(budget.Tokens(), kInitialRefill - 1000);
+}
+
+TEST(ComputeBudgetTest, TheRefillFollowsUtilisationAgainstTheShare) {
+  // Above the share: the tokens spent, scaled by sqrt(share / utilisation), the ratio kept
+  // within [1/2, 2].
+  EXPECT_EQ(NextRefill(1000, 50, 100, 800, true), 565);   // 800 * sqrt(1/2)
+  EXPECT_EQ(NextRefill(1000, 30, 40, 2000, true), 866);   // spent more than the refill (debt)
+  EXPECT_EQ(NextRefill(1000, 10, 100, 800, false), 565);  // ratio 1/10, kept at 1/2
+  EXPECT_EQ(NextRefill(1, 10, 100, 0, true), kMinRefill);
+  // Within a point: unchanged.
+  EXPECT_EQ(NextRefill(1000, 50, 51, 1000, true), 1000);
+  EXPECT_EQ(NextRefill(1000, 50, 49, 1000, true), 1000);
+  // Below it: up only when launches waited.
+  EXPECT_EQ(NextRefill(1000, 50, 40, 1000, true), 1118);
+  EXPECT_EQ(NextRefill(1000, 50, 10, 1000, true), 1414);
+  EXPECT_EQ(NextRefill(1000, 50, 0, 1000, true), 1414);
+  EXPECT_EQ(NextRefill(1000, 50, 10, 1000, false), 1000);
+  EXPECT_EQ(NextRefill(kMaxRefill, 50, 10, 1000, true), kMaxRefill);
+  // Updates come every update interval, from the mean of the readings since the last one.
+  ComputeCells cells{};
+  ComputeBudget::Initialise(cells);
+  ComputeBudget budget(cells);
+  const int64_t spent = kInitialRefill / 2;
+  ASSERT_TRUE(budget.Take(spent));
+  budget.Tick(50, 100, kComputeUpdateNs, kComputeUpdateNs);
+  const auto after = static_cast<int64_t>(static_cast<double>(spent) * std::sqrt(0.5));
+  EXPECT_EQ(budget.Refill(), after);
+  budget.Tick(50, 100, kComputeUpdateNs + kComputePeriodNs, kComputeUpdateNs);
+  EXPECT_EQ(budget.Refill(), after);  // not yet
+}
+
+// A simulated GPU with one always-busy process: a launch of 64 blocks keeps the GPU 0.5 ms, and
+// NVML reports the busy share of each period `lag` periods late. The loop must bring the mean
+// utilisation to the share and keep it there.
+double SimulatedUtilisation(int percent, int lag) {
+  ComputeCells cells{};
+  ComputeBudget::Initialise(cells);
+  ComputeBudget budget(cells);
+  constexpr int kLaunchesPerPeriod = 200;
+  std::deque<int> readings;
+  double sum = 0;
+  int counted = 0;
+  int64_t now = 0;
+  for (int period = 0; period < 600; ++period) {
+    int launches = 0;
+    while (launches < kLaunchesPerPeriod && budget.Take(64)) ++launches;
+    if (launches < kLaunchesPerPeriod) budget.NoteWait();
+    const int util = launches * 100 / kLaunchesPerPeriod;
+    readings.push_back(util);
+    std::optional<int> reading;
+    if (static_cast<int>(readings.size()) > lag) {
+      reading = readings.front();
+      readings.pop_front();
+    }
+    now += kComputePeriodNs;
+    EXPECT_TRUE(budget.ClaimTick(now));
+    budget.Tick(percent, reading, now, kComputeUpdateNs);
+    if (period >= 300) {
+      sum += util;
+      ++counted;
+    }
+  }
+  return sum / counted;
+}
+
+TEST(ComputeBudgetTest, ASimulatedBusyProcessConvergesToItsShare) {
+  for (int percent : {30, 50, 70}) {
+    for (int lag : {0, 1, 3, 5, 10}) {
+      EXPECT_NEAR(SimulatedUtilisation(percent, lag), percent, 3)
+          << percent << " % with readings " << lag << " periods late";
+    }
+  }
+}
+
+TEST(SharedComputeTest, OpeningsShareBucketsAndProcesses) {
+  ShmName name;
+  std::string error;
+  auto a = SharedCompute::Open(name.str(), &error);
+  ASSERT_NE(a, nullptr) << error;
+  auto b = SharedCompute::Open(name.str(), &error);
+  ASSERT_NE(b, nullptr) << error;
+  ComputeBudget(a->Cells(1)).Take(1000);
+  EXPECT_EQ(ComputeBudget(b->Cells(1)).Tokens(), kInitialRefill - 1000);
+  EXPECT_EQ(ComputeBudget(b->Cells(0)).Tokens(), kInitialRefill);
+  EXPECT_TRUE(a->Register(::getpid()));
+  EXPECT_TRUE(b->Register(::getpid()));  // once
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) ::_exit(0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(b->Register(child));
+  EXPECT_THAT(a->Processes(), ::testing::UnorderedElementsAre(::getpid(), child));
+  EXPECT_EQ(a->ReclaimDead(), 1);
+  EXPECT_THAT(b->Processes(), ::testing::ElementsAre(::getpid()));
+}
+
 // ---- the preloaded library ----
 
 // vgpu_client run with the library preloaded, reading its output line by line with a deadline.
@@ -161,7 +319,8 @@ class Client {
     for (char** e = environ; *e != nullptr; ++e) {
       const std::string kv = *e;
       const std::string key = kv.substr(0, kv.find('='));
-      if (key == "LD_PRELOAD" || key.starts_with("SEGMA_VGPU_") || key.starts_with("FAKE_CUDA_")) {
+      if (key == "LD_PRELOAD" || key.starts_with("SEGMA_VGPU_") || key.starts_with("FAKE_CUDA_") ||
+          key.starts_with("FAKE_NVML_")) {
         continue;
       }
       envs.push_back(kv);
@@ -228,6 +387,10 @@ class Client {
     std::vector<std::string> lines;
     for (std::string l = Line(); !l.empty(); l = Line()) lines.push_back(l);
     return lines;
+  }
+  void CloseStdin() {
+    if (stdin_ >= 0) ::close(stdin_);
+    stdin_ = -1;
   }
   int Wait() {
     if (stdin_ >= 0) {
@@ -436,6 +599,161 @@ TEST_F(VgpuPreloadTest, MalformedLimitsRefuseEveryAllocation) {
 TEST_F(VgpuPreloadTest, WithoutLimitsCallsPassThrough) {
   EXPECT_EQ(Codes(Run({"alloc", "70G", "info", "alloc", "20G"}, Env(""))),
             (std::vector<int>{kOk, kOk, kOom}));  // the last one: the fake's 80 GiB are full
+}
+
+// ---- the compute share ----
+
+class VgpuComputeTest : public VgpuPreloadTest {
+ protected:
+  // A share on device 0, with the fake NVML reporting `util` % for the process itself.
+  std::map<std::string, std::string> ComputeEnv(const std::string& share, const char* util) {
+    auto env = Env();
+    env["SEGMA_VGPU_COMPUTE"] = share;
+    env["SEGMA_VGPU_LIBNVML"] = FAKE_NVML_PATH;
+    if (util != nullptr) env["FAKE_NVML_SM_UTIL"] = util;
+    return env;
+  }
+  bool ComputeSegmentExists() {
+    const int fd = ::shm_open((shm_.str() + "-compute").c_str(), O_RDONLY, 0);
+    if (fd >= 0) ::close(fd);
+    return fd >= 0;
+  }
+  ~VgpuComputeTest() override { ::shm_unlink((shm_.str() + "-compute").c_str()); }
+};
+
+const std::vector<std::string> kLaunchPaths = {"launch",
+                                               "launch_ptsz",
+                                               "launch_ex",
+                                               "launch_ex_ptsz",
+                                               "coop",
+                                               "coop_ptsz",
+                                               "graph",
+                                               "graph_ptsz",
+                                               "gpa:launch",
+                                               "gpa:launch_ptsz",
+                                               "gpa:launch_ex",
+                                               "gpa:launch_ex_ptsz",
+                                               "gpa:coop",
+                                               "gpa:coop_ptsz",
+                                               "gpa:graph",
+                                               "gpa:graph_ptsz",
+                                               "gpa1:launch",
+                                               "gpa1:launch_ptsz",
+                                               "gpa1:launch_ex_ptsz",
+                                               "gpa1:graph"};
+
+TEST_F(VgpuComputeTest, WithoutAShareLaunchesPassThroughAndAreNotWrapped) {
+  std::vector<std::string> args = {"is_wrapped", "cuLaunchKernel", "12000", "0",
+                                   "is_wrapped", "cuGraphLaunch",  "12000", "2"};
+  for (const std::string& path : kLaunchPaths) {
+    args.push_back(path);
+    args.push_back("100");
+  }
+  for (const char* share : {"", "0=100"}) {
+    auto env = ComputeEnv(share, "90");
+    const auto lines = Run(args, env);
+    ASSERT_EQ(lines.size(), 2 + kLaunchPaths.size()) << share;
+    EXPECT_EQ(lines[0], "is_wrapped 0 0") << share;
+    EXPECT_EQ(lines[1], "is_wrapped 0 0") << share;
+    EXPECT_EQ(
+        Fields(lines.back()),
+        (std::vector<std::string>{"gpa1:graph", "0", std::to_string(100 * kLaunchPaths.size())}))
+        << share;
+    EXPECT_FALSE(ComputeSegmentExists()) << share;
+  }
+}
+
+TEST_F(VgpuComputeTest, MalformedSharesAreReportedAndNotLimited) {
+  for (const char* share : {"0=150", "0=half", "GPU-1=50"}) {
+    Client c({"is_wrapped", "cuLaunchKernel", "12000", "0", "launch", "100"},
+             ComputeEnv(share, "90"));
+    const auto lines = c.Lines();
+    EXPECT_EQ(c.Wait(), 0);
+    ASSERT_EQ(lines.size(), 2u) << share;
+    EXPECT_EQ(lines[0], "is_wrapped 0 0") << share;
+    EXPECT_EQ(lines[1], "launch 0 100") << share;
+    const std::string err = c.Stderr();
+    EXPECT_THAT(err, HasSubstr(std::string("segma-vgpu: SEGMA_VGPU_COMPUTE: bad share '") + share))
+        << share;
+    EXPECT_THAT(err, HasSubstr("not limiting compute")) << share;
+    EXPECT_FALSE(ComputeSegmentExists()) << share;
+  }
+}
+
+TEST_F(VgpuComputeTest, EveryLaunchEntryPointIsWrappedWhenLimited) {
+  for (const char* internal : {"0", "1"}) {  // exported or internal addresses from the driver
+    auto env = ComputeEnv("0=50", "10");
+    env["FAKE_CUDA_INTERNAL_POINTERS"] = internal;
+    std::vector<std::string> args;
+    for (const char* gpa : {"is_wrapped", "is_wrapped1"}) {
+      for (const char* name :
+           {"cuLaunchKernel", "cuLaunchKernelEx", "cuLaunchCooperativeKernel", "cuGraphLaunch"}) {
+        for (const char* flags : {"0", "2"}) args.insert(args.end(), {gpa, name, "12000", flags});
+      }
+    }
+    const auto lines = Run(args, env);
+    ASSERT_EQ(lines.size(), 16u) << internal;
+    for (size_t i = 0; i < lines.size(); ++i) {
+      EXPECT_THAT(lines[i], ::testing::EndsWith(" 0 1"))
+          << internal << " " << args[4 * i + 1] << " flags " << args[4 * i + 3];
+    }
+  }
+}
+
+// The launches' waits, read from the instance's compute segment, once there are some or at the
+// deadline.
+int64_t WaitsWithin(const std::string& shm) {
+  std::string error;
+  auto shared = SharedCompute::Open(shm + "-compute", &error);
+  EXPECT_NE(shared, nullptr) << error;
+  if (shared == nullptr) return -1;
+  ComputeBudget budget(shared->Cells(0));
+  const auto deadline = std::chrono::steady_clock::now() + kDeadline;
+  while (budget.Waits() == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return budget.Waits();
+}
+
+TEST_F(VgpuComputeTest, LaunchesAboveTheShareWaitOnEveryPath) {
+  // NVML says the instance uses 90 % against a share of 50 %: the bucket shrinks until launches
+  // find it empty. Launches still all reach the driver.
+  for (const std::string& path : kLaunchPaths) {
+    ShmName shm;
+    auto env = ComputeEnv("0=50", "90");
+    env["SEGMA_VGPU_SHM"] = shm.str();
+    Client c({"spin", path}, env);
+    EXPECT_GT(WaitsWithin(shm.str()), 0) << path;
+    c.CloseStdin();
+    const std::vector<std::string> f = Fields(c.Line());
+    ASSERT_EQ(f.size(), 4u) << path;
+    EXPECT_EQ(f[1], "0") << path;
+    EXPECT_EQ(f[2], f[3]) << path;  // every launch made reached the driver
+    EXPECT_EQ(c.Wait(), 0) << c.Stderr();
+    ::shm_unlink((shm.str() + "-compute").c_str());
+  }
+}
+
+TEST_F(VgpuComputeTest, ProcessesOfOneInstanceShareTheBudget) {
+  // Two spinning processes of one instance: both are listed for NVML's per-process readings and
+  // draw on the same bucket.
+  auto env = ComputeEnv("0=50", "90");
+  Client a({"spin", "launch"}, env);
+  Client b({"spin", "gpa:launch"}, env);
+  EXPECT_GT(WaitsWithin(shm_.str()), 0);
+  std::string error;
+  auto shared = SharedCompute::Open(shm_.str() + "-compute", &error);
+  ASSERT_NE(shared, nullptr) << error;
+  const auto deadline = std::chrono::steady_clock::now() + kDeadline;
+  while (shared->Processes().size() < 2 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(shared->Processes().size(), 2u);
+  for (Client* c : {&a, &b}) {
+    c->CloseStdin();
+    EXPECT_EQ(Fields(c->Line()).size(), 4u);
+    EXPECT_EQ(c->Wait(), 0) << c->Stderr();
+  }
 }
 
 }  // namespace

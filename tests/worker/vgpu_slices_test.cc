@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 
 #include "vgpu/shared_accounting.h"
+#include "vgpu/shared_compute.h"
 
 namespace segma::worker {
 namespace {
@@ -23,7 +24,10 @@ constexpr int64_t kGiB = int64_t{1} << 30;
 // A segment name of this test process alone, unlinked at the end.
 class VgpuSlicesTest : public ::testing::Test {
  protected:
-  void TearDown() override { ::shm_unlink(shm_.c_str()); }
+  void TearDown() override {
+    ::shm_unlink(shm_.c_str());
+    ::shm_unlink((shm_ + "-compute").c_str());
+  }
   const std::string shm_ = fmt::format("/segma-vgpu-test-{}", ::getpid());
 };
 
@@ -106,6 +110,30 @@ TEST_F(VgpuSlicesTest, MemoryOfAnEngineProcessThatDiedIsNotCounted) {
   ASSERT_EQ(::waitpid(child, &status, 0), child);
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   EXPECT_EQ(ReadSlices(*e).at(0).memory_used, 0);
+}
+
+// When an instance ends the worker removes both of the engine's segments (DropVgpu): the memory
+// accounting and the compute buckets, made by the library as the engine's processes do.
+TEST_F(VgpuSlicesTest, UnlinkRemovesTheAccountingAndTheComputeBuckets) {
+  std::string error;
+  {
+    std::unique_ptr<vgpu::SharedAccounting> memory = vgpu::SharedAccounting::Open(shm_, &error);
+    ASSERT_TRUE(memory) << error;
+    std::unique_ptr<vgpu::SharedCompute> compute =
+        vgpu::SharedCompute::Open(shm_ + "-compute", &error);
+    ASSERT_TRUE(compute) << error;
+    ASSERT_TRUE(compute->Register(::getpid()));
+  }
+  ASSERT_TRUE(std::filesystem::exists("/dev/shm" + shm_));
+  ASSERT_TRUE(std::filesystem::exists("/dev/shm" + shm_ + "-compute"));
+  UnlinkVgpuSegments(shm_);
+  EXPECT_FALSE(std::filesystem::exists("/dev/shm" + shm_));
+  EXPECT_FALSE(std::filesystem::exists("/dev/shm" + shm_ + "-compute"));
+  // An engine without a compute share has only the first; removing twice is harmless.
+  ASSERT_TRUE(vgpu::SharedAccounting::Open(shm_, &error)) << error;
+  UnlinkVgpuSegments(shm_);
+  UnlinkVgpuSegments(shm_);
+  EXPECT_FALSE(std::filesystem::exists("/dev/shm" + shm_));
 }
 
 TEST(VgpuSlicesMessageTest, NamesEveryGpuWithHits) {

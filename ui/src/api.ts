@@ -195,6 +195,8 @@ export interface Model {
   backend: string;
   backend_version: string;
   gpus_per_replica?: number;
+  // Share of each of its GPUs' compute (1-100); null: no limit.
+  gpu_compute_percent?: number | null;
   created_at: string;
 }
 export interface Instance {

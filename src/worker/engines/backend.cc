@@ -349,12 +349,24 @@ void AddVgpu(const types::Model& model, const types::ModelInstance& instance,
     }
     limits.push_back(fmt::format("{}={}", ordinal, c->second));
   }
-  if (limits.empty()) return;
+  // The compute share holds on every GPU of the engine, owned whole or not: the model asked for
+  // it. Not on MIG devices, whose per-process utilisation NVML does not report (the library
+  // could not hold them; docs/gpu-sharing.md). 100 % is no limit.
+  std::vector<std::string> compute;
+  if (claim.compute_percent > 0 && claim.compute_percent < 100) {
+    for (size_t ordinal = 0; ordinal < gpus.size(); ++ordinal) {
+      auto uuid = ctx.gpu_uuids.find(gpus[ordinal]);
+      if (uuid != ctx.gpu_uuids.end() && uuid->second.starts_with("MIG-")) continue;
+      compute.push_back(fmt::format("{}={}", ordinal, claim.compute_percent));
+    }
+  }
+  if (limits.empty() && compute.empty()) return;
   auto preload = env.find("LD_PRELOAD");
   env["LD_PRELOAD"] = preload == env.end() || preload->second.empty()
                           ? ctx.vgpu_library
                           : ctx.vgpu_library + ":" + preload->second;
-  env["SEGMA_VGPU_LIMITS"] = Join(limits, ",");
+  if (!limits.empty()) env["SEGMA_VGPU_LIMITS"] = Join(limits, ",");
+  if (!compute.empty()) env["SEGMA_VGPU_COMPUTE"] = Join(compute, ",");
   env["SEGMA_VGPU_SHM"] = VgpuSegmentName(ctx.vgpu_scope, instance.id, server);
 }
 

@@ -165,7 +165,10 @@ struct LaunchSpec {
 // for every engine. With the model's gpu_sharing "enforced" and ctx.vgpu_library set, an engine
 // whose claim on a GPU is less than the GPU's memory gets the library in LD_PRELOAD (before any
 // LD_PRELOAD of the model's env), SEGMA_VGPU_LIMITS "<CUDA ordinal>=<claim bytes>,…" for those
-// GPUs and SEGMA_VGPU_SHM VgpuSegmentName(ctx.vgpu_scope, instance id, …).
+// GPUs and SEGMA_VGPU_SHM VgpuSegmentName(ctx.vgpu_scope, instance id, …). Under the same
+// conditions, a claim with a compute_percent below 100 gets the library too, with
+// SEGMA_VGPU_COMPUTE "<CUDA ordinal>=<percent>,…" for each of its GPUs that is not a MIG device,
+// whether or not the engine owns the GPU's memory whole.
 // kNotFound for an unknown version; kInvalidArgument for bad backend parameters, a template
 // variable that has no value for this instance ("template variable ctx_size has no value"), or
 // a parameter that overrides a flag the platform sets (--port, --host, the model path).

@@ -861,6 +861,58 @@ TEST(RenderLaunchTest, MigDevicesAreAddressedByUuid) {
   EXPECT_EQ(s.env.at("CUDA_VISIBLE_DEVICES"), "0");
 }
 
+// The compute share (the claim's compute_percent, from the model's gpu_compute_percent): every GPU
+// of the engine, shared or owned whole, by CUDA ordinal; under "enforced" only.
+TEST(RenderLaunchTest, AComputeShareIsRenderedForEachGpuBesideTheLimits) {
+  types::Model m = MakeModel("llama.cpp");
+  m.gpu_compute_percent = 60;
+  types::ModelInstance i = MakeInstance({2, 5}, 0);
+  i.claim.vram = {{2, 10 * kGiB}, {5, 80 * kGiB}};  // shares GPU 2, owns GPU 5 whole
+  i.claim.compute_percent = 60;
+  LaunchContext ctx = MakeContext("/models/x.gguf", 40001);
+  ctx.vgpu_library = kVgpu;
+  LaunchSpec s = MustRender(BuiltIn("llama.cpp"), m, i, ctx);
+  EXPECT_EQ(s.env, (Env{{"CUDA_DEVICE_ORDER", "PCI_BUS_ID"},
+                        {"CUDA_VISIBLE_DEVICES", "2,5"},
+                        {"LD_PRELOAD", kVgpu},
+                        {"SEGMA_VGPU_COMPUTE", "0=60,1=60"},
+                        {"SEGMA_VGPU_LIMITS", "0=10737418240"},
+                        {"SEGMA_VGPU_SHM", "/segma-vgpu-70"}}));
+
+  // A GPU owned whole still gets the library for its share, without a memory limit.
+  types::ModelInstance whole = MakeInstance({0}, 80 * kGiB);
+  whole.claim.compute_percent = 30;
+  EXPECT_EQ(MustRender(BuiltIn("llama.cpp"), m, whole, ctx).env,
+            (Env{{"CUDA_DEVICE_ORDER", "PCI_BUS_ID"},
+                 {"CUDA_VISIBLE_DEVICES", "0"},
+                 {"LD_PRELOAD", kVgpu},
+                 {"SEGMA_VGPU_COMPUTE", "0=30"},
+                 {"SEGMA_VGPU_SHM", "/segma-vgpu-70"}}));
+
+  // 100 % is no limit; under "claims" or without the library nothing is enforced.
+  const Env plain{{"CUDA_DEVICE_ORDER", "PCI_BUS_ID"}, {"CUDA_VISIBLE_DEVICES", "0"}};
+  whole.claim.compute_percent = 100;
+  EXPECT_EQ(MustRender(BuiltIn("llama.cpp"), m, whole, ctx).env, plain);
+  whole.claim.compute_percent = 30;
+  types::Model claims = m;
+  claims.gpu_sharing = types::GpuSharing::kClaims;
+  EXPECT_EQ(MustRender(BuiltIn("llama.cpp"), claims, whole, ctx).env, plain);
+  EXPECT_EQ(MustRender(BuiltIn("llama.cpp"), m, whole, MakeContext("/models/x.gguf", 40001)).env,
+            plain);
+
+  // A MIG device: NVML reports no per-process utilisation there, so no share (its memory limit
+  // stays).
+  LaunchContext mig = MakeContext("/models/x.gguf", 40001, 4);
+  mig.gpu_uuids = {{3, "MIG-3333-4444"}};
+  mig.gpu_total_bytes[3] = 18 * kGiB;
+  mig.vgpu_library = kVgpu;
+  types::ModelInstance on_mig = MakeInstance({3}, 10 * kGiB);
+  on_mig.claim.compute_percent = 30;
+  s = MustRender(BuiltIn("llama.cpp"), m, on_mig, mig);
+  EXPECT_EQ(s.env.count("SEGMA_VGPU_COMPUTE"), 0u);
+  EXPECT_EQ(s.env.at("SEGMA_VGPU_LIMITS"), "0=10737418240");
+}
+
 TEST(RenderDistributedServerLaunchTest, TheRpcServerHasItsOwnAccounting) {
   types::Model m = MakeModel("llama.cpp");
   types::ModelInstance i = MakeInstance({0}, 20 * kGiB);
@@ -875,6 +927,12 @@ TEST(RenderDistributedServerLaunchTest, TheRpcServerHasItsOwnAccounting) {
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->env.at("SEGMA_VGPU_LIMITS"), "0=32212254720");
   EXPECT_EQ(r->env.at("SEGMA_VGPU_SHM"), "/segma-vgpu-70-rpc");
+  EXPECT_EQ(r->env.count("SEGMA_VGPU_COMPUTE"), 0u);
+  // The instance's compute share holds on the rpc-server's GPUs too (its claim carries it).
+  i.distributed_servers[0].claim.compute_percent = 40;
+  r = RenderDistributedServerLaunch(BuiltIn("llama.cpp"), "", m, i, i.distributed_servers[0], ctx);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->env.at("SEGMA_VGPU_COMPUTE"), "0=40");
 
   // In a worker's scope (what the worker always sets): its segments are its own.
   ctx.vgpu_scope = VgpuScope("/var/lib/segma");

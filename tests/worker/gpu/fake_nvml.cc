@@ -9,7 +9,13 @@
 //   FAKE_NVML_MIG=1               GPU 1 is in MIG mode with a 1g.18gb (process 7777, 2 GiB) and a
 //                                 2g.35gb device.
 //   FAKE_NVML_PROC_STRIDE=16|32   process entries are written with that stride (driver ABI bugs).
+//   FAKE_NVML_SM_UTIL=<percent>   nvmlDeviceGetProcessUtilization of a whole GPU answers one fresh
+//                                 sample (time stamp: now) of the calling process with that SM
+//                                 utilisation; unset: NVML_ERROR_NOT_FOUND (no samples).
 // fake_nvml_sessions() returns nvmlInit calls minus nvmlShutdown calls.
+
+#include <time.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdio>
@@ -267,6 +273,45 @@ Return nvmlDeviceGetMigDeviceHandleByIndex(void* d, unsigned index, void** mig) 
   if (!MigOn() || AsDevice(d)->index != 1) return kNotSupported;
   if (index >= 2) return kNotFound;
   *mig = &g_migs[index];
+  return kSuccess;
+}
+Return nvmlDeviceGetHandleByUUID(const char* uuid, void** device) {
+  if (uuid == nullptr || device == nullptr) return kInvalidArgument;
+  for (Device& d : g_devices) {
+    char mine[96];
+    if (nvmlDeviceGetUUID(&d, mine, sizeof(mine)) == kSuccess && std::strcmp(mine, uuid) == 0) {
+      *device = &d;
+      return kSuccess;
+    }
+  }
+  return kNotFound;
+}
+struct ProcessUtilizationSample {
+  unsigned pid;
+  unsigned long long time_stamp;
+  unsigned sm_util, mem_util, enc_util, dec_util;
+};
+Return nvmlDeviceGetProcessUtilization(void* d, ProcessUtilizationSample* samples, unsigned* count,
+                                       unsigned long long last_seen) {
+  if (d == nullptr || count == nullptr) return kInvalidArgument;
+  if (IsMig(d)) return kNotSupported;
+  const char* util = std::getenv("FAKE_NVML_SM_UTIL");
+  if (util == nullptr) return kNotFound;
+  if (samples == nullptr || *count < 1) {
+    *count = 1;
+    return kInsufficientSize;
+  }
+  timespec now{};
+  clock_gettime(CLOCK_REALTIME, &now);
+  const unsigned long long us =
+      static_cast<unsigned long long>(now.tv_sec) * 1000000 + now.tv_nsec / 1000;
+  samples[0] = {static_cast<unsigned>(getpid()),
+                us > last_seen ? us : last_seen + 1,
+                static_cast<unsigned>(std::atoi(util)),
+                0,
+                0,
+                0};
+  *count = 1;
   return kSuccess;
 }
 Return nvmlDeviceGetTopologyCommonAncestor(void* a, void* b, int* level) {

@@ -44,6 +44,7 @@ interface Form {
   distributed: boolean;
   context_length: number | string;
   max_concurrent_sequences: number | string;
+  gpu_compute_percent: number | string;
   extended_kv_cache: boolean;
   env: string;
   backend_parameters: string;
@@ -75,6 +76,7 @@ function body(f: Form) {
   if (num(f.gpus_per_replica) !== undefined) b.gpu_selector = { gpus_per_replica: num(f.gpus_per_replica) };
   if (num(f.context_length) !== undefined) b.context_length = num(f.context_length);
   if (num(f.max_concurrent_sequences) !== undefined) b.max_concurrent_sequences = num(f.max_concurrent_sequences);
+  if (num(f.gpu_compute_percent) !== undefined) b.gpu_compute_percent = num(f.gpu_compute_percent);
   if (f.extended_kv_cache) b.extended_kv_cache = { enabled: true };
   if (f.env.trim()) b.env = parsePairs(f.env);
   const params = f.backend_parameters.split('\n').map((s) => s.trim()).filter(Boolean);
@@ -89,7 +91,7 @@ function fieldOf(f: string): string {
   if (f === 'distributed_inference_across_workers') return 'distributed';
   return f;
 }
-const FIELDS = ['project_id', 'name', 'type', 'path', 'repo', 'file', 'params_b', 'backend', 'backend_version', 'replicas', 'placement_strategy', 'gpu_type', 'worker_selector', 'gpus_per_replica', 'cpu_offloading', 'distributed', 'context_length', 'max_concurrent_sequences', 'extended_kv_cache', 'env', 'backend_parameters'];
+const FIELDS = ['project_id', 'name', 'type', 'path', 'repo', 'file', 'params_b', 'backend', 'backend_version', 'replicas', 'placement_strategy', 'gpu_type', 'worker_selector', 'gpus_per_replica', 'cpu_offloading', 'distributed', 'context_length', 'max_concurrent_sequences', 'gpu_compute_percent', 'extended_kv_cache', 'env', 'backend_parameters'];
 
 function EvaluationView({ ev }: { ev: Evaluation }) {
   const { t, bytes, num } = useI18n();
@@ -232,6 +234,7 @@ function CreateForm({ onClose }: { onClose: () => void }) {
     distributed: false,
     context_length: '',
     max_concurrent_sequences: '',
+    gpu_compute_percent: '',
     extended_kv_cache: false,
     env: '',
     backend_parameters: '',
@@ -308,6 +311,17 @@ function CreateForm({ onClose }: { onClose: () => void }) {
               <NumberInput label={t('deploy.gpusPerReplica')} value={f.gpus_per_replica} onChange={(v) => set('gpus_per_replica', v)} error={err('gpus_per_replica')} min={1} />
               <NumberInput label={t('deploy.contextLength')} value={f.context_length} onChange={(v) => set('context_length', v)} error={err('context_length')} />
               <NumberInput label={t('deploy.maxSeqs')} value={f.max_concurrent_sequences} onChange={(v) => set('max_concurrent_sequences', v)} error={err('max_concurrent_sequences')} />
+              <NumberInput
+                label={t('deploy.gpuComputePercent')}
+                description={t('deploy.gpuComputePercentHint')}
+                value={f.gpu_compute_percent}
+                onChange={(v) => set('gpu_compute_percent', v)}
+                error={err('gpu_compute_percent')}
+                min={1}
+                max={100}
+                allowDecimal={false}
+                data-testid="deploy-gpu-compute-percent"
+              />
               <Textarea label={t('deploy.workerSelector')} value={f.worker_selector} onChange={(e) => set('worker_selector', e.currentTarget.value)} error={err('worker_selector')} autosize />
               <Textarea label={t('deploy.env')} value={f.env} onChange={(e) => set('env', e.currentTarget.value)} error={err('env')} autosize />
               <Textarea label={t('deploy.backendParams')} value={f.backend_parameters} onChange={(e) => set('backend_parameters', e.currentTarget.value)} error={err('backend_parameters')} autosize />
