@@ -117,7 +117,8 @@ class ServerApp {
   // only refreshes a worker's readings does neither (issue 17): the sweep acts on new readings.
   void HandleChanges();
   void ScheduleSweep();
-  // Queues one controller pass on the blocking pool unless one is already queued.
+  // Queues one controller pass on the blocking pool unless one is already queued, no sooner after
+  // the last pass than that pass took.
   void TriggerControllers();
 
   ServerConfig config_;
@@ -155,6 +156,9 @@ class ServerApp {
   std::unique_ptr<controllers::InstanceScheduler> instance_scheduler_;
   std::mutex controllers_mu_;  // one pass at a time
   std::atomic<bool> controllers_queued_{false};
+  // When a triggered pass may start (steady_clock ticks): the end of the last pass plus its
+  // duration. See TriggerControllers.
+  std::atomic<std::chrono::steady_clock::rep> next_pass_at_{0};
   std::unique_ptr<boost::asio::steady_timer> sweep_timer_;
   // Every change (store events); declared last so that it goes before what its handler uses.
   std::shared_ptr<Subscription> changes_;
