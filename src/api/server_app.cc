@@ -178,20 +178,33 @@ Status ServerApp::RunControllersOnce() {
   RETURN_IF_ERROR(replica_sync_->Reconcile().status());
   ASSIGN_OR_RETURN(controllers::InstanceScheduler::PassResult pass,
                    instance_scheduler_->Reconcile());
-  server_metrics_->ObservePass(
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), pass);
+  const auto end = std::chrono::steady_clock::now();
+  next_pass_at_ = (end + (end - start)).time_since_epoch().count();
+  server_metrics_->ObservePass(std::chrono::duration<double>(end - start).count(), pass);
   // The counts the metrics show, as of this pass.
   return server_metrics_->Refresh(*store_);
 }
 
 void ServerApp::TriggerControllers() {
   if (shutting_down_ || controllers_queued_.exchange(true)) return;
-  asio::post(blocking_, [this] {
-    // Cleared before the pass: a change made during it queues exactly one more.
-    controllers_queued_ = false;
-    if (shutting_down_) return;
-    Status s = RunControllersOnce();
-    if (!s.ok()) Logger("controllers")->error("controller pass failed: {}", s.ToString());
+  const auto run = [this] {
+    asio::post(blocking_, [this] {
+      // Cleared before the pass: a change made during it queues exactly one more.
+      controllers_queued_ = false;
+      if (shutting_down_) return;
+      Status s = RunControllersOnce();
+      if (!s.ok()) Logger("controllers")->error("controller pass failed: {}", s.ToString());
+    });
+  };
+  // A pass queued while changes keep coming (thousands of workers registering) waits after the
+  // last one as long as that one took: the passes take at most half of the time, and requests and
+  // heartbeats get the rest. Passes that take milliseconds are not held back noticeably.
+  const std::chrono::steady_clock::time_point at{
+      std::chrono::steady_clock::duration(next_pass_at_.load())};
+  if (std::chrono::steady_clock::now() >= at) return run();
+  auto timer = std::make_shared<asio::steady_timer>(ioc_, at);
+  timer->async_wait([timer, run](boost::system::error_code ec) {
+    if (!ec) run();
   });
 }
 

@@ -123,7 +123,8 @@ class ServerApp {
   // Queues a PruneAuditEvents of the rows older than the retention on the blocking pool, if a
   // retention is set and the last prune is an hour old. From Start and the sweep timer only.
   void MaybePruneAudit();
-  // Queues one controller pass on the blocking pool unless one is already queued.
+  // Queues one controller pass on the blocking pool unless one is already queued, no sooner after
+  // the last pass than that pass took.
   void TriggerControllers();
 
   ServerConfig config_;
@@ -161,6 +162,9 @@ class ServerApp {
   std::unique_ptr<controllers::InstanceScheduler> instance_scheduler_;
   std::mutex controllers_mu_;  // one pass at a time
   std::atomic<bool> controllers_queued_{false};
+  // When a triggered pass may start (steady_clock ticks): the end of the last pass plus its
+  // duration. See TriggerControllers.
+  std::atomic<std::chrono::steady_clock::rep> next_pass_at_{0};
   std::unique_ptr<boost::asio::steady_timer> sweep_timer_;
   std::optional<Timestamp> last_audit_prune_;  // used by MaybePruneAudit only
   // Every change (store events); declared last so that it goes before what its handler uses.

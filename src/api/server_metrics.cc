@@ -84,7 +84,10 @@ Status ServerMetrics::Refresh(store::Store& store) {
     return result;
   };
   ASSIGN_OR_RETURN(std::vector<types::Worker> workers,
-                   timed("list_workers", [&] { return controllers::ListAllWorkers(store); }));
+                   timed("list_workers", [&] {
+                     return controllers::ListAllWorkers(store,
+                                                        controllers::WorkerFields::kWithoutStatus);
+                   }));
   ASSIGN_OR_RETURN(std::vector<types::ModelInstance> instances,
                    timed("list_instances", [&] { return controllers::ListAllInstances(store); }));
   ASSIGN_OR_RETURN(std::vector<types::Model> models,

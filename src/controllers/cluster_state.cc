@@ -26,8 +26,11 @@ Result<std::vector<T>> ListAll(ListFn list) {
 
 }  // namespace
 
-Result<std::vector<types::Worker>> ListAllWorkers(store::Store& store) {
-  return ListAll<types::Worker>([&](const store::ListOptions& o) { return store.ListWorkers(o); });
+Result<std::vector<types::Worker>> ListAllWorkers(store::Store& store, WorkerFields fields) {
+  return ListAll<types::Worker>([&](store::ListOptions o) {
+    o.without_status = fields == WorkerFields::kWithoutStatus;
+    return store.ListWorkers(o);
+  });
 }
 
 Result<std::vector<types::Model>> ListAllModels(store::Store& store) {

@@ -20,7 +20,11 @@
 namespace segma::controllers {
 
 // Every row of a list, all pages.
-Result<std::vector<types::Worker>> ListAllWorkers(store::Store& store);
+// kWithoutStatus: the workers' statuses (every GPU with its readings: most of what a worker row
+// holds) are not read; for passes that need names and states only.
+enum class WorkerFields { kWithStatus, kWithoutStatus };
+Result<std::vector<types::Worker>> ListAllWorkers(store::Store& store,
+                                                  WorkerFields fields = WorkerFields::kWithStatus);
 Result<std::vector<types::Model>> ListAllModels(store::Store& store);
 Result<std::vector<types::ModelInstance>> ListAllInstances(
     store::Store& store, const store::ModelInstanceFilter& filter = {});

@@ -9,7 +9,9 @@ namespace segma::controllers {
 
 Result<std::vector<int64_t>> Rescheduler::Reconcile() {
   std::lock_guard lock(mu_);
-  ASSIGN_OR_RETURN(std::vector<types::Worker> workers, ListAllWorkers(store_));
+  // Names and states only: with 10,000 workers the statuses would be most of the pass.
+  ASSIGN_OR_RETURN(std::vector<types::Worker> workers,
+                   ListAllWorkers(store_, WorkerFields::kWithoutStatus));
   std::map<int64_t, std::string> names;
   std::set<int64_t> lost;
   for (const types::Worker& w : workers) {

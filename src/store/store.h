@@ -61,6 +61,9 @@ struct ListOptions {
   std::optional<int64_t> user_id;
   // Only rows of projects (or the projects themselves) that this user is a member of.
   std::optional<int64_t> member_user_id;
+  // ListWorkers only: each worker without its status (GPUs and readings, the bulk of the row),
+  // which is left empty, for readers that need only names and states.
+  bool without_status = false;
 };
 
 template <typename T>
@@ -467,7 +470,7 @@ class Store {
   // Looks a worker up by Sha256Hex(worker token).
   virtual Result<types::Worker> GetWorkerByTokenHash(const std::string& token_hash) = 0;
   // Sort fields: id, name, state, created_at, updated_at, last_heartbeat_at. q: name.
-  // Filters: cluster_id.
+  // Filters: cluster_id. options.without_status leaves each status empty.
   virtual Result<ListResult<types::Worker>> ListWorkers(const ListOptions& options) = 0;
   virtual Result<types::Worker> UpdateWorker(int64_t id, const WorkerPatch& patch) = 0;
   // Stores `status`, sets last_heartbeat_at = `at` and state READY (clearing state_message)

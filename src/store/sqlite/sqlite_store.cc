@@ -1836,7 +1836,7 @@ Result<Worker> SqliteStore::GetWorkerByTokenHash(const std::string& token_hash) 
 Result<ListResult<Worker>> SqliteStore::ListWorkers(const ListOptions& options) {
   std::lock_guard lock(mu_);
   ListQuery q{.resource = "workers",
-              .columns = kWorkerCols,
+              .columns = options.without_status ? kWorkerColsButStatus : kWorkerCols,
               .from = "workers",
               .id_column = "id",
               .sorts = {{"id", "id"},
