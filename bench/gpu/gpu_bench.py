@@ -2,14 +2,16 @@
 """The segma parts of the real-GPU run (bench/gpu/run.sh calls this; python3 stdlib only).
 
   gpu_bench.py compare-inventory PROBE_JSON NVIDIA_SMI_CSV
-  gpu_bench.py serve|share|multi --segma BIN --work DIR --out DIR --engine-dir DIR --model-file F
+  gpu_bench.py serve|share|multi|compute --segma BIN --work DIR --out DIR --engine-dir DIR --model-file F
   gpu_bench.py tune --plan NAME --segma BIN --work DIR --out DIR --engine-dir DIR --model-file F
 
 serve: `segma start` on the real GPU, one deployment of the 8B model through the REST API, then
 `segma bench load` at 1..128 concurrent streaming users, straight to the engine and through the
 gateway (same prompts shape, distinct prompts). share: a second deployment on the same GPU, both
 serving, the worker's reported VRAM against nvidia-smi. multi: with 2+ GPUs, the links the worker
-reports and a tensor-split deployment on two GPUs next to a one-GPU deployment.
+reports and a tensor-split deployment on two GPUs next to a one-GPU deployment. compute: two
+deployments on one GPU claiming 70 % and 30 % of its compute (gpu_compute_percent), alone and
+under contention.
 tune: segma's llama.cpp choices (issue 14) on one model file, against llama.cpp's own defaults and
 variants passed as backend_parameters, at 1..128 users; every deployment's engine log is checked
 for the devices it used and "offloaded N/N layers to GPU" (the run fails otherwise), and each row
@@ -252,6 +254,66 @@ def over_slice(st, a, body):
     ]
 
 
+def compute(args):
+    """Issue 22's compute share through segma's own deployment path: two deployments of the 8B
+    model on one GPU claiming 70 % and 30 % of it (gpu_compute_percent), each loaded alone, then
+    both at once. Reports the tokens/s each gets under contention against its claim, and what each
+    engine was launched with (SEGMA_VGPU_COMPUTE)."""
+    import threading
+    st = Stack(args)
+    st.start()
+    try:
+        body = {"backend": "llama.cpp", "placement_strategy": "binpack",
+                "source": {"type": "local_path", "path": args.model_file},
+                "context_length": 4096, "max_concurrent_sequences": 16}
+        shares = {"llama-8b-70": 70, "llama-8b-30": 30}
+        insts = {}
+        for name, pct in shares.items():
+            _, insts[name] = deploy_checked(st, name, body=dict(body, gpu_compute_percent=pct))
+        if len({tuple(i["gpu_indexes"]) for i in insts.values()}) != 1:
+            raise RuntimeError(f"not on one GPU: {[i['gpu_indexes'] for i in insts.values()]}")
+        users, n, tokens = (2, 4, 16) if QUICK else (8, 48, 256)
+
+        def run(name, tag):
+            return st.load(st.api.base, name, users, n, key=st.key, max_tokens=tokens, tag=tag,
+                           extra=ENDPOINT_FLAGS)
+        alone = {name: run(name, f"compute-alone-{name}") for name in shares}
+        together = {}
+        threads = [threading.Thread(target=lambda nm=name: together.__setitem__(
+            nm, run(nm, f"compute-both-{nm}"))) for name in shares]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        total = sum(r["output_tokens_per_s"] for r in together.values())
+        lines = [
+            f"Two deployments of the 8B model (q8_0) on GPU {insts['llama-8b-70']['gpu_indexes']}, "
+            f"enforced, `gpu_compute_percent` 70 and 30; {users} streaming users each, "
+            f"{n} requests of {tokens} tokens, through the gateway; alone, then both at once:", "",
+            "| deployment | claim | alone: total tok/s | both: total tok/s | both: share of the "
+            "two | both: tok/s per user p50 | both: TTFT p50 ms | errors |",
+            "|---|---|---|---|---|---|---|---|"]
+        for name, pct in shares.items():
+            a, b = alone[name], together[name]
+            lines.append(
+                f"| {name} | {pct} % | {a['output_tokens_per_s']:.0f} | "
+                f"{b['output_tokens_per_s']:.0f} | {100 * b['output_tokens_per_s'] / total:.0f} % | "
+                f"{b['tokens_per_s_per_user']['p50']:.1f} | {b['ttft_ms']['p50']:.0f} | "
+                f"{a['errors'] + b['errors']} |")
+        lines.append("")
+        for name, inst in insts.items():
+            pid = st.engine_pids().get(inst["id"])
+            env = dict(kv.split("=", 1) for kv in
+                       open(f"/proc/{pid}/environ").read().split("\0") if "=" in kv) if pid else {}
+            lines.append(f"- {name} (instance {inst['id']}): SEGMA_VGPU_COMPUTE "
+                         f"{env.get('SEGMA_VGPU_COMPUTE', '-')}, SEGMA_VGPU_LIMITS "
+                         f"{env.get('SEGMA_VGPU_LIMITS', '-')}, LD_PRELOAD "
+                         f"{'libsegma-vgpu' if 'libsegma-vgpu' in env.get('LD_PRELOAD', '') else 'absent'}")
+        write(args, "compute.md", "\n".join(lines) + "\n")
+    finally:
+        st.stop()
+
+
 def multi(args):
     st = Stack(args)
     st.start()
@@ -433,7 +495,7 @@ def main():
     if len(sys.argv) >= 2 and sys.argv[1] == "compare-inventory":
         return compare_inventory(sys.argv[2], sys.argv[3])
     p = argparse.ArgumentParser()
-    p.add_argument("phase", choices=["serve", "share", "multi", "tune"])
+    p.add_argument("phase", choices=["serve", "share", "multi", "tune", "compute"])
     p.add_argument("--plan", choices=sorted(PLANS), default="quick")
     p.add_argument("--segma", required=True)
     p.add_argument("--work", required=True)
@@ -441,7 +503,8 @@ def main():
     p.add_argument("--engine-dir", required=True)
     p.add_argument("--model-file", required=True)
     args = p.parse_args()
-    {"serve": serve, "share": share, "multi": multi, "tune": tune}[args.phase](args)
+    {"serve": serve, "share": share, "multi": multi, "tune": tune,
+     "compute": compute}[args.phase](args)
     return 0
 
 

@@ -17,6 +17,7 @@
 #                through the gateway (bench/gpu/gpu_bench.py)
 #     share      two deployments on one GPU through VRAM claims; reported VRAM against NVML
 #     multi      (2+ GPUs) links, a tensor-split model on two GPUs next to a one-GPU model
+#     compute    two deployments on one GPU held to 70 % and 30 % of its compute, alone and together
 #
 # Inputs: .device/segma-linux-x86_64.tar.gz and .device/llama-src.tar.gz (bench/gpu/pack).
 # Work files in $SEGMA_GPU_WORK (default /tmp/segma-gpu); results in $OUT (default $WORK/out).
@@ -123,7 +124,7 @@ for phase in "${phases[@]}"; do
     model) phase_model ;;
     model-f16) make_model llama-8b-f16.gguf 8b f16 ;;
     model-32b) make_model llama-32b-q8_0.gguf 32b q8_0 ;;
-    serve|share|multi) phase_stack "$phase" ;;
+    serve|share|multi|compute) phase_stack "$phase" ;;
     tune-8b-q8_0) phase_tune 8b-q8_0 llama-8b-q8_0.gguf ;;
     tune-8b-check) phase_tune 8b-check llama-8b-q8_0.gguf ;;
     tune-8b-vgpu) phase_tune 8b-vgpu llama-8b-q8_0.gguf ;;

@@ -179,7 +179,7 @@ Status ServerApp::RunControllersOnce() {
   ASSIGN_OR_RETURN(controllers::InstanceScheduler::PassResult pass,
                    instance_scheduler_->Reconcile());
   const auto end = std::chrono::steady_clock::now();
-  next_pass_at_ = (end + (end - start)).time_since_epoch().count();
+  pacer_.Ran(start, end);
   server_metrics_->ObservePass(std::chrono::duration<double>(end - start).count(), pass);
   // The counts the metrics show, as of this pass.
   return server_metrics_->Refresh(*store_);
@@ -196,11 +196,8 @@ void ServerApp::TriggerControllers() {
       if (!s.ok()) Logger("controllers")->error("controller pass failed: {}", s.ToString());
     });
   };
-  // A pass queued while changes keep coming (thousands of workers registering) waits after the
-  // last one as long as that one took: the passes take at most half of the time, and requests and
-  // heartbeats get the rest. Passes that take milliseconds are not held back noticeably.
-  const std::chrono::steady_clock::time_point at{
-      std::chrono::steady_clock::duration(next_pass_at_.load())};
+  // Paced (PassPacer): while changes keep coming, passes take at most half of the time.
+  const auto at = pacer_.EarliestStart();
   if (std::chrono::steady_clock::now() >= at) return run();
   auto timer = std::make_shared<asio::steady_timer>(ioc_, at);
   timer->async_wait([timer, run](boost::system::error_code ec) {

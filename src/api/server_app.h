@@ -17,6 +17,7 @@
 #include "api/server_metrics.h"
 #include "api/worker_change_filter.h"
 #include "controllers/instance_scheduler.h"
+#include "controllers/pass_pacer.h"
 #include "controllers/replica_sync.h"
 #include "controllers/rescheduler.h"
 #include "controllers/worker_liveness.h"
@@ -162,9 +163,7 @@ class ServerApp {
   std::unique_ptr<controllers::InstanceScheduler> instance_scheduler_;
   std::mutex controllers_mu_;  // one pass at a time
   std::atomic<bool> controllers_queued_{false};
-  // When a triggered pass may start (steady_clock ticks): the end of the last pass plus its
-  // duration. See TriggerControllers.
-  std::atomic<std::chrono::steady_clock::rep> next_pass_at_{0};
+  controllers::PassPacer pacer_;  // when a triggered pass may start; see TriggerControllers
   std::unique_ptr<boost::asio::steady_timer> sweep_timer_;
   std::optional<Timestamp> last_audit_prune_;  // used by MaybePruneAudit only
   // Every change (store events); declared last so that it goes before what its handler uses.
