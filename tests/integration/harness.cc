@@ -30,9 +30,11 @@ std::string BuildDir() {
 
 std::string SegmaBinary() { return BuildDir() + "/src/cli/segma"; }
 
-TempDir::TempDir() {
+TempDir::TempDir(Medium medium) {
   std::random_device rd;
-  path_ = BuildDir() + "/test-tmp/" + std::to_string(getpid()) + "-" + std::to_string(rd());
+  const std::string base =
+      medium == Medium::kMemory ? std::string("/dev/shm/segma-test-tmp") : BuildDir() + "/test-tmp";
+  path_ = base + "/" + std::to_string(getpid()) + "-" + std::to_string(rd());
   std::filesystem::create_directories(path_);
 }
 

@@ -22,7 +22,12 @@ std::string SegmaBinary();
 // A fresh, empty directory under the build tree, removed by the destructor.
 class TempDir {
  public:
-  TempDir();
+  // Where the directory lives. kMemory (/dev/shm) is for tests that kill a process at random
+  // moments: a process killed while a thread waits in fsync() dies only when the disk answers,
+  // which a loaded build machine can delay by tens of seconds. A killed process loses nothing more
+  // on tmpfs than on disk (the page cache outlives it); only a power loss would differ.
+  enum class Medium { kBuildTree, kMemory };
+  explicit TempDir(Medium medium = Medium::kBuildTree);
   ~TempDir();
   const std::string& path() const { return path_; }
 

@@ -302,13 +302,25 @@ scrape_configs:
   std::printf("%zu dashboard queries over %zu dashboards returned series\n", queries,
               dashboards.size());
 
-  // The fake GPUs move: the utilization Prometheus scraped changed within the last 10 s.
-  json::value changes =
-      Prom("/api/v1/query?query=" + UrlEncode("max(changes(DCGM_FI_DEV_GPU_UTIL[10s]))"));
-  ASSERT_TRUE(changes.is_object());
-  const auto& result = changes.as_object().at("result").as_array();
-  ASSERT_FALSE(result.empty());
-  EXPECT_GT(std::stod(std::string(result[0].at("value").as_array()[1].as_string())), 0);
+  // The fake GPUs move: the utilization Prometheus scraped changes over time. Waited for with a
+  // deadline, not read once: under a loaded machine a 1 s scrape (its timeout is the interval)
+  // can miss, and a window with a single sample has no change to count.
+  double gpu_util_changes = 0;
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        json::value changes =
+            Prom("/api/v1/query?query=" + UrlEncode("max(changes(DCGM_FI_DEV_GPU_UTIL[20s]))"));
+        if (!changes.is_object()) return false;
+        const auto& result = changes.as_object().at("result").as_array();
+        if (result.empty()) return false;
+        gpu_util_changes =
+            std::stod(std::string(result[0].at("value").as_array()[1].as_string()));
+        return gpu_util_changes > 0;
+      },
+      std::chrono::seconds(60)))
+      << "DCGM_FI_DEV_GPU_UTIL did not change within 20 s (changes = " << gpu_util_changes
+      << "); Prometheus' log:\n"
+      << prometheus_->Log();
   load2->Signal(SIGKILL);
 
   // --log-format json: every line of the run's log is one JSON object with time, level,

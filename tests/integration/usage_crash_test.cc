@@ -143,7 +143,8 @@ class UsageCrashTest : public ::testing::Test {
     });
     std::this_thread::sleep_for(std::chrono::duration<double>(kill_after));
     victim.Signal(SIGKILL);
-    EXPECT_TRUE(victim.Wait(std::chrono::seconds(10)).has_value());
+    EXPECT_TRUE(victim.Wait(std::chrono::seconds(60)).has_value())
+        << "the killed process did not exit within 60 s";
     load.join();
     return report;
   }
@@ -202,7 +203,7 @@ class UsageCrashTest : public ::testing::Test {
 
   std::string data() const { return dir_.path() + "/data"; }
 
-  TempDir dir_;
+  TempDir dir_{TempDir::Medium::kMemory};  // processes are killed mid-fsync: see TempDir
   uint16_t port_ = 0;
   uint16_t gw_port_ = 0;
   int starts_ = 0;
