@@ -5,10 +5,10 @@
 
 namespace segma::controllers {
 
-// Spaces the controller passes that changes trigger (issue 17). While changes keep coming (thousands
-// of workers registering at once), a pass may start no sooner after the last one ended than that
-// one took: passes then take at most half of the blocking pool's time, and requests and heartbeats
-// get the rest. A pass that took milliseconds holds the next back by milliseconds.
+// Spaces the controller passes that changes trigger (issue 17). While changes keep coming
+// (thousands of workers registering at once), a pass may start no sooner after the last one ended
+// than that one took: passes then take at most half of the blocking pool's time, and requests and
+// heartbeats get the rest. A pass that took milliseconds holds the next back by milliseconds.
 //
 // Times are passed in, so the rule is tested without a clock. Thread-safe: Ran is called by the
 // thread that ran the pass, EarliestStart by whichever thread triggers the next one.

@@ -313,8 +313,7 @@ scrape_configs:
         if (!changes.is_object()) return false;
         const auto& result = changes.as_object().at("result").as_array();
         if (result.empty()) return false;
-        gpu_util_changes =
-            std::stod(std::string(result[0].at("value").as_array()[1].as_string()));
+        gpu_util_changes = std::stod(std::string(result[0].at("value").as_array()[1].as_string()));
         return gpu_util_changes > 0;
       },
       std::chrono::seconds(60)))
