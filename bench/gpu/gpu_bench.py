@@ -161,14 +161,19 @@ def serve(args):
         st.stop()
 
 
+def one_gpu_body(args, sequences):
+    """A deployment of the test model for the phases that put two on one GPU: binpack keeps both
+    on one GPU even when the machine has more; 4,096 tokens for each of `sequences`."""
+    return {"backend": "llama.cpp", "placement_strategy": "binpack",
+            "source": {"type": "local_path", "path": args.model_file},
+            "context_length": 4096, "max_concurrent_sequences": sequences}
+
+
 def share(args):
     st = Stack(args)
     st.start()
     try:
-        # binpack: both on one GPU even when the machine has more.
-        body = {"backend": "llama.cpp", "placement_strategy": "binpack",
-                "source": {"type": "local_path", "path": args.model_file},
-                "context_length": 4096, "max_concurrent_sequences": 8}
+        body = one_gpu_body(args, sequences=8)
         a_model, a = deploy_checked(st, "llama-8b-a", body=body)
         b_model, b = deploy_checked(st, "llama-8b-b", body=body)
         for name in ["llama-8b-a", "llama-8b-b"]:
@@ -263,9 +268,7 @@ def compute(args):
     st = Stack(args)
     st.start()
     try:
-        body = {"backend": "llama.cpp", "placement_strategy": "binpack",
-                "source": {"type": "local_path", "path": args.model_file},
-                "context_length": 4096, "max_concurrent_sequences": 16}
+        body = one_gpu_body(args, sequences=16)
         shares = {"llama-8b-70": 70, "llama-8b-30": 30}
         insts = {}
         for name, pct in shares.items():
