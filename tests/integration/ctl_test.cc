@@ -162,7 +162,8 @@ TEST_F(CtlTest, LoginProjectKeyAndPool) {
   EXPECT_EQ(rc, 1);
   EXPECT_NE(out.find("did you mean 10.0.0.0/8?"), std::string::npos) << out;
   std::tie(rc, out) =
-      Ctl("-o json api-keys create --name office --project 1 --allowed-cidrs 192.0.2.0/24");
+      Ctl("-o json api-keys create --name office --project 1 --scope all "
+          "--allowed-cidrs 192.0.2.0/24");
   ASSERT_EQ(rc, 0) << out;
   auto office = ParseJson(out);
   ASSERT_TRUE(office.ok()) << out;
