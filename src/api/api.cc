@@ -252,8 +252,9 @@ http::Response Serve(const Route& route, Services& services, http::RequestContex
           status::forbidden,
           json::object{{"error", json::object{{"code", kPasswordChangeRequired},
                                               {"message",
-                                               "you must change your password first "
-                                               "(POST /v2/auth/change-password)"}}}});
+                                               "you must change your password first (POST "
+                                               "/v2/auth/change-password, segma ctl "
+                                               "change-password)"}}}});
     }
   }
   if (route.access == Access::kGlobal) {

@@ -15,7 +15,7 @@
 //      denied to non-admins.
 //  - kProjects: read A or any role in the project (list: any user, filtered by the caller);
 //    create/update/delete A only (update can change quotas).
-//  - kUsers: A only. kSelf (own profile, password): any user principal.
+//  - kUsers: A only. kSelf (own profile, password, own sessions): any user principal.
 //  - kClusters: A only (reads include registration tokens).
 //  - kPrices: A only (the charge-back price table; members see its effect in usage costs).
 //  - kAuditEvents: A only (the audit trail; API keys never, even an admin's).

@@ -1277,6 +1277,23 @@ void AddCtlCommands(CLI::App& app) {
     std::cout << "logged out\n";
   });
 
+  // A password an admin set (or the generated bootstrap one) must be changed before anything
+  // else works (403 password_change_required).
+  auto passwords = std::make_shared<std::pair<std::string, std::string>>();
+  CLI::App* passwd_cmd = ctl->add_subcommand(
+      "change-password", "Change your password (other sessions of yours are ended)");
+  passwd_cmd->add_option("--old", passwords->first, "or SEGMA_PASSWORD")
+      ->envname("SEGMA_PASSWORD")
+      ->required();
+  passwd_cmd->add_option("--new", passwords->second, "at least 8 characters; or SEGMA_NEW_PASSWORD")
+      ->envname("SEGMA_NEW_PASSWORD")
+      ->required();
+  passwd_cmd->callback([opts, passwords] {
+    Call(*opts, verb::post, "/v2/auth/change-password",
+         json::object{{"old_password", passwords->first}, {"new_password", passwords->second}});
+    std::cout << "password changed\n";
+  });
+
   // sessions
   CLI::App* sessions =
       ctl->add_subcommand("sessions", "Signed-in sessions: yours, or anyone's (admins)");

@@ -197,6 +197,22 @@ TEST_F(CtlTest, LoginProjectKeyAndPool) {
   EXPECT_NE(out.find("revoked"), std::string::npos) << out;
   std::tie(rc, out) = Ctl("projects list");
   EXPECT_EQ(rc, 1) << "the revoked session's token is refused: " << out;
+
+  // A user whose password an admin set must change it first; the CLI can.
+  LogIn();
+  auto made = api_.Post("/v2/users", json::object{{"username", "nina"},
+                                                  {"password", "nina-first-pw"},
+                                                  {"require_password_change", true}});
+  ASSERT_EQ(made.status, 201u) << made.body;
+  std::tie(rc, out) = Ctl("login --username nina --password nina-first-pw");
+  ASSERT_EQ(rc, 0) << out;
+  std::tie(rc, out) = Ctl("projects list");
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(out.find("segma ctl change-password"), std::string::npos) << out;
+  std::tie(rc, out) = Ctl("change-password --old nina-first-pw --new nina-second-pw");
+  ASSERT_EQ(rc, 0) << out;
+  std::tie(rc, out) = Ctl("projects list");
+  EXPECT_EQ(rc, 0) << out;
 }
 
 TEST_F(CtlTest, GpusForPeople) {
