@@ -616,6 +616,10 @@ Result<std::shared_ptr<const KeyRecord>> OpenAiProxy::Authenticate(http::Request
   ASSIGN_OR_RETURN(std::shared_ptr<const KeyRecord> key,
                    deps_.keys.Authenticate(v.substr(kBearer.size())));
   if (!key->inference.ok()) return key->inference;
+  if (!key->AllowsAddress(ctx.remote_address)) {
+    return PermissionDeniedError(
+        fmt::format("this API key may not be used from {}", ctx.remote_address));
+  }
   return key;
 }
 

@@ -94,6 +94,8 @@ struct ProjectPatch {
 
 struct ApiKeyPatch {
   std::optional<types::LimitsPatch> limits;  // applied to the stored limits in the transaction
+  // Outer optional: change or not; inner nullopt: any address. Canonical CIDR strings.
+  std::optional<std::optional<std::vector<std::string>>> allowed_cidrs;
 };
 
 struct ClusterPatch {
@@ -391,6 +393,13 @@ class Store {
   // Inserts a session for `session.user_id` (kNotFound if no such user).
   virtual Result<types::Session> CreateSession(const types::Session& session) = 0;
   virtual Result<types::Session> GetSession(int64_t id) = 0;
+  // The sessions neither revoked nor expired (by the store's clock), with their usernames.
+  // Filters: user_id. Sort fields: id, user_id, username, created_at, last_used_at (never used:
+  // its created_at), expires_at. q: username.
+  virtual Result<ListResult<types::Session>> ListSessions(const ListOptions& options) = 0;
+  // Sets last_used_at to `at` unless it is already later. The caller coalesces (IdentityService
+  // writes at most once a minute per session). Unknown ids are ignored.
+  virtual Status TouchSession(int64_t id, Timestamp at) = 0;
   // Sets revoked_at (idempotent: a revoked session keeps its first revocation time).
   virtual Status RevokeSession(int64_t id, Timestamp at) = 0;
   // Revokes every unrevoked session of `user_id` except `keep_session_id`; returns how many.

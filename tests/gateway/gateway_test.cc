@@ -15,6 +15,7 @@
 
 #include "common/crypto.h"
 #include "fakes/fake_model_server.h"
+#include "gateway/replica.h"
 #include "http/client.h"
 #include "http/server.h"
 #include "store/sqlite/sqlite_store.h"
@@ -758,6 +759,36 @@ TEST_F(GatewayTest, ExportsPerModelMetrics) {
         "segma_gateway_request_duration_seconds_count", "segma_gateway_overhead_seconds"}) {
     EXPECT_NE(text.find(name), std::string::npos) << name;
   }
+}
+
+// A key's client ranges reach a replica with the key (/internal/gateway/state) and mean the same
+// there: canonical, and "no list" stays "any address".
+TEST(KeyRecordJsonTest, AllowedCidrsTravelToReplicas) {
+  KeyRecord k;
+  k.id = 7;
+  k.name = "office";
+  k.project_id = 1;
+  k.user_id = 2;
+  k.allowed_cidrs = AllowedCidrSet(std::vector<std::string>{"10.0.0.0/8", "2001:db8::/32"});
+  const std::string hash(64, 'a');
+  auto back = KeyRecordFromJson(json::value(KeyRecordToJson(hash, k)));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  ASSERT_TRUE(back->second.allowed_cidrs.has_value());
+  EXPECT_EQ(back->second.allowed_cidrs->ranges(), k.allowed_cidrs->ranges());
+  EXPECT_TRUE(back->second.AllowsAddress("10.1.2.3"));
+  EXPECT_TRUE(back->second.AllowsAddress("2001:db8::9"));
+  EXPECT_FALSE(back->second.AllowsAddress("192.0.2.1"));
+  EXPECT_FALSE(back->second.AllowsAddress("not an address"));
+
+  k.allowed_cidrs.reset();
+  back = KeyRecordFromJson(json::value(KeyRecordToJson(hash, k)));
+  ASSERT_TRUE(back.ok());
+  EXPECT_FALSE(back->second.allowed_cidrs.has_value());
+  EXPECT_TRUE(back->second.AllowsAddress("192.0.2.1"));
+
+  json::object bad = KeyRecordToJson(hash, k);
+  bad["allowed_cidrs"] = json::array{"10.1.2.3/8"};
+  EXPECT_EQ(KeyRecordFromJson(json::value(bad)).status().code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace
