@@ -388,7 +388,7 @@ bool Contains(const Argv& argv, const std::string& s) {
                      [&](const std::string& a) { return a.find(s) != std::string::npos; });
 }
 
-TEST(EngineSecretTest, EachBuiltInEngineTakesItItsOwnWay) {
+TEST(EngineSecretRenderTest, EachBuiltInEngineTakesItItsOwnWay) {
   const LaunchContext ctx = WithSecret(MakeContext("/models/x", 40001));
   const std::string& key = ctx.api_key;
   types::ModelInstance gpu = MakeInstance({0}, 40 * kGiB);
@@ -442,7 +442,7 @@ TEST(EngineSecretTest, EachBuiltInEngineTakesItItsOwnWay) {
   }
 }
 
-TEST(EngineSecretTest, NeitherParametersNorTheModelsEnvMayReplaceIt) {
+TEST(EngineSecretRenderTest, NeitherParametersNorTheModelsEnvMayReplaceIt) {
   const LaunchContext ctx = WithSecret(MakeContext("/models/x.gguf", 40001));
   types::ModelInstance i = MakeInstance({0}, 10 * kGiB);
   auto error = [&](std::string_view backend, std::vector<std::string> params,
@@ -465,7 +465,7 @@ TEST(EngineSecretTest, NeitherParametersNorTheModelsEnvMayReplaceIt) {
   EXPECT_EQ(error("llama.cpp", {"--metrics"}, {{"OTHER", "x"}}), "OK");
 }
 
-TEST(EngineSecretTest, TheRpcServerHasNone) {
+TEST(EngineSecretRenderTest, TheRpcServerHasNone) {
   types::Model m = MakeModel("split");
   types::ModelInstance i = MakeInstance({0}, 20 * kGiB);
   types::DistributedServer d;
