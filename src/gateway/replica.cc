@@ -182,8 +182,11 @@ json::array RoutesToJson(const RouteTable& table) {
     for (const Deployment& d : r.deployments) {
       json::array replicas;
       for (const Replica& x : d.replicas) {
-        replicas.push_back(json::object{
-            {"instance_id", x.instance_id}, {"base_url", x.base_url}, {"healthy", x.healthy}});
+        json::object replica{
+            {"instance_id", x.instance_id}, {"base_url", x.base_url}, {"healthy", x.healthy}};
+        // Only in the state document the gateway token opens (/internal/gateway/state).
+        if (!x.api_key.empty()) replica["engine_secret"] = x.api_key;
+        replicas.push_back(std::move(replica));
       }
       deployments.push_back(json::object{{"deployment_id", d.deployment_id},
                                          {"project_id", d.project_id},
@@ -225,6 +228,9 @@ Result<RouteTable::Builder> RoutesFromJson(const json::value& v) {
         ASSIGN_OR_RETURN(rs.instance_id, Int(*x, "instance_id"));
         ASSIGN_OR_RETURN(rs.base_url, Str(*x, "base_url"));
         ASSIGN_OR_RETURN(rs.healthy, Bool(*x, "healthy"));
+        if (x->contains("engine_secret")) {  // absent: the engine takes none
+          ASSIGN_OR_RETURN(rs.api_key, Str(*x, "engine_secret"));
+        }
         ds.replicas.push_back(std::move(rs));
       }
       spec.deployments.push_back(std::move(ds));

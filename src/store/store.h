@@ -166,6 +166,7 @@ struct ModelInstancePatch {
   std::optional<int> restart_count;
   std::optional<std::optional<Timestamp>> last_restart_at;
   std::optional<std::map<std::string, std::string>> unschedulable_reasons;
+  std::optional<std::string> engine_secret;  // the main worker's report; "" = none
   // Compare-and-set: when set, the update applies only if the stored state is one of these
   // (kAborted otherwise), so that a controller never overwrites a newer transition.
   std::optional<std::vector<types::InstanceState>> if_state_in;
@@ -177,6 +178,7 @@ struct ModelInstancePatch {
     claim = types::ResourceClaim();
     distributed_servers = std::vector<types::DistributedServer>();
     port = 0;
+    engine_secret = std::string();  // the next worker's engine has its own
   }
 };
 

@@ -932,11 +932,17 @@ TEST_P(StoreContractTest, InstanceCrudPatchAndFilters) {
   d.claim.compute_percent = 40;
   place.distributed_servers = std::vector<types::DistributedServer>{d};
   place.unschedulable_reasons = std::map<std::string, std::string>{{"w1", "no GPU"}};
+  place.engine_secret = "segma_eng_contract-0123456789";
   auto placed = store_->UpdateModelInstance(a->id, place);
   ASSERT_TRUE(placed.ok()) << placed.status().ToString();
   auto reread = store_->GetModelInstance(a->id);
   ASSERT_TRUE(reread.ok()) << reread.status().ToString();
   EXPECT_EQ(*reread, *placed);  // the placement round-trips
+  // The engine's secret is stored for the gateways, and never serialized (ADR 0035).
+  EXPECT_EQ(reread->engine_secret, "segma_eng_contract-0123456789");
+  EXPECT_EQ(ToJsonString(json::value(types::ToJson(*reread))).find("segma_eng_"),
+            std::string::npos);
+  EXPECT_FALSE(types::ToJson(*reread).contains("engine_secret"));
   EXPECT_EQ(reread->claim, claim);
   EXPECT_EQ(reread->distributed_servers, std::vector<types::DistributedServer>{d});
   // Compare-and-set: it is no longer PENDING.
@@ -967,11 +973,16 @@ TEST_P(StoreContractTest, InstanceCrudPatchAndFilters) {
   EXPECT_EQ(cleared->worker_id, 0);
   EXPECT_TRUE(cleared->gpu_indexes.empty());
   EXPECT_TRUE(cleared->claim.vram.empty());
+  EXPECT_EQ(cleared->engine_secret, "") << "the next worker's engine has its own";
 
   ASSERT_TRUE(store_->DeleteModelInstance(b->id).ok());
   EXPECT_EQ(store_->GetModelInstance(b->id).status().code(), StatusCode::kNotFound);
   std::vector<Event> events = Drain();
   ASSERT_EQ(events.size(), 3u);
+  for (const Event& e : events) {
+    EXPECT_EQ(ToJsonString(json::value(e.data)).find("segma_eng_"), std::string::npos)
+        << "events carry none";
+  }
   EXPECT_EQ(events[0].resource, "model-instances");
   EXPECT_EQ(events[0].type, Event::Type::kUpdated);
   EXPECT_EQ(events[0].project_id, p.id);

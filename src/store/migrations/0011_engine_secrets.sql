@@ -1,5 +1,4 @@
--- PLACEHOLDER, to be replaced by the engine-secrets branch's own 0011_engine_secrets.sql when the
--- two branches meet (take theirs). It exists only because migrations must be numbered without
--- gaps (SqliteStoreTest.EmbeddedMigrationsAreContiguous, and Migrate skips any version at or
--- below the database's current one) and this branch's 0012 was numbered after it.
-SELECT 1;
+-- The secret each instance's engine requires of its clients, as its worker reported it
+-- (types::ModelInstance::engine_secret, docs/adr/0035-engine-secrets.md). The gateways send it
+-- upstream; no /v2 answer carries it.
+ALTER TABLE model_instances ADD COLUMN engine_secret TEXT NOT NULL DEFAULT '';

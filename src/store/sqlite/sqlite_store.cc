@@ -527,7 +527,7 @@ Event InstanceEvent(Event::Type t, const types::ModelInstance& i) {
 constexpr std::string_view kInstanceCols =
     "id, model_id, project_id, name, state, state_message, worker_id, worker_name, gpu_indexes, "
     "port, claim, distributed_servers, restart_count, last_restart_at, unschedulable_reasons, "
-    "created_at, updated_at";
+    "created_at, updated_at, engine_secret";
 
 std::string EncodeIntArray(const std::vector<int>& v) {
   json::array a;
@@ -633,6 +633,7 @@ Result<types::ModelInstance> DecodeInstance(const Stmt& s) {
   i.last_restart_at = s.ColOptTime(13);
   i.created_at = s.ColTime(15);
   i.updated_at = s.ColTime(16);
+  i.engine_secret = s.ColText(17);
   return i;
 }
 
@@ -2053,12 +2054,12 @@ Status SqliteStore::WriteInstance(const types::ModelInstance& i) {
       Stmt s, Prepare("UPDATE model_instances SET state = ?, state_message = ?, worker_id = ?, "
                       "worker_name = ?, gpu_indexes = ?, port = ?, claim = ?, "
                       "distributed_servers = ?, restart_count = ?, last_restart_at = ?, "
-                      "unschedulable_reasons = ?, updated_at = ? WHERE id = ?"));
+                      "unschedulable_reasons = ?, updated_at = ?, engine_secret = ? WHERE id = ?"));
   s.Text(types::InstanceStateName(i.state)).Text(i.state_message).Int(i.worker_id);
   s.Text(i.worker_name).Text(EncodeIntArray(i.gpu_indexes)).Int(i.port);
   s.Text(ToJsonString(types::ToJson(i.claim))).Text(EncodeServers(i.distributed_servers));
   s.Int(i.restart_count).OptTime(i.last_restart_at).Text(EncodeLabels(i.unschedulable_reasons));
-  s.Time(i.updated_at).Int(i.id);
+  s.Time(i.updated_at).Text(i.engine_secret).Int(i.id);
   RETURN_IF_ERROR(s.Run());
   return SqliteLedgerSyncInstance(db_, i.id, clock_.Now());
 }
@@ -2177,13 +2178,14 @@ Result<types::ModelInstance> SqliteStore::CreateModelInstance(
         Stmt s, Prepare("INSERT INTO model_instances (model_id, project_id, name, state, "
                         "state_message, worker_id, worker_name, gpu_indexes, port, claim, "
                         "distributed_servers, restart_count, last_restart_at, "
-                        "unschedulable_reasons, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, "
-                        "?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+                        "unschedulable_reasons, created_at, updated_at, engine_secret) VALUES (?, "
+                        "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
     s.Int(i.model_id).Int(i.project_id).Text(i.name).Text(types::InstanceStateName(i.state));
     s.Text(i.state_message).Int(i.worker_id).Text(i.worker_name);
     s.Text(EncodeIntArray(i.gpu_indexes)).Int(i.port).Text(ToJsonString(types::ToJson(i.claim)));
     s.Text(EncodeServers(i.distributed_servers)).Int(i.restart_count).OptTime(i.last_restart_at);
     s.Text(EncodeLabels(i.unschedulable_reasons)).Time(i.created_at).Time(i.updated_at);
+    s.Text(i.engine_secret);
     RETURN_IF_ERROR(s.Run());
     return SqliteLedgerSyncInstance(db_, sqlite3_last_insert_rowid(db_), i.created_at);
   };
@@ -2261,6 +2263,7 @@ Result<types::ModelInstance> SqliteStore::UpdateModelInstance(int64_t id,
     if (patch.restart_count) i.restart_count = *patch.restart_count;
     if (patch.last_restart_at) i.last_restart_at = *patch.last_restart_at;
     if (patch.unschedulable_reasons) i.unschedulable_reasons = *patch.unschedulable_reasons;
+    if (patch.engine_secret) i.engine_secret = *patch.engine_secret;
     return OkStatus();
   };
   return UpdateRow(id, &SqliteStore::LoadInstance, &SqliteStore::WriteInstance, InstanceEvent,
