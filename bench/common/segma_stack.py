@@ -120,6 +120,13 @@ class Stack:
                 pass
         return out
 
+    def engine_key(self, instance_id):
+        """The secret instance `instance_id`'s engine requires (docs/adr/0035-engine-secrets.md),
+        for requests straight to its port."""
+        path = os.path.join(self.data, "worker", "engines", f"instance-{instance_id}.key")
+        with open(path) as f:
+            return f.readline().strip()
+
     def usage_records(self):
         """The gateway's usage records from /metrics: {"written", "dropped", "queued"}."""
         with urllib.request.urlopen(self.api.base + "/metrics", timeout=10) as res:

@@ -66,7 +66,8 @@ http {{ access_log off; client_body_temp_path {work}/nginx-body;
   uwsgi_temp_path {work}/nginx-uwsgi; scgi_temp_path {work}/nginx-scgi;
   upstream up {{ server 127.0.0.1:{engine}; keepalive 64; }}
   server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://up;
-    proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }} }} }}
+    proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off;
+    proxy_set_header Authorization "Bearer {engine_key}"; }} }} }}
 """
 
 # Portkey on Node 20 fails every stream with "TypeError: immutable" unless fetch responses are
@@ -91,12 +92,14 @@ def rss_by_mapping(pid, top=4):
     return sorted(totals.items(), key=lambda kv: -kv[1])[:top]
 
 
-def start_nginx(work, engine_port):
+def start_nginx(work, engine_port, engine_key):
+    """nginx in front of the engine, sending it the engine's secret as segma's gateway does."""
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     os.makedirs(os.path.join(work, "nginx-body"), exist_ok=True)
     conf = os.path.join(work, "nginx.conf")
     with open(conf, "w") as f:
-        f.write(NGINX_CONF.format(work=work, engine=engine_port, port=NGINX_PORT))
+        f.write(NGINX_CONF.format(work=work, engine=engine_port, port=NGINX_PORT,
+                                  engine_key=engine_key))
     proc = subprocess.Popen(CORE_PROXY + [nginx, "-c", conf, "-e", os.path.join(work, "nginx.err")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return proc
@@ -211,7 +214,10 @@ def main():
             for pid in engine_pids:
                 subprocess.run(["taskset", "-a", "-pc", core, str(pid)], stdout=subprocess.DEVNULL)
         engine = f"http://127.0.0.1:{inst['port']}"
-        procs.append(start_nginx(args.work, inst["port"]))
+        # The engine's own secret (docs/adr/0035-engine-secrets.md): what every peer that talks to
+        # the engine directly must send, as segma's gateway does.
+        engine_key = st.engine_key(inst["id"])
+        procs.append(start_nginx(args.work, inst["port"], engine_key))
         if "portkey" not in skip:
             procs.append(start_portkey(args.work, args.portkey_dir))
         wait(lambda: http_ok(f"http://127.0.0.1:{NGINX_PORT}/health"), 30, "nginx")
@@ -219,10 +225,10 @@ def main():
             wait(lambda: http_ok(f"http://127.0.0.1:{PORTKEY_PORT}/"), 60, "portkey")
         portkey_headers = ["-H", "x-portkey-provider: openai",
                            "-H", f"x-portkey-custom-host: {engine}/v1",
-                           "-H", "Authorization: Bearer unused"]
+                           "-H", f"Authorization: Bearer {engine_key}"]
         # A skipped stack was never started (it has no key): its peer is not even built.
         peers = [
-            ("direct", lambda: (engine, None, [])),
+            ("direct", lambda: (engine, engine_key, [])),
             ("nginx", lambda: (f"http://127.0.0.1:{NGINX_PORT}", None, [])),
             ("segma", lambda: (st.api.base, st.key, [])),
         ] + [(name, lambda v=v: (v.api.base, v.key, [])) for name, v in variants.items()] + [
@@ -268,7 +274,8 @@ def main():
         busy_rss = rss_kib(st.proc.pid)
 
         streams = {}
-        for name, url, key in [("direct", f"http://127.0.0.1:{paced_inst['port']}", None),
+        for name, url, key in [("direct", f"http://127.0.0.1:{paced_inst['port']}",
+                                st.engine_key(paced_inst["id"])),
                                ("segma", st.api.base, st.key)]:
             streams[name] = run_load(args, url, "sim-paced", 512, 1024 if q else 2048, key=key,
                                      max_tokens=64, words=32, tag=f"streams-{name}",

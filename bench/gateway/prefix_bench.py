@@ -43,13 +43,16 @@ def run(args, policy):
         from segma_stack import wait
         wait(lambda: sum(i["state"] == "RUNNING" for i in st.instances(model["id"])) == 4, 120,
              "4 replicas RUNNING")
-        ports = [i["port"] for i in st.instances(model["id"])]
+        engines = [(i["port"], st.engine_key(i["id"])) for i in st.instances(model["id"])]
         r = st.load(st.api.base, "sim-8b", 16, 256 if args.quick else 1024, key=st.key,
                     max_tokens=32, words=20, tag=f"prefix-{policy}", warmup=0,
                     extra=["--prefix-groups", "32", "--prefix-words", "600"])
         hits = queries = 0.0
-        for port in ports:
-            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        for port, key in engines:
+            # engine-sim guards /metrics with its secret (docs/adr/0035-engine-secrets.md).
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
+                                         headers={"Authorization": f"Bearer {key}"})
+            text = urllib.request.urlopen(req).read().decode()
             hits += counter(text, "vllm:prefix_cache_hits_total")
             queries += counter(text, "vllm:prefix_cache_queries_total")
         return r, hits / queries if queries else 0.0

@@ -135,7 +135,8 @@ def serve(args):
         runs = [(1, 2), (2, 4)] if QUICK else [(1, 4), (8, 16), (16, 32), (32, 64), (32, 64),
                                                (64, 64), (128, 128)]
         for users, n in runs:
-            for path, url, key in [("direct", direct, None), ("gateway", gateway, st.key)]:
+            for path, url, key in [("direct", direct, st.engine_key(inst["id"])),
+                                   ("gateway", gateway, st.key)]:
                 if users > 32 and path == "direct":
                     continue
                 r = st.load(url, "llama-8b", users, n, key=key, tag=f"{path}-c{users}",
@@ -150,8 +151,9 @@ def serve(args):
         # Gateway overhead: many short requests, direct vs gateway, same run.
         lines += ["", "Gateway overhead on the real engine (non-streaming, max_tokens 1, c=1, "
                   "100 requests each, two rounds):", ""]
-        for path, url, key in [("direct", direct, None), ("gateway", gateway, st.key),
-                               ("direct", direct, None), ("gateway", gateway, st.key)]:
+        engine_key = st.engine_key(inst["id"])
+        for path, url, key in [("direct", direct, engine_key), ("gateway", gateway, st.key),
+                               ("direct", direct, engine_key), ("gateway", gateway, st.key)]:
             r = st.load(url, "llama-8b", 1, 20 if QUICK else 100, key=key, max_tokens=1, words=20,
                         tag=f"overhead-{path}", extra=["--no-stream"] + ENDPOINT_FLAGS)
             lines.append(f"- {path}: latency p50 {r['latency_ms']['p50']:.3f} ms, p99 "
@@ -470,7 +472,8 @@ def tune(args):
             for users, n, paths in loads:
                 for p in paths:
                     url = f"http://127.0.0.1:{inst['port']}" if p == "direct" else st.api.base
-                    r = st.load(url, name, users, n, key=None if p == "direct" else st.key,
+                    r = st.load(url, name, users, n,
+                                key=st.engine_key(inst["id"]) if p == "direct" else st.key,
                                 tag=f"tune-{args.plan}-{name}-{p}-c{users}",
                                 max_tokens=16 if QUICK else 128, extra=ENDPOINT_FLAGS)
                     tps = r["tokens_per_s_per_user"]

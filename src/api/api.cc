@@ -6,6 +6,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <fmt/format.h>
 
 #include "api/server_metrics.h"
 #include "common/crypto.h"
@@ -241,6 +242,20 @@ http::Response Serve(const Route& route, Services& services, http::RequestContex
     Result<auth::Principal> p = services.identity.Authenticate(*token);
     if (!p.ok()) return http::Response::Error(p.status());
     principal = std::move(p).value();
+    if (principal.api_key && !auth::ApiKeyAllowsAddress(*principal.api_key, ctx.remote_address)) {
+      return http::Response::Error(PermissionDeniedError(
+          fmt::format("this API key may not be used from {}", ctx.remote_address)));
+    }
+    if (principal.require_password_change &&
+        route.before_password_change != Route::BeforePasswordChange::kAllowed) {
+      return http::Response::Json(
+          status::forbidden,
+          json::object{{"error", json::object{{"code", kPasswordChangeRequired},
+                                              {"message",
+                                               "you must change your password first (POST "
+                                               "/v2/auth/change-password, segma ctl "
+                                               "change-password)"}}}});
+    }
   }
   if (route.access == Access::kGlobal) {
     Status s = auth::Authorize(principal, route.action, route.resource, std::nullopt);

@@ -117,7 +117,17 @@ struct Route {
   // Whether a call is recorded in the audit trail: every call of a method other than GET
   // (whatever its outcome), unless the route says kSkip (worker heartbeats: docs/security.md).
   enum class Audit { kRecord, kSkip } audit = Audit::kRecord;
+  // Whether a session whose user must change their password may call it (change-password,
+  // sign-out, "who am I"); every other route answers 403 password_change_required until then.
+  enum class BeforePasswordChange {
+    kRefused,
+    kAllowed
+  } before_password_change = BeforePasswordChange::kRefused;
 };
+
+// The error code of the 403 that a session of a user who must change their password gets from
+// every route but those declared BeforePasswordChange::kAllowed.
+inline constexpr std::string_view kPasswordChangeRequired = "password_change_required";
 
 // The audit record of one call of `route` (store::AuditEvent without id, time and hashes): the
 // principal (or, for public routes, what the handler noted), method, route pattern, the route's
@@ -133,8 +143,10 @@ bool Audited(const Route& route, http::bhttp::verb method);
 // Every /v2 route of the control plane (identity, projects, keys, clusters, workers, GPUs).
 std::vector<Route> ControlPlaneRoutes();
 
-// Adds `routes` to `router`: credentials → principal, access check, handler on the blocking pool,
-// watch streams, errors rendered as {"error":{"code","message"}}.
+// Adds `routes` to `router`: credentials → principal (an API key only from its allowed_cidrs:
+// 403 otherwise; a session whose user must change their password only on routes that allow it:
+// 403 password_change_required otherwise), access check, handler on the blocking pool, watch
+// streams, errors rendered as {"error":{"code","message"}}.
 void Install(http::Router& router, Services& services, const std::vector<Route>& routes);
 
 // Adds /healthz, /readyz and /metrics.

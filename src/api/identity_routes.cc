@@ -1,4 +1,4 @@
-// /v2/auth, /v2/users, /v2/projects (+ members), /v2/api-keys.
+// /v2/auth, /v2/sessions, /v2/users, /v2/projects (+ members), /v2/api-keys.
 
 #include <fmt/format.h>
 
@@ -30,6 +30,12 @@ void SetSessionCookies(Response& res, const std::string& token, int64_t max_age_
 
 // ---- auth ---------------------------------------------------------------------------------------
 
+// Whether cookies get the Secure attribute: when configured, or when a trusted proxy says the
+// client came over HTTPS (TLS offloaded in front of segma).
+bool SecureCookies(const ApiContext& c) {
+  return c.s.options.secure_cookies || c.http.forwarded_proto == "https";
+}
+
 Result<Response> Login(ApiContext& c) {
   json::object storage;
   JsonReader r = c.Body(storage);
@@ -38,7 +44,20 @@ Result<Response> Login(ApiContext& c) {
   c.audit.actor_name = username.substr(0, 128);
   std::string password = r.String("password");
   RETURN_IF_ERROR(r.Finish());
-  ASSIGN_OR_RETURN(auth::LoginResult login, c.s.identity.Login(username, password));
+  auth::SignInContext from;
+  from.client_address = c.http.remote_address;
+  from.user_agent = std::string(c.http.req[http::bhttp::field::user_agent]);
+  Duration wait{};
+  Result<auth::LoginResult> signed_in = c.s.identity.Login(username, password, from, &wait);
+  if (!signed_in.ok()) {
+    if (signed_in.status().code() != StatusCode::kResourceExhausted) return signed_in.status();
+    // Locked out: 429 with the seconds left, so clients (and the console) can say when.
+    Response res = Response::Error(signed_in.status());
+    res.msg.set(http::bhttp::field::retry_after,
+                std::to_string(std::chrono::ceil<std::chrono::seconds>(wait).count()));
+    return res;
+  }
+  auth::LoginResult login = std::move(signed_in).value();
   c.audit.actor_kind = "user";
   c.audit.actor_id = login.user.id;
   c.audit.resource_id = std::to_string(login.user.id);
@@ -48,7 +67,7 @@ Result<Response> Login(ApiContext& c) {
   Response res = ObjectResponse(body);
   const auto max_age =
       std::chrono::duration_cast<std::chrono::seconds>(login.expires_at - c.s.clock.Now()).count();
-  SetSessionCookies(res, login.token, std::max<int64_t>(0, max_age), c.s.options.secure_cookies);
+  SetSessionCookies(res, login.token, std::max<int64_t>(0, max_age), SecureCookies(c));
   return res;
 }
 
@@ -58,7 +77,7 @@ Result<Response> Logout(ApiContext& c) {
   }
   RETURN_IF_ERROR(c.s.identity.Logout(c.http.BearerToken().value_or("")));
   Response res = Response::NoContent();
-  SetSessionCookies(res, "", 0, c.s.options.secure_cookies);
+  SetSessionCookies(res, "", 0, SecureCookies(c));
   return res;
 }
 
@@ -82,6 +101,44 @@ Result<Response> Me(ApiContext& c) {
   }
   body["projects"] = std::move(roles);
   return ObjectResponse(body);
+}
+
+// ---- sessions -----------------------------------------------------------------------------------
+
+// GET /v2/sessions: the caller's own; ?user_id= another user's and ?all=true everyone's (admins).
+Result<Response> ListSessions(ApiContext& c) {
+  ASSIGN_OR_RETURN(store::ListOptions o, ListOptionsFromQuery(c.http));
+  ASSIGN_OR_RETURN(std::optional<int64_t> user_id, QueryInt(c.http, "user_id"));
+  const bool all = c.http.Query("all") == "true";
+  if (all || (user_id && *user_id != c.principal.user_id)) {
+    RETURN_IF_ERROR(c.Authorize(Action::kRead, Resource::kUsers, std::nullopt));
+    if (!all) o.user_id = user_id;
+  } else {
+    o.user_id = c.principal.user_id;
+  }
+  ASSIGN_OR_RETURN(store::ListResult<types::Session> list, c.s.store.ListSessions(o));
+  json::array items;
+  for (const types::Session& session : list.items) {
+    json::object item = types::ToJson(session);
+    item["current"] = session.id == c.principal.session_id;
+    items.push_back(std::move(item));
+  }
+  return ListJson(std::move(items), list.total, o);
+}
+
+// DELETE /v2/sessions/{id}: one's own, or anyone's for admins. Another user's session is "not
+// found" to those who may not revoke it.
+Result<Response> RevokeSession(ApiContext& c) {
+  ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
+  ASSIGN_OR_RETURN(types::Session session, c.s.store.GetSession(id));
+  if (session.user_id != c.principal.user_id &&
+      !c.Authorize(Action::kUpdate, Resource::kUsers, std::nullopt).ok()) {
+    return NotFoundError(fmt::format("session {} not found", id));
+  }
+  RETURN_IF_ERROR(c.s.store.RevokeSession(id, c.s.clock.Now()));
+  Response res = Response::NoContent();
+  if (id == c.principal.session_id) SetSessionCookies(res, "", 0, SecureCookies(c));
+  return res;
 }
 
 // ---- users --------------------------------------------------------------------------------------
@@ -320,6 +377,17 @@ Result<Response> RemoveMember(ApiContext& c) {
 
 // ---- API keys -----------------------------------------------------------------------------------
 
+// allowed_cidrs (auth::ParseAllowedCidrs): absent leaves `out` unset; null sets it to "any".
+Status ReadAllowedCidrs(JsonReader& r, json::object& body,
+                        std::optional<std::optional<std::vector<std::string>>>& out) {
+  if (!body.contains("allowed_cidrs")) return OkStatus();
+  r.OptionalValue("allowed_cidrs");  // marks the field as read
+  ASSIGN_OR_RETURN(std::optional<std::vector<std::string>> cidrs,
+                   auth::ParseAllowedCidrs(body.at("allowed_cidrs")));
+  out.emplace(std::move(cidrs));
+  return OkStatus();
+}
+
 Result<Response> ListApiKeys(ApiContext& c) {
   ASSIGN_OR_RETURN(store::ListOptions o, ListOptionsFromQuery(c.http));
   ASSIGN_OR_RETURN(std::optional<int64_t> project_id, QueryInt(c.http, "project_id"));
@@ -344,6 +412,9 @@ Result<Response> CreateApiKey(ApiContext& c) {
   std::optional<types::LimitsPatch> limits;
   RETURN_IF_ERROR(ReadLimits(r, storage, limits));
   if (limits) req.limits = limits->ApplyTo({});
+  std::optional<std::optional<std::vector<std::string>>> cidrs;
+  RETURN_IF_ERROR(ReadAllowedCidrs(r, storage, cidrs));
+  if (cidrs) req.allowed_cidrs = *cidrs;
   if (r.ok() && models != nullptr) {
     if (models->is_string() && models->as_string() == "*") {
       req.allowed_models.reset();
@@ -386,6 +457,7 @@ Result<Response> UpdateApiKey(ApiContext& c) {
   JsonReader r = c.Body(storage);
   store::ApiKeyPatch patch;
   RETURN_IF_ERROR(ReadLimits(r, storage, patch.limits));
+  RETURN_IF_ERROR(ReadAllowedCidrs(r, storage, patch.allowed_cidrs));
   RETURN_IF_ERROR(r.Finish());
   return RowResponse(c.s.api_keys.Update(c.principal, key.id, patch));
 }
@@ -401,10 +473,17 @@ std::vector<Route> IdentityRoutes() {
   using A = Access;
   return {
       {verb::post, "/v2/auth/login", A::kPublic, Resource::kSelf, Action::kCreate, Login, ""},
-      {verb::post, "/v2/auth/logout", A::kGlobal, Resource::kSelf, Action::kUpdate, Logout, ""},
+      // The only routes a user who must change their password may call until they have.
+      {verb::post, "/v2/auth/logout", A::kGlobal, Resource::kSelf, Action::kUpdate, Logout, "",
+       Route::Audit::kRecord, Route::BeforePasswordChange::kAllowed},
       {verb::post, "/v2/auth/change-password", A::kGlobal, Resource::kSelf, Action::kUpdate,
-       ChangePassword, ""},
-      {verb::get, "/v2/users/me", A::kGlobal, Resource::kSelf, Action::kRead, Me, ""},
+       ChangePassword, "", Route::Audit::kRecord, Route::BeforePasswordChange::kAllowed},
+      {verb::get, "/v2/users/me", A::kGlobal, Resource::kSelf, Action::kRead, Me, "",
+       Route::Audit::kRecord, Route::BeforePasswordChange::kAllowed},
+
+      {verb::get, "/v2/sessions", A::kGlobal, Resource::kSelf, Action::kRead, ListSessions, ""},
+      {verb::delete_, "/v2/sessions/{id}", A::kGlobal, Resource::kSelf, Action::kUpdate,
+       RevokeSession, ""},
 
       {verb::get, "/v2/users", A::kGlobal, Resource::kUsers, Action::kRead, ListUsers, "users"},
       {verb::post, "/v2/users", A::kGlobal, Resource::kUsers, Action::kCreate, CreateUser, ""},

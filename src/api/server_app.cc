@@ -26,7 +26,8 @@ namespace {
 bool SameReplicas(const std::vector<gateway::ReplicaSpec>& a,
                   const std::vector<gateway::ReplicaSpec>& b) {
   return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](const auto& x, const auto& y) {
-    return x.instance_id == y.instance_id && x.base_url == y.base_url && x.healthy == y.healthy;
+    return x.instance_id == y.instance_id && x.base_url == y.base_url && x.healthy == y.healthy &&
+           x.api_key == y.api_key;
   });
 }
 
@@ -329,7 +330,7 @@ Status ServerApp::RebuildRoutes() {
     if (w == workers.end() || i.port <= 0) continue;
     replicas[i.model_id].push_back(
         gateway::ReplicaSpec{i.id, fmt::format("http://{}:{}", w->second.address, i.port),
-                             w->second.state == types::WorkerState::kReady});
+                             w->second.state == types::WorkerState::kReady, i.engine_secret});
   }
   // One public name per model name; models of the same name in different projects become
   // deployments of one route, each usable only by keys of its own project.

@@ -86,9 +86,11 @@ Result<Response> GetOwnModel(ApiContext& c) {
   return ObjectResponse(body);
 }
 
-// PATCH /v2/worker/instances/{id} {"state","state_message","port","restart_count"}
-// From the main worker: the instance's own fields. From a subordinate worker: the same fields of
-// its distributed_servers entry (with its address as the server knows it), nothing else.
+// PATCH /v2/worker/instances/{id} {"state","state_message","port","restart_count","engine_secret"}
+// From the main worker: the instance's own fields, and the secret its engine requires (stored
+// for the gateways, never answered: docs/adr/0035-engine-secrets.md). From a subordinate worker:
+// the same fields of its distributed_servers entry (with its address as the server knows it),
+// nothing else.
 Result<Response> ReportInstance(ApiContext& c) {
   ASSIGN_OR_RETURN(int64_t self, SelfWorker(c));
   ASSIGN_OR_RETURN(int64_t id, c.http.IdParam());
@@ -98,7 +100,16 @@ Result<Response> ReportInstance(ApiContext& c) {
   std::optional<std::string> message = r.OptionalString("state_message");
   std::optional<int64_t> port = r.OptionalInt("port");
   std::optional<int64_t> restart_count = r.OptionalInt("restart_count");
+  std::optional<std::string> engine_secret = r.OptionalString("engine_secret");
   RETURN_IF_ERROR(r.Finish());
+  // Never quoted in an error: a bad secret is still a secret.
+  if (engine_secret && !engine_secret->empty() &&
+      (engine_secret->size() < 16 || engine_secret->size() > 256 ||
+       !std::all_of(engine_secret->begin(), engine_secret->end(),
+                    [](char ch) { return ch > 0x20 && ch < 0x7f; }))) {
+    return InvalidArgumentError(
+        "engine_secret must be empty or 16-256 printable ASCII characters without spaces");
+  }
   ASSIGN_OR_RETURN(types::ModelInstance inst, c.s.store.GetModelInstance(id));
   if (!AssignedTo(inst, self)) {
     return NotFoundError(fmt::format("model instance {} not found on this worker", id));
@@ -127,6 +138,9 @@ Result<Response> ReportInstance(ApiContext& c) {
     if (state == types::InstanceState::kDownloading) {
       return InvalidArgumentError("a distributed server's state is STARTING, RUNNING or ERROR");
     }
+    if (engine_secret) {
+      return InvalidArgumentError("engine_secret is reported by the instance's main worker");
+    }
     auto entry =
         std::find_if(inst.distributed_servers.begin(), inst.distributed_servers.end(),
                      [&](const types::DistributedServer& d) { return d.worker_id == self; });
@@ -147,6 +161,7 @@ Result<Response> ReportInstance(ApiContext& c) {
   }
   if (message) patch.state_message = *message;
   if (port) patch.port = static_cast<int>(*port);
+  if (engine_secret && *engine_secret != inst.engine_secret) patch.engine_secret = *engine_secret;
   if (restart_count) {
     if (*restart_count != inst.restart_count) {
       patch.restart_count = static_cast<int>(*restart_count);

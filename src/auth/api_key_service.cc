@@ -49,6 +49,7 @@ Result<CreatedApiKey> ApiKeyService::Create(const Principal& principal,
   key.secret_hash = Sha256Hex(out.secret);
   key.expires_at = request.expires_at;
   key.limits = request.limits;
+  key.allowed_cidrs = request.allowed_cidrs;
   ASSIGN_OR_RETURN(out.key, store_.CreateApiKey(key));
   return out;
 }

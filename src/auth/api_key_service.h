@@ -20,6 +20,8 @@ struct CreateApiKeyRequest {
   std::optional<std::vector<std::string>> allowed_models;  // nullopt: every model ("*")
   std::optional<Timestamp> expires_at;                     // nullopt: never
   types::Limits limits;                                    // the gateway's limits for the key
+  // Canonical CIDR ranges (ParseAllowedCidrs) the key may be used from; nullopt: any address.
+  std::optional<std::vector<std::string>> allowed_cidrs;
 };
 
 struct CreatedApiKey {
@@ -47,8 +49,8 @@ class ApiKeyService {
   // kPermissionDenied if it may read but not revoke it. Revoking twice is fine.
   Result<types::ApiKey> Get(const Principal& principal, int64_t id);
   Result<types::ApiKey> Revoke(const Principal& principal, int64_t id);
-  // Changes a key (its limits), with the same access rule as Revoke: the key's creator or a
-  // project admin.
+  // Changes a key (its limits, its allowed_cidrs), with the same access rule as Revoke: the key's
+  // creator or a project admin.
   Result<types::ApiKey> Update(const Principal& principal, int64_t id,
                                const store::ApiKeyPatch& patch);
 

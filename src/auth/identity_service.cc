@@ -21,6 +21,8 @@ namespace {
 constexpr std::string_view kBootstrapAdminName = "admin";
 constexpr std::string_view kInvalidCredentials = "invalid username or password";
 constexpr std::string_view kInvalidSession = "invalid or expired session token";
+// A session's client address and User-Agent are clipped to this many bytes.
+constexpr size_t kMaxSessionFieldLength = 256;
 
 std::string JoinPath(const std::string& dir, std::string_view file) {
   if (dir.empty()) return std::string(file);
@@ -132,9 +134,10 @@ Result<std::string> LoadOrCreateSigningKey(const std::string& data_dir) {
 }
 
 IdentityService::IdentityService(store::Store& store, const Clock& clock, std::string signing_key,
-                                 Duration session_ttl)
+                                 Duration session_ttl, SignInLimits sign_in_limits)
     : store_(store),
       clock_(clock),
+      limiter_(clock, sign_in_limits),
       signing_key_(std::move(signing_key)),
       session_ttl_(session_ttl),
       // A hash of a random password: verifying against it costs what a real check costs.
@@ -226,19 +229,33 @@ Result<int64_t> IdentityService::VerifySessionToken(std::string_view token) cons
   return *id;
 }
 
-Result<LoginResult> IdentityService::Login(std::string_view username, std::string_view password) {
+Result<LoginResult> IdentityService::Login(std::string_view username, std::string_view password,
+                                           const SignInContext& from, Duration* retry_after) {
   Result<types::User> user = store_.GetUserByUsername(std::string(username));
+  if (!user.ok() && user.status().code() != StatusCode::kNotFound) return user.status();
+  // Only an existing, active admin's name is exempt: nobody can lock the administrators out.
+  const bool admin = user.ok() && user->is_admin && user->is_active;
+  if (std::optional<Duration> wait = limiter_.Locked(username, from.client_address, admin)) {
+    if (retry_after != nullptr) *retry_after = *wait;
+    const auto minutes = std::chrono::ceil<std::chrono::minutes>(*wait).count();
+    return ResourceExhaustedError(fmt::format("too many failed sign-ins; try again in {} minute{}",
+                                              minutes, minutes == 1 ? "" : "s"));
+  }
   if (!user.ok()) {
-    if (user.status().code() != StatusCode::kNotFound) return user.status();
     (void)VerifyPassword(dummy_password_hash_, password);
+    limiter_.RecordFailure(username, from.client_address, admin);
     return UnauthenticatedError(std::string(kInvalidCredentials));
   }
   if (!VerifyPassword(user->password_hash, password)) {
+    limiter_.RecordFailure(username, from.client_address, admin);
     return UnauthenticatedError(std::string(kInvalidCredentials));
   }
   if (!user->is_active) return UnauthenticatedError("user is disabled");
+  limiter_.RecordSuccess(username);
   types::Session session;
   session.user_id = user->id;
+  session.client_address = from.client_address.substr(0, kMaxSessionFieldLength);
+  session.user_agent = from.user_agent.substr(0, kMaxSessionFieldLength);
   // Whole milliseconds: the token carries the expiry in milliseconds.
   session.expires_at = FromUnixMillis(ToUnixMillis(clock_.Now() + session_ttl_));
   ASSIGN_OR_RETURN(types::Session created, store_.CreateSession(session));
@@ -342,6 +359,14 @@ Result<Principal> IdentityService::AuthenticateSession(std::string_view token) {
   if (!user->is_active) return UnauthenticatedError("user is disabled");
   ASSIGN_OR_RETURN(Principal p, PrincipalForUser(*user));
   p.session_id = session_id;
+  p.require_password_change = user->require_password_change;
+  const Timestamp now = clock_.Now();
+  if (!session->last_used_at || now - *session->last_used_at >= kSessionTouchInterval) {
+    if (Status s = store_.TouchSession(session_id, now); !s.ok()) {
+      // Informational only: not worth failing the request over.
+      Logger("auth")->warn("cannot record use of session {}: {}", session_id, s.ToString());
+    }
+  }
   return p;
 }
 

@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "auth/principal.h"
+#include "auth/sign_in_limiter.h"
 #include "common/clock.h"
 #include "common/status.h"
 #include "store/store.h"
@@ -36,6 +37,13 @@ struct LoginResult {
   types::User user;
 };
 
+// Where a sign-in comes from: the real client address (behind trusted proxies, the forwarded
+// one) and its User-Agent, kept with the session and used by the lockout.
+struct SignInContext {
+  std::string client_address;
+  std::string user_agent;
+};
+
 struct NewUser {
   std::string username;
   std::string password;
@@ -44,15 +52,18 @@ struct NewUser {
   bool require_password_change = false;
 };
 
-// Users, passwords, sessions and bearer-token authentication.
-// Thread-safe: holds no mutable state of its own; `store` and `clock` must outlive it.
+// Users, passwords, sessions and bearer-token authentication, with the sign-in lockout.
+// Thread-safe (the lockout's counts are behind their own lock); `store` and `clock` must outlive
+// it.
 class IdentityService {
  public:
   static constexpr std::chrono::hours kDefaultSessionTtl{24};
+  // A session's last_used_at is written at most this often.
+  static constexpr std::chrono::minutes kSessionTouchInterval{1};
 
   // `signing_key`: the HMAC key for session tokens (LoadOrCreateSigningKey); must be non-empty.
   IdentityService(store::Store& store, const Clock& clock, std::string signing_key,
-                  Duration session_ttl = kDefaultSessionTtl);
+                  Duration session_ttl = kDefaultSessionTtl, SignInLimits sign_in_limits = {});
 
   // Creates user "admin" (is_admin) if no active admin exists. Its password is `env_password`
   // (SEGMA_BOOTSTRAP_PASSWORD) when given, else a random one written to
@@ -68,7 +79,12 @@ class IdentityService {
   // Checks the password and opens a session. kUnauthenticated "invalid username or password"
   // for an unknown user or a wrong password alike (both pay for one argon2id verification), and
   // "user is disabled" for an inactive user with the right password.
-  Result<LoginResult> Login(std::string_view username, std::string_view password);
+  // The lockout (SignInLimiter) is checked first: while the name or `from.client_address` is
+  // locked, kResourceExhausted "too many failed sign-ins; try again in N minutes" without a
+  // password check, and `*retry_after` (when given) is set to the time left. An active admin's
+  // name is never locked, only their address. Failures are counted; a success clears the name's.
+  Result<LoginResult> Login(std::string_view username, std::string_view password,
+                            const SignInContext& from = {}, Duration* retry_after = nullptr);
 
   // Revokes the session of a valid session token. kUnauthenticated if the token is not a valid,
   // unrevoked, unexpired session token.
@@ -111,6 +127,7 @@ class IdentityService {
 
   store::Store& store_;
   const Clock& clock_;
+  SignInLimiter limiter_;
   const std::string signing_key_;
   const Duration session_ttl_;
   // Computed once: a hash to verify against when the user is unknown, so both paths cost the same.

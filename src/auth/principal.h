@@ -29,6 +29,9 @@ struct Principal {
   std::optional<int64_t> cluster_id;
   // kUser only: the session the token belongs to (0 otherwise).
   int64_t session_id = 0;
+  // kUser only: the user must change their password before anything else (the /v2 wrapper
+  // refuses every route but change-password, sign-out and "who am I").
+  bool require_password_change = false;
 
   bool authenticated() const { return kind != Kind::kAnonymous; }
   // The principal's role in `project_id`, if any (not considering platform admin).

@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 
+#include "common/cidr.h"
+
 namespace segma::auth {
 
 namespace {
@@ -248,6 +250,44 @@ bool ApiKeyAllowsModel(const types::ApiKey& key, std::string_view model_name) {
   if (!key.allowed_models) return true;
   return std::find(key.allowed_models->begin(), key.allowed_models->end(), model_name) !=
          key.allowed_models->end();
+}
+
+bool ApiKeyAllowsAddress(const types::ApiKey& key, std::string_view address) {
+  if (!key.allowed_cidrs) return true;
+  std::optional<IpAddress> a = ParseIpAddress(address);
+  if (!a) return false;
+  return std::any_of(key.allowed_cidrs->begin(), key.allowed_cidrs->end(),
+                     [&](const std::string& cidr) {
+                       Result<CidrRange> r = ParseCidr(cidr);
+                       return r.ok() && r->Contains(*a);
+                     });
+}
+
+Result<std::optional<std::vector<std::string>>> ParseAllowedCidrs(const json::value& v) {
+  if (v.is_null()) return std::optional<std::vector<std::string>>();
+  if (!v.is_array()) {
+    return InvalidArgumentError(
+        "allowed_cidrs must be null (any address) or an array of CIDR ranges, e.g. "
+        "[\"10.0.0.0/8\", \"2001:db8::/32\"]");
+  }
+  const json::array& a = v.as_array();
+  if (a.empty() || a.size() > kMaxAllowedCidrs) {
+    return InvalidArgumentError(fmt::format(
+        "allowed_cidrs must hold 1 to {} ranges (null: any address)", kMaxAllowedCidrs));
+  }
+  std::vector<std::string> out;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!a[i].is_string()) {
+      return InvalidArgumentError(fmt::format("allowed_cidrs[{}] must be a string", i));
+    }
+    Result<CidrRange> r = ParseCidr(std::string_view(a[i].as_string()));
+    if (!r.ok()) {
+      return InvalidArgumentError(fmt::format("allowed_cidrs[{}]: {}", i, r.status().message()));
+    }
+    std::string canonical = r->ToString();
+    if (std::find(out.begin(), out.end(), canonical) == out.end()) out.push_back(canonical);
+  }
+  return std::optional<std::vector<std::string>>(std::move(out));
 }
 
 }  // namespace segma::auth

@@ -15,7 +15,7 @@
 //      denied to non-admins.
 //  - kProjects: read A or any role in the project (list: any user, filtered by the caller);
 //    create/update/delete A only (update can change quotas).
-//  - kUsers: A only. kSelf (own profile, password): any user principal.
+//  - kUsers: A only. kSelf (own profile, password, own sessions): any user principal.
 //  - kClusters: A only (reads include registration tokens).
 //  - kPrices: A only (the charge-back price table; members see its effect in usage costs).
 //  - kAuditEvents: A only (the audit trail; API keys never, even an admin's).
@@ -31,8 +31,10 @@
 #include <optional>
 #include <set>
 #include <string_view>
+#include <vector>
 
 #include "auth/principal.h"
+#include "common/json.h"
 #include "common/status.h"
 
 namespace segma::auth {
@@ -84,5 +86,15 @@ std::optional<std::set<int64_t>> ReadableProjects(const Principal& principal);
 
 // True if `key` may call model `model_name` (allowed_models absent = all). Pure.
 bool ApiKeyAllowsModel(const types::ApiKey& key, std::string_view model_name);
+// True if `key` may be used from client `address` (allowed_cidrs absent = any address; an
+// address that does not parse matches no range). Pure.
+bool ApiKeyAllowsAddress(const types::ApiKey& key, std::string_view address);
+
+// Reads an API key's allowed_cidrs as the API accepts them: null (any address) or an array of 1
+// to kMaxAllowedCidrs CIDR ranges or addresses, IPv4 or IPv6, returned canonical and without
+// duplicates ("10.0.0.0/8", a bare address as /32 or /128). kInvalidArgument naming the entry:
+// "allowed_cidrs[1]: '10.1.2.3/8' has bits set beyond its /8 prefix; did you mean 10.0.0.0/8?".
+inline constexpr size_t kMaxAllowedCidrs = 64;
+Result<std::optional<std::vector<std::string>>> ParseAllowedCidrs(const json::value& v);
 
 }  // namespace segma::auth

@@ -481,6 +481,17 @@ std::vector<std::string> SplitComma(const std::string& s) {
   return out;
 }
 
+// "10.0.0.0/8, 2001:db8::/32" as a JSON array; the server validates each entry.
+json::array CidrArray(const std::string& comma_separated) {
+  json::array out;
+  for (const std::string& c : SplitComma(comma_separated)) {
+    const size_t first = c.find_first_not_of(' ');
+    const size_t last = c.find_last_not_of(' ');
+    if (first != std::string::npos) out.emplace_back(c.substr(first, last - first + 1));
+  }
+  return out;
+}
+
 // ---- formatting of resources --------------------------------------------------------------------
 
 // "GPU 0: 17.3 GiB, GPU 1: 17.3 GiB" from {"0": bytes, ...}.
@@ -1266,6 +1277,52 @@ void AddCtlCommands(CLI::App& app) {
     std::cout << "logged out\n";
   });
 
+  // A password an admin set (or the generated bootstrap one) must be changed before anything
+  // else works (403 password_change_required).
+  auto passwords = std::make_shared<std::pair<std::string, std::string>>();
+  CLI::App* passwd_cmd = ctl->add_subcommand(
+      "change-password", "Change your password (other sessions of yours are ended)");
+  passwd_cmd->add_option("--old", passwords->first, "or SEGMA_PASSWORD")
+      ->envname("SEGMA_PASSWORD")
+      ->required();
+  passwd_cmd->add_option("--new", passwords->second, "at least 8 characters; or SEGMA_NEW_PASSWORD")
+      ->envname("SEGMA_NEW_PASSWORD")
+      ->required();
+  passwd_cmd->callback([opts, passwords] {
+    Call(*opts, verb::post, "/v2/auth/change-password",
+         json::object{{"old_password", passwords->first}, {"new_password", passwords->second}});
+    std::cout << "password changed\n";
+  });
+
+  // sessions
+  CLI::App* sessions =
+      ctl->add_subcommand("sessions", "Signed-in sessions: yours, or anyone's (admins)");
+  sessions->require_subcommand(1);
+  struct SessionListArgs {
+    bool all = false;
+    int64_t user_id = 0;
+  };
+  auto sl = std::make_shared<SessionListArgs>();
+  CLI::App* sessions_list = sessions->add_subcommand("list", "Sessions not revoked or expired");
+  sessions_list->add_flag("--all", sl->all, "Every user's (admins)");
+  sessions_list->add_option("--user-id", sl->user_id, "This user's (admins)");
+  sessions_list->callback([opts, sl] {
+    std::string path = "/v2/sessions?per_page=500&sort=-last_used_at";
+    if (sl->all) path += "&all=true";
+    if (sl->user_id > 0) path += fmt::format("&user_id={}", sl->user_id);
+    Print(*opts, Call(*opts, verb::get, path),
+          {"id", "username", "created_at", "last_used_at", "expires_at", "client_address",
+           "user_agent", "current"});
+  });
+  auto session_id = std::make_shared<int64_t>(0);
+  CLI::App* sessions_revoke =
+      sessions->add_subcommand("revoke", "End a session (its token stops working at once)");
+  sessions_revoke->add_option("id", *session_id)->required();
+  sessions_revoke->callback([opts, session_id] {
+    Call(*opts, verb::delete_, fmt::format("/v2/sessions/{}", *session_id));
+    std::cout << "session " << *session_id << " revoked\n";
+  });
+
   // users
   CLI::App* users = ctl->add_subcommand("users", "Users (admins)");
   users->require_subcommand(1);
@@ -1336,6 +1393,7 @@ void AddCtlCommands(CLI::App& app) {
     std::string scope = "inference";
     std::string models = "*";
     std::string expires_at;
+    std::string allowed_cidrs;
   };
   auto nk = std::make_shared<NewKey>();
   CLI::App* keys_create = keys->add_subcommand("create", "Create a key; its secret is shown once");
@@ -1344,6 +1402,9 @@ void AddCtlCommands(CLI::App& app) {
   keys_create->add_option("--scope", nk->scope, "inference | management | all");
   keys_create->add_option("--models", nk->models, "comma-separated model names, or *");
   keys_create->add_option("--expires-at", nk->expires_at, "RFC 3339, e.g. 2027-01-01T00:00:00Z");
+  keys_create->add_option("--allowed-cidrs", nk->allowed_cidrs,
+                          "comma-separated client ranges the key may be used from, e.g. "
+                          "10.0.0.0/8,2001:db8::/32 (default: any address)");
   keys_create->callback([opts, nk] {
     json::object body{{"name", nk->name}, {"project_id", nk->project}, {"scope", nk->scope}};
     if (nk->models == "*") {
@@ -1354,8 +1415,25 @@ void AddCtlCommands(CLI::App& app) {
       body["allowed_models"] = std::move(models);
     }
     if (!nk->expires_at.empty()) body["expires_at"] = nk->expires_at;
+    if (!nk->allowed_cidrs.empty()) body["allowed_cidrs"] = CidrArray(nk->allowed_cidrs);
     Print(*opts, Call(*opts, verb::post, "/v2/api-keys", body),
-          {"id", "name", "scope", "expires_at", "secret"});
+          {"id", "name", "scope", "allowed_cidrs", "expires_at", "secret"});
+  });
+  struct KeyCidrs {
+    int64_t id = 0;
+    std::string cidrs;
+  };
+  auto kc = std::make_shared<KeyCidrs>();
+  CLI::App* keys_restrict = keys->add_subcommand(
+      "restrict", "Set the client ranges a key may be used from ('any' lifts the restriction)");
+  keys_restrict->add_option("id", kc->id)->required();
+  keys_restrict->add_option("cidrs", kc->cidrs, "CIDR,... or any")->required();
+  keys_restrict->callback([opts, kc] {
+    json::value cidrs = kc->cidrs == "any" ? json::value(nullptr) : CidrArray(kc->cidrs);
+    Print(*opts,
+          Call(*opts, verb::patch, fmt::format("/v2/api-keys/{}", kc->id),
+               json::object{{"allowed_cidrs", std::move(cidrs)}}),
+          {"id", "name", "allowed_cidrs"});
   });
   auto revoke_id = std::make_shared<int64_t>(0);
   CLI::App* keys_revoke = keys->add_subcommand("revoke");

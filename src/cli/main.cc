@@ -19,6 +19,7 @@
 #include "cli/bench_commands.h"
 #include "cli/ctl.h"
 #include "cli/sim_commands.h"
+#include "common/cidr.h"
 #include "common/json.h"
 #include "common/logging.h"
 #include "gateway/replica.h"
@@ -68,6 +69,7 @@ struct Flags {
   int usage_fsync_ms = 100;
   std::string usage_journal_full = "serve";
   int audit_retention_days = 0;  // server/start
+  std::string trusted_proxies;   // server/start/gateway: CIDR,...
   // model files
   std::string model_cache_dir;
   std::string hf_endpoint = "https://huggingface.co";
@@ -93,6 +95,27 @@ void AddIoFlags(CLI::App* cmd, Flags& f) {
       ->envname("SEGMA_BUSY_POLL_US")
       ->check(CLI::Range(0, 100000))
       ->capture_default_str();
+}
+
+// The proxies in front (an ADC, nginx) whose forwarding headers are believed: server, start and
+// gateway (docs/security.md "Behind an ADC or reverse proxy").
+void AddTrustedProxiesFlag(CLI::App* cmd, Flags& f) {
+  cmd->add_option("--trusted-proxies", f.trusted_proxies,
+                  "CIDR,... of the load balancers or reverse proxies in front: only from these "
+                  "peers are X-Forwarded-For, Forwarded and X-Forwarded-Proto believed; the client "
+                  "address found (logs, audit, sign-in limits, key allow-lists) is the first one "
+                  "from the right outside these ranges. Default: none (the peer is the client)")
+      ->envname("SEGMA_TRUSTED_PROXIES");
+}
+
+// --trusted-proxies as a set, or exits with the parse error.
+segma::CidrSet TrustedProxiesOrDie(const Flags& f) {
+  segma::Result<segma::CidrSet> set = segma::CidrSet::ParseList(f.trusted_proxies);
+  if (!set.ok()) {
+    std::cerr << "segma: --trusted-proxies: " << set.status().message() << "\n";
+    std::exit(2);
+  }
+  return *set;
 }
 
 // The usage journal of the gateway in server, start and gateway.
@@ -152,6 +175,7 @@ void AddServerFlags(CLI::App* cmd, Flags& f, uint16_t default_port) {
       ->envname("SEGMA_METRICS_TOKEN_FILE");
   AddIoFlags(cmd, f);
   AddUsageJournalFlags(cmd, f);
+  AddTrustedProxiesFlag(cmd, f);
 }
 
 void AddWorkerFlags(CLI::App* cmd, Flags& f, bool standalone) {
@@ -323,6 +347,7 @@ int RunServer(const Flags& f, bool with_worker) {
   config.reschedule_grace = std::chrono::seconds(f.reschedule_grace_s);
   config.min_useful_sequences = f.min_useful_sequences;
   config.audit_retention_days = f.audit_retention_days;
+  config.http.trusted_proxies = TrustedProxiesOrDie(f);
   config.io_threads = f.io_threads > 0 ? f.io_threads : UsableCores();
   config.busy_poll = std::chrono::microseconds(f.busy_poll_us);
   config.metrics_token_file = f.metrics_token_file;
@@ -481,6 +506,7 @@ int RunWorker(const Flags& f) {
 
 // segma gateway: a stand-alone /v1 replica following a server (ADR 0009).
 int RunGateway(const Flags& f) {
+  const segma::CidrSet trusted_proxies = TrustedProxiesOrDie(f);
   const int io_threads = f.io_threads > 0 ? f.io_threads : UsableCores();
   boost::asio::io_context ioc(io_threads);
   segma::EventBus bus;
@@ -527,6 +553,7 @@ int RunGateway(const Flags& f) {
   }
   segma::http::ServerOptions options;
   options.name = "gateway";
+  options.trusted_proxies = trusted_proxies;
   options.strand_per_connection = io_threads > 1;
   segma::http::HttpServer server(ioc, router, registry, options);
   segma::Result<uint16_t> port = server.Listen(f.address, f.port);
@@ -624,6 +651,7 @@ int main(int argc, char** argv) {
                    "State directory: the usage journal (default ./gateway-data)")
       ->envname("SEGMA_DATA_DIR");
   AddIoFlags(gateway, gateway_flags);
+  AddTrustedProxiesFlag(gateway, gateway_flags);
   add_log_format(gateway);
   AddUsageJournalFlags(gateway, gateway_flags);
   gateway->callback([&] {

@@ -4,6 +4,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <iostream>
 #include <thread>
@@ -32,6 +33,7 @@ struct EngineSimFlags {
   double startup_delay_ms = 0;
   bool access_log = false;
   bool no_prefix_caching = false;
+  std::string api_key_file;
   sim::EngineSimConfig config;  // timing overrides are applied only when their flag was given
 };
 
@@ -42,6 +44,18 @@ struct MakeTestFlags {
   std::string vocab;
   uint64_t seed = 1;
 };
+
+// The first line of `path` (llama.cpp's --api-key-file takes one key per line).
+Result<std::string> ReadApiKeyFile(const std::string& path) {
+  std::ifstream in(path);
+  std::string key;
+  if (!in || !std::getline(in, key)) {
+    return NotFoundError(fmt::format("cannot read the API key file {}", path));
+  }
+  if (!key.empty() && key.back() == '\r') key.pop_back();
+  if (key.empty()) return InvalidArgumentError(fmt::format("{} holds no API key", path));
+  return key;
+}
 
 int Die(const Status& s) {
   std::cerr << "segma: " << s.ToString() << "\n";
@@ -89,6 +103,9 @@ void AddEngineSim(CLI::App& app, EngineSimFlags& f, TimingOverrides& o) {
                   "Wait this long before listening (a slow engine start)")
       ->check(CLI::Range(0.0, 3'600'000.0));
   cmd->add_flag("--access-log", f.access_log, "Log every request");
+  cmd->add_option("--api-key-file", f.api_key_file,
+                  "File whose first line is the secret every endpoint but /health requires "
+                  "(Authorization: Bearer); without it the engine is open");
 
   using P = sim::TimingParams;
   AddTimingFlag(cmd, o, "--ttft-ms,--prefill-overhead-ms", &P::overhead_ms,
@@ -155,6 +172,11 @@ int RunEngineSim(EngineSimFlags f, const TimingOverrides& o) {
   f.config.address = f.host;
   f.config.port = f.port;
   f.config.access_log = f.access_log;
+  if (!f.api_key_file.empty()) {
+    Result<std::string> key = ReadApiKeyFile(f.api_key_file);
+    if (!key.ok()) return Die(key.status());
+    f.config.api_key = *key;
+  }
   if (f.startup_delay_ms > 0) {
     std::this_thread::sleep_for(
         std::chrono::microseconds(static_cast<int64_t>(f.startup_delay_ms * 1000)));

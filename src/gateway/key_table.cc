@@ -21,6 +21,19 @@ bool KeyRecord::AllowsModel(std::string_view model) const {
   return std::find(allowed_models->begin(), allowed_models->end(), model) != allowed_models->end();
 }
 
+bool KeyRecord::AllowsAddress(std::string_view address) const {
+  return !allowed_cidrs || allowed_cidrs->Contains(address);
+}
+
+std::optional<CidrSet> AllowedCidrSet(const std::optional<std::vector<std::string>>& cidrs) {
+  if (!cidrs) return std::nullopt;
+  std::vector<CidrRange> ranges;
+  for (const std::string& c : *cidrs) {
+    if (Result<CidrRange> r = ParseCidr(c); r.ok()) ranges.push_back(*r);
+  }
+  return CidrSet(std::move(ranges));
+}
+
 KeyTable::KeyTable(store::Store& store, EventBus& bus, const Clock& clock, KeyTableOptions options)
     : store_(store), bus_(bus), clock_(clock), options_(options) {
   snapshot_.store(std::make_shared<const Snapshot>());
@@ -96,6 +109,7 @@ std::shared_ptr<const KeyRecord> KeyTable::MakeRecord(const types::ApiKey& key,
   r->expires_at = key.expires_at;
   r->revoked_at = key.revoked_at;
   r->limits = key.limits;
+  r->allowed_cidrs = AllowedCidrSet(key.allowed_cidrs);
   if (!owner.active.ok()) {
     r->inference = owner.active;
   } else {

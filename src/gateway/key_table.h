@@ -27,6 +27,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/cidr.h"
 #include "common/clock.h"
 #include "common/event_bus.h"
 #include "common/status.h"
@@ -47,13 +48,21 @@ struct KeyRecord {
   std::optional<Timestamp> expires_at;
   std::optional<Timestamp> revoked_at;
   types::Limits limits;  // the key's own gateway limits
+  // The client ranges the key may be used from; nullopt: any address.
+  std::optional<CidrSet> allowed_cidrs;
   // Why the key may not run inference at all although it is valid (wrong scope, its creator is
   // no longer a member of the project, ...): OK or kPermissionDenied. kUnauthenticated when the
   // creator is disabled or gone.
   Status inference;
 
   bool AllowsModel(std::string_view model) const;
+  // Whether the key may be used from client `address` (the real one, behind trusted proxies).
+  bool AllowsAddress(std::string_view address) const;
 };
+
+// `cidrs` (an API key's stored allowed_cidrs) as a set; nullopt stays nullopt. An entry that does
+// not parse is left out: the set only narrows.
+std::optional<CidrSet> AllowedCidrSet(const std::optional<std::vector<std::string>>& cidrs);
 
 struct KeyTableOptions {
   std::chrono::milliseconds full_reload_every{60'000};

@@ -601,6 +601,17 @@ asio::awaitable<void> PumpStream(std::shared_ptr<OpenAiProxy::Call> call,
                                  std::shared_ptr<SseUsageTap> tap, std::string model,
                                  http::ResponseStream& out);
 
+// A 401 from an engine refuses the gateway's credential (the engine's secret), not the client's,
+// which the gateway has accepted: the replica is as unusable as one that is down (its secret
+// changed after this routing table was built, or its worker never reported it), so another one
+// is tried and the client never sees the engine's 401.
+bool EngineRefused(unsigned status) { return status == 401; }
+
+Status RefusedError(const Replica& replica) {
+  return UnavailableError(fmt::format(
+      "instance {} refused the gateway's engine credential (HTTP 401)", replica.instance_id));
+}
+
 }  // namespace
 
 Result<std::shared_ptr<const KeyRecord>> OpenAiProxy::Authenticate(http::RequestContext& ctx) {
@@ -616,6 +627,10 @@ Result<std::shared_ptr<const KeyRecord>> OpenAiProxy::Authenticate(http::Request
   ASSIGN_OR_RETURN(std::shared_ptr<const KeyRecord> key,
                    deps_.keys.Authenticate(v.substr(kBearer.size())));
   if (!key->inference.ok()) return key->inference;
+  if (!key->AllowsAddress(ctx.remote_address)) {
+    return PermissionDeniedError(
+        fmt::format("this API key may not be used from {}", ctx.remote_address));
+  }
   return key;
 }
 
@@ -745,17 +760,22 @@ asio::awaitable<http::Response> OpenAiProxy::Forward(http::RequestContext& ctx, 
                               content_type.empty() ? "application/json" : content_type);
       up.headers.emplace_back("x-request-id", ctx.request_id);
       if (facts.stream) up.headers.emplace_back("Accept", "text/event-stream");
+      // The engine's own secret, never the client's credential (no client header is passed on).
+      up.Bearer(replica->api_key);
 
       const auto sent = SteadyClock::now();
       if (facts.stream) {
         auto opened = co_await deps_.client.OpenStream(std::move(up));
         call->upstream_wait += SteadyClock::now() - sent;
-        const bool failed = !opened.ok() || (*opened)->response().status >= 500;
+        const bool refused = opened.ok() && EngineRefused((*opened)->response().status);
+        const bool failed = !opened.ok() || (*opened)->response().status >= 500 || refused;
         if (failed) {
           Balancer::End(*replica);
           deps_.balancer.ReportFailure(*replica, deps_.clock.Now());
           if (!opened.ok()) {
             last_error = opened.status();
+          } else if (refused) {
+            last_error = RefusedError(*replica);
           } else {
             last_5xx = (*opened)->response();
           }
@@ -791,10 +811,12 @@ asio::awaitable<http::Response> OpenAiProxy::Forward(http::RequestContext& ctx, 
 
       auto fetched = co_await deps_.client.Fetch(std::move(up));
       call->upstream_wait += SteadyClock::now() - sent;
-      if (!fetched.ok() || fetched->status >= 500) {
+      if (!fetched.ok() || fetched->status >= 500 || EngineRefused(fetched->status)) {
         Balancer::End(*replica);
         deps_.balancer.ReportFailure(*replica, deps_.clock.Now());
-        if (!fetched.ok()) {
+        if (fetched.ok() && EngineRefused(fetched->status)) {
+          last_error = RefusedError(*replica);
+        } else if (!fetched.ok()) {
           last_error = fetched.status();
           if (last_error.code() == StatusCode::kDeadlineExceeded) {
             // The engine may still be working on it: not retried elsewhere.

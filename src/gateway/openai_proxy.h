@@ -129,6 +129,9 @@ class OpenAiProxy {
 
  private:
   ModelMetrics& MetricsFor(std::string_view model);
+  // The key of the request's bearer secret: kUnauthenticated (no, malformed or unknown secret,
+  // expired, revoked), kPermissionDenied (scope or role; a client address outside the key's
+  // allowed_cidrs).
   Result<std::shared_ptr<const KeyRecord>> Authenticate(http::RequestContext& ctx);
 
   Deps deps_;

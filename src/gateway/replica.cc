@@ -81,6 +81,12 @@ json::object KeyRecordToJson(const std::string& secret_hash, const KeyRecord& k)
     for (const std::string& m : *k.allowed_models) a.emplace_back(m);
     models = std::move(a);
   }
+  json::value cidrs = nullptr;
+  if (k.allowed_cidrs) {
+    json::array a;
+    for (const CidrRange& r : k.allowed_cidrs->ranges()) a.emplace_back(r.ToString());
+    cidrs = std::move(a);
+  }
   return json::object{{"hash", secret_hash},
                       {"id", k.id},
                       {"name", k.name},
@@ -91,6 +97,7 @@ json::object KeyRecordToJson(const std::string& secret_hash, const KeyRecord& k)
                       {"expires_at_ms", OptMs(k.expires_at)},
                       {"revoked_at_ms", OptMs(k.revoked_at)},
                       {"limits", types::ToJson(k.limits)},
+                      {"allowed_cidrs", std::move(cidrs)},
                       {"inference", json::object{{"code", static_cast<int>(k.inference.code())},
                                                  {"message", k.inference.message()}}}};
 }
@@ -124,6 +131,16 @@ Result<std::pair<std::string, KeyRecord>> KeyRecordFromJson(const json::value& v
   if (revoked) k.revoked_at = FromUnixMillis(*revoked);
   if (const json::value* l = o->if_contains("limits"); l != nullptr) {
     ASSIGN_OR_RETURN(k.limits, types::ParseLimits(*l));
+  }
+  if (const json::value* c = o->if_contains("allowed_cidrs"); c != nullptr && !c->is_null()) {
+    if (!c->is_array()) return InvalidArgumentError("allowed_cidrs must be an array or null");
+    std::vector<CidrRange> ranges;
+    for (const json::value& x : c->get_array()) {
+      if (!x.is_string()) return InvalidArgumentError("allowed_cidrs entries must be strings");
+      ASSIGN_OR_RETURN(CidrRange r, ParseCidr(std::string_view(x.get_string())));
+      ranges.push_back(r);
+    }
+    k.allowed_cidrs = CidrSet(std::move(ranges));
   }
   const json::value* inf = o->if_contains("inference");
   if (inf == nullptr) return InvalidArgumentError("missing inference");
@@ -165,8 +182,11 @@ json::array RoutesToJson(const RouteTable& table) {
     for (const Deployment& d : r.deployments) {
       json::array replicas;
       for (const Replica& x : d.replicas) {
-        replicas.push_back(json::object{
-            {"instance_id", x.instance_id}, {"base_url", x.base_url}, {"healthy", x.healthy}});
+        json::object replica{
+            {"instance_id", x.instance_id}, {"base_url", x.base_url}, {"healthy", x.healthy}};
+        // Only in the state document the gateway token opens (/internal/gateway/state).
+        if (!x.api_key.empty()) replica["engine_secret"] = x.api_key;
+        replicas.push_back(std::move(replica));
       }
       deployments.push_back(json::object{{"deployment_id", d.deployment_id},
                                          {"project_id", d.project_id},
@@ -208,6 +228,9 @@ Result<RouteTable::Builder> RoutesFromJson(const json::value& v) {
         ASSIGN_OR_RETURN(rs.instance_id, Int(*x, "instance_id"));
         ASSIGN_OR_RETURN(rs.base_url, Str(*x, "base_url"));
         ASSIGN_OR_RETURN(rs.healthy, Bool(*x, "healthy"));
+        if (x->contains("engine_secret")) {  // absent: the engine takes none
+          ASSIGN_OR_RETURN(rs.api_key, Str(*x, "engine_secret"));
+        }
         ds.replicas.push_back(std::move(rs));
       }
       spec.deployments.push_back(std::move(ds));

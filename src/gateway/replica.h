@@ -2,7 +2,8 @@
 
 // Stand-alone gateway replicas (`segma gateway --server URL --token T`) and the server side they
 // talk to (ADR 0009). A replica has no database: it follows the server's gateway state — the key
-// table (secret hashes and precomputed decisions, never secrets), the route table — through a
+// table (secret hashes and precomputed decisions, never API key secrets), the route table with
+// each engine's secret (which the replica sends upstream, ADR 0035) — through a
 // long-poll watch of GET /internal/gateway/state, serves /v1 from memory exactly like the
 // server's own gateway, and sends its usage records back with POST /internal/gateway/usage.
 //
@@ -13,7 +14,8 @@
 //                "inference":{"code","message"}}],
 //    "project_limits": [{"project_id","limits":{…}}],  // projects with some limit (ADR 0013)
 //    "routes": [{"name","created_at","owned_by","deployments":[{"deployment_id","project_id",
-//                "weight","upstream_model","replicas":[{"instance_id","base_url","healthy"}]}]}]}
+//                "weight","upstream_model","replicas":[{"instance_id","base_url","healthy",
+//                "engine_secret" (absent: the engine takes none)}]}]}]}
 // Usage: {"records": [store::UsageRecord as JSON]}; the server inserts them idempotently by
 // request id, so a batch retried after a lost answer is not counted twice.
 // Limits ("limits", "project_limits": types::Limits as JSON) are optional on input, so that a

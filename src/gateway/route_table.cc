@@ -39,7 +39,8 @@ Result<std::shared_ptr<const RouteTable>> RouteTable::Builder::Build(
     const RouteTable* previous) const {
   auto table = std::make_shared<RouteTable>();
   std::set<std::string, std::less<>> names;
-  std::map<int64_t, std::string_view> urls;  // instance id → its base_url in this table
+  // Instance id → its base_url and secret in this table.
+  std::map<int64_t, std::pair<std::string_view, std::string_view>> urls;
   for (const ModelRouteSpec& spec : routes_) {
     if (spec.name.empty()) return InvalidArgumentError("route with an empty model name");
     if (!names.insert(spec.name).second) {
@@ -63,17 +64,20 @@ Result<std::shared_ptr<const RouteTable>> RouteTable::Builder::Build(
         }
         // One instance may serve several public names (its model's own and model routes, ADR
         // 0012): it keeps one state, so its load and health count once.
-        auto [url, first] = urls.emplace(rs.instance_id, rs.base_url);
-        if (!first && url->second != rs.base_url) {
-          return InvalidArgumentError(
-              fmt::format("instance {} appears twice in the route table with different addresses",
-                          rs.instance_id));
+        auto [url, first] = urls.emplace(
+            rs.instance_id, std::pair<std::string_view, std::string_view>(rs.base_url, rs.api_key));
+        if (!first &&
+            url->second != std::pair<std::string_view, std::string_view>(rs.base_url, rs.api_key)) {
+          return InvalidArgumentError(fmt::format(
+              "instance {} appears twice in the route table with different addresses or secrets",
+              rs.instance_id));
         }
         std::shared_ptr<ReplicaState> state = table->StateOf(rs.instance_id);
         if (state == nullptr && previous != nullptr) state = previous->StateOf(rs.instance_id);
         if (state == nullptr) state = std::make_shared<ReplicaState>();
         table->states_.emplace(rs.instance_id, state);
-        d.replicas.push_back(Replica{rs.instance_id, rs.base_url, rs.healthy, std::move(state)});
+        d.replicas.push_back(
+            Replica{rs.instance_id, rs.base_url, rs.healthy, std::move(state), rs.api_key});
       }
       route.total_weight += d.weight;
       route.deployments.push_back(std::move(d));

@@ -24,6 +24,10 @@ struct ReplicaSpec {
   int64_t instance_id = 0;  // unique over the whole table
   std::string base_url;  // "http://host:port" (no trailing slash); requests go to base_url + path
   bool healthy = true;   // as the control plane sees it (e.g. instance RUNNING, worker READY)
+  // The secret the engine requires, sent upstream as "Authorization: Bearer" in place of the
+  // client's credential (docs/adr/0035-engine-secrets.md). "" = none (also what
+  // {id, url, healthy} leaves it).
+  std::string api_key = {};
 };
 
 struct DeploymentSpec {
@@ -57,6 +61,7 @@ struct Replica {
   std::string base_url;
   bool healthy = true;
   std::shared_ptr<ReplicaState> state;  // never null in a built table
+  std::string api_key = {};             // ReplicaSpec::api_key
 };
 
 struct Deployment {
@@ -85,7 +90,8 @@ class RouteTable {
     Builder& Add(ModelRouteSpec route);
     // Validates and builds. kInvalidArgument for an empty or duplicate model name, a replica
     // base_url that is not "http://host:port", or an instance id given with two different
-    // base_urls (the same instance under several names shares one ReplicaState). Replica states of
+    // base_urls or secrets (the same instance under several names shares one ReplicaState).
+    // Replica states of
     // `previous` (may be null) are kept for instance ids present in both.
     Result<std::shared_ptr<const RouteTable>> Build(const RouteTable* previous = nullptr) const;
 

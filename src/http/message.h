@@ -63,11 +63,16 @@ std::string_view OpenAiErrorType(StatusCode code);
 struct RequestContext {
   Request& req;
   std::string request_id;
+  // The client's address: the peer's, or behind trusted proxies the one they forwarded
+  // (http/forwarded.h). What logs, the audit trail, sign-in limits and key allow-lists use.
   std::string remote_address;
   std::string_view path;                         // without the query string
   std::map<std::string, std::string> path_params;  // "{id}" → value
   std::map<std::string, std::string> query;        // decoded; last value wins
   std::string route;                             // the matched pattern, for metrics and logs
+  // The scheme a trusted proxy says the client used ("https" behind TLS offload); "" when no
+  // trusted proxy said (the connection's own: segma serves plain HTTP).
+  std::string forwarded_proto = {};
 
   std::optional<std::string> Query(const std::string& key) const;
   // The bearer token from "Authorization: Bearer …", else the session cookie (segma_session).

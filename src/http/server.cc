@@ -19,6 +19,7 @@
 
 #include "common/crypto.h"
 #include "common/logging.h"
+#include "http/forwarded.h"
 #include "http/write_all.h"
 
 namespace segma::http {
@@ -413,6 +414,11 @@ asio::awaitable<void> HttpServer::Serve(beast::tcp_stream stream) {
 
     Request req = parser.release();
     RequestContext ctx{req, {}, remote, {}, {}, {}, {}};
+    if (!options_.trusted_proxies.empty()) {
+      ClientInfo client = ResolveClient(req, remote, options_.trusted_proxies);
+      ctx.remote_address = std::move(client.address);
+      ctx.forwarded_proto = client.proto.value_or("");
+    }
     Response res = co_await Dispatch(req, ctx);
     res.msg.set("x-request-id", ctx.request_id);
     bool keep_alive = req.keep_alive() && !stopping_;

@@ -16,6 +16,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 
+#include "common/cidr.h"
 #include "http/router.h"
 #include "metrics/registry.h"
 
@@ -44,6 +45,9 @@ struct ServerOptions {
   // Each connection's coroutine on its own strand: required when the io_context runs on several
   // threads. With one thread, false saves a strand dispatch per completion.
   bool strand_per_connection = true;
+  // Peers whose X-Forwarded-For / Forwarded / X-Forwarded-Proto are believed (--trusted-proxies;
+  // http/forwarded.h). Empty: none, the peer is the client.
+  CidrSet trusted_proxies;
 };
 
 // HTTP/1.1 server on Boost.Beast with C++20 coroutines: one coroutine per connection on its own

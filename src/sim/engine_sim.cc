@@ -20,6 +20,7 @@
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 
+#include "common/crypto.h"
 #include "common/json.h"
 #include "common/logging.h"
 #include "common/random.h"
@@ -739,6 +740,29 @@ asio::awaitable<http::Response> HandleEmbeddings(std::shared_ptr<Shared> s,
   co_return http::Response::Json(status::ok, body);
 }
 
+// Whether `ctx` carries `key` as its bearer token (compared in constant time).
+bool HasKey(const http::RequestContext& ctx, const std::string& key) {
+  auto auth = ctx.req.find(http::bhttp::field::authorization);
+  if (auth == ctx.req.end()) return false;
+  constexpr std::string_view kBearer = "Bearer ";
+  const std::string_view v = auth->value();
+  return v.starts_with(kBearer) && ConstantTimeEquals(v.substr(kBearer.size()), key);
+}
+
+// `handler` behind the engine's secret, as llama.cpp's and vLLM's servers guard theirs: a request
+// without it is answered 401 before anything else (a hung engine still refuses it).
+http::Handler RequireKey(const EngineSimConfig& config, http::Handler handler) {
+  if (config.api_key.empty()) return handler;
+  return [key = config.api_key, handler = std::move(handler)](
+             http::RequestContext& ctx) -> asio::awaitable<http::Response> {
+    if (!HasKey(ctx, key)) {
+      co_return OpenAiError(UnauthenticatedError(
+          "invalid API key: this engine requires its secret as 'Authorization: Bearer <key>'"));
+    }
+    co_return co_await handler(ctx);
+  };
+}
+
 }  // namespace
 
 EngineSim::EngineSim(asio::io_context& ioc, EngineSimConfig config)
@@ -753,35 +777,37 @@ EngineSim::~EngineSim() {
 
 void EngineSim::AddRoutes() {
   std::shared_ptr<Shared> s = shared_;
-  router_.Add(verb::post, "/v1/chat/completions",
-              [s](http::RequestContext& ctx) { return HandleGeneration(s, ctx, /*chat=*/true); });
-  router_.Add(verb::post, "/v1/completions",
-              [s](http::RequestContext& ctx) { return HandleGeneration(s, ctx, /*chat=*/false); });
-  router_.Add(verb::post, "/v1/embeddings",
-              [s](http::RequestContext& ctx) { return HandleEmbeddings(s, ctx); });
-  router_.Add(verb::get, "/v1/models",
-              [this, s](http::RequestContext&) -> asio::awaitable<http::Response> {
-                co_await HangIfHung(*s, /*health=*/false);
-                json::object model{{"id", config_.model},
-                                   {"object", "model"},
-                                   {"created", UnixSeconds()},
-                                   {"owned_by", "segma-engine-sim"},
-                                   {"root", config_.model},
-                                   {"parent", nullptr},
-                                   {"max_model_len", config_.timing.max_model_len}};
-                co_return http::Response::Json(
-                    status::ok, json::object{{"object", "list"}, {"data", json::array{model}}});
-              });
+  // Every endpoint but /health requires the engine's secret, when it has one.
+  auto add = [this](verb method, std::string pattern, http::Handler handler) {
+    router_.Add(method, std::move(pattern), RequireKey(config_, std::move(handler)));
+  };
+  add(verb::post, "/v1/chat/completions",
+      [s](http::RequestContext& ctx) { return HandleGeneration(s, ctx, /*chat=*/true); });
+  add(verb::post, "/v1/completions",
+      [s](http::RequestContext& ctx) { return HandleGeneration(s, ctx, /*chat=*/false); });
+  add(verb::post, "/v1/embeddings",
+      [s](http::RequestContext& ctx) { return HandleEmbeddings(s, ctx); });
+  add(verb::get, "/v1/models", [this, s](http::RequestContext&) -> asio::awaitable<http::Response> {
+    co_await HangIfHung(*s, /*health=*/false);
+    json::object model{{"id", config_.model},
+                       {"object", "model"},
+                       {"created", UnixSeconds()},
+                       {"owned_by", "segma-engine-sim"},
+                       {"root", config_.model},
+                       {"parent", nullptr},
+                       {"max_model_len", config_.timing.max_model_len}};
+    co_return http::Response::Json(status::ok,
+                                   json::object{{"object", "list"}, {"data", json::array{model}}});
+  });
   router_.Add(verb::get, "/health", [s](http::RequestContext&) -> asio::awaitable<http::Response> {
     co_await HangIfHung(*s, /*health=*/true);
     co_return http::Response::Text(status::ok, "");
   });
-  router_.Add(verb::get, "/metrics",
-              [this, s](http::RequestContext&) -> asio::awaitable<http::Response> {
-                co_await HangIfHung(*s, /*health=*/false);
-                co_return http::Response::Text(status::ok, registry_.Serialize(),
-                                               "text/plain; version=0.0.4; charset=utf-8");
-              });
+  add(verb::get, "/metrics", [this, s](http::RequestContext&) -> asio::awaitable<http::Response> {
+    co_await HangIfHung(*s, /*health=*/false);
+    co_return http::Response::Text(status::ok, registry_.Serialize(),
+                                   "text/plain; version=0.0.4; charset=utf-8");
+  });
 }
 
 Result<uint16_t> EngineSim::Start() {

@@ -36,10 +36,15 @@ struct EngineSimConfig {
   int embedding_dim = 1024;
   uint64_t seed = 1;  // of the failure-injection draws
   bool access_log = false;
+  // The engine's secret (segma's per-instance engine secret, docs/adr/0035-engine-secrets.md):
+  // every endpoint but /health then requires "Authorization: Bearer <api_key>" and answers 401
+  // in OpenAI's error format without it. "" = open.
+  std::string api_key;
 };
 
 // An OpenAI-compatible simulated inference engine: /v1/chat/completions, /v1/completions,
-// /v1/embeddings, /v1/models, /health and vLLM-named /metrics, with the latencies of
+// /v1/embeddings, /v1/models, /health and vLLM-named /metrics (all but /health behind the
+// config's api_key when it has one), with the latencies of
 // timing_model.h. Requests are coroutines on the io_context and every wait is an Asio timer, so
 // thousands of concurrent streams cost no threads. The engine state (EngineCore) is one object
 // behind a mutex.

@@ -94,6 +94,8 @@ struct ProjectPatch {
 
 struct ApiKeyPatch {
   std::optional<types::LimitsPatch> limits;  // applied to the stored limits in the transaction
+  // Outer optional: change or not; inner nullopt: any address. Canonical CIDR strings.
+  std::optional<std::optional<std::vector<std::string>>> allowed_cidrs;
 };
 
 struct ClusterPatch {
@@ -164,6 +166,7 @@ struct ModelInstancePatch {
   std::optional<int> restart_count;
   std::optional<std::optional<Timestamp>> last_restart_at;
   std::optional<std::map<std::string, std::string>> unschedulable_reasons;
+  std::optional<std::string> engine_secret;  // the main worker's report; "" = none
   // Compare-and-set: when set, the update applies only if the stored state is one of these
   // (kAborted otherwise), so that a controller never overwrites a newer transition.
   std::optional<std::vector<types::InstanceState>> if_state_in;
@@ -175,6 +178,7 @@ struct ModelInstancePatch {
     claim = types::ResourceClaim();
     distributed_servers = std::vector<types::DistributedServer>();
     port = 0;
+    engine_secret = std::string();  // the next worker's engine has its own
   }
 };
 
@@ -391,6 +395,13 @@ class Store {
   // Inserts a session for `session.user_id` (kNotFound if no such user).
   virtual Result<types::Session> CreateSession(const types::Session& session) = 0;
   virtual Result<types::Session> GetSession(int64_t id) = 0;
+  // The sessions neither revoked nor expired (by the store's clock), with their usernames.
+  // Filters: user_id. Sort fields: id, user_id, username, created_at, last_used_at (never used:
+  // its created_at), expires_at. q: username.
+  virtual Result<ListResult<types::Session>> ListSessions(const ListOptions& options) = 0;
+  // Sets last_used_at to `at` unless it is already later. The caller coalesces (IdentityService
+  // writes at most once a minute per session). Unknown ids are ignored.
+  virtual Status TouchSession(int64_t id, Timestamp at) = 0;
   // Sets revoked_at (idempotent: a revoked session keeps its first revocation time).
   virtual Status RevokeSession(int64_t id, Timestamp at) = 0;
   // Revokes every unrevoked session of `user_id` except `keep_session_id`; returns how many.

@@ -136,6 +136,10 @@ json::object ToJson(const Session& s) {
   o["expires_at"] = FormatRfc3339(s.expires_at);
   o["revoked_at"] = OptionalTime(s.revoked_at);
   o["created_at"] = FormatRfc3339(s.created_at);
+  o["last_used_at"] = OptionalTime(s.last_used_at);
+  o["username"] = s.username;
+  o["client_address"] = s.client_address;
+  o["user_agent"] = s.user_agent;
   return o;
 }
 
@@ -182,6 +186,13 @@ json::object ToJson(const ApiKey& k) {
   o["revoked_at"] = OptionalTime(k.revoked_at);
   o["last_used_at"] = OptionalTime(k.last_used_at);
   o["limits"] = ToJson(k.limits);
+  if (k.allowed_cidrs) {
+    json::array cidrs;
+    for (const auto& c : *k.allowed_cidrs) cidrs.emplace_back(c);
+    o["allowed_cidrs"] = std::move(cidrs);
+  } else {
+    o["allowed_cidrs"] = nullptr;
+  }
   o["created_at"] = FormatRfc3339(k.created_at);
   return o;
 }

@@ -53,6 +53,12 @@ struct Session {
   Timestamp expires_at;
   std::optional<Timestamp> revoked_at;
   Timestamp created_at;
+  // Written at most once a minute (Store::TouchSession); nullopt until the first use after
+  // sign-in.
+  std::optional<Timestamp> last_used_at;
+  std::string client_address;  // where the session was opened (the real client, behind proxies)
+  std::string user_agent;      // the User-Agent of the sign-in, clipped
+  std::string username;        // filled in by the store when listed; ignored on writes
 };
 
 // The OpenAI gateway's admission limits of an API key or a project (ADR 0013). A field that is
@@ -136,6 +142,9 @@ struct ApiKey {
   std::optional<Timestamp> revoked_at;
   std::optional<Timestamp> last_used_at;
   Limits limits;  // the gateway's limits for this key alone
+  // Client address ranges the key may be used from, canonical CIDR strings ("10.0.0.0/8");
+  // nullopt: any address. Enforced on /v1 and /v2 against the real client address.
+  std::optional<std::vector<std::string>> allowed_cidrs;
   Timestamp created_at;
 };
 
@@ -172,7 +181,7 @@ struct Worker {
 
 // Public views (snake_case keys, RFC 3339 times, null for absent optionals).
 json::object ToJson(const User& u);
-json::object ToJson(const Session& s);
+json::object ToJson(const Session& s);  // never the token (it is not stored)
 json::object ToJson(const Project& p);
 json::object ToJson(const ProjectMember& m);
 json::object ToJson(const ApiKey& k);  // allowed_models: "*" or a list

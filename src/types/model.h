@@ -214,6 +214,10 @@ struct ModelInstance {
   int restart_count = 0;
   std::optional<Timestamp> last_restart_at;
   std::map<std::string, std::string> unschedulable_reasons;  // worker name → why not
+  // The secret the instance's engine requires of its clients, as its worker reported it (docs/
+  // adr/0035-engine-secrets.md); "" = none (not reported yet, or an engine that takes none). The
+  // gateways send it upstream. Never serialized by ToJson: no /v2 answer or event carries it.
+  std::string engine_secret;
   Timestamp created_at{};
   Timestamp updated_at{};
 
@@ -227,6 +231,7 @@ json::object ToJson(const ResourceClaim& c);
 // are kInvalidArgument naming the field under `path`.
 Result<ResourceClaim> ResourceClaimFromJson(const json::object& o,
                                             const std::string& path = "claim");
+// Every field but engine_secret, which never leaves the server except to a gateway.
 json::object ToJson(const ModelInstance& i);
 
 // Parses the body of `POST /v2/models` (and `POST /v2/model-evaluations`) strictly: unknown

@@ -15,6 +15,7 @@
 
 #include "common/crypto.h"
 #include "common/logging.h"
+#include "worker/engines/engine_secret.h"
 #include "worker/gpu/fake_gpu_probe.h"
 #include "worker/gpu/nvml_gpu_probe.h"
 
@@ -213,6 +214,7 @@ asio::awaitable<void> WorkerAgent::ScrapeEngines() {
       http::ClientRequest req;
       req.url = fmt::format("http://127.0.0.1:{}/metrics", e.port);
       req.timeout = std::chrono::milliseconds(2000);
+      req.Bearer(info->second.api_key);  // llama.cpp and engine-sim guard /metrics with it
       const auto start = std::chrono::steady_clock::now();
       Result<http::ClientResponse> res = co_await client_.Fetch(std::move(req));
       const double seconds =
@@ -291,6 +293,12 @@ http::Response WorkerAgent::ServeLog(http::RequestContext& ctx) {
   Result<int64_t> id = ctx.IdParam();
   if (!id.ok()) return http::Response::Error(id.status());
   const std::string path = fmt::format("{}/logs/instance-{}.log", config_.data_dir, *id);
+  // An engine that prints its secret (SGLang's server_args) must not hand it to the server.
+  std::string secret;
+  if (instances_) {
+    const auto infos = instances_->EngineInfos();
+    if (auto info = infos.find(*id); info != infos.end()) secret = info->second.api_key;
+  }
   std::error_code ec;
   const auto size = std::filesystem::file_size(path, ec);
   if (ec) {
@@ -321,7 +329,8 @@ http::Response WorkerAgent::ServeLog(http::RequestContext& ctx) {
       start = nl;
     }
     if (tail == 0) start = data.size();
-    http::Response res = http::Response::Text(http::bhttp::status::ok, data.substr(start));
+    http::Response res = http::Response::Text(http::bhttp::status::ok,
+                                              engines::RedactSecret(data.substr(start), secret));
     res.msg.set("x-segma-log-offset", std::to_string(size));
     return res;
   }
@@ -330,7 +339,9 @@ http::Response WorkerAgent::ServeLog(http::RequestContext& ctx) {
   const int64_t instance_id = *id;
   return http::Response::Stream(
       "text/plain; charset=utf-8",
-      [this, path, from, instance_id](http::ResponseStream& out) -> asio::awaitable<void> {
+      [this, path, from, instance_id,
+       secret = std::move(secret)](http::ResponseStream& out) -> asio::awaitable<void> {
+        engines::SecretMasker masker(secret);
         uint64_t pos = from;
         while (!out.stopping() && !stopping_) {
           std::error_code ec;
@@ -344,12 +355,17 @@ http::Response WorkerAgent::ServeLog(http::RequestContext& ctx) {
             chunk.resize(static_cast<size_t>(in.gcount()));
             pos += chunk.size();
             if (!chunk.empty()) {
-              if (!co_await out.Write(chunk)) co_return;
+              const std::string masked = masker.Feed(chunk);
+              if (!masked.empty() && !co_await out.Write(masked)) co_return;
               continue;
             }
           }
           engines::Supervisor* sup = instances_ ? instances_->supervisor() : nullptr;
-          if (sup == nullptr || !sup->Get(instance_id)) co_return;  // the engine is gone
+          if (sup == nullptr || !sup->Get(instance_id)) {  // the engine is gone
+            const std::string rest = masker.Flush();
+            if (!rest.empty()) co_await out.Write(rest);
+            co_return;
+          }
           co_await Sleep(std::chrono::milliseconds(200));
         }
       });

@@ -15,6 +15,7 @@
 
 #include "common/logging.h"
 #include "http/sse.h"
+#include "worker/engines/engine_secret.h"
 
 namespace segma::worker {
 
@@ -377,6 +378,12 @@ asio::awaitable<Status> InstanceManager::Resync(Role role, bool first) {
       if (spec.ok()) expected.emplace(-id, std::move(spec).value());
     }
     engines::Supervisor::RecoverReport report = supervisor_->Recover(expected);
+    // The secrets of instances no longer assigned here (deleted or moved while no worker ran).
+    std::set<int64_t> assigned;
+    for (const auto& [id, inst] : listed) assigned.insert(id);
+    for (int64_t id : engines::RemoveEngineSecretsExcept(config_.data_dir, assigned)) {
+      secrets_.erase(id);
+    }
     for (int64_t id : report.adopted) {
       if (id > 0) {
         running_[id] = listed[id];
@@ -395,6 +402,7 @@ asio::awaitable<Status> InstanceManager::Resync(Role role, bool first) {
                              engines ? "engine" : "rpc-server");
       (void)supervisor_->Stop(engines ? it->first : -it->first);
       DropVgpu(engines ? it->first : -it->first);
+      if (engines) DropSecret(it->first);
       rpc_started_with_.erase(it->first);
       it = running.erase(it);
     } else {
@@ -430,6 +438,7 @@ asio::awaitable<void> InstanceManager::Apply(const types::ModelInstance& inst, b
                              deleted ? "deleted" : types::InstanceStateName(inst.state));
       (void)supervisor_->Stop(inst.id);
       DropVgpu(inst.id);
+      DropSecret(inst.id);
       running_.erase(it);
       rpc_started_with_.erase(inst.id);
       co_return;
@@ -453,6 +462,7 @@ asio::awaitable<void> InstanceManager::Apply(const types::ModelInstance& inst, b
   if (!wanted) {
     downloading_.erase(inst.id);
     download_failed_.erase(inst.id);
+    if (deleted || inst.worker_id != worker_id_) DropSecret(inst.id);
     co_return;
   }
   if (auto d = downloading_.find(inst.id); d != downloading_.end()) {
@@ -505,7 +515,9 @@ asio::awaitable<void> InstanceManager::Apply(const types::ModelInstance& inst, b
   if (!inst.distributed_servers.empty()) rpc_started_with_[inst.id] = RpcIncarnation(inst);
   Logger("worker")->info("started the engine of instance {} ({}) on port {}", inst.id, inst.name,
                          *port);
-  co_await Report(inst.id, StateBody("STARTING", "", *port));
+  json::object starting = StateBody("STARTING", "", *port);
+  starting["engine_secret"] = secrets_[inst.id];
+  co_await Report(inst.id, std::move(starting));
 }
 
 asio::awaitable<void> InstanceManager::ApplyDistributed(const types::ModelInstance& inst,
@@ -701,10 +713,19 @@ asio::awaitable<Result<engines::EngineSpec>> InstanceManager::SpecFor(
   ctx.vgpu_library = config_.vgpu_library;
   ctx.vgpu_scope = vgpu_scope_;
   ctx.working_dir = config_.data_dir;
+  // The engine's secret, the same for every start of the instance here (and for adoption: the
+  // running engine holds the one in the file).
+  CO_ASSIGN_OR_RETURN(ctx.api_key, engines::LoadOrCreateEngineSecret(config_.data_dir, inst.id));
+  ctx.api_key_file = engines::EngineSecretPath(config_.data_dir, inst.id);
   CO_ASSIGN_OR_RETURN(
       engines::LaunchSpec launch,
       engines::RenderLaunch(*chosen.backend, chosen.choice.version, model, inst, ctx));
   RememberVgpu(inst.id, inst.id, launch, inst.gpu_indexes);
+  secrets_[inst.id] = launch.api_key;
+  {
+    std::lock_guard lock(info_mu_);
+    engine_info_[inst.id].api_key = launch.api_key;
+  }
   engines::EngineSpec spec;
   spec.instance_id = inst.id;
   spec.name = inst.name;
@@ -874,6 +895,8 @@ void InstanceManager::OnEngineState(const engines::EngineStatus& s) {
                     {"restart_count", s.restart_count}};
   // An rpc-server (-id) reports into instance id's distributed_servers entry, its port included.
   if (s.instance_id < 0) body["port"] = s.port;
+  // The engine's secret (with every report, so that a lost one does not leave the gateways
+  // without it) is added on the io_context, which owns secrets_.
   // The supervisor's thread must not block: hand the report to the io_context, where one
   // drainer sends reports in the order the states happened (STARTING before RUNNING).
   const std::string state(engines::EngineStateName(s.state));
@@ -883,8 +906,18 @@ void InstanceManager::OnEngineState(const engines::EngineStatus& s) {
     std::string& last = last_reported_[id];
     if (state == "STARTING" && last == "RUNNING") return;
     last = state;
+    if (auto secret = secrets_.find(id); id > 0 && secret != secrets_.end()) {
+      body["engine_secret"] = secret->second;
+    }
     QueueReport(id, std::move(body));
   });
+}
+
+void InstanceManager::DropSecret(int64_t id) {
+  engines::RemoveEngineSecret(config_.data_dir, id);
+  secrets_.erase(id);
+  std::lock_guard lock(info_mu_);
+  if (auto info = engine_info_.find(id); info != engine_info_.end()) info->second.api_key.clear();
 }
 
 void InstanceManager::QueueReport(int64_t id, json::object body) {

@@ -81,6 +81,9 @@ class InstanceManager {
   struct EngineInfo {
     EngineLabels labels;
     std::map<int, int64_t> vram;
+    // The secret the engine requires of its clients (docs/adr/0035-engine-secrets.md): the
+    // metrics scraper sends it, the log endpoint masks it. "" = none.
+    std::string api_key;
   };
   std::map<int64_t, EngineInfo> EngineInfos() const;
   // What libsegma-vgpu's accounting says now of every engine started with it (ReadSlices).
@@ -126,6 +129,9 @@ class InstanceManager {
   boost::asio::awaitable<void> SweepFiles();
   boost::asio::awaitable<void> Report(int64_t instance_id, json::object body);
   void OnEngineState(const engines::EngineStatus& status);
+  // Forgets instance `id`'s engine secret (its file too): the instance is no longer this
+  // worker's. Call on the io_context.
+  void DropSecret(int64_t id);
   // Queues a PATCH of the instance (an rpc-server: -id) behind the reports before it. Call on the
   // io_context.
   void QueueReport(int64_t id, json::object body);
@@ -173,6 +179,9 @@ class InstanceManager {
   std::deque<std::pair<int64_t, json::object>> reports_;
   bool reporting_ = false;
   std::map<int64_t, std::string> last_reported_;  // instance id → last state sent
+  // Instance id → the secret its engine was rendered with ("" = none), sent with every state
+  // report so that the server and the gateways know it (engine_secret). io_context only.
+  std::map<int64_t, std::string> secrets_;
   mutable std::mutex info_mu_;
   std::map<int64_t, EngineInfo> engine_info_;   // guarded by info_mu_
   std::map<int64_t, VgpuEngine> vgpu_engines_;  // engine id → its accounting; guarded by info_mu_

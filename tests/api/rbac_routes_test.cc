@@ -217,6 +217,10 @@ TEST_F(RbacRoutesTest, EveryRouteTimesEveryRole) {
         },
         {users}}},
       {"GET /v2/users/me", {"/v2/users/me", none, {users}}},
+      {"GET /v2/sessions", {"/v2/sessions", none, {users}}},
+      // Another user's session: theirs to end, or an admin's (999999 does not exist: 404 for
+      // everyone allowed through the route's check, which a non-admin also gets).
+      {"DELETE /v2/sessions/{id}", {"/v2/sessions/999999", none, {users}}},
       {"GET /v2/users", {"/v2/users", none, {admins}}},
       {"POST /v2/users",
        {"/v2/users",

@@ -137,6 +137,67 @@ TEST_F(WorkerRoutesTest, SubordinateListsAndReportsOnlyItsOwnEntry) {
   EXPECT_EQ(late.status, 404u) << late.body;
 }
 
+// docs/adr/0035-engine-secrets.md: the main worker reports its engine's secret; the server keeps it
+// for the gateways (its own, and replicas through the gateway-token state) and no /v2 answer
+// carries it.
+TEST_F(WorkerRoutesTest, TheEngineSecretReachesTheGatewaysAndNoV2Answer) {
+  const std::string secret = "segma_eng_routes-test-0123456789abcdef";
+  const Api& a = workers_[0];
+  const Api& b = workers_[1];
+  auto starting =
+      a.Call(verb::patch, InstancePath(),
+             json::object{{"state", "STARTING"}, {"port", 40001}, {"engine_secret", secret}});
+  ASSERT_EQ(starting.status, 200u) << starting.body;
+  EXPECT_EQ(starting.body.find(secret), std::string::npos) << starting.body;
+  EXPECT_EQ(app_->store().GetModelInstance(instance_id_)->engine_secret, secret);
+  auto running = a.Call(verb::patch, InstancePath(), json::object{{"state", "RUNNING"}});
+  ASSERT_EQ(running.status, 200u) << running.body;
+  EXPECT_EQ(app_->store().GetModelInstance(instance_id_)->engine_secret, secret)
+      << "a report without it keeps it";
+
+  // Not in any view: the admin's lists and the worker's own.
+  for (const std::string& path :
+       {std::string("/v2/model-instances"), fmt::format("/v2/model-instances/{}", instance_id_),
+        fmt::format("/v2/model-instances?model_id={}", FirstModelId())}) {
+    auto r = admin_.Get(path);
+    ASSERT_EQ(r.status, 200u) << path << ": " << r.body;
+    EXPECT_EQ(r.body.find(secret), std::string::npos) << path;
+    EXPECT_EQ(r.body.find("engine_secret"), std::string::npos) << path;
+  }
+  auto own = a.Get(fmt::format("/v2/worker/instances?worker_id={}", worker_ids_[0]));
+  ASSERT_EQ(own.status, 200u) << own.body;
+  EXPECT_EQ(own.body.find(secret), std::string::npos);
+
+  // The gateways have it: the embedded one's table, and the state replicas follow.
+  ASSERT_TRUE(app_->WaitForRouteUpdates());
+  std::string replica_secret;
+  for (const auto& r : app_->gateway().routes()->routes()) {
+    for (const auto& d : r.deployments) {
+      for (const auto& x : d.replicas) {
+        if (x.instance_id == instance_id_) replica_secret = x.api_key;
+      }
+    }
+  }
+  EXPECT_EQ(replica_secret, secret);
+  const std::string gateway_token = segma::testing::ReadFile(dir_.path() + "/gateway_token");
+  Api gw{base_, gateway_token.substr(0, gateway_token.find('\n'))};
+  auto state = gw.Get("/internal/gateway/state");
+  ASSERT_EQ(state.status, 200u) << state.body;
+  EXPECT_NE(state.body.find(secret), std::string::npos);
+  // No /v2 credential opens it, not even an admin's session.
+  EXPECT_EQ(admin_.Get("/internal/gateway/state").status, 401u);
+
+  // Only the main worker reports it, and a malformed one is refused without being quoted.
+  auto from_subordinate = b.Call(verb::patch, InstancePath(),
+                                 json::object{{"state", "RUNNING"}, {"engine_secret", secret}});
+  EXPECT_EQ(from_subordinate.status, 400u) << from_subordinate.body;
+  auto malformed = a.Call(verb::patch, InstancePath(),
+                          json::object{{"engine_secret", "has spaces in it 0123456789"}});
+  EXPECT_EQ(malformed.status, 400u) << malformed.body;
+  EXPECT_EQ(malformed.body.find("has spaces"), std::string::npos) << malformed.body;
+  EXPECT_EQ(app_->store().GetModelInstance(instance_id_)->engine_secret, secret);
+}
+
 // gpu_sharing left to the cluster: the worker's copy of the model carries its cluster's default,
 // which admins set (and only to a known value).
 TEST_F(WorkerRoutesTest, AModelWithoutGpuSharingGetsItsWorkersClusterDefault) {

@@ -97,6 +97,71 @@ TEST_F(IdentityServiceTest, BadCredentialsLookTheSame) {
   EXPECT_EQ(wrong.status(), unknown.status());
 }
 
+TEST_F(IdentityServiceTest, SignInLockoutByNameSparesAdmins) {
+  MakeUser("alice");
+  MakeUser("root", /*admin=*/true);
+  const SignInContext from{"192.0.2.1", "test"};
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(identity_->Login("alice", "wrong", from).status().code(),
+              StatusCode::kUnauthenticated);
+    EXPECT_EQ(identity_->Login("root", "wrong", {"192.0.2.2", ""}).status().code(),
+              StatusCode::kUnauthenticated);
+  }
+  Duration wait{};
+  auto locked = identity_->Login("alice", "password-1", {"198.51.100.1", ""}, &wait);
+  EXPECT_EQ(locked.status(),
+            ResourceExhaustedError("too many failed sign-ins; try again in 15 minutes"));
+  EXPECT_EQ(wait, minutes(15));
+  // The admin's name is not locked; unknown names are counted like known ones (no tell).
+  EXPECT_TRUE(identity_->Login("root", "password-1", {"198.51.100.1", ""}).ok());
+  for (int i = 0; i < 5; ++i) (void)identity_->Login("ghost", "x", {"198.51.100.3", ""});
+  EXPECT_EQ(identity_->Login("ghost", "x").status().code(), StatusCode::kResourceExhausted);
+  clock_.Advance(minutes(14) + std::chrono::seconds(1));
+  wait = {};
+  EXPECT_EQ(identity_->Login("alice", "password-1", {}, &wait).status(),
+            ResourceExhaustedError("too many failed sign-ins; try again in 1 minute"));
+  EXPECT_EQ(wait, std::chrono::seconds(59));
+  clock_.Advance(std::chrono::seconds(59));
+  EXPECT_TRUE(identity_->Login("alice", "password-1", from).ok());
+}
+
+TEST_F(IdentityServiceTest, SessionsKeepTheirClientAndLastUse) {
+  types::User alice = MakeUser("alice");
+  auto login = identity_->Login("alice", "password-1", {"2001:db8::7", "curl/8.0"});
+  ASSERT_TRUE(login.ok());
+  auto p = identity_->Authenticate(login->token);
+  ASSERT_TRUE(p.ok());
+  auto session = store_->GetSession(p->session_id);
+  ASSERT_TRUE(session.ok());
+  EXPECT_EQ(session->client_address, "2001:db8::7");
+  EXPECT_EQ(session->user_agent, "curl/8.0");
+  ASSERT_TRUE(session->last_used_at.has_value());
+  const Timestamp first_use = *session->last_used_at;
+  // Written at most once a minute.
+  clock_.Advance(std::chrono::seconds(30));
+  ASSERT_TRUE(identity_->Authenticate(login->token).ok());
+  EXPECT_EQ(*store_->GetSession(p->session_id)->last_used_at, first_use);
+  clock_.Advance(std::chrono::seconds(30));
+  ASSERT_TRUE(identity_->Authenticate(login->token).ok());
+  EXPECT_EQ(*store_->GetSession(p->session_id)->last_used_at, clock_.Now());
+}
+
+TEST_F(IdentityServiceTest, PrincipalCarriesRequirePasswordChange) {
+  NewUser u;
+  u.username = "bob";
+  u.password = "password-1";
+  u.require_password_change = true;
+  types::User bob = *identity_->CreateUser(u);
+  auto login = identity_->Login("bob", "password-1");
+  ASSERT_TRUE(login.ok());
+  EXPECT_TRUE(identity_->Authenticate(login->token)->require_password_change);
+  ASSERT_TRUE(identity_
+                  ->ChangePassword(bob.id, "password-1", "password-2",
+                                   identity_->Authenticate(login->token)->session_id)
+                  .ok());
+  EXPECT_FALSE(identity_->Authenticate(login->token)->require_password_change);
+}
+
 TEST_F(IdentityServiceTest, InactiveUserRefused) {
   types::User alice = MakeUser("alice");
   auto login = identity_->Login("alice", "password-1");

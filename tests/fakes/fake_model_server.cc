@@ -57,6 +57,11 @@ std::string FakeModelServer::last_content_type() const {
   return last_content_type_;
 }
 
+std::string FakeModelServer::last_authorization() const {
+  std::lock_guard lock(mu_);
+  return last_authorization_;
+}
+
 std::string FakeModelServer::ExpectedStream(bool include_usage) const {
   std::string out;
   for (int i = 0; i < options_.chunks; ++i) out += http::FormatSse(ChunkJson(i, options_.chunks));
@@ -76,6 +81,7 @@ FakeModelServer::FakeModelServer(FakeModelOptions options)
     std::lock_guard lock(mu_);
     last_body_ = ctx.req.body();
     last_content_type_ = std::string(ctx.req[bhttp::field::content_type]);
+    last_authorization_ = std::string(ctx.req[bhttp::field::authorization]);
   };
   auto failure = [this]() -> std::optional<http::Response> {
     const int status = fail_status_.load();

@@ -47,6 +47,8 @@ class FakeModelServer {
   int completed_streams() const { return completed_.load(); }
   std::string last_body() const;
   std::string last_content_type() const;
+  // The Authorization header of the last request ("" when it had none).
+  std::string last_authorization() const;
 
   // The exact SSE body this server streams for a request (for direct comparisons).
   std::string ExpectedStream(bool include_usage) const;
@@ -61,8 +63,9 @@ class FakeModelServer {
   std::atomic<int> cancelled_{0};
   std::atomic<int> completed_{0};
   mutable std::mutex mu_;
-  std::string last_body_;          // guarded by mu_
-  std::string last_content_type_;  // guarded by mu_
+  std::string last_body_;           // guarded by mu_
+  std::string last_content_type_;   // guarded by mu_
+  std::string last_authorization_;  // guarded by mu_
 };
 
 }  // namespace segma::testing

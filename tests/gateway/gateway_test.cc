@@ -15,6 +15,7 @@
 
 #include "common/crypto.h"
 #include "fakes/fake_model_server.h"
+#include "gateway/replica.h"
 #include "http/client.h"
 #include "http/server.h"
 #include "store/sqlite/sqlite_store.h"
@@ -701,6 +702,67 @@ TEST_F(GatewayTest, FailsOverBeforeTheFirstByte) {
   EXPECT_EQ(Call("/v1/chat/completions", kChat, key_).status, 503u);
 }
 
+// docs/adr/0035-engine-secrets.md: the engine gets its own secret, never the client's key; an
+// engine that refuses the gateway's credential is a failed replica, not a 401 for the client.
+TEST_F(GatewayTest, SendsEachEngineItsSecretInsteadOfTheClientsKey) {
+  FakeModelServer guarded(Named("guarded"));
+  FakeModelServer open(Named("open"));
+  StartGateway();
+  DeploymentSpec d;
+  d.deployment_id = 42;
+  d.replicas.push_back({1, guarded.base_url(), true, "segma_eng_guarded-0123456789"});
+  RouteTable::Builder b;
+  b.Add({"m", {d}, 1700000000});
+  DeploymentSpec o;
+  o.deployment_id = 43;
+  o.replicas.push_back({2, open.base_url(), true, ""});
+  b.Add({"o", {o}, 1700000000});
+  ASSERT_TRUE(gateway_->SetRoutes(b).ok());
+
+  EXPECT_EQ(Call("/v1/chat/completions", kChat, key_).status, 200u);
+  EXPECT_EQ(guarded.last_authorization(), "Bearer segma_eng_guarded-0123456789");
+  auto streamed = http::StreamSync(Post("/v1/chat/completions", kStreamChat, key_),
+                                   [](std::string_view) { return true; });
+  ASSERT_TRUE(streamed.ok());
+  EXPECT_EQ(streamed->status, 200u);
+  EXPECT_EQ(guarded.last_authorization(), "Bearer segma_eng_guarded-0123456789");
+  // An engine without a secret gets no credential at all: the client's key never leaves.
+  EXPECT_EQ(Call("/v1/chat/completions",
+                 R"({"model":"o","messages":[{"role":"user","content":"hi"}]})", key_)
+                .status,
+            200u);
+  EXPECT_EQ(open.requests(), 1);
+  EXPECT_EQ(open.last_authorization(), "");
+
+  // The engine refuses the gateway's credential (its secret changed since the table was built):
+  // another replica is tried, and with none left the client gets a 503, not the engine's 401.
+  FakeModelServer fresh(Named("fresh"));
+  guarded.set_fail_status(401);
+  RouteTable::Builder two;
+  DeploymentSpec both = d;
+  both.replicas.push_back({3, fresh.base_url(), true, "segma_eng_fresh-0123456789"});
+  two.Add({"m", {both}, 1700000000});
+  ASSERT_TRUE(gateway_->SetRoutes(two).ok());
+  for (int i = 0; i < 4; ++i) {
+    auto r = Call("/v1/chat/completions", kChat, key_);
+    EXPECT_EQ(r.status, 200u) << r.body;
+  }
+  EXPECT_EQ(fresh.last_authorization(), "Bearer segma_eng_fresh-0123456789");
+  // (A new instance on the refusing engine: instance 1 is ejected by now.)
+  RouteTable::Builder one;
+  DeploymentSpec only;
+  only.deployment_id = 42;
+  only.replicas.push_back({4, guarded.base_url(), true, "segma_eng_stale-0123456789"});
+  one.Add({"m", {only}, 1700000000});
+  ASSERT_TRUE(gateway_->SetRoutes(one).ok());
+  auto refused = Call("/v1/chat/completions", kChat, key_);
+  EXPECT_EQ(refused.status, 503u) << refused.body;
+  EXPECT_EQ(ErrorType(refused), "service_unavailable_error") << refused.body;
+  EXPECT_NE(refused.body.find("refused the gateway's engine credential"), std::string::npos)
+      << refused.body;
+  EXPECT_EQ(refused.body.find("segma_eng_"), std::string::npos) << refused.body;
+}
+
 TEST_F(GatewayTest, FallsBackToAnotherDeployment) {
   FakeModelServer primary(Named("primary"));
   primary.set_fail_status(502);
@@ -758,6 +820,69 @@ TEST_F(GatewayTest, ExportsPerModelMetrics) {
         "segma_gateway_request_duration_seconds_count", "segma_gateway_overhead_seconds"}) {
     EXPECT_NE(text.find(name), std::string::npos) << name;
   }
+}
+
+// A key's client ranges reach a replica with the key (/internal/gateway/state) and mean the same
+// there: canonical, and "no list" stays "any address".
+TEST(KeyRecordJsonTest, AllowedCidrsTravelToReplicas) {
+  KeyRecord k;
+  k.id = 7;
+  k.name = "office";
+  k.project_id = 1;
+  k.user_id = 2;
+  k.allowed_cidrs = AllowedCidrSet(std::vector<std::string>{"10.0.0.0/8", "2001:db8::/32"});
+  const std::string hash(64, 'a');
+  auto back = KeyRecordFromJson(json::value(KeyRecordToJson(hash, k)));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  ASSERT_TRUE(back->second.allowed_cidrs.has_value());
+  EXPECT_EQ(back->second.allowed_cidrs->ranges(), k.allowed_cidrs->ranges());
+  EXPECT_TRUE(back->second.AllowsAddress("10.1.2.3"));
+  EXPECT_TRUE(back->second.AllowsAddress("2001:db8::9"));
+  EXPECT_FALSE(back->second.AllowsAddress("192.0.2.1"));
+  EXPECT_FALSE(back->second.AllowsAddress("not an address"));
+
+  k.allowed_cidrs.reset();
+  back = KeyRecordFromJson(json::value(KeyRecordToJson(hash, k)));
+  ASSERT_TRUE(back.ok());
+  EXPECT_FALSE(back->second.allowed_cidrs.has_value());
+  EXPECT_TRUE(back->second.AllowsAddress("192.0.2.1"));
+
+  json::object bad = KeyRecordToJson(hash, k);
+  bad["allowed_cidrs"] = json::array{"10.1.2.3/8"};
+  EXPECT_EQ(KeyRecordFromJson(json::value(bad)).status().code(), StatusCode::kInvalidArgument);
+}
+
+// Stand-alone gateways learn each engine's secret from the state document the gateway token
+// opens (ADR 0009, ADR 0035); a replica without one has no "engine_secret" at all.
+TEST(GatewayStateTest, RoutesCarryEachEnginesSecretToReplicas) {
+  DeploymentSpec d;
+  d.deployment_id = 7;
+  d.replicas.push_back({1, "http://10.0.0.5:40001", true, "segma_eng_one-0123456789"});
+  d.replicas.push_back({2, "http://10.0.0.6:40002", true, ""});
+  RouteTable::Builder b;
+  b.Add({"m", {d}, 1700000000});
+  auto table = b.Build();
+  ASSERT_TRUE(table.ok()) << table.status().ToString();
+  const json::array routes = RoutesToJson(**table);
+  const json::array& replicas = routes[0].at("deployments").as_array()[0].at("replicas").as_array();
+  EXPECT_EQ(replicas[0].at("engine_secret").as_string(), "segma_eng_one-0123456789");
+  EXPECT_FALSE(replicas[1].as_object().contains("engine_secret"));
+
+  auto parsed = RoutesFromJson(json::value(routes));
+  ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+  auto rebuilt = parsed->Build();
+  ASSERT_TRUE(rebuilt.ok()) << rebuilt.status().ToString();
+  const Deployment& got = (*rebuilt)->Find("m")->deployments[0];
+  EXPECT_EQ(got.replicas[0].api_key, "segma_eng_one-0123456789");
+  EXPECT_EQ(got.replicas[1].api_key, "");
+
+  // One instance under two names must carry one secret.
+  RouteTable::Builder twice;
+  twice.Add({"m", {d}, 1700000000});
+  DeploymentSpec other = d;
+  other.replicas[0].api_key = "segma_eng_other-0123456789";
+  twice.Add({"alias", {other}, 1700000000});
+  EXPECT_EQ(twice.Build().status().code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace

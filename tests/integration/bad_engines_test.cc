@@ -189,6 +189,8 @@ TEST_F(EnginesTest, BadEnginesEndInErrorAndLeaveNothingBehind) {
   req.method = verb::post;
   req.url = "http://127.0.0.1:" + std::to_string(Instance(healthy).at("port").as_int64()) +
             "/v1/chat/completions";
+  req.Bearer(
+      EngineSecret(dir_.path() + "/data/worker/engines", Instance(healthy).at("id").as_int64()));
   req.JsonBody(
       json::object{{"model", "healthy"},
                    {"max_tokens", 4},

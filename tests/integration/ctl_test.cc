@@ -155,6 +155,64 @@ TEST_F(CtlTest, LoginProjectKeyAndPool) {
   EXPECT_EQ(rc, 0) << out;
   std::tie(rc, out) = Ctl("--token " + secret + " users list");
   EXPECT_EQ(rc, 1) << "an API key never carries admin powers: " << out;
+
+  // Client ranges of a key: a clear error for a bad one, then this host only, then any.
+  std::tie(rc, out) = Ctl("api-keys restrict " + std::to_string(key->at("id").as_int64()) +
+                          " 127.0.0.0/8,10.1.2.3/8");
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(out.find("did you mean 10.0.0.0/8?"), std::string::npos) << out;
+  std::tie(rc, out) =
+      Ctl("-o json api-keys create --name office --project 1 --scope all "
+          "--allowed-cidrs 192.0.2.0/24");
+  ASSERT_EQ(rc, 0) << out;
+  auto office = ParseJson(out);
+  ASSERT_TRUE(office.ok()) << out;
+  EXPECT_EQ(json::serialize(office->at("allowed_cidrs")), R"(["192.0.2.0/24"])");
+  std::tie(rc, out) =
+      Ctl("--token " + std::string(office->at("secret").as_string()) + " projects list");
+  EXPECT_EQ(rc, 1) << "used from 127.0.0.1, outside 192.0.2.0/24: " << out;
+  EXPECT_NE(out.find("may not be used from 127.0.0.1"), std::string::npos) << out;
+  std::tie(rc, out) =
+      Ctl("api-keys restrict " + std::to_string(office->at("id").as_int64()) + " any");
+  ASSERT_EQ(rc, 0) << out;
+  std::tie(rc, out) =
+      Ctl("--token " + std::string(office->at("secret").as_string()) + " projects list");
+  EXPECT_EQ(rc, 0) << out;
+
+  // Sessions: this CLI's own, listed without its token, and ended.
+  std::tie(rc, out) = Ctl("-o json sessions list");
+  ASSERT_EQ(rc, 0) << out;
+  auto sessions = ParseJson(out);
+  ASSERT_TRUE(sessions.ok()) << out;
+  ASSERT_EQ(sessions->at("items").as_array().size(), 1u) << out;
+  const json::object& mine = sessions->at("items").as_array()[0].as_object();
+  EXPECT_TRUE(mine.at("current").as_bool());
+  EXPECT_EQ(mine.at("client_address").as_string(), "127.0.0.1");
+  EXPECT_EQ(out.find("segma_st."), std::string::npos) << out;
+  std::tie(rc, out) = Ctl("sessions list");
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("CLIENT ADDRESS"), std::string::npos) << out;
+  std::tie(rc, out) = Ctl("sessions revoke " + std::to_string(mine.at("id").as_int64()));
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("revoked"), std::string::npos) << out;
+  std::tie(rc, out) = Ctl("projects list");
+  EXPECT_EQ(rc, 1) << "the revoked session's token is refused: " << out;
+
+  // A user whose password an admin set must change it first; the CLI can.
+  LogIn();
+  auto made = api_.Post("/v2/users", json::object{{"username", "nina"},
+                                                  {"password", "nina-first-pw"},
+                                                  {"require_password_change", true}});
+  ASSERT_EQ(made.status, 201u) << made.body;
+  std::tie(rc, out) = Ctl("login --username nina --password nina-first-pw");
+  ASSERT_EQ(rc, 0) << out;
+  std::tie(rc, out) = Ctl("projects list");
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(out.find("segma ctl change-password"), std::string::npos) << out;
+  std::tie(rc, out) = Ctl("change-password --old nina-first-pw --new nina-second-pw");
+  ASSERT_EQ(rc, 0) << out;
+  std::tie(rc, out) = Ctl("projects list");
+  EXPECT_EQ(rc, 0) << out;
 }
 
 TEST_F(CtlTest, GpusForPeople) {

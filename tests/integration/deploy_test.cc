@@ -100,6 +100,7 @@ TEST_F(DeployTest, TinyGgufOnLlamaServerStreamsRestartsStopsAndIsAdopted) {
   http::ClientRequest req;
   req.method = verb::post;
   req.url = "http://127.0.0.1:" + std::to_string(engine_port) + "/v1/chat/completions";
+  req.Bearer(EngineSecret(dir_.path() + "/data/worker/engines", instance_id));
   req.JsonBody(json::object{
       {"model", "tiny"},
       {"stream", true},
@@ -163,6 +164,8 @@ TEST_F(DeployTest, SimulatedModelRunsOnEngineSim) {
   http::ClientRequest req;
   req.method = verb::post;
   req.url = "http://127.0.0.1:" + std::to_string(engine_port) + "/v1/chat/completions";
+  req.Bearer(
+      EngineSecret(dir_.path() + "/data/worker/engines", Instance(model_id).at("id").as_int64()));
   req.JsonBody(
       json::object{{"model", "chat"},
                    {"max_tokens", 4},
@@ -292,6 +295,7 @@ TEST_F(DeployTest, CustomBackendDefinedThroughTheApiRuns) {
   req.method = verb::post;
   req.url =
       "http://127.0.0.1:" + std::to_string(inst.at("port").as_int64()) + "/v1/chat/completions";
+  req.Bearer(EngineSecret(dir_.path() + "/data/worker/engines", inst.at("id").as_int64()));
   req.JsonBody(
       json::object{{"model", "custom-chat"},
                    {"max_tokens", 4},

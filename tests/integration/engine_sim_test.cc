@@ -387,6 +387,46 @@ TEST(EngineSimProcessTest, InjectsErrorsAndDrops) {
   EXPECT_EQ(drops.api().Get("/health").status, 200u);
 }
 
+// segma's per-instance engine secret (docs/adr/0035-engine-secrets.md): with --api-key-file every
+// endpoint but /health answers 401 in OpenAI's error format unless the request carries it.
+TEST(EngineSimProcessTest, RequiresItsSecretOnEveryEndpointButHealth) {
+  TempDir dir;
+  const std::string secret = "segma_eng_sim-test-0123456789abcdef";
+  const std::string key_file = dir.path() + "/instance-1.key";
+  { std::ofstream(key_file) << secret << "\n"; }
+  Sim sim(dir, {"--speed", "0", "--api-key-file", key_file});
+  ASSERT_TRUE(sim.Ready()) << sim.process().Log();
+  const json::value chat = json::object{{"messages", UserMessage("x")}, {"max_tokens", 2}};
+  for (const std::string& key : {std::string(), std::string("segma_eng_wrong-0123456789")}) {
+    Api open{sim.api().base, key};
+    auto refused = open.Post("/v1/chat/completions", chat);
+    EXPECT_EQ(refused.status, 401u) << refused.body;
+    const json::object err = ParseObj(refused.body).at("error").as_object();
+    EXPECT_EQ(err.at("type").as_string(), "authentication_error");
+    EXPECT_TRUE(err.contains("message") && err.contains("param") && err.contains("code"));
+    EXPECT_EQ(refused.body.find(secret), std::string::npos);
+    EXPECT_EQ(open.Post("/v1/completions", json::object{{"prompt", "x"}}).status, 401u);
+    EXPECT_EQ(open.Post("/v1/embeddings", json::object{{"input", "x"}}).status, 401u);
+    EXPECT_EQ(open.Get("/v1/models").status, 401u);
+    EXPECT_EQ(open.Get("/metrics").status, 401u);
+    EXPECT_EQ(open.Get("/health").status, 200u) << "probes as each engine defines them";
+  }
+  Api keyed{sim.api().base, secret};
+  EXPECT_EQ(keyed.Post("/v1/chat/completions", chat).status, 200u);
+  EXPECT_EQ(keyed.Get("/v1/models").status, 200u);
+  EXPECT_EQ(keyed.Get("/metrics").status, 200u);
+  EXPECT_EQ(sim.process().Log().find(secret), std::string::npos) << sim.process().Log();
+
+  // A key file that cannot be read is a start-up error, not an open engine.
+  Process bad({SegmaBinary(), "engine-sim", "--port", std::to_string(FreePort()), "--model", kModel,
+               "--api-key-file", dir.path() + "/missing.key"},
+              {}, dir.path() + "/bad.log");
+  std::optional<int> rc = bad.Wait(std::chrono::seconds(30));
+  ASSERT_TRUE(rc.has_value());
+  EXPECT_NE(*rc, 0);
+  EXPECT_NE(bad.Log().find("cannot read the API key file"), std::string::npos) << bad.Log();
+}
+
 TEST(ModelMakeTestTest, WritesATinyGgufOurReaderReadsBack) {
   TempDir dir;
   const std::string vocab =

@@ -1,7 +1,8 @@
 // `segma start` on a fresh data dir ends with the first-run demo: a project, a simulated chat
 // model RUNNING on engine-sim and an API key, and prints a curl command that streams a chat
 // completion through the gateway. The test runs that command as printed, restarts segma on the
-// same data dir (same command, nothing duplicated) and checks the key file's mode.
+// same data dir (same command, nothing duplicated) and checks the key file's mode. The admin's
+// generated password must be changed before any other call.
 
 #include <signal.h>
 
@@ -95,6 +96,15 @@ TEST_F(FirstRunTest, PrintedCurlStreamsThroughTheGatewayAndRestartsReuseTheDemo)
       api.Post("/v2/auth/login", json::object{{"username", "admin"}, {"password", password}});
   ASSERT_EQ(login.status, 200u) << login.body;
   api.token = std::string(Api::Obj(login).at("token").as_string());
+  // The generated password must be replaced before anything else (docs/security.md).
+  auto refused = api.Get("/v2/projects");
+  EXPECT_EQ(refused.status, 403u) << refused.body;
+  EXPECT_NE(refused.body.find("password_change_required"), std::string::npos) << refused.body;
+  auto changed = api.Post(
+      "/v2/auth/change-password",
+      json::object{{"old_password", password}, {"new_password", "first-run-admin-password"}});
+  ASSERT_EQ(changed.status, 204u) << changed.body;
+  EXPECT_FALSE(std::filesystem::exists(data() + "/initial_admin_password"));
   EXPECT_EQ(Total(api.Get("/v2/projects")), 1);
   EXPECT_EQ(Total(api.Get("/v2/models")), 1);
   EXPECT_EQ(Total(api.Get("/v2/api-keys")), 1);

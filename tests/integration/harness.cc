@@ -224,6 +224,11 @@ int StateFilePid(const std::string& path) {
   return static_cast<int>(v->at("pid").as_int64());
 }
 
+std::string EngineSecret(const std::string& engines_dir, int64_t instance_id) {
+  std::string s = ReadFile(engines_dir + "/instance-" + std::to_string(instance_id) + ".key");
+  return s.substr(0, s.find('\n'));
+}
+
 void KillEngines(const std::string& engines_dir) {
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(engines_dir, ec)) {

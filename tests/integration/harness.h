@@ -108,6 +108,9 @@ std::string InstanceState(const Api& api, int64_t model_id);
 
 // The "pid" of a supervisor state file (<worker data dir>/engines/<name>.json), 0 if none.
 int StateFilePid(const std::string& path);
+// The secret instance `instance_id`'s engine requires of its clients (docs/adr/0035), from its
+// file in `engines_dir` (<worker data dir>/engines); "" if none. To talk to an engine directly.
+std::string EngineSecret(const std::string& engines_dir, int64_t instance_id);
 // Kills the process group of every engine with a state file in `engines_dir` (<worker data
 // dir>/engines). Engines outlive segma by design (a restarted worker adopts them), so a test's
 // TearDown kills what it left running.

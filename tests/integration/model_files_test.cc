@@ -151,6 +151,8 @@ TEST_F(ModelFilesTest, HuggingFaceGgufDownloadsThenRunsOnLlamaServer) {
   http::ClientRequest req;
   req.method = verb::post;
   req.url = "http://127.0.0.1:" + std::to_string(engine_port) + "/v1/completions";
+  req.Bearer(
+      EngineSecret(dir_.path() + "/data/worker/engines", Instance(model_id).at("id").as_int64()));
   req.JsonBody(json::object{{"model", "tiny"}, {"prompt", "Hello"}, {"max_tokens", 4}});
   auto r = http::FetchSync(std::move(req));
   ASSERT_TRUE(r.ok()) << r.status().ToString();

@@ -179,6 +179,8 @@ TEST_F(OpenAiSdkTest, OfficialNodeClientAndCurlWorkUnchanged) {
                 {"SEGMA_GATEWAY", api_.base},
                 {"SEGMA_ENGINE",
                  "http://127.0.0.1:" + std::to_string(Instance(chat_a).at("port").as_int64())},
+                {"SEGMA_ENGINE_KEY", EngineSecret(dir_.path() + "/data/worker/engines",
+                                                  Instance(chat_a).at("id").as_int64())},
                 {"SEGMA_KEY_A", key_a},
                 {"SEGMA_KEY_B", key_b},
                 {"SEGMA_KEY_NARROW", narrow},
@@ -198,8 +200,7 @@ TEST_F(OpenAiSdkTest, OfficialNodeClientAndCurlWorkUnchanged) {
   int64_t cut_a = -1;
   ASSERT_TRUE(WaitUntil(
       [&] {
-        auto u = Api::Obj(
-            api_.Get("/v2/usage?group_by=finish&project_id=" + std::to_string(a)));
+        auto u = Api::Obj(api_.Get("/v2/usage?group_by=finish&project_id=" + std::to_string(a)));
         for (const json::value& row : u.at("items").as_array()) {
           if (row.at("finish").as_string() != "client_disconnected") continue;
           if (row.at("requests").as_int64() != 1) return false;
@@ -212,8 +213,7 @@ TEST_F(OpenAiSdkTest, OfficialNodeClientAndCurlWorkUnchanged) {
       << api_.Get("/v2/usage?group_by=finish").body;
   EXPECT_GE(cut_a, 1);
   EXPECT_LE(cut_a, 200);
-  const int64_t want_a =
-      warm_a + reported->at("tokens").at("A").to_number<int64_t>() + cut_a;
+  const int64_t want_a = warm_a + reported->at("tokens").at("A").to_number<int64_t>() + cut_a;
   const int64_t want_b = warm_b + reported->at("tokens").at("B").to_number<int64_t>();
   EXPECT_TRUE(WaitUntil([&] { return MeteredTokens(a) == want_a && MeteredTokens(b) == want_b; },
                         std::chrono::seconds(10)))

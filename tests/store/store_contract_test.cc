@@ -424,6 +424,99 @@ TEST_P(StoreContractTest, SessionsRevocation) {
   EXPECT_EQ(*deleted, 1);
 }
 
+// Sessions as their users and admins list them: where they were opened, when last used, only
+// the live ones, with the username.
+TEST_P(StoreContractTest, SessionsListedWithClientAndLastUse) {
+  User alice = MakeUser("alice");
+  User bob = MakeUser("bob");
+  auto open = [&](const User& u, const std::string& address, Duration ttl) {
+    types::Session s;
+    s.user_id = u.id;
+    s.expires_at = clock_.Now() + ttl;
+    s.client_address = address;
+    s.user_agent = "agent-" + address;
+    s.last_used_at = clock_.Now();  // ignored: a new session has not been used
+    auto r = store_->CreateSession(s);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? *r : types::Session{};
+  };
+  types::Session a1 = open(alice, "192.0.2.1", std::chrono::hours(24));
+  EXPECT_EQ(a1.username, "alice");
+  EXPECT_FALSE(a1.last_used_at.has_value());
+  types::Session a2 = open(alice, "2001:db8::2", std::chrono::hours(24));
+  types::Session a3 = open(alice, "192.0.2.3", std::chrono::minutes(5));
+  types::Session b1 = open(bob, "192.0.2.4", std::chrono::hours(24));
+  ASSERT_TRUE(store_->RevokeSession(a2.id, clock_.Now()).ok());
+
+  auto got = store_->GetSession(a1.id);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->client_address, "192.0.2.1");
+  EXPECT_EQ(got->user_agent, "agent-192.0.2.1");
+  EXPECT_EQ(got->username, "alice");
+
+  ListOptions of_alice;
+  of_alice.user_id = alice.id;
+  auto list = store_->ListSessions(of_alice);
+  ASSERT_TRUE(list.ok()) << list.status().ToString();
+  ASSERT_EQ(list->total, 2);  // not the revoked one
+  EXPECT_EQ(list->items[0].id, a1.id);
+  EXPECT_EQ(list->items[1].id, a3.id);
+  clock_.Advance(std::chrono::minutes(6));  // a3 has expired
+  EXPECT_EQ(store_->ListSessions(of_alice)->total, 1);
+  EXPECT_EQ(store_->ListSessions(ListOptions{})->total, 2);  // alice's a1 and bob's b1
+
+  // Touches move last_used_at forward only; sorting by it puts the most recent first.
+  const Timestamp t = clock_.Now();
+  ASSERT_TRUE(store_->TouchSession(b1.id, t).ok());
+  ASSERT_TRUE(store_->TouchSession(b1.id, t - std::chrono::seconds(30)).ok());
+  EXPECT_EQ(ToUnixMillis(*store_->GetSession(b1.id)->last_used_at), ToUnixMillis(t));
+  EXPECT_TRUE(store_->TouchSession(4242, t).ok());
+  ListOptions recent;
+  recent.sort = "-last_used_at";
+  auto sorted = store_->ListSessions(recent);
+  ASSERT_TRUE(sorted.ok());
+  ASSERT_EQ(sorted->items.size(), 2u);
+  EXPECT_EQ(sorted->items[0].id, b1.id);
+  ListOptions search;
+  search.q = "BO";
+  EXPECT_EQ(store_->ListSessions(search)->total, 1);
+}
+
+// An API key's client ranges: stored as given, cleared by a patch with an inner nullopt, kept by
+// a patch that does not name them.
+TEST_P(StoreContractTest, ApiKeyAllowedCidrs) {
+  User u = MakeUser("alice");
+  Project p = MakeProject("p");
+  ApiKey k;
+  k.name = "office";
+  k.project_id = p.id;
+  k.user_id = u.id;
+  k.prefix = "sk-segma-off";
+  k.secret_hash = "h-office";
+  k.allowed_cidrs = std::vector<std::string>{"10.0.0.0/8", "2001:db8::/32"};
+  auto created = store_->CreateApiKey(k);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  EXPECT_EQ(created->allowed_cidrs, k.allowed_cidrs);
+  EXPECT_EQ(store_->GetApiKeyByHash("h-office")->allowed_cidrs, k.allowed_cidrs);
+  EXPECT_FALSE(MakeKey("anywhere", p.id, u.id).allowed_cidrs.has_value());
+
+  ApiKeyPatch limits_only;
+  limits_only.limits = types::LimitsPatch{};
+  EXPECT_EQ(store_->UpdateApiKey(created->id, limits_only)->allowed_cidrs, k.allowed_cidrs);
+  ApiKeyPatch narrow;
+  narrow.allowed_cidrs =
+      std::optional<std::vector<std::string>>(std::vector<std::string>{"192.0.2.0/24"});
+  auto narrowed = store_->UpdateApiKey(created->id, narrow);
+  ASSERT_TRUE(narrowed.ok());
+  EXPECT_EQ(*narrowed->allowed_cidrs, std::vector<std::string>{"192.0.2.0/24"});
+  EXPECT_EQ(*store_->GetApiKey(created->id)->allowed_cidrs,
+            std::vector<std::string>{"192.0.2.0/24"});
+  ApiKeyPatch lift;
+  lift.allowed_cidrs.emplace();  // change it, to "any address"
+  EXPECT_FALSE(store_->UpdateApiKey(created->id, lift)->allowed_cidrs.has_value());
+  EXPECT_FALSE(store_->GetApiKey(created->id)->allowed_cidrs.has_value());
+}
+
 TEST_P(StoreContractTest, ApiKeys) {
   User u = MakeUser("alice");
   User other = MakeUser("bob");
@@ -839,11 +932,17 @@ TEST_P(StoreContractTest, InstanceCrudPatchAndFilters) {
   d.claim.compute_percent = 40;
   place.distributed_servers = std::vector<types::DistributedServer>{d};
   place.unschedulable_reasons = std::map<std::string, std::string>{{"w1", "no GPU"}};
+  place.engine_secret = "segma_eng_contract-0123456789";
   auto placed = store_->UpdateModelInstance(a->id, place);
   ASSERT_TRUE(placed.ok()) << placed.status().ToString();
   auto reread = store_->GetModelInstance(a->id);
   ASSERT_TRUE(reread.ok()) << reread.status().ToString();
   EXPECT_EQ(*reread, *placed);  // the placement round-trips
+  // The engine's secret is stored for the gateways, and never serialized (ADR 0035).
+  EXPECT_EQ(reread->engine_secret, "segma_eng_contract-0123456789");
+  EXPECT_EQ(ToJsonString(json::value(types::ToJson(*reread))).find("segma_eng_"),
+            std::string::npos);
+  EXPECT_FALSE(types::ToJson(*reread).contains("engine_secret"));
   EXPECT_EQ(reread->claim, claim);
   EXPECT_EQ(reread->distributed_servers, std::vector<types::DistributedServer>{d});
   // Compare-and-set: it is no longer PENDING.
@@ -874,11 +973,16 @@ TEST_P(StoreContractTest, InstanceCrudPatchAndFilters) {
   EXPECT_EQ(cleared->worker_id, 0);
   EXPECT_TRUE(cleared->gpu_indexes.empty());
   EXPECT_TRUE(cleared->claim.vram.empty());
+  EXPECT_EQ(cleared->engine_secret, "") << "the next worker's engine has its own";
 
   ASSERT_TRUE(store_->DeleteModelInstance(b->id).ok());
   EXPECT_EQ(store_->GetModelInstance(b->id).status().code(), StatusCode::kNotFound);
   std::vector<Event> events = Drain();
   ASSERT_EQ(events.size(), 3u);
+  for (const Event& e : events) {
+    EXPECT_EQ(ToJsonString(json::value(e.data)).find("segma_eng_"), std::string::npos)
+        << "events carry none";
+  }
   EXPECT_EQ(events[0].resource, "model-instances");
   EXPECT_EQ(events[0].type, Event::Type::kUpdated);
   EXPECT_EQ(events[0].project_id, p.id);

@@ -8,6 +8,8 @@ export class ApiError extends Error {
     public status: number,
     public code: string,
     message: string,
+    // Seconds from Retry-After (a sign-in lockout, a rate limit), when the server sent it.
+    public retryAfter?: number,
   ) {
     super(message);
   }
@@ -44,7 +46,10 @@ export async function api<T = unknown>(method: string, path: string, body?: unkn
   if (!res.ok) {
     const err = (data as { error?: { code?: string; message?: string } } | undefined)?.error;
     if (res.status === 401 && !path.startsWith('/v2/auth/')) window.dispatchEvent(new Event('segma:unauthenticated'));
-    throw new ApiError(res.status, err?.code ?? String(res.status), err?.message ?? res.statusText);
+    // The server wants a new password first (an admin reset it meanwhile): back to the forced change.
+    if (res.status === 403 && err?.code === 'password_change_required') window.dispatchEvent(new Event('segma:password-change-required'));
+    const retry = Number(res.headers.get('Retry-After') ?? NaN);
+    throw new ApiError(res.status, err?.code ?? String(res.status), err?.message ?? res.statusText, Number.isFinite(retry) ? retry : undefined);
   }
   return data as T;
 }
@@ -220,6 +225,7 @@ export interface ApiKey {
   prefix: string;
   scope: string;
   allowed_models: string[] | '*';
+  allowed_cidrs: string[] | null;
   expires_at: string | null;
   last_used_at: string | null;
   revoked_at: string | null;

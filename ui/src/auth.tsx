@@ -17,8 +17,13 @@ export function useMe() {
   const q = useQuery(meQuery);
   useEffect(() => {
     const onUnauth = () => qc.setQueryData(['me'], null);
+    const onMustChange = () => qc.invalidateQueries({ queryKey: ['me'] });
     window.addEventListener('segma:unauthenticated', onUnauth);
-    return () => window.removeEventListener('segma:unauthenticated', onUnauth);
+    window.addEventListener('segma:password-change-required', onMustChange);
+    return () => {
+      window.removeEventListener('segma:unauthenticated', onUnauth);
+      window.removeEventListener('segma:password-change-required', onMustChange);
+    };
   }, [qc]);
   return q;
 }

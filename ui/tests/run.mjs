@@ -126,8 +126,8 @@ function formatBytes(locale, n) {
 
 // What each language must show (a few strings from ui/src/i18n.tsx).
 const TEXT = {
-  en: { switch: 'English', dashboard: 'Dashboard', deployments: 'Deployments', revoked: 'Revoked' },
-  'zh-TW': { switch: '繁體中文', dashboard: '總覽', deployments: '模型部署', revoked: '已撤銷' },
+  en: { switch: 'English', dashboard: 'Dashboard', deployments: 'Deployments', revoked: 'Revoked', lockedOut: 'Too many failed sign-ins. Try again in 15 min.' },
+  'zh-TW': { switch: '繁體中文', dashboard: '總覽', deployments: '模型部署', revoked: '已撤銷', lockedOut: '登入失敗次數過多，請於 15 分鐘後再試。' },
 };
 
 function check(cond, message) {
@@ -158,6 +158,27 @@ async function signIn(page, lang, username, password, newPassword) {
   await page.reload();
   await page.getByRole('link', { name: TEXT[lang].dashboard }).waitFor({ timeout: T });
   check((await page.evaluate(() => document.documentElement.lang)) === lang, 'language not remembered');
+}
+
+// Five failed sign-ins lock a name for 15 minutes; the form says so in the page's language
+// (from the 429's Retry-After), not with the server's English message.
+async function lockedOutSignIn(page, lang) {
+  const name = `nobody-${lang.toLowerCase()}`;
+  for (let i = 0; i < 5; i++) {
+    const r = await call('POST', '/v2/auth/login', { username: name, password: 'wrong-password' });
+    check(r.status === 401, `failed sign-in ${i + 1}: ${r.status}`);
+  }
+  await page.goto(base + '/');
+  await page.getByText(TEXT[lang].switch, { exact: true }).click();
+  await page.waitForFunction((l) => document.documentElement.lang === l, lang);
+  await page.locator('input[name=username]').fill(name);
+  await page.locator('input[name=password]').fill('wrong-password');
+  await page.locator('button[type=submit]').click();
+  const alert = page.getByTestId('login-error');
+  await alert.waitFor({ timeout: T });
+  const text = (await alert.textContent()).trim();
+  check(text === TEXT[lang].lockedOut, `lockout message: ${text}`);
+  if (SHOTS) await page.screenshot({ path: path.join(SHOTS, `login-locked-${lang}.png`) });
 }
 
 async function dashboardShowsGpus(page, lang) {
@@ -313,6 +334,12 @@ async function keysCreateUseRevoke(page, lang) {
   await page.goto(base + '/api-keys');
   await page.getByTestId('key-new').click();
   await page.getByTestId('key-name').fill(`key-${lang.toLowerCase()}`);
+  // Allowed client ranges: the server's message at the field, then ranges this test's host is in.
+  await page.getByTestId('key-cidrs').fill('10.1.2.3/8');
+  await page.getByTestId('key-create').click();
+  await page.getByText(/did you mean 10\.0\.0\.0\/8/).waitFor({ timeout: T });
+  if (SHOTS) await page.screenshot({ path: path.join(SHOTS, `key-cidrs-error-${lang}.png`) });
+  await page.getByTestId('key-cidrs').fill('127.0.0.1/32, ::1');
   await page.getByTestId('key-create').click();
   const secretEl = page.getByTestId('key-secret');
   await secretEl.waitFor({ timeout: T });
@@ -335,6 +362,8 @@ async function keysCreateUseRevoke(page, lang) {
   const keys = (await call('GET', '/v2/api-keys?per_page=500', undefined, adminToken)).body.items;
   const key = keys.find((k) => secret.startsWith(k.prefix) && k.name === `key-${lang.toLowerCase()}`);
   check(key, 'the key is not listed');
+  check(JSON.stringify(key.allowed_cidrs) === '["127.0.0.1/32","::1/128"]', `allowed_cidrs: ${JSON.stringify(key.allowed_cidrs)}`);
+  await page.locator(`[data-row-key="${key.id}"]`).getByText('127.0.0.1/32, ::1/128').waitFor({ timeout: T });
   // Its tokens on the usage page, grouped by key (the meter writes in batches).
   await poll('the key on the usage page', async () => {
     await page.goto(`${base}/usage`);
@@ -464,6 +493,7 @@ try {
     const pageErrors = [];
     page.on('pageerror', (e) => pageErrors.push(e.message));
     page.on('console', (m) => m.type() === 'error' && !/status of (4\d\d)/.test(m.text()) && pageErrors.push(m.text()));
+    await run(page, `[${lang}] a locked-out sign-in says when`, () => lockedOutSignIn(page, lang));
     if (user === 'admin') {
       // First run: the printed bootstrap password, then the forced change.
       await run(page, `[${lang}] sign in with the bootstrap password and change it`, () => signIn(page, lang, 'admin', bootstrap, ADMIN_PW));

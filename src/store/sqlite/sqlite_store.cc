@@ -196,7 +196,10 @@ User DecodeUser(const Stmt& s) {
   return u;
 }
 
-constexpr std::string_view kSessionCols = "id, user_id, expires_at, revoked_at, created_at";
+constexpr std::string_view kSessionCols =
+    "s.id, s.user_id, s.expires_at, s.revoked_at, s.created_at, s.last_used_at, s.client_address, "
+    "s.user_agent, u.username";
+constexpr std::string_view kSessionFrom = "sessions s JOIN users u ON u.id = s.user_id";
 Session DecodeSession(const Stmt& s) {
   Session x;
   x.id = s.ColInt(0);
@@ -204,6 +207,10 @@ Session DecodeSession(const Stmt& s) {
   x.expires_at = s.ColTime(2);
   x.revoked_at = s.ColOptTime(3);
   x.created_at = s.ColTime(4);
+  x.last_used_at = s.ColOptTime(5);
+  x.client_address = s.ColText(6);
+  x.user_agent = s.ColText(7);
+  x.username = s.ColText(8);
   return x;
 }
 
@@ -254,7 +261,7 @@ Result<ProjectMember> DecodeMember(const Stmt& s) {
 
 constexpr std::string_view kApiKeyCols =
     "id, name, project_id, user_id, scope, allowed_models, prefix, secret_hash, expires_at, "
-    "revoked_at, last_used_at, created_at, limits";
+    "revoked_at, last_used_at, created_at, limits, allowed_cidrs";
 Result<ApiKey> DecodeApiKey(const Stmt& s) {
   ApiKey k;
   k.id = s.ColInt(0);
@@ -287,8 +294,24 @@ Result<ApiKey> DecodeApiKey(const Stmt& s) {
   k.last_used_at = s.ColOptTime(10);
   k.created_at = s.ColTime(11);
   ASSIGN_OR_RETURN(k.limits, DecodeLimits(s, 12, fmt::format("API key {}", k.id)));
+  if (!s.ColNull(13)) {
+    auto v = ParseJson(s.ColText(13));
+    if (!v.ok() || !v->is_array()) {
+      return InternalError(
+          fmt::format("API key {}: stored allowed_cidrs is not a JSON array", k.id));
+    }
+    std::vector<std::string> cidrs;
+    for (const auto& c : v->as_array()) {
+      if (!c.is_string()) {
+        return InternalError(fmt::format("API key {}: allowed_cidrs holds a non-string", k.id));
+      }
+      cidrs.emplace_back(c.as_string());
+    }
+    k.allowed_cidrs = std::move(cidrs);
+  }
   return k;
 }
+// A list of strings as a JSON array (allowed_models, allowed_cidrs); nullopt stays NULL.
 std::optional<std::string> EncodeAllowedModels(const std::optional<std::vector<std::string>>& m) {
   if (!m) return std::nullopt;
   json::array a;
@@ -504,7 +527,7 @@ Event InstanceEvent(Event::Type t, const types::ModelInstance& i) {
 constexpr std::string_view kInstanceCols =
     "id, model_id, project_id, name, state, state_message, worker_id, worker_name, gpu_indexes, "
     "port, claim, distributed_servers, restart_count, last_restart_at, unschedulable_reasons, "
-    "created_at, updated_at";
+    "created_at, updated_at, engine_secret";
 
 std::string EncodeIntArray(const std::vector<int>& v) {
   json::array a;
@@ -610,6 +633,7 @@ Result<types::ModelInstance> DecodeInstance(const Stmt& s) {
   i.last_restart_at = s.ColOptTime(13);
   i.created_at = s.ColTime(15);
   i.updated_at = s.ColTime(16);
+  i.engine_secret = s.ColText(17);
   return i;
 }
 
@@ -650,6 +674,8 @@ class SqliteStore final : public Store {
 
   Result<Session> CreateSession(const Session& session) override;
   Result<Session> GetSession(int64_t id) override;
+  Result<ListResult<Session>> ListSessions(const ListOptions& options) override;
+  Status TouchSession(int64_t id, Timestamp at) override;
   Status RevokeSession(int64_t id, Timestamp at) override;
   Result<int64_t> RevokeUserSessions(int64_t user_id, std::optional<int64_t> keep_session_id,
                                      Timestamp at) override;
@@ -1303,22 +1329,56 @@ Result<Session> SqliteStore::CreateSession(const Session& session) {
   std::lock_guard lock(mu_);
   Session x = session;
   x.created_at = clock_.Now();
+  x.last_used_at.reset();
   ASSIGN_OR_RETURN(Stmt s, Prepare("INSERT INTO sessions (user_id, expires_at, revoked_at, "
-                                   "created_at) VALUES (?, ?, ?, ?)"));
+                                   "created_at, client_address, user_agent) VALUES (?, ?, ?, ?, "
+                                   "?, ?)"));
   s.Int(x.user_id).Time(x.expires_at).OptTime(x.revoked_at).Time(x.created_at);
+  s.Text(x.client_address).Text(x.user_agent);
   Status st = s.Run();
   if (st.code() == StatusCode::kFailedPrecondition) {
     return NotFoundError(fmt::format("user {} not found", x.user_id));
   }
   RETURN_IF_ERROR(st);
   x.id = sqlite3_last_insert_rowid(db_);
+  ASSIGN_OR_RETURN(User u, LoadUser(x.user_id));
+  x.username = u.username;
   return x;
 }
 
 Result<Session> SqliteStore::GetSession(int64_t id) {
   std::lock_guard lock(mu_);
-  return LoadOne<Session>(fmt::format("SELECT {} FROM sessions WHERE id = ?", kSessionCols), id,
-                          Ok<Session, DecodeSession>, fmt::format("session {} not found", id));
+  return LoadOne<Session>(
+      fmt::format("SELECT {} FROM {} WHERE s.id = ?", kSessionCols, kSessionFrom), id,
+      Ok<Session, DecodeSession>, fmt::format("session {} not found", id));
+}
+
+Result<ListResult<Session>> SqliteStore::ListSessions(const ListOptions& options) {
+  std::lock_guard lock(mu_);
+  ListQuery q{.resource = "sessions",
+              .columns = kSessionCols,
+              .from = kSessionFrom,
+              .id_column = "s.id",
+              .sorts = {{"id", "s.id"},
+                        {"user_id", "s.user_id"},
+                        {"username", "u.username"},
+                        {"created_at", "s.created_at"},
+                        {"last_used_at", "COALESCE(s.last_used_at, s.created_at)"},
+                        {"expires_at", "s.expires_at"}},
+              .search_columns = {"u.username"}};
+  q.where.push_back("s.revoked_at IS NULL AND s.expires_at > ?");
+  q.args.emplace_back(ToUnixMillis(clock_.Now()));
+  if (options.user_id) q.WhereEquals("s.user_id", *options.user_id);
+  return RunList<Session>(std::move(q), options, Ok<Session, DecodeSession>);
+}
+
+Status SqliteStore::TouchSession(int64_t id, Timestamp at) {
+  std::lock_guard lock(mu_);
+  const int64_t ms = ToUnixMillis(at);
+  ASSIGN_OR_RETURN(Stmt s, Prepare("UPDATE sessions SET last_used_at = ? WHERE id = ? AND "
+                                   "(last_used_at IS NULL OR last_used_at < ?)"));
+  s.Int(ms).Int(id).Int(ms);
+  return s.Run();
 }
 
 Status SqliteStore::RevokeSession(int64_t id, Timestamp at) {
@@ -1555,8 +1615,8 @@ Result<ApiKey> SqliteStore::CreateApiKey(const ApiKey& key) {
     RETURN_IF_ERROR(ToStatus(LoadUser(k.user_id)));
     ASSIGN_OR_RETURN(Stmt s, Prepare("INSERT INTO api_keys (name, project_id, user_id, scope, "
                                      "allowed_models, prefix, secret_hash, expires_at, revoked_at, "
-                                     "last_used_at, created_at, limits) VALUES (?, ?, ?, ?, ?, ?, "
-                                     "?, ?, ?, ?, ?, ?)"));
+                                     "last_used_at, created_at, limits, allowed_cidrs) VALUES (?, "
+                                     "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
     s.Text(k.name).Int(k.project_id).Int(k.user_id).Text(types::ApiKeyScopeName(k.scope));
     if (auto models = EncodeAllowedModels(k.allowed_models)) {
       s.Text(*models);
@@ -1565,6 +1625,11 @@ Result<ApiKey> SqliteStore::CreateApiKey(const ApiKey& key) {
     }
     s.Text(k.prefix).Text(k.secret_hash).OptTime(k.expires_at).OptTime(k.revoked_at);
     s.OptTime(k.last_used_at).Time(k.created_at).Limits(k.limits);
+    if (auto cidrs = EncodeAllowedModels(k.allowed_cidrs)) {
+      s.Text(*cidrs);
+    } else {
+      s.Null();
+    }
     return s.RunOrAlreadyExists(
         fmt::format("API key '{}' already exists in project {}", k.name, k.project_id));
   };
@@ -1618,8 +1683,16 @@ Result<ApiKey> SqliteStore::UpdateApiKey(int64_t id, const ApiKeyPatch& patch) {
   RETURN_IF_ERROR(Transaction(events, [&]() -> Status {
     ASSIGN_OR_RETURN(k, LoadApiKey(id));
     if (patch.limits) k.limits = patch.limits->ApplyTo(k.limits);
-    ASSIGN_OR_RETURN(Stmt s, Prepare("UPDATE api_keys SET limits = ? WHERE id = ?"));
-    s.Limits(k.limits).Int(id);
+    if (patch.allowed_cidrs) k.allowed_cidrs = *patch.allowed_cidrs;
+    ASSIGN_OR_RETURN(Stmt s,
+                     Prepare("UPDATE api_keys SET limits = ?, allowed_cidrs = ? WHERE id = ?"));
+    s.Limits(k.limits);
+    if (auto cidrs = EncodeAllowedModels(k.allowed_cidrs)) {
+      s.Text(*cidrs);
+    } else {
+      s.Null();
+    }
+    s.Int(id);
     RETURN_IF_ERROR(s.Run());
     events.push_back(ApiKeyEvent(Event::Type::kUpdated, k));
     return OkStatus();
@@ -1981,12 +2054,12 @@ Status SqliteStore::WriteInstance(const types::ModelInstance& i) {
       Stmt s, Prepare("UPDATE model_instances SET state = ?, state_message = ?, worker_id = ?, "
                       "worker_name = ?, gpu_indexes = ?, port = ?, claim = ?, "
                       "distributed_servers = ?, restart_count = ?, last_restart_at = ?, "
-                      "unschedulable_reasons = ?, updated_at = ? WHERE id = ?"));
+                      "unschedulable_reasons = ?, updated_at = ?, engine_secret = ? WHERE id = ?"));
   s.Text(types::InstanceStateName(i.state)).Text(i.state_message).Int(i.worker_id);
   s.Text(i.worker_name).Text(EncodeIntArray(i.gpu_indexes)).Int(i.port);
   s.Text(ToJsonString(types::ToJson(i.claim))).Text(EncodeServers(i.distributed_servers));
   s.Int(i.restart_count).OptTime(i.last_restart_at).Text(EncodeLabels(i.unschedulable_reasons));
-  s.Time(i.updated_at).Int(i.id);
+  s.Time(i.updated_at).Text(i.engine_secret).Int(i.id);
   RETURN_IF_ERROR(s.Run());
   return SqliteLedgerSyncInstance(db_, i.id, clock_.Now());
 }
@@ -2105,13 +2178,14 @@ Result<types::ModelInstance> SqliteStore::CreateModelInstance(
         Stmt s, Prepare("INSERT INTO model_instances (model_id, project_id, name, state, "
                         "state_message, worker_id, worker_name, gpu_indexes, port, claim, "
                         "distributed_servers, restart_count, last_restart_at, "
-                        "unschedulable_reasons, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, "
-                        "?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+                        "unschedulable_reasons, created_at, updated_at, engine_secret) VALUES (?, "
+                        "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
     s.Int(i.model_id).Int(i.project_id).Text(i.name).Text(types::InstanceStateName(i.state));
     s.Text(i.state_message).Int(i.worker_id).Text(i.worker_name);
     s.Text(EncodeIntArray(i.gpu_indexes)).Int(i.port).Text(ToJsonString(types::ToJson(i.claim)));
     s.Text(EncodeServers(i.distributed_servers)).Int(i.restart_count).OptTime(i.last_restart_at);
     s.Text(EncodeLabels(i.unschedulable_reasons)).Time(i.created_at).Time(i.updated_at);
+    s.Text(i.engine_secret);
     RETURN_IF_ERROR(s.Run());
     return SqliteLedgerSyncInstance(db_, sqlite3_last_insert_rowid(db_), i.created_at);
   };
@@ -2189,6 +2263,7 @@ Result<types::ModelInstance> SqliteStore::UpdateModelInstance(int64_t id,
     if (patch.restart_count) i.restart_count = *patch.restart_count;
     if (patch.last_restart_at) i.last_restart_at = *patch.last_restart_at;
     if (patch.unschedulable_reasons) i.unschedulable_reasons = *patch.unschedulable_reasons;
+    if (patch.engine_secret) i.engine_secret = *patch.engine_secret;
     return OkStatus();
   };
   return UpdateRow(id, &SqliteStore::LoadInstance, &SqliteStore::WriteInstance, InstanceEvent,

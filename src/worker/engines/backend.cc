@@ -19,8 +19,15 @@ constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 
 // Variables that carry a platform-owned value; a backend parameter may not override the flag
 // that a template binds to one of them (the port is what the supervisor probes, the model path
-// what was downloaded).
-constexpr std::string_view kPlatformVariables[] = {"port", "host", "model_path"};
+// what was downloaded, the secret what the gateways send).
+constexpr std::string_view kPlatformVariables[] = {"port", "host", "model_path", "api_key",
+                                                   "api_key_file"};
+// The variables that carry the engine's secret: an engine whose rendered command names one
+// requires the secret of its clients, and the model's env may not replace a variable bound to
+// one.
+constexpr std::string_view kSecretVariables[] = {"api_key", "api_key_file"};
+// Where a backend that is not built in finds its secret, whatever its template says.
+constexpr std::string_view kEngineApiKeyEnv = "SEGMA_ENGINE_API_KEY";
 
 using Vars = std::map<std::string, std::string, std::less<>>;
 
@@ -263,14 +270,43 @@ Vars MakeVars(const types::Model& model, const types::ModelInstance& instance,
     v["params_b"] = FormatNumber(model.source.params_b);
   }
   if (!ctx.gpu_type.empty()) v["gpu_type"] = ctx.gpu_type;
+  if (!ctx.api_key.empty()) v["api_key"] = ctx.api_key;
+  if (!ctx.api_key_file.empty()) v["api_key_file"] = ctx.api_key_file;
   return v;
 }
 
-// Renders `groups` into argv/env; records in `platform_flags` each flag whose value is a
-// platform variable ("--port" of "--port {{port}}", "--host" of "--host={{host}}").
+// What rendering noticed about the platform's values besides argv and env.
+struct PlatformUse {
+  // Flags whose value is a platform variable ("--port" of "--port {{port}}", "--host" of
+  // "--host={{host}}"): backend parameters may not set them.
+  std::set<std::string> flags;
+  // Environment variables whose value names the engine's secret (VLLM_API_KEY): the model's env
+  // may not set them.
+  std::set<std::string> env;
+  bool secret = false;  // a rendered template names the engine's secret
+};
+
+bool MentionsAny(std::string_view text, const auto& vars) {
+  return std::any_of(std::begin(vars), std::end(vars),
+                     [&](std::string_view v) { return MentionsVariable(text, v); });
+}
+
+// Renders the environment template `t` of variable `k` into `env`, noting its platform use.
+Status RenderEnv(const std::string& k, const std::string& t, const Vars& vars,
+                 std::map<std::string, std::string>& env, PlatformUse& use) {
+  ASSIGN_OR_RETURN(env[k], Expand(t, vars));
+  if (MentionsAny(t, kSecretVariables)) {
+    use.env.insert(k);
+    use.secret = true;
+  }
+  return OkStatus();
+}
+
+// Renders `groups` into argv/env, noting in `use` the flags and variables bound to platform
+// values.
 Status RenderGroups(const std::vector<TemplateGroup>& groups, const Vars& vars,
                     std::vector<std::string>& argv, std::map<std::string, std::string>& env,
-                    std::set<std::string>& platform_flags) {
+                    PlatformUse& use) {
   std::string previous;  // the template before the current one, across groups
   for (const TemplateGroup& g : groups) {
     if (!g.when.empty() && vars.find(g.when) == vars.end()) continue;
@@ -279,17 +315,16 @@ Status RenderGroups(const std::vector<TemplateGroup>& groups, const Vars& vars,
       for (std::string_view pv : kPlatformVariables) {
         if (!MentionsVariable(t, pv)) continue;
         if (t.starts_with("-") && t.find('=') != std::string::npos) {
-          platform_flags.insert(t.substr(0, t.find('=')));
+          use.flags.insert(t.substr(0, t.find('=')));
         } else if (previous.starts_with("-")) {
-          platform_flags.insert(previous);
+          use.flags.insert(previous);
         }
       }
+      if (MentionsAny(t, kSecretVariables)) use.secret = true;
       argv.push_back(std::move(arg));
       previous = t;
     }
-    for (const auto& [k, t] : g.env) {
-      ASSIGN_OR_RETURN(env[k], Expand(t, vars));
-    }
+    for (const auto& [k, t] : g.env) RETURN_IF_ERROR(RenderEnv(k, t, vars, env, use));
   }
   return OkStatus();
 }
@@ -376,14 +411,15 @@ Result<LaunchSpec> Render(const Backend& backend, const BackendVersion& ver,
                           const types::ResourceClaim& claim, const LaunchContext& ctx,
                           bool append_parameters) {
   if (append_parameters) RETURN_IF_ERROR(ValidateBackendParameters(model.backend_parameters));
-  const Vars vars = MakeVars(model, instance, gpus, claim, ctx);
+  // The secret is the engine's HTTP API's: a distributed server (llama.cpp's rpc-server) has none.
+  LaunchContext own = ctx;
+  if (!append_parameters) own.api_key = own.api_key_file = "";
+  const Vars vars = MakeVars(model, instance, gpus, claim, own);
   LaunchSpec spec;
-  std::set<std::string> platform_flags;
+  PlatformUse use;
   std::map<std::string, std::string> env;
-  for (const auto& [k, t] : ver.env) {
-    ASSIGN_OR_RETURN(env[k], Expand(t, vars));
-  }
-  RETURN_IF_ERROR(RenderGroups(command, vars, spec.argv, env, platform_flags));
+  for (const auto& [k, t] : ver.env) RETURN_IF_ERROR(RenderEnv(k, t, vars, env, use));
+  RETURN_IF_ERROR(RenderGroups(command, vars, spec.argv, env, use));
   if (spec.argv.empty() || spec.argv[0].empty()) {
     return InvalidArgumentError(fmt::format("backend {} renders an empty command", backend.name));
   }
@@ -393,7 +429,7 @@ Result<LaunchSpec> Render(const Backend& backend, const BackendVersion& ver,
   if (append_parameters) {
     for (const std::string& p : model.backend_parameters) {
       const std::string flag = p.substr(0, p.find('='));
-      if (platform_flags.count(flag) > 0) {
+      if (use.flags.count(flag) > 0) {
         return InvalidArgumentError(
             fmt::format("backend parameter '{}' overrides {}, which the platform sets", p, flag));
       }
@@ -401,7 +437,17 @@ Result<LaunchSpec> Render(const Backend& backend, const BackendVersion& ver,
     }
     for (const auto& [k, v] : model.env) {
       RETURN_IF_ERROR(CheckEnvName(k));
+      if (use.env.count(k) > 0 || k == kEngineApiKeyEnv) {
+        return InvalidArgumentError(
+            fmt::format("env {} overrides what the platform sets for the engine", k));
+      }
       env[k] = v;
+    }
+    if (!backend.built_in && !own.api_key.empty()) {
+      // A user-defined engine finds its secret here whatever its template says; segma cannot
+      // know whether it enforces it, so its clients send it in any case.
+      env[std::string(kEngineApiKeyEnv)] = own.api_key;
+      use.secret = true;
     }
   }
   env["CUDA_VISIBLE_DEVICES"] = VisibleDevices(gpus, ctx);
@@ -410,6 +456,7 @@ Result<LaunchSpec> Render(const Backend& backend, const BackendVersion& ver,
   spec.env = std::move(env);
   spec.health_path = append_parameters ? backend.health_path : "";
   spec.working_dir = ctx.working_dir;
+  if (use.secret) spec.api_key = own.api_key;
   return spec;
 }
 
@@ -441,7 +488,13 @@ std::vector<Backend> MakeBuiltIns() {
          When("parallel", {"--parallel", "{{parallel}}"}), Arg("-ngl"), Arg("{{n_gpu_layers}}"),
          When("tensor_split", {"-ts", "{{tensor_split}}"}),
          When("flash_attn", {"-fa", "{{flash_attn}}"}),
-         When("rpc_servers", {"--rpc", "{{rpc_servers}}"}), Arg("--metrics"), Arg("--no-webui"),
+         When("rpc_servers", {"--rpc", "{{rpc_servers}}"}),
+         // The engine's secret from a file (0600), so that it is not on the command line:
+         // llama-server then requires it on every endpoint but /health and /v1/health (the
+         // model list and /metrics included: the probes and the scraper send it). At -lv 4 it
+         // logs the key's last 4 characters, never the key.
+         When("api_key_file", {"--api-key-file", "{{api_key_file}}"}), Arg("--metrics"),
+         Arg("--no-webui"),
          // Verbosity 4 ("trace") lets the library's own lines through: the devices it used and
          // "offloaded N/N layers to GPU", which the tests and bench/gpu read from its log.
          Arg("-lv"), Arg("4")});
@@ -470,7 +523,10 @@ std::vector<Backend> MakeBuiltIns() {
                R"({"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"})"},
               {{"LMCACHE_LOCAL_CPU", "True"},
                {"LMCACHE_MAX_LOCAL_CPU_SIZE", "{{kv_cache_ram_gib}}"}}),
-         When("kv_cache_chunk_size", {}, {{"LMCACHE_CHUNK_SIZE", "{{kv_cache_chunk_size}}"}})});
+         When("kv_cache_chunk_size", {}, {{"LMCACHE_CHUNK_SIZE", "{{kv_cache_chunk_size}}"}}),
+         // In the environment, not on the command line (ps) nor among the arguments vLLM logs at
+         // start: it then requires the secret on /v1/*, not on /health or /metrics.
+         When("api_key", {}, {{"VLLM_API_KEY", "{{api_key}}"}})});
     v.image = "vllm/vllm-openai:v0.11.0";
     b.versions["0.11.0"] = std::move(v);
     b.default_version = "0.11.0";
@@ -495,7 +551,9 @@ std::vector<Backend> MakeBuiltIns() {
               {"--enable-hierarchical-cache", "--hicache-size", "{{hicache_size}}"}),
          When("hicache_ratio",
               {"--enable-hierarchical-cache", "--hicache-ratio", "{{hicache_ratio}}"}),
-         Arg("--enable-metrics")});
+         // SGLang takes its secret on the command line only (and prints its server_args at start,
+         // the secret included): docs/security.md. It exempts /health and /metrics.
+         When("api_key", {"--api-key", "{{api_key}}"}), Arg("--enable-metrics")});
     v.image = "lmsysorg/sglang:v0.5.4";
     b.versions["0.5.4"] = std::move(v);
     b.default_version = "0.5.4";
@@ -535,7 +593,8 @@ std::vector<Backend> MakeBuiltIns() {
                        {When("params_b", {"--params-b", "{{params_b}}"}),
                         When("gpu_type", {"--gpu", "{{gpu_type}}"}),
                         When("ctx_size", {"--max-model-len", "{{ctx_size}}"}),
-                        When("parallel", {"--max-num-seqs", "{{parallel}}"})});
+                        When("parallel", {"--max-num-seqs", "{{parallel}}"}),
+                        When("api_key_file", {"--api-key-file", "{{api_key_file}}"})});
     v.notes = "segma's own simulated engine (src/sim)";
     b.versions["builtin"] = std::move(v);
     b.default_version = "builtin";
@@ -638,7 +697,9 @@ const std::vector<std::string>& TemplateVariables() {
                                                  "hicache_size",
                                                  "hicache_ratio",
                                                  "params_b",
-                                                 "gpu_type"};
+                                                 "gpu_type",
+                                                 "api_key",
+                                                 "api_key_file"};
   return kVars;
 }
 

@@ -146,6 +146,11 @@ struct LaunchContext {
   // The GPU KV cache size in bytes (for extended_kv_cache.ram_ratio with LMCache). 0 = unknown.
   int64_t kv_cache_bytes = 0;
   std::string working_dir;  // "" = the supervisor's
+  // The secret the engine requires of its clients (docs/adr/0035-engine-secrets.md), and the
+  // file that holds it (EngineSecretPath). "" = the engine runs without one ({{api_key}} and
+  // {{api_key_file}} then have no value).
+  std::string api_key;
+  std::string api_key_file;
 };
 
 // What to exec for one engine process.
@@ -154,6 +159,11 @@ struct LaunchSpec {
   std::map<std::string, std::string> env;  // overlaid on the worker's environment
   std::string health_path;                 // "" = a TCP connect is the readiness check
   std::string working_dir;
+  // The secret the rendered engine requires of its clients, sent as "Authorization: Bearer" by the
+  // readiness and liveness probes, the metrics scraper and the gateways, and masked wherever the
+  // command line is logged. "" when the engine runs without one: no secret in the context, or a
+  // built-in backend that cannot take one (TensorRT-LLM).
+  std::string api_key;
 
   friend bool operator==(const LaunchSpec&, const LaunchSpec&) = default;
 };
@@ -169,9 +179,14 @@ struct LaunchSpec {
 // conditions, a claim with a compute_percent below 100 gets the library too, with
 // SEGMA_VGPU_COMPUTE "<CUDA ordinal>=<percent>,…" for each of its GPUs that is not a MIG device,
 // whether or not the engine owns the GPU's memory whole.
+// With ctx.api_key set, the engine requires it of its clients: the built-in templates pass it
+// (llama.cpp and the simulator --api-key-file {{api_key_file}}, vLLM VLLM_API_KEY in its
+// environment, SGLang --api-key {{api_key}}); a backend that is not built in gets
+// SEGMA_ENGINE_API_KEY in its environment besides {{api_key}} and {{api_key_file}}.
 // kNotFound for an unknown version; kInvalidArgument for bad backend parameters, a template
-// variable that has no value for this instance ("template variable ctx_size has no value"), or
-// a parameter that overrides a flag the platform sets (--port, --host, the model path).
+// variable that has no value for this instance ("template variable ctx_size has no value"),
+// a parameter that overrides a flag the platform sets (--port, --host, the model path, the
+// secret), or a model env entry that overrides one (SEGMA_ENGINE_API_KEY, VLLM_API_KEY).
 // Pure; thread-safe.
 Result<LaunchSpec> RenderLaunch(const Backend& backend, std::string_view version,
                                 const types::Model& model, const types::ModelInstance& instance,

@@ -28,6 +28,7 @@
 #include "common/logging.h"
 #include "common/thread.h"
 #include "worker/engines/engine_guard.h"
+#include "worker/engines/engine_secret.h"
 
 extern char** environ;
 
@@ -291,7 +292,7 @@ std::string_view EngineStateName(EngineState s) {
 }
 
 int ProbeHttp(int port, const std::string& path, std::chrono::milliseconds timeout,
-              std::string* error) {
+              std::string* error, const std::string& api_key) {
   auto failed = [error](std::string why) {
     if (error != nullptr) *error = std::move(why);
     return 0;
@@ -325,8 +326,10 @@ int ProbeHttp(int port, const std::string& path, std::chrono::milliseconds timeo
     if (err != 0) return failed(std::strerror(err));
   }
   if (path.empty()) return 200;
-  const std::string req =
-      fmt::format("GET {} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n", path, port);
+  const std::string auth =
+      api_key.empty() ? "" : fmt::format("Authorization: Bearer {}\r\n", api_key);
+  const std::string req = fmt::format(
+      "GET {} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n{}Connection: close\r\n\r\n", path, port, auth);
   size_t sent = 0;
   while (sent < req.size()) {
     const ssize_t n = ::send(fd, req.data() + sent, req.size() - sent, MSG_NOSIGNAL);
@@ -601,6 +604,8 @@ void Supervisor::Spawn(Engine& e, std::vector<EngineStatus>& events) {
   }
   std::string cmdline;
   for (const std::string& a : l.argv) cmdline += (cmdline.empty() ? "" : " ") + a;
+  // An engine that takes its secret on the command line (SGLang) must not leave it in a log.
+  cmdline = RedactSecret(cmdline, l.api_key);
   const std::string header = fmt::format("{}start #{} at {}: {}\n", kLogMarker,
                                          e.spec.restart_count + 1, FormatRfc3339(now), cmdline);
   if (::write(log_fd, header.data(), header.size()) < 0) {
@@ -706,8 +711,11 @@ void Supervisor::OnExited(Engine& e, const std::string& how, std::vector<EngineS
     e.failure_reported = false;
     return;
   }
+  // The log tail goes to the server as the instance's message: an engine that printed its
+  // secret (SGLang's server_args) must not hand it on.
   std::string message = e.pending_error.empty()
-                            ? WithTail(how, e.log_path, options_.error_tail_lines)
+                            ? RedactSecret(WithTail(how, e.log_path, options_.error_tail_lines),
+                                           e.spec.launch.api_key)
                             : e.pending_error;
   e.pending_error.clear();
   Fail(e, std::move(message), now, events);
@@ -779,14 +787,14 @@ void Supervisor::RunProbe(ProbeJob& p) {
   }
   const std::string what = p.health_path.empty() ? "connect" : fmt::format("GET {}", p.health_path);
   std::string error;
-  int code = ProbeHttp(p.port, p.health_path, p.timeout, &error);
+  int code = ProbeHttp(p.port, p.health_path, p.timeout, &error, p.api_key);
   if (code != 200) {
     p.failure =
         code == 0 ? fmt::format("{}: {}", what, error) : fmt::format("{}: HTTP {}", what, code);
     return;
   }
   if (p.liveness && !p.liveness_path.empty()) {
-    code = ProbeHttp(p.port, p.liveness_path, p.timeout, &error);
+    code = ProbeHttp(p.port, p.liveness_path, p.timeout, &error, p.api_key);
     if (code != 200) {
       p.failure = code == 0 ? fmt::format("GET {}: {}", p.liveness_path, error)
                             : fmt::format("GET {}: HTTP {}", p.liveness_path, code);
@@ -872,6 +880,7 @@ void Supervisor::Tick(std::vector<EngineStatus>& events, std::vector<ProbeJob>& 
           job.pid = e.pid;
           job.port = e.spec.port;
           job.health_path = e.spec.launch.health_path;
+          job.api_key = e.spec.launch.api_key;
           job.timeout = options_.probe_timeout;
           probes.push_back(std::move(job));
         }
@@ -885,6 +894,7 @@ void Supervisor::Tick(std::vector<EngineStatus>& events, std::vector<ProbeJob>& 
         job.liveness = true;
         job.health_path = e.spec.launch.health_path;
         job.liveness_path = e.spec.liveness_path;
+        job.api_key = e.spec.launch.api_key;
         job.timeout = options_.liveness_timeout;
         probes.push_back(std::move(job));
       }

@@ -41,9 +41,11 @@ struct EngineSpec {
   // The instance's engine; a negative id -N is the distributed server (llama.cpp's rpc-server)
   // this worker runs for instance N of another worker (files rpc-server-N.json / .log).
   int64_t instance_id = 0;
-  std::string name;   // for logs ("llama-1b-x7k2")
-  LaunchSpec launch;  // RenderLaunch's output for `port`
-  int port = 0;       // where the engine listens; the readiness probe goes to 127.0.0.1:port
+  std::string name;  // for logs ("llama-1b-x7k2")
+  // RenderLaunch's output for `port`. Its api_key is sent by the probes and masked in the command
+  // line the supervisor logs (the worker's log and the start line of the engine's log).
+  LaunchSpec launch;
+  int port = 0;  // where the engine listens; the readiness probe goes to 127.0.0.1:port
   // The liveness check's real request besides launch.health_path: GET 127.0.0.1:port<path> must
   // answer 200 while RUNNING ("" = the health path only). The worker sets "/v1/models".
   std::string liveness_path;
@@ -170,6 +172,7 @@ class Supervisor {
     bool liveness = false;  // a RUNNING engine's check; else readiness
     std::string health_path;
     std::string liveness_path;
+    std::string api_key;  // sent as a bearer token ("" = none)
     std::chrono::milliseconds timeout{0};
     bool passed = false;
     bool stranger = false;  // failed because another process holds the port
@@ -228,9 +231,10 @@ struct EngineRecord {
 std::vector<EngineRecord> ListEngineRecords(const std::string& data_dir);
 
 // One blocking HTTP/1.0 GET to 127.0.0.1:port/path (or a bare TCP connect when `path` is
-// empty; 200 when it connects). Returns the status code, 0 when the connection failed or timed
-// out; then `error` (when given) says which ("connection refused", "no answer within 2000 ms").
+// empty; 200 when it connects), with "Authorization: Bearer <api_key>" unless `api_key` is empty.
+// Returns the status code, 0 when the connection failed or timed out; then `error` (when given)
+// says which ("connection refused", "no answer within 2000 ms").
 int ProbeHttp(int port, const std::string& path, std::chrono::milliseconds timeout,
-              std::string* error = nullptr);
+              std::string* error = nullptr, const std::string& api_key = "");
 
 }  // namespace segma::engines

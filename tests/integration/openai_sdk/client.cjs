@@ -3,6 +3,7 @@
 // tests/integration/openai_sdk_test.cc, which starts the stack and passes, in the environment:
 //   SEGMA_GATEWAY   http://127.0.0.1:PORT (the server's /v1)
 //   SEGMA_ENGINE    http://127.0.0.1:PORT of project A's engine (for the direct comparison)
+//   SEGMA_ENGINE_KEY the secret that engine requires (docs/adr/0035-engine-secrets.md)
 //   SEGMA_KEY_A     inference key of project A (every model)
 //   SEGMA_KEY_B     inference key of project B (every model)
 //   SEGMA_KEY_NARROW  key of project A allowed only the model "b-only"
@@ -239,7 +240,7 @@ check('curl: streaming through the gateway is chunk-for-chunk identical to direc
     const body = { model: 'chat', messages, max_tokens: 7, stream: true };
     if (streamOptions) body.stream_options = streamOptions;
     const via = curl(`${GATEWAY}/v1/chat/completions`, env('SEGMA_KEY_A'), body);
-    const direct = curl(`${ENGINE}/v1/chat/completions`, null, body);
+    const direct = curl(`${ENGINE}/v1/chat/completions`, env('SEGMA_ENGINE_KEY'), body);
     assert.deepEqual(events(via), events(direct));
     assert.ok(via.endsWith('data: [DONE]\n\n'));
     assert.equal(events(via).length, streamOptions ? 11 : 10);  // role, 7 tokens, finish, [usage], DONE

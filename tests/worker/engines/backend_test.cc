@@ -375,7 +375,115 @@ TEST(RenderLaunchTest, Simulator) {
                           "--max-model-len", "8192"}));
 }
 
+// ---- the engine's secret (docs/adr/0035-engine-secrets.md) -----------------------------------
+
+LaunchContext WithSecret(LaunchContext ctx) {
+  ctx.api_key = "segma_eng_secret0123456789secret0123456789abc";
+  ctx.api_key_file = "/w/engines/instance-70.key";
+  return ctx;
+}
+
+bool Contains(const Argv& argv, const std::string& s) {
+  return std::any_of(argv.begin(), argv.end(),
+                     [&](const std::string& a) { return a.find(s) != std::string::npos; });
+}
+
+TEST(EngineSecretRenderTest, EachBuiltInEngineTakesItItsOwnWay) {
+  const LaunchContext ctx = WithSecret(MakeContext("/models/x", 40001));
+  const std::string& key = ctx.api_key;
+  types::ModelInstance gpu = MakeInstance({0}, 40 * kGiB);
+
+  // llama.cpp: from the 0600 file, never on the command line (ps), before --metrics.
+  LaunchSpec llama = MustRender(BuiltIn("llama.cpp"), MakeModel("m"), gpu, ctx);
+  EXPECT_EQ(Argv(llama.argv.end() - 6, llama.argv.end()),
+            (Argv{"--api-key-file", "/w/engines/instance-70.key", "--metrics", "--no-webui", "-lv",
+                  "4"}));
+  EXPECT_FALSE(Contains(llama.argv, key));
+  EXPECT_EQ(llama.env.count("VLLM_API_KEY") + llama.env.count("SEGMA_ENGINE_API_KEY"), 0u);
+  EXPECT_EQ(llama.api_key, key);
+
+  // vLLM: in its environment, neither on its command line nor among the arguments it logs.
+  LaunchSpec vllm = MustRender(BuiltIn("vllm"), MakeModel("m"), gpu, ctx);
+  EXPECT_FALSE(Contains(vllm.argv, key));
+  EXPECT_FALSE(Contains(vllm.argv, "--api-key"));
+  EXPECT_EQ(vllm.env.at("VLLM_API_KEY"), key);
+  EXPECT_EQ(vllm.api_key, key);
+
+  // SGLang: on the command line, its only way (docs/security.md); the supervisor masks it in what
+  // it logs.
+  LaunchSpec sglang = MustRender(BuiltIn("sglang"), MakeModel("m"), gpu, ctx);
+  const Argv sglang_tail(sglang.argv.end() - 3, sglang.argv.end());
+  EXPECT_EQ(sglang_tail, (Argv{"--api-key", key, "--enable-metrics"}));
+  EXPECT_EQ(sglang.api_key, key);
+
+  // TensorRT-LLM takes none: clients send none.
+  LaunchSpec trt = MustRender(BuiltIn("tensorrt-llm"), MakeModel("m"), gpu, ctx);
+  EXPECT_FALSE(Contains(trt.argv, key));
+  EXPECT_FALSE(Contains(trt.argv, "api-key"));
+  EXPECT_EQ(trt.api_key, "");
+
+  // engine-sim: from the file, like llama.cpp.
+  types::Model sim = MakeModel("sim-8b");
+  sim.source.type = types::SourceType::kSimulated;
+  sim.source.params_b = 8;
+  LaunchSpec engine_sim = MustRender(BuiltIn("simulator"), sim, gpu, ctx);
+  EXPECT_EQ(engine_sim.argv, (Argv{"segma", "engine-sim", "--host", "0.0.0.0", "--port", "40001",
+                                   "--model", "sim-8b", "--tp", "1", "--params-b", "8",
+                                   "--api-key-file", "/w/engines/instance-70.key"}));
+  EXPECT_EQ(engine_sim.api_key, key);
+
+  // Without a secret in the context every engine renders as before, and is open.
+  for (const Backend& b : BuiltInBackends()) {
+    types::Model m = b.name == "simulator" ? sim : MakeModel("m");
+    LaunchSpec open = MustRender(b, m, gpu, MakeContext("/models/x", 40001));
+    EXPECT_FALSE(Contains(open.argv, "api-key")) << b.name;
+    EXPECT_EQ(open.env.count("VLLM_API_KEY"), 0u) << b.name;
+    EXPECT_EQ(open.api_key, "") << b.name;
+  }
+}
+
+TEST(EngineSecretRenderTest, NeitherParametersNorTheModelsEnvMayReplaceIt) {
+  const LaunchContext ctx = WithSecret(MakeContext("/models/x.gguf", 40001));
+  types::ModelInstance i = MakeInstance({0}, 10 * kGiB);
+  auto error = [&](std::string_view backend, std::vector<std::string> params,
+                   std::map<std::string, std::string> env) {
+    types::Model m = MakeModel("m");
+    m.backend_parameters = std::move(params);
+    m.env = std::move(env);
+    Result<LaunchSpec> s = RenderLaunch(BuiltIn(backend), "", m, i, ctx);
+    return s.ok() ? std::string("OK") : s.status().message();
+  };
+  EXPECT_EQ(error("llama.cpp", {"--api-key-file=/tmp/mine"}, {}),
+            "backend parameter '--api-key-file=/tmp/mine' overrides --api-key-file, which the "
+            "platform sets");
+  EXPECT_EQ(error("sglang", {"--api-key=mine"}, {}),
+            "backend parameter '--api-key=mine' overrides --api-key, which the platform sets");
+  EXPECT_EQ(error("vllm", {}, {{"VLLM_API_KEY", "mine"}}),
+            "env VLLM_API_KEY overrides what the platform sets for the engine");
+  EXPECT_EQ(error("llama.cpp", {}, {{"SEGMA_ENGINE_API_KEY", "mine"}}),
+            "env SEGMA_ENGINE_API_KEY overrides what the platform sets for the engine");
+  EXPECT_EQ(error("llama.cpp", {"--metrics"}, {{"OTHER", "x"}}), "OK");
+}
+
+TEST(EngineSecretRenderTest, TheRpcServerHasNone) {
+  types::Model m = MakeModel("split");
+  types::ModelInstance i = MakeInstance({0}, 20 * kGiB);
+  types::DistributedServer d;
+  d.worker_id = 2;
+  d.gpu_indexes = {0};
+  d.claim.vram[0] = 20 * kGiB;
+  Result<LaunchSpec> s = RenderDistributedServerLaunch(BuiltIn("llama.cpp"), "", m, i, d,
+                                                       WithSecret(MakeContext("", 50052)));
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_FALSE(Contains(s->argv, "api-key"));
+  EXPECT_EQ(s->api_key, "");
+}
+
 // ---- every built-in backend, every model format, with and without the extended KV cache ------
+
+// The engine's secret as the worker passes it (engines::LoadOrCreateEngineSecret).
+const std::string kSecret = "segma_eng_0123456789abcdefghijklmnopqrstuvwxyzABCDEFG";
+const std::string kSecretFile = "/var/lib/segma/worker/engines/instance-70.key";
 
 // One launch as the worker does it: the engine chosen by types::ChooseEngine for the model's
 // format, the launch inputs from the claim the scheduler wrote (kv_cache_bytes,
@@ -429,6 +537,8 @@ Result<LaunchSpec> LaunchAsTheWorkerDoes(const MatrixCase& c) {
   LaunchContext ctx = MakeContext(c.model_path, 41000);
   ctx.kv_cache_bytes = i.claim.kv_cache_bytes;
   ctx.weight_bytes_per_gpu = i.claim.weight_bytes_per_gpu;
+  ctx.api_key = kSecret;
+  ctx.api_key_file = kSecretFile;
   return RenderLaunch(BuiltIn(choice.backend), choice.version, m, i, ctx);
 }
 
@@ -442,9 +552,11 @@ const std::string kHubGguf =
 Argv LlamaCpp(const std::string& path) {
   // A whole offload is -ngl 999 (llama.cpp counts the output layer too); on a GPU, flash
   // attention; -lv 4 so the engine's log names its devices and offloaded layers.
-  return {"llama-server", "-m",       path, "--host",    "0.0.0.0",    "--port", "41000",
-          "--alias",      "llama-8b", "-c", "131072",    "--parallel", "16",     "-ngl",
-          "999",          "-fa",      "on", "--metrics", "--no-webui", "-lv",    "4"};
+  // The secret from its file (not on the command line), before --metrics.
+  return {"llama-server", "-m",        path,         "--host", "0.0.0.0", "--port",
+          "41000",        "--alias",   "llama-8b",   "-c",     "131072",  "--parallel",
+          "16",           "-ngl",      "999",        "-fa",    "on",      "--api-key-file",
+          kSecretFile,    "--metrics", "--no-webui", "-lv",    "4"};
 }
 Argv Vllm(const std::string& path, bool lmcache) {
   Argv a{"vllm",     "serve",
@@ -485,6 +597,9 @@ Argv Sglang(const std::string& path, bool hicache) {
   if (hicache) {
     for (const char* x : {"--enable-hierarchical-cache", "--hicache-ratio", "2"}) a.push_back(x);
   }
+  // SGLang takes its secret on the command line only.
+  a.push_back("--api-key");
+  a.push_back(kSecret);
   a.push_back("--enable-metrics");
   return a;
 }
@@ -511,11 +626,15 @@ Argv TensorRtLlm(const std::string& path) {
 }
 
 const Env kGpu0{{"CUDA_DEVICE_ORDER", "PCI_BUS_ID"}, {"CUDA_VISIBLE_DEVICES", "0"}};
+// vLLM's secret is in its environment, not on its command line.
+const Env kVllmGpu0{
+    {"CUDA_DEVICE_ORDER", "PCI_BUS_ID"}, {"CUDA_VISIBLE_DEVICES", "0"}, {"VLLM_API_KEY", kSecret}};
 // LMCache's RAM cache: ram_ratio 2 x the 16 GiB GPU KV cache of the claim.
 const Env kLmcache{{"CUDA_DEVICE_ORDER", "PCI_BUS_ID"},
                    {"CUDA_VISIBLE_DEVICES", "0"},
                    {"LMCACHE_LOCAL_CPU", "True"},
-                   {"LMCACHE_MAX_LOCAL_CPU_SIZE", "32"}};
+                   {"LMCACHE_MAX_LOCAL_CPU_SIZE", "32"},
+                   {"VLLM_API_KEY", kSecret}};
 
 std::vector<MatrixCase> Matrix() {
   using F = types::ModelFormat;
@@ -526,11 +645,11 @@ std::vector<MatrixCase> Matrix() {
     cases.push_back({"llama.cpp", Hub("bartowski/Llama-3.1-8B-Instruct-GGUF"), kHubGguf, F::kGguf,
                      kv, LlamaCpp(kHubGguf), kGpu0});
     cases.push_back(
-        {"vllm", Local(kGguf), kGguf, F::kGguf, kv, Vllm(kGguf, kv), kv ? kLmcache : kGpu0});
+        {"vllm", Local(kGguf), kGguf, F::kGguf, kv, Vllm(kGguf, kv), kv ? kLmcache : kVllmGpu0});
     cases.push_back({"vllm", Local(kCheckpoint), kCheckpoint, F::kSafetensors, kv,
-                     Vllm(kCheckpoint, kv), kv ? kLmcache : kGpu0});
+                     Vllm(kCheckpoint, kv), kv ? kLmcache : kVllmGpu0});
     cases.push_back({"vllm", Hub("meta-llama/Llama-3.1-8B-Instruct"), kHubDir, F::kSafetensors, kv,
-                     Vllm(kHubDir, kv), kv ? kLmcache : kGpu0});
+                     Vllm(kHubDir, kv), kv ? kLmcache : kVllmGpu0});
     cases.push_back({"sglang", Local(kCheckpoint), kCheckpoint, F::kSafetensors, kv,
                      Sglang(kCheckpoint, kv), kGpu0});
     cases.push_back({"sglang", Hub("meta-llama/Llama-3.1-8B-Instruct"), kHubDir, F::kSafetensors,
@@ -542,9 +661,9 @@ std::vector<MatrixCase> Matrix() {
     // The automatic choice: the same command lines as naming the backend.
     cases.push_back({"", Local(kGguf), kGguf, F::kGguf, kv, LlamaCpp(kGguf), kGpu0});
     cases.push_back({"", Local(kCheckpoint), kCheckpoint, F::kSafetensors, kv,
-                     Vllm(kCheckpoint, kv), kv ? kLmcache : kGpu0});
+                     Vllm(kCheckpoint, kv), kv ? kLmcache : kVllmGpu0});
     cases.push_back({"", Hub("meta-llama/Llama-3.1-8B-Instruct"), kHubDir, F::kSafetensors, kv,
-                     Vllm(kHubDir, kv), kv ? kLmcache : kGpu0});
+                     Vllm(kHubDir, kv), kv ? kLmcache : kVllmGpu0});
   }
   return cases;
 }
@@ -557,6 +676,8 @@ TEST(BuiltInCommandLinesTest, EveryBackendEveryFormatWithAndWithoutExtendedKvCac
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     EXPECT_EQ(s->argv, c.argv);
     EXPECT_EQ(s->env, c.env);
+    // TensorRT-LLM takes no secret (trtllm-serve has no option for one): nothing to send.
+    EXPECT_EQ(s->api_key, c.argv[0] == "trtllm-serve" ? "" : kSecret);
   }
 }
 
@@ -658,6 +779,40 @@ TEST(CustomBackendTest, RendersWithUserParameters) {
                         {"HF_HUB_OFFLINE", "0"},  // the model's env wins
                         {"NCCL_DEBUG", "INFO"},
                         {"TGI_GPUS", "3"}}));
+}
+
+TEST(CustomBackendTest, GetsTheSecretAsTemplateVariablesAndInItsEnvironment) {
+  Result<Backend> b = ParseBackend(R"({
+    "name": "my-engine",
+    "versions": {"1": {
+      "command": ["my-server", "--port", "{{port}}",
+                  {"when": "api_key_file", "args": ["--key-file", "{{api_key_file}}"]}],
+      "env": {"MY_TOKEN": "{{api_key}}"}}}})");
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  const LaunchContext ctx = WithSecret(MakeContext("/models/x", 40070));
+  LaunchSpec s = MustRender(*b, MakeModel("m"), MakeInstance({}, 0), ctx);
+  EXPECT_EQ(s.argv,
+            (Argv{"my-server", "--port", "40070", "--key-file", "/w/engines/instance-70.key"}));
+  EXPECT_EQ(s.env.at("MY_TOKEN"), ctx.api_key);
+  EXPECT_EQ(s.env.at("SEGMA_ENGINE_API_KEY"), ctx.api_key);
+  EXPECT_EQ(s.api_key, ctx.api_key);
+
+  // A template that ignores the secret still finds it in SEGMA_ENGINE_API_KEY, and its clients
+  // send it (segma cannot tell whether the engine checks it).
+  Result<Backend> plain = ParseBackend(kCustom);
+  ASSERT_TRUE(plain.ok());
+  LaunchSpec p = MustRender(*plain, MakeModel("m"), MakeInstance({3}, 30 * kGiB),
+                            WithSecret(MakeContext("/models/phi-4", 40050)));
+  EXPECT_EQ(p.env.at("SEGMA_ENGINE_API_KEY"), ctx.api_key);
+  EXPECT_EQ(p.api_key, ctx.api_key);
+  EXPECT_FALSE(Contains(p.argv, ctx.api_key));
+  // The model's env cannot replace what the template binds to the secret.
+  types::Model m = MakeModel("m");
+  m.env = {{"MY_TOKEN", "mine"}};
+  Result<LaunchSpec> overridden = RenderLaunch(*b, "", m, MakeInstance({}, 0), ctx);
+  ASSERT_FALSE(overridden.ok());
+  EXPECT_EQ(overridden.status().message(),
+            "env MY_TOKEN overrides what the platform sets for the engine");
 }
 
 TEST(CustomBackendTest, RoundTripsThroughJson) {

@@ -10,6 +10,7 @@
 //   --no-listen          run without listening (something else may hold the port)
 //   --reuse-port         listen with SO_REUSEPORT (a second process may share the port)
 //   --hang-path PATH     never answer GET PATH (the connection stays open); others as usual
+//   --require-key KEY    answer 401 to a request without "Authorization: Bearer KEY"
 
 #include <signal.h>
 #include <unistd.h>
@@ -32,6 +33,7 @@ int main(int argc, char** argv) {
   bool listen_port = true;
   bool reuse_port = false;
   std::string hang_path;
+  std::string required_key;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> const char* { return i + 1 < argc ? argv[++i] : ""; };
@@ -58,6 +60,8 @@ int main(int argc, char** argv) {
       reuse_port = true;
     } else if (a == "--hang-path") {
       hang_path = next();
+    } else if (a == "--require-key") {
+      required_key = next();
     } else if (a == "--print-env") {
       const char* name = next();
       const char* v = std::getenv(name);
@@ -98,7 +102,10 @@ int main(int argc, char** argv) {
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                         std::chrono::steady_clock::now() - start)
                         .count();
-    const int status = ms < ready_after_ms ? 503 : health_status;
+    const bool authorized =
+        required_key.empty() ||
+        std::strstr(buf, ("\r\nAuthorization: Bearer " + required_key + "\r\n").c_str()) != nullptr;
+    const int status = !authorized ? 401 : ms < ready_after_ms ? 503 : health_status;
     const std::string body = status == 200 ? "{\"status\":\"ok\"}" : "{\"status\":\"loading\"}";
     const std::string res =
         "HTTP/1.1 " + std::to_string(status) +

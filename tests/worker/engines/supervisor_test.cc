@@ -17,6 +17,7 @@
 
 #include "fakes/test_ports.h"
 #include "scheduler/estimate/test_model.h"
+#include "worker/engines/engine_secret.h"
 #include "worker/engines/engine_test_util.h"
 
 namespace segma::engines {
@@ -523,8 +524,37 @@ TEST_F(SupervisorTest, AStrangerSharingThePortFailsTheLivenessCheck) {
                                     std::to_string(engine) + ") (2 checks in a row)");
 }
 
+// The engine's secret (docs/adr/0035-engine-secrets.md): the probes send it, and the command
+// line the supervisor logs (its own log, the engine log's start line) never shows it.
+TEST_F(SupervisorTest, ProbesSendTheEnginesSecretAndLogsMaskIt) {
+  const std::string secret = "segma_eng_probe-secret-0123456789abcdef";
+  Supervisor& s = Make();
+  // An engine that takes its secret on the command line, as SGLang does.
+  EngineSpec spec = FakeSpec(s, 36, {"--require-key", secret});
+  spec.launch.api_key = secret;
+  ASSERT_TRUE(s.Start(spec).ok());
+  ASSERT_TRUE(WaitUntil([&] { return InState(s, 36, EngineState::kRunning); }))
+      << (s.Get(36) ? s.Get(36)->message : "");
+  EXPECT_EQ(ProbeHttp(spec.port, "/health", 500ms), 401) << "the engine does require it";
+  EXPECT_EQ(ProbeHttp(spec.port, "/health", 500ms, nullptr, secret), 200);
+  const std::string log = ReadFile(s.Get(36)->log_path);
+  EXPECT_EQ(log.find(secret), std::string::npos) << log;
+  EXPECT_NE(log.find("--require-key <redacted>"), std::string::npos) << log;
+
+  // Without it the engine never answers the readiness probe.
+  EngineSpec wrong = FakeSpec(s, 37, {"--require-key", secret});
+  wrong.launch.api_key = "segma_eng_not-the-one-0123456789abcdef";
+  wrong.restart_on_error = false;
+  wrong.ready_timeout = std::chrono::seconds(1);
+  ASSERT_TRUE(s.Start(wrong).ok());
+  ASSERT_TRUE(WaitUntil([&] { return InState(s, 37, EngineState::kError); }));
+  EXPECT_TRUE(s.Get(37)->message.starts_with("engine did not become healthy within 1 s"))
+      << s.Get(37)->message;
+}
+
 // HTTP/1.0 POST on 127.0.0.1, whole response.
-std::string Post(int port, const std::string& path, const std::string& body) {
+std::string Post(int port, const std::string& path, const std::string& body,
+                 const std::string& bearer = "") {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -536,10 +566,10 @@ std::string Post(int port, const std::string& path, const std::string& body) {
   }
   timeval tv{60, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  const std::string req = "POST " + path +
-                          " HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                          "Content-Length: " +
-                          std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+  const std::string auth = bearer.empty() ? "" : "Authorization: Bearer " + bearer + "\r\n";
+  const std::string req =
+      "POST " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" + auth +
+      "Content-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
   (void)!::write(fd, req.data(), req.size());
   std::string out;
   char buf[4096];
@@ -574,6 +604,11 @@ TEST_F(SupervisorTest, RealLlamaServer) {
   ctx.model_path = mo.path;
   ctx.host = "127.0.0.1";
   ctx.binary_dir = kLlamaBin;
+  // The engine's secret as the worker passes it: from its 0600 file.
+  Result<std::string> secret = LoadOrCreateEngineSecret(dir_, instance.id);
+  ASSERT_TRUE(secret.ok()) << secret.status().ToString();
+  ctx.api_key = *secret;
+  ctx.api_key_file = EngineSecretPath(dir_, instance.id);
   Result<int> port = s.AllocatePort(instance.id);
   ASSERT_TRUE(port.ok());
   ctx.port = *port;
@@ -593,9 +628,18 @@ TEST_F(SupervisorTest, RealLlamaServer) {
   ASSERT_TRUE(InState(s, 20, EngineState::kRunning)) << s.Get(20)->message;
   const pid_t pid = s.Get(20)->pid;
 
-  const std::string res =
-      Post(*port, "/v1/chat/completions",
-           R"({"model":"tiny","messages":[{"role":"user","content":"Hello"}],"max_tokens":8})");
+  const std::string chat =
+      R"({"model":"tiny","messages":[{"role":"user","content":"Hello"}],"max_tokens":8})";
+  // Without the secret llama-server refuses everything but /health: the model list (the
+  // liveness check's request, which passed: the probes send the secret) and /metrics too.
+  const std::string refused = Post(*port, "/v1/chat/completions", chat);
+  EXPECT_TRUE(refused.starts_with("HTTP/1.1 401")) << refused;
+  EXPECT_EQ(ProbeHttp(*port, "/health", 2s), 200);
+  EXPECT_EQ(ProbeHttp(*port, "/v1/models", 2s), 401);
+  EXPECT_EQ(ProbeHttp(*port, "/v1/models", 2s, nullptr, *secret), 200);
+  EXPECT_EQ(ProbeHttp(*port, "/metrics", 2s), 401);
+  EXPECT_EQ(ProbeHttp(*port, "/metrics", 2s, nullptr, *secret), 200);
+  const std::string res = Post(*port, "/v1/chat/completions", chat, *secret);
   EXPECT_TRUE(res.starts_with("HTTP/1.1 200")) << res;
   EXPECT_NE(res.find("\"choices\""), std::string::npos) << res;
   EXPECT_NE(res.find("\"completion_tokens\""), std::string::npos) << res;

@@ -18,6 +18,7 @@ function CreateKey({ onDone }: { onDone: (k: ApiKey) => void }) {
   const [models, setModels] = useState('');
   const [days, setDays] = useState<number | string>('');
   const [rpm, setRpm] = useState<number | string>('');
+  const [cidrs, setCidrs] = useState('');
   const [errors, setErrors] = useState<Record<string, string>>({});
   useEffect(() => {
     if (!projectId && writable[0]) setProjectId(String(writable[0].id));
@@ -30,13 +31,15 @@ function CreateKey({ onDone }: { onDone: (k: ApiKey) => void }) {
     body.allowed_models = list.length ? list : '*';
     if (days !== '') body.expires_at = rfc3339(new Date(Date.now() + Number(days) * 86400_000));
     if (rpm !== '') body.limits = { requests_per_minute: Number(rpm) };
+    const ranges = cidrs.split(',').map((s) => s.trim()).filter(Boolean);
+    if (ranges.length) body.allowed_cidrs = ranges;
     try {
       onDone(await api<ApiKey>('POST', '/v2/api-keys', body));
     } catch (err) {
-      setErrors(fieldErrors(err, (f) => (f.startsWith('limits') ? 'limits' : f)));
+      setErrors(fieldErrors(err, (f) => (f.startsWith('limits') ? 'limits' : f.startsWith('allowed_cidrs') ? 'allowed_cidrs' : f)));
     }
   };
-  const other = formError(errors, ['name', 'project_id', 'scope', 'allowed_models', 'expires_at', 'limits']);
+  const other = formError(errors, ['name', 'project_id', 'scope', 'allowed_models', 'expires_at', 'limits', 'allowed_cidrs']);
   return (
     <form onSubmit={submit}>
       <Stack>
@@ -46,6 +49,7 @@ function CreateKey({ onDone }: { onDone: (k: ApiKey) => void }) {
         <TextInput label={t('keys.allowedModels')} value={models} onChange={(e) => setModels(e.currentTarget.value)} error={errors.allowed_models} />
         <NumberInput label={t('keys.expiresDays')} value={days} onChange={setDays} min={1} error={errors.expires_at} />
         <NumberInput label={t('keys.rpm')} value={rpm} onChange={setRpm} error={errors.limits} />
+        <TextInput label={t('keys.allowedCidrs')} placeholder="10.0.0.0/8, 2001:db8::/32" value={cidrs} onChange={(e) => setCidrs(e.currentTarget.value)} error={errors.allowed_cidrs} data-testid="key-cidrs" />
         {other && <Alert color="red" role="alert">{other}</Alert>}
         <Group justify="flex-end">
           <Button type="submit" disabled={!projectId} data-testid="key-create">
@@ -98,6 +102,7 @@ export default function ApiKeys() {
           { key: 'prefix', header: t('keys.prefix'), render: (k) => <span className="mono">{k.prefix}…</span> },
           { key: 'scope', header: t('keys.scope'), width: 110, render: (k) => t(`keys.scope.${k.scope}` as 'keys.scope.all') },
           { key: 'state', header: t('common.state'), width: 110, render: (k) => <StateBadge state={k.revoked_at ? t('keys.revoked') : t('keys.active')} /> },
+          { key: 'cidrs', header: t('keys.cidrs'), render: (k) => (k.allowed_cidrs ? <span className="mono" title={k.allowed_cidrs.join(', ')}>{k.allowed_cidrs.join(', ')}</span> : t('keys.anyAddress')) },
           { key: 'used', header: t('keys.lastUsed'), render: (k) => ago(k.last_used_at) },
           { key: 'expires', header: t('keys.expiresAt'), render: (k) => (k.expires_at ? date(k.expires_at) : t('common.never')) },
           {

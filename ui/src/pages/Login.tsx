@@ -20,7 +20,12 @@ export function Login() {
       await api('POST', '/v2/auth/login', { username, password });
       qc.setQueryData(['me'], await api<User>('GET', '/v2/users/me'));
     } catch (err) {
-      setError(err instanceof ApiError ? err.message : String(err));
+      if (err instanceof ApiError && err.status === 429) {
+        // Locked out (too many failed sign-ins): say when, in the reader's language.
+        setError(t('auth.lockedOut', { minutes: Math.max(1, Math.ceil((err.retryAfter ?? 60) / 60)) }));
+      } else {
+        setError(err instanceof ApiError ? err.message : String(err));
+      }
     } finally {
       setBusy(false);
     }
@@ -47,7 +52,7 @@ export function Login() {
             <TextInput label={t('auth.username')} value={username} onChange={(e) => setUsername(e.currentTarget.value)} autoComplete="username" required autoFocus name="username" />
             <PasswordInput label={t('auth.password')} value={password} onChange={(e) => setPassword(e.currentTarget.value)} autoComplete="current-password" required name="password" />
             {error && (
-              <Alert color="red" role="alert">
+              <Alert color="red" role="alert" data-testid="login-error">
                 {error}
               </Alert>
             )}
