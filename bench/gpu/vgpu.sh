@@ -121,22 +121,27 @@ PY
 fi
 if want compute; then
 SECS=${COMPUTE_SECONDS:-30}
-spin() { "$WORK/vgpu_spin" load "$@"; }
+# Two loads (bench/gpu/vgpu_spin.cu): "load" spins on the GPU's clock (ends on time even while
+# another process has the GPU, so it overstates what a process got under time-slicing), "work"
+# runs a fixed chain of FMAs (its rate is the SM time the process got).
+for mode in load work; do
+run_load() { "$WORK/vgpu_spin" "$mode" "$@"; }
 # Held to a share: its own instance (segment), the watcher's trace on stderr.
 shared() {  # shared <percent> <instance> <seconds>
   LD_PRELOAD=$LIB SEGMA_VGPU_COMPUTE=0=$1 SEGMA_VGPU_SHM=/segma-vgpu-bench-$2 SEGMA_VGPU_DEBUG=1 \
-    "$WORK/vgpu_spin" load "$3" 2>"$OUT/compute-$2.stderr"
+    "$WORK/vgpu_spin" "$mode" "$3" 2>"$OUT/compute-$2.stderr"
 }
-log "compute: one spinning process alone, without the library (the reference)"
-r=$(spin 10); emit "{\"run\":\"compute alone\",\"r\":${r:-null}}"
-log "compute: two spinning processes, no library"
-spin "$SECS" >"$WORK/u1" & p1=$!; spin "$SECS" >"$WORK/u2"; wait $p1
-emit "{\"run\":\"compute two unlimited\",\"a\":$(cat "$WORK/u1"),\"b\":$(cat "$WORK/u2")}"
-log "compute: two spinning processes, one held to 70 %, one to 30 %"
-shared 70 c70 "$SECS" >"$WORK/s70" & p1=$!; shared 30 c30 "$SECS" >"$WORK/s30"; wait $p1
-emit "{\"run\":\"compute 70+30\",\"a70\":$(cat "$WORK/s70"),\"b30\":$(cat "$WORK/s30")}"
-log "compute: one process held to 30 %, alone on the GPU"
-r=$(shared 30 solo30 "$SECS"); emit "{\"run\":\"compute 30 alone\",\"r\":${r:-null}}"
+log "compute ($mode): one process alone, without the library (the reference)"
+r=$(run_load 10); emit "{\"run\":\"compute alone\",\"mode\":\"$mode\",\"r\":${r:-null}}"
+log "compute ($mode): two processes, no library"
+run_load "$SECS" >"$WORK/u1" & p1=$!; run_load "$SECS" >"$WORK/u2"; wait $p1
+emit "{\"run\":\"compute two unlimited\",\"mode\":\"$mode\",\"a\":$(cat "$WORK/u1"),\"b\":$(cat "$WORK/u2")}"
+log "compute ($mode): two processes, one held to 70 %, one to 30 %"
+shared 70 "$mode-c70" "$SECS" >"$WORK/s70" & p1=$!; shared 30 "$mode-c30" "$SECS" >"$WORK/s30"; wait $p1
+emit "{\"run\":\"compute 70+30\",\"mode\":\"$mode\",\"a70\":$(cat "$WORK/s70"),\"b30\":$(cat "$WORK/s30")}"
+log "compute ($mode): one process held to 30 %, alone on the GPU"
+r=$(shared 30 "$mode-solo30" "$SECS"); emit "{\"run\":\"compute 30 alone\",\"mode\":\"$mode\",\"r\":${r:-null}}"
+done
 log "compute: empty-kernel launch latency without the library, with it (no share), with a share"
 for i in 1 2 3; do
   r=$("$WORK/vgpu_spin" latency 20000); emit "{\"run\":\"launch without\",\"r\":$r}"
@@ -148,24 +153,36 @@ python3 - "$RES" <<'PY' | tee "$OUT/compute_summary.txt"
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1])]
 get = lambda name: [r for r in runs if r["run"] == name]
-alone = get("compute alone")[0]["r"]["per_s"]
-print(f"alone: {alone:.1f} kernels/s (reference)")
-for r in get("compute two unlimited"):
-    print("two unlimited: " + ", ".join(f"{k} {r[k]['per_s']:.1f}/s = {100 * r[k]['per_s'] / alone:.1f} %" for k in ("a", "b")))
-for r in get("compute 70+30"):
-    for k, claim in (("a70", 70), ("b30", 30)):
-        x = r[k]
-        print(f"held to {claim} % (with the other): {100 * x['per_s'] / alone:.1f} % over the run, "
+for mode in ("load", "work"):
+    of = lambda name: [r for r in get(name) if r.get("mode", "load") == mode]
+    if not of("compute alone"):
+        continue
+    alone = of("compute alone")[0]["r"]["per_s"]
+    print(f"[{mode}] alone: {alone:.1f} kernels/s (reference)")
+    for r in of("compute two unlimited"):
+        print(f"[{mode}] two unlimited: " + ", ".join(f"{k} {r[k]['per_s']:.1f}/s = {100 * r[k]['per_s'] / alone:.1f} %" for k in ("a", "b")))
+    for r in of("compute 70+30"):
+        for k, claim in (("a70", 70), ("b30", 30)):
+            x = r[k]
+            print(f"[{mode}] held to {claim} % (with the other): {100 * x['per_s'] / alone:.1f} % over the run, "
+                  f"{100 * x['per_s_second_half'] / alone:.1f} % over its second half")
+    for r in of("compute 30 alone"):
+        x = r["r"]
+        print(f"[{mode}] held to 30 % alone: {100 * x['per_s'] / alone:.1f} % over the run, "
               f"{100 * x['per_s_second_half'] / alone:.1f} % over its second half")
-for r in get("compute 30 alone"):
-    x = r["r"]
-    print(f"held to 30 % alone: {100 * x['per_s'] / alone:.1f} % over the run, "
-          f"{100 * x['per_s_second_half'] / alone:.1f} % over its second half")
 for k in ("without", "library", "share"):
     xs = [r["r"] for r in get("launch " + k)]
     print(f"empty launch {k}: median of means {statistics.median(x['mean_us'] for x in xs):.3f} us, "
           f"median of medians {statistics.median(x['median_us'] for x in xs):.3f} us")
 PY
-grep -h "compute 0" "$OUT"/compute-*.stderr | tail -n 5 >&2
+# What the watcher read: NVML's per-process SM utilisation of each limited instance, the median
+# over the second half of its run, against its share.
+for f in "$OUT"/compute-*.stderr; do
+  [[ -s $f ]] || continue
+  grep -o 'util [-0-9]*' "$f" | awk '$2 >= 0 {print $2}' >"$WORK/util"
+  n=$(wc -l <"$WORK/util")
+  med=$(tail -n $((n / 2)) "$WORK/util" | sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print "none"}')
+  echo "$(basename "$f" .stderr): $n readings, second-half median util $med %" | tee -a "$OUT/compute_summary.txt"
+done
 fi
 log "done"

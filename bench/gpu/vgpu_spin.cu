@@ -4,6 +4,14 @@
 //                                     SPIN_US µs (default 1000) on the GPU's clock, keeping at
 //                                     most 4 in flight, for SECONDS; prints one JSON line: kernels
 //                                     completed per second over the run and over its second half
+//   vgpu_spin work SECONDS [MS]     the same loop with kernels of fixed work instead: 4 blocks
+//                                     of 256 threads per SM, each thread a chain of dependent
+//                                     FMAs sized (calibrated alone, at the start) to take MS ms
+//                                     (default 1). A spinning kernel ends on time even when the
+//                                     GPU was given to another process meanwhile, so its rate
+//                                     overstates the SM time a process got under time-slicing;
+//                                     this one's rate is that time. The JSON line adds the
+//                                     calibration ("iters", "calibrated_ms")
 //   vgpu_spin latency N               the host time of N launches of an empty kernel (a sync
 //                                     every 64, so a full queue never blocks a launch): mean,
 //                                     median and p99 µs
@@ -13,6 +21,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -25,6 +34,12 @@ __global__ void Spin(unsigned long long ns) {
   while (now - start < ns) asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
 }
 
+__global__ void Work(int iters, float* sink) {
+  float a = static_cast<float>(threadIdx.x);
+  for (int i = 0; i < iters; ++i) a = fmaf(a, 1.000001f, 0.5f);
+  if (a == -1.0f) *sink = a;  // never true; keeps the chain from being optimised away
+}
+
 __global__ void Empty() {}
 
 using Clock = std::chrono::steady_clock;
@@ -33,9 +48,16 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
-int Load(double seconds, int spin_us) {
+int Sms() {
   int sms = 0;
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
+  return sms;
+}
+
+// Launches `launch(stream)` back to back for `seconds`, at most 4 in flight; prints the rates
+// and `extra` (JSON members, each with a leading comma).
+template <typename Launch>
+int Loop(double seconds, Launch launch, const std::string& extra) {
   cudaStream_t stream;
   cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
   constexpr int kInFlight = 4;
@@ -56,7 +78,7 @@ int Load(double seconds, int spin_us) {
     const auto now = Clock::now();
     if (completed_at_half < 0 && now >= half) completed_at_half = completed, half_at = now;
     if (now >= end) break;
-    Spin<<<sms, 32, 0, stream>>>(static_cast<unsigned long long>(spin_us) * 1000);
+    launch(stream);
     cudaEventRecord(done[launched % kInFlight], stream);
     ++launched;
   }
@@ -64,11 +86,51 @@ int Load(double seconds, int spin_us) {
   const cudaError_t e = cudaGetLastError();
   std::printf(
       "{\"kernels\":%lld,\"seconds\":%.2f,\"per_s\":%.1f,\"per_s_second_half\":%.1f,"
-      "\"spin_us\":%d,\"blocks\":%d,\"error\":\"%s\"}\n",
+      "%s,\"error\":\"%s\"}\n",
       completed, Seconds(start, stop), completed / Seconds(start, stop),
-      (completed - completed_at_half) / Seconds(half_at, stop), spin_us, sms, cudaGetErrorName(e));
+      (completed - completed_at_half) / Seconds(half_at, stop), extra.c_str(), cudaGetErrorName(e));
   cudaStreamSynchronize(stream);
   return e == cudaSuccess ? 0 : 1;
+}
+
+int Load(double seconds, int spin_us) {
+  const int sms = Sms();
+  return Loop(
+      seconds,
+      [&](cudaStream_t stream) {
+        Spin<<<sms, 32, 0, stream>>>(static_cast<unsigned long long>(spin_us) * 1000);
+      },
+      ",\"spin_us\":" + std::to_string(spin_us) + ",\"blocks\":" + std::to_string(sms));
+}
+
+int FixedWork(double seconds, double ms) {
+  const int blocks = 4 * Sms();
+  float* sink = nullptr;
+  cudaMalloc(&sink, sizeof(float));
+  // Calibrate: time a kernel of a known chain length (the median of 5) and scale it to `ms`.
+  const auto timed = [&](int iters) {
+    std::vector<double> t;
+    for (int i = 0; i < 5; ++i) {
+      cudaDeviceSynchronize();
+      const auto a = Clock::now();
+      Work<<<blocks, 256>>>(iters, sink);
+      cudaDeviceSynchronize();
+      t.push_back(Seconds(a, Clock::now()) * 1e3);
+    }
+    std::sort(t.begin(), t.end());
+    return t[2];
+  };
+  constexpr int kProbe = 100'000;
+  timed(kProbe);  // warm-up
+  const int iters = std::max(1, static_cast<int>(kProbe * ms / timed(kProbe)));
+  const double calibrated = timed(iters);
+  char extra[128];
+  std::snprintf(extra, sizeof extra, ",\"iters\":%d,\"calibrated_ms\":%.3f,\"blocks\":%d", iters,
+                calibrated, blocks);
+  const int r = Loop(
+      seconds, [&](cudaStream_t stream) { Work<<<blocks, 256, 0, stream>>>(iters, sink); }, extra);
+  cudaFree(sink);
+  return r;
 }
 
 int Latency(int n) {
@@ -98,7 +160,10 @@ int main(int argc, char** argv) {
   if (argc >= 3 && std::string_view(argv[1]) == "load") {
     return Load(std::atof(argv[2]), argc >= 4 ? std::atoi(argv[3]) : 1000);
   }
+  if (argc >= 3 && std::string_view(argv[1]) == "work") {
+    return FixedWork(std::atof(argv[2]), argc >= 4 ? std::atof(argv[3]) : 1.0);
+  }
   if (argc >= 3 && std::string_view(argv[1]) == "latency") return Latency(std::atoi(argv[2]));
-  std::fprintf(stderr, "usage: vgpu_spin load SECONDS [SPIN_US] | vgpu_spin latency N\n");
+  std::fprintf(stderr, "usage: vgpu_spin load SECONDS [SPIN_US] | work SECONDS [MS] | latency N\n");
   return 2;
 }
