@@ -124,12 +124,16 @@ SECS=${COMPUTE_SECONDS:-30}
 # Two loads (bench/gpu/vgpu_spin.cu): "load" spins on the GPU's clock (ends on time even while
 # another process has the GPU, so it overstates what a process got under time-slicing), "work"
 # runs a fixed chain of FMAs (its rate is the SM time the process got).
+# The fixed-work kernel's length is calibrated once, alone, to 1 ms.
+ITERS=$("$WORK/vgpu_spin" calibrate 1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["iters"])')
+log "compute: the fixed-work kernel runs $ITERS FMAs per thread (1 ms alone)"
 for mode in load work; do
-run_load() { "$WORK/vgpu_spin" "$mode" "$@"; }
+args() { if [[ $mode == work ]]; then echo "$1 $ITERS"; else echo "$1"; fi; }
+run_load() { "$WORK/vgpu_spin" "$mode" $(args "$1"); }
 # Held to a share: its own instance (segment), the watcher's trace on stderr.
 shared() {  # shared <percent> <instance> <seconds>
   LD_PRELOAD=$LIB SEGMA_VGPU_COMPUTE=0=$1 SEGMA_VGPU_SHM=/segma-vgpu-bench-$2 SEGMA_VGPU_DEBUG=1 \
-    "$WORK/vgpu_spin" "$mode" "$3" 2>"$OUT/compute-$2.stderr"
+    "$WORK/vgpu_spin" "$mode" $(args "$3") 2>"$OUT/compute-$2.stderr"
 }
 log "compute ($mode): one process alone, without the library (the reference)"
 r=$(run_load 10); emit "{\"run\":\"compute alone\",\"mode\":\"$mode\",\"r\":${r:-null}}"
@@ -175,14 +179,22 @@ for k in ("without", "library", "share"):
     print(f"empty launch {k}: median of means {statistics.median(x['mean_us'] for x in xs):.3f} us, "
           f"median of medians {statistics.median(x['median_us'] for x in xs):.3f} us")
 PY
-# What the watcher read: NVML's per-process SM utilisation of each limited instance, the median
-# over the second half of its run, against its share.
+# What the watcher read from NVML's per-process samples: the mean of its readings (each the
+# instance's SM utilisation over the new samples), and how many of the device's new samples were
+# of the instance's own processes (under time-slicing NVML names one process per sample).
 for f in "$OUT"/compute-*.stderr; do
   [[ -s $f ]] || continue
-  grep -o 'util [-0-9]*' "$f" | awk '$2 >= 0 {print $2}' >"$WORK/util"
-  n=$(wc -l <"$WORK/util")
-  med=$(tail -n $((n / 2)) "$WORK/util" | sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print "none"}')
-  echo "$(basename "$f" .stderr): $n readings, second-half median util $med %" | tee -a "$OUT/compute_summary.txt"
+  awk -v name="$(basename "$f" .stderr)" '
+    / util -?[0-9]+ / {
+      for (i = 1; i <= NF; i++) {
+        if ($i == "samples") seen += $(i + 1)
+        if ($i == "ours") ours += $(i + 1)
+        if ($i == "util" && $(i + 1) >= 0) { sum += $(i + 1); n++ }
+      }
+    }
+    END { printf "%s: %d readings, mean util %.1f %%; %d of %d samples were its own (%.1f %%)\n",
+          name, n, n ? sum / n : -1, ours, seen, seen ? 100 * ours / seen : -1 }' "$f" |
+    tee -a "$OUT/compute_summary.txt"
 done
 fi
 log "done"

@@ -4,14 +4,13 @@
 //                                     SPIN_US µs (default 1000) on the GPU's clock, keeping at
 //                                     most 4 in flight, for SECONDS; prints one JSON line: kernels
 //                                     completed per second over the run and over its second half
-//   vgpu_spin work SECONDS [MS]     the same loop with kernels of fixed work instead: 4 blocks
-//                                     of 256 threads per SM, each thread a chain of dependent
-//                                     FMAs sized (calibrated alone, at the start) to take MS ms
-//                                     (default 1). A spinning kernel ends on time even when the
-//                                     GPU was given to another process meanwhile, so its rate
-//                                     overstates the SM time a process got under time-slicing;
-//                                     this one's rate is that time. The JSON line adds the
-//                                     calibration ("iters", "calibrated_ms")
+//   vgpu_spin calibrate MS            prints the chain length ITERS of a fixed-work kernel (4
+//                                     blocks of 256 threads per SM, each thread a chain of
+//                                     dependent FMAs) that takes MS ms on an idle GPU
+//   vgpu_spin work SECONDS ITERS      the load loop with that kernel instead. A spinning kernel
+//                                     ends on time even when the GPU was given to another process
+//                                     meanwhile, so its rate overstates the SM time a process got
+//                                     under time-slicing; this one's rate is that time
 //   vgpu_spin latency N               the host time of N launches of an empty kernel (a sync
 //                                     every 64, so a full queue never blocks a launch): mean,
 //                                     median and p99 µs
@@ -66,8 +65,8 @@ int Loop(double seconds, Launch launch, const std::string& extra) {
   const auto start = Clock::now();
   const auto half = start + std::chrono::duration_cast<Clock::duration>(
                                 std::chrono::duration<double>(seconds / 2));
-  const auto end = start + std::chrono::duration_cast<Clock::duration>(
-                               std::chrono::duration<double>(seconds));
+  const auto end =
+      start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
   long long launched = 0, completed = 0, completed_at_half = -1;
   Clock::time_point half_at{};
   while (true) {
@@ -85,7 +84,7 @@ int Loop(double seconds, Launch launch, const std::string& extra) {
   const auto stop = Clock::now();
   const cudaError_t e = cudaGetLastError();
   std::printf(
-      "{\"kernels\":%lld,\"seconds\":%.2f,\"per_s\":%.1f,\"per_s_second_half\":%.1f,"
+      "{\"kernels\":%lld,\"seconds\":%.2f,\"per_s\":%.1f,\"per_s_second_half\":%.1f"
       "%s,\"error\":\"%s\"}\n",
       completed, Seconds(start, stop), completed / Seconds(start, stop),
       (completed - completed_at_half) / Seconds(half_at, stop), extra.c_str(), cudaGetErrorName(e));
@@ -103,34 +102,45 @@ int Load(double seconds, int spin_us) {
       ",\"spin_us\":" + std::to_string(spin_us) + ",\"blocks\":" + std::to_string(sms));
 }
 
-int FixedWork(double seconds, double ms) {
-  const int blocks = 4 * Sms();
-  float* sink = nullptr;
-  cudaMalloc(&sink, sizeof(float));
-  // Calibrate: time a kernel of a known chain length (the median of 5) and scale it to `ms`.
-  const auto timed = [&](int iters) {
-    std::vector<double> t;
-    for (int i = 0; i < 5; ++i) {
-      cudaDeviceSynchronize();
-      const auto a = Clock::now();
-      Work<<<blocks, 256>>>(iters, sink);
-      cudaDeviceSynchronize();
-      t.push_back(Seconds(a, Clock::now()) * 1e3);
-    }
-    std::sort(t.begin(), t.end());
-    return t[2];
-  };
+float* Sink() {
+  static float* sink = [] {
+    float* p = nullptr;
+    cudaMalloc(&p, sizeof(float));
+    return p;
+  }();
+  return sink;
+}
+
+int WorkBlocks() { return 4 * Sms(); }
+
+// The median of 5 timed kernels of `iters`, in ms.
+double TimeWork(int iters) {
+  std::vector<double> t;
+  for (int i = 0; i < 5; ++i) {
+    cudaDeviceSynchronize();
+    const auto a = Clock::now();
+    Work<<<WorkBlocks(), 256>>>(iters, Sink());
+    cudaDeviceSynchronize();
+    t.push_back(Seconds(a, Clock::now()) * 1e3);
+  }
+  std::sort(t.begin(), t.end());
+  return t[2];
+}
+
+int Calibrate(double ms) {
   constexpr int kProbe = 100'000;
-  timed(kProbe);  // warm-up
-  const int iters = std::max(1, static_cast<int>(kProbe * ms / timed(kProbe)));
-  const double calibrated = timed(iters);
-  char extra[128];
-  std::snprintf(extra, sizeof extra, ",\"iters\":%d,\"calibrated_ms\":%.3f,\"blocks\":%d", iters,
-                calibrated, blocks);
-  const int r = Loop(
-      seconds, [&](cudaStream_t stream) { Work<<<blocks, 256, 0, stream>>>(iters, sink); }, extra);
-  cudaFree(sink);
-  return r;
+  TimeWork(kProbe);  // warm-up
+  const int iters = std::max(1, static_cast<int>(kProbe * ms / TimeWork(kProbe)));
+  std::printf("{\"iters\":%d,\"ms\":%.3f}\n", iters, TimeWork(iters));
+  return 0;
+}
+
+int FixedWork(double seconds, int iters) {
+  const int blocks = WorkBlocks();
+  float* sink = Sink();
+  return Loop(
+      seconds, [&](cudaStream_t stream) { Work<<<blocks, 256, 0, stream>>>(iters, sink); },
+      ",\"iters\":" + std::to_string(iters) + ",\"blocks\":" + std::to_string(blocks));
 }
 
 int Latency(int n) {
@@ -149,8 +159,9 @@ int Latency(int n) {
   double sum = 0;
   for (double v : us) sum += v;
   std::sort(us.begin(), us.end());
-  std::printf("{\"launches\":%d,\"mean_us\":%.3f,\"median_us\":%.3f,\"p99_us\":%.3f,\"error\":\"%s\"}\n",
-              n, sum / n, us[n / 2], us[n * 99 / 100], cudaGetErrorName(cudaGetLastError()));
+  std::printf(
+      "{\"launches\":%d,\"mean_us\":%.3f,\"median_us\":%.3f,\"p99_us\":%.3f,\"error\":\"%s\"}\n", n,
+      sum / n, us[n / 2], us[n * 99 / 100], cudaGetErrorName(cudaGetLastError()));
   return 0;
 }
 
@@ -160,10 +171,13 @@ int main(int argc, char** argv) {
   if (argc >= 3 && std::string_view(argv[1]) == "load") {
     return Load(std::atof(argv[2]), argc >= 4 ? std::atoi(argv[3]) : 1000);
   }
-  if (argc >= 3 && std::string_view(argv[1]) == "work") {
-    return FixedWork(std::atof(argv[2]), argc >= 4 ? std::atof(argv[3]) : 1.0);
+  if (argc >= 3 && std::string_view(argv[1]) == "calibrate") return Calibrate(std::atof(argv[2]));
+  if (argc >= 4 && std::string_view(argv[1]) == "work") {
+    return FixedWork(std::atof(argv[2]), std::atoi(argv[3]));
   }
   if (argc >= 3 && std::string_view(argv[1]) == "latency") return Latency(std::atoi(argv[2]));
-  std::fprintf(stderr, "usage: vgpu_spin load SECONDS [SPIN_US] | work SECONDS [MS] | latency N\n");
+  std::fprintf(
+      stderr,
+      "usage: vgpu_spin load SECONDS [SPIN_US] | calibrate MS | work SECONDS ITERS | latency N\n");
   return 2;
 }
