@@ -30,7 +30,6 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
-#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -215,9 +214,8 @@ class Compute {
     }
   }
 
-  // The instance's SM utilisation on device `ordinal` since the last reading: the sum over its
-  // processes of each one's mean over the new samples; 0 when NVML has new samples of other
-  // processes only, nullopt when it has none or cannot say.
+  // The instance's SM utilisation on device `ordinal` over NVML's samples since the last reading
+  // (InstanceUtil); nullopt when there are none or NVML cannot say.
   std::optional<int> Sample(int ordinal) {
     void*& handle = handles_[ordinal];
     if (handle == nullptr && !Resolve(ordinal, &handle)) return std::nullopt;
@@ -238,22 +236,18 @@ class Compute {
     seen_ = matched_ = 0;
     if (r == kNvmlErrorNotFound) return std::nullopt;  // no new sample of any process
     if (r != kNvmlSuccess) return Fail(ordinal, "nvmlDeviceGetProcessUtilization failed", r);
-    std::map<unsigned, std::pair<long, long>> mine;  // pid → (sum, count)
+    fresh_.clear();
     for (unsigned i = 0; i < count && i < samples_.size(); ++i) {
       const NvmlSample& s = samples_[i];
       if (s.time_stamp <= last) continue;
       if (seen_++ == 0) first_pid_ = s.pid;
       cells.last_sample_us.store(
           std::max<int64_t>(cells.last_sample_us.load(), static_cast<int64_t>(s.time_stamp)));
-      if (std::find(pids_.begin(), pids_.end(), static_cast<pid_t>(s.pid)) == pids_.end()) continue;
-      ++matched_;
-      auto& [sum, n] = mine[s.pid];
-      sum += s.sm_util;
-      ++n;
+      const auto pid = static_cast<pid_t>(s.pid);
+      if (std::find(pids_.begin(), pids_.end(), pid) != pids_.end()) ++matched_;
+      fresh_.push_back({pid, s.time_stamp, s.sm_util});
     }
-    long util = 0;
-    for (const auto& [pid, sn] : mine) util += sn.first / sn.second;
-    return static_cast<int>(util);
+    return InstanceUtil(fresh_, pids_);
   }
 
   bool Resolve(int ordinal, void** handle) {
@@ -289,6 +283,7 @@ class Compute {
   // The watcher thread's own.
   void* handles_[kMaxDevices] = {};
   std::vector<NvmlSample> samples_;
+  std::vector<UtilSample> fresh_;
   std::vector<pid_t> pids_;
   // The last reading's new samples, the pid of the first, and those of ours (for the debug trace).
   unsigned seen_ = 0, first_pid_ = 0, matched_ = 0;

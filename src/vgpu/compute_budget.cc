@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace segma::vgpu {
 namespace {
@@ -25,6 +26,20 @@ int64_t Clamp(double v) {
 }
 
 }  // namespace
+
+std::optional<int> InstanceUtil(std::span<const UtilSample> samples, std::span<const pid_t> ours) {
+  if (samples.empty()) return std::nullopt;
+  std::vector<unsigned long long> instants;
+  instants.reserve(samples.size());
+  long sum = 0;
+  for (const UtilSample& s : samples) {
+    instants.push_back(s.time_stamp);
+    if (std::find(ours.begin(), ours.end(), s.pid) != ours.end()) sum += s.sm_util;
+  }
+  std::sort(instants.begin(), instants.end());
+  const auto distinct = std::unique(instants.begin(), instants.end()) - instants.begin();
+  return static_cast<int>(std::min<long>(100, sum / distinct));
+}
 
 int64_t NextRefill(int64_t refill, int percent, int util, int64_t spent_per_period,
                    bool throttled) {

@@ -18,6 +18,9 @@
 #include <atomic>
 #include <cstdint>
 #include <optional>
+#include <span>
+
+#include <sys/types.h>
 
 namespace segma::vgpu {
 
@@ -61,6 +64,22 @@ static_assert(std::atomic<int64_t>::is_always_lock_free);
 // [1/2, 2], so one step changes the refill by at most √2. The result stays within
 // [kMinRefill, kMaxRefill].
 int64_t NextRefill(int64_t refill, int percent, int util, int64_t spent_per_period, bool throttled);
+
+// One of NVML's per-process utilisation samples, as far as the limiter needs it.
+struct UtilSample {
+  pid_t pid;
+  unsigned long long time_stamp;  // µs
+  unsigned sm_util;               // percent
+};
+
+// An instance's SM utilisation (percent) over a set of new samples of one device: the sum of its
+// own processes' readings divided by the number of sampling instants (distinct time stamps), or
+// nullopt when there are no samples. When processes time-slice the GPU, NVML names one process
+// per instant (the one on the GPU, at 90-99 %: seen on an H100), so the share of instants that
+// were the instance's is its share of the GPU's time; dividing by its own samples only would read
+// ~100 % for every process that runs at all. When processes run together (MPS), each instant has
+// a sample per process and the sum is the instance's utilisation, as before.
+std::optional<int> InstanceUtil(std::span<const UtilSample> samples, std::span<const pid_t> ours);
 
 class ComputeBudget {
  public:

@@ -214,6 +214,24 @@ TEST(ComputeBudgetTest, OneTickPerPeriodAndTheRefillIsCappedAtOnePeriod) {
   EXPECT_EQ(budget.Tokens(), kInitialRefill - 1000);
 }
 
+TEST(ComputeBudgetTest, InstanceUtilIsItsShareOfTheSamplingInstants) {
+  const std::vector<pid_t> ours = {10, 11};
+  // No new samples: no reading.
+  EXPECT_EQ(InstanceUtil({}, ours), std::nullopt);
+  // Time-slicing, as an H100 reported it: one process named per instant, busy. Ours (10) on one
+  // instant of three: a third of the GPU, not the 97 % of its own samples.
+  const std::vector<UtilSample> sliced = {{10, 100, 97}, {20, 200, 99}, {20, 300, 98}};
+  EXPECT_EQ(InstanceUtil(sliced, ours), 32);
+  // Only the neighbour's instants: 0 %, a reading (not "no reading").
+  EXPECT_EQ(InstanceUtil(std::vector<UtilSample>{{20, 100, 99}}, ours), 0);
+  // Running together (MPS): one sample per process per instant; two of ours add up.
+  const std::vector<UtilSample> together = {{10, 100, 20}, {11, 100, 15}, {20, 100, 50},
+                                            {10, 200, 30}, {11, 200, 5},  {20, 200, 50}};
+  EXPECT_EQ(InstanceUtil(together, ours), 35);
+  // Never above 100 %.
+  EXPECT_EQ(InstanceUtil(std::vector<UtilSample>{{10, 100, 90}, {11, 100, 90}}, ours), 100);
+}
+
 TEST(ComputeBudgetTest, TheRefillFollowsUtilisationAgainstTheShare) {
   // Above the share: the tokens spent, scaled by sqrt(share / utilisation), the ratio kept
   // within [1/2, 2].
