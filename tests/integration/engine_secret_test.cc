@@ -123,6 +123,29 @@ class EngineSecretTest : public ::testing::Test {
 
   json::object Instance(int64_t model_id) { return FirstInstance(api_, model_id); }
 
+  // A model's one instance once RUNNING, and its engine's secret.
+  struct Running {
+    int64_t model_id = 0;
+    int64_t id = 0;      // the instance's
+    std::string engine;  // the engine's base URL
+    std::string secret;  // read from the worker's key file
+  };
+  // Creates the model `body` and waits until its instance is RUNNING: the worker's readiness
+  // probe got through with the secret. Call with ASSERT_NO_FATAL_FAILURE.
+  void Deploy(const json::object& body, seconds timeout, Running* out) {
+    auto created = api_.Post("/v2/models", body);
+    ASSERT_EQ(created.status, 201u) << created.body;
+    out->model_id = Api::Obj(created).at("id").as_int64();
+    ASSERT_TRUE(
+        WaitUntil([&] { return Str(Instance(out->model_id), "state") == "RUNNING"; }, timeout))
+        << json::serialize(Instance(out->model_id)) << Logs();
+    const json::object inst = Instance(out->model_id);
+    out->id = Int(inst, "id");
+    out->engine = "http://127.0.0.1:" + std::to_string(Int(inst, "port"));
+    out->secret = EngineSecret(engines_dir_, out->id);
+    ASSERT_TRUE(out->secret.starts_with("segma_eng_")) << out->secret;
+  }
+
   int EnginePid(int64_t instance_id) {
     return StateFilePid(engines_dir_ + "/instance-" + std::to_string(instance_id) + ".json");
   }
@@ -184,23 +207,19 @@ class EngineSecretTest : public ::testing::Test {
 
 TEST_F(EngineSecretTest, EngineSimServesOnlyWhoHoldsItsSecretAcrossAWorkerRestart) {
   StartServerAndWorker();
-  auto created = api_.Post(
-      "/v2/models", json::object{{"name", "chat"},
-                                 {"project_id", project_id_},
-                                 {"source", json::object{{"type", "simulated"}, {"params_b", 1}}},
-                                 {"replicas", 1}});
-  ASSERT_EQ(created.status, 201u) << created.body;
-  const int64_t model_id = Api::Obj(created).at("id").as_int64();
-  // RUNNING means the worker's readiness probe got through with the secret.
-  ASSERT_TRUE(WaitUntil([&] { return Str(Instance(model_id), "state") == "RUNNING"; }, seconds(60)))
-      << json::serialize(Instance(model_id)) << Logs();
-  const json::object inst = Instance(model_id);
-  const int64_t id = Int(inst, "id");
-  const std::string engine = "http://127.0.0.1:" + std::to_string(Int(inst, "port"));
+  Running run;
+  ASSERT_NO_FATAL_FAILURE(
+      Deploy(json::object{{"name", "chat"},
+                          {"project_id", project_id_},
+                          {"source", json::object{{"type", "simulated"}, {"params_b", 1}}},
+                          {"replicas", 1}},
+             seconds(60), &run));
+  const int64_t model_id = run.model_id;
+  const int64_t id = run.id;
+  const std::string& engine = run.engine;
 
   // Its secret: 256 random bits in a file only the worker's user reads.
-  const std::string secret = EngineSecret(engines_dir_, id);
-  ASSERT_TRUE(secret.starts_with("segma_eng_")) << secret;
+  const std::string& secret = run.secret;
   struct stat st {};
   ASSERT_EQ(::stat((engines_dir_ + "/instance-" + std::to_string(id) + ".key").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
@@ -305,24 +324,19 @@ TEST_F(EngineSecretTest, RealLlamaServerServesOnlyWhoHoldsItsSecret) {
   const std::string make = SegmaBinary() + " model make-test --shape tiny --out " + model_path +
                            " > " + dir_.path() + "/make.log 2>&1";
   ASSERT_EQ(std::system(make.c_str()), 0) << ReadFile(dir_.path() + "/make.log");
-  auto created =
-      api_.Post("/v2/models",
-                json::object{{"name", "tiny"},
-                             {"project_id", project_id_},
-                             {"backend", "llama.cpp"},
-                             {"source", json::object{{"type", "local_path"}, {"path", model_path}}},
-                             {"replicas", 1},
-                             {"context_length", 256}});
-  ASSERT_EQ(created.status, 201u) << created.body;
-  const int64_t model_id = Api::Obj(created).at("id").as_int64();
-  ASSERT_TRUE(
-      WaitUntil([&] { return Str(Instance(model_id), "state") == "RUNNING"; }, seconds(120)))
-      << json::serialize(Instance(model_id)) << Logs();
-  const json::object inst = Instance(model_id);
-  const int64_t id = Int(inst, "id");
-  const std::string engine = "http://127.0.0.1:" + std::to_string(Int(inst, "port"));
-  const std::string secret = EngineSecret(engines_dir_, id);
-  ASSERT_TRUE(secret.starts_with("segma_eng_")) << secret;
+  Running run;
+  ASSERT_NO_FATAL_FAILURE(
+      Deploy(json::object{{"name", "tiny"},
+                          {"project_id", project_id_},
+                          {"backend", "llama.cpp"},
+                          {"source", json::object{{"type", "local_path"}, {"path", model_path}}},
+                          {"replicas", 1},
+                          {"context_length", 256}},
+             seconds(120), &run));
+  const int64_t model_id = run.model_id;
+  const int64_t id = run.id;
+  const std::string& engine = run.engine;
+  const std::string& secret = run.secret;
   const std::string cmdline = ReadFile("/proc/" + std::to_string(EnginePid(id)) + "/cmdline");
   EXPECT_EQ(cmdline.find(secret), std::string::npos);
 
